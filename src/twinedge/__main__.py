@@ -1,0 +1,3 @@
+from twinedge.cli import main
+
+main()

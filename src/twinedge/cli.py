@@ -1,0 +1,278 @@
+"""The ``twinedge`` command: run, compare, place, scenario, ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from twinedge import __version__
+from twinedge.errors import InfeasibleError, ScenarioError, TwinedgeError
+
+app = typer.Typer(
+    name="twinedge",
+    help="Digital twin edge networks: simulate, place and migrate twins, verify the ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+scenario_app = typer.Typer(help="Validate and inspect scenario files.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+ScenarioArg = Annotated[
+    str, typer.Argument(help="A scenario YAML file, or a built-in name: city, city-small.")
+]
+
+
+def _run_many(scenario: str, placement: str | None, migration: str | None, seed: int | None, steps: int | None, quiet: bool, ledger: Path | None = None, ledger_every: int = 0):
+    from twinedge.engine import simulate
+    from twinedge.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    pol = sc.policies
+    placements = pol.as_list(placement or pol.placement)
+    migrations = pol.as_list(migration or pol.migration)
+    if not placements or not migrations:
+        raise ScenarioError(["--placement/--migration: expected at least one policy name"])
+    seed = sc.run.seed if seed is None else seed
+    steps = steps or sc.run.steps
+    combos = [(p, m) for p in placements for m in migrations]
+    results = []
+    recorders = []
+    show = _show_progress(quiet)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=not show, transient=False) as bar:
+        for p, m in combos:
+            task = bar.add_task(f"{p}+{m}", total=steps)
+            recorder = None
+            if ledger is not None:
+                from twinedge.engine.record import LedgerRecorder
+
+                recorder = LedgerRecorder(ledger / f"{p}+{m}" if len(combos) > 1 else ledger, actor=f"twinedge-run/{p}+{m}", checkpoint_every=ledger_every)
+                recorders.append(recorder)
+            res = simulate(sc, seed=seed, steps=steps, placement=p, migration=m, recorder=recorder, progress=lambda k, t=task: bar.update(t, completed=k))
+            results.append(res)
+    return sc, seed, steps, results, recorders
+
+
+@app.command()
+def run(
+    scenario: ScenarioArg = "city",
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Number of steps (default: the scenario's).")] = None,
+    placement: Annotated[str | None, typer.Option(help="Placement policy name(s), comma-separated, or module:function.")] = None,
+    migration: Annotated[str | None, typer.Option(help="Migration policy name(s), comma-separated, or module:function.")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="Record every decision in a governance ledger in this folder.")] = None,
+    ledger_every: Annotated[int, typer.Option(min=0, help="Also checkpoint the ledger every N steps (0: only at the end).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+) -> None:
+    """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
+    from twinedge.report import summary_table, write_outputs
+
+    sc, seed, steps, results, recorders = _run_many(scenario, placement, migration, seed, steps, quiet, ledger, ledger_every)
+    extra = {}
+    if recorders:
+        from twinedge.engine.record import ledger_report_html
+
+        extra["ledger"] = ledger_report_html(recorders)
+    paths = write_outputs(results, out_dir, scenario_name=sc.name, seed=seed, steps=steps, extra=extra, report=not no_report)
+    if not quiet:
+        out.print(summary_table(results))
+        for name, p in paths.items():
+            out.print(f"{name}: {p}")
+        for r in recorders:
+            out.print(f"ledger: {r.path} — verify with: twinedge ledger verify {r.path}")
+
+
+@app.command()
+def compare(
+    scenario: ScenarioArg = "city",
+    placement: Annotated[str | None, typer.Option(help="Placement policies, comma-separated.")] = None,
+    migration: Annotated[str | None, typer.Option(help="Migration policies, comma-separated.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run every placement x migration combination on the same seed and print a table."""
+    from twinedge.report import summary_table
+    from twinedge.report.outputs import summary_dict
+
+    sc, seed, steps, results, _ = _run_many(scenario, placement, migration, seed, steps, quiet or as_json)
+    if as_json:
+        d = summary_dict(results, sc.name, seed, steps)
+        for r in results:
+            d["policies"][r.label]["wall_s"] = round(r.wall_s, 3)
+        print(json.dumps(d, indent=2))
+    else:
+        out.print(summary_table(results))
+
+
+@app.command()
+def place(
+    instance: Annotated[Path, typer.Argument(help="Instance JSON: latency_ms, demand, capacity.")],
+    policy: Annotated[str, typer.Option(help="nearest, greedy, optimal, or module:function.")] = "optimal",
+    time_limit_s: Annotated[float | None, typer.Option(min=0.0, help="Time limit for policies that take one (optimal).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for randomised policies.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Solve a bare placement instance (see docs/placement.md for the format).
+
+    Exit code 0 on a placement, 3 when the instance is infeasible (the JSON says why).
+    """
+    import inspect
+    import time
+
+    from twinedge.policies.placement import load_instance, resolve_placement, solve_placement
+
+    problem = load_instance(instance)
+    params = {}
+    if time_limit_s is not None:
+        pol_cls = _placement_class(policy)
+        if pol_cls is None or "time_limit_s" not in inspect.signature(pol_cls).parameters:
+            raise ScenarioError([f"--time-limit-s: policy {policy!r} takes no time limit"])
+        params["time_limit_s"] = time_limit_s
+    pol = resolve_placement(policy, **params)
+    t0 = time.perf_counter()
+    try:
+        result = solve_placement(pol, problem, np.random.default_rng(seed))
+    except InfeasibleError as e:
+        doc = {"status": "infeasible", "hosts": [], "objective_ms": None, "lower_bound_ms": None, "gap": None, "solve_s": round(time.perf_counter() - t0, 6), "reason": str(e)}
+        if as_json:
+            print(json.dumps(doc))
+        else:
+            err.print(f"infeasible: {e}")
+        raise typer.Exit(3) from None
+    doc = result.to_json()
+    if as_json:
+        print(json.dumps(doc))
+    else:
+        out.print(f"status: {doc['status']}")
+        out.print(f"objective_ms: {doc['objective_ms']:.6g}")
+        if doc["lower_bound_ms"] is not None:
+            out.print(f"lower_bound_ms: {doc['lower_bound_ms']:.6g}  gap: {doc['gap']:.3%}")
+        out.print(f"solve_s: {doc['solve_s']:.3f}")
+        out.print(f"hosts: {doc['hosts'][:20]}{' ...' if len(doc['hosts']) > 20 else ''}")
+
+
+def _placement_class(spec: str):
+    from twinedge.policies.placement import PLACEMENT_POLICIES
+
+    return PLACEMENT_POLICIES.get(spec)
+
+
+@scenario_app.command("validate")
+def scenario_validate(file: ScenarioArg) -> None:
+    """Check a scenario file; print one line per problem."""
+    from twinedge.scenario import load_scenario
+    from twinedge.world import build_world
+
+    sc = load_scenario(file)
+    w = build_world(sc, np.random.default_rng(sc.run.seed))
+    out.print(f"ok: {file}: {len(w.node_ids)} nodes, {w.n_hosts} hosts, {w.n_entities} entities, {sc.run.steps} steps")
+
+
+@scenario_app.command("show")
+def scenario_show(file: ScenarioArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Summarise a scenario: nodes per tier, capacity against demand, entities, links."""
+    from twinedge.scenario import load_scenario
+    from twinedge.world import build_world
+
+    sc = load_scenario(file)
+    w = build_world(sc, np.random.default_rng(sc.run.seed))
+    tiers = {}
+    for code, name in enumerate(("access", "edge", "region", "cloud")):
+        idx = np.flatnonzero(w.node_tier == code)
+        tiers[name] = {"count": int(idx.size), "cpu_ghz": float(w.node_cpu_ghz[idx].sum()), "mem_gb": float(w.node_mem_gb[idx].sum())}
+    kinds = {k: int(np.count_nonzero(w.entity_kind == i)) for i, k in enumerate(w.kinds)}
+    finite = w.ap_host_ms[np.isfinite(w.ap_host_ms)]
+    info = {
+        "name": sc.name,
+        "bounds_m": [round(float(v), 1) for v in w.bounds_m],
+        "tiers": tiers,
+        "domains": w.domains,
+        "links": int(w.links.a.size),
+        "entities": kinds,
+        "owners": w.owners,
+        "demand": {"cpu_ghz": float(w.cpu_ghz.sum()), "mem_gb": float(w.mem_gb.sum())},
+        "backbone_ms": {"min": float(finite.min()), "max": float(finite.max())},
+        "run": {"steps": sc.run.steps, "step_s": sc.run.step_s, "seed": sc.run.seed},
+        "policies": sc.policies.model_dump(),
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    out.print(f"[bold]{sc.name}[/]  area {info['bounds_m']} m, {info['links']} links, domains: {', '.join(w.domains)}")
+    t = Table("tier", "nodes", "cpu_ghz", "mem_gb")
+    for name, v in tiers.items():
+        t.add_row(name, str(v["count"]), f"{v['cpu_ghz']:.0f}", f"{v['mem_gb']:.0f}")
+    t.add_row("[bold]twin demand[/]", str(w.n_entities), f"{info['demand']['cpu_ghz']:.0f}", f"{info['demand']['mem_gb']:.0f}")
+    out.print(t)
+    out.print("entities: " + ", ".join(f"{k}={v}" for k, v in kinds.items()))
+    out.print(f"backbone latency access->host: {info['backbone_ms']['min']:.2f}..{info['backbone_ms']['max']:.2f} ms")
+    out.print(f"run: {sc.run.steps} steps of {sc.run.step_s} s, seed {sc.run.seed}; policies: {sc.policies.placement} / {sc.policies.migration}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def _mount_ledger() -> None:
+    try:
+        from twinedge.ledger.cli import app as ledger_app
+    except ImportError:  # pragma: no cover - the ledger ships with the package
+        return
+    app.add_typer(ledger_app, name="ledger", help="Governance ledger: init, append, checkpoint, prove, verify, audit, settle.")
+
+
+_mount_ledger()
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except TwinedgeError as e:
+        for line in str(e).splitlines() or [type(e).__name__]:
+            err.print(f"error: {line}", markup=False, highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Built-in migration policies: ``never``, ``threshold``, ``utility``, ``predictive``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twinedge.policies.migration.base import NO_MOVES, assign_under_capacity
+from twinedge.world.dynamic import SimContext
+
+
+def _moves(ctx: SimContext, twins, cand, score, priority):
+    """Assign under capacity and drop no-op moves (to the twin's own host)."""
+    t, h = assign_under_capacity(ctx, twins, cand, score, priority)
+    keep = h != ctx.state.host[t]
+    return t[keep], h[keep]
+
+
+class Never:
+    """Twins stay where placement put them (the baseline)."""
+
+    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+        return NO_MOVES
+
+
+class Threshold:
+    """Migrate a twin when its latency exceeds its requirement ``latency_req_ms``.
+
+    The twin moves to the lowest-latency candidate host with room (the ``k`` hosts nearest
+    its access point), if that beats its current latency by at least ``hysteresis_ms``.
+    Twins that miss their deadline by the most go first.
+
+    Parameters:
+        hysteresis_ms: minimum latency improvement to move (default 0.5).
+    """
+
+    def __init__(self, hysteresis_ms: float = 0.5):
+        self.hysteresis_ms = float(hysteresis_ms)
+
+    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+        s, w = ctx.state, ctx.world
+        twins = np.flatnonzero((s.latency_ms > w.latency_req_ms) & ~ctx.migrating)
+        if twins.size == 0:
+            return NO_MOVES
+        cand, lat = ctx.candidates(twins)
+        lat = np.where(lat < s.latency_ms[twins, None] - self.hysteresis_ms, lat, np.inf)
+        return _moves(ctx, twins, cand, lat, s.latency_ms[twins] - w.latency_req_ms[twins])
+
+
+class Utility:
+    """Seed 000's utility: move a twin to the host that maximises
+
+        U_j = beta * exp((T_req - T_j) / T_req) - (1 - beta) * E_j / E_ref_mj
+              - penalty * [T_j > T_req]
+
+    where T_j is the twin's latency on host j (ms), the slack is measured in units of
+    T_req so the exponential stays in (0, e] whatever the deadline, and E_j = p * t
+    (seed 000: transmit power times transmit time) is the device's radio energy over one
+    step in mJ: its uplink time for every update, plus, when j is not the current host,
+    the migration downtime during which the device keeps its radio on to buffer and
+    resend. ``E_ref_mj`` sets how many mJ weigh as much as a full unit of slack. The
+    explicit ``penalty`` makes a missed deadline cost more than any energy saving of
+    ordinary size. Only twins whose latency exceeds ``trigger`` * T_req are evaluated.
+
+    Parameters:
+        beta: weight of latency slack versus energy, in [0, 1] (default 0.7).
+        energy_ref_mj: energy scale in mJ (default 1.0).
+        penalty: utility lost by a missed deadline (default 1.0).
+        trigger: fraction of T_req above which a twin is reconsidered (default 0.8).
+        margin: minimum utility gain to move (default 0.05).
+    """
+
+    def __init__(self, beta: float = 0.7, energy_ref_mj: float = 1.0, penalty: float = 1.0, trigger: float = 0.8, margin: float = 0.05):
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        self.beta, self.energy_ref_mj, self.penalty = float(beta), float(energy_ref_mj), float(penalty)
+        self.trigger, self.margin = float(trigger), float(margin)
+
+    def utility(self, latency_ms, req_ms, energy_mj):
+        """U for latency (ms), requirement (ms) and device energy (mJ); broadcasts."""
+        slack = (req_ms - latency_ms) / req_ms
+        return (
+            self.beta * np.exp(np.minimum(slack, 1.0))
+            - (1 - self.beta) * energy_mj / self.energy_ref_mj
+            - self.penalty * (latency_ms > req_ms)
+        )
+
+    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+        s, w = ctx.state, ctx.world
+        twins = np.flatnonzero((s.latency_ms > self.trigger * w.latency_req_ms) & ~ctx.migrating)
+        if twins.size == 0:
+            return NO_MOVES
+        cand, lat = ctx.candidates(twins)
+        p = w.tx_power_w[twins]
+        base_mj = 1000 * p * s.uplink_ms[twins] / 1000 * w.update_hz[twins] * ctx.step_s
+        down = ctx.downtime_s(twins[:, None].repeat(cand.shape[1], 1).ravel(), cand.ravel()).reshape(cand.shape)
+        moved = cand != s.host[twins, None]
+        energy = base_mj[:, None] + 1000 * p[:, None] * down * moved
+        req = w.latency_req_ms[twins]
+        u = self.utility(lat, req[:, None], energy)
+        u_now = self.utility(s.latency_ms[twins], req, base_mj)
+        score = np.where(np.isfinite(lat) & (u > u_now[:, None] + self.margin), -u, np.inf)
+        return _moves(ctx, twins, cand, score, u_now.max() - u_now)
+
+
+class Predictive:
+    """Pre-migration: extrapolate each entity ``horizon_s`` ahead at its current velocity,
+    find the access point it will reach, and move the twin *before* its deadline is missed
+    to the host that is best for both now and then (lowest ``max(T_now, T_future)``).
+
+    Twins are reconsidered when their current or predicted latency exceeds
+    ``trigger`` * T_req.
+
+    Parameters:
+        horizon_s: how far ahead to extrapolate (default 5).
+        trigger: fraction of T_req that triggers a pre-migration (default 0.9).
+        hysteresis_ms: minimum improvement of the score to move (default 0.5).
+    """
+
+    def __init__(self, horizon_s: float = 5.0, trigger: float = 0.9, hysteresis_ms: float = 0.5):
+        self.horizon_s, self.trigger, self.hysteresis_ms = float(horizon_s), float(trigger), float(hysteresis_ms)
+
+    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+        s, w = ctx.state, ctx.world
+        future_xy = s.xy_m + ctx.velocity_mps() * self.horizon_s
+        np.clip(future_xy, w.bounds_m[:2], w.bounds_m[2:], out=future_xy)
+        idle = ~ctx.migrating
+        # cheap pre-filter: only entities that are moving or already near their deadline
+        moving = np.any(s.xy_m != s.prev_xy_m, axis=1)
+        pre = np.flatnonzero(idle & (moving | (s.latency_ms > self.trigger * w.latency_req_ms)))
+        if pre.size == 0:
+            return NO_MOVES
+        f_ap, f_dist = w.attach(future_xy[pre])
+        f_up = w.uplink_ms(f_dist, pre)
+        f_lat_now_host = ctx.latency_ms(pre, s.host[pre], ap=f_ap, uplink_ms=f_up)
+        req = w.latency_req_ms[pre]
+        need = (f_lat_now_host > self.trigger * req) | (s.latency_ms[pre] > self.trigger * req)
+        twins, f_ap, f_up = pre[need], f_ap[need], f_up[need]
+        if twins.size == 0:
+            return NO_MOVES
+        # candidates near the current and the future access point
+        c_now, l_now = ctx.candidates(twins)
+        c_fut = ctx.ap_candidates[f_ap]
+        cand = np.concatenate([c_now, c_fut], axis=1)
+        lat_now = np.concatenate([l_now, ctx.latency_ms(twins, c_fut)], axis=1)
+        ok = w.allowed(twins)[np.arange(twins.size)[:, None], cand]
+        lat_fut = ctx.latency_ms(twins, cand, ap=f_ap, uplink_ms=f_up)
+        score = np.where(ok, np.maximum(lat_now, lat_fut), np.inf)
+        cur = np.maximum(s.latency_ms[twins], f_lat_now_host[need])
+        score = np.where(score < cur[:, None] - self.hysteresis_ms, score, np.inf)
+        return _moves(ctx, twins, cand, score, cur - w.latency_req_ms[twins])

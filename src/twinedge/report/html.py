@@ -1,0 +1,170 @@
+"""The HTML report: one self-contained file (inline SVG plots, no network access)."""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from twinedge import __version__  # noqa: E402
+from twinedge.engine.metrics import HIST_EDGES_MS, STEP_COLUMNS  # noqa: E402
+from twinedge.engine.simulation import RunResult  # noqa: E402
+
+_COL = {c: i for i, c in enumerate(STEP_COLUMNS)}
+_TIER_STYLE = {1: ("edge server", "s", "#1f77b4", 30), 2: ("region hub", "D", "#d62728", 70)}
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _cdf(results: list[RunResult]) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    centres = np.sqrt(HIST_EDGES_MS[:-1] * HIST_EDGES_MS[1:])
+    for r in results:
+        c = np.cumsum(r.metrics.hist) / max(r.metrics.hist.sum(), 1)
+        nz = np.flatnonzero(r.metrics.hist)
+        lo, hi = nz[0], nz[-1] + 1
+        ax.plot(centres[lo:hi], c[lo:hi], label=r.label)
+    req = np.unique(results[0].world.latency_req_ms)
+    for v in req[:4]:
+        ax.axvline(v, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("twin latency (ms, log scale); dotted: deadlines")
+    ax.set_ylabel("fraction of twin-steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def _over_time(results: list[RunResult]) -> str:
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for r in results:
+        v = r.metrics.step_values
+        t = v[:, _COL["t_s"]]
+        axes[0].plot(t, v[:, _COL["migrations"]], lw=1, label=r.label)
+        axes[1].plot(t, v[:, _COL["deadline_misses"]] / r.world.n_entities, lw=1, label=r.label)
+    axes[0].set_ylabel("migrations per step")
+    axes[1].set_ylabel("deadline-miss ratio")
+    axes[1].set_xlabel("virtual time (s)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _svg(fig)
+
+
+def _heatmaps(results: list[RunResult]) -> str:
+    shown = results[:4]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(7, 2.4 * len(shown)), squeeze=False)
+    w = shown[0].world
+    order = np.lexsort((w.host_cpu_ghz, w.host_tier))
+    for ax, r in zip(axes[:, 0], shown, strict=True):
+        u = r.metrics.utilisation[:, order].T
+        t_end = r.metrics.step_values[-1, _COL["t_s"]]
+        im = ax.imshow(u, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma", extent=(0, t_end, 0, u.shape[0]), interpolation="nearest")
+        ax.set_ylabel("host")
+        ax.set_title(r.label, fontsize=9)
+    axes[-1, 0].set_xlabel("virtual time (s)")
+    fig.colorbar(im, ax=axes[:, 0].tolist(), label="CPU utilisation")
+    return _svg(fig)
+
+
+def _map(r: RunResult) -> str:
+    w = r.world
+    fig, ax = plt.subplots(figsize=(6.5, 6.5))
+    acc = w.node_xy_m[w.access]
+    ax.scatter(acc[:, 0], acc[:, 1], s=6, c="#999999", label="access point", zorder=1)
+    lo, hi = w.bounds_m[:2], w.bounds_m[2:]
+    for code, (name, marker, color, size) in _TIER_STYLE.items():
+        idx = np.flatnonzero(w.node_tier == code)
+        idx = idx[np.all((w.node_xy_m[idx] >= lo - 1) & (w.node_xy_m[idx] <= hi + 1), axis=1)]
+        if idx.size:
+            ax.scatter(*w.node_xy_m[idx].T, s=size, marker=marker, c=color, label=name, zorder=2)
+    trails = r.metrics.trails
+    for k in range(trails.shape[1]):
+        ax.plot(trails[:, k, 0], trails[:, k, 1], lw=0.8, alpha=0.8, zorder=3)
+        ax.plot(trails[-1, k, 0], trails[-1, k, 1], "o", ms=3, c="black", zorder=4)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"infrastructure and {trails.shape[1]} sample entity trails", fontsize=9)
+    return _svg(fig)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;padding:0 1em}
+table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.best{color:#0a7d2c;font-weight:600}
+code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow-x:auto}
+figure{margin:1.5em 0}figcaption{font-size:0.9em;color:#555}
+"""
+
+_ROWS = (
+    ("mean latency (ms)", "mean_latency_ms", "{:.2f}", min),
+    ("p50 (ms)", "p50_latency_ms", "{:.2f}", min),
+    ("p95 (ms)", "p95_latency_ms", "{:.2f}", min),
+    ("p99 (ms)", "p99_latency_ms", "{:.2f}", min),
+    ("deadline-miss ratio", "deadline_miss_ratio", "{:.4f}", min),
+    ("migrations", "migrations", "{:d}", min),
+    ("migration downtime (s)", "migration_downtime_s", "{:.1f}", min),
+    ("GB migrated", "bytes_migrated", "{:.2f}", min),
+    ("device energy (J)", "device_energy_j", "{:.1f}", min),
+    ("server energy (MJ)", "server_energy_j", "{:.3f}", min),
+    ("mean utilisation", "mean_utilisation", "{:.3f}", None),
+    ("max utilisation", "max_utilisation", "{:.3f}", None),
+)
+
+
+def _table(results: list[RunResult]) -> str:
+    head = "".join(f"<th>{html.escape(r.label)}</th>" for r in results)
+    rows = []
+    for title, key, fmt, best in _ROWS:
+        vals = [r.summary[key] for r in results]
+        scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
+        b = best(vals) if best and len(results) > 1 else None
+        cells = "".join(
+            f'<td class="{"best" if v == b else ""}">{fmt.format(int(v) if fmt == "{:d}" else v * scale)}</td>' for v in vals
+        )
+        rows.append(f"<tr><td>{title}</td>{cells}</tr>")
+    rows.append("<tr><td>wall time (s)</td>" + "".join(f"<td>{r.wall_s:.2f}</td>" for r in results) + "</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_report(results: list[RunResult], path: Path, *, summary: dict, extra: dict) -> Path:
+    w = results[0].world
+    tiers = {name: int(np.count_nonzero(w.host_tier == c)) for c, name in ((1, "edge"), (2, "region"), (3, "cloud"))}
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>twinedge report: {html.escape(summary['scenario'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>twinedge report — {html.escape(summary['scenario'])}</h1>",
+        f"<p>{w.n_entities:,} entities ({', '.join(html.escape(k) for k in w.kinds)}), {w.access.size} access points, "
+        f"hosts: {tiers['edge']} edge, {tiers['region']} region, {tiers['cloud']} cloud; "
+        f"{summary['steps']} steps; seed {summary['seed']}; twinedge {__version__}.</p>",
+        "<h2>Policies compared</h2>",
+        _table(results),
+        "<p>Latency is the time from a device's state update to its processing by the twin: uplink + backbone + host processing (with queueing), "
+        "plus any remaining migration downtime. A deadline miss is a twin-step above the twin's <code>latency_req_ms</code>.</p>",
+        f"<figure>{_cdf(results)}<figcaption>Latency CDF over all twin-steps, per policy.</figcaption></figure>",
+        f"<figure>{_over_time(results)}<figcaption>Migrations and deadline misses over time.</figcaption></figure>",
+        f"<figure>{_heatmaps(results)}<figcaption>CPU utilisation of every host over time (hosts sorted by tier, then capacity).</figcaption></figure>",
+        f"<figure>{_map(results[0])}<figcaption>Infrastructure map and sample entity trails ({html.escape(results[0].label)}).</figcaption></figure>",
+    ]
+    ledger = extra.get("ledger")
+    if ledger:
+        parts.append("<h2>Governance ledger</h2>")
+        parts.append(ledger)
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts))
+    return path

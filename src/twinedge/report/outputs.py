@@ -1,0 +1,120 @@
+"""Write a run's results: ``summary.json``, ``timeseries.csv``, ``timing.json`` and
+``report.html``.
+
+``summary.json`` holds only what the seed determines, so the same seed gives a
+byte-identical file; wall-clock times go to ``timing.json`` (and the table and report).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from twinedge import __version__
+from twinedge.engine.metrics import STEP_COLUMNS
+from twinedge.engine.simulation import RunResult
+
+SUMMARY_KEYS = (
+    "mean_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "deadline_miss_ratio",
+    "migrations",
+    "migration_downtime_s",
+    "bytes_migrated",
+    "device_energy_j",
+    "server_energy_j",
+    "mean_utilisation",
+    "max_utilisation",
+)
+
+
+def _round(v):
+    if isinstance(v, float):
+        return float(f"{v:.10g}")
+    return v
+
+
+def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps: int) -> dict:
+    return {
+        "twinedge": __version__,
+        "scenario": scenario_name,
+        "seed": seed,
+        "steps": steps,
+        "entities": results[0].world.n_entities if results else 0,
+        "hosts": results[0].world.n_hosts if results else 0,
+        "policies": {r.label: {k: _round(r.summary[k]) for k in SUMMARY_KEYS} for r in results},
+    }
+
+
+def write_outputs(results: list[RunResult], out_dir: Path, *, scenario_name: str, seed: int, steps: int, extra: dict | None = None, report: bool = True) -> dict[str, Path]:
+    """Write every output file of a run into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"summary": out_dir / "summary.json", "timeseries": out_dir / "timeseries.csv", "timing": out_dir / "timing.json"}
+    summary = summary_dict(results, scenario_name, seed, steps)
+    paths["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    with open(paths["timeseries"], "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["policy", "step", *STEP_COLUMNS])
+        for r in results:
+            for k, row in enumerate(r.metrics.step_values):
+                wr.writerow([r.label, k + 1, *(f"{v:.6g}" for v in row)])
+    timing = {
+        "cores": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "policies": {r.label: {"wall_s": round(r.wall_s, 3), "placements": r.placements} for r in results},
+    }
+    paths["timing"].write_text(json.dumps(timing, indent=2) + "\n")
+    if report:
+        from twinedge.report.html import write_report
+
+        paths["report"] = write_report(results, out_dir / "report.html", summary=summary, extra=extra or {})
+    return paths
+
+
+def summary_table(results: list[RunResult]):
+    """A rich table comparing the policies of a run."""
+    from rich.table import Table
+
+    t = Table(title="twinedge: policy comparison", header_style="bold")
+    cols = [
+        ("policy", None),
+        ("mean ms", "mean_latency_ms"),
+        ("p95 ms", "p95_latency_ms"),
+        ("p99 ms", "p99_latency_ms"),
+        ("miss %", "deadline_miss_ratio"),
+        ("migrations", "migrations"),
+        ("downtime s", "migration_downtime_s"),
+        ("GB moved", "bytes_migrated"),
+        ("device J", "device_energy_j"),
+        ("server MJ", "server_energy_j"),
+        ("util mean/max", None),
+        ("wall s", None),
+    ]
+    for name, _ in cols:
+        t.add_column(name, justify="left" if name == "policy" else "right")
+    best_miss = min(r.summary["deadline_miss_ratio"] for r in results)
+    for r in results:
+        s = r.summary
+        miss = f"{100 * s['deadline_miss_ratio']:.2f}"
+        t.add_row(
+            r.label,
+            f"{s['mean_latency_ms']:.2f}",
+            f"{s['p95_latency_ms']:.2f}",
+            f"{s['p99_latency_ms']:.2f}",
+            f"[green]{miss}[/]" if s["deadline_miss_ratio"] == best_miss else miss,
+            f"{s['migrations']}",
+            f"{s['migration_downtime_s']:.1f}",
+            f"{s['bytes_migrated'] / 1e9:.1f}",
+            f"{s['device_energy_j']:.0f}",
+            f"{s['server_energy_j'] / 1e6:.2f}",
+            f"{s['mean_utilisation']:.2f}/{s['max_utilisation']:.2f}",
+            f"{r.wall_s:.1f}",
+        )
+    return t

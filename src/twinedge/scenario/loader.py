@@ -1,0 +1,101 @@
+"""Load and validate scenario files; turn pydantic errors into one line per problem."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from twinedge.errors import ScenarioError
+from twinedge.scenario.schema import EntityGroup, Scenario, Trace
+
+BUILTIN = ("city", "city-small")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(err: ValidationError, source: str) -> list[str]:
+    """One line per problem: ``source: field.path: got VALUE; expected WHAT``."""
+    lines = []
+    for e in err.errors():
+        # drop the union-tag segments pydantic adds for discriminated unions
+        loc = tuple(p for p in e["loc"] if p not in ("static", "random_waypoint", "gauss_markov", "trace"))
+        got = "missing" if e["type"] == "missing" else _short(e.get("input"))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_loc(loc)}: got {got}; expected {msg}")
+    return lines
+
+
+def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
+    """Make every relative file path in the scenario relative to the scenario's folder."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    infra = sc.infrastructure
+    if infra.eua is not None:
+        infra = infra.model_copy(update={"eua": infra.eua.model_copy(update={"sites_csv": fix(infra.eua.sites_csv)})})
+    groups: list[EntityGroup] = []
+    for g in sc.entities:
+        upd: dict[str, Any] = {}
+        if g.positions_csv is not None:
+            upd["positions_csv"] = fix(g.positions_csv)
+        if isinstance(g.mobility, Trace):
+            upd["mobility"] = g.mobility.model_copy(update={"file": fix(g.mobility.file)})
+        groups.append(g.model_copy(update=upd))
+    return sc.model_copy(update={"infrastructure": infra, "entities": groups})
+
+
+def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = None) -> Scenario:
+    """Validate a scenario given as a mapping (parsed YAML/JSON)."""
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{source}: (top level): got {_short(data)}; expected a mapping"])
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(format_validation_error(err, source)) from None
+    sc = _resolve_paths(sc, base or Path.cwd())
+    missing = []
+    if sc.infrastructure.eua is not None and not sc.infrastructure.eua.sites_csv.is_file():
+        missing.append(("infrastructure.eua.sites_csv", sc.infrastructure.eua.sites_csv))
+    for i, g in enumerate(sc.entities):
+        if g.positions_csv is not None and not g.positions_csv.is_file():
+            missing.append((f"entities[{i}].positions_csv", g.positions_csv))
+        if isinstance(g.mobility, Trace) and not g.mobility.file.is_file():
+            missing.append((f"entities[{i}].mobility.file", g.mobility.file))
+    if missing:
+        raise ScenarioError([f"{source}: {f}: got {str(p)!r}; expected an existing file" for f, p in missing])
+    return sc
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load a scenario from a YAML file, or a built-in one by name (``city``, ``city-small``)."""
+    if str(path) in BUILTIN:
+        text = resources.files("twinedge.scenario.builtin").joinpath(f"{path}.yaml").read_text()
+        return parse_scenario(yaml.safe_load(text), f"builtin:{path}", Path.cwd())
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError([f"{p}: no such file (built-in scenarios: {', '.join(BUILTIN)})"])
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ScenarioError([f"{p}: {where}: not valid YAML ({getattr(err, 'problem', err)})"]) from None
+    return parse_scenario(data, str(p), p.parent)

@@ -1,0 +1,288 @@
+"""Scenario schema (version 1): pydantic models with units in every field name.
+
+A scenario describes the infrastructure (nodes and links, written out or generated),
+the moving entities with the demand of their twins, the radio model, the run length and
+the default policies. Files are YAML; see ``docs/scenario.md`` for the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Tier = Literal["access", "edge", "region", "cloud"]
+TIERS: tuple[str, ...] = ("access", "edge", "region", "cloud")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_range(v: float | tuple[float, float]) -> float | tuple[float, float]:
+    if isinstance(v, tuple):
+        lo, hi = v
+        if lo > hi:
+            raise ValueError(f"range [{lo}, {hi}] has min > max")
+    return v
+
+
+NonNeg = Annotated[float, Field(ge=0)]
+Range = float | tuple[NonNeg, NonNeg]
+"""A fixed value or ``[min, max]`` drawn uniformly per entity."""
+
+
+class NodeSpec(_Model):
+    """One infrastructure node. Position in metres (``x_m``, ``y_m``) or ``lat``/``lon``."""
+
+    id: str = Field(min_length=1)
+    tier: Tier
+    x_m: float | None = None
+    y_m: float | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    cpu_ghz: NonNeg = 0.0
+    mem_gb: NonNeg = 0.0
+    idle_w: NonNeg = 0.0
+    max_w: NonNeg = 0.0
+    coverage_m: Annotated[float, Field(gt=0)] | None = None
+    domain: str = "operator"
+
+    @model_validator(mode="after")
+    def _position(self) -> NodeSpec:
+        has_xy = self.x_m is not None and self.y_m is not None
+        has_ll = self.lat is not None and self.lon is not None
+        if has_xy == has_ll:
+            raise ValueError("give a position as either x_m and y_m, or lat and lon")
+        if self.max_w < self.idle_w:
+            raise ValueError(f"max_w ({self.max_w}) must be >= idle_w ({self.idle_w})")
+        return self
+
+
+class LinkSpec(_Model):
+    """An explicit link between two nodes (undirected)."""
+
+    a: str
+    b: str
+    latency_ms: NonNeg
+    bandwidth_mbps: Annotated[float, Field(gt=0)]
+
+
+class LinkRule(_Model):
+    """Latency and bandwidth of generated links: ``latency_ms + latency_ms_per_km * distance``."""
+
+    latency_ms: NonNeg
+    latency_ms_per_km: NonNeg = 0.005
+    bandwidth_mbps: Annotated[float, Field(gt=0)]
+
+
+class LinkRules(_Model):
+    """Generated links: each access point to its nearest edge site, each edge site to its
+    nearest region hub (and to its ``edge_mesh_k`` nearest edge sites), each region to the
+    nearest cloud. A rule set to ``null`` generates nothing for that tier pair."""
+
+    access_edge: LinkRule | None = LinkRule(latency_ms=0.5, bandwidth_mbps=10_000)
+    edge_edge: LinkRule | None = LinkRule(latency_ms=1.0, bandwidth_mbps=10_000)
+    edge_mesh_k: Annotated[int, Field(ge=0)] = 2
+    edge_region: LinkRule | None = LinkRule(latency_ms=2.0, bandwidth_mbps=40_000)
+    region_cloud: LinkRule | None = LinkRule(latency_ms=10.0, bandwidth_mbps=100_000)
+
+
+class CityGenerator(_Model):
+    """A synthetic city: edge sites scattered in clusters over a rectangle, each with a
+    co-located access point, region hubs at cluster centres, and one cloud far away."""
+
+    area_m: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (4000.0, 4000.0)
+    edge_sites: Annotated[int, Field(ge=1)] = 60
+    regions: Annotated[int, Field(ge=1)] = 6
+    cloud: bool = True
+    cloud_distance_m: NonNeg = 50_000.0
+    coverage_m: Annotated[float, Field(gt=0)] = 400.0
+    edge_cpu_ghz: Range = (16.0, 48.0)
+    edge_mem_gb: Range = (32.0, 96.0)
+    edge_idle_w: NonNeg = 150.0
+    edge_max_w: NonNeg = 400.0
+    region_cpu_ghz: Range = 256.0
+    region_mem_gb: Range = 1024.0
+    region_idle_w: NonNeg = 1500.0
+    region_max_w: NonNeg = 4000.0
+    cloud_cpu_ghz: NonNeg = 20_000.0
+    cloud_mem_gb: NonNeg = 100_000.0
+    cloud_idle_w: NonNeg = 20_000.0
+    cloud_max_w: NonNeg = 60_000.0
+    domains: list[str] = Field(default_factory=lambda: ["metro-op", "city-net"], min_length=1)
+
+    _check = field_validator("edge_cpu_ghz", "edge_mem_gb", "region_cpu_ghz", "region_mem_gb")(
+        _check_range
+    )
+
+
+class EuaSites(_Model):
+    """Infrastructure from an EUA site file (``SITE_ID,LATITUDE,LONGITUDE,...``): every
+    site becomes an access point and a co-located edge server."""
+
+    sites_csv: Path
+    coverage_m: Annotated[float, Field(gt=0)] = 150.0
+    edge_cpu_ghz: Range = (8.0, 32.0)
+    edge_mem_gb: Range = (16.0, 64.0)
+    edge_idle_w: NonNeg = 150.0
+    edge_max_w: NonNeg = 400.0
+    regions: Annotated[int, Field(ge=1)] = 4
+    region_cpu_ghz: Range = 128.0
+    region_mem_gb: Range = 512.0
+    region_idle_w: NonNeg = 1500.0
+    region_max_w: NonNeg = 4000.0
+    cloud: bool = True
+    cloud_cpu_ghz: NonNeg = 20_000.0
+    cloud_mem_gb: NonNeg = 100_000.0
+    domains: list[str] = Field(default_factory=lambda: ["optus"], min_length=1)
+
+
+class Infrastructure(_Model):
+    origin_lat: float | None = Field(default=None, ge=-90, le=90)
+    origin_lon: float | None = Field(default=None, ge=-180, le=180)
+    generate: CityGenerator | None = None
+    eua: EuaSites | None = None
+    nodes: list[NodeSpec] = Field(default_factory=list)
+    links: list[LinkSpec] = Field(default_factory=list)
+    link_rules: LinkRules = LinkRules()
+
+    @model_validator(mode="after")
+    def _some_nodes(self) -> Infrastructure:
+        if self.generate is None and self.eua is None and not self.nodes:
+            raise ValueError("no nodes: give nodes, a generate block or an eua block")
+        ids = [n.id for n in self.nodes]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate node ids: {', '.join(dup)}")
+        return self
+
+
+class Static(_Model):
+    model: Literal["static"] = "static"
+
+
+class RandomWaypoint(_Model):
+    """Pick a uniform waypoint in the area, move to it at a uniform speed, pause, repeat."""
+
+    model: Literal["random_waypoint"] = "random_waypoint"
+    speed_mps: Range = (1.0, 15.0)
+    pause_s: Range = (0.0, 0.0)
+    _check = field_validator("speed_mps", "pause_s")(_check_range)
+
+
+class GaussMarkov(_Model):
+    """Gauss–Markov mobility (Liang & Haas 1999): speed and heading are AR(1) processes
+    with memory ``alpha`` around a mean speed; entities turn back at the area border."""
+
+    model: Literal["gauss_markov"] = "gauss_markov"
+    mean_speed_mps: NonNeg = 10.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.85
+    speed_sigma_mps: NonNeg = 2.0
+    heading_sigma_rad: NonNeg = 0.4
+
+
+class Trace(_Model):
+    """Replay positions from CSV: ``entity_id,t_s,x_m,y_m`` or ``entity_id,t_s,lat,lon``;
+    linear interpolation between samples, position held before the first and after the
+    last sample (or looped with ``loop: true``)."""
+
+    model: Literal["trace"] = "trace"
+    file: Path
+    loop: bool = False
+
+
+Mobility = Annotated[Static | RandomWaypoint | GaussMarkov | Trace, Field(discriminator="model")]
+
+
+class TwinDemand(_Model):
+    """What the twin of each entity needs. Ranges are drawn uniformly per entity."""
+
+    cpu_ghz: Range = (0.2, 1.0)
+    mem_gb: Range = (0.25, 2.0)
+    state_bytes: Range = (1e6, 20e6)
+    update_bytes: Range = 2_000.0
+    update_hz: Range = 10.0
+    work_gcycles: Range = 0.02
+    latency_req_ms: Range = 20.0
+    tx_power_w: Range = 0.2
+    _check = field_validator(
+        "cpu_ghz",
+        "mem_gb",
+        "state_bytes",
+        "update_bytes",
+        "update_hz",
+        "work_gcycles",
+        "latency_req_ms",
+        "tx_power_w",
+    )(_check_range)
+
+
+class EntityGroup(_Model):
+    """A group of entities of one kind: ``count`` of them at uniform random positions, or
+    positions from ``positions_csv`` (``Latitude,Longitude`` as in EUA user files, or
+    ``x_m,y_m``), or one per id of a ``trace`` mobility file."""
+
+    kind: str = "entity"
+    count: Annotated[int, Field(ge=0)] | None = None
+    positions_csv: Path | None = None
+    owner: str = "tenant"
+    mobility: Mobility = RandomWaypoint()
+    twin: TwinDemand = TwinDemand()
+    allowed_tiers: list[Literal["edge", "region", "cloud"]] = ["edge", "region", "cloud"]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EntityGroup:
+        sources = sum(
+            [self.count is not None, self.positions_csv is not None, isinstance(self.mobility, Trace)]
+        )
+        if sources != 1:
+            raise ValueError("give exactly one of count, positions_csv, or a trace mobility")
+        return self
+
+
+class Radio(_Model):
+    """Uplink: Shannon rate over a distance-based path loss ``PL_dB = ref_db + 10 * exponent
+    * log10(d_km)`` (3GPP TR 36.814 urban macro defaults)."""
+
+    bandwidth_mhz: Annotated[float, Field(gt=0)] = 10.0
+    noise_dbm_per_hz: float = -174.0
+    path_loss_ref_db: float = 128.1
+    path_loss_exponent: Annotated[float, Field(gt=0)] = 3.76
+    min_distance_m: Annotated[float, Field(gt=0)] = 10.0
+
+
+class Run(_Model):
+    steps: Annotated[int, Field(ge=1)] = 600
+    step_s: Annotated[float, Field(gt=0)] = 1.0
+    seed: int = 0
+
+
+class Policies(_Model):
+    """Default policies of ``twinedge run``. A list runs every combination on the same
+    seed; ``*_params`` map a policy name to its parameters."""
+
+    placement: str | list[str] = "greedy"
+    placement_period_s: Annotated[float, Field(gt=0)] | None = None
+    placement_params: dict[str, dict] = Field(default_factory=dict)
+    migration: str | list[str] = "threshold"
+    migration_params: dict[str, dict] = Field(default_factory=dict)
+
+    @staticmethod
+    def as_list(v: str | list[str]) -> list[str]:
+        items = v if isinstance(v, list) else v.split(",")
+        return [x.strip() for x in items if x.strip()]
+
+
+class Scenario(_Model):
+    """A whole scenario file."""
+
+    version: Literal[1]
+    name: str = "scenario"
+    area_m: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    infrastructure: Infrastructure
+    entities: list[EntityGroup] = Field(min_length=1)
+    radio: Radio = Radio()
+    run: Run = Run()
+    policies: Policies = Policies()

@@ -1,0 +1,294 @@
+"""Build a :class:`World` from a validated scenario (generators and CSV loaders live here)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy.cluster.vq import kmeans2
+
+from twinedge.errors import ScenarioError
+from twinedge.scenario.schema import (
+    CityGenerator,
+    EntityGroup,
+    EuaSites,
+    NodeSpec,
+    Scenario,
+    Trace,
+)
+from twinedge.world.geo import latlon_to_xy_m
+from twinedge.world.mobility import draw, latlon_trace_to_xy, make_mobility, read_trace
+from twinedge.world.network import (
+    TIER_CODE,
+    check_connected,
+    generate_links,
+    make_links,
+    shortest_paths,
+)
+from twinedge.world.state import World
+
+_LAT = ("latitude", "lat")
+_LON = ("longitude", "lon")
+
+
+def _read_points(path: Path) -> tuple[np.ndarray, bool, list[dict[str, str]]]:
+    """Read a CSV of points: ``Latitude,Longitude`` (any case, spaces allowed) or ``x_m,y_m``.
+
+    Returns ``(points, is_latlon, rows)``.
+    """
+    with open(path, newline="") as f:
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
+    if not rows:
+        raise ScenarioError([f"{path}: no rows; expected a header and at least one point"])
+    keys = rows[0].keys()
+    lat = next((k for k in _LAT if k in keys), None)
+    lon = next((k for k in _LON if k in keys), None)
+    if lat and lon:
+        cols, is_ll = (lat, lon), True
+    elif "x_m" in keys and "y_m" in keys:
+        cols, is_ll = ("x_m", "y_m"), False
+    else:
+        raise ScenarioError([f"{path}: header {sorted(keys)}: expected Latitude,Longitude or x_m,y_m columns"])
+    pts = np.empty((len(rows), 2))
+    for i, r in enumerate(rows):
+        try:
+            pts[i] = float(r[cols[0]]), float(r[cols[1]])
+        except (ValueError, KeyError):
+            raise ScenarioError([f"{path}: line {i + 2}: got {r[cols[0]]!r},{r[cols[1]]!r}; expected two numbers"]) from None
+    return pts, is_ll, rows
+
+
+class _Nodes:
+    """Accumulates nodes before they become arrays."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.rows: list[tuple] = []  # tier, x, y, cpu, mem, idle, max, coverage, domain
+
+    def add(self, id_: str, tier: str, xy, cpu=0.0, mem=0.0, idle=0.0, mx=0.0, cov=np.nan, domain="operator"):
+        self.ids.append(id_)
+        self.rows.append((TIER_CODE[tier], float(xy[0]), float(xy[1]), cpu, mem, idle, mx, cov, domain))
+
+
+def _city(gen: CityGenerator, nodes: _Nodes, rng: np.random.Generator) -> np.ndarray:
+    w, h = gen.area_m
+    centres = np.column_stack([rng.uniform(0.15 * w, 0.85 * w, gen.regions), rng.uniform(0.15 * h, 0.85 * h, gen.regions)])
+    n_clustered = int(round(0.7 * gen.edge_sites))
+    which = rng.integers(0, gen.regions, n_clustered)
+    clustered = centres[which] + rng.normal(0, min(w, h) / 8, (n_clustered, 2))
+    uniform = np.column_stack([rng.uniform(0, w, gen.edge_sites - n_clustered), rng.uniform(0, h, gen.edge_sites - n_clustered)])
+    sites = np.clip(np.vstack([clustered, uniform]), [0, 0], [w, h])
+    cpu = draw(gen.edge_cpu_ghz, gen.edge_sites, rng)
+    mem = draw(gen.edge_mem_gb, gen.edge_sites, rng)
+    # the domain of a site is that of its nearest region hub
+    region_of = np.argmin(((sites[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    doms = gen.domains
+    for r in range(gen.regions):
+        nodes.add(f"region-{r + 1}", "region", centres[r], *(draw(v, 1, rng)[0] for v in (gen.region_cpu_ghz, gen.region_mem_gb)), gen.region_idle_w, gen.region_max_w, domain=doms[r % len(doms)])
+    for k in range(gen.edge_sites):
+        d = doms[region_of[k] % len(doms)]
+        nodes.add(f"ap-{k + 1}", "access", sites[k], cov=gen.coverage_m, domain=d)
+        nodes.add(f"edge-{k + 1}", "edge", sites[k], cpu[k], mem[k], gen.edge_idle_w, gen.edge_max_w, domain=d)
+    if gen.cloud:
+        nodes.add("cloud", "cloud", (w / 2 + gen.cloud_distance_m, h / 2), gen.cloud_cpu_ghz, gen.cloud_mem_gb, gen.cloud_idle_w, gen.cloud_max_w, domain=doms[0])
+    return np.array([0.0, 0.0, w, h])
+
+
+def _eua_sites(eua: EuaSites, origin: tuple[float, float], nodes: _Nodes, rng: np.random.Generator) -> None:
+    pts, is_ll, rows = _read_points(eua.sites_csv)
+    if not is_ll:
+        raise ScenarioError([f"{eua.sites_csv}: expected EUA site columns SITE_ID,LATITUDE,LONGITUDE"])
+    xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin)
+    n = len(rows)
+    site_ids = [r.get("site_id") or str(i + 1) for i, r in enumerate(rows)]
+    k = min(eua.regions, n)
+    centres, label = kmeans2(xy, k, seed=rng, minit="++")
+    cpu = draw(eua.edge_cpu_ghz, n, rng)
+    mem = draw(eua.edge_mem_gb, n, rng)
+    doms = eua.domains
+    for r in range(k):
+        nodes.add(f"region-{r + 1}", "region", centres[r], *(draw(v, 1, rng)[0] for v in (eua.region_cpu_ghz, eua.region_mem_gb)), eua.region_idle_w, eua.region_max_w, domain=doms[r % len(doms)])
+    for i in range(n):
+        d = doms[label[i] % len(doms)]
+        nodes.add(f"ap-{site_ids[i]}", "access", xy[i], cov=eua.coverage_m, domain=d)
+        nodes.add(f"edge-{site_ids[i]}", "edge", xy[i], cpu[i], mem[i], eua.edge_idle_w, eua.edge_max_w, domain=d)
+    if eua.cloud:
+        nodes.add("cloud", "cloud", xy.mean(0) + [50_000.0, 0.0], eua.cloud_cpu_ghz, eua.cloud_mem_gb, 20_000.0, 60_000.0, domain=doms[0])
+
+
+def _origin(sc: Scenario) -> tuple[float, float] | None:
+    infra = sc.infrastructure
+    if infra.origin_lat is not None and infra.origin_lon is not None:
+        return infra.origin_lat, infra.origin_lon
+    lats: list[np.ndarray] = []
+    if infra.eua is not None:
+        pts, is_ll, _ = _read_points(infra.eua.sites_csv)
+        lats.append(pts)
+    ll = [(n.lat, n.lon) for n in infra.nodes if n.lat is not None]
+    if ll:
+        lats.append(np.array(ll))
+    for g in sc.entities:
+        if g.positions_csv is not None:
+            pts, is_ll, _ = _read_points(g.positions_csv)
+            if is_ll:
+                lats.append(pts)
+    if not lats:
+        return None
+    allp = np.vstack(lats)
+    return float(allp[:, 0].mean()), float(allp[:, 1].mean())
+
+
+def _node_xy(n: NodeSpec, origin: tuple[float, float] | None) -> tuple[float, float]:
+    if n.x_m is not None:
+        return n.x_m, n.y_m
+    return tuple(latlon_to_xy_m(n.lat, n.lon, *origin)[0])
+
+
+def build_world(sc: Scenario, rng: np.random.Generator) -> World:
+    """Turn a scenario into arrays. Every random draw uses ``rng``."""
+    origin = _origin(sc)
+    nodes = _Nodes()
+    bounds = None
+    infra = sc.infrastructure
+    if infra.generate is not None:
+        bounds = _city(infra.generate, nodes, rng)
+    if infra.eua is not None:
+        _eua_sites(infra.eua, origin, nodes, rng)
+    for n in infra.nodes:
+        nodes.add(n.id, n.tier, _node_xy(n, origin), n.cpu_ghz, n.mem_gb, n.idle_w, n.max_w, n.coverage_m or np.nan, n.domain)
+    dup = {i for i in nodes.ids if nodes.ids.count(i) > 1} if len(set(nodes.ids)) != len(nodes.ids) else set()
+    if dup:
+        raise ScenarioError([f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud)"])
+    rows = nodes.rows
+    tier = np.array([r[0] for r in rows], dtype=np.int8)
+    xy = np.array([(r[1], r[2]) for r in rows], dtype=float)
+    cpu, mem, idle, mx, cov = (np.array([r[k] for r in rows], dtype=float) for k in range(3, 8))
+    domains = sorted({r[8] for r in rows})
+    dom = np.array([domains.index(r[8]) for r in rows], dtype=np.int32)
+    index = {nid: i for i, nid in enumerate(nodes.ids)}
+
+    access = np.flatnonzero(tier == 0)
+    hosts = np.flatnonzero((tier > 0) & (cpu > 0) & (mem > 0))
+    if access.size == 0:
+        raise ScenarioError(["infrastructure: no access points (tier: access); entities cannot attach"])
+    if hosts.size == 0:
+        raise ScenarioError(["infrastructure: no hosts (edge/region/cloud nodes with cpu_ghz > 0 and mem_gb > 0)"])
+
+    link_rows = generate_links(tier, xy, infra.link_rules)
+    bad = []
+    for i, lk in enumerate(infra.links):
+        for end in ("a", "b"):
+            if getattr(lk, end) not in index:
+                bad.append(f"infrastructure.links[{i}].{end}: got {getattr(lk, end)!r}; expected a node id")
+        if not bad:
+            link_rows.append((index[lk.a], index[lk.b], lk.latency_ms, lk.bandwidth_mbps))
+    if bad:
+        raise ScenarioError(bad)
+    links = make_links(link_rows)
+    paths = shortest_paths(len(nodes.ids), links, hosts)
+    check_connected(paths, access, nodes.ids)
+
+    # entities
+    if bounds is None and sc.area_m is None:
+        lo, hi = xy[access].min(0), xy[access].max(0)
+        pad = 0.05 * np.maximum(hi - lo, 100.0)
+        bounds = np.concatenate([lo - pad, hi + pad])
+    if sc.area_m is not None:
+        bounds = np.array([0.0, 0.0, *sc.area_m])
+    groups = _entities(sc, bounds, origin, rng)
+    ent = {k: np.concatenate([g[k] for g in groups]) for k in groups[0] if k not in ("mobility",)}
+    kinds = sorted({g.kind for g in sc.entities})
+    owners = sorted({g.owner for g in sc.entities})
+    gi = np.concatenate([np.full(len(g["xy"]), i) for i, g in enumerate(groups)])
+    host_tier = tier[hosts]
+    allowed = np.array([[({1: "edge", 2: "region", 3: "cloud"}[int(t)] in g.allowed_tiers) for t in host_tier] for g in sc.entities], dtype=bool)
+    mobility = []
+    start = 0
+    for g in groups:
+        n = len(g["xy"])
+        mobility.append((slice(start, start + n), g["mobility"]))
+        start += n
+    return World(
+        name=sc.name,
+        bounds_m=np.asarray(bounds, dtype=float),
+        node_ids=nodes.ids,
+        node_tier=tier,
+        node_xy_m=xy,
+        node_cpu_ghz=cpu,
+        node_mem_gb=mem,
+        node_idle_w=idle,
+        node_max_w=mx,
+        node_coverage_m=cov,
+        node_domain=dom,
+        domains=domains,
+        links=links,
+        access=access,
+        hosts=hosts,
+        ap_host_ms=np.ascontiguousarray(paths.host_node_ms[:, access].T),
+        host_host_ms=paths.host_node_ms[:, hosts],
+        host_host_mbps=paths.host_node_mbps[:, hosts],
+        entity_ids=ent["ids"],
+        entity_kind=np.array([kinds.index(k) for k in ent["kind"]], dtype=np.int32),
+        kinds=kinds,
+        entity_owner=np.array([owners.index(o) for o in ent["owner"]], dtype=np.int32),
+        owners=owners,
+        entity_group=gi.astype(np.int32),
+        group_allowed=allowed,
+        xy_m=ent["xy"],
+        cpu_ghz=ent["cpu_ghz"],
+        mem_gb=ent["mem_gb"],
+        state_bytes=ent["state_bytes"],
+        update_bytes=ent["update_bytes"],
+        update_hz=ent["update_hz"],
+        work_gcycles=ent["work_gcycles"],
+        latency_req_ms=ent["latency_req_ms"],
+        tx_power_w=ent["tx_power_w"],
+        radio=sc.radio,
+        mobility=mobility,
+    )
+
+
+def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator) -> list[dict]:
+    out = []
+    lo, hi = bounds[:2], bounds[2:]
+    for gi, g in enumerate(sc.entities):
+        g: EntityGroup
+        trace = None
+        if g.count is not None:
+            n = g.count
+            xy = lo + rng.random((n, 2)) * (hi - lo)
+            ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
+        elif g.positions_csv is not None:
+            pts, is_ll, _ = _read_points(g.positions_csv)
+            xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin) if is_ll else pts
+            n = len(xy)
+            ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
+        else:
+            assert isinstance(g.mobility, Trace)
+            tids, offsets, t, pos, is_ll = read_trace(g.mobility.file, origin)
+            if is_ll:
+                if origin is None:
+                    origin = (float(pos[:, 0].mean()), float(pos[:, 1].mean()))
+                pos = latlon_trace_to_xy(pos, origin)
+            trace = (tids, offsets, t, pos)
+            n = len(tids)
+            ids = tids
+            xy = None
+        mob = make_mobility(g.mobility, n, bounds, xy, rng, trace)
+        if xy is None:
+            xy = mob.positions(0.0)
+        d = g.twin
+        out.append(
+            {
+                "ids": np.array(ids, dtype=object),
+                "kind": np.array([g.kind] * n, dtype=object),
+                "owner": np.array([g.owner] * n, dtype=object),
+                "xy": np.asarray(xy, dtype=float).reshape(n, 2).copy(),
+                **{f: draw(getattr(d, f), n, rng) for f in ("cpu_ghz", "mem_gb", "state_bytes", "update_bytes", "update_hz", "work_gcycles", "latency_req_ms", "tx_power_w")},
+                "mobility": mob,
+            }
+        )
+    if sum(len(g["xy"]) for g in out) == 0:
+        raise ScenarioError(["entities: the scenario has no entities (every group has count 0)"])
+    return out

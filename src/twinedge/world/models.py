@@ -1,0 +1,64 @@
+"""Latency and energy models (formulas and units in docs/models.md).
+
+All functions are vectorised over entities and take units in their argument names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: utilisation above which the queueing term is held (keeps T finite at rho -> 1)
+RHO_CAP = 0.95
+
+
+def path_loss_db(distance_m: np.ndarray, ref_db: float, exponent: float, min_distance_m: float) -> np.ndarray:
+    """Distance-based path loss ``PL = ref_db + 10 * exponent * log10(d_km)`` in dB."""
+    d_km = np.maximum(np.asarray(distance_m, dtype=float), min_distance_m) / 1000.0
+    return ref_db + 10.0 * exponent * np.log10(d_km)
+
+
+def uplink_rate_bps(
+    distance_m: np.ndarray,
+    tx_power_w: np.ndarray,
+    bandwidth_hz: float,
+    noise_dbm_per_hz: float,
+    ref_db: float,
+    exponent: float,
+    min_distance_m: float,
+) -> np.ndarray:
+    """Shannon rate ``B log2(1 + P g / (N0 B))`` with ``g = 10^(-PL/10)``, in bit/s."""
+    gain = 10.0 ** (-path_loss_db(distance_m, ref_db, exponent, min_distance_m) / 10.0)
+    noise_w = 10.0 ** ((noise_dbm_per_hz - 30.0) / 10.0) * bandwidth_hz
+    snr = np.asarray(tx_power_w, dtype=float) * gain / noise_w
+    return bandwidth_hz * np.log2(1.0 + snr)
+
+
+def uplink_ms(update_bytes: np.ndarray, rate_bps: np.ndarray) -> np.ndarray:
+    """Time to send one state update of ``update_bytes`` at ``rate_bps``, in ms."""
+    return 1000.0 * 8.0 * np.asarray(update_bytes, dtype=float) / np.maximum(rate_bps, 1e-9)
+
+
+def service_ms(work_gcycles: np.ndarray, host_cpu_ghz: np.ndarray) -> np.ndarray:
+    """Service time of one update on an idle host: ``work / cpu``, in ms."""
+    return 1000.0 * np.asarray(work_gcycles, dtype=float) / np.maximum(host_cpu_ghz, 1e-12)
+
+
+def queue_factor(rho: np.ndarray) -> np.ndarray:
+    """M/M/1 sojourn-time factor ``1 / (1 - rho)``, with rho held at :data:`RHO_CAP`."""
+    return 1.0 / (1.0 - np.minimum(np.asarray(rho, dtype=float), RHO_CAP))
+
+
+def device_energy_j(tx_power_w: np.ndarray, tx_time_s: np.ndarray) -> np.ndarray:
+    """Seed 000's device energy ``E = p * t`` (transmit power times transmit time), in J."""
+    return np.asarray(tx_power_w, dtype=float) * np.asarray(tx_time_s, dtype=float)
+
+
+def server_power_w(idle_w: np.ndarray, max_w: np.ndarray, utilisation: np.ndarray) -> np.ndarray:
+    """Linear server power ``idle + (max - idle) * u`` with u clipped to [0, 1], in W."""
+    u = np.clip(np.asarray(utilisation, dtype=float), 0.0, 1.0)
+    return idle_w + (max_w - idle_w) * u
+
+
+def migration_downtime_s(state_bytes: np.ndarray, bottleneck_mbps: np.ndarray, path_ms: np.ndarray) -> np.ndarray:
+    """Stop-and-copy migration: ``8 * bytes / bottleneck bandwidth + path latency``, in s."""
+    return 8.0 * np.asarray(state_bytes, dtype=float) / (np.asarray(bottleneck_mbps) * 1e6) + np.asarray(path_ms) / 1000.0

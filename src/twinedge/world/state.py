@@ -1,0 +1,117 @@
+"""The world as struct-of-arrays: nodes, backbone paths, entities and their twins' demand.
+
+A :class:`World` is built once from a scenario (see :func:`twinedge.world.build_world`) and
+does not change during a run; the moving parts (positions, hosts) live in the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from twinedge.scenario.schema import TIERS, Radio
+from twinedge.world import models
+from twinedge.world.network import Links
+
+
+@dataclass
+class World:
+    name: str
+    bounds_m: np.ndarray  # xmin, ymin, xmax, ymax
+    # nodes (N)
+    node_ids: list[str]
+    node_tier: np.ndarray
+    node_xy_m: np.ndarray
+    node_cpu_ghz: np.ndarray
+    node_mem_gb: np.ndarray
+    node_idle_w: np.ndarray
+    node_max_w: np.ndarray
+    node_coverage_m: np.ndarray
+    node_domain: np.ndarray
+    domains: list[str]
+    links: Links
+    access: np.ndarray  # (A,) node index of every access point
+    hosts: np.ndarray  # (H,) node index of every host (edge/region/cloud with capacity)
+    ap_host_ms: np.ndarray  # (A, H) backbone latency
+    host_host_ms: np.ndarray  # (H, H)
+    host_host_mbps: np.ndarray  # (H, H) bottleneck bandwidth
+    # entities (E)
+    entity_ids: np.ndarray
+    entity_kind: np.ndarray
+    kinds: list[str]
+    entity_owner: np.ndarray
+    owners: list[str]
+    entity_group: np.ndarray
+    group_allowed: np.ndarray  # (G, H) bool
+    xy_m: np.ndarray  # initial positions
+    cpu_ghz: np.ndarray
+    mem_gb: np.ndarray
+    state_bytes: np.ndarray
+    update_bytes: np.ndarray
+    update_hz: np.ndarray
+    work_gcycles: np.ndarray
+    latency_req_ms: np.ndarray
+    tx_power_w: np.ndarray
+    radio: Radio
+    mobility: list = field(default_factory=list)  # (slice, model) per entity group
+
+    @property
+    def n_entities(self) -> int:
+        return int(self.xy_m.shape[0])
+
+    @property
+    def n_hosts(self) -> int:
+        return int(self.hosts.size)
+
+    @property
+    def host_cpu_ghz(self) -> np.ndarray:
+        return self.node_cpu_ghz[self.hosts]
+
+    @property
+    def host_mem_gb(self) -> np.ndarray:
+        return self.node_mem_gb[self.hosts]
+
+    @property
+    def host_tier(self) -> np.ndarray:
+        return self.node_tier[self.hosts]
+
+    @property
+    def host_ids(self) -> list[str]:
+        return [self.node_ids[i] for i in self.hosts]
+
+    @cached_property
+    def _ap_tree(self) -> cKDTree:
+        return cKDTree(self.node_xy_m[self.access])
+
+    def attach(self, xy_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest access point (index into ``access``) and its distance in m, per entity."""
+        dist, idx = self._ap_tree.query(xy_m, workers=-1)
+        return idx.astype(np.int64), dist
+
+    def uplink_ms(self, dist_m: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Time to send one update from each entity to its access point (ms)."""
+        r = self.radio
+        rate = models.uplink_rate_bps(
+            dist_m,
+            self.tx_power_w[idx],
+            r.bandwidth_mhz * 1e6,
+            r.noise_dbm_per_hz,
+            r.path_loss_ref_db,
+            r.path_loss_exponent,
+            r.min_distance_m,
+        )
+        return models.uplink_ms(self.update_bytes[idx], rate)
+
+    def service_ms(self, idx: np.ndarray | slice, host: np.ndarray) -> np.ndarray:
+        """Idle service time of an update of twin ``idx`` on host ``host`` (broadcasts)."""
+        return models.service_ms(self.work_gcycles[idx], self.host_cpu_ghz[host])
+
+    def allowed(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """``(n, H)`` mask of the hosts each twin may run on."""
+        return self.group_allowed[self.entity_group[idx]]
+
+    def tier_name(self, code: int) -> str:
+        return TIERS[int(code)]
