@@ -1,0 +1,274 @@
+"""Full verification of one stored log against its signed checkpoints.
+
+Nothing stored in the SQLite file is trusted: every leaf hash is re-derived from the
+entry bytes (RFC 6962 ``H(0x00 || entry)``), every perfect subtree from those leaves,
+and the tree hash at each checkpoint's size (RFC 9162 §2.1.1) is compared with the
+root the checkpoint *signs*.  The stored hashes are compared too, which is how a
+damaged entry (a changed byte, a deleted or a moved row) is pinned to its exact
+index; a rewrite that keeps the stored hashes consistent is still caught by the
+signed roots, and then the first bad index is narrowed to the range between the
+last checkpoint that matches and the first that does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twinedge.errors import LedgerError
+from twinedge.ledger import merkle
+from twinedge.ledger.entry import is_canonical
+from twinedge.ledger.note import Checkpoint, Verifier, open_checkpoint
+from twinedge.ledger.store import TRIGGER_NAMES, LedgerLog
+
+__all__ = ["VerifyReport", "root_from_levels", "verify_log"]
+
+_sha256 = hashlib.sha256
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_log` found.  ``ok`` is False if there is any problem."""
+
+    domain: str
+    path: str
+    size: int = 0
+    checkpoint_size: int | None = None
+    root: str | None = None
+    first_bad_index: int | None = None
+    bad_range: tuple[int, int] | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def bad(self, index: int | None, message: str) -> None:
+        """Record a problem; ``index`` is an entry index known to be bad, if any."""
+        self.problems.append(message)
+        if index is not None and (self.first_bad_index is None or index < self.first_bad_index):
+            self.first_bad_index = index
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "path": self.path,
+            "ok": self.ok,
+            "size": self.size,
+            "checkpoint_size": self.checkpoint_size,
+            "root": self.root,
+            "first_bad_index": self.first_bad_index,
+            "bad_range": list(self.bad_range) if self.bad_range else None,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+        }
+
+    def summary(self) -> str:
+        if self.ok:
+            covered = "no checkpoint" if self.checkpoint_size is None else (
+                f"checkpoint at size {self.checkpoint_size} verified"
+            )
+            return f"ok: {self.domain}: {self.size} entries, {covered}"
+        where = ""
+        if self.first_bad_index is not None:
+            where = f" first bad index {self.first_bad_index}:"
+        elif self.bad_range is not None:
+            where = f" first bad index in [{self.bad_range[0]}, {self.bad_range[1]}):"
+        return f"FAILED: {self.domain}:{where} {self.problems[0]}"
+
+
+def root_from_levels(levels: list[list[bytes]], size: int) -> bytes:
+    """Tree hash of the first ``size`` leaves from complete per-level perfect-subtree hashes."""
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    r: bytes | None = None
+    level = 0
+    while size >> level:
+        if (size >> level) & 1:
+            h = levels[level][(size >> level) - 1]
+            r = h if r is None else _sha256(b"\x01" + h + r).digest()
+        level += 1
+    assert r is not None
+    return r
+
+
+def _first_diff(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    lo, step = 0, 1 << 16
+    while lo < n and a[lo : lo + step] == b[lo : lo + step]:
+        lo += step
+    while lo < n and a[lo] == b[lo]:
+        lo += 1
+    return lo
+
+
+def _stored_level(log: LedgerLog, level: int, rep: VerifyReport) -> bytes | None:
+    """Concatenated stored hashes of one level, or None if the rows are not contiguous."""
+    parts: list[bytes] = []
+    end = 0
+    for start, blob in log.node_level_bytes(level):
+        if start != end or len(blob) % 32:
+            rep.bad(
+                end << level,
+                f"stored hashes of level {level} have a gap or overlap at node {end} "
+                "(hash rows were deleted or altered)",
+            )
+            return None
+        parts.append(blob)
+        end += len(blob) // 32
+    return b"".join(parts)
+
+
+def verify_log(
+    db_path: str | Path,
+    checkpoints: list[tuple[str, str]],
+    verifiers: list[Verifier],
+    *,
+    domain: str = "",
+    latest: str | None = None,
+    check_entries: bool = True,
+) -> VerifyReport:
+    """Re-derive every hash of the log at ``db_path`` and check the signed checkpoints.
+
+    ``checkpoints`` is a list of ``(label, signed note text)``; ``latest`` is the label
+    of the one the log claims as latest.  ``check_entries`` also checks each entry is a
+    valid, canonically encoded entry.  Never raises for a damaged log; problems are in
+    the report.
+    """
+    rep = VerifyReport(domain=domain, path=str(db_path))
+    # 1. signatures
+    signed: list[tuple[str, Checkpoint]] = []
+    for label, text in checkpoints:
+        try:
+            signed.append((label, open_checkpoint(text, verifiers)))
+        except LedgerError as exc:
+            rep.bad(None, f"checkpoint {label}: {exc}")
+    if not checkpoints:
+        rep.bad(None, "no signed checkpoint found; sign one with 'twinedge ledger checkpoint'")
+    latest_cp = next((cp for label, cp in signed if label == latest), None)
+    if latest_cp is None and signed:
+        latest_cp = max((cp for _, cp in signed), key=lambda c: c.size)
+    if latest_cp is not None:
+        rep.checkpoint_size = latest_cp.size
+    max_signed = max((cp.size for _, cp in signed), default=0)
+
+    # 2. open
+    try:
+        log = LedgerLog.open(db_path)
+    except LedgerError as exc:
+        rep.bad(0 if max_signed else None, str(exc))
+        return rep
+    try:
+        _verify_open_log(log, rep, signed, check_entries)
+    except sqlite3.DatabaseError as exc:
+        rep.bad(rep.size, f"log file is damaged after entry {rep.size - 1} (sqlite: {exc})")
+    finally:
+        log.close()
+    return rep
+
+
+def _verify_open_log(
+    log: LedgerLog,
+    rep: VerifyReport,
+    signed: list[tuple[str, Checkpoint]],
+    check_entries: bool,
+) -> None:
+    if not rep.domain:
+        rep.domain = log.domain
+    missing = TRIGGER_NAMES - log.triggers()
+    if missing:
+        rep.bad(None, f"append-only triggers were removed from the file: {sorted(missing)}")
+    for label, cp in signed:
+        if cp.origin != log.origin:
+            rep.bad(None, f"checkpoint {label} is for origin {cp.origin!r}, not {log.origin!r}")
+
+    # 3. entries -> leaf hashes, stopping at the first gap or unreadable row
+    leaves: list[bytes] = []
+    append = leaves.append
+    expected = 0
+    first_noncanonical: int | None = None
+    try:
+        for idx, data in log.iter_raw():
+            if idx != expected:
+                rep.bad(
+                    expected,
+                    f"entry {expected} is missing (the next stored entry is {idx}); "
+                    "rows were deleted or renumbered",
+                )
+                break
+            append(_sha256(b"\x00" + data).digest())
+            if check_entries and first_noncanonical is None and not is_canonical(data):
+                first_noncanonical = idx
+            expected += 1
+    except sqlite3.DatabaseError as exc:
+        rep.bad(expected, f"entry {expected} is unreadable: the log file is damaged ({exc})")
+    rep.size = n = len(leaves)
+    if first_noncanonical is not None:
+        rep.bad(
+            first_noncanonical,
+            f"entry {first_noncanonical} is not a valid canonical JSON entry (altered bytes)",
+        )
+
+    # 4. leaf hashes vs stored level 0, then every complete level above
+    levels: list[list[bytes]] = [leaves]
+    structural_ok = True
+    stored = _stored_level(log, 0, rep)
+    if stored is None:
+        structural_ok = False
+    else:
+        mine = b"".join(leaves)
+        if stored[: len(mine)] != mine:
+            i = _first_diff(stored, mine) // 32
+            rep.bad(i, f"entry {i} does not match its stored leaf hash (entry altered or moved)")
+            structural_ok = False
+        elif len(stored) > len(mine) and rep.first_bad_index is None:
+            rep.bad(n, f"stored leaf hashes go beyond the last entry {n - 1}; entries were removed")
+    level = 0
+    while len(levels[level]) > 1:
+        cur = levels[level]
+        nxt = [_sha256(b"\x01" + cur[i] + cur[i + 1]).digest() for i in range(0, len(cur) - 1, 2)]
+        levels.append(nxt)
+        level += 1
+        if structural_ok:
+            stored = _stored_level(log, level, rep)
+            mine = b"".join(nxt)
+            if stored is None:
+                structural_ok = False
+            elif stored[: len(mine)] != mine:
+                k = _first_diff(stored, mine) // 32
+                rep.bad(
+                    k << level,
+                    f"stored hash of node (level {level}, index {k}) covering entries "
+                    f"{k << level}..{((k + 1) << level) - 1} does not match them",
+                )
+                structural_ok = False
+    rep.root = root_from_levels(levels, n).hex()
+
+    # 5. the signed roots
+    good_below = 0
+    for label, cp in sorted(signed, key=lambda x: x[1].size):
+        if cp.size > n:
+            rep.bad(
+                n,
+                f"checkpoint {label} signs {cp.size} entries but only {n} are readable; "
+                f"entries from index {n} were removed or the file was truncated",
+            )
+            continue
+        if root_from_levels(levels, cp.size) != cp.root:
+            if rep.first_bad_index is None and rep.bad_range is None:
+                rep.bad_range = (good_below, cp.size)
+            rep.bad(
+                None,
+                f"the entries do not hash to the root signed by checkpoint {label} "
+                f"(size {cp.size}); an entry in [{good_below}, {cp.size}) was altered",
+            )
+        else:
+            good_below = max(good_below, cp.size)
+    if rep.checkpoint_size is not None and n > rep.checkpoint_size and rep.ok:
+        rep.warnings.append(
+            f"entries {rep.checkpoint_size}..{n - 1} are not covered by a signed checkpoint yet"
+        )
