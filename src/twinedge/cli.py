@@ -161,6 +161,12 @@ def place(
             err.print(f"infeasible: {e}")
         raise typer.Exit(3) from None
     doc = result.to_json()
+    if result.status == "infeasible":
+        if as_json:
+            print(json.dumps(doc))
+        else:
+            err.print(f"infeasible: {doc.get('reason') or result.info.get('reason', '')}")
+        raise typer.Exit(3)
     if as_json:
         print(json.dumps(doc))
     else:
@@ -252,10 +258,13 @@ _mount_ledger()
 def main() -> None:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        # without standalone mode a raised typer.Exit comes back as the return value
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except TwinedgeError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
-            err.print(f"error: {line}", markup=False, highlight=False)
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -265,10 +274,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # command-line usage errors (bad option values...) know how to show themselves
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise

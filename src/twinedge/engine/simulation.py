@@ -188,22 +188,23 @@ class Simulation:
             self._move()
             s.t_s = (k + 1) * self.step_s
             self._latency()
+            # 1. what the twins experienced this step (moves decided last step cost their
+            #    downtime now: an update waits for the rest of the downtime)
+            effective = s.latency_ms + 1000.0 * s.downtime_left_s
+            util = s.used_cpu_ghz / w.host_cpu_ghz
+            server_j = models.server_power_w(idle_w, max_w, util) * self.step_s
+            self._server_energy_j += server_j
+            device_j = float((models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum() * self.step_s)
+            np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+            # 2. decisions on what was observed; they take effect from the next step
             n_mig, down, nbytes = 0, 0.0, 0.0
             if period_steps and (k + 1) % period_steps == 0:
                 n_mig, down, nbytes = self._place(initial=False)
                 self._latency()
             twins, hosts = self.migration(self.ctx, self.rng)
             m2, d2, b2 = self._apply_moves(twins, hosts)
-            if m2:
-                self._latency()
             n_mig, down, nbytes = n_mig + m2, down + d2, nbytes + b2
-            effective = s.latency_ms + 1000.0 * s.downtime_left_s
-            util = s.used_cpu_ghz / w.host_cpu_ghz
-            server_j = models.server_power_w(idle_w, max_w, util) * self.step_s
-            self._server_energy_j += server_j
-            device_j = float((models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum() * self.step_s)
             self.metrics.record(k, s.t_s, effective, w.latency_req_ms, util, n_mig, down, nbytes, device_j, float(server_j.sum()), s.xy_m[self.trail_ids])
-            np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
             if self.recorder:
                 self.recorder.step_end(k, s.t_s, w, s)
             if progress:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
     encode_basestring,
 )
-from collections.abc import Mapping
 from typing import Any
 
 from twinedge.errors import LedgerError
@@ -45,7 +45,6 @@ KNOWN_TYPES = frozenset(
     }
 )
 _FIELD_SET = frozenset(ENTRY_FIELDS)
-
 
 
 def _no_default(o: object) -> Any:
@@ -121,9 +120,7 @@ def encode_entry(entry: Mapping[str, Any], *, where: str = "entry", actor: str =
             )
         extra = sorted(str(k) for k in entry if k not in _FIELD_SET)
         if extra:
-            raise LedgerError(
-                f"{where}: unknown field {extra[0]!r}; put extra data inside 'body'"
-            )
+            raise LedgerError(f"{where}: unknown field {extra[0]!r}; put extra data inside 'body'")
     typ = entry["type"]
     if not isinstance(typ, str) or not typ:
         raise LedgerError(f"{where}: field 'type' must be a non-empty string, got {typ!r}")

@@ -84,7 +84,9 @@ def _mth(leaves: Sequence[bytes], start: int, end: int) -> bytes:
     # which is exactly the RFC 9162 shape (the right-most subtrees are the smaller ones).
     level = list(leaves[start:end])
     while len(level) > 1:
-        nxt = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        nxt = [
+            _sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt

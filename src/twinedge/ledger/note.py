@@ -95,7 +95,7 @@ class Verifier:
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
         """Parse a verifier key; raises :class:`LedgerError` if it is malformed."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise LedgerError(
                 f"verifier key {vkey.strip()[:60]!r} is malformed; expected name+hash+base64key "

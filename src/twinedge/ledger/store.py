@@ -30,6 +30,7 @@ everything a signature covers is on stable storage in both modes.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -39,9 +40,11 @@ from twinedge.errors import LedgerError
 from twinedge.ledger import merkle
 from twinedge.ledger.entry import decode_entry, encode_entry
 
-__all__ = ["FORMAT", "LedgerLog"]
+__all__ = ["DEFAULT_ACTOR", "FORMAT", "LedgerLog"]
 
 FORMAT = "twinedge-ledger/1"
+#: The ``actor`` written for entries that do not name one.
+DEFAULT_ACTOR = "twinedge"
 Synchronous = Literal["NORMAL", "FULL"]
 
 _SCHEMA = """
@@ -266,6 +269,18 @@ class LedgerLog:
         for _, data in self.iter_raw(start, end):
             yield decode_entry(data)
 
+    def find_type(self, entry_type: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(idx, entry)`` of the entries whose ``type`` is ``entry_type``."""
+        needle = f'"type":{json.dumps(entry_type)}'
+        cur = self._con.execute(
+            "SELECT idx, data FROM entries WHERE instr(data, ?) > 0 ORDER BY idx",
+            (needle.encode(),),
+        )
+        for idx, data in cur:
+            e = decode_entry(data)
+            if e.get("type") == entry_type:
+                yield int(idx), e
+
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 inclusion proof of entry ``index`` in the tree of the first ``size``."""
         size = self._check_size(size, "tree size")
@@ -286,25 +301,42 @@ class LedgerLog:
         """Append one entry; returns its index.  Prefer :meth:`append_many` for bulk."""
         return self.append_many([entry]).start
 
-    def append_many(self, entries: Iterable[Mapping[str, Any]], *, actor: str = "") -> range:
+    def append_many(
+        self, entries: Iterable[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
+    ) -> range:
         """Validate and append a batch of entries in one transaction; returns their indices.
 
         Every entry must carry this log's ``domain``.  A missing ``actor`` is filled with
-        ``actor`` if given.  Nothing is written if any entry is invalid.
+        ``actor``.  Nothing is written if any entry is invalid.
+        """
+        return self.append_encoded(self.encode_many(entries, actor=actor))
+
+    def encode_many(
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        actor: str = DEFAULT_ACTOR,
+        positions: list[int] | None = None,
+    ) -> list[bytes]:
+        """Validate entries for this log and return their canonical bytes (nothing written).
+
+        ``positions`` are the indices named in error messages (default 0, 1, ...).
         """
         dom = self.domain
         datas: list[bytes] = []
         for i, e in enumerate(entries):
-            data = encode_entry(e, where=f"entry {i}", actor=actor)
+            where = f"entry {positions[i] if positions else i}"
+            data = encode_entry(e, where=where, actor=actor)
             if e["domain"] != dom:
                 raise LedgerError(
-                    f"entry {i}: field 'domain' is {e['domain']!r} but this is the log of "
+                    f"{where}: field 'domain' is {e['domain']!r} but this is the log of "
                     f"{dom!r}; append it to the log of {e['domain']!r}"
                 )
             datas.append(data)
-        return self._append_encoded(datas)
+        return datas
 
-    def _append_encoded(self, datas: list[bytes]) -> range:
+    def append_encoded(self, datas: list[bytes]) -> range:
+        """Append entries already produced by :meth:`encode_many`, in one transaction."""
         if not datas:
             n = self.size
             return range(n, n)
@@ -315,7 +347,8 @@ class LedgerLog:
             n = self._size
             leaves = [_sha256(b"\x00" + d).digest() for d in datas]
             con.executemany(
-                "INSERT INTO entries(idx, data) VALUES (?, ?)", zip(range(n, n + len(datas)), datas)
+                "INSERT INTO entries(idx, data) VALUES (?, ?)",
+                zip(range(n, n + len(datas)), datas, strict=True),
             )
             rows, edge = self._grow(n, leaves)
             con.executemany("INSERT INTO nodes(level, start, hashes) VALUES (?, ?, ?)", rows)
@@ -329,7 +362,9 @@ class LedgerLog:
         self._edge = edge
         return range(n, n + len(datas))
 
-    def _grow(self, n: int, leaves: list[bytes]) -> tuple[list[tuple[int, int, bytes]], dict[int, bytes]]:
+    def _grow(
+        self, n: int, leaves: list[bytes]
+    ) -> tuple[list[tuple[int, int, bytes]], dict[int, bytes]]:
         """Hash the perfect subtrees completed by appending ``leaves`` at index ``n``."""
         rows: list[tuple[int, int, bytes]] = []
         edge = dict(self._edge)
@@ -370,6 +405,5 @@ class LedgerLog:
     def triggers(self) -> set[str]:
         """Names of the append-only triggers present in the file."""
         return {
-            r[0]
-            for r in self._con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         }

@@ -22,7 +22,7 @@ from twinedge.errors import LedgerError
 from twinedge.ledger import merkle
 from twinedge.ledger.entry import is_canonical
 from twinedge.ledger.note import Checkpoint, Verifier, open_checkpoint
-from twinedge.ledger.store import TRIGGER_NAMES, LedgerLog
+from twinedge.ledger.store import TRIGGER_NAMES
 
 __all__ = ["VerifyReport", "root_from_levels", "verify_log"]
 
@@ -69,8 +69,10 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            covered = "no checkpoint" if self.checkpoint_size is None else (
-                f"checkpoint at size {self.checkpoint_size} verified"
+            covered = (
+                "no checkpoint"
+                if self.checkpoint_size is None
+                else (f"checkpoint at size {self.checkpoint_size} verified")
             )
             return f"ok: {self.domain}: {self.size} entries, {covered}"
         where = ""
@@ -106,11 +108,12 @@ def _first_diff(a: bytes, b: bytes) -> int:
     return lo
 
 
-def _stored_level(log: LedgerLog, level: int, rep: VerifyReport) -> bytes | None:
+def _stored_level(con: sqlite3.Connection, level: int, rep: VerifyReport) -> bytes | None:
     """Concatenated stored hashes of one level, or None if the rows are not contiguous."""
     parts: list[bytes] = []
     end = 0
-    for start, blob in log.node_level_bytes(level):
+    rows = con.execute("SELECT start, hashes FROM nodes WHERE level = ? ORDER BY start", (level,))
+    for start, blob in rows:
         if start != end or len(blob) % 32:
             rep.bad(
                 end << level,
@@ -156,35 +159,42 @@ def verify_log(
         rep.checkpoint_size = latest_cp.size
     max_signed = max((cp.size for _, cp in signed), default=0)
 
-    # 2. open
-    try:
-        log = LedgerLog.open(db_path)
-    except LedgerError as exc:
-        rep.bad(0 if max_signed else None, str(exc))
+    # 2. open read-only-in-spirit: no pragma, no write, nothing read from the store class
+    path = Path(db_path)
+    if not path.is_file():
+        rep.bad(0 if max_signed else None, f"log {path} does not exist")
         return rep
+    con = sqlite3.connect(path)
     try:
-        _verify_open_log(log, rep, signed, check_entries)
+        _verify_open_log(con, rep, signed, check_entries)
     except sqlite3.DatabaseError as exc:
-        rep.bad(rep.size, f"log file is damaged after entry {rep.size - 1} (sqlite: {exc})")
+        idx = rep.size if rep.size or max_signed else None
+        rep.bad(idx, f"log file {path} is damaged or truncated (sqlite: {exc})")
     finally:
-        log.close()
+        con.close()
     return rep
 
 
 def _verify_open_log(
-    log: LedgerLog,
+    con: sqlite3.Connection,
     rep: VerifyReport,
     signed: list[tuple[str, Checkpoint]],
     check_entries: bool,
 ) -> None:
-    if not rep.domain:
-        rep.domain = log.domain
-    missing = TRIGGER_NAMES - log.triggers()
+    triggers = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    missing = TRIGGER_NAMES - triggers
     if missing:
         rep.bad(None, f"append-only triggers were removed from the file: {sorted(missing)}")
+    try:
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError:
+        meta = {}
+    origin = meta.get("origin")
+    if not rep.domain:
+        rep.domain = str(meta.get("domain", ""))
     for label, cp in signed:
-        if cp.origin != log.origin:
-            rep.bad(None, f"checkpoint {label} is for origin {cp.origin!r}, not {log.origin!r}")
+        if origin is not None and cp.origin != origin:
+            rep.bad(None, f"checkpoint {label} is for origin {cp.origin!r}, not {origin!r}")
 
     # 3. entries -> leaf hashes, stopping at the first gap or unreadable row
     leaves: list[bytes] = []
@@ -192,7 +202,7 @@ def _verify_open_log(
     expected = 0
     first_noncanonical: int | None = None
     try:
-        for idx, data in log.iter_raw():
+        for idx, data in con.execute("SELECT idx, data FROM entries ORDER BY idx"):
             if idx != expected:
                 rep.bad(
                     expected,
@@ -200,6 +210,7 @@ def _verify_open_log(
                     "rows were deleted or renumbered",
                 )
                 break
+            data = bytes(data)
             append(_sha256(b"\x00" + data).digest())
             if check_entries and first_noncanonical is None and not is_canonical(data):
                 first_noncanonical = idx
@@ -216,7 +227,7 @@ def _verify_open_log(
     # 4. leaf hashes vs stored level 0, then every complete level above
     levels: list[list[bytes]] = [leaves]
     structural_ok = True
-    stored = _stored_level(log, 0, rep)
+    stored = _stored_level(con, 0, rep)
     if stored is None:
         structural_ok = False
     else:
@@ -234,7 +245,7 @@ def _verify_open_log(
         levels.append(nxt)
         level += 1
         if structural_ok:
-            stored = _stored_level(log, level, rep)
+            stored = _stored_level(con, level, rep)
             mine = b"".join(nxt)
             if stored is None:
                 structural_ok = False

@@ -30,16 +30,31 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_UNION_TAGS = {"static", "random_waypoint", "gauss_markov", "trace", "float", "int", "str", "bool", "list", "dict", "none"}
+
+
+def _is_tag(part: Any) -> bool:
+    """Union-member segments pydantic adds to an error location (not field names)."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith("function-"))
+
+
 def format_validation_error(err: ValidationError, source: str) -> list[str]:
-    """One line per problem: ``source: field.path: got VALUE; expected WHAT``."""
-    lines = []
+    """One line per problem: ``source: field.path: got VALUE; expected WHAT``.
+
+    Errors of the members of a union (a number or a ``[min, max]`` range, say) at one
+    location are merged into one line.
+    """
+    merged: dict[str, tuple[str, list[str]]] = {}
     for e in err.errors():
-        # drop the union-tag segments pydantic adds for discriminated unions
-        loc = tuple(p for p in e["loc"] if p not in ("static", "random_waypoint", "gauss_markov", "trace"))
+        loc = _loc(tuple(p for p in e["loc"] if not _is_tag(p)))
         got = "missing" if e["type"] == "missing" else _short(e.get("input"))
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {_loc(loc)}: got {got}; expected {msg}")
-    return lines
+        if loc in merged:
+            if msg not in merged[loc][1]:
+                merged[loc][1].append(msg)
+        else:
+            merged[loc] = (got, [msg])
+    return [f"{source}: {loc}: got {got}; expected {' or '.join(msgs)}" for loc, (got, msgs) in merged.items()]
 
 
 def _resolve_paths(sc: Scenario, base: Path) -> Scenario:

@@ -146,5 +146,13 @@ class Predictive:
         lat_fut = ctx.latency_ms(twins, cand, ap=f_ap, uplink_ms=f_up)
         score = np.where(ok, np.maximum(lat_now, lat_fut), np.inf)
         cur = np.maximum(s.latency_ms[twins], f_lat_now_host[need])
-        score = np.where(score < cur[:, None] - self.hysteresis_ms, score, np.inf)
+        improves = score < cur[:, None] - self.hysteresis_ms
+        # no host is good both now and then: when the miss is imminent (the entity will
+        # leave its twin's reach within one step), move to the best host for then
+        step_xy = s.xy_m[twins] + ctx.velocity_mps()[twins] * ctx.step_s
+        n_ap, n_dist = w.attach(step_xy)
+        imminent = ctx.latency_ms(twins, s.host[twins], ap=n_ap, uplink_ms=w.uplink_ms(n_dist, twins)) > req[need]
+        fut_score = np.where(ok, lat_fut, np.inf)
+        fallback = imminent[:, None] & ~improves.any(axis=1, keepdims=True) & (fut_score < f_lat_now_host[need][:, None] - self.hysteresis_ms)
+        score = np.where(improves, score, np.where(fallback, fut_score, np.inf))
         return _moves(ctx, twins, cand, score, cur - w.latency_req_ms[twins])
