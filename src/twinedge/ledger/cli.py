@@ -307,6 +307,8 @@ def verify(
     else:
         for r in reports:
             typer.echo(r.summary(), err=not r.ok)
+            for p in r.problems[1:] if len(r.problems) > 1 else []:
+                typer.echo(f"  also: {p}", err=True)
             for w in r.warnings:
                 typer.echo(f"  warning: {w}")
     if not all(r.ok for r in reports):

@@ -451,7 +451,7 @@ def _settle(
         amount = int((q * price * _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
         li = LineItem(kind, payer, payee, tier, q, price, amount)
         lines.append(li)
-        for party in {payer, payee}:
+        for party in sorted({payer, payee}):
             if party not in bills and party != GRID:
                 bills[party] = DomainBill(party)
                 warnings.append(f"domain {party!r} appears in entries but has no log here")

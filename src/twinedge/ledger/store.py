@@ -67,6 +67,13 @@ TRIGGER_NAMES = frozenset(f"{t}_no_{op}" for t in _TABLES for op in ("update", "
 _sha256 = hashlib.sha256
 
 
+def _as_bytes(data: object) -> bytes:
+    """Stored entry data as bytes (a row edited by hand may hold TEXT or a number)."""
+    if isinstance(data, bytes):
+        return data
+    return data.encode() if isinstance(data, str) else repr(data).encode()
+
+
 def _connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
@@ -245,7 +252,7 @@ class LedgerLog:
         row = self._con.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
         if row is None:
             raise LedgerError(f"log {self.path}: entry {index} is missing; run verify")
-        return bytes(row[0])
+        return _as_bytes(row[0])
 
     def entry(self, index: int) -> dict[str, Any]:
         """Entry ``index`` parsed from JSON."""
@@ -262,7 +269,8 @@ class LedgerLog:
                 "SELECT idx, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
                 (start, end),
             )
-        yield from cur
+        for idx, data in cur:
+            yield idx, _as_bytes(data)
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[dict[str, Any]]:
         """Yield parsed entries in index order."""
@@ -277,7 +285,7 @@ class LedgerLog:
             (needle.encode(),),
         )
         for idx, data in cur:
-            e = decode_entry(data)
+            e = decode_entry(_as_bytes(data))
             if e.get("type") == entry_type:
                 yield int(idx), e
 

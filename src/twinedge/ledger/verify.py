@@ -52,6 +52,7 @@ class VerifyReport:
         self.problems.append(message)
         if index is not None and (self.first_bad_index is None or index < self.first_bad_index):
             self.first_bad_index = index
+            self._first_message = message
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +81,8 @@ class VerifyReport:
             where = f" first bad index {self.first_bad_index}:"
         elif self.bad_range is not None:
             where = f" first bad index in [{self.bad_range[0]}, {self.bad_range[1]}):"
-        return f"FAILED: {self.domain}:{where} {self.problems[0]}"
+        msg = getattr(self, "_first_message", None) or self.problems[0]
+        return f"FAILED: {self.domain}:{where} {msg}"
 
 
 def root_from_levels(levels: list[list[bytes]], size: int) -> bytes:
@@ -210,7 +212,9 @@ def _verify_open_log(
                     "rows were deleted or renumbered",
                 )
                 break
-            data = bytes(data)
+            if not isinstance(data, bytes):
+                # a row rewritten by hand may hold TEXT or a number instead of a BLOB
+                data = data.encode() if isinstance(data, str) else repr(data).encode()
             append(_sha256(b"\x00" + data).digest())
             if check_entries and first_noncanonical is None and not is_canonical(data):
                 first_noncanonical = idx

@@ -87,9 +87,7 @@ def _instantiate(cls: type, params: dict[str, Any], label: str) -> Any:
         return cls(**params)
     except TypeError as exc:
         try:
-            accepted = [
-                p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)
-            ]
+            accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
         except (TypeError, ValueError):
             accepted = []
         raise PolicyError(
@@ -142,8 +140,7 @@ def resolve_placement(spec: str, **params: Any) -> PlacementPolicy:
         )
     if not callable(obj):
         raise PolicyError(
-            f"placement policy {spec!r} is not callable; it must be called as "
-            "policy(problem, rng)"
+            f"placement policy {spec!r} is not callable; it must be called as policy(problem, rng)"
         )
     return obj
 
@@ -172,9 +169,7 @@ def solve_placement(
     except TwinedgeError:
         raise
     except Exception as exc:
-        raise PolicyError(
-            f"placement policy {label!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise PolicyError(f"placement policy {label!r} raised {type(exc).__name__}: {exc}") from exc
     solve_s = time.perf_counter() - t0
     if isinstance(out, PlacementResult):
         result = out
@@ -188,8 +183,11 @@ def solve_placement(
                 f"placement policy {label!r} returned {type(out).__name__}; expected an "
                 "integer array of host indices or a PlacementResult"
             ) from exc
-        if raw.dtype.kind == "f" and raw.size and np.all(np.isfinite(raw)) and np.all(
-            raw == np.round(raw)
+        if (
+            raw.dtype.kind == "f"
+            and raw.size
+            and np.all(np.isfinite(raw))
+            and np.all(raw == np.round(raw))
         ):
             raw = raw.astype(np.int64)
         result = PlacementResult(status="feasible", hosts=raw, objective_ms=float("nan"))
@@ -203,8 +201,10 @@ def solve_placement(
     result.hosts = hosts.astype(np.int64)
     result.objective_ms = problem.objective_ms(result.hosts)
     if math.isfinite(result.lower_bound_ms):
-        result.gap = 0.0 if result.status == "optimal" else relative_gap(
-            result.objective_ms, result.lower_bound_ms
+        result.gap = (
+            0.0
+            if result.status == "optimal"
+            else relative_gap(result.objective_ms, result.lower_bound_ms)
         )
     result.solve_s = solve_s
     return result
@@ -374,7 +374,9 @@ def load_instance(path: str | Path) -> PlacementProblem:
     except FileNotFoundError:
         raise ScenarioError([f"{p}: got no such file; expected an instance JSON file"]) from None
     except OSError as exc:
-        raise ScenarioError([f"{p}: got an unreadable file ({exc}); expected a readable file"]) from exc
+        raise ScenarioError(
+            [f"{p}: got an unreadable file ({exc}); expected a readable file"]
+        ) from exc
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:

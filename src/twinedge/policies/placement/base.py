@@ -37,7 +37,9 @@ class PlacementProblem:
     def __post_init__(self) -> None:
         lat = np.asarray(self.latency_ms, dtype=float)
         if lat.ndim != 2:
-            raise ScenarioError([f"latency_ms: expected a 2-D twins x hosts matrix, got shape {lat.shape}"])
+            raise ScenarioError(
+                [f"latency_ms: expected a 2-D twins x hosts matrix, got shape {lat.shape}"]
+            )
         lat = np.where(np.isnan(lat), np.inf, lat)
         n, m = lat.shape
         problems = []
@@ -84,12 +86,16 @@ class PlacementProblem:
         """Raise :class:`InfeasibleError` unless ``hosts`` is a valid, capacity-respecting answer."""
         hosts = np.asarray(hosts)
         if hosts.shape != (self.n_twins,) or not np.issubdtype(hosts.dtype, np.integer):
-            raise InfeasibleError(f"a placement must be {self.n_twins} integer host indices, got {hosts.dtype} {hosts.shape}")
+            raise InfeasibleError(
+                f"a placement must be {self.n_twins} integer host indices, got {hosts.dtype} {hosts.shape}"
+            )
         if np.any(hosts < 0) or np.any(hosts >= self.n_hosts):
             raise InfeasibleError(f"host indices must lie in [0, {self.n_hosts})")
         if not np.all(self.allowed[np.arange(self.n_twins), hosts]):
             bad = int(np.flatnonzero(~self.allowed[np.arange(self.n_twins), hosts])[0])
-            raise InfeasibleError(f"twin {bad} placed on host {int(hosts[bad])}, which is not allowed for it")
+            raise InfeasibleError(
+                f"twin {bad} placed on host {int(hosts[bad])}, which is not allowed for it"
+            )
         for res, dem, cap in (
             ("cpu_ghz", self.demand_cpu_ghz, self.capacity_cpu_ghz),
             ("mem_gb", self.demand_mem_gb, self.capacity_mem_gb),
@@ -139,7 +145,9 @@ def check_totals(problem: PlacementProblem) -> None:
     """Raise :class:`InfeasibleError` for the obvious infeasibilities (totals, no allowed host)."""
     no_host = np.flatnonzero(~problem.allowed.any(axis=1))
     if no_host.size:
-        raise InfeasibleError(f"twin {int(no_host[0])} has no allowed host ({no_host.size} twins in all)")
+        raise InfeasibleError(
+            f"twin {int(no_host[0])} has no allowed host ({no_host.size} twins in all)"
+        )
     for res, dem, cap in (
         ("cpu_ghz", problem.demand_cpu_ghz, problem.capacity_cpu_ghz),
         ("mem_gb", problem.demand_mem_gb, problem.capacity_mem_gb),
@@ -169,6 +177,8 @@ def random_instance(
     base_ms: float = 1.0,
     ms_per_km: float = 2.0,
     noise_ms: float = 0.2,
+    max_latency_ms: float | None = None,
+    min_hosts: int = 3,
 ) -> PlacementProblem:
     """A random city-like instance, hard enough to make ``nearest`` fail.
 
@@ -178,7 +188,9 @@ def random_instance(
     ``base_ms + ms_per_km * distance_km + U(0, noise_ms)``. Demands are heterogeneous
     (cpu U(0.2, 2) GHz, mem U(0.25, 4) GB); host sizes are heterogeneous (1x, 2x or
     4x, with +-20 % per resource) and scaled so that each resource's total capacity
-    is ``capacity_ratio`` times its total demand.
+    is ``capacity_ratio`` times its total demand. With ``max_latency_ms`` (a latency
+    requirement shared by all twins) the pairs above it are not allowed, except that
+    every twin keeps its ``min_hosts`` nearest hosts; such instances may be infeasible.
     """
     if n_twins < 1 or n_hosts < 1:
         raise ValueError("random_instance needs at least one twin and one host")
@@ -192,6 +204,11 @@ def random_instance(
     twin_xy = twin_xy[rng.permutation(n_twins)]
     dist_km = np.sqrt(((twin_xy[:, None, :] - host_xy[None, :, :]) ** 2).sum(axis=2)) / 1000.0
     latency = base_ms + ms_per_km * dist_km + rng.uniform(0.0, noise_ms, size=dist_km.shape)
+    if max_latency_ms is not None:
+        keep = np.zeros(latency.shape, dtype=bool)
+        near = np.argsort(latency, axis=1)[:, : max(1, min(min_hosts, n_hosts))]
+        np.put_along_axis(keep, near, True, axis=1)
+        latency = np.where(keep | (latency <= max_latency_ms), latency, np.inf)
     cpu = rng.uniform(0.2, 2.0, size=n_twins)
     mem = rng.uniform(0.25, 4.0, size=n_twins)
     size = rng.choice([1.0, 2.0, 4.0], size=n_hosts, p=[0.5, 0.35, 0.15])
@@ -229,7 +246,9 @@ def candidate_hosts(
     return hosts, lats
 
 
-def residual_capacity(problem: PlacementProblem, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def residual_capacity(
+    problem: PlacementProblem, hosts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(cpu_ghz, mem_gb)`` left on every host once ``hosts`` (``-1`` = unplaced) is applied."""
     hosts = np.asarray(hosts, dtype=np.int64)
     placed = hosts >= 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 
 import numpy as np
 
@@ -188,9 +189,7 @@ def _eject_one(
     return best
 
 
-def repair(
-    problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50
-) -> np.ndarray:
+def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) -> np.ndarray:
     """Place the twins marked ``-1`` by ejecting placed twins to make room.
 
     For each unplaced twin (largest first) it tries, over its ``max_hosts`` nearest
@@ -271,6 +270,84 @@ def raise_unplaced(problem: PlacementProblem, hosts: np.ndarray, policy: str) ->
         "The instance may still be feasible: try the 'optimal' policy, which also proves "
         "infeasibility."
     )
+
+
+def local_search(
+    problem: PlacementProblem,
+    hosts: np.ndarray,
+    cand: np.ndarray,
+    deadline: float,
+    max_rounds: int = 100,
+    swap_k: int = 5,
+) -> np.ndarray:
+    """Improve a feasible placement by shift and swap moves until no move helps.
+
+    Shift: move a twin to a candidate host with room and lower latency (vectorised over
+    all twins, applied best-first with a capacity re-check). Swap: exchange a twin with
+    one on a cheaper candidate host when both hosts stay within capacity.
+    """
+    hosts = np.array(hosts, dtype=np.int64)
+    lat = problem.latency_ms
+    cpu, mem = problem.demand_cpu_ghz, problem.demand_mem_gb
+    n = problem.n_twins
+    rows = np.arange(n)
+    cand_lat = lat[rows[:, None], cand]
+    for _ in range(max_rounds):
+        if time.perf_counter() > deadline:
+            break
+        res_cpu, res_mem = residual_capacity(problem, hosts)
+        cur = lat[rows, hosts]
+        fits = (cpu[:, None] <= res_cpu[cand] + _EPS) & (mem[:, None] <= res_mem[cand] + _EPS)
+        delta = np.where(fits, cand_lat - cur[:, None], np.inf)
+        kbest = np.argmin(delta, axis=1)
+        d = delta[rows, kbest]
+        movers = np.flatnonzero(d < -1e-9)
+        moved = 0
+        for i in movers[np.argsort(d[movers], kind="stable")].tolist():
+            j = int(cand[i, kbest[i]])
+            if cpu[i] <= res_cpu[j] + _EPS and mem[i] <= res_mem[j] + _EPS:
+                h = hosts[i]
+                res_cpu[h] += cpu[i]
+                res_mem[h] += mem[i]
+                res_cpu[j] -= cpu[i]
+                res_mem[j] -= mem[i]
+                hosts[i] = j
+                moved += 1
+        if moved:
+            continue
+        # swaps: twin i wants candidate host j (cheaper, no room); exchange with b on j
+        cur = lat[rows, hosts]
+        want = (cand_lat[:, :swap_k] < cur[:, None] - 1e-9) & (cand[:, :swap_k] != hosts[:, None])
+        order = np.argsort(hosts, kind="stable")
+        bounds = np.searchsorted(hosts[order], np.arange(problem.n_hosts + 1))
+        dirty = np.zeros(problem.n_hosts, dtype=bool)
+        swapped = 0
+        for i, kk in zip(*np.nonzero(want), strict=True):
+            j, h = int(cand[i, kk]), int(hosts[i])
+            if dirty[j] or dirty[h] or time.perf_counter() > deadline:
+                continue
+            bs = order[bounds[j] : bounds[j + 1]]
+            gain = lat[i, j] + lat[bs, h] - cur[i] - cur[bs]
+            ok = (
+                (gain < -1e-9)
+                & (res_cpu[j] + cpu[bs] - cpu[i] >= -_EPS)
+                & (res_mem[j] + mem[bs] - mem[i] >= -_EPS)
+                & (res_cpu[h] + cpu[i] - cpu[bs] >= -_EPS)
+                & (res_mem[h] + mem[i] - mem[bs] >= -_EPS)
+            )
+            if not ok.any():
+                continue
+            b = int(bs[np.argmin(np.where(ok, gain, np.inf))])
+            hosts[i], hosts[b] = j, h
+            res_cpu[j] += cpu[b] - cpu[i]
+            res_mem[j] += mem[b] - mem[i]
+            res_cpu[h] += cpu[i] - cpu[b]
+            res_mem[h] += mem[i] - mem[b]
+            dirty[j] = dirty[h] = True
+            swapped += 1
+        if not swapped:
+            break
+    return hosts
 
 
 class GreedyPlacement:

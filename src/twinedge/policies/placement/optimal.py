@@ -49,11 +49,12 @@ solve vehicle routing problems", CP 1998 (large-neighbourhood search).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeWarning, linprog, milp
 
 from twinedge.errors import InfeasibleError
 from twinedge.policies.placement.base import (
@@ -64,7 +65,7 @@ from twinedge.policies.placement.base import (
     relative_gap,
     residual_capacity,
 )
-from twinedge.policies.placement.greedy import regret_greedy, repair
+from twinedge.policies.placement.greedy import local_search, regret_greedy, repair
 
 _EPS = 1e-9
 _RC_TOL = 1e-7
@@ -116,7 +117,7 @@ def _solve_lp(problem: PlacementProblem, pairs: _Pairs, time_limit_s: float, row
         A_eq=a_eq,
         b_eq=np.ones(n),
         bounds=(0, None),
-        method="highs-ds",
+        method="highs-ipm",
         options={"time_limit": max(time_limit_s, 0.1), "presolve": True},
     )
 
@@ -133,9 +134,7 @@ def _lagrangian(problem: PlacementProblem, v_cpu: np.ndarray, v_mem: np.ndarray)
             - problem.demand_mem_gb[a : a + step, None] * v_mem[None, :]
         )
         rowmin[a : a + step] = red.min(axis=1)
-    bound = float(
-        rowmin.sum() + problem.capacity_cpu_ghz @ v_cpu + problem.capacity_mem_gb @ v_mem
-    )
+    bound = float(rowmin.sum() + problem.capacity_cpu_ghz @ v_cpu + problem.capacity_mem_gb @ v_mem)
     return rowmin, bound
 
 
@@ -186,6 +185,7 @@ def _sub_milp(
     cap_mem: np.ndarray,
     time_limit_s: float,
     rel_gap: float = 0.0,
+    cutoff: float | None = None,
 ):
     """Solve the GAP restricted to ``twins`` and the given (global-index) pairs.
 
@@ -208,13 +208,19 @@ def _sub_milp(
     )
     lo = np.concatenate([np.ones(nt), np.full(2 * nh, -np.inf)])
     hi = np.concatenate([np.ones(nt), cap_cpu[hosts_used], cap_mem[hosts_used]])
-    res = milp(
-        problem.latency_ms[pair_twin, pair_host],
-        integrality=np.ones(p),
-        bounds=Bounds(0, 1),
-        constraints=LinearConstraint(a, lo, hi),
-        options={"time_limit": max(time_limit_s, 0.05), "mip_rel_gap": rel_gap, "presolve": True},
-    )
+    options = {"time_limit": max(time_limit_s, 0.05), "mip_rel_gap": rel_gap, "presolve": True}
+    if cutoff is not None:
+        # HiGHS option, passed through by scipy: prune every node that cannot beat it
+        options["objective_bound"] = cutoff
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptimizeWarning)
+        res = milp(
+            problem.latency_ms[pair_twin, pair_host],
+            integrality=np.ones(p),
+            bounds=Bounds(0, 1),
+            constraints=LinearConstraint(a, lo, hi),
+            options=options,
+        )
     dual = getattr(res, "mip_dual_bound", None)
     dual = float(dual) if dual is not None and np.isfinite(dual) else -np.inf
     if res.x is None:
@@ -225,84 +231,6 @@ def _sub_milp(
     if np.any(out < 0):
         return res.status, None, np.inf, dual
     return res.status, out, float(res.fun), dual
-
-
-def local_search(
-    problem: PlacementProblem,
-    hosts: np.ndarray,
-    cand: np.ndarray,
-    deadline: float,
-    max_rounds: int = 100,
-    swap_k: int = 5,
-) -> np.ndarray:
-    """Improve a feasible placement by shift and swap moves until no move helps.
-
-    Shift: move a twin to a candidate host with room and lower latency (vectorised over
-    all twins, applied best-first with a capacity re-check). Swap: exchange a twin with
-    one on a cheaper candidate host when both hosts stay within capacity.
-    """
-    hosts = np.array(hosts, dtype=np.int64)
-    lat = problem.latency_ms
-    cpu, mem = problem.demand_cpu_ghz, problem.demand_mem_gb
-    n = problem.n_twins
-    rows = np.arange(n)
-    cand_lat = lat[rows[:, None], cand]
-    for _ in range(max_rounds):
-        if time.perf_counter() > deadline:
-            break
-        res_cpu, res_mem = residual_capacity(problem, hosts)
-        cur = lat[rows, hosts]
-        fits = (cpu[:, None] <= res_cpu[cand] + _EPS) & (mem[:, None] <= res_mem[cand] + _EPS)
-        delta = np.where(fits, cand_lat - cur[:, None], np.inf)
-        kbest = np.argmin(delta, axis=1)
-        d = delta[rows, kbest]
-        movers = np.flatnonzero(d < -1e-9)
-        moved = 0
-        for i in movers[np.argsort(d[movers], kind="stable")].tolist():
-            j = int(cand[i, kbest[i]])
-            if cpu[i] <= res_cpu[j] + _EPS and mem[i] <= res_mem[j] + _EPS:
-                h = hosts[i]
-                res_cpu[h] += cpu[i]
-                res_mem[h] += mem[i]
-                res_cpu[j] -= cpu[i]
-                res_mem[j] -= mem[i]
-                hosts[i] = j
-                moved += 1
-        if moved:
-            continue
-        # swaps: twin i wants candidate host j (cheaper, no room); exchange with b on j
-        cur = lat[rows, hosts]
-        want = (cand_lat[:, :swap_k] < cur[:, None] - 1e-9) & (cand[:, :swap_k] != hosts[:, None])
-        order = np.argsort(hosts, kind="stable")
-        bounds = np.searchsorted(hosts[order], np.arange(problem.n_hosts + 1))
-        dirty = np.zeros(problem.n_hosts, dtype=bool)
-        swapped = 0
-        for i, kk in zip(*np.nonzero(want), strict=True):
-            j, h = int(cand[i, kk]), int(hosts[i])
-            if dirty[j] or dirty[h] or time.perf_counter() > deadline:
-                continue
-            bs = order[bounds[j] : bounds[j + 1]]
-            gain = lat[i, j] + lat[bs, h] - cur[i] - cur[bs]
-            ok = (
-                (gain < -1e-9)
-                & (res_cpu[j] + cpu[bs] - cpu[i] >= -_EPS)
-                & (res_mem[j] + mem[bs] - mem[i] >= -_EPS)
-                & (res_cpu[h] + cpu[i] - cpu[bs] >= -_EPS)
-                & (res_mem[h] + mem[i] - mem[bs] >= -_EPS)
-            )
-            if not ok.any():
-                continue
-            b = int(bs[np.argmin(np.where(ok, gain, np.inf))])
-            hosts[i], hosts[b] = j, h
-            res_cpu[j] += cpu[b] - cpu[i]
-            res_mem[j] += mem[b] - mem[i]
-            res_cpu[h] += cpu[i] - cpu[b]
-            res_mem[h] += mem[i] - mem[b]
-            dirty[j] = dirty[h] = True
-            swapped += 1
-        if not swapped:
-            break
-    return hosts
 
 
 class OptimalPlacement:
@@ -435,7 +363,7 @@ class OptimalPlacement:
             return hosts
         res_cpu, res_mem = residual_capacity(problem, hosts)
         sel = np.isin(pairs.twin, frac)
-        status, sub, _, _ = _sub_milp(
+        _, sub, _, _ = _sub_milp(
             problem,
             frac,
             pairs.twin[sel],
@@ -459,7 +387,8 @@ class OptimalPlacement:
         """MILP over the pairs that survive reduced-cost fixing. Returns (hosts, ub, lb).
 
         ``lag`` is L(v) for the multipliers behind ``rc_fn``; a pair whose reduced cost
-        exceeds ``ub - lag`` cannot be part of a placement cheaper than ``ub``.
+        exceeds ``ub - lag`` cannot be part of a placement cheaper than ``ub``. HiGHS
+        gets ``ub`` as a cutoff, so "infeasible" means: nothing beats the incumbent.
         """
         budget = deadline - time.perf_counter()
         if budget <= 0.05:
@@ -468,29 +397,34 @@ class OptimalPlacement:
         t, h = rc_fn(limit)
         if t.size > self.exact_max_pairs:
             return incumbent, ub, lb
-        twins = np.arange(problem.n_twins)
-        if np.unique(t).size < problem.n_twins:  # some twin has no surviving pair
+        if np.unique(t).size < problem.n_twins:  # cannot happen with a finite ub
             return incumbent, ub, lb
+        cutoff = ub - 1e-7 if np.isfinite(ub) else None
         status, sub, obj, dual = _sub_milp(
             problem,
-            twins,
+            np.arange(problem.n_twins),
             t,
             h,
             problem.capacity_cpu_ghz,
             problem.capacity_mem_gb,
             budget,
+            cutoff=cutoff,
         )
-        info["exact_milp"] = {"pairs": int(t.size), "status": int(status)}
+        info["exact_milp"] = {
+            "pairs": int(t.size),
+            "status": int(status),
+            "s": round(time.perf_counter() - deadline + budget, 3),
+        }
         if sub is not None and obj < ub:
             incumbent, ub = sub, problem.objective_ms(sub)
-        if status == 0:
-            lb = max(lb, min(ub, obj if sub is not None else ub))
-            if sub is not None:
-                lb = max(lb, min(ub, dual))
+            info.setdefault("trace", []).append(
+                (round(time.perf_counter() - info["_t0"], 3), float(ub))
+            )
+        cap = ub if cutoff is None else min(ub, cutoff)
+        if status == 0 and sub is not None:
+            lb = max(lb, min(ub, obj, dual if np.isfinite(dual) else obj))
         elif status == 2:
-            # no placement over the surviving pairs: none better than the incumbent exists
-            lb = max(lb, ub) if np.isfinite(ub) else lb
-            if not np.isfinite(ub):
+            if cutoff is None:
                 raise InfeasibleError(
                     "optimal: infeasible — the exact MILP over all allowed pairs proves that "
                     "no placement satisfies both cpu_ghz and mem_gb capacities "
@@ -499,13 +433,14 @@ class OptimalPlacement:
                     f"{problem.demand_mem_gb.sum():.6g} of {problem.capacity_mem_gb.sum():.6g}"
                     " mem_gb). Add capacity or allow more hosts."
                 )
+            lb = max(lb, cap)  # nothing cheaper than the cutoff exists
         elif np.isfinite(dual):
-            lb = max(lb, min(ub, dual))
+            lb = max(lb, min(cap, dual))
         return incumbent, ub, lb
 
     def _lns(self, problem, hosts, ub, lb, rc_row, v_cpu, v_mem, cand, rng, deadline, info):
         """Large-neighbourhood search: re-solve the twins of a few related hosts exactly."""
-        n, m = problem.n_twins, problem.n_hosts
+        m = problem.n_hosts
         if m < 2:
             return hosts, ub
         lat = problem.latency_ms
@@ -543,7 +478,7 @@ class OptimalPlacement:
             budget = min(self.lns_time_s, deadline - t0)
             if budget <= 0.02:
                 break
-            status, sub, obj, _ = _sub_milp(
+            _, sub, obj, _ = _sub_milp(
                 problem,
                 twins,
                 tt,
@@ -572,7 +507,9 @@ class OptimalPlacement:
             elif stale > 2 * m // max(q, 1) and q < m:
                 q = min(m, q + 2)
                 stale = 0
-        info.update(lns_iterations=it, lns_improvements=improved, lns_hosts_final=q)
+        info["lns_iterations"] = info.get("lns_iterations", 0) + it
+        info["lns_improvements"] = info.get("lns_improvements", 0) + improved
+        info["lns_hosts_final"] = q
         return hosts, ub
 
     # -- entry point ----------------------------------------------------------------
@@ -643,13 +580,25 @@ class OptimalPlacement:
         info["heuristic_ms"] = float(ub)
         info["trace"] = [(info["t_heuristic_s"], float(ub))]
 
-        if not _proven(ub, lb):
+        def lns(until: float) -> None:
+            nonlocal incumbent, ub
+            if incumbent is not None and not _proven(ub, lb):
+                incumbent, ub = self._lns(
+                    problem, incumbent, ub, lb, rc_row, v_cpu, v_mem, cand, rng, until, info
+                )
+
+        def small() -> bool:
+            limit = ub - lag + 1e-6 if np.isfinite(ub) else np.inf
+            return rc_pairs(limit)[0].size <= self.exact_max_pairs
+
+        if not _proven(ub, lb) and small():
+            # small instance: a short LNS for a better cutoff, then prove it exactly
+            now = time.perf_counter()
+            lns(min(deadline, now + min(5.0, 0.1 * (deadline - now))))
             incumbent, ub, lb = self._exact(problem, rc_pairs, lag, incumbent, ub, lb, deadline, info)
-        if incumbent is not None and not _proven(ub, lb):
-            incumbent, ub = self._lns(
-                problem, incumbent, ub, lb, rc_row, v_cpu, v_mem, cand, rng, deadline, info
-            )
-            if not _proven(ub, lb):
+        else:
+            lns(deadline)
+            if not _proven(ub, lb) and small():
                 incumbent, ub, lb = self._exact(
                     problem, rc_pairs, lag, incumbent, ub, lb, deadline, info
                 )
