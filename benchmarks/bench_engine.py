@@ -35,8 +35,22 @@ def scenario(entities: int, edges: int, steps: int):
         {
             "version": 1,
             "name": f"bench-{entities}x{edges}",
-            "infrastructure": {"generate": {"area_m": [side, side], "edge_sites": edges, "regions": max(2, edges // 10), "edge_cpu_ghz": [200, 400], "edge_mem_gb": [400, 800]}},
-            "entities": [{"count": entities, "mobility": {"model": "random_waypoint", "speed_mps": [1, 20]}, "twin": {"latency_req_ms": 10}}],
+            "infrastructure": {
+                "generate": {
+                    "area_m": [side, side],
+                    "edge_sites": edges,
+                    "regions": max(2, edges // 10),
+                    "edge_cpu_ghz": [200, 400],
+                    "edge_mem_gb": [400, 800],
+                }
+            },
+            "entities": [
+                {
+                    "count": entities,
+                    "mobility": {"model": "random_waypoint", "speed_mps": [1, 20]},
+                    "twin": {"latency_req_ms": 10},
+                }
+            ],
             "run": {"steps": steps},
         }
     )
@@ -47,7 +61,16 @@ def bench(entities: int, edges: int, steps: int) -> dict:
     root = np.random.default_rng(1)
     world_rng, mob_rng, pol_rng = root.spawn(3)
     world = build_world(sc, world_rng)
-    sim = Simulation(world, resolve_placement("nearest"), resolve_migration("threshold"), steps=steps, step_s=1.0, placement_period_s=None, rng=pol_rng, mobility_rng=mob_rng)
+    sim = Simulation(
+        world,
+        resolve_placement("nearest"),
+        resolve_migration("threshold"),
+        steps=steps,
+        step_s=1.0,
+        placement_period_s=None,
+        rng=pol_rng,
+        mobility_rng=mob_rng,
+    )
     marks: dict[int, float] = {}
     t0 = time.perf_counter()
     res = sim.run(progress=lambda k: marks.setdefault(k, time.perf_counter()))
@@ -68,7 +91,9 @@ def bench(entities: int, edges: int, steps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="skip the 100k case")
     ap.add_argument("--steps", type=int, default=51)
     args = ap.parse_args()

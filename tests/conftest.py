@@ -26,10 +26,33 @@ def tiny_scenario(**over) -> dict:
         "infrastructure": {
             "nodes": [
                 {"id": "ap", "tier": "access", "x_m": 0, "y_m": 0, "coverage_m": 500},
-                {"id": "edge", "tier": "edge", "x_m": 0, "y_m": 0, "cpu_ghz": 10, "mem_gb": 16, "idle_w": 100, "max_w": 300},
-                {"id": "region", "tier": "region", "x_m": 500, "y_m": 0, "cpu_ghz": 100, "mem_gb": 256, "idle_w": 1000, "max_w": 2000},
+                {
+                    "id": "edge",
+                    "tier": "edge",
+                    "x_m": 0,
+                    "y_m": 0,
+                    "cpu_ghz": 10,
+                    "mem_gb": 16,
+                    "idle_w": 100,
+                    "max_w": 300,
+                },
+                {
+                    "id": "region",
+                    "tier": "region",
+                    "x_m": 500,
+                    "y_m": 0,
+                    "cpu_ghz": 100,
+                    "mem_gb": 256,
+                    "idle_w": 1000,
+                    "max_w": 2000,
+                },
             ],
-            "link_rules": {"access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000}, "edge_edge": None, "edge_region": {"latency_ms": 2.0, "latency_ms_per_km": 0, "bandwidth_mbps": 1000}, "region_cloud": None},
+            "link_rules": {
+                "access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+                "edge_edge": None,
+                "edge_region": {"latency_ms": 2.0, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+                "region_cloud": None,
+            },
         },
         "entities": [
             {
@@ -37,7 +60,16 @@ def tiny_scenario(**over) -> dict:
                 "positions_csv": None,
                 "count": 1,
                 "mobility": {"model": "static"},
-                "twin": {"cpu_ghz": 5.0, "mem_gb": 1.0, "state_bytes": 1e7, "update_bytes": 2000, "update_hz": 10, "work_gcycles": 0.02, "latency_req_ms": 5, "tx_power_w": 0.2},
+                "twin": {
+                    "cpu_ghz": 5.0,
+                    "mem_gb": 1.0,
+                    "state_bytes": 1e7,
+                    "update_bytes": 2000,
+                    "update_hz": 10,
+                    "work_gcycles": 0.02,
+                    "latency_req_ms": 5,
+                    "tx_power_w": 0.2,
+                },
             }
         ],
         "run": {"steps": 3, "step_s": 1.0, "seed": 1},

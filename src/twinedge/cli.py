@@ -38,7 +38,16 @@ ScenarioArg = Annotated[
 ]
 
 
-def _run_many(scenario: str, placement: str | None, migration: str | None, seed: int | None, steps: int | None, quiet: bool, ledger: Path | None = None, ledger_every: int = 0):
+def _run_many(
+    scenario: str,
+    placement: str | None,
+    migration: str | None,
+    seed: int | None,
+    steps: int | None,
+    quiet: bool,
+    ledger: Path | None = None,
+    ledger_every: int = 0,
+):
     from twinedge.engine import simulate
     from twinedge.scenario import load_scenario
 
@@ -54,18 +63,44 @@ def _run_many(scenario: str, placement: str | None, migration: str | None, seed:
     results = []
     recorders = []
     show = _show_progress(quiet)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, disable=not show, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+        transient=False,
+    ) as bar:
         for p, m in combos:
             task = bar.add_task(f"{p}+{m}", total=steps)
             recorder = None
             if ledger is not None:
                 from twinedge.engine.record import LedgerRecorder
 
-                recorder = LedgerRecorder(ledger / f"{p}+{m}" if len(combos) > 1 else ledger, actor=f"twinedge-run/{p}+{m}", checkpoint_every=ledger_every)
+                recorder = LedgerRecorder(
+                    ledger / f"{p}+{m}" if len(combos) > 1 else ledger,
+                    actor=f"twinedge-run/{p}+{m}",
+                    checkpoint_every=ledger_every,
+                )
                 recorders.append(recorder)
-            res = simulate(sc, seed=seed, steps=steps, placement=p, migration=m, recorder=recorder, progress=lambda k, t=task: bar.update(t, completed=k))
+            res = simulate(
+                sc,
+                seed=seed,
+                steps=steps,
+                placement=p,
+                migration=m,
+                recorder=recorder,
+                progress=lambda k, t=task: bar.update(t, completed=k),
+            )
             results.append(res)
     return sc, seed, steps, results, recorders
 
@@ -75,24 +110,50 @@ def run(
     scenario: ScenarioArg = "city",
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="Number of steps (default: the scenario's).")] = None,
-    placement: Annotated[str | None, typer.Option(help="Placement policy name(s), comma-separated, or module:function.")] = None,
-    migration: Annotated[str | None, typer.Option(help="Migration policy name(s), comma-separated, or module:function.")] = None,
-    ledger: Annotated[Path | None, typer.Option(help="Record every decision in a governance ledger in this folder.")] = None,
-    ledger_every: Annotated[int, typer.Option(min=0, help="Also checkpoint the ledger every N steps (0: only at the end).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Number of steps (default: the scenario's).")
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Placement policy name(s), comma-separated, or module:function."),
+    ] = None,
+    migration: Annotated[
+        str | None,
+        typer.Option(help="Migration policy name(s), comma-separated, or module:function."),
+    ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(help="Record every decision in a governance ledger in this folder."),
+    ] = None,
+    ledger_every: Annotated[
+        int,
+        typer.Option(min=0, help="Also checkpoint the ledger every N steps (0: only at the end)."),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
+    ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
     from twinedge.report import summary_table, write_outputs
 
-    sc, seed, steps, results, recorders = _run_many(scenario, placement, migration, seed, steps, quiet, ledger, ledger_every)
+    sc, seed, steps, results, recorders = _run_many(
+        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every
+    )
     extra = {}
     if recorders:
         from twinedge.engine.record import ledger_report_html
 
         extra["ledger"] = ledger_report_html(recorders)
-    paths = write_outputs(results, out_dir, scenario_name=sc.name, seed=seed, steps=steps, extra=extra, report=not no_report)
+    paths = write_outputs(
+        results,
+        out_dir,
+        scenario_name=sc.name,
+        seed=seed,
+        steps=steps,
+        extra=extra,
+        report=not no_report,
+    )
     if not quiet:
         out.print(summary_table(results))
         for name, p in paths.items():
@@ -104,8 +165,12 @@ def run(
 @app.command()
 def compare(
     scenario: ScenarioArg = "city",
-    placement: Annotated[str | None, typer.Option(help="Placement policies, comma-separated.")] = None,
-    migration: Annotated[str | None, typer.Option(help="Migration policies, comma-separated.")] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Placement policies, comma-separated.")
+    ] = None,
+    migration: Annotated[
+        str | None, typer.Option(help="Migration policies, comma-separated.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -115,7 +180,9 @@ def compare(
     from twinedge.report import summary_table
     from twinedge.report.outputs import summary_dict
 
-    sc, seed, steps, results, _ = _run_many(scenario, placement, migration, seed, steps, quiet or as_json)
+    sc, seed, steps, results, _ = _run_many(
+        scenario, placement, migration, seed, steps, quiet or as_json
+    )
     if as_json:
         d = summary_dict(results, sc.name, seed, steps)
         for r in results:
@@ -128,8 +195,12 @@ def compare(
 @app.command()
 def place(
     instance: Annotated[Path, typer.Argument(help="Instance JSON: latency_ms, demand, capacity.")],
-    policy: Annotated[str, typer.Option(help="nearest, greedy, optimal, or module:function.")] = "optimal",
-    time_limit_s: Annotated[float | None, typer.Option(min=0.0, help="Time limit for policies that take one (optimal).")] = None,
+    policy: Annotated[
+        str, typer.Option(help="nearest, greedy, optimal, or module:function.")
+    ] = "optimal",
+    time_limit_s: Annotated[
+        float | None, typer.Option(min=0.0, help="Time limit for policies that take one (optimal).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed for randomised policies.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -154,7 +225,15 @@ def place(
     try:
         result = solve_placement(pol, problem, np.random.default_rng(seed))
     except InfeasibleError as e:
-        doc = {"status": "infeasible", "hosts": [], "objective_ms": None, "lower_bound_ms": None, "gap": None, "solve_s": round(time.perf_counter() - t0, 6), "reason": str(e)}
+        doc = {
+            "status": "infeasible",
+            "hosts": [],
+            "objective_ms": None,
+            "lower_bound_ms": None,
+            "gap": None,
+            "solve_s": round(time.perf_counter() - t0, 6),
+            "reason": str(e),
+        }
         if as_json:
             print(json.dumps(doc))
         else:
@@ -192,11 +271,15 @@ def scenario_validate(file: ScenarioArg) -> None:
 
     sc = load_scenario(file)
     w = build_world(sc, np.random.default_rng(sc.run.seed))
-    out.print(f"ok: {file}: {len(w.node_ids)} nodes, {w.n_hosts} hosts, {w.n_entities} entities, {sc.run.steps} steps")
+    out.print(
+        f"ok: {file}: {len(w.node_ids)} nodes, {w.n_hosts} hosts, {w.n_entities} entities, {sc.run.steps} steps"
+    )
 
 
 @scenario_app.command("show")
-def scenario_show(file: ScenarioArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def scenario_show(
+    file: ScenarioArg, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Summarise a scenario: nodes per tier, capacity against demand, entities, links."""
     from twinedge.scenario import load_scenario
     from twinedge.world import build_world
@@ -206,7 +289,11 @@ def scenario_show(file: ScenarioArg, as_json: Annotated[bool, typer.Option("--js
     tiers = {}
     for code, name in enumerate(("access", "edge", "region", "cloud")):
         idx = np.flatnonzero(w.node_tier == code)
-        tiers[name] = {"count": int(idx.size), "cpu_ghz": float(w.node_cpu_ghz[idx].sum()), "mem_gb": float(w.node_mem_gb[idx].sum())}
+        tiers[name] = {
+            "count": int(idx.size),
+            "cpu_ghz": float(w.node_cpu_ghz[idx].sum()),
+            "mem_gb": float(w.node_mem_gb[idx].sum()),
+        }
     kinds = {k: int(np.count_nonzero(w.entity_kind == i)) for i, k in enumerate(w.kinds)}
     finite = w.ap_host_ms[np.isfinite(w.ap_host_ms)]
     info = {
@@ -227,15 +314,26 @@ def scenario_show(file: ScenarioArg, as_json: Annotated[bool, typer.Option("--js
         return
     from rich.table import Table
 
-    out.print(f"[bold]{sc.name}[/]  area {info['bounds_m']} m, {info['links']} links, domains: {', '.join(w.domains)}")
+    out.print(
+        f"[bold]{sc.name}[/]  area {info['bounds_m']} m, {info['links']} links, domains: {', '.join(w.domains)}"
+    )
     t = Table("tier", "nodes", "cpu_ghz", "mem_gb")
     for name, v in tiers.items():
         t.add_row(name, str(v["count"]), f"{v['cpu_ghz']:.0f}", f"{v['mem_gb']:.0f}")
-    t.add_row("[bold]twin demand[/]", str(w.n_entities), f"{info['demand']['cpu_ghz']:.0f}", f"{info['demand']['mem_gb']:.0f}")
+    t.add_row(
+        "[bold]twin demand[/]",
+        str(w.n_entities),
+        f"{info['demand']['cpu_ghz']:.0f}",
+        f"{info['demand']['mem_gb']:.0f}",
+    )
     out.print(t)
     out.print("entities: " + ", ".join(f"{k}={v}" for k, v in kinds.items()))
-    out.print(f"backbone latency access->host: {info['backbone_ms']['min']:.2f}..{info['backbone_ms']['max']:.2f} ms")
-    out.print(f"run: {sc.run.steps} steps of {sc.run.step_s} s, seed {sc.run.seed}; policies: {sc.policies.placement} / {sc.policies.migration}")
+    out.print(
+        f"backbone latency access->host: {info['backbone_ms']['min']:.2f}..{info['backbone_ms']['max']:.2f} ms"
+    )
+    out.print(
+        f"run: {sc.run.steps} steps of {sc.run.step_s} s, seed {sc.run.seed}; policies: {sc.policies.placement} / {sc.policies.migration}"
+    )
 
 
 @app.command()
@@ -249,7 +347,11 @@ def _mount_ledger() -> None:
         from twinedge.ledger.cli import app as ledger_app
     except ImportError:  # pragma: no cover - the ledger ships with the package
         return
-    app.add_typer(ledger_app, name="ledger", help="Governance ledger: init, append, checkpoint, prove, verify, audit, settle.")
+    app.add_typer(
+        ledger_app,
+        name="ledger",
+        help="Governance ledger: init, append, checkpoint, prove, verify, audit, settle.",
+    )
 
 
 _mount_ledger()

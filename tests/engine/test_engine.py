@@ -47,15 +47,37 @@ def small_city(entities: int, edges: int, seed: int, steps: int = 20, load: floa
     return {
         "version": 1,
         "name": "prop",
-        "infrastructure": {"generate": {"area_m": [1500, 1500], "edge_sites": edges, "regions": 2, "cloud": False, "edge_cpu_ghz": [4, 8], "edge_mem_gb": [8, 16], "region_cpu_ghz": 8, "region_mem_gb": 16}},
-        "entities": [{"count": entities, "mobility": {"model": "random_waypoint", "speed_mps": [10, 30]}, "twin": {"cpu_ghz": [0.2, 2 * load], "mem_gb": [0.5, 2.0], "latency_req_ms": 6}}],
+        "infrastructure": {
+            "generate": {
+                "area_m": [1500, 1500],
+                "edge_sites": edges,
+                "regions": 2,
+                "cloud": False,
+                "edge_cpu_ghz": [4, 8],
+                "edge_mem_gb": [8, 16],
+                "region_cpu_ghz": 8,
+                "region_mem_gb": 16,
+            }
+        },
+        "entities": [
+            {
+                "count": entities,
+                "mobility": {"model": "random_waypoint", "speed_mps": [10, 30]},
+                "twin": {"cpu_ghz": [0.2, 2 * load], "mem_gb": [0.5, 2.0], "latency_req_ms": 6},
+            }
+        ],
         "run": {"steps": steps, "seed": seed},
         "policies": {"placement": "greedy", "placement_period_s": 7},
     }
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(per_edge=st.integers(1, 8), edges=st.integers(2, 8), seed=st.integers(0, 10_000), migration=st.sampled_from(sorted(MIGRATION_POLICIES)))
+@given(
+    per_edge=st.integers(1, 8),
+    edges=st.integers(2, 8),
+    seed=st.integers(0, 10_000),
+    migration=st.sampled_from(sorted(MIGRATION_POLICIES)),
+)
 def test_capacity_is_never_exceeded(per_edge, edges, seed, migration):
     # at most 8 twins of at most 1 GHz per edge site of at least 4 GHz: always feasible
     sc = parse_scenario(small_city(per_edge * edges, edges, seed, load=0.5))
@@ -77,7 +99,10 @@ def test_same_seed_same_summary_other_seed_differs():
 
 def test_all_policies_see_the_same_movements():
     sc = load_scenario("city-small")
-    trails = [simulate(sc, steps=10, migration=m).metrics.trails for m in ("never", "threshold", "utility")]
+    trails = [
+        simulate(sc, steps=10, migration=m).metrics.trails
+        for m in ("never", "threshold", "utility")
+    ]
     assert np.array_equal(trails[0], trails[1]) and np.array_equal(trails[0], trails[2])
 
 
@@ -88,10 +113,34 @@ def line_scenario(migration: str, **params) -> Simulation:
     sc["infrastructure"]["nodes"] = [
         {"id": "ap-a", "tier": "access", "x_m": 0, "y_m": 50},
         {"id": "ap-b", "tier": "access", "x_m": 1000, "y_m": 50},
-        {"id": "edge-a", "tier": "edge", "x_m": 0, "y_m": 50, "cpu_ghz": 10, "mem_gb": 16, "idle_w": 1, "max_w": 2},
-        {"id": "edge-b", "tier": "edge", "x_m": 1000, "y_m": 50, "cpu_ghz": 10, "mem_gb": 16, "idle_w": 1, "max_w": 2},
+        {
+            "id": "edge-a",
+            "tier": "edge",
+            "x_m": 0,
+            "y_m": 50,
+            "cpu_ghz": 10,
+            "mem_gb": 16,
+            "idle_w": 1,
+            "max_w": 2,
+        },
+        {
+            "id": "edge-b",
+            "tier": "edge",
+            "x_m": 1000,
+            "y_m": 50,
+            "cpu_ghz": 10,
+            "mem_gb": 16,
+            "idle_w": 1,
+            "max_w": 2,
+        },
     ]
-    sc["infrastructure"]["link_rules"] = {"access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000}, "edge_edge": {"latency_ms": 8, "latency_ms_per_km": 0, "bandwidth_mbps": 1000}, "edge_mesh_k": 1, "edge_region": None, "region_cloud": None}
+    sc["infrastructure"]["link_rules"] = {
+        "access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_edge": {"latency_ms": 8, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_mesh_k": 1,
+        "edge_region": None,
+        "region_cloud": None,
+    }
     sc["entities"][0]["twin"]["latency_req_ms"] = 6.0
     world = build_world(parse_scenario(sc), np.random.default_rng(0))
     world.xy_m[:] = [[0.0, 50.0]]
@@ -99,8 +148,28 @@ def line_scenario(migration: str, **params) -> Simulation:
     from twinedge.world.mobility import TraceReplay
 
     ts = np.array([0.0, 50.0])
-    world.mobility = [(slice(0, 1), TraceReplay(Trace(file="x"), ["car"], np.array([0, 2]), ts, np.array([[0.0, 50.0], [1000.0, 50.0]])))]
-    return Simulation(world, resolve_placement("nearest"), resolve_migration(migration, **params), steps=50, step_s=1.0, placement_period_s=None, rng=np.random.default_rng(0), mobility_rng=np.random.default_rng(0))
+    world.mobility = [
+        (
+            slice(0, 1),
+            TraceReplay(
+                Trace(file="x"),
+                ["car"],
+                np.array([0, 2]),
+                ts,
+                np.array([[0.0, 50.0], [1000.0, 50.0]]),
+            ),
+        )
+    ]
+    return Simulation(
+        world,
+        resolve_placement("nearest"),
+        resolve_migration(migration, **params),
+        steps=50,
+        step_s=1.0,
+        placement_period_s=None,
+        rng=np.random.default_rng(0),
+        mobility_rng=np.random.default_rng(0),
+    )
 
 
 def first_migration_step(sim: Simulation) -> int | None:
@@ -147,7 +216,11 @@ def test_utility_weighs_latency_against_energy():
 
 def test_user_policies_by_import_path_and_bad_answers_are_rejected():
     sc = parse_scenario(small_city(30, 4, 1, steps=5))
-    res = simulate(sc, placement="tests.engine.user_policies:first_host" if False else "greedy", migration="tests.engine.user_policies:stay_put")
+    res = simulate(
+        sc,
+        placement="tests.engine.user_policies:first_host" if False else "greedy",
+        migration="tests.engine.user_policies:stay_put",
+    )
     assert res.summary["migrations"] == 0
     with pytest.raises(PolicyError, match="overloads host"):
         simulate(sc, migration="tests.engine.user_policies:everyone_to_host_zero")

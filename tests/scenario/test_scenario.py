@@ -30,7 +30,12 @@ def test_builtin_scenarios_load_and_build():
         w = build_world(sc, np.random.default_rng(0))
         assert w.n_entities > 0 and w.n_hosts > 0
     w = build_world(load_scenario("city"), np.random.default_rng(0))
-    assert (w.n_entities, int((w.node_tier == 1).sum()), int((w.node_tier == 2).sum()), int((w.node_tier == 3).sum())) == (2000, 60, 6, 1)
+    assert (
+        w.n_entities,
+        int((w.node_tier == 1).sum()),
+        int((w.node_tier == 2).sum()),
+        int((w.node_tier == 3).sum()),
+    ) == (2000, 60, 6, 1)
 
 
 def test_one_line_per_problem_with_file_field_value_expected(tmp_path):
@@ -43,7 +48,10 @@ def test_one_line_per_problem_with_file_field_value_expected(tmp_path):
     assert len(lines) == 3
     assert any(line.startswith(f"{p}: version: got missing; expected") for line in lines)
     cpu = next(line for line in lines if "nodes[1].cpu_ghz" in line)
-    assert cpu.startswith(f"{p}: infrastructure.nodes[1].cpu_ghz: got -3; expected") and "greater than or equal to 0" in cpu
+    assert (
+        cpu.startswith(f"{p}: infrastructure.nodes[1].cpu_ghz: got -3; expected")
+        and "greater than or equal to 0" in cpu
+    )
     assert any("entities[0].twin.latency_req_ms: got 'fast'" in line for line in lines)
 
 
@@ -52,7 +60,10 @@ def test_unknown_field_wrong_version_and_bad_yaml(tmp_path):
     sc["entities"][0]["speed"] = 3
     lines = problems(write(tmp_path, sc))
     assert any("version: got 2" in line for line in lines)
-    assert any("entities[0].speed: got 3; expected Extra inputs are not permitted" in line for line in lines)
+    assert any(
+        "entities[0].speed: got 3; expected Extra inputs are not permitted" in line
+        for line in lines
+    )
     lines = problems(write(tmp_path, "version: 1\nentities: [\n", "bad.yaml"))
     assert len(lines) == 1 and "not valid YAML" in lines[0] and "line" in lines[0]
     assert "no such file" in problems(tmp_path / "missing.yaml")[0]
@@ -65,15 +76,24 @@ def test_impossible_instances_are_named(tmp_path):
     lines = problems(write(tmp_path, sc))
     assert any("nodes[0]" in line and "x_m and y_m, or lat and lon" in line for line in lines)
     sc = tiny_scenario()
-    sc["infrastructure"]["nodes"] = [n for n in sc["infrastructure"]["nodes"] if n["tier"] != "access"]
+    sc["infrastructure"]["nodes"] = [
+        n for n in sc["infrastructure"]["nodes"] if n["tier"] != "access"
+    ]
     with pytest.raises(ScenarioError, match="no access points"):
         build_world(parse_scenario(sc), np.random.default_rng(0))
     sc = tiny_scenario()
-    sc["infrastructure"]["link_rules"] = {"access_edge": None, "edge_edge": None, "edge_region": None, "region_cloud": None}
+    sc["infrastructure"]["link_rules"] = {
+        "access_edge": None,
+        "edge_edge": None,
+        "edge_region": None,
+        "region_cloud": None,
+    }
     with pytest.raises(ScenarioError, match="access points reach no host: ap"):
         build_world(parse_scenario(sc), np.random.default_rng(0))
     sc = tiny_scenario()
-    sc["infrastructure"]["links"] = [{"a": "ap", "b": "nowhere", "latency_ms": 1, "bandwidth_mbps": 10}]
+    sc["infrastructure"]["links"] = [
+        {"a": "ap", "b": "nowhere", "latency_ms": 1, "bandwidth_mbps": 10}
+    ]
     with pytest.raises(ScenarioError, match=r"links\[0\].b: got 'nowhere'; expected a node id"):
         build_world(parse_scenario(sc), np.random.default_rng(0))
     sc = tiny_scenario()
@@ -83,7 +103,12 @@ def test_impossible_instances_are_named(tmp_path):
 
 def test_explicit_links_and_latlon_nodes(tmp_path):
     sc = tiny_scenario()
-    sc["infrastructure"]["link_rules"] = {"access_edge": None, "edge_edge": None, "edge_region": None, "region_cloud": None}
+    sc["infrastructure"]["link_rules"] = {
+        "access_edge": None,
+        "edge_edge": None,
+        "edge_region": None,
+        "region_cloud": None,
+    }
     sc["infrastructure"]["links"] = [
         {"a": "ap", "b": "edge", "latency_ms": 1.0, "bandwidth_mbps": 100},
         {"a": "edge", "b": "region", "latency_ms": 4.0, "bandwidth_mbps": 50},
@@ -91,7 +116,14 @@ def test_explicit_links_and_latlon_nodes(tmp_path):
     w = build_world(parse_scenario(sc), np.random.default_rng(0))
     assert w.ap_host_ms[0] == pytest.approx([1.0, 5.0], abs=1e-6)
     assert w.host_host_mbps[0, 1] == 50.0
-    sc["infrastructure"]["nodes"][2] = {"id": "region", "tier": "region", "lat": 0.001, "lon": 0.0, "cpu_ghz": 1, "mem_gb": 1}
+    sc["infrastructure"]["nodes"][2] = {
+        "id": "region",
+        "tier": "region",
+        "lat": 0.001,
+        "lon": 0.0,
+        "cpu_ghz": 1,
+        "mem_gb": 1,
+    }
     sc["infrastructure"]["origin_lat"], sc["infrastructure"]["origin_lon"] = 0.0, 0.0
     w = build_world(parse_scenario(sc), np.random.default_rng(0))
     assert w.node_xy_m[2] == pytest.approx([0.0, 111.195], rel=1e-4)
@@ -125,12 +157,17 @@ def test_eua_scenario_builds_from_the_real_files(eua_dir, tmp_path):
         "version": 1,
         "name": "eua",
         "infrastructure": {"eua": {"sites_csv": str(eua_dir / "site-optus-melbCBD.csv")}},
-        "entities": [{"positions_csv": str(eua_dir / "users-melbcbd-generated.csv"), "mobility": {"model": "static"}}],
+        "entities": [
+            {
+                "positions_csv": str(eua_dir / "users-melbcbd-generated.csv"),
+                "mobility": {"model": "static"},
+            }
+        ],
     }
     w = build_world(parse_scenario(sc), np.random.default_rng(0))
     assert w.n_entities == 816
     assert int((w.node_tier == 0).sum()) == 125 and int((w.node_tier == 1).sum()) == 125
     # the CBD is about 1.3 km x 2.0 km: every user lies within a few km of the origin
     assert np.abs(w.xy_m).max() < 3000
-    ap, dist = w.attach(w.xy_m)
+    _, dist = w.attach(w.xy_m)
     assert np.median(dist) < 150

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HIST_LO_MS, HIST_HI_MS, BINS_PER_DECADE = 1e-3, 1e6, 2000
-_N_BINS = int(round(np.log10(HIST_HI_MS / HIST_LO_MS) * BINS_PER_DECADE))
+_N_BINS = round(np.log10(HIST_HI_MS / HIST_LO_MS) * BINS_PER_DECADE)
 HIST_EDGES_MS = HIST_LO_MS * 10.0 ** (np.arange(_N_BINS + 1) / BINS_PER_DECADE)
 
 STEP_COLUMNS = (
@@ -64,14 +64,43 @@ class Metrics:
         self.trails = np.zeros((self.steps, self.n_trails, 2), dtype=np.float32)
         self.hist = np.zeros(_N_BINS, dtype=np.int64)
 
-    def record(self, k: int, t_s: float, latency_ms: np.ndarray, req_ms: np.ndarray, util: np.ndarray, migrations: int, downtime_s: float, bytes_moved: float, device_j: float, server_j: float, trail_xy: np.ndarray) -> None:
+    def record(
+        self,
+        k: int,
+        t_s: float,
+        latency_ms: np.ndarray,
+        req_ms: np.ndarray,
+        util: np.ndarray,
+        migrations: int,
+        downtime_s: float,
+        bytes_moved: float,
+        device_j: float,
+        server_j: float,
+        trail_xy: np.ndarray,
+    ) -> None:
         miss = int(np.count_nonzero(latency_ms > req_ms))
         self.hist += np.bincount(histogram_bins(latency_ms), minlength=_N_BINS)
         self.latency_sum_ms += float(latency_ms.sum())
         self.twin_steps += latency_ms.size
         self.misses += miss
-        p95 = float(np.partition(latency_ms, int(0.95 * (latency_ms.size - 1)))[int(0.95 * (latency_ms.size - 1))])
-        self.step_values[k] = (t_s, latency_ms.mean(), p95, miss, migrations, downtime_s, bytes_moved, device_j, server_j, util.mean(), util.max())
+        p95 = float(
+            np.partition(latency_ms, int(0.95 * (latency_ms.size - 1)))[
+                int(0.95 * (latency_ms.size - 1))
+            ]
+        )
+        self.step_values[k] = (
+            t_s,
+            latency_ms.mean(),
+            p95,
+            miss,
+            migrations,
+            downtime_s,
+            bytes_moved,
+            device_j,
+            server_j,
+            util.mean(),
+            util.max(),
+        )
         self.utilisation[k] = util
         self.trails[k] = trail_xy
 

@@ -30,7 +30,16 @@ class Recorder(Protocol):
 
     def placement(self, t_s: float, world: World, twins: np.ndarray, hosts: np.ndarray) -> None: ...
 
-    def migration(self, t_s: float, world: World, twins: np.ndarray, src: np.ndarray, dst: np.ndarray, bytes_moved: np.ndarray, downtime_s: np.ndarray) -> None: ...
+    def migration(
+        self,
+        t_s: float,
+        world: World,
+        twins: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        bytes_moved: np.ndarray,
+        downtime_s: np.ndarray,
+    ) -> None: ...
 
     def step_end(self, k: int, t_s: float, world: World, state: SimState) -> None: ...
 
@@ -76,7 +85,22 @@ class Simulation:
         trails: how many entities to record trails of, for the report map.
     """
 
-    def __init__(self, world: World, placement: Callable, migration: Callable, *, steps: int, step_s: float, placement_period_s: float | None, rng: np.random.Generator, mobility_rng: np.random.Generator, recorder: Recorder | None = None, trails: int = 12, label: str = "run", candidates_k: int = 8):
+    def __init__(
+        self,
+        world: World,
+        placement: Callable,
+        migration: Callable,
+        *,
+        steps: int,
+        step_s: float,
+        placement_period_s: float | None,
+        rng: np.random.Generator,
+        mobility_rng: np.random.Generator,
+        recorder: Recorder | None = None,
+        trails: int = 12,
+        label: str = "run",
+        candidates_k: int = 8,
+    ):
         self.world, self.placement, self.migration = world, placement, migration
         self.steps, self.step_s, self.period_s = steps, step_s, placement_period_s
         self.rng, self.mobility_rng, self.recorder, self.label = rng, mobility_rng, recorder, label
@@ -117,7 +141,9 @@ class Simulation:
         s, w = self.state, self.world
         rho = s.used_cpu_ghz / w.host_cpu_ghz
         svc = models.service_ms(w.work_gcycles, w.host_cpu_ghz[s.host])
-        s.latency_ms = s.uplink_ms + w.ap_host_ms[s.ap, s.host] + svc * models.queue_factor(rho)[s.host]
+        s.latency_ms = (
+            s.uplink_ms + w.ap_host_ms[s.ap, s.host] + svc * models.queue_factor(rho)[s.host]
+        )
 
     def _place(self, initial: bool) -> tuple[int, float, float]:
         s = self.state
@@ -126,7 +152,9 @@ class Simulation:
             result: PlacementResult = solve_placement(self.placement, problem, self.rng)
         except PolicyError:
             raise
-        self.placements.append({"t_s": s.t_s, **{k: v for k, v in result.to_json().items() if k != "hosts"}})
+        self.placements.append(
+            {"t_s": s.t_s, **{k: v for k, v in result.to_json().items() if k != "hosts"}}
+        )
         if initial:
             s.set_hosts(self.world, result.hosts)
             if self.recorder:
@@ -135,7 +163,9 @@ class Simulation:
         changed = np.flatnonzero(result.hosts != s.host)
         return self._apply_moves(changed, result.hosts[changed], check=False)
 
-    def _apply_moves(self, twins: np.ndarray, hosts: np.ndarray, check: bool = True) -> tuple[int, float, float]:
+    def _apply_moves(
+        self, twins: np.ndarray, hosts: np.ndarray, check: bool = True
+    ) -> tuple[int, float, float]:
         w, s = self.world, self.state
         twins = np.asarray(twins, dtype=np.int64)
         hosts = np.asarray(hosts, dtype=np.int64)
@@ -158,23 +188,35 @@ class Simulation:
         w, s = self.world, self.state
         name = getattr(self.migration, "__name__", type(self.migration).__name__)
         if twins.shape != hosts.shape or twins.ndim != 1:
-            raise PolicyError(f"migration policy {name} returned twins {twins.shape} and hosts {hosts.shape}; expected two equal 1-D arrays")
+            raise PolicyError(
+                f"migration policy {name} returned twins {twins.shape} and hosts {hosts.shape}; expected two equal 1-D arrays"
+            )
         if np.unique(twins).size != twins.size:
             raise PolicyError(f"migration policy {name} moved a twin twice in one step")
-        if twins.min() < 0 or twins.max() >= w.n_entities or hosts.min() < 0 or hosts.max() >= w.n_hosts:
+        if (
+            twins.min() < 0
+            or twins.max() >= w.n_entities
+            or hosts.min() < 0
+            or hosts.max() >= w.n_hosts
+        ):
             raise PolicyError(f"migration policy {name} returned an index out of range")
         if not w.allowed(twins)[np.arange(twins.size), hosts].all():
             raise PolicyError(f"migration policy {name} moved a twin to a host it may not use")
         new_host = s.host.copy()
         new_host[twins] = hosts
-        for res, dem, cap in (("cpu_ghz", w.cpu_ghz, w.host_cpu_ghz), ("mem_gb", w.mem_gb, w.host_mem_gb)):
+        for res, dem, cap in (
+            ("cpu_ghz", w.cpu_ghz, w.host_cpu_ghz),
+            ("mem_gb", w.mem_gb, w.host_mem_gb),
+        ):
             used = np.bincount(new_host, weights=dem, minlength=w.n_hosts)
             old = np.bincount(s.host, weights=dem, minlength=w.n_hosts)
             # a host already over capacity (it cannot be, but be safe) may not get worse
             over = np.flatnonzero((used > cap + 1e-9) & (used > old + 1e-12))
             if over.size:
                 j = int(over[0])
-                raise PolicyError(f"migration policy {name} overloads host {w.host_ids[j]}: {res} {used[j]:.4g} > capacity {cap[j]:.4g}")
+                raise PolicyError(
+                    f"migration policy {name} overloads host {w.host_ids[j]}: {res} {used[j]:.4g} > capacity {cap[j]:.4g}"
+                )
 
     # --- the loop --------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None) -> RunResult:
@@ -182,7 +224,9 @@ class Simulation:
         t0 = time.perf_counter()
         self._place(initial=True)
         self._latency()
-        period_steps = None if self.period_s is None else max(1, int(round(self.period_s / self.step_s)))
+        period_steps = (
+            None if self.period_s is None else max(1, round(self.period_s / self.step_s))
+        )
         idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
         for k in range(self.steps):
             self._move()
@@ -194,7 +238,10 @@ class Simulation:
             util = s.used_cpu_ghz / w.host_cpu_ghz
             server_j = models.server_power_w(idle_w, max_w, util) * self.step_s
             self._server_energy_j += server_j
-            device_j = float((models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum() * self.step_s)
+            device_j = float(
+                (models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum()
+                * self.step_s
+            )
             np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
             # 2. decisions on what was observed; they take effect from the next step
             n_mig, down, nbytes = 0, 0.0, 0.0
@@ -204,7 +251,19 @@ class Simulation:
             twins, hosts = self.migration(self.ctx, self.rng)
             m2, d2, b2 = self._apply_moves(twins, hosts)
             n_mig, down, nbytes = n_mig + m2, down + d2, nbytes + b2
-            self.metrics.record(k, s.t_s, effective, w.latency_req_ms, util, n_mig, down, nbytes, device_j, float(server_j.sum()), s.xy_m[self.trail_ids])
+            self.metrics.record(
+                k,
+                s.t_s,
+                effective,
+                w.latency_req_ms,
+                util,
+                n_mig,
+                down,
+                nbytes,
+                device_j,
+                float(server_j.sum()),
+                s.xy_m[self.trail_ids],
+            )
             if self.recorder:
                 self.recorder.step_end(k, s.t_s, w, s)
             if progress:
@@ -216,7 +275,18 @@ class Simulation:
         return RunResult(self.label, w, self.metrics, summary, self.placements, wall)
 
 
-def simulate(scenario: Scenario, *, seed: int | None = None, steps: int | None = None, placement: str | None = None, migration: str | None = None, placement_params: dict | None = None, migration_params: dict | None = None, recorder: Recorder | None = None, progress: Callable[[int], None] | None = None) -> RunResult:
+def simulate(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    placement: str | None = None,
+    migration: str | None = None,
+    placement_params: dict | None = None,
+    migration_params: dict | None = None,
+    recorder: Recorder | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
     """Build the world of ``scenario`` and run one policy combination on it.
 
     Arguments left as ``None`` come from the scenario file (the first policy of a list).
@@ -228,8 +298,12 @@ def simulate(scenario: Scenario, *, seed: int | None = None, steps: int | None =
     pol = scenario.policies
     p_name = placement or pol.as_list(pol.placement)[0]
     m_name = migration or pol.as_list(pol.migration)[0]
-    p_params = pol.placement_params.get(p_name, {}) if placement_params is None else placement_params
-    m_params = pol.migration_params.get(m_name, {}) if migration_params is None else migration_params
+    p_params = (
+        pol.placement_params.get(p_name, {}) if placement_params is None else placement_params
+    )
+    m_params = (
+        pol.migration_params.get(m_name, {}) if migration_params is None else migration_params
+    )
     sim = Simulation(
         world,
         resolve_placement(p_name, **p_params),

@@ -42,6 +42,7 @@ class VerifyReport:
     bad_range: tuple[int, int] | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    _first_message: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -81,7 +82,7 @@ class VerifyReport:
             where = f" first bad index {self.first_bad_index}:"
         elif self.bad_range is not None:
             where = f" first bad index in [{self.bad_range[0]}, {self.bad_range[1]}):"
-        msg = getattr(self, "_first_message", None) or self.problems[0]
+        msg = self._first_message or self.problems[0]
         return f"FAILED: {self.domain}:{where} {msg}"
 
 
@@ -274,13 +275,14 @@ def _verify_open_log(
             )
             continue
         if root_from_levels(levels, cp.size) != cp.root:
+            msg = (
+                f"the entries do not hash to the root signed by checkpoint {label} "
+                f"(size {cp.size}); an entry in [{good_below}, {cp.size}) was altered"
+            )
             if rep.first_bad_index is None and rep.bad_range is None:
                 rep.bad_range = (good_below, cp.size)
-            rep.bad(
-                None,
-                f"the entries do not hash to the root signed by checkpoint {label} "
-                f"(size {cp.size}); an entry in [{good_below}, {cp.size}) was altered",
-            )
+                rep._first_message = msg
+            rep.bad(None, msg)
         else:
             good_below = max(good_below, cp.size)
     if rep.checkpoint_size is not None and n > rep.checkpoint_size and rep.ok:

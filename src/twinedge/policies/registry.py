@@ -22,21 +22,29 @@ def resolve(spec: str, registry: Mapping[str, type], kind: str, **params: Any) -
         try:
             module = importlib.import_module(mod_name)
         except ImportError as err:
-            raise PolicyError(f"{kind} policy {spec!r}: cannot import module {mod_name!r} ({err})") from None
+            raise PolicyError(
+                f"{kind} policy {spec!r}: cannot import module {mod_name!r} ({err})"
+            ) from None
         try:
             target = getattr(module, attr)
         except AttributeError:
-            raise PolicyError(f"{kind} policy {spec!r}: module {mod_name!r} has no attribute {attr!r}") from None
+            raise PolicyError(
+                f"{kind} policy {spec!r}: module {mod_name!r} has no attribute {attr!r}"
+            ) from None
     else:
         known = ", ".join(sorted(registry))
-        raise PolicyError(f"unknown {kind} policy {spec!r}; use one of {known} or module.path:function")
+        raise PolicyError(
+            f"unknown {kind} policy {spec!r}; use one of {known} or module.path:function"
+        )
     if isinstance(target, type):
         try:
             return target(**params)
         except TypeError as err:
             raise PolicyError(f"{kind} policy {spec!r}: bad parameters {params} ({err})") from None
     if params:
-        raise PolicyError(f"{kind} policy {spec!r} is a function and takes no parameters; got {params}")
+        raise PolicyError(
+            f"{kind} policy {spec!r} is a function and takes no parameters; got {params}"
+        )
     if not callable(target):
         raise PolicyError(f"{kind} policy {spec!r} is not callable")
     return target

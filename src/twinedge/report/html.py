@@ -9,12 +9,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from twinedge import __version__  # noqa: E402
-from twinedge.engine.metrics import HIST_EDGES_MS, STEP_COLUMNS  # noqa: E402
-from twinedge.engine.simulation import RunResult  # noqa: E402
+from twinedge import __version__
+from twinedge.engine.metrics import HIST_EDGES_MS, STEP_COLUMNS
+from twinedge.engine.simulation import RunResult
 
 _COL = {c: i for i, c in enumerate(STEP_COLUMNS)}
 _TIER_STYLE = {1: ("edge server", "s", "#1f77b4", 30), 2: ("region hub", "D", "#d62728", 70)}
@@ -71,7 +71,16 @@ def _heatmaps(results: list[RunResult]) -> str:
     for ax, r in zip(axes[:, 0], shown, strict=True):
         u = r.metrics.utilisation[:, order].T
         t_end = r.metrics.step_values[-1, _COL["t_s"]]
-        im = ax.imshow(u, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma", extent=(0, t_end, 0, u.shape[0]), interpolation="nearest")
+        im = ax.imshow(
+            u,
+            aspect="auto",
+            origin="lower",
+            vmin=0,
+            vmax=1,
+            cmap="magma",
+            extent=(0, t_end, 0, u.shape[0]),
+            interpolation="nearest",
+        )
         ax.set_ylabel("host")
         ax.set_title(r.label, fontsize=9)
     axes[-1, 0].set_xlabel("virtual time (s)")
@@ -136,16 +145,24 @@ def _table(results: list[RunResult]) -> str:
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
         b = best(vals) if best and len(results) > 1 else None
         cells = "".join(
-            f'<td class="{"best" if v == b else ""}">{fmt.format(int(v) if fmt == "{:d}" else v * scale)}</td>' for v in vals
+            f'<td class="{"best" if v == b else ""}">{fmt.format(int(v) if fmt == "{:d}" else v * scale)}</td>'
+            for v in vals
         )
         rows.append(f"<tr><td>{title}</td>{cells}</tr>")
-    rows.append("<tr><td>wall time (s)</td>" + "".join(f"<td>{r.wall_s:.2f}</td>" for r in results) + "</tr>")
+    rows.append(
+        "<tr><td>wall time (s)</td>"
+        + "".join(f"<td>{r.wall_s:.2f}</td>" for r in results)
+        + "</tr>"
+    )
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def write_report(results: list[RunResult], path: Path, *, summary: dict, extra: dict) -> Path:
     w = results[0].world
-    tiers = {name: int(np.count_nonzero(w.host_tier == c)) for c, name in ((1, "edge"), (2, "region"), (3, "cloud"))}
+    tiers = {
+        name: int(np.count_nonzero(w.host_tier == c))
+        for c, name in ((1, "edge"), (2, "region"), (3, "cloud"))
+    }
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>twinedge report: {html.escape(summary['scenario'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>twinedge report — {html.escape(summary['scenario'])}</h1>",

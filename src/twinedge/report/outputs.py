@@ -52,10 +52,23 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
     }
 
 
-def write_outputs(results: list[RunResult], out_dir: Path, *, scenario_name: str, seed: int, steps: int, extra: dict | None = None, report: bool = True) -> dict[str, Path]:
+def write_outputs(
+    results: list[RunResult],
+    out_dir: Path,
+    *,
+    scenario_name: str,
+    seed: int,
+    steps: int,
+    extra: dict | None = None,
+    report: bool = True,
+) -> dict[str, Path]:
     """Write every output file of a run into ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": out_dir / "summary.json", "timeseries": out_dir / "timeseries.csv", "timing": out_dir / "timing.json"}
+    paths = {
+        "summary": out_dir / "summary.json",
+        "timeseries": out_dir / "timeseries.csv",
+        "timing": out_dir / "timing.json",
+    }
     summary = summary_dict(results, scenario_name, seed, steps)
     paths["summary"].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with open(paths["timeseries"], "w", newline="") as f:
@@ -68,13 +81,17 @@ def write_outputs(results: list[RunResult], out_dir: Path, *, scenario_name: str
         "cores": __import__("os").cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "policies": {r.label: {"wall_s": round(r.wall_s, 3), "placements": r.placements} for r in results},
+        "policies": {
+            r.label: {"wall_s": round(r.wall_s, 3), "placements": r.placements} for r in results
+        },
     }
     paths["timing"].write_text(json.dumps(timing, indent=2) + "\n")
     if report:
         from twinedge.report.html import write_report
 
-        paths["report"] = write_report(results, out_dir / "report.html", summary=summary, extra=extra or {})
+        paths["report"] = write_report(
+            results, out_dir / "report.html", summary=summary, extra=extra or {}
+        )
     return paths
 
 

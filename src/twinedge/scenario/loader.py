@@ -30,12 +30,26 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_UNION_TAGS = {"static", "random_waypoint", "gauss_markov", "trace", "float", "int", "str", "bool", "list", "dict", "none"}
+_UNION_TAGS = {
+    "static",
+    "random_waypoint",
+    "gauss_markov",
+    "trace",
+    "float",
+    "int",
+    "str",
+    "bool",
+    "list",
+    "dict",
+    "none",
+}
 
 
 def _is_tag(part: Any) -> bool:
     """Union-member segments pydantic adds to an error location (not field names)."""
-    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith("function-"))
+    return isinstance(part, str) and (
+        part in _UNION_TAGS or "[" in part or part.startswith("function-")
+    )
 
 
 def format_validation_error(err: ValidationError, source: str) -> list[str]:
@@ -54,7 +68,10 @@ def format_validation_error(err: ValidationError, source: str) -> list[str]:
                 merged[loc][1].append(msg)
         else:
             merged[loc] = (got, [msg])
-    return [f"{source}: {loc}: got {got}; expected {' or '.join(msgs)}" for loc, (got, msgs) in merged.items()]
+    return [
+        f"{source}: {loc}: got {got}; expected {' or '.join(msgs)}"
+        for loc, (got, msgs) in merged.items()
+    ]
 
 
 def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
@@ -65,7 +82,9 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
 
     infra = sc.infrastructure
     if infra.eua is not None:
-        infra = infra.model_copy(update={"eua": infra.eua.model_copy(update={"sites_csv": fix(infra.eua.sites_csv)})})
+        infra = infra.model_copy(
+            update={"eua": infra.eua.model_copy(update={"sites_csv": fix(infra.eua.sites_csv)})}
+        )
     groups: list[EntityGroup] = []
     for g in sc.entities:
         upd: dict[str, Any] = {}
@@ -95,7 +114,9 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
         if isinstance(g.mobility, Trace) and not g.mobility.file.is_file():
             missing.append((f"entities[{i}].mobility.file", g.mobility.file))
     if missing:
-        raise ScenarioError([f"{source}: {f}: got {str(p)!r}; expected an existing file" for f, p in missing])
+        raise ScenarioError(
+            [f"{source}: {f}: got {str(p)!r}; expected an existing file" for f, p in missing]
+        )
     return sc
 
 
@@ -112,5 +133,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ScenarioError([f"{p}: {where}: not valid YAML ({getattr(err, 'problem', err)})"]) from None
+        raise ScenarioError(
+            [f"{p}: {where}: not valid YAML ({getattr(err, 'problem', err)})"]
+        ) from None
     return parse_scenario(data, str(p), p.parent)

@@ -235,7 +235,11 @@ class EntityGroup(_Model):
     @model_validator(mode="after")
     def _one_source(self) -> EntityGroup:
         sources = sum(
-            [self.count is not None, self.positions_csv is not None, isinstance(self.mobility, Trace)]
+            [
+                self.count is not None,
+                self.positions_csv is not None,
+                isinstance(self.mobility, Trace),
+            ]
         )
         if sources != 1:
             raise ValueError("give exactly one of count, positions_csv, or a trace mobility")

@@ -38,7 +38,10 @@ def _read_points(path: Path) -> tuple[np.ndarray, bool, list[dict[str, str]]]:
     Returns ``(points, is_latlon, rows)``.
     """
     with open(path, newline="") as f:
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
+        rows = [
+            {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
+            for r in csv.DictReader(f)
+        ]
     if not rows:
         raise ScenarioError([f"{path}: no rows; expected a header and at least one point"])
     keys = rows[0].keys()
@@ -49,13 +52,17 @@ def _read_points(path: Path) -> tuple[np.ndarray, bool, list[dict[str, str]]]:
     elif "x_m" in keys and "y_m" in keys:
         cols, is_ll = ("x_m", "y_m"), False
     else:
-        raise ScenarioError([f"{path}: header {sorted(keys)}: expected Latitude,Longitude or x_m,y_m columns"])
+        raise ScenarioError(
+            [f"{path}: header {sorted(keys)}: expected Latitude,Longitude or x_m,y_m columns"]
+        )
     pts = np.empty((len(rows), 2))
     for i, r in enumerate(rows):
         try:
             pts[i] = float(r[cols[0]]), float(r[cols[1]])
         except (ValueError, KeyError):
-            raise ScenarioError([f"{path}: line {i + 2}: got {r[cols[0]]!r},{r[cols[1]]!r}; expected two numbers"]) from None
+            raise ScenarioError(
+                [f"{path}: line {i + 2}: got {r[cols[0]]!r},{r[cols[1]]!r}; expected two numbers"]
+            ) from None
     return pts, is_ll, rows
 
 
@@ -66,18 +73,38 @@ class _Nodes:
         self.ids: list[str] = []
         self.rows: list[tuple] = []  # tier, x, y, cpu, mem, idle, max, coverage, domain
 
-    def add(self, id_: str, tier: str, xy, cpu=0.0, mem=0.0, idle=0.0, mx=0.0, cov=np.nan, domain="operator"):
+    def add(
+        self,
+        id_: str,
+        tier: str,
+        xy,
+        cpu=0.0,
+        mem=0.0,
+        idle=0.0,
+        mx=0.0,
+        cov=np.nan,
+        domain="operator",
+    ):
         self.ids.append(id_)
-        self.rows.append((TIER_CODE[tier], float(xy[0]), float(xy[1]), cpu, mem, idle, mx, cov, domain))
+        self.rows.append(
+            (TIER_CODE[tier], float(xy[0]), float(xy[1]), cpu, mem, idle, mx, cov, domain)
+        )
 
 
 def _city(gen: CityGenerator, nodes: _Nodes, rng: np.random.Generator) -> np.ndarray:
     w, h = gen.area_m
-    centres = np.column_stack([rng.uniform(0.15 * w, 0.85 * w, gen.regions), rng.uniform(0.15 * h, 0.85 * h, gen.regions)])
-    n_clustered = int(round(0.7 * gen.edge_sites))
+    centres = np.column_stack(
+        [rng.uniform(0.15 * w, 0.85 * w, gen.regions), rng.uniform(0.15 * h, 0.85 * h, gen.regions)]
+    )
+    n_clustered = round(0.7 * gen.edge_sites)
     which = rng.integers(0, gen.regions, n_clustered)
     clustered = centres[which] + rng.normal(0, min(w, h) / 8, (n_clustered, 2))
-    uniform = np.column_stack([rng.uniform(0, w, gen.edge_sites - n_clustered), rng.uniform(0, h, gen.edge_sites - n_clustered)])
+    uniform = np.column_stack(
+        [
+            rng.uniform(0, w, gen.edge_sites - n_clustered),
+            rng.uniform(0, h, gen.edge_sites - n_clustered),
+        ]
+    )
     sites = np.clip(np.vstack([clustered, uniform]), [0, 0], [w, h])
     cpu = draw(gen.edge_cpu_ghz, gen.edge_sites, rng)
     mem = draw(gen.edge_mem_gb, gen.edge_sites, rng)
@@ -85,20 +112,50 @@ def _city(gen: CityGenerator, nodes: _Nodes, rng: np.random.Generator) -> np.nda
     region_of = np.argmin(((sites[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
     doms = gen.domains
     for r in range(gen.regions):
-        nodes.add(f"region-{r + 1}", "region", centres[r], *(draw(v, 1, rng)[0] for v in (gen.region_cpu_ghz, gen.region_mem_gb)), gen.region_idle_w, gen.region_max_w, domain=doms[r % len(doms)])
+        nodes.add(
+            f"region-{r + 1}",
+            "region",
+            centres[r],
+            *(draw(v, 1, rng)[0] for v in (gen.region_cpu_ghz, gen.region_mem_gb)),
+            gen.region_idle_w,
+            gen.region_max_w,
+            domain=doms[r % len(doms)],
+        )
     for k in range(gen.edge_sites):
         d = doms[region_of[k] % len(doms)]
         nodes.add(f"ap-{k + 1}", "access", sites[k], cov=gen.coverage_m, domain=d)
-        nodes.add(f"edge-{k + 1}", "edge", sites[k], cpu[k], mem[k], gen.edge_idle_w, gen.edge_max_w, domain=d)
+        nodes.add(
+            f"edge-{k + 1}",
+            "edge",
+            sites[k],
+            cpu[k],
+            mem[k],
+            gen.edge_idle_w,
+            gen.edge_max_w,
+            domain=d,
+        )
     if gen.cloud:
-        nodes.add("cloud", "cloud", (w / 2 + gen.cloud_distance_m, h / 2), gen.cloud_cpu_ghz, gen.cloud_mem_gb, gen.cloud_idle_w, gen.cloud_max_w, domain=doms[0])
+        nodes.add(
+            "cloud",
+            "cloud",
+            (w / 2 + gen.cloud_distance_m, h / 2),
+            gen.cloud_cpu_ghz,
+            gen.cloud_mem_gb,
+            gen.cloud_idle_w,
+            gen.cloud_max_w,
+            domain=doms[0],
+        )
     return np.array([0.0, 0.0, w, h])
 
 
-def _eua_sites(eua: EuaSites, origin: tuple[float, float], nodes: _Nodes, rng: np.random.Generator) -> None:
+def _eua_sites(
+    eua: EuaSites, origin: tuple[float, float], nodes: _Nodes, rng: np.random.Generator
+) -> None:
     pts, is_ll, rows = _read_points(eua.sites_csv)
     if not is_ll:
-        raise ScenarioError([f"{eua.sites_csv}: expected EUA site columns SITE_ID,LATITUDE,LONGITUDE"])
+        raise ScenarioError(
+            [f"{eua.sites_csv}: expected EUA site columns SITE_ID,LATITUDE,LONGITUDE"]
+        )
     xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin)
     n = len(rows)
     site_ids = [r.get("site_id") or str(i + 1) for i, r in enumerate(rows)]
@@ -108,13 +165,39 @@ def _eua_sites(eua: EuaSites, origin: tuple[float, float], nodes: _Nodes, rng: n
     mem = draw(eua.edge_mem_gb, n, rng)
     doms = eua.domains
     for r in range(k):
-        nodes.add(f"region-{r + 1}", "region", centres[r], *(draw(v, 1, rng)[0] for v in (eua.region_cpu_ghz, eua.region_mem_gb)), eua.region_idle_w, eua.region_max_w, domain=doms[r % len(doms)])
+        nodes.add(
+            f"region-{r + 1}",
+            "region",
+            centres[r],
+            *(draw(v, 1, rng)[0] for v in (eua.region_cpu_ghz, eua.region_mem_gb)),
+            eua.region_idle_w,
+            eua.region_max_w,
+            domain=doms[r % len(doms)],
+        )
     for i in range(n):
         d = doms[label[i] % len(doms)]
         nodes.add(f"ap-{site_ids[i]}", "access", xy[i], cov=eua.coverage_m, domain=d)
-        nodes.add(f"edge-{site_ids[i]}", "edge", xy[i], cpu[i], mem[i], eua.edge_idle_w, eua.edge_max_w, domain=d)
+        nodes.add(
+            f"edge-{site_ids[i]}",
+            "edge",
+            xy[i],
+            cpu[i],
+            mem[i],
+            eua.edge_idle_w,
+            eua.edge_max_w,
+            domain=d,
+        )
     if eua.cloud:
-        nodes.add("cloud", "cloud", xy.mean(0) + [50_000.0, 0.0], eua.cloud_cpu_ghz, eua.cloud_mem_gb, 20_000.0, 60_000.0, domain=doms[0])
+        nodes.add(
+            "cloud",
+            "cloud",
+            xy.mean(0) + np.array([50_000.0, 0.0]),
+            eua.cloud_cpu_ghz,
+            eua.cloud_mem_gb,
+            20_000.0,
+            60_000.0,
+            domain=doms[0],
+        )
 
 
 def _origin(sc: Scenario) -> tuple[float, float] | None:
@@ -156,10 +239,28 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     if infra.eua is not None:
         _eua_sites(infra.eua, origin, nodes, rng)
     for n in infra.nodes:
-        nodes.add(n.id, n.tier, _node_xy(n, origin), n.cpu_ghz, n.mem_gb, n.idle_w, n.max_w, n.coverage_m or np.nan, n.domain)
-    dup = {i for i in nodes.ids if nodes.ids.count(i) > 1} if len(set(nodes.ids)) != len(nodes.ids) else set()
+        nodes.add(
+            n.id,
+            n.tier,
+            _node_xy(n, origin),
+            n.cpu_ghz,
+            n.mem_gb,
+            n.idle_w,
+            n.max_w,
+            n.coverage_m or np.nan,
+            n.domain,
+        )
+    dup = (
+        {i for i in nodes.ids if nodes.ids.count(i) > 1}
+        if len(set(nodes.ids)) != len(nodes.ids)
+        else set()
+    )
     if dup:
-        raise ScenarioError([f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud)"])
+        raise ScenarioError(
+            [
+                f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud)"
+            ]
+        )
     rows = nodes.rows
     tier = np.array([r[0] for r in rows], dtype=np.int8)
     xy = np.array([(r[1], r[2]) for r in rows], dtype=float)
@@ -171,16 +272,22 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     access = np.flatnonzero(tier == 0)
     hosts = np.flatnonzero((tier > 0) & (cpu > 0) & (mem > 0))
     if access.size == 0:
-        raise ScenarioError(["infrastructure: no access points (tier: access); entities cannot attach"])
+        raise ScenarioError(
+            ["infrastructure: no access points (tier: access); entities cannot attach"]
+        )
     if hosts.size == 0:
-        raise ScenarioError(["infrastructure: no hosts (edge/region/cloud nodes with cpu_ghz > 0 and mem_gb > 0)"])
+        raise ScenarioError(
+            ["infrastructure: no hosts (edge/region/cloud nodes with cpu_ghz > 0 and mem_gb > 0)"]
+        )
 
     link_rows = generate_links(tier, xy, infra.link_rules)
     bad = []
     for i, lk in enumerate(infra.links):
         for end in ("a", "b"):
             if getattr(lk, end) not in index:
-                bad.append(f"infrastructure.links[{i}].{end}: got {getattr(lk, end)!r}; expected a node id")
+                bad.append(
+                    f"infrastructure.links[{i}].{end}: got {getattr(lk, end)!r}; expected a node id"
+                )
         if not bad:
             link_rows.append((index[lk.a], index[lk.b], lk.latency_ms, lk.bandwidth_mbps))
     if bad:
@@ -202,7 +309,13 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     owners = sorted({g.owner for g in sc.entities})
     gi = np.concatenate([np.full(len(g["xy"]), i) for i, g in enumerate(groups)])
     host_tier = tier[hosts]
-    allowed = np.array([[({1: "edge", 2: "region", 3: "cloud"}[int(t)] in g.allowed_tiers) for t in host_tier] for g in sc.entities], dtype=bool)
+    allowed = np.array(
+        [
+            [({1: "edge", 2: "region", 3: "cloud"}[int(t)] in g.allowed_tiers) for t in host_tier]
+            for g in sc.entities
+        ],
+        dtype=bool,
+    )
     mobility = []
     start = 0
     for g in groups:
@@ -285,7 +398,19 @@ def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator
                 "kind": np.array([g.kind] * n, dtype=object),
                 "owner": np.array([g.owner] * n, dtype=object),
                 "xy": np.asarray(xy, dtype=float).reshape(n, 2).copy(),
-                **{f: draw(getattr(d, f), n, rng) for f in ("cpu_ghz", "mem_gb", "state_bytes", "update_bytes", "update_hz", "work_gcycles", "latency_req_ms", "tx_power_w")},
+                **{
+                    f: draw(getattr(d, f), n, rng)
+                    for f in (
+                        "cpu_ghz",
+                        "mem_gb",
+                        "state_bytes",
+                        "update_bytes",
+                        "update_hz",
+                        "work_gcycles",
+                        "latency_req_ms",
+                        "tx_power_w",
+                    )
+                },
                 "mobility": mob,
             }
         )

@@ -65,22 +65,35 @@ class SimContext:
         return (self.state.xy_m - self.state.prev_xy_m) / self.step_s
 
     # --- models ------------------------------------------------------------------------
-    def latency_ms(self, twins: np.ndarray, hosts: np.ndarray, ap: np.ndarray | None = None, uplink_ms: np.ndarray | None = None) -> np.ndarray:
+    def latency_ms(
+        self,
+        twins: np.ndarray,
+        hosts: np.ndarray,
+        ap: np.ndarray | None = None,
+        uplink_ms: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Latency of each twin if served by ``hosts`` (``(n,)`` or ``(n, k)``), with the
         host load it would see (its own demand added where it is not already there)."""
         w, s = self.world, self.state
         ap = s.ap[twins] if ap is None else ap
         up = s.uplink_ms[twins] if uplink_ms is None else uplink_ms
         hosts = np.asarray(hosts)
-        extra = hosts.ndim == 2 and 1 or 0
-        own = (hosts != (s.host[twins][:, None] if extra else s.host[twins])) * (w.cpu_ghz[twins][:, None] if extra else w.cpu_ghz[twins])
+        extra = (hosts.ndim == 2 and 1) or 0
+        own = (hosts != (s.host[twins][:, None] if extra else s.host[twins])) * (
+            w.cpu_ghz[twins][:, None] if extra else w.cpu_ghz[twins]
+        )
         rho = (s.used_cpu_ghz[hosts] + own) / w.host_cpu_ghz[hosts]
-        svc = models.service_ms(w.work_gcycles[twins][:, None] if extra else w.work_gcycles[twins], w.host_cpu_ghz[hosts])
+        svc = models.service_ms(
+            w.work_gcycles[twins][:, None] if extra else w.work_gcycles[twins],
+            w.host_cpu_ghz[hosts],
+        )
         back = w.ap_host_ms[ap[:, None], hosts] if extra else w.ap_host_ms[ap, hosts]
         upl = up[:, None] if extra else up
         return upl + back + svc * models.queue_factor(rho)
 
-    def candidates(self, twins: np.ndarray, ap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(
+        self, twins: np.ndarray, ap: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest hosts of each twin's access point and the latency on each
         (``inf`` where the twin may not run there)."""
         ap = self.state.ap[twins] if ap is None else ap
@@ -93,4 +106,6 @@ class SimContext:
         """Stop-and-copy downtime of moving each twin from its host to ``to_hosts``."""
         w, s = self.world, self.state
         frm = s.host[twins]
-        return models.migration_downtime_s(w.state_bytes[twins], w.host_host_mbps[frm, to_hosts], w.host_host_ms[frm, to_hosts])
+        return models.migration_downtime_s(
+            w.state_bytes[twins], w.host_host_mbps[frm, to_hosts], w.host_host_ms[frm, to_hosts]
+        )

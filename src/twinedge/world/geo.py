@@ -10,7 +10,9 @@ import numpy as np
 EARTH_RADIUS_M = 6_371_008.8
 
 
-def latlon_to_xy_m(lat: np.ndarray, lon: np.ndarray, origin_lat: float, origin_lon: float) -> np.ndarray:
+def latlon_to_xy_m(
+    lat: np.ndarray, lon: np.ndarray, origin_lat: float, origin_lon: float
+) -> np.ndarray:
     """Return ``(n, 2)`` east/north offsets in metres of each point from the origin."""
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)

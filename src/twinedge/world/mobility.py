@@ -38,7 +38,14 @@ class RandomWaypoint:
     random point of the area, pause for a uniform random time, repeat. Movement left over
     within a step after reaching a waypoint is dropped."""
 
-    def __init__(self, spec: schema.RandomWaypoint, n: int, bounds_m: np.ndarray, xy_m: np.ndarray, rng: np.random.Generator):
+    def __init__(
+        self,
+        spec: schema.RandomWaypoint,
+        n: int,
+        bounds_m: np.ndarray,
+        xy_m: np.ndarray,
+        rng: np.random.Generator,
+    ):
         self.spec, self.n, self.bounds = spec, n, bounds_m
         self.waypoint = self._points(n, rng)
         self.speed = draw(spec.speed_mps, n, rng)
@@ -71,7 +78,14 @@ class GaussMarkov:
     processes, ``s' = a s + (1-a) s_mean + sqrt(1-a^2) sigma N(0,1)``. Near the border
     the mean heading points back to the centre; positions are reflected at the border."""
 
-    def __init__(self, spec: schema.GaussMarkov, n: int, bounds_m: np.ndarray, xy_m: np.ndarray, rng: np.random.Generator):
+    def __init__(
+        self,
+        spec: schema.GaussMarkov,
+        n: int,
+        bounds_m: np.ndarray,
+        xy_m: np.ndarray,
+        rng: np.random.Generator,
+    ):
         self.spec, self.n, self.bounds = spec, n, bounds_m
         self.speed = np.full(n, spec.mean_speed_mps)
         self.heading = rng.uniform(0, 2 * np.pi, n)
@@ -88,8 +102,12 @@ class GaussMarkov:
             v = centre - xy_m[near]
             self.mean_heading[near] = np.arctan2(v[:, 1], v[:, 0])
         z = rng.standard_normal((2, self.n))
-        self.speed = np.maximum(a * self.speed + (1 - a) * s.mean_speed_mps + noise * s.speed_sigma_mps * z[0], 0.0)
-        self.heading = a * self.heading + (1 - a) * self.mean_heading + noise * s.heading_sigma_rad * z[1]
+        self.speed = np.maximum(
+            a * self.speed + (1 - a) * s.mean_speed_mps + noise * s.speed_sigma_mps * z[0], 0.0
+        )
+        self.heading = (
+            a * self.heading + (1 - a) * self.mean_heading + noise * s.heading_sigma_rad * z[1]
+        )
         xy_m[:, 0] += self.speed * np.cos(self.heading) * dt_s
         xy_m[:, 1] += self.speed * np.sin(self.heading) * dt_s
         # reflect at the border
@@ -107,7 +125,9 @@ class GaussMarkov:
             np.clip(xy_m[:, axis], lo[axis], hi[axis], out=xy_m[:, axis])
 
 
-def read_trace(path: Path, origin: tuple[float, float] | None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
+def read_trace(
+    path: Path, origin: tuple[float, float] | None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
     """Read ``entity_id,t_s,x_m,y_m`` (or ``lat,lon``) rows.
 
     Returns ``(ids, offsets, t_s, xy_or_latlon, is_latlon)`` sorted by entity then time.
@@ -122,7 +142,11 @@ def read_trace(path: Path, origin: tuple[float, float] | None) -> tuple[list[str
         elif all(h in header for h in need_ll):
             cols, is_ll = [header.index(h) for h in need_ll], True
         else:
-            raise ScenarioError([f"{path}: header {header}: expected columns entity_id,t_s,x_m,y_m or entity_id,t_s,lat,lon"])
+            raise ScenarioError(
+                [
+                    f"{path}: header {header}: expected columns entity_id,t_s,x_m,y_m or entity_id,t_s,lat,lon"
+                ]
+            )
         ids, rows = [], []
         for line_no, row in enumerate(reader, start=2):
             if not row:
@@ -131,7 +155,11 @@ def read_trace(path: Path, origin: tuple[float, float] | None) -> tuple[list[str
                 ids.append(row[cols[0]].strip())
                 rows.append([float(row[c]) for c in cols[1:]])
             except (ValueError, IndexError):
-                raise ScenarioError([f"{path}: line {line_no}: got {row!r}; expected numbers for t_s and the position"]) from None
+                raise ScenarioError(
+                    [
+                        f"{path}: line {line_no}: got {row!r}; expected numbers for t_s and the position"
+                    ]
+                ) from None
     if not rows:
         raise ScenarioError([f"{path}: no samples; expected at least one row after the header"])
     uniq, inv = np.unique(np.array(ids), return_inverse=True)
@@ -145,7 +173,14 @@ def read_trace(path: Path, origin: tuple[float, float] | None) -> tuple[list[str
 class TraceReplay:
     """Replay recorded positions with linear interpolation between samples."""
 
-    def __init__(self, spec: schema.Trace, ids: list[str], offsets: np.ndarray, t_s: np.ndarray, xy_m: np.ndarray):
+    def __init__(
+        self,
+        spec: schema.Trace,
+        ids: list[str],
+        offsets: np.ndarray,
+        t_s: np.ndarray,
+        xy_m: np.ndarray,
+    ):
         self.spec, self.ids, self.n = spec, ids, len(ids)
         self.offsets, self.t, self.xy = offsets, t_s, xy_m
         self.t0 = t_s[offsets[:-1]]
@@ -174,7 +209,9 @@ class TraceReplay:
         xy_m[:] = self.positions(t_s + dt_s)
 
 
-def make_mobility(spec, n: int, bounds_m: np.ndarray, xy_m: np.ndarray, rng: np.random.Generator, trace=None):
+def make_mobility(
+    spec, n: int, bounds_m: np.ndarray, xy_m: np.ndarray, rng: np.random.Generator, trace=None
+):
     if isinstance(spec, schema.Static):
         return Static(n, bounds_m, xy_m, rng)
     if isinstance(spec, schema.RandomWaypoint):

@@ -11,7 +11,9 @@ import numpy as np
 RHO_CAP = 0.95
 
 
-def path_loss_db(distance_m: np.ndarray, ref_db: float, exponent: float, min_distance_m: float) -> np.ndarray:
+def path_loss_db(
+    distance_m: np.ndarray, ref_db: float, exponent: float, min_distance_m: float
+) -> np.ndarray:
     """Distance-based path loss ``PL = ref_db + 10 * exponent * log10(d_km)`` in dB."""
     d_km = np.maximum(np.asarray(distance_m, dtype=float), min_distance_m) / 1000.0
     return ref_db + 10.0 * exponent * np.log10(d_km)
@@ -59,6 +61,11 @@ def server_power_w(idle_w: np.ndarray, max_w: np.ndarray, utilisation: np.ndarra
     return idle_w + (max_w - idle_w) * u
 
 
-def migration_downtime_s(state_bytes: np.ndarray, bottleneck_mbps: np.ndarray, path_ms: np.ndarray) -> np.ndarray:
+def migration_downtime_s(
+    state_bytes: np.ndarray, bottleneck_mbps: np.ndarray, path_ms: np.ndarray
+) -> np.ndarray:
     """Stop-and-copy migration: ``8 * bytes / bottleneck bandwidth + path latency``, in s."""
-    return 8.0 * np.asarray(state_bytes, dtype=float) / (np.asarray(bottleneck_mbps) * 1e6) + np.asarray(path_ms) / 1000.0
+    return (
+        8.0 * np.asarray(state_bytes, dtype=float) / (np.asarray(bottleneck_mbps) * 1e6)
+        + np.asarray(path_ms) / 1000.0
+    )

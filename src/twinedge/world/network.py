@@ -30,7 +30,14 @@ class Links:
     bandwidth_mbps: np.ndarray
 
 
-def _rule_links(src: np.ndarray, dst: np.ndarray, xy: np.ndarray, rule: LinkRule, k: int = 1, skip_self: bool = False) -> list[tuple]:
+def _rule_links(
+    src: np.ndarray,
+    dst: np.ndarray,
+    xy: np.ndarray,
+    rule: LinkRule,
+    k: int = 1,
+    skip_self: bool = False,
+) -> list[tuple]:
     if src.size == 0 or dst.size == 0:
         return []
     tree = cKDTree(xy[dst])
@@ -47,7 +54,14 @@ def _rule_links(src: np.ndarray, dst: np.ndarray, xy: np.ndarray, rule: LinkRule
                 continue
             if taken == k:
                 break
-            out.append((int(s), int(t), rule.latency_ms + rule.latency_ms_per_km * d / 1000.0, rule.bandwidth_mbps))
+            out.append(
+                (
+                    int(s),
+                    int(t),
+                    rule.latency_ms + rule.latency_ms_per_km * d / 1000.0,
+                    rule.bandwidth_mbps,
+                )
+            )
             taken += 1
     return out
 
@@ -124,5 +138,7 @@ def check_connected(paths: Paths, access: np.ndarray, node_ids: list[str]) -> No
     if bad.size:
         names = ", ".join(node_ids[i] for i in bad[:5])
         raise ScenarioError(
-            [f"infrastructure: access points reach no host: {names} ({bad.size} in all); add links or link_rules"]
+            [
+                f"infrastructure: access points reach no host: {names} ({bad.size} in all); add links or link_rules"
+            ]
         )

@@ -15,7 +15,9 @@ from twinedge.world.dynamic import SimContext
 NO_MOVES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def assign_under_capacity(ctx: SimContext, twins: np.ndarray, cand: np.ndarray, score: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_under_capacity(
+    ctx: SimContext, twins: np.ndarray, cand: np.ndarray, score: np.ndarray, priority: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Move each twin to its best-scoring candidate host (lowest score first) that still
     has CPU and memory room, honouring ``priority`` (higher first) when twins compete.
 
@@ -55,7 +57,9 @@ def assign_under_capacity(ctx: SimContext, twins: np.ndarray, cand: np.ndarray, 
         csum_mem = np.cumsum(mem)
         base_cpu = np.repeat(csum_cpu[start] - cpu[start], np.diff(np.r_[start, host.size]))
         base_mem = np.repeat(csum_mem[start] - mem[start], np.diff(np.r_[start, host.size]))
-        fits = (csum_cpu - base_cpu <= free_cpu[host] + 1e-9) & (csum_mem - base_mem <= free_mem[host] + 1e-9)
+        fits = (csum_cpu - base_cpu <= free_cpu[host] + 1e-9) & (
+            csum_mem - base_mem <= free_mem[host] + 1e-9
+        )
         # a prefix rule: once one twin does not fit on a host, later ones (lower priority)
         # may still fit if smaller; keep it simple and exact: accept only the fitting prefix
         bad_before = np.cumsum(~fits)

@@ -69,10 +69,21 @@ class Utility:
         margin: minimum utility gain to move (default 0.05).
     """
 
-    def __init__(self, beta: float = 0.7, energy_ref_mj: float = 1.0, penalty: float = 1.0, trigger: float = 0.8, margin: float = 0.05):
+    def __init__(
+        self,
+        beta: float = 0.7,
+        energy_ref_mj: float = 1.0,
+        penalty: float = 1.0,
+        trigger: float = 0.8,
+        margin: float = 0.05,
+    ):
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {beta}")
-        self.beta, self.energy_ref_mj, self.penalty = float(beta), float(energy_ref_mj), float(penalty)
+        self.beta, self.energy_ref_mj, self.penalty = (
+            float(beta),
+            float(energy_ref_mj),
+            float(penalty),
+        )
         self.trigger, self.margin = float(trigger), float(margin)
 
     def utility(self, latency_ms, req_ms, energy_mj):
@@ -92,7 +103,9 @@ class Utility:
         cand, lat = ctx.candidates(twins)
         p = w.tx_power_w[twins]
         base_mj = 1000 * p * s.uplink_ms[twins] / 1000 * w.update_hz[twins] * ctx.step_s
-        down = ctx.downtime_s(twins[:, None].repeat(cand.shape[1], 1).ravel(), cand.ravel()).reshape(cand.shape)
+        down = ctx.downtime_s(
+            twins[:, None].repeat(cand.shape[1], 1).ravel(), cand.ravel()
+        ).reshape(cand.shape)
         moved = cand != s.host[twins, None]
         energy = base_mj[:, None] + 1000 * p[:, None] * down * moved
         req = w.latency_req_ms[twins]
@@ -117,7 +130,11 @@ class Predictive:
     """
 
     def __init__(self, horizon_s: float = 5.0, trigger: float = 0.9, hysteresis_ms: float = 0.5):
-        self.horizon_s, self.trigger, self.hysteresis_ms = float(horizon_s), float(trigger), float(hysteresis_ms)
+        self.horizon_s, self.trigger, self.hysteresis_ms = (
+            float(horizon_s),
+            float(trigger),
+            float(hysteresis_ms),
+        )
 
     def __call__(self, ctx: SimContext, rng: np.random.Generator):
         s, w = ctx.state, ctx.world
@@ -151,8 +168,15 @@ class Predictive:
         # leave its twin's reach within one step), move to the best host for then
         step_xy = s.xy_m[twins] + ctx.velocity_mps()[twins] * ctx.step_s
         n_ap, n_dist = w.attach(step_xy)
-        imminent = ctx.latency_ms(twins, s.host[twins], ap=n_ap, uplink_ms=w.uplink_ms(n_dist, twins)) > req[need]
+        imminent = (
+            ctx.latency_ms(twins, s.host[twins], ap=n_ap, uplink_ms=w.uplink_ms(n_dist, twins))
+            > req[need]
+        )
         fut_score = np.where(ok, lat_fut, np.inf)
-        fallback = imminent[:, None] & ~improves.any(axis=1, keepdims=True) & (fut_score < f_lat_now_host[need][:, None] - self.hysteresis_ms)
+        fallback = (
+            imminent[:, None]
+            & ~improves.any(axis=1, keepdims=True)
+            & (fut_score < f_lat_now_host[need][:, None] - self.hysteresis_ms)
+        )
         score = np.where(improves, score, np.where(fallback, fut_score, np.inf))
         return _moves(ctx, twins, cand, score, cur - w.latency_req_ms[twins])

@@ -359,20 +359,26 @@ class GreedyPlacement:
             twins run out of room in their list.
         repair: run the ejection repair on twins the greedy could not place
             (default True).
+        improve: finish with MTHG's improvement phase — shift each twin to a cheaper
+            candidate host with room while that helps (default True).
 
     Reference: Martello & Toth, *Knapsack Problems* (1990), sec. 7.4.
     """
 
     name = "greedy"
 
-    def __init__(self, k_candidates: int = 10, repair: bool = True) -> None:
+    def __init__(self, k_candidates: int = 10, repair: bool = True, improve: bool = True) -> None:
         if k_candidates < 1:
             raise ValueError("k_candidates must be >= 1")
         self.k_candidates = k_candidates
         self.repair = repair
+        self.improve = improve
 
     def __repr__(self) -> str:
-        return f"GreedyPlacement(k_candidates={self.k_candidates}, repair={self.repair})"
+        return (
+            f"GreedyPlacement(k_candidates={self.k_candidates}, repair={self.repair}, "
+            f"improve={self.improve})"
+        )
 
     def __call__(self, problem: PlacementProblem, rng: np.random.Generator) -> PlacementResult:
         check_totals(problem)
@@ -381,6 +387,9 @@ class GreedyPlacement:
         if unplaced and self.repair:
             hosts = repair(problem, hosts)
         raise_unplaced(problem, hosts, "greedy")
+        if self.improve:
+            cand, _ = candidate_hosts(problem.latency_ms, self.k_candidates)
+            hosts = local_search(problem, hosts, cand, time.perf_counter() + 60.0, swap_k=0)
         return PlacementResult(
             status="feasible",
             hosts=hosts,

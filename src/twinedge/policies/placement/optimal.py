@@ -554,7 +554,7 @@ class OptimalPlacement:
                     - problem.demand_mem_gb[a : a + step, None] * v_mem[None, :]
                     - rowmin[a : a + step, None]
                 )
-                r, h = np.nonzero(rc <= limit)
+                r, h = np.nonzero((rc <= limit) & np.isfinite(rc))
                 total += r.size
                 if total > self.exact_max_pairs:
                     return np.empty(total, np.int64), np.empty(total, np.int64)
@@ -604,11 +604,15 @@ class OptimalPlacement:
                 )
         info.pop("_t0")
         if incumbent is None:
-            bound_txt = f"{lb:.6g} ms" if np.isfinite(lb) else "not available"
+            lp_txt = (
+                f"the LP relaxation is feasible with bound {lb:.6g} ms"
+                if relax is not None
+                else "the LP relaxation did not finish either"
+            )
             raise InfeasibleError(
                 f"optimal: no feasible placement found within time_limit_s={self.time_limit_s} "
-                f"(the LP relaxation is feasible, LP bound {bound_txt}); the instance may be "
-                "infeasible or very tight. Raise time_limit_s or add capacity."
+                f"({lp_txt}); the instance may be infeasible or very tight. Raise "
+                "time_limit_s or add capacity."
             )
         lb = min(lb, ub)
         proven = _proven(ub, lb)
