@@ -114,7 +114,9 @@ def test_tampered_copy_fails_inclusion(tmp_path: Path) -> None:
     con = sqlite3.connect(path / "a" / "log.sqlite")
     for t in TRIGGER_NAMES:
         con.execute(f"DROP TRIGGER {t}")
-    con.execute("UPDATE entries SET data = CAST(replace(data, 'marker-0000', 'marker-0001') AS BLOB)")
+    con.execute(
+        "UPDATE entries SET data = CAST(replace(data, 'marker-0000', 'marker-0001') AS BLOB)"
+    )
     # keep the stored leaf hash consistent so only the signed root can disagree
     d = con.execute("SELECT data FROM entries WHERE idx = 0").fetchone()[0]
     blob = con.execute("SELECT hashes FROM nodes WHERE level = 0 AND start = 0").fetchone()[0]

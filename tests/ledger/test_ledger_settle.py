@@ -81,7 +81,9 @@ def _tiny(tmp_path: Path, end: bool = True) -> Path:
             },
         ]
         if end:
-            entries.append({"type": "policy", "domain": "b", "time": 20.0, "body": {"event": "end"}})
+            entries.append(
+                {"type": "policy", "domain": "b", "time": 20.0, "body": {"event": "end"}}
+            )
         ld.append_many(entries)
         ld.checkpoint_all()
     return path
