@@ -156,7 +156,7 @@ def test_price_table_files_and_errors(tmp_path: Path) -> None:
     assert PriceTable.load(j).tiers["region"].per_kwh == Decimal("0.20")
     bad = json.loads(json.dumps(PRICES))
     del bad["tiers"]["edge"]["per_kwh"]
-    with pytest.raises(LedgerError, match="tiers.edge: missing field 'per_kwh'"):
+    with pytest.raises(LedgerError, match=r"tiers\.edge: missing field 'per_kwh'"):
         PriceTable.from_dict(bad)
     bad["tiers"]["edge"]["per_kwh"] = "-1"
     with pytest.raises(LedgerError, match="must not be negative"):

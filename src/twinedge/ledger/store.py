@@ -3,11 +3,13 @@
 Storage layout (one SQLite file in WAL mode):
 
 * ``entries(idx, data)`` — the canonical JSON bytes of entry ``idx`` (0-based).
-* ``nodes(level, start, hashes)`` — hashes of *perfect* subtrees: node ``(level, k)``
-  covers leaves ``[k * 2**level, (k+1) * 2**level)``; level 0 holds the leaf hashes.
-  Each append transaction writes, per level, one row with the hashes of the nodes it
-  completed (consecutive ``k`` starting at ``start``), so a batch of B entries costs
-  B leaf hashes, about B interior hashes (amortised O(1) per entry) and O(log n) rows.
+* ``nodes(id, level, start, hashes)`` — hashes of *perfect* subtrees: node
+  ``(level, k)`` covers leaves ``[k * 2**level, (k+1) * 2**level)``; level 0 holds the
+  leaf hashes.  Each append transaction writes, per level, the hashes of the nodes it
+  completed (consecutive ``k`` from ``start``) in rows of at most 64 hashes aligned on
+  multiples of 64 (``id = level << 48 | start``), so a batch of B entries costs B leaf
+  hashes and about B interior hashes (amortised O(1) per entry) and ~B/32 small rows,
+  and reading one node is one indexed lookup of a row that fits in a page.
 * ``meta(key, value)`` — format version, domain and origin.
 
 Every table refuses ``UPDATE`` and ``DELETE`` through triggers.  Triggers only stop
@@ -51,10 +53,14 @@ _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries(idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE nodes(
-  level INTEGER NOT NULL, start INTEGER NOT NULL, hashes BLOB NOT NULL,
-  PRIMARY KEY(level, start)
-) WITHOUT ROWID;
+  id INTEGER PRIMARY KEY, level INTEGER NOT NULL, start INTEGER NOT NULL,
+  hashes BLOB NOT NULL
+);
 """
+#: A node row holds at most this many consecutive hashes (2 KiB), aligned on multiples
+#: of it, so a row fits in one 4 KiB page and a lookup never walks overflow pages.
+CHUNK = 64
+_LEVEL_SHIFT = 48  # row id = level << 48 | start
 _TABLES = ("meta", "entries", "nodes")
 _TRIGGERS = "".join(
     f"CREATE TRIGGER {t}_no_{op.lower()} BEFORE {op} ON {t} "
@@ -179,10 +185,10 @@ class LedgerLog:
         return self._size
 
     def _node(self, level: int, k: int) -> bytes:
+        base = level << _LEVEL_SHIFT
         row = self._con.execute(
-            "SELECT start, hashes FROM nodes WHERE level = ? AND start <= ? "
-            "ORDER BY start DESC LIMIT 1",
-            (level, k),
+            "SELECT start, hashes FROM nodes WHERE id BETWEEN ? AND ? ORDER BY id DESC LIMIT 1",
+            (base, base | k),
         ).fetchone()
         if row is not None:
             off = (k - row[0]) * 32
@@ -359,7 +365,7 @@ class LedgerLog:
                 zip(range(n, n + len(datas)), datas, strict=True),
             )
             rows, edge = self._grow(n, leaves)
-            con.executemany("INSERT INTO nodes(level, start, hashes) VALUES (?, ?, ?)", rows)
+            con.executemany("INSERT INTO nodes(id, level, start, hashes) VALUES (?, ?, ?, ?)", rows)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -372,14 +378,20 @@ class LedgerLog:
 
     def _grow(
         self, n: int, leaves: list[bytes]
-    ) -> tuple[list[tuple[int, int, bytes]], dict[int, bytes]]:
+    ) -> tuple[list[tuple[int, int, int, bytes]], dict[int, bytes]]:
         """Hash the perfect subtrees completed by appending ``leaves`` at index ``n``."""
-        rows: list[tuple[int, int, bytes]] = []
+        rows: list[tuple[int, int, int, bytes]] = []
         edge = dict(self._edge)
         level, a, hashes = 0, n, leaves
         while hashes:
             b = a + len(hashes)
-            rows.append((level, a, b"".join(hashes)))
+            lo = a
+            while lo < b:
+                hi = min(b, (lo // CHUNK + 1) * CHUNK)
+                rows.append(
+                    ((level << _LEVEL_SHIFT) | lo, level, lo, b"".join(hashes[lo - a : hi - a]))
+                )
+                lo = hi
             if b & 1:
                 edge[level] = hashes[-1]
             else:
@@ -406,7 +418,7 @@ class LedgerLog:
         return [
             (int(s), bytes(h))
             for s, h in self._con.execute(
-                "SELECT start, hashes FROM nodes WHERE level = ? ORDER BY start", (level,)
+                "SELECT start, hashes FROM nodes WHERE level = ? ORDER BY id", (level,)
             )
         ]
 

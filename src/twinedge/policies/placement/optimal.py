@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import Bounds, LinearConstraint, OptimizeWarning, linprog, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from twinedge.errors import InfeasibleError
 from twinedge.policies.placement.base import (
@@ -213,7 +213,7 @@ def _sub_milp(
         # HiGHS option, passed through by scipy: prune every node that cannot beat it
         options["objective_bound"] = cutoff
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OptimizeWarning)
+        warnings.filterwarnings("ignore", message="Unrecognized options", category=Warning)
         res = milp(
             problem.latency_ms[pair_twin, pair_host],
             integrality=np.ones(p),
@@ -370,7 +370,7 @@ class OptimalPlacement:
             pairs.host[sel],
             np.maximum(res_cpu, 0),
             np.maximum(res_mem, 0),
-            min(10.0, max(deadline - time.perf_counter(), 0.1)),
+            min(2.0, max(deadline - time.perf_counter(), 0.1)),
             rel_gap=1e-4,
         )
         if sub is not None:
@@ -438,19 +438,23 @@ class OptimalPlacement:
             lb = max(lb, min(cap, dual))
         return incumbent, ub, lb
 
-    def _lns(self, problem, hosts, ub, lb, rc_row, v_cpu, v_mem, cand, rng, deadline, info):
+    def _lns(
+        self, problem, hosts, ub, lb, rc_row, v_cpu, v_mem, cand, rng, deadline, info, max_stale=None
+    ):
         """Large-neighbourhood search: re-solve the twins of a few related hosts exactly."""
         m = problem.n_hosts
         if m < 2:
             return hosts, ub
         lat = problem.latency_ms
         q = min(self.lns_hosts, m)
-        it = improved = stale = 0
+        it = improved = stale = run_stale = 0
         trace = info.setdefault("trace", [])
         while time.perf_counter() < deadline - 0.05:
             if self.max_lns_iter is not None and it >= self.max_lns_iter:
                 break
             if _proven(ub, lb) or relative_gap(ub, lb) <= self.rel_gap_tol:
+                break
+            if max_stale is not None and run_stale >= max_stale:
                 break
             it += 1
             res_cpu, res_mem = residual_capacity(problem, hosts)
@@ -478,6 +482,7 @@ class OptimalPlacement:
             budget = min(self.lns_time_s, deadline - t0)
             if budget <= 0.02:
                 break
+            old = float(lat[twins, hosts[twins]].sum())
             _, sub, obj, _ = _sub_milp(
                 problem,
                 twins,
@@ -487,9 +492,10 @@ class OptimalPlacement:
                 problem.capacity_mem_gb,
                 budget,
                 rel_gap=1e-6,
+                cutoff=old - 1e-7,
             )
             took = time.perf_counter() - t0
-            old = float(lat[twins, hosts[twins]].sum())
+            run_stale += 1
             if sub is not None and obj < old - 1e-7:
                 trial = hosts.copy()
                 trial[twins] = sub
@@ -497,15 +503,15 @@ class OptimalPlacement:
                 if new_ub < ub:
                     hosts, ub = trial, new_ub
                     improved += 1
-                    stale = 0
+                    stale = run_stale = 0
                     trace.append((round(time.perf_counter() - info["_t0"], 3), ub))
                     continue
             stale += 1
             # adapt the neighbourhood: grow while sub-problems are quick, shrink if slow
-            if took > 0.5 * self.lns_time_s and q > 2:
+            if took > 0.8 * self.lns_time_s and q > 3:
                 q -= 1
-            elif stale > 2 * m // max(q, 1) and q < m:
-                q = min(m, q + 2)
+            elif stale > 30 and q < m:
+                q = min(m, q + 1)
                 stale = 0
         info["lns_iterations"] = info.get("lns_iterations", 0) + it
         info["lns_improvements"] = info.get("lns_improvements", 0) + improved
@@ -580,11 +586,22 @@ class OptimalPlacement:
         info["heuristic_ms"] = float(ub)
         info["trace"] = [(info["t_heuristic_s"], float(ub))]
 
-        def lns(until: float) -> None:
+        def lns(until: float, max_stale: int | None = None) -> None:
             nonlocal incumbent, ub
             if incumbent is not None and not _proven(ub, lb):
                 incumbent, ub = self._lns(
-                    problem, incumbent, ub, lb, rc_row, v_cpu, v_mem, cand, rng, until, info
+                    problem,
+                    incumbent,
+                    ub,
+                    lb,
+                    rc_row,
+                    v_cpu,
+                    v_mem,
+                    cand,
+                    rng,
+                    until,
+                    info,
+                    max_stale=max_stale,
                 )
 
         def small() -> bool:
@@ -594,7 +611,7 @@ class OptimalPlacement:
         if not _proven(ub, lb) and small():
             # small instance: a short LNS for a better cutoff, then prove it exactly
             now = time.perf_counter()
-            lns(min(deadline, now + min(5.0, 0.1 * (deadline - now))))
+            lns(min(deadline, now + min(5.0, 0.1 * (deadline - now))), max_stale=2 * m)
             incumbent, ub, lb = self._exact(problem, rc_pairs, lag, incumbent, ub, lb, deadline, info)
         else:
             lns(deadline)
