@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from twinedge.ledger import LedgerDir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,19 +45,11 @@ def test_run_records_every_decision_and_the_log_verifies_and_settles(tmp_path):
     domains = sorted(p.name for p in led.iterdir() if p.is_dir())
     assert domains == ["city-net", "metro-op"]
     counts = {"placement": 0, "migration": 0, "usage": 0, "policy": 0, "witness": 0}
-    for d in domains:
-        con = sqlite3.connect(led / d / "log.sqlite")
-        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
-        table = "entries" if "entries" in tables else tables[0]
-        col = [
-            r[1]
-            for r in con.execute(f"pragma table_info({table})")
-            if r[2].upper() in ("BLOB", "TEXT")
-        ][0]
-        for (data,) in con.execute(f"select {col} from {table}"):
-            e = json.loads(data)
-            counts[e["type"]] += 1
-        con.close()
+    with LedgerDir.open(led) as ld:
+        for d in domains:
+            log = ld.log(d)
+            for i in range(log.size):
+                counts[log.entry(i)["type"]] += 1
     assert counts["placement"] == 200  # every twin of city-small placed once
     assert counts["migration"] == summary["migrations"]
     assert counts["usage"] == 12 + 2 + 1  # one per host: 12 edge, 2 region, 1 cloud

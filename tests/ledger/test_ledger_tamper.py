@@ -129,7 +129,7 @@ def test_consistent_rewrite_is_caught_by_the_signed_root(ledger: Path) -> None:
     con.execute("DELETE FROM nodes")
     lv = 0
     while level:
-        con.execute("INSERT INTO nodes VALUES (?, 0, ?)", (lv, b"".join(level)))
+        con.execute("INSERT INTO nodes VALUES (?, ?, 0, ?)", (lv << 48, lv, b"".join(level)))
         level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         lv += 1
     con.commit()

@@ -115,7 +115,11 @@ def _stored_level(con: sqlite3.Connection, level: int, rep: VerifyReport) -> byt
     """Concatenated stored hashes of one level, or None if the rows are not contiguous."""
     parts: list[bytes] = []
     end = 0
-    rows = con.execute("SELECT start, hashes FROM nodes WHERE level = ? ORDER BY id", (level,))
+    base = level << 48  # row id = level << 48 | start (see twinedge.ledger.store)
+    rows = con.execute(
+        "SELECT start, hashes FROM nodes WHERE id >= ? AND id < ? ORDER BY id",
+        (base, base + (1 << 48)),
+    )
     for start, blob in rows:
         if start != end or len(blob) % 32:
             rep.bad(
