@@ -129,3 +129,15 @@ def test_help_lists_every_command() -> None:
     assert code == 0
     for cmd in ["init", "append", "checkpoint", "show", "prove", "verify", "audit", "settle"]:
         assert cmd in out
+
+
+def test_damaged_log_is_one_line_error(ldir: Path) -> None:
+    entries = "\n".join(json.dumps(make_entry("a", i)) for i in range(300))
+    assert run("append", str(ldir), "-", input=entries)[0] == 0
+    db = ldir / "a" / "log.sqlite"
+    db.write_bytes(db.read_bytes()[:5000])
+    for cmd in (["show", str(ldir)], ["prove", str(ldir), "-d", "a", "-i", "250"]):
+        code, out = run(*cmd)
+        assert code == 2 and out.startswith("error: ") and out.count("\n") == 1, out
+    code, out = run("verify", str(ldir), "-d", "a")
+    assert code == 1 and "first bad index" in out

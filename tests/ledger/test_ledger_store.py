@@ -9,11 +9,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ledger_helpers import make_entry
 
 from twinedge.errors import LedgerError
 from twinedge.ledger import Checkpoint, LedgerDir, LedgerLog, Signer, Verifier, merkle
-from twinedge.ledger.entry import encode_entry, is_canonical
+from twinedge.ledger.entry import canonical_json, encode_entries, encode_entry, is_canonical
 from twinedge.ledger.note import key_hash, open_checkpoint, parse_note
 
 
@@ -232,3 +234,35 @@ def test_ledger_dir_layout_and_witnessing(tmp_path: Path) -> None:
             ld.log("zz")
         with pytest.raises(LedgerError, match="invalid"):
             ld.add_domain("../x")
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=6), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    typ=st.text(min_size=1, max_size=10),
+    time=st.one_of(st.integers(0, 2**40), st.floats(0, 1e9)),
+    actor=st.text(max_size=10),
+    body=st.dictionaries(st.text(max_size=6), json_values, max_size=5),
+)
+def test_fast_batch_encoding_equals_canonical(
+    typ: str, time: float, actor: str, body: dict
+) -> None:
+    e = {"type": typ, "domain": "a", "time": time, "actor": actor, "body": body}
+    fast = encode_entries([e], domain="a")
+    assert fast == [encode_entry(e)] == [canonical_json(e)]
+    assert is_canonical(fast[0])

@@ -8,6 +8,7 @@ A thin layer over :mod:`twinedge.ledger`: it parses arguments, prints text or (w
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -45,7 +46,7 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 
 
 def _user_errors(fn: F) -> F:
-    """Turn TwinedgeError / OSError into one ``error:`` line and exit code 2."""
+    """Turn TwinedgeError / sqlite3.Error / OSError into one ``error:`` line, exit code 2."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,6 +54,11 @@ def _user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TwinedgeError as exc:
             raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except sqlite3.Error as exc:
+            raise _fail(
+                f"a log file is damaged or unreadable (sqlite: {exc}); "
+                "locate the damage with: twinedge ledger verify DIR"
+            ) from None
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
             raise _fail(f"{exc.strerror or exc}{where}") from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
     encode_basestring,
@@ -29,7 +29,14 @@ from typing import Any
 
 from twinedge.errors import LedgerError
 
-__all__ = ["ENTRY_FIELDS", "KNOWN_TYPES", "canonical_json", "encode_entry", "is_canonical"]
+__all__ = [
+    "ENTRY_FIELDS",
+    "KNOWN_TYPES",
+    "canonical_json",
+    "encode_entries",
+    "encode_entry",
+    "is_canonical",
+]
 
 ENTRY_FIELDS = ("type", "domain", "time", "actor", "body")
 KNOWN_TYPES = frozenset(
@@ -147,6 +154,65 @@ def encode_entry(entry: Mapping[str, Any], *, where: str = "entry", actor: str =
             f"{where}: field 'body' is not JSON-encodable ({exc}); use str, int, finite "
             "float, bool, None, lists and string-keyed dicts only"
         ) from exc
+
+
+_float_repr = float.__repr__
+_int_repr = int.__repr__
+
+
+def encode_entries(
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    domain: str | None = None,
+    actor: str = "",
+    positions: Sequence[int] | None = None,
+) -> list[bytes]:
+    """Validate and canonically encode a batch; every entry must be of ``domain`` if given.
+
+    The hot path of appending: a plain valid entry is encoded by writing its five
+    top-level keys in their sorted order around the C-encoded body, which gives the
+    same bytes as :func:`encode_entry` (a test checks this) at about half the cost.
+    Anything unusual falls back to :func:`encode_entry`, whose errors name the entry
+    (by ``positions[i]`` if given) and the field.
+    """
+    out: list[bytes] = []
+    append = out.append
+    enc, estr = _encoder, encode_basestring
+    for i, e in enumerate(entries):
+        if type(e) is dict and len(e) == 5:
+            try:
+                typ, dom, t = e["type"], e["domain"], e["time"]
+                act, body = e["actor"], e["body"]
+                tt = type(t)
+                if (
+                    type(typ) is str
+                    and typ
+                    and type(dom) is str
+                    and dom
+                    and (domain is None or dom == domain)
+                    and type(act) is str
+                    and type(body) is dict
+                    and ((tt is float and t - t == 0.0) or tt is int)
+                ):
+                    ts = _float_repr(t) if tt is float else _int_repr(t)
+                    append(
+                        (
+                            f'{{"actor":{estr(act)},"body":{enc(body)},"domain":{estr(dom)},'
+                            f'"time":{ts},"type":{estr(typ)}}}'
+                        ).encode()
+                    )
+                    continue
+            except (KeyError, TypeError, ValueError, RecursionError):
+                pass
+        where = f"entry {positions[i] if positions is not None else i}"
+        data = encode_entry(e, where=where, actor=actor)
+        if domain is not None and e["domain"] != domain:
+            raise LedgerError(
+                f"{where}: field 'domain' is {e['domain']!r} but this is the log of "
+                f"{domain!r}; append it to the log of {e['domain']!r}"
+            )
+        append(data)
+    return out
 
 
 def decode_entry(data: bytes) -> dict[str, Any]:

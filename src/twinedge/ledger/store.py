@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from twinedge.errors import LedgerError
 from twinedge.ledger import merkle
-from twinedge.ledger.entry import decode_entry, encode_entry
+from twinedge.ledger.entry import decode_entry, encode_entries
 
 __all__ = ["DEFAULT_ACTOR", "FORMAT", "LedgerLog"]
 
@@ -336,18 +336,7 @@ class LedgerLog:
 
         ``positions`` are the indices named in error messages (default 0, 1, ...).
         """
-        dom = self.domain
-        datas: list[bytes] = []
-        for i, e in enumerate(entries):
-            where = f"entry {positions[i] if positions else i}"
-            data = encode_entry(e, where=where, actor=actor)
-            if e["domain"] != dom:
-                raise LedgerError(
-                    f"{where}: field 'domain' is {e['domain']!r} but this is the log of "
-                    f"{dom!r}; append it to the log of {e['domain']!r}"
-                )
-            datas.append(data)
-        return datas
+        return encode_entries(entries, domain=self.domain, actor=actor, positions=positions)
 
     def append_encoded(self, datas: list[bytes]) -> range:
         """Append entries already produced by :meth:`encode_many`, in one transaction."""

@@ -175,8 +175,8 @@ def verify_log(
     try:
         _verify_open_log(con, rep, signed, check_entries)
     except sqlite3.DatabaseError as exc:
-        idx = rep.size if rep.size or max_signed else None
-        rep.bad(idx, f"log file {path} is damaged or truncated (sqlite: {exc})")
+        # the first entry that could not be read and checked
+        rep.bad(rep.size, f"log file {path} is damaged or truncated (sqlite: {exc})")
     finally:
         con.close()
     return rep
