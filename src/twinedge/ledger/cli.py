@@ -392,7 +392,7 @@ def settle(
         for li in b.lines:
             typer.echo(
                 f"  {li.kind:<9} {li.payer} -> {li.payee} [{li.tier}] "
-                f"{format(li.quantity.normalize(), 'f')} {li.unit} = "
+                f"{float(li.quantity):.6g} {li.unit} = "
                 f"{format_micro(li.amount_micro)}"
             )
     for w in bills.warnings:
