@@ -1,0 +1,770 @@
+"""The core of the live service: the twins in memory, one writer, events, groups, access.
+
+Every mutation (an HTTP write, a device report over MQTT, the orchestrator moving a
+twin) becomes a small function from the current document to the new one and goes into
+one queue. A single writer task drains the queue in batches, applies the functions in
+order on top of the in-memory twins, commits the whole batch to the store in one
+transaction (group commit) from a dedicated thread, and only then updates the cache,
+answers the callers (HTTP 2xx, MQTT PUBACK), publishes events and sends desired state to
+devices. One writer means no lost updates and no locks; batching is what makes durable
+writes fast.
+
+The service never knows which front end called it: HTTP, WebSocket, MQTT and the
+orchestrator all go through the same methods with a :class:`~.auth.Principal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from twinedge.runtime import rql, things
+from twinedge.runtime.auth import (
+    SYSTEM,
+    Principal,
+    Role,
+    check_password,
+    check_token_secret,
+    hash_password,
+    new_token,
+    split_token,
+)
+from twinedge.runtime.store.base import (
+    ApiKey,
+    Change,
+    Grant,
+    GroupSpec,
+    Scope,
+    SearchPage,
+    SearchQuery,
+    Store,
+)
+from twinedge.runtime.things import ProblemError, bad_request, not_found
+
+Mutator = Callable[[dict | None], dict | None]
+EVENT_SOURCE = "/twinedge"
+
+
+def rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Outbound(Protocol):
+    """How the service reaches devices (implemented by the MQTT bridge)."""
+
+    async def publish_desired(self, thing_id: str, feature_id: str, desired: dict[str, Any]) -> None: ...
+
+    async def publish_command(self, thing_id: str, subject: str, correlation_id: str, payload: Any) -> None: ...
+
+    async def publish_error(self, thing_id: str, problem: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _Op:
+    thing_id: str
+    mutate: Mutator
+    principal: Principal
+    source: str
+    if_match: int | None = None  # expected current revision
+    if_none_match: bool = False  # the thing must not exist
+    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+
+
+@dataclass
+class _Result:
+    thing: dict | None
+    created: bool
+    changed: bool
+
+
+class Subscription:
+    """A bounded stream of CloudEvents for one client. Too slow a reader is cut off with a
+    reason instead of growing memory without bound."""
+
+    def __init__(self, service: TwinService, principal: Principal, node: rql.Node | None, max_queue: int):
+        self.service, self.principal, self.node = service, principal, node
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+        self.closed_reason: str | None = None
+        self.dropped = 0
+
+    def offer(self, event: dict) -> None:
+        if self.closed_reason:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.close(f"slow consumer: {self.queue.maxsize} events were waiting; reconnect and resume from the latest revision")
+            self.service.metrics["events_dropped_total"] += 1
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self.service._subscriptions.discard(self)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        while True:
+            ev = await self.queue.get()
+            if ev is None:
+                return
+            yield ev
+
+
+class TwinService:
+    """The live twin service.
+
+    Parameters:
+        store: where everything is kept (see :mod:`twinedge.runtime.store`).
+        retention_s: keep history for this long (``None``: forever).
+        batch_max: most mutations committed in one transaction.
+        clock: unix time source (tests pass a fake one).
+    """
+
+    def __init__(self, store: Store, *, retention_s: float | None = None, batch_max: int = 2000, queue_max: int = 100_000, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.retention_s = retention_s
+        self.batch_max = batch_max
+        self.clock = clock
+        self.outbound: Outbound | None = None
+        self.things: dict[str, dict] = {}
+        self.groups: dict[str, tuple[GroupSpec, rql.Node | None, set[str]]] = {}
+        self.metrics: Counter = Counter()
+        self.commit_latency_s: list[float] = []  # recent commit times, for /metrics
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=queue_max)
+        self._subscriptions: set[Subscription] = set()
+        self._pending_commands: dict[str, asyncio.Future] = {}
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="twinedge-writer")
+        self._reader_pool = ThreadPoolExecutor(4, thread_name_prefix="twinedge-reader")
+        self._writer_task: asyncio.Task | None = None
+        self._prune_task: asyncio.Task | None = None
+        self._stopping = False
+        self._grants_cache: dict[str, list[tuple[Grant, rql.Node]]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, self.store.migrate)
+        docs = await loop.run_in_executor(self._writer_pool, lambda: list(self.store.load_things()))
+        self.things = {d["thingId"]: d for d in docs}
+        specs = await loop.run_in_executor(self._writer_pool, self.store.groups)
+        for spec in specs:
+            members = await self._read(self._all_members, spec.domain, spec.name)
+            self.groups[f"{spec.domain}/{spec.name}"] = (spec, rql.parse(spec.filter) if spec.filter else None, set(members))
+        self._writer_task = asyncio.create_task(self._writer(), name="twinedge-writer")
+        if self.retention_s:
+            self._prune_task = asyncio.create_task(self._prune_loop(), name="twinedge-prune")
+
+    def _all_members(self, domain: str, name: str) -> list[str]:
+        out, cursor = [], None
+        while True:
+            page, cursor = self.store.group_members(domain, name, limit=10_000, cursor=cursor)
+            out += page
+            if not cursor:
+                return out
+
+    async def stop(self) -> None:
+        """Finish every queued mutation (everything a caller may have been told is
+        accepted), close event streams, and release the store."""
+        self._stopping = True
+        if self._writer_task:
+            await self._queue.join()
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        if self._prune_task:
+            self._prune_task.cancel()
+        for sub in list(self._subscriptions):
+            sub.close("server shutting down")
+        for fut in self._pending_commands.values():
+            if not fut.done():
+                fut.set_exception(ProblemError(503, "Service Unavailable", "the server is shutting down"))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, self.store.close)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=False)
+
+    async def _read(self, fn: Callable, *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, lambda: fn(*args, **kw))
+
+    # ------------------------------------------------------------------ the writer
+    async def _submit(self, op: _Op) -> _Result:
+        if self._stopping:
+            raise ProblemError(503, "Service Unavailable", "the server is shutting down; retry later")
+        op.future = asyncio.get_running_loop().create_future()
+        await self._queue.put(op)
+        return await op.future
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._apply_batch(batch, loop)
+            except Exception as exc:  # the store failed: nobody in this batch is acknowledged
+                self.metrics["commit_failures_total"] += 1
+                err = ProblemError(503, "Service Unavailable", f"the store could not commit ({type(exc).__name__}: {exc}); retry")
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _apply_batch(self, batch: list[_Op], loop: asyncio.AbstractEventLoop) -> None:
+        now = self.clock()
+        work: dict[str, dict | None] = {}
+        changes: list[Change] = []
+        results: list[tuple[_Op, _Result | ProblemError]] = []
+        membership: dict[str, set[str]] = {}
+        for op in batch:
+            cur = work[op.thing_id] if op.thing_id in work else self.things.get(op.thing_id)
+            try:
+                res, change = self._apply_one(op, cur, now, membership)
+            except ProblemError as e:
+                results.append((op, e))
+                continue
+            except Exception as e:  # a bug in a mutator must not take the writer down
+                results.append((op, ProblemError(500, "Internal Server Error", f"{type(e).__name__}: {e}")))
+                continue
+            if change is not None:
+                work[op.thing_id] = change.new
+                changes.append(change)
+            results.append((op, res))
+        if changes:
+            t0 = time.perf_counter()
+            await loop.run_in_executor(self._writer_pool, self.store.commit, changes)
+            self.commit_latency_s.append(time.perf_counter() - t0)
+            if len(self.commit_latency_s) > 1000:
+                del self.commit_latency_s[:500]
+            for tid, doc in work.items():
+                if doc is None:
+                    self.things.pop(tid, None)
+                else:
+                    self.things[tid] = doc
+            for key, members in membership.items():
+                self.groups[key][2].clear()
+                self.groups[key][2].update(members)
+        for op, res in results:
+            if isinstance(res, ProblemError):
+                self.metrics[f"rejected_total:{op.source}"] += 1
+                if not op.future.done():
+                    op.future.set_exception(res)
+            elif not op.future.done():
+                op.future.set_result(res)
+        for ch in changes:
+            self.metrics[f"updates_total:{ch.source}"] += 1
+            self._publish(ch)
+            await self._push_desired(ch)
+
+    def _apply_one(self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]]) -> tuple[_Result, Change | None]:
+        if op.if_none_match and cur is not None:
+            raise ProblemError(412, "Precondition Failed", f"thing {op.thing_id} already exists (If-None-Match: *)")
+        if op.if_match is not None:
+            rev = cur["_revision"] if cur else 0
+            if rev != op.if_match:
+                raise ProblemError(412, "Precondition Failed", f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)")
+        base = copy.deepcopy(cur) if cur is not None else None
+        new = op.mutate(base)
+        if new is None and cur is None:
+            raise not_found(f"thing {op.thing_id} does not exist")
+        if new is not None:
+            things.validate_thing({k: v for k, v in new.items() if k not in things.META_FIELDS}, op.thing_id)
+            if len(_json_size(new)) > 256_000:
+                raise ProblemError(413, "Payload Too Large", f"thing {op.thing_id} would be larger than 256 kB")
+        old_content = _content(cur)
+        new_content = _content(new)
+        if cur is not None and new is not None and old_content == new_content:
+            return _Result(cur, False, False), None
+        ops = things.json_patch(old_content, new_content) if cur is not None and new is not None else []
+        revision = (cur["_revision"] if cur else 0) + 1
+        domain = (cur or new)["_domain"]
+        if new is not None:
+            new["_revision"] = revision
+            new["_modified"] = rfc3339(now)
+            new["_created"] = cur["_created"] if cur else rfc3339(now)
+            new["_domain"] = domain
+            new.setdefault("_host", cur.get("_host") if cur else None)
+        joins, leaves = self._group_changes(op.thing_id, domain, cur, new, membership)
+        change = Change(op.thing_id, domain, revision, now, new, ops, op.source, op.principal.id, tuple(joins), tuple(leaves))
+        return _Result(new, cur is None, True), change
+
+    def _group_changes(self, thing_id: str, domain: str, old: dict | None, new: dict | None, membership: dict[str, set[str]]) -> tuple[list[str], list[str]]:
+        joins, leaves = [], []
+        for key, (spec, node, members) in self.groups.items():
+            if spec.domain != domain or node is None:
+                continue
+            cur = membership.get(key, members)
+            was = thing_id in cur
+            now_in = new is not None and rql.evaluate(node, new)
+            if was != now_in:
+                if key not in membership:
+                    membership[key] = set(members)
+                if now_in:
+                    membership[key].add(thing_id)
+                    joins.append(key)
+                else:
+                    membership[key].discard(thing_id)
+                    leaves.append(key)
+        return joins, leaves
+
+    # ------------------------------------------------------------------ events
+    def _event(self, type_: str, ch: Change, data: dict) -> dict:
+        return {
+            "specversion": "1.0",
+            "id": f"{ch.thing_id}:{ch.revision}:{type_.rsplit('.', 1)[-1]}",
+            "source": f"{EVENT_SOURCE}/{ch.domain}",
+            "type": f"dev.twinedge.{type_}",
+            "subject": ch.thing_id,
+            "time": rfc3339(ch.time),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+
+    def _publish(self, ch: Change) -> None:
+        if ch.new is None:
+            kind = "thing.deleted"
+        elif ch.revision == 1:
+            kind = "thing.created"
+        else:
+            kind = "thing.modified"
+        ops = ch.ops if ch.new is not None and ch.revision > 1 else ([{"op": "add", "path": "", "value": _content(ch.new)}] if ch.new else [{"op": "remove", "path": ""}])
+        events = [self._event(kind, ch, {"thingId": ch.thing_id, "revision": ch.revision, "patch": ops, "source": ch.source})]
+        for key in ch.group_joins:
+            events.append(self._event("group.joined", ch, {"thingId": ch.thing_id, "revision": ch.revision, "group": key}))
+        for key in ch.group_leaves:
+            events.append(self._event("group.left", ch, {"thingId": ch.thing_id, "revision": ch.revision, "group": key}))
+        doc = ch.new or {"thingId": ch.thing_id, "_domain": ch.domain}
+        for sub in list(self._subscriptions):
+            if not self._visible(sub.principal, doc):
+                continue
+            if sub.node is not None and ch.new is not None and not rql.evaluate(sub.node, ch.new):
+                continue
+            for ev in events:
+                sub.offer(ev)
+        self.metrics["events_published_total"] += len(events)
+
+    def subscribe(self, principal: Principal, filter: str | None = None, *, max_queue: int = 1000) -> Subscription:
+        """A stream of CloudEvents for the things ``principal`` may see that match
+        ``filter`` (RQL)."""
+        node = rql.parse(filter) if filter else None
+        sub = Subscription(self, principal, node, max_queue)
+        self._subscriptions.add(sub)
+        return sub
+
+    async def _push_desired(self, ch: Change) -> None:
+        if self.outbound is None or ch.new is None:
+            return
+        features = {op["path"].split("/")[2] for op in ch.ops if op["path"].startswith("/features/") and "/desiredProperties" in op["path"]}
+        features |= {op["path"].split("/")[2] for op in ch.ops if op["path"].count("/") == 2 and op["path"].startswith("/features/") and isinstance(op.get("value"), dict) and "desiredProperties" in op["value"]}
+        if ch.revision == 1:
+            features |= {f for f, v in ch.new.get("features", {}).items() if v.get("desiredProperties")}
+        for fid in sorted(features):
+            desired = ch.new.get("features", {}).get(things.unescape_token(fid), {}).get("desiredProperties") or {}
+            try:
+                await self.outbound.publish_desired(ch.thing_id, things.unescape_token(fid), desired)
+            except Exception:  # the device is told again on its next desired change or resync
+                self.metrics["desired_publish_failures_total"] += 1
+
+    # ------------------------------------------------------------------ access
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal of an API token; 401 if missing or wrong."""
+        if not token:
+            raise ProblemError(401, "Unauthorized", "missing API key: send 'Authorization: Bearer <token>'")
+        parts = split_token(token)
+        key = await self._read(self.store.get_api_key, parts[0]) if parts else None
+        if key is None or not check_token_secret(parts[1], key.secret_hash):
+            raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
+        return Principal(key.key_id, key.domain or None, key.role, "key")
+
+    async def create_api_key(self, principal: Principal, domain: str | None, role: Role, key_id: str | None = None) -> str:
+        """Create an API key; returns the token (shown once, stored hashed). A domain admin
+        creates keys of its own domain; the service admin of any domain."""
+        self._require(principal, "admin")
+        if principal.domain is not None and domain != principal.domain:
+            raise ProblemError(403, "Forbidden", f"a domain admin of {principal.domain!r} can only create keys for that domain")
+        if role not in ("read", "write", "admin"):
+            raise bad_request(f"role must be read, write or admin, got {role!r}", "/role")
+        key_id = key_id or uuid.uuid4().hex[:12]
+        token, digest = new_token(key_id)
+        await self._read(self.store.put_api_key, ApiKey(key_id, digest, domain or "", role, self.clock()))
+        return token
+
+    async def ensure_admin_key(self) -> str | None:
+        """Create the service admin key on first start; returns its token, or None if it
+        exists already."""
+        if await self._read(self.store.get_api_key, "admin") is not None:
+            return None
+        token, digest = new_token("admin")
+        await self._read(self.store.put_api_key, ApiKey("admin", digest, "", "admin", self.clock()))
+        return token
+
+    async def set_device_secret(self, principal: Principal, thing_id: str, password: str) -> None:
+        """Give the device of ``thing_id`` its MQTT password (username = thing id)."""
+        await self._get_visible(principal, thing_id, "admin")
+        if len(password) < 8:
+            raise bad_request("a device password must have at least 8 characters", "/password")
+        await self._read(self.store.put_device_secret, thing_id, hash_password(password))
+
+    async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
+        if not password or thing_id not in self.things:
+            return False
+        stored = await self._read(self.store.get_device_secret, thing_id)
+        return stored is not None and await self._read(check_password, password, stored)
+
+    async def grant(self, principal: Principal, grantee: str, filter: str, role: Role) -> Grant:
+        """Let domain ``grantee`` read (or write) the caller's things that match ``filter``."""
+        self._require(principal, "admin")
+        if principal.domain is None:
+            raise bad_request("the service admin has no domain to grant from; use a domain admin key")
+        rql.parse(filter)
+        g = Grant(principal.domain, grantee, filter, role)
+        await self._read(self.store.put_grant, g)
+        self._grants_cache.pop(grantee, None)
+        return g
+
+    def _require(self, p: Principal, role: Role) -> None:
+        if not p.can(role):
+            raise ProblemError(403, "Forbidden", f"this needs role {role!r}; the key {p.id!r} has role {p.role!r}")
+
+    async def _grants(self, domain: str) -> list[tuple[Grant, rql.Node]]:
+        if domain not in self._grants_cache:
+            gs = await self._read(self.store.grants_for, domain)
+            self._grants_cache[domain] = [(g, rql.parse(g.filter)) for g in gs]
+        return self._grants_cache[domain]
+
+    def _visible(self, p: Principal, doc: dict, role: Role = "read") -> bool:
+        if p.domain is None or doc.get("_domain") == p.domain:
+            return True
+        return any(
+            g.grantor == doc.get("_domain") and (role == "read" or g.role == "write") and rql.evaluate(node, doc)
+            for g, node in self._grants_cache.get(p.domain, ())
+        )
+
+    async def scope(self, p: Principal) -> Scope:
+        if p.domain is None:
+            return Scope(None)
+        return Scope((p.domain,), tuple(g for g, _ in await self._grants(p.domain)))
+
+    async def _get_visible(self, p: Principal, thing_id: str, role: Role = "read") -> dict:
+        self._require(p, role)
+        things.check_thing_id(thing_id)
+        doc = self.things.get(thing_id)
+        if p.domain is not None:
+            await self._grants(p.domain)
+        if doc is None or not self._visible(p, doc, role):
+            if doc is not None:
+                self.metrics["access_denied_total"] += 1
+            # a thing of another domain is indistinguishable from a missing one
+            raise not_found(f"thing {thing_id} does not exist or is not visible to key {p.id!r}")
+        return doc
+
+    # ------------------------------------------------------------------ reading
+    async def get_thing(self, p: Principal, thing_id: str, *, revision: int | None = None, at: float | None = None) -> dict:
+        doc = await self._get_visible(p, thing_id)
+        if revision is None and at is None:
+            return doc
+        old = await self._read(self.store.thing_at, thing_id, revision=revision, at=at)
+        if old is None:
+            when = f"revision {revision}" if revision is not None else f"time {rfc3339(at)}"
+            raise not_found(f"thing {thing_id} did not exist at {when} (or its history was pruned)")
+        return old
+
+    async def get_path(self, p: Principal, thing_id: str, path: str) -> Any:
+        doc = await self._get_visible(p, thing_id)
+        try:
+            return things.get_path(doc, things.split_path(path))
+        except KeyError:
+            raise not_found(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+
+    async def delta(self, p: Principal, thing_id: str) -> dict:
+        doc = await self._get_visible(p, thing_id)
+        d = things.delta(doc)
+        return {"thingId": thing_id, "revision": doc["_revision"], "inSync": not d, "delta": d}
+
+    async def history(self, p: Principal, thing_id: str, *, since: float | None = None, until: float | None = None, limit: int = 1000) -> list[dict]:
+        await self._get_visible(p, thing_id)
+        return await self._read(self.store.history, thing_id, since=since, until=until, limit=limit)
+
+    async def search(self, p: Principal, *, filter: str | None = None, sort: Sequence[tuple[str, bool]] = (), limit: int = 25, cursor: str | None = None, fields: Sequence[str] | None = None) -> SearchPage:
+        self._require(p, "read")
+        if filter:
+            rql.parse(filter)
+        if not 1 <= limit <= 1000:
+            raise bad_request(f"limit must lie in 1..1000, got {limit}", "/limit")
+        q = SearchQuery(filter, await self.scope(p), tuple(sort), limit, cursor, tuple(fields) if fields else None)
+        return await self._read(self.store.search, q)
+
+    async def count(self, p: Principal, filter: str | None = None) -> int:
+        self._require(p, "read")
+        return await self._read(self.store.count, filter, await self.scope(p))
+
+    async def aggregate(self, p: Principal, *, filter: str | None, group_by: str, fn: str, field: str | None) -> list[dict]:
+        self._require(p, "read")
+        if fn not in ("count", "min", "max", "avg"):
+            raise bad_request(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
+        if fn != "count" and not field:
+            raise bad_request(f"{fn} needs a field", "/field")
+        return await self._read(self.store.aggregate, filter, await self.scope(p), group_by, fn, field)
+
+    # ------------------------------------------------------------------ writing
+    async def put_thing(self, p: Principal, thing_id: str, body: Any, *, if_match: int | None = None, if_none_match: bool = False, domain: str | None = None) -> tuple[dict, bool]:
+        """Create or replace a thing. The domain is the caller's (the service admin
+        names it with ``domain`` or ``_domain`` in the body)."""
+        self._require(p, "write")
+        things.check_thing_id(thing_id)
+        if isinstance(body, dict) and "_domain" in body:
+            domain = domain or body.get("_domain")
+        clean = things.validate_thing({k: v for k, v in body.items() if k not in things.META_FIELDS} if isinstance(body, dict) else body, thing_id)
+        if p.domain is not None:
+            domain = p.domain
+        elif not domain or not isinstance(domain, str):
+            raise bad_request("the service admin must name the owner domain of a new thing (field _domain)", "/_domain")
+        if thing_id in self.things:
+            await self._get_visible(p, thing_id, "write")
+
+        def mutate(cur: dict | None) -> dict:
+            new = dict(clean)
+            new["_domain"] = cur["_domain"] if cur else domain
+            new["_host"] = cur.get("_host") if cur else None
+            return new
+
+        res = await self._submit(_Op(thing_id, mutate, p, "http", if_match, if_none_match))
+        return res.thing, res.created
+
+    async def patch(self, p: Principal, thing_id: str, path: str, patch: Any, *, if_match: int | None = None, source: str = "http") -> dict:
+        """JSON Merge Patch (RFC 7396) of the value at ``path`` (``""`` = the thing)."""
+        await self._get_visible(p, thing_id, "write")
+        tokens = things.split_path(path)
+        _check_writable(tokens)
+
+        def mutate(cur: dict | None) -> dict | None:
+            if cur is None:
+                raise not_found(f"thing {thing_id} does not exist")
+            content = _content(cur)
+            try:
+                old = things.get_path(content, tokens) if tokens else content
+            except KeyError:
+                old = None
+            new_val = things.merge_patch(old, patch)
+            if tokens:
+                things.set_path(content, tokens, new_val)
+            else:
+                if not isinstance(new_val, dict):
+                    raise bad_request("a merge patch of a thing must be a JSON object", "")
+                content = new_val
+                content["thingId"] = thing_id
+            return _with_meta(content, cur)
+
+        return (await self._submit(_Op(thing_id, mutate, p, source, if_match))).thing
+
+    async def put_path(self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None) -> tuple[dict, bool]:
+        """Create or replace the value at ``path``; returns (thing, created_at_path)."""
+        await self._get_visible(p, thing_id, "write")
+        tokens = things.split_path(path)
+        if not tokens:
+            raise bad_request("use PUT /things/{id} to replace a whole thing")
+        _check_writable(tokens)
+        created = {"v": False}
+
+        def mutate(cur: dict | None) -> dict | None:
+            if cur is None:
+                raise not_found(f"thing {thing_id} does not exist")
+            content = _content(cur)
+            try:
+                things.get_path(content, tokens)
+            except KeyError:
+                created["v"] = True
+            things.set_path(content, tokens, copy.deepcopy(value))
+            return _with_meta(content, cur)
+
+        res = await self._submit(_Op(thing_id, mutate, p, "http", if_match))
+        return res.thing, created["v"]
+
+    async def delete(self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None) -> None:
+        await self._get_visible(p, thing_id, "write")
+        tokens = things.split_path(path)
+        if tokens:
+            _check_writable(tokens)
+
+        def mutate(cur: dict | None) -> dict | None:
+            if cur is None:
+                raise not_found(f"thing {thing_id} does not exist")
+            if not tokens:
+                return None
+            content = _content(cur)
+            try:
+                things.delete_path(content, tokens)
+            except KeyError:
+                raise not_found(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+            return _with_meta(content, cur)
+
+        await self._submit(_Op(thing_id, mutate, p, "http", if_match))
+
+    async def set_desired(self, p: Principal, thing_id: str, feature_id: str, patch: dict, *, if_match: int | None = None) -> dict:
+        """Merge-patch a feature's desired properties; the device gets them over MQTT and
+        the twin is pending until the device reports matching values."""
+        return await self.patch(p, thing_id, f"features/{things.escape_token(feature_id)}/desiredProperties", patch, if_match=if_match)
+
+    async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
+        """Apply a device's report: ``{feature_id: merge patch of its properties}``.
+        Returns the new revision once it is durable."""
+        if not isinstance(payload, dict) or not payload:
+            raise bad_request("a report must be a JSON object of feature id -> properties merge patch", "")
+        for fid, props in payload.items():
+            if not isinstance(props, dict):
+                raise bad_request(f"feature {fid!r}: the properties patch must be a JSON object", f"/{things.escape_token(fid)}")
+        principal = Principal(device or thing_id, None, "write", "device")
+
+        def mutate(cur: dict | None) -> dict | None:
+            if cur is None:
+                raise not_found(f"thing {thing_id} is not registered")
+            content = _content(cur)
+            feats = content.setdefault("features", {})
+            for fid, props in payload.items():
+                things.validate_feature(fid, {"properties": {}})
+                f = feats.setdefault(fid, {})
+                f["properties"] = things.merge_patch(f.get("properties") or {}, props)
+            return _with_meta(content, cur)
+
+        res = await self._submit(_Op(thing_id, mutate, principal, "mqtt"))
+        return res.thing["_revision"]
+
+    async def set_host(self, thing_id: str, host: str | None) -> dict:
+        """The orchestrator moved the twin to ``host``."""
+
+        def mutate(cur: dict | None) -> dict | None:
+            if cur is None:
+                raise not_found(f"thing {thing_id} does not exist")
+            new = copy.deepcopy(cur)
+            new["_host"] = host
+            return new
+
+        return (await self._submit(_Op(thing_id, mutate, SYSTEM, "orchestrator"))).thing
+
+    # ------------------------------------------------------------------ commands
+    async def send_command(self, p: Principal, thing_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0) -> Any:
+        """Send a command to the device and wait for its response (408 on timeout)."""
+        await self._get_visible(p, thing_id, "write")
+        if self.outbound is None:
+            raise ProblemError(503, "Service Unavailable", "no device connection (MQTT) is configured")
+        if not 0 < timeout_s <= 300:
+            raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
+        cid = uuid.uuid4().hex
+        fut = asyncio.get_running_loop().create_future()
+        self._pending_commands[cid] = fut
+        try:
+            await self.outbound.publish_command(thing_id, subject, cid, payload)
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self.metrics["command_timeouts_total"] += 1
+            raise ProblemError(408, "Request Timeout", f"device {thing_id} did not answer command {subject!r} within {timeout_s:g} s") from None
+        finally:
+            self._pending_commands.pop(cid, None)
+
+    def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
+        """A device answered; returns False for an unknown or expired correlation id."""
+        fut = self._pending_commands.get(correlation_id)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(payload)
+        return True
+
+    # ------------------------------------------------------------------ groups
+    async def put_group(self, p: Principal, name: str, *, filter: str | None = None, members: Sequence[str] | None = None) -> GroupSpec:
+        """Create or replace a named group of the caller's domain: a filter (membership
+        kept current as twins change) or an explicit list."""
+        self._require(p, "write")
+        if p.domain is None:
+            raise bad_request("groups belong to a domain; use a domain key")
+        if not name or "/" in name or len(name) > 128:
+            raise bad_request(f"group name {name!r} must be 1-128 characters without '/'", "/name")
+        if (filter is None) == (members is None):
+            raise bad_request("give exactly one of filter and members", "")
+        node = rql.parse(filter) if filter else None
+        spec = GroupSpec(p.domain, name, filter, tuple(members or ()), self.clock())
+        if node is not None:
+            initial = [tid for tid, d in self.things.items() if d["_domain"] == p.domain and rql.evaluate(node, d)]
+        else:
+            initial = list(dict.fromkeys(members or ()))
+        await self._read(self.store.put_group, spec, initial)
+        self.groups[f"{p.domain}/{name}"] = (spec, node, set(initial))
+        return spec
+
+    async def get_group(self, p: Principal, name: str, *, limit: int = 1000, cursor: str | None = None) -> dict:
+        self._require(p, "read")
+        key = f"{p.domain}/{name}"
+        if key not in self.groups:
+            raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
+        spec = self.groups[key][0]
+        members, nxt = await self._read(self.store.group_members, spec.domain, name, limit=limit, cursor=cursor)
+        return {"name": name, "domain": spec.domain, "filter": spec.filter, "size": len(self.groups[key][2]), "members": members, "cursor": nxt}
+
+    async def list_groups(self, p: Principal) -> list[dict]:
+        self._require(p, "read")
+        return [
+            {"name": spec.name, "domain": spec.domain, "filter": spec.filter, "size": len(m)}
+            for spec, _, m in self.groups.values()
+            if p.domain is None or spec.domain == p.domain
+        ]
+
+    async def delete_group(self, p: Principal, name: str) -> None:
+        self._require(p, "write")
+        key = f"{p.domain}/{name}"
+        if key not in self.groups:
+            raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
+        await self._read(self.store.delete_group, p.domain, name)
+        del self.groups[key]
+
+    # ------------------------------------------------------------------ operations
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            with contextlib.suppress(Exception):
+                n = await self._read(self.store.prune_history, self.clock() - self.retention_s)
+                self.metrics["history_pruned_total"] += n
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+
+def _content(doc: dict | None) -> dict:
+    if doc is None:
+        return {}
+    return {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("_revision", "_modified", "_created")}
+
+
+def _with_meta(content: dict, cur: dict) -> dict:
+    content["_domain"] = cur["_domain"]
+    content.setdefault("_host", cur.get("_host"))
+    content["thingId"] = cur["thingId"]
+    return content
+
+
+def _check_writable(tokens: list[str]) -> None:
+    if tokens and (tokens[0] in things.META_FIELDS or tokens[0] == "thingId"):
+        raise ProblemError(403, "Forbidden", f"/{tokens[0]} is kept by the service and cannot be written", pointer=f"/{tokens[0]}")
+    if tokens and tokens[0] not in ("attributes", "features"):
+        raise not_found(f"a thing has no /{tokens[0]}; write under /attributes or /features")
+
+
+def _json_size(doc: dict) -> str:
+    import json
+
+    return json.dumps(doc, separators=(",", ":"))

@@ -1,0 +1,256 @@
+"""The twin document (Eclipse Ditto's layout) and the pure functions on it.
+
+A thing is::
+
+    {"thingId": "fleet:car-7",
+     "attributes": {...},                       # static-ish metadata
+     "features": {"battery": {"properties": {...},          # reported by the device
+                              "desiredProperties": {...}}}, # what the application wants
+     "_revision": 3, "_created": "...", "_modified": "...",  # kept by the service
+     "_domain": "fleet-op", "_host": "edge-7"}                # owner domain; orchestrated host
+
+Everything here is pure and synchronous: merge patch (RFC 7396), JSON Patch generation
+(RFC 6902), JSON Pointer paths (RFC 6901), the desired-vs-reported delta and validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+THING_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=+,$%!*'()~-]+$")
+FEATURE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}$")
+META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
+TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
+MAX_DEPTH = 32
+
+
+class ProblemError(Exception):
+    """An RFC 7807 problem: ``status`` (HTTP), ``title``, ``detail`` and where it was.
+
+    Raised by the runtime for every bad request; the HTTP layer renders it as
+    ``application/problem+json`` and the MQTT bridge sends ``detail`` on the device's
+    ``errors`` topic.
+    """
+
+    def __init__(self, status: int, title: str, detail: str, *, pointer: str | None = None, type_: str | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.pointer = status, title, detail, pointer
+        self.type = type_ or f"https://twinedge.dev/problems/{title.lower().replace(' ', '-')}"
+        self.extra = extra
+
+    def to_json(self, instance: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        if instance:
+            doc["instance"] = instance
+        if self.pointer is not None:
+            doc["pointer"] = self.pointer
+        doc.update(self.extra)
+        return doc
+
+
+def bad_request(detail: str, pointer: str | None = None) -> ProblemError:
+    return ProblemError(400, "Bad Request", detail, pointer=pointer)
+
+
+def not_found(detail: str) -> ProblemError:
+    return ProblemError(404, "Not Found", detail)
+
+
+def check_thing_id(thing_id: str) -> str:
+    if not isinstance(thing_id, str) or not THING_ID_RE.match(thing_id) or len(thing_id) > 256:
+        raise bad_request(
+            f"thingId {thing_id!r} is not valid: expected 'namespace:name' (namespace: letters, digits, '_', '.', '-'; at most 256 characters)",
+            "/thingId",
+        )
+    return thing_id
+
+
+# --- JSON Pointer (RFC 6901) ---------------------------------------------------------
+
+
+def escape_token(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def unescape_token(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def split_path(path: str) -> list[str]:
+    """``"a/b~1c"`` or ``"/a/b~1c"`` -> ``["a", "b/c"]`` (empty path -> ``[]``)."""
+    path = path.strip("/")
+    return [unescape_token(t) for t in path.split("/")] if path else []
+
+
+def get_path(doc: Any, tokens: list[str]) -> Any:
+    """The value at ``tokens`` or raise ``KeyError``."""
+    cur = doc
+    for t in tokens:
+        if not isinstance(cur, dict) or t not in cur:
+            raise KeyError("/" + "/".join(escape_token(x) for x in tokens))
+        cur = cur[t]
+    return cur
+
+
+def set_path(doc: dict, tokens: list[str], value: Any) -> None:
+    """Set ``value`` at ``tokens``, creating objects on the way."""
+    cur = doc
+    for t in tokens[:-1]:
+        nxt = cur.get(t)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[t] = nxt
+        cur = nxt
+    cur[tokens[-1]] = value
+
+
+def delete_path(doc: dict, tokens: list[str]) -> None:
+    """Delete the value at ``tokens`` (``KeyError`` if absent)."""
+    parent = get_path(doc, tokens[:-1]) if len(tokens) > 1 else doc
+    if not isinstance(parent, dict) or tokens[-1] not in parent:
+        raise KeyError("/" + "/".join(escape_token(x) for x in tokens))
+    del parent[tokens[-1]]
+
+
+# --- merge patch (RFC 7396) and JSON Patch generation (RFC 6902) ---------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
+    """RFC 6902 operations (add / remove / replace) that turn ``old`` into ``new``.
+
+    Objects are diffed key by key; arrays and scalars are replaced whole.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        ops: list[dict[str, Any]] = []
+        for k in old:
+            if k not in new:
+                ops.append({"op": "remove", "path": f"{path}/{escape_token(k)}"})
+        for k, v in new.items():
+            p = f"{path}/{escape_token(k)}"
+            if k not in old:
+                ops.append({"op": "add", "path": p, "value": v})
+            elif old[k] != v or type(old[k]) is not type(v):
+                ops.extend(json_patch(old[k], v, p))
+        return ops
+    if old == new and type(old) is type(new):
+        return []
+    return [{"op": "replace", "path": path or "", "value": new}]
+
+
+def apply_json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
+    """Apply add/remove/replace operations (enough to replay :func:`json_patch`)."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        tokens = split_path(op["path"])
+        if not tokens:
+            doc = copy.deepcopy(op.get("value"))
+            continue
+        if op["op"] == "remove":
+            delete_path(doc, tokens)
+        else:
+            set_path(doc, tokens, copy.deepcopy(op["value"]))
+    return doc
+
+
+# --- the desired / reported delta ------------------------------------------------------
+
+
+def _delta(desired: Any, reported: Any) -> Any:
+    """What of ``desired`` is not yet in ``reported`` (``None`` when nothing)."""
+    if isinstance(desired, dict):
+        out = {}
+        for k, v in desired.items():
+            r = reported.get(k) if isinstance(reported, dict) else None
+            d = _delta(v, r)
+            if d is not None:
+                out[k] = d
+        return out or None
+    return None if desired == reported and type(desired) is type(reported) else desired
+
+
+def delta(thing: dict) -> dict[str, Any]:
+    """Per feature, the desired properties the device has not reported yet."""
+    out = {}
+    for fid, f in (thing.get("features") or {}).items():
+        if not isinstance(f, dict):
+            continue
+        d = _delta(f.get("desiredProperties") or {}, f.get("properties") or {})
+        if d:
+            out[fid] = d
+    return out
+
+
+def in_sync(thing: dict) -> bool:
+    """True when every desired property has been reported back by the device."""
+    return not delta(thing)
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def _depth(v: Any, d: int = 0) -> int:
+    if d > MAX_DEPTH:
+        return d
+    if isinstance(v, dict):
+        return max((_depth(x, d + 1) for x in v.values()), default=d + 1)
+    if isinstance(v, list):
+        return max((_depth(x, d + 1) for x in v), default=d + 1)
+    return d
+
+
+def validate_thing(doc: Any, thing_id: str) -> dict:
+    """Check a thing body (as sent by a client) and return it without service fields.
+
+    ``thingId`` in the body, when present, must match the URL.
+    """
+    if not isinstance(doc, dict):
+        raise bad_request(f"a thing must be a JSON object, got {type(doc).__name__}", "")
+    extra = sorted(set(doc) - TOP_FIELDS)
+    if extra:
+        raise bad_request(f"unknown top-level field {extra[0]!r}; a thing has thingId, attributes and features", f"/{escape_token(extra[0])}")
+    if "thingId" in doc and doc["thingId"] != thing_id:
+        raise bad_request(f"thingId {doc['thingId']!r} in the body does not match {thing_id!r} in the URL", "/thingId")
+    attrs = doc.get("attributes", {})
+    if not isinstance(attrs, dict):
+        raise bad_request("attributes must be a JSON object", "/attributes")
+    feats = doc.get("features", {})
+    if not isinstance(feats, dict):
+        raise bad_request("features must be a JSON object", "/features")
+    for fid, f in feats.items():
+        validate_feature(fid, f)
+    if _depth(doc) > MAX_DEPTH:
+        raise bad_request(f"the document nests deeper than {MAX_DEPTH} levels", "")
+    return {"thingId": thing_id, "attributes": attrs, "features": feats}
+
+
+def validate_feature(fid: str, f: Any) -> None:
+    if not FEATURE_ID_RE.match(fid):
+        raise bad_request(f"feature id {fid!r} is not valid (1-256 characters, no '/', '?' or '#')", f"/features/{escape_token(fid)}")
+    if not isinstance(f, dict):
+        raise bad_request(f"feature {fid!r} must be a JSON object", f"/features/{escape_token(fid)}")
+    extra = sorted(set(f) - {"properties", "desiredProperties"})
+    if extra:
+        raise bad_request(f"feature {fid!r} has unknown field {extra[0]!r}; a feature has properties and desiredProperties", f"/features/{escape_token(fid)}/{escape_token(extra[0])}")
+    for k in ("properties", "desiredProperties"):
+        if k in f and not isinstance(f[k], dict):
+            raise bad_request(f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}")
+
+
+def public_view(thing: dict) -> dict:
+    """The thing as the API shows it: the document plus its service fields."""
+    return thing
