@@ -337,6 +337,54 @@ def scenario_show(
 
 
 @app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option(help="YAML configuration file (options below override it).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(help="Where SQLite and the admin token live (default ./twinedge-data)."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Database URL: sqlite:///file.db (default) or postgresql://..."),
+    ] = None,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            help="embedded (default), none, or mqtt://user:pass@host:port of an external broker."
+        ),
+    ] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(help="Port of the embedded MQTT broker (default 1883).")
+    ] = None,
+    retention_s: Annotated[
+        float | None, typer.Option(help="Keep twin history this many seconds (default: forever).")
+    ] = None,
+) -> None:
+    """Run the live twin service: HTTP API + dashboard, MQTT, durable store."""
+    from twinedge.runtime.app import ServeConfig
+    from twinedge.runtime.app import serve as run_server
+
+    cfg = ServeConfig.load(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db=db,
+        mqtt=mqtt,
+        mqtt_port=mqtt_port,
+        retention_s=retention_s,
+    )
+    err.print(
+        f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"
+    )
+    run_server(cfg)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)

@@ -34,14 +34,28 @@ class ProblemError(Exception):
     ``errors`` topic.
     """
 
-    def __init__(self, status: int, title: str, detail: str, *, pointer: str | None = None, type_: str | None = None, **extra: Any):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        type_: str | None = None,
+        **extra: Any,
+    ):
         super().__init__(detail)
         self.status, self.title, self.detail, self.pointer = status, title, detail, pointer
         self.type = type_ or f"https://twinedge.dev/problems/{title.lower().replace(' ', '-')}"
         self.extra = extra
 
     def to_json(self, instance: str | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        doc: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
         if instance:
             doc["instance"] = instance
         if self.pointer is not None:
@@ -79,8 +93,12 @@ def unescape_token(token: str) -> str:
 
 
 def split_path(path: str) -> list[str]:
-    """``"a/b~1c"`` or ``"/a/b~1c"`` -> ``["a", "b/c"]`` (empty path -> ``[]``)."""
-    path = path.strip("/")
+    """A JSON Pointer ``"/a/b~1c"`` (RFC 6901: ``"/"`` is the key ``""``) or a URL-style
+    path ``"a/b~1c"`` (no leading slash, trailing slash ignored) -> ``["a", "b/c"]``;
+    ``""`` -> ``[]``."""
+    if path.startswith("/"):
+        return [unescape_token(t) for t in path[1:].split("/")]
+    path = path.rstrip("/")
     return [unescape_token(t) for t in path.split("/")] if path else []
 
 
@@ -222,9 +240,15 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         raise bad_request(f"a thing must be a JSON object, got {type(doc).__name__}", "")
     extra = sorted(set(doc) - TOP_FIELDS)
     if extra:
-        raise bad_request(f"unknown top-level field {extra[0]!r}; a thing has thingId, attributes and features", f"/{escape_token(extra[0])}")
+        raise bad_request(
+            f"unknown top-level field {extra[0]!r}; a thing has thingId, attributes and features",
+            f"/{escape_token(extra[0])}",
+        )
     if "thingId" in doc and doc["thingId"] != thing_id:
-        raise bad_request(f"thingId {doc['thingId']!r} in the body does not match {thing_id!r} in the URL", "/thingId")
+        raise bad_request(
+            f"thingId {doc['thingId']!r} in the body does not match {thing_id!r} in the URL",
+            "/thingId",
+        )
     attrs = doc.get("attributes", {})
     if not isinstance(attrs, dict):
         raise bad_request("attributes must be a JSON object", "/attributes")
@@ -240,15 +264,25 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
 
 def validate_feature(fid: str, f: Any) -> None:
     if not FEATURE_ID_RE.match(fid):
-        raise bad_request(f"feature id {fid!r} is not valid (1-256 characters, no '/', '?' or '#')", f"/features/{escape_token(fid)}")
+        raise bad_request(
+            f"feature id {fid!r} is not valid (1-256 characters, no '/', '?' or '#')",
+            f"/features/{escape_token(fid)}",
+        )
     if not isinstance(f, dict):
-        raise bad_request(f"feature {fid!r} must be a JSON object", f"/features/{escape_token(fid)}")
+        raise bad_request(
+            f"feature {fid!r} must be a JSON object", f"/features/{escape_token(fid)}"
+        )
     extra = sorted(set(f) - {"properties", "desiredProperties"})
     if extra:
-        raise bad_request(f"feature {fid!r} has unknown field {extra[0]!r}; a feature has properties and desiredProperties", f"/features/{escape_token(fid)}/{escape_token(extra[0])}")
+        raise bad_request(
+            f"feature {fid!r} has unknown field {extra[0]!r}; a feature has properties and desiredProperties",
+            f"/features/{escape_token(fid)}/{escape_token(extra[0])}",
+        )
     for k in ("properties", "desiredProperties"):
         if k in f and not isinstance(f[k], dict):
-            raise bad_request(f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}")
+            raise bad_request(
+                f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}"
+            )
 
 
 def public_view(thing: dict) -> dict:
