@@ -66,7 +66,9 @@ def check_password(password: str, stored: str) -> bool:
         scheme, n, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=8, p=1, dklen=32)
+        got = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=8, p=1, dklen=32
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest)

@@ -61,9 +61,13 @@ def rfc3339(t: float) -> str:
 class Outbound(Protocol):
     """How the service reaches devices (implemented by the MQTT bridge)."""
 
-    async def publish_desired(self, thing_id: str, feature_id: str, desired: dict[str, Any]) -> None: ...
+    async def publish_desired(
+        self, thing_id: str, feature_id: str, desired: dict[str, Any]
+    ) -> None: ...
 
-    async def publish_command(self, thing_id: str, subject: str, correlation_id: str, payload: Any) -> None: ...
+    async def publish_command(
+        self, thing_id: str, subject: str, correlation_id: str, payload: Any
+    ) -> None: ...
 
     async def publish_error(self, thing_id: str, problem: dict[str, Any]) -> None: ...
 
@@ -90,7 +94,9 @@ class Subscription:
     """A bounded stream of CloudEvents for one client. Too slow a reader is cut off with a
     reason instead of growing memory without bound."""
 
-    def __init__(self, service: TwinService, principal: Principal, node: rql.Node | None, max_queue: int):
+    def __init__(
+        self, service: TwinService, principal: Principal, node: rql.Node | None, max_queue: int
+    ):
         self.service, self.principal, self.node = service, principal, node
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self.closed_reason: str | None = None
@@ -102,7 +108,9 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.close(f"slow consumer: {self.queue.maxsize} events were waiting; reconnect and resume from the latest revision")
+            self.close(
+                f"slow consumer: {self.queue.maxsize} events were waiting; reconnect and resume from the latest revision"
+            )
             self.service.metrics["events_dropped_total"] += 1
 
     def close(self, reason: str = "closed") -> None:
@@ -130,7 +138,15 @@ class TwinService:
         clock: unix time source (tests pass a fake one).
     """
 
-    def __init__(self, store: Store, *, retention_s: float | None = None, batch_max: int = 2000, queue_max: int = 100_000, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_s: float | None = None,
+        batch_max: int = 2000,
+        queue_max: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store
         self.retention_s = retention_s
         self.batch_max = batch_max
@@ -159,7 +175,11 @@ class TwinService:
         specs = await loop.run_in_executor(self._writer_pool, self.store.groups)
         for spec in specs:
             members = await self._read(self._all_members, spec.domain, spec.name)
-            self.groups[f"{spec.domain}/{spec.name}"] = (spec, rql.parse(spec.filter) if spec.filter else None, set(members))
+            self.groups[f"{spec.domain}/{spec.name}"] = (
+                spec,
+                rql.parse(spec.filter) if spec.filter else None,
+                set(members),
+            )
         self._writer_task = asyncio.create_task(self._writer(), name="twinedge-writer")
         if self.retention_s:
             self._prune_task = asyncio.create_task(self._prune_loop(), name="twinedge-prune")
@@ -187,19 +207,25 @@ class TwinService:
             sub.close("server shutting down")
         for fut in self._pending_commands.values():
             if not fut.done():
-                fut.set_exception(ProblemError(503, "Service Unavailable", "the server is shutting down"))
+                fut.set_exception(
+                    ProblemError(503, "Service Unavailable", "the server is shutting down")
+                )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer_pool, self.store.close)
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=False)
 
     async def _read(self, fn: Callable, *args: Any, **kw: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, lambda: fn(*args, **kw))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, lambda: fn(*args, **kw)
+        )
 
     # ------------------------------------------------------------------ the writer
     async def _submit(self, op: _Op) -> _Result:
         if self._stopping:
-            raise ProblemError(503, "Service Unavailable", "the server is shutting down; retry later")
+            raise ProblemError(
+                503, "Service Unavailable", "the server is shutting down; retry later"
+            )
         op.future = asyncio.get_running_loop().create_future()
         await self._queue.put(op)
         return await op.future
@@ -214,7 +240,11 @@ class TwinService:
                 await self._apply_batch(batch, loop)
             except Exception as exc:  # the store failed: nobody in this batch is acknowledged
                 self.metrics["commit_failures_total"] += 1
-                err = ProblemError(503, "Service Unavailable", f"the store could not commit ({type(exc).__name__}: {exc}); retry")
+                err = ProblemError(
+                    503,
+                    "Service Unavailable",
+                    f"the store could not commit ({type(exc).__name__}: {exc}); retry",
+                )
                 for op in batch:
                     if not op.future.done():
                         op.future.set_exception(err)
@@ -236,7 +266,9 @@ class TwinService:
                 results.append((op, e))
                 continue
             except Exception as e:  # a bug in a mutator must not take the writer down
-                results.append((op, ProblemError(500, "Internal Server Error", f"{type(e).__name__}: {e}")))
+                results.append(
+                    (op, ProblemError(500, "Internal Server Error", f"{type(e).__name__}: {e}"))
+                )
                 continue
             if change is not None:
                 work[op.thing_id] = change.new
@@ -268,26 +300,42 @@ class TwinService:
             self._publish(ch)
             await self._push_desired(ch)
 
-    def _apply_one(self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]]) -> tuple[_Result, Change | None]:
+    def _apply_one(
+        self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]]
+    ) -> tuple[_Result, Change | None]:
         if op.if_none_match and cur is not None:
-            raise ProblemError(412, "Precondition Failed", f"thing {op.thing_id} already exists (If-None-Match: *)")
+            raise ProblemError(
+                412, "Precondition Failed", f"thing {op.thing_id} already exists (If-None-Match: *)"
+            )
         if op.if_match is not None:
             rev = cur["_revision"] if cur else 0
             if rev != op.if_match:
-                raise ProblemError(412, "Precondition Failed", f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)")
+                raise ProblemError(
+                    412,
+                    "Precondition Failed",
+                    f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)",
+                )
         base = copy.deepcopy(cur) if cur is not None else None
         new = op.mutate(base)
         if new is None and cur is None:
             raise not_found(f"thing {op.thing_id} does not exist")
         if new is not None:
-            things.validate_thing({k: v for k, v in new.items() if k not in things.META_FIELDS}, op.thing_id)
+            things.validate_thing(
+                {k: v for k, v in new.items() if k not in things.META_FIELDS}, op.thing_id
+            )
             if len(_json_size(new)) > 256_000:
-                raise ProblemError(413, "Payload Too Large", f"thing {op.thing_id} would be larger than 256 kB")
+                raise ProblemError(
+                    413, "Payload Too Large", f"thing {op.thing_id} would be larger than 256 kB"
+                )
         old_content = _content(cur)
         new_content = _content(new)
         if cur is not None and new is not None and old_content == new_content:
             return _Result(cur, False, False), None
-        ops = things.json_patch(old_content, new_content) if cur is not None and new is not None else []
+        ops = (
+            things.json_patch(old_content, new_content)
+            if cur is not None and new is not None
+            else []
+        )
         revision = (cur["_revision"] if cur else 0) + 1
         domain = (cur or new)["_domain"]
         if new is not None:
@@ -297,10 +345,28 @@ class TwinService:
             new["_domain"] = domain
             new.setdefault("_host", cur.get("_host") if cur else None)
         joins, leaves = self._group_changes(op.thing_id, domain, cur, new, membership)
-        change = Change(op.thing_id, domain, revision, now, new, ops, op.source, op.principal.id, tuple(joins), tuple(leaves))
+        change = Change(
+            op.thing_id,
+            domain,
+            revision,
+            now,
+            new,
+            ops,
+            op.source,
+            op.principal.id,
+            tuple(joins),
+            tuple(leaves),
+        )
         return _Result(new, cur is None, True), change
 
-    def _group_changes(self, thing_id: str, domain: str, old: dict | None, new: dict | None, membership: dict[str, set[str]]) -> tuple[list[str], list[str]]:
+    def _group_changes(
+        self,
+        thing_id: str,
+        domain: str,
+        old: dict | None,
+        new: dict | None,
+        membership: dict[str, set[str]],
+    ) -> tuple[list[str], list[str]]:
         joins, leaves = [], []
         for key, (spec, node, members) in self.groups.items():
             if spec.domain != domain or node is None:
@@ -339,12 +405,43 @@ class TwinService:
             kind = "thing.created"
         else:
             kind = "thing.modified"
-        ops = ch.ops if ch.new is not None and ch.revision > 1 else ([{"op": "add", "path": "", "value": _content(ch.new)}] if ch.new else [{"op": "remove", "path": ""}])
-        events = [self._event(kind, ch, {"thingId": ch.thing_id, "revision": ch.revision, "patch": ops, "source": ch.source})]
+        ops = (
+            ch.ops
+            if ch.new is not None and ch.revision > 1
+            else (
+                [{"op": "add", "path": "", "value": _content(ch.new)}]
+                if ch.new
+                else [{"op": "remove", "path": ""}]
+            )
+        )
+        events = [
+            self._event(
+                kind,
+                ch,
+                {
+                    "thingId": ch.thing_id,
+                    "revision": ch.revision,
+                    "patch": ops,
+                    "source": ch.source,
+                },
+            )
+        ]
         for key in ch.group_joins:
-            events.append(self._event("group.joined", ch, {"thingId": ch.thing_id, "revision": ch.revision, "group": key}))
+            events.append(
+                self._event(
+                    "group.joined",
+                    ch,
+                    {"thingId": ch.thing_id, "revision": ch.revision, "group": key},
+                )
+            )
         for key in ch.group_leaves:
-            events.append(self._event("group.left", ch, {"thingId": ch.thing_id, "revision": ch.revision, "group": key}))
+            events.append(
+                self._event(
+                    "group.left",
+                    ch,
+                    {"thingId": ch.thing_id, "revision": ch.revision, "group": key},
+                )
+            )
         doc = ch.new or {"thingId": ch.thing_id, "_domain": ch.domain}
         for sub in list(self._subscriptions):
             if not self._visible(sub.principal, doc):
@@ -355,7 +452,9 @@ class TwinService:
                 sub.offer(ev)
         self.metrics["events_published_total"] += len(events)
 
-    def subscribe(self, principal: Principal, filter: str | None = None, *, max_queue: int = 1000) -> Subscription:
+    def subscribe(
+        self, principal: Principal, filter: str | None = None, *, max_queue: int = 1000
+    ) -> Subscription:
         """A stream of CloudEvents for the things ``principal`` may see that match
         ``filter`` (RQL)."""
         node = rql.parse(filter) if filter else None
@@ -366,14 +465,34 @@ class TwinService:
     async def _push_desired(self, ch: Change) -> None:
         if self.outbound is None or ch.new is None:
             return
-        features = {op["path"].split("/")[2] for op in ch.ops if op["path"].startswith("/features/") and "/desiredProperties" in op["path"]}
-        features |= {op["path"].split("/")[2] for op in ch.ops if op["path"].count("/") == 2 and op["path"].startswith("/features/") and isinstance(op.get("value"), dict) and "desiredProperties" in op["value"]}
+        features = {
+            op["path"].split("/")[2]
+            for op in ch.ops
+            if op["path"].startswith("/features/") and "/desiredProperties" in op["path"]
+        }
+        features |= {
+            op["path"].split("/")[2]
+            for op in ch.ops
+            if op["path"].count("/") == 2
+            and op["path"].startswith("/features/")
+            and isinstance(op.get("value"), dict)
+            and "desiredProperties" in op["value"]
+        }
         if ch.revision == 1:
-            features |= {f for f, v in ch.new.get("features", {}).items() if v.get("desiredProperties")}
+            features |= {
+                f for f, v in ch.new.get("features", {}).items() if v.get("desiredProperties")
+            }
         for fid in sorted(features):
-            desired = ch.new.get("features", {}).get(things.unescape_token(fid), {}).get("desiredProperties") or {}
+            desired = (
+                ch.new.get("features", {})
+                .get(things.unescape_token(fid), {})
+                .get("desiredProperties")
+                or {}
+            )
             try:
-                await self.outbound.publish_desired(ch.thing_id, things.unescape_token(fid), desired)
+                await self.outbound.publish_desired(
+                    ch.thing_id, things.unescape_token(fid), desired
+                )
             except Exception:  # the device is told again on its next desired change or resync
                 self.metrics["desired_publish_failures_total"] += 1
 
@@ -381,24 +500,34 @@ class TwinService:
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of an API token; 401 if missing or wrong."""
         if not token:
-            raise ProblemError(401, "Unauthorized", "missing API key: send 'Authorization: Bearer <token>'")
+            raise ProblemError(
+                401, "Unauthorized", "missing API key: send 'Authorization: Bearer <token>'"
+            )
         parts = split_token(token)
         key = await self._read(self.store.get_api_key, parts[0]) if parts else None
         if key is None or not check_token_secret(parts[1], key.secret_hash):
             raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
         return Principal(key.key_id, key.domain or None, key.role, "key")
 
-    async def create_api_key(self, principal: Principal, domain: str | None, role: Role, key_id: str | None = None) -> str:
+    async def create_api_key(
+        self, principal: Principal, domain: str | None, role: Role, key_id: str | None = None
+    ) -> str:
         """Create an API key; returns the token (shown once, stored hashed). A domain admin
         creates keys of its own domain; the service admin of any domain."""
         self._require(principal, "admin")
         if principal.domain is not None and domain != principal.domain:
-            raise ProblemError(403, "Forbidden", f"a domain admin of {principal.domain!r} can only create keys for that domain")
+            raise ProblemError(
+                403,
+                "Forbidden",
+                f"a domain admin of {principal.domain!r} can only create keys for that domain",
+            )
         if role not in ("read", "write", "admin"):
             raise bad_request(f"role must be read, write or admin, got {role!r}", "/role")
         key_id = key_id or uuid.uuid4().hex[:12]
         token, digest = new_token(key_id)
-        await self._read(self.store.put_api_key, ApiKey(key_id, digest, domain or "", role, self.clock()))
+        await self._read(
+            self.store.put_api_key, ApiKey(key_id, digest, domain or "", role, self.clock())
+        )
         return token
 
     async def ensure_admin_key(self) -> str | None:
@@ -427,7 +556,9 @@ class TwinService:
         """Let domain ``grantee`` read (or write) the caller's things that match ``filter``."""
         self._require(principal, "admin")
         if principal.domain is None:
-            raise bad_request("the service admin has no domain to grant from; use a domain admin key")
+            raise bad_request(
+                "the service admin has no domain to grant from; use a domain admin key"
+            )
         rql.parse(filter)
         g = Grant(principal.domain, grantee, filter, role)
         await self._read(self.store.put_grant, g)
@@ -436,7 +567,9 @@ class TwinService:
 
     def _require(self, p: Principal, role: Role) -> None:
         if not p.can(role):
-            raise ProblemError(403, "Forbidden", f"this needs role {role!r}; the key {p.id!r} has role {p.role!r}")
+            raise ProblemError(
+                403, "Forbidden", f"this needs role {role!r}; the key {p.id!r} has role {p.role!r}"
+            )
 
     async def _grants(self, domain: str) -> list[tuple[Grant, rql.Node]]:
         if domain not in self._grants_cache:
@@ -448,7 +581,9 @@ class TwinService:
         if p.domain is None or doc.get("_domain") == p.domain:
             return True
         return any(
-            g.grantor == doc.get("_domain") and (role == "read" or g.role == "write") and rql.evaluate(node, doc)
+            g.grantor == doc.get("_domain")
+            and (role == "read" or g.role == "write")
+            and rql.evaluate(node, doc)
             for g, node in self._grants_cache.get(p.domain, ())
         )
 
@@ -471,7 +606,9 @@ class TwinService:
         return doc
 
     # ------------------------------------------------------------------ reading
-    async def get_thing(self, p: Principal, thing_id: str, *, revision: int | None = None, at: float | None = None) -> dict:
+    async def get_thing(
+        self, p: Principal, thing_id: str, *, revision: int | None = None, at: float | None = None
+    ) -> dict:
         doc = await self._get_visible(p, thing_id)
         if revision is None and at is None:
             return doc
@@ -493,44 +630,89 @@ class TwinService:
         d = things.delta(doc)
         return {"thingId": thing_id, "revision": doc["_revision"], "inSync": not d, "delta": d}
 
-    async def history(self, p: Principal, thing_id: str, *, since: float | None = None, until: float | None = None, limit: int = 1000) -> list[dict]:
+    async def history(
+        self,
+        p: Principal,
+        thing_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[dict]:
         await self._get_visible(p, thing_id)
         return await self._read(self.store.history, thing_id, since=since, until=until, limit=limit)
 
-    async def search(self, p: Principal, *, filter: str | None = None, sort: Sequence[tuple[str, bool]] = (), limit: int = 25, cursor: str | None = None, fields: Sequence[str] | None = None) -> SearchPage:
+    async def search(
+        self,
+        p: Principal,
+        *,
+        filter: str | None = None,
+        sort: Sequence[tuple[str, bool]] = (),
+        limit: int = 25,
+        cursor: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> SearchPage:
         self._require(p, "read")
         if filter:
             rql.parse(filter)
         if not 1 <= limit <= 1000:
             raise bad_request(f"limit must lie in 1..1000, got {limit}", "/limit")
-        q = SearchQuery(filter, await self.scope(p), tuple(sort), limit, cursor, tuple(fields) if fields else None)
+        q = SearchQuery(
+            filter,
+            await self.scope(p),
+            tuple(sort),
+            limit,
+            cursor,
+            tuple(fields) if fields else None,
+        )
         return await self._read(self.store.search, q)
 
     async def count(self, p: Principal, filter: str | None = None) -> int:
         self._require(p, "read")
         return await self._read(self.store.count, filter, await self.scope(p))
 
-    async def aggregate(self, p: Principal, *, filter: str | None, group_by: str, fn: str, field: str | None) -> list[dict]:
+    async def aggregate(
+        self, p: Principal, *, filter: str | None, group_by: str, fn: str, field: str | None
+    ) -> list[dict]:
         self._require(p, "read")
         if fn not in ("count", "min", "max", "avg"):
             raise bad_request(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
         if fn != "count" and not field:
             raise bad_request(f"{fn} needs a field", "/field")
-        return await self._read(self.store.aggregate, filter, await self.scope(p), group_by, fn, field)
+        return await self._read(
+            self.store.aggregate, filter, await self.scope(p), group_by, fn, field
+        )
 
     # ------------------------------------------------------------------ writing
-    async def put_thing(self, p: Principal, thing_id: str, body: Any, *, if_match: int | None = None, if_none_match: bool = False, domain: str | None = None) -> tuple[dict, bool]:
+    async def put_thing(
+        self,
+        p: Principal,
+        thing_id: str,
+        body: Any,
+        *,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+        domain: str | None = None,
+    ) -> tuple[dict, bool]:
         """Create or replace a thing. The domain is the caller's (the service admin
         names it with ``domain`` or ``_domain`` in the body)."""
         self._require(p, "write")
         things.check_thing_id(thing_id)
         if isinstance(body, dict) and "_domain" in body:
             domain = domain or body.get("_domain")
-        clean = things.validate_thing({k: v for k, v in body.items() if k not in things.META_FIELDS} if isinstance(body, dict) else body, thing_id)
+        clean = things.validate_thing(
+            {k: v for k, v in body.items() if k not in things.META_FIELDS}
+            if isinstance(body, dict)
+            else body,
+            thing_id,
+        )
         if p.domain is not None:
             domain = p.domain
         elif not domain or not isinstance(domain, str):
-            raise bad_request("the service admin must name the owner domain of a new thing (field _domain)", "/_domain")
+            raise bad_request(
+                "the service admin must name the owner domain of a new thing (field _domain)",
+                "/_domain",
+            )
         if thing_id in self.things:
             await self._get_visible(p, thing_id, "write")
 
@@ -543,7 +725,16 @@ class TwinService:
         res = await self._submit(_Op(thing_id, mutate, p, "http", if_match, if_none_match))
         return res.thing, res.created
 
-    async def patch(self, p: Principal, thing_id: str, path: str, patch: Any, *, if_match: int | None = None, source: str = "http") -> dict:
+    async def patch(
+        self,
+        p: Principal,
+        thing_id: str,
+        path: str,
+        patch: Any,
+        *,
+        if_match: int | None = None,
+        source: str = "http",
+    ) -> dict:
         """JSON Merge Patch (RFC 7396) of the value at ``path`` (``""`` = the thing)."""
         await self._get_visible(p, thing_id, "write")
         tokens = things.split_path(path)
@@ -569,7 +760,9 @@ class TwinService:
 
         return (await self._submit(_Op(thing_id, mutate, p, source, if_match))).thing
 
-    async def put_path(self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None) -> tuple[dict, bool]:
+    async def put_path(
+        self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None
+    ) -> tuple[dict, bool]:
         """Create or replace the value at ``path``; returns (thing, created_at_path)."""
         await self._get_visible(p, thing_id, "write")
         tokens = things.split_path(path)
@@ -592,7 +785,9 @@ class TwinService:
         res = await self._submit(_Op(thing_id, mutate, p, "http", if_match))
         return res.thing, created["v"]
 
-    async def delete(self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None) -> None:
+    async def delete(
+        self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None
+    ) -> None:
         await self._get_visible(p, thing_id, "write")
         tokens = things.split_path(path)
         if tokens:
@@ -612,19 +807,38 @@ class TwinService:
 
         await self._submit(_Op(thing_id, mutate, p, "http", if_match))
 
-    async def set_desired(self, p: Principal, thing_id: str, feature_id: str, patch: dict, *, if_match: int | None = None) -> dict:
+    async def set_desired(
+        self,
+        p: Principal,
+        thing_id: str,
+        feature_id: str,
+        patch: dict,
+        *,
+        if_match: int | None = None,
+    ) -> dict:
         """Merge-patch a feature's desired properties; the device gets them over MQTT and
         the twin is pending until the device reports matching values."""
-        return await self.patch(p, thing_id, f"features/{things.escape_token(feature_id)}/desiredProperties", patch, if_match=if_match)
+        return await self.patch(
+            p,
+            thing_id,
+            f"features/{things.escape_token(feature_id)}/desiredProperties",
+            patch,
+            if_match=if_match,
+        )
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
         """Apply a device's report: ``{feature_id: merge patch of its properties}``.
         Returns the new revision once it is durable."""
         if not isinstance(payload, dict) or not payload:
-            raise bad_request("a report must be a JSON object of feature id -> properties merge patch", "")
+            raise bad_request(
+                "a report must be a JSON object of feature id -> properties merge patch", ""
+            )
         for fid, props in payload.items():
             if not isinstance(props, dict):
-                raise bad_request(f"feature {fid!r}: the properties patch must be a JSON object", f"/{things.escape_token(fid)}")
+                raise bad_request(
+                    f"feature {fid!r}: the properties patch must be a JSON object",
+                    f"/{things.escape_token(fid)}",
+                )
         principal = Principal(device or thing_id, None, "write", "device")
 
         def mutate(cur: dict | None) -> dict | None:
@@ -654,11 +868,15 @@ class TwinService:
         return (await self._submit(_Op(thing_id, mutate, SYSTEM, "orchestrator"))).thing
 
     # ------------------------------------------------------------------ commands
-    async def send_command(self, p: Principal, thing_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0) -> Any:
+    async def send_command(
+        self, p: Principal, thing_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0
+    ) -> Any:
         """Send a command to the device and wait for its response (408 on timeout)."""
         await self._get_visible(p, thing_id, "write")
         if self.outbound is None:
-            raise ProblemError(503, "Service Unavailable", "no device connection (MQTT) is configured")
+            raise ProblemError(
+                503, "Service Unavailable", "no device connection (MQTT) is configured"
+            )
         if not 0 < timeout_s <= 300:
             raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
         cid = uuid.uuid4().hex
@@ -669,7 +887,11 @@ class TwinService:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             self.metrics["command_timeouts_total"] += 1
-            raise ProblemError(408, "Request Timeout", f"device {thing_id} did not answer command {subject!r} within {timeout_s:g} s") from None
+            raise ProblemError(
+                408,
+                "Request Timeout",
+                f"device {thing_id} did not answer command {subject!r} within {timeout_s:g} s",
+            ) from None
         finally:
             self._pending_commands.pop(cid, None)
 
@@ -682,7 +904,14 @@ class TwinService:
         return True
 
     # ------------------------------------------------------------------ groups
-    async def put_group(self, p: Principal, name: str, *, filter: str | None = None, members: Sequence[str] | None = None) -> GroupSpec:
+    async def put_group(
+        self,
+        p: Principal,
+        name: str,
+        *,
+        filter: str | None = None,
+        members: Sequence[str] | None = None,
+    ) -> GroupSpec:
         """Create or replace a named group of the caller's domain: a filter (membership
         kept current as twins change) or an explicit list."""
         self._require(p, "write")
@@ -695,21 +924,36 @@ class TwinService:
         node = rql.parse(filter) if filter else None
         spec = GroupSpec(p.domain, name, filter, tuple(members or ()), self.clock())
         if node is not None:
-            initial = [tid for tid, d in self.things.items() if d["_domain"] == p.domain and rql.evaluate(node, d)]
+            initial = [
+                tid
+                for tid, d in self.things.items()
+                if d["_domain"] == p.domain and rql.evaluate(node, d)
+            ]
         else:
             initial = list(dict.fromkeys(members or ()))
         await self._read(self.store.put_group, spec, initial)
         self.groups[f"{p.domain}/{name}"] = (spec, node, set(initial))
         return spec
 
-    async def get_group(self, p: Principal, name: str, *, limit: int = 1000, cursor: str | None = None) -> dict:
+    async def get_group(
+        self, p: Principal, name: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> dict:
         self._require(p, "read")
         key = f"{p.domain}/{name}"
         if key not in self.groups:
             raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
         spec = self.groups[key][0]
-        members, nxt = await self._read(self.store.group_members, spec.domain, name, limit=limit, cursor=cursor)
-        return {"name": name, "domain": spec.domain, "filter": spec.filter, "size": len(self.groups[key][2]), "members": members, "cursor": nxt}
+        members, nxt = await self._read(
+            self.store.group_members, spec.domain, name, limit=limit, cursor=cursor
+        )
+        return {
+            "name": name,
+            "domain": spec.domain,
+            "filter": spec.filter,
+            "size": len(self.groups[key][2]),
+            "members": members,
+            "cursor": nxt,
+        }
 
     async def list_groups(self, p: Principal) -> list[dict]:
         self._require(p, "read")
@@ -747,7 +991,11 @@ class TwinService:
 def _content(doc: dict | None) -> dict:
     if doc is None:
         return {}
-    return {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("_revision", "_modified", "_created")}
+    return {
+        k: copy.deepcopy(v)
+        for k, v in doc.items()
+        if k not in ("_revision", "_modified", "_created")
+    }
 
 
 def _with_meta(content: dict, cur: dict) -> dict:
@@ -759,7 +1007,12 @@ def _with_meta(content: dict, cur: dict) -> dict:
 
 def _check_writable(tokens: list[str]) -> None:
     if tokens and (tokens[0] in things.META_FIELDS or tokens[0] == "thingId"):
-        raise ProblemError(403, "Forbidden", f"/{tokens[0]} is kept by the service and cannot be written", pointer=f"/{tokens[0]}")
+        raise ProblemError(
+            403,
+            "Forbidden",
+            f"/{tokens[0]} is kept by the service and cannot be written",
+            pointer=f"/{tokens[0]}",
+        )
     if tokens and tokens[0] not in ("attributes", "features"):
         raise not_found(f"a thing has no /{tokens[0]}; write under /attributes or /features")
 

@@ -111,11 +111,21 @@ class Store(Protocol):
         """Apply a batch in one transaction: current documents, history rows, the search
         index of changed fields, and group membership. Durable when it returns."""
 
-    def thing_at(self, thing_id: str, *, revision: int | None = None, at: float | None = None) -> dict[str, Any] | None:
+    def thing_at(
+        self, thing_id: str, *, revision: int | None = None, at: float | None = None
+    ) -> dict[str, Any] | None:
         """The thing as it was at ``revision`` or at time ``at`` (unix s); None if it did
         not exist then (or history was pruned)."""
 
-    def history(self, thing_id: str, *, since: float | None = None, until: float | None = None, after_revision: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def history(
+        self,
+        thing_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        after_revision: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Changes in time order: ``{"revision", "time", "source", "actor", "ops"}``."""
 
     def prune_history(self, before: float) -> int:
@@ -127,7 +137,9 @@ class Store(Protocol):
 
     def count(self, filter: str | None, scope: Scope) -> int: ...
 
-    def aggregate(self, filter: str | None, scope: Scope, group_by: str, fn: str, field: str | None) -> list[dict[str, Any]]:
+    def aggregate(
+        self, filter: str | None, scope: Scope, group_by: str, fn: str, field: str | None
+    ) -> list[dict[str, Any]]:
         """``[{"key": value_of_group_by, "value": fn(field)}]`` with fn in count, min,
         max, avg."""
 
@@ -139,7 +151,9 @@ class Store(Protocol):
 
     def groups(self, domain: str | None = None) -> list[GroupSpec]: ...
 
-    def group_members(self, domain: str, name: str, *, limit: int = 1000, cursor: str | None = None) -> tuple[list[str], str | None]: ...
+    def group_members(
+        self, domain: str, name: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> tuple[list[str], str | None]: ...
 
     # --- access -----------------------------------------------------------------------
     def put_api_key(self, key: ApiKey) -> None: ...
