@@ -195,7 +195,7 @@ def random_instance(
     if n_twins < 1 or n_hosts < 1:
         raise ValueError("random_instance needs at least one twin and one host")
     host_xy = rng.uniform(0.0, side_m, size=(n_hosts, 2))
-    n_clustered = int(round(clustered_fraction * n_twins))
+    n_clustered = round(clustered_fraction * n_twins)
     centres = rng.uniform(0.1 * side_m, 0.9 * side_m, size=(max(n_clusters, 1), 2))
     which = rng.integers(0, centres.shape[0], size=n_clustered)
     clustered = centres[which] + rng.normal(0.0, cluster_sigma_m, size=(n_clustered, 2))

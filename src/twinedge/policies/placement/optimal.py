@@ -48,6 +48,9 @@ solve vehicle routing problems", CP 1998 (large-neighbourhood search).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -70,6 +73,25 @@ from twinedge.policies.placement.greedy import local_search, regret_greedy, repa
 _EPS = 1e-9
 _RC_TOL = 1e-7
 _CHUNK = 2_000_000
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence C-level writes to fd 1 (HiGHS's MIP solver prints debug lines there,
+    which would corrupt ``--json`` output)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _proven(objective: float, bound: float) -> bool:
@@ -212,7 +234,7 @@ def _sub_milp(
     if cutoff is not None:
         # HiGHS option, passed through by scipy: prune every node that cannot beat it
         options["objective_bound"] = cutoff
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_stdout():
         warnings.filterwarnings("ignore", message="Unrecognized options", category=Warning)
         res = milp(
             problem.latency_ms[pair_twin, pair_host],
@@ -439,7 +461,19 @@ class OptimalPlacement:
         return incumbent, ub, lb
 
     def _lns(
-        self, problem, hosts, ub, lb, rc_row, v_cpu, v_mem, cand, rng, deadline, info, max_stale=None
+        self,
+        problem,
+        hosts,
+        ub,
+        lb,
+        rc_row,
+        v_cpu,
+        v_mem,
+        cand,
+        rng,
+        deadline,
+        info,
+        max_stale=None,
     ):
         """Large-neighbourhood search: re-solve the twins of a few related hosts exactly."""
         m = problem.n_hosts
@@ -612,7 +646,9 @@ class OptimalPlacement:
             # small instance: a short LNS for a better cutoff, then prove it exactly
             now = time.perf_counter()
             lns(min(deadline, now + min(5.0, 0.1 * (deadline - now))), max_stale=2 * m)
-            incumbent, ub, lb = self._exact(problem, rc_pairs, lag, incumbent, ub, lb, deadline, info)
+            incumbent, ub, lb = self._exact(
+                problem, rc_pairs, lag, incumbent, ub, lb, deadline, info
+            )
         else:
             lns(deadline)
             if not _proven(ub, lb) and small():
@@ -633,6 +669,9 @@ class OptimalPlacement:
             )
         lb = min(lb, ub)
         proven = _proven(ub, lb)
+        info["proof_bound_ms"] = float(lb)
+        if proven:  # equal within the tolerance of the proof (1e-6 ms or 1e-9 relative)
+            lb = ub
         gap = 0.0 if proven else relative_gap(ub, lb)
         return PlacementResult(
             status="optimal" if proven else "feasible",
