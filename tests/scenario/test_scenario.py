@@ -171,3 +171,14 @@ def test_eua_scenario_builds_from_the_real_files(eua_dir, tmp_path):
     assert np.abs(w.xy_m).max() < 3000
     _, dist = w.attach(w.xy_m)
     assert np.median(dist) < 150
+
+
+def test_inline_entity_positions():
+    sc = tiny_scenario()
+    sc["entities"][0].pop("count")
+    sc["entities"][0]["positions_m"] = [[10, 20], [30, 40]]
+    w = build_world(parse_scenario(sc), np.random.default_rng(0))
+    assert w.xy_m.tolist() == [[10.0, 20.0], [30.0, 40.0]]
+    sc["entities"][0]["count"] = 3
+    with pytest.raises(ScenarioError, match="exactly one of count, positions_m"):
+        parse_scenario(sc)

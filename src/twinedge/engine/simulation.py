@@ -46,13 +46,26 @@ class Recorder(Protocol):
     def end(self, t_s: float, world: World, server_energy_j: np.ndarray) -> None: ...
 
 
-def placement_problem(ctx: SimContext) -> PlacementProblem:
+def placement_problem(ctx: SimContext, *, amortise_steps: int | None = None) -> PlacementProblem:
     """The seed-000 placement problem for every twin at its current access point:
     ``T_ij = uplink_i + backbone(ap_i, j) + service_ij`` with the idle service time (load
-    is held in check by the capacity constraints); ``inf`` where i may not use host j."""
+    is held in check by the capacity constraints); ``inf`` where i may not use host j.
+
+    For a re-solve (``amortise_steps`` given), moving twin i away from its current host
+    also costs its migration downtime, spread over the steps until the next re-solve:
+    ``T_ij += 1000 * downtime_s(host_i -> j) / amortise_steps`` for ``j != host_i``. The
+    objective is then the average latency over the coming period including the moves it
+    causes, so a re-solve does not reshuffle twins for sub-millisecond gains.
+    """
     w, s = ctx.world, ctx.state
     lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
     lat += models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+    if amortise_steps:
+        down_s = models.migration_downtime_s(
+            w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
+        )
+        down_s[np.arange(w.n_entities), s.host] = 0.0
+        lat += 1000.0 * down_s / amortise_steps
     lat[~w.allowed()] = np.inf
     return PlacementProblem(lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb)
 
@@ -147,7 +160,8 @@ class Simulation:
 
     def _place(self, initial: bool) -> tuple[int, float, float]:
         s = self.state
-        problem = placement_problem(self.ctx)
+        period = None if initial else max(1, round((self.period_s or self.step_s) / self.step_s))
+        problem = placement_problem(self.ctx, amortise_steps=period)
         try:
             result: PlacementResult = solve_placement(self.placement, problem, self.rng)
         except PolicyError:
@@ -224,9 +238,7 @@ class Simulation:
         t0 = time.perf_counter()
         self._place(initial=True)
         self._latency()
-        period_steps = (
-            None if self.period_s is None else max(1, round(self.period_s / self.step_s))
-        )
+        period_steps = None if self.period_s is None else max(1, round(self.period_s / self.step_s))
         idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
         for k in range(self.steps):
             self._move()

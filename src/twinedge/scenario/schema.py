@@ -220,12 +220,13 @@ class TwinDemand(_Model):
 
 
 class EntityGroup(_Model):
-    """A group of entities of one kind: ``count`` of them at uniform random positions, or
-    positions from ``positions_csv`` (``Latitude,Longitude`` as in EUA user files, or
+    """A group of entities of one kind: ``count`` of them at uniform random positions, a
+    list of ``positions_m`` (``[x, y]`` in metres), or positions from ``positions_csv`` (``Latitude,Longitude`` as in EUA user files, or
     ``x_m,y_m``), or one per id of a ``trace`` mobility file."""
 
     kind: str = "entity"
     count: Annotated[int, Field(ge=0)] | None = None
+    positions_m: list[tuple[float, float]] | None = None
     positions_csv: Path | None = None
     owner: str = "tenant"
     mobility: Mobility = RandomWaypoint()
@@ -237,12 +238,15 @@ class EntityGroup(_Model):
         sources = sum(
             [
                 self.count is not None,
+                self.positions_m is not None,
                 self.positions_csv is not None,
                 isinstance(self.mobility, Trace),
             ]
         )
         if sources != 1:
-            raise ValueError("give exactly one of count, positions_csv, or a trace mobility")
+            raise ValueError(
+                "give exactly one of count, positions_m, positions_csv, or a trace mobility"
+            )
         return self
 
 

@@ -372,6 +372,10 @@ def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator
             n = g.count
             xy = lo + rng.random((n, 2)) * (hi - lo)
             ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
+        elif g.positions_m is not None:
+            xy = np.array(g.positions_m, dtype=float).reshape(-1, 2)
+            n = len(xy)
+            ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
         elif g.positions_csv is not None:
             pts, is_ll, _ = _read_points(g.positions_csv)
             xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin) if is_ll else pts
