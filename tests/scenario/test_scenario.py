@@ -182,3 +182,10 @@ def test_inline_entity_positions():
     sc["entities"][0]["count"] = 3
     with pytest.raises(ScenarioError, match="exactly one of count, positions_m"):
         parse_scenario(sc)
+
+
+def test_disconnected_hosts_are_rejected():
+    sc = tiny_scenario()
+    sc["infrastructure"]["link_rules"]["edge_region"] = None
+    with pytest.raises(ScenarioError, match="hosts edge and region are not connected"):
+        build_world(parse_scenario(sc), np.random.default_rng(0))

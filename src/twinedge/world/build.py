@@ -294,7 +294,7 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
         raise ScenarioError(bad)
     links = make_links(link_rows)
     paths = shortest_paths(len(nodes.ids), links, hosts)
-    check_connected(paths, access, nodes.ids)
+    check_connected(paths, access, nodes.ids, hosts)
 
     # entities
     if bounds is None and sc.area_m is None:

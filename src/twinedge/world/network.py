@@ -132,7 +132,11 @@ def shortest_paths(n_nodes: int, links: Links, hosts: np.ndarray) -> Paths:
     return Paths(host_node_ms=dist, host_node_mbps=bn)
 
 
-def check_connected(paths: Paths, access: np.ndarray, node_ids: list[str]) -> None:
+def check_connected(
+    paths: Paths, access: np.ndarray, node_ids: list[str], hosts: np.ndarray | None = None
+) -> None:
+    """Every access point must reach a host, and every host every other host (a twin
+    must be able to migrate wherever its entity goes)."""
     reach = np.isfinite(paths.host_node_ms[:, access]).any(axis=0)
     bad = access[~reach]
     if bad.size:
@@ -142,3 +146,13 @@ def check_connected(paths: Paths, access: np.ndarray, node_ids: list[str]) -> No
                 f"infrastructure: access points reach no host: {names} ({bad.size} in all); add links or link_rules"
             ]
         )
+    if hosts is not None:
+        hh = np.isfinite(paths.host_node_ms[:, hosts])
+        if not hh.all():
+            i, j = np.argwhere(~hh)[0]
+            raise ScenarioError(
+                [
+                    f"infrastructure: hosts {node_ids[hosts[i]]} and {node_ids[hosts[j]]} are not connected; "
+                    "add links (or a cloud / link_rules) so that every host reaches every other"
+                ]
+            )
