@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run them:
+#   - Debian packages for the real servers the tests start themselves on 127.0.0.1
+#     (PostgreSQL, Mosquitto, Chromium), when missing and when we may install them;
+#   - the package with its test extras;
+# then pytest (extra arguments are passed on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    sudo=""
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo="sudo -n"
+  else
+    sudo="none"
+  fi
+  if [ "$sudo" = none ]; then
+    echo "note: cannot install ${need[*]} (not root); the tests that need them will be skipped" >&2
+  else
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+python3 -m pip install -q -e ".[test]"
+exec python3 -m pytest -q "$@"
