@@ -134,8 +134,11 @@ class EuaSites(_Model):
     region_idle_w: NonNeg = 1500.0
     region_max_w: NonNeg = 4000.0
     cloud: bool = True
+    cloud_distance_m: NonNeg = 50_000.0
     cloud_cpu_ghz: NonNeg = 20_000.0
     cloud_mem_gb: NonNeg = 100_000.0
+    cloud_idle_w: NonNeg = 20_000.0
+    cloud_max_w: NonNeg = 60_000.0
     domains: list[str] = Field(default_factory=lambda: ["optus"], min_length=1)
 
 

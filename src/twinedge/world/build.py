@@ -106,45 +106,11 @@ def _city(gen: CityGenerator, nodes: _Nodes, rng: np.random.Generator) -> np.nda
         ]
     )
     sites = np.clip(np.vstack([clustered, uniform]), [0, 0], [w, h])
-    cpu = draw(gen.edge_cpu_ghz, gen.edge_sites, rng)
-    mem = draw(gen.edge_mem_gb, gen.edge_sites, rng)
     # the domain of a site is that of its nearest region hub
     region_of = np.argmin(((sites[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-    doms = gen.domains
-    for r in range(gen.regions):
-        nodes.add(
-            f"region-{r + 1}",
-            "region",
-            centres[r],
-            *(draw(v, 1, rng)[0] for v in (gen.region_cpu_ghz, gen.region_mem_gb)),
-            gen.region_idle_w,
-            gen.region_max_w,
-            domain=doms[r % len(doms)],
-        )
-    for k in range(gen.edge_sites):
-        d = doms[region_of[k] % len(doms)]
-        nodes.add(f"ap-{k + 1}", "access", sites[k], cov=gen.coverage_m, domain=d)
-        nodes.add(
-            f"edge-{k + 1}",
-            "edge",
-            sites[k],
-            cpu[k],
-            mem[k],
-            gen.edge_idle_w,
-            gen.edge_max_w,
-            domain=d,
-        )
-    if gen.cloud:
-        nodes.add(
-            "cloud",
-            "cloud",
-            (w / 2 + gen.cloud_distance_m, h / 2),
-            gen.cloud_cpu_ghz,
-            gen.cloud_mem_gb,
-            gen.cloud_idle_w,
-            gen.cloud_max_w,
-            domain=doms[0],
-        )
+    ids = [str(k + 1) for k in range(gen.edge_sites)]
+    cloud_xy = (w / 2 + gen.cloud_distance_m, h / 2)
+    _add_sites(gen, nodes, centres, sites, ids, region_of, cloud_xy, rng)
     return np.array([0.0, 0.0, w, h])
 
 
@@ -159,43 +125,63 @@ def _eua_sites(
     xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin)
     n = len(rows)
     site_ids = [r.get("site_id") or str(i + 1) for i, r in enumerate(rows)]
-    k = min(eua.regions, n)
-    centres, label = kmeans2(xy, k, seed=rng, minit="++")
-    cpu = draw(eua.edge_cpu_ghz, n, rng)
-    mem = draw(eua.edge_mem_gb, n, rng)
-    doms = eua.domains
-    for r in range(k):
+    centres, label = kmeans2(xy, min(eua.regions, n), seed=rng, minit="++")
+    cloud_xy = xy.mean(0) + np.array([eua.cloud_distance_m, 0.0])
+    _add_sites(eua, nodes, centres, xy, site_ids, label, cloud_xy, rng)
+
+
+def _add_sites(
+    spec: CityGenerator | EuaSites,
+    nodes: _Nodes,
+    centres: np.ndarray,
+    sites: np.ndarray,
+    site_ids: list[str],
+    region_of: np.ndarray,
+    cloud_xy,
+    rng: np.random.Generator,
+) -> None:
+    """Region hubs at ``centres``; at every site an access point and an edge server of the
+    domain of its region; the cloud at ``cloud_xy``. Capacities are drawn from ``spec``."""
+    n = len(sites)
+    cpu = draw(spec.edge_cpu_ghz, n, rng)
+    mem = draw(spec.edge_mem_gb, n, rng)
+    doms = spec.domains
+    for r in range(len(centres)):
+        region_cpu, region_mem = (
+            draw(v, 1, rng)[0] for v in (spec.region_cpu_ghz, spec.region_mem_gb)
+        )
         nodes.add(
             f"region-{r + 1}",
             "region",
             centres[r],
-            *(draw(v, 1, rng)[0] for v in (eua.region_cpu_ghz, eua.region_mem_gb)),
-            eua.region_idle_w,
-            eua.region_max_w,
+            region_cpu,
+            region_mem,
+            spec.region_idle_w,
+            spec.region_max_w,
             domain=doms[r % len(doms)],
         )
-    for i in range(n):
-        d = doms[label[i] % len(doms)]
-        nodes.add(f"ap-{site_ids[i]}", "access", xy[i], cov=eua.coverage_m, domain=d)
+    for k in range(n):
+        d = doms[region_of[k] % len(doms)]
+        nodes.add(f"ap-{site_ids[k]}", "access", sites[k], cov=spec.coverage_m, domain=d)
         nodes.add(
-            f"edge-{site_ids[i]}",
+            f"edge-{site_ids[k]}",
             "edge",
-            xy[i],
-            cpu[i],
-            mem[i],
-            eua.edge_idle_w,
-            eua.edge_max_w,
+            sites[k],
+            cpu[k],
+            mem[k],
+            spec.edge_idle_w,
+            spec.edge_max_w,
             domain=d,
         )
-    if eua.cloud:
+    if spec.cloud:
         nodes.add(
             "cloud",
             "cloud",
-            xy.mean(0) + np.array([50_000.0, 0.0]),
-            eua.cloud_cpu_ghz,
-            eua.cloud_mem_gb,
-            20_000.0,
-            60_000.0,
+            cloud_xy,
+            spec.cloud_cpu_ghz,
+            spec.cloud_mem_gb,
+            spec.cloud_idle_w,
+            spec.cloud_max_w,
             domain=doms[0],
         )
 
