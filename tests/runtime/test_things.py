@@ -41,7 +41,10 @@ json_values = st.recursive(
 )
 
 
-@given(st.dictionaries(st.text("ab/~", max_size=3), json_values, max_size=4), st.dictionaries(st.text("ab/~", max_size=3), json_values, max_size=4))
+@given(
+    st.dictionaries(st.text("ab/~", max_size=3), json_values, max_size=4),
+    st.dictionaries(st.text("ab/~", max_size=3), json_values, max_size=4),
+)
 def test_json_patch_turns_old_into_new(old, new):
     ops = things.json_patch(old, new)
     assert things.apply_json_patch(old, ops) == new
@@ -61,7 +64,10 @@ def test_delta_and_in_sync():
     thing = {
         "thingId": "f:car",
         "features": {
-            "lamp": {"properties": {"on": False, "level": 3}, "desiredProperties": {"on": True, "level": 3}},
+            "lamp": {
+                "properties": {"on": False, "level": 3},
+                "desiredProperties": {"on": True, "level": 3},
+            },
             "door": {"properties": {"locked": True}, "desiredProperties": {"locked": True}},
             "hvac": {"properties": {"t": {"set": 20}}, "desiredProperties": {"t": {"set": 21}}},
         },
@@ -72,7 +78,9 @@ def test_delta_and_in_sync():
     thing["features"]["hvac"]["properties"]["t"]["set"] = 21
     assert things.in_sync(thing)
     # 1 and 1.0 are equal numbers, True is not 1
-    assert things.delta({"features": {"x": {"properties": {"v": 1}, "desiredProperties": {"v": True}}}}) == {"x": {"v": True}}
+    assert things.delta(
+        {"features": {"x": {"properties": {"v": 1}, "desiredProperties": {"v": True}}}}
+    ) == {"x": {"v": True}}
 
 
 def test_validation_errors_say_where():
@@ -96,4 +104,8 @@ def test_validation_errors_say_where():
     with pytest.raises(ProblemError, match="deeper than"):
         things.validate_thing({"attributes": deep}, "a:b")
     doc = things.ProblemError(412, "Precondition Failed", "x").to_json("/api/2/things/a:b")
-    assert doc["status"] == 412 and doc["instance"] == "/api/2/things/a:b" and doc["type"].endswith("precondition-failed")
+    assert (
+        doc["status"] == 412
+        and doc["instance"] == "/api/2/things/a:b"
+        and doc["type"].endswith("precondition-failed")
+    )
