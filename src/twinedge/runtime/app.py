@@ -99,6 +99,34 @@ class ServeConfig:
         return asdict(self)
 
 
+def _http_server_class():
+    import uvicorn
+
+    class HttpServer(uvicorn.Server):
+        """uvicorn's server, except that after a graceful stop on SIGINT/SIGTERM it does not
+        re-raise the signal: the service still has to flush and close its store, and the
+        process then exits with status 0."""
+
+        def capture_signals(self):  # type: ignore[override]
+            cm = super().capture_signals()
+
+            class _Quiet:
+                def __enter__(inner):
+                    return cm.__enter__()
+
+                def __exit__(inner, *exc):
+                    self._captured_signals.clear()
+                    return cm.__exit__(*exc)
+
+            return _Quiet()
+
+    return HttpServer
+
+
+def _HttpServer(config):  # a class factory, used like a class
+    return _http_server_class()(config)
+
+
 def _write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -148,7 +176,7 @@ class Server:
             lifespan="off",
             ws_max_size=1 << 20,
         )
-        self.http = uvicorn.Server(ucfg)
+        self.http = _HttpServer(ucfg)
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
@@ -173,6 +201,9 @@ def serve(config: ServeConfig) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # the broker's state machine and per-connection chatter drown the service's own log
+    for noisy in ("transitions", "amqtt"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
     async def main() -> None:
         server = Server(config)
