@@ -80,6 +80,7 @@ class _Op:
     source: str
     if_match: int | None = None  # expected current revision
     if_none_match: bool = False  # the thing must not exist
+    validate: bool = True  # check the whole new document (device reports check what they touch)
     future: asyncio.Future = field(default=None)  # type: ignore[assignment]
 
 
@@ -227,7 +228,15 @@ class TwinService:
                 503, "Service Unavailable", "the server is shutting down; retry later"
             )
         op.future = asyncio.get_running_loop().create_future()
-        await self._queue.put(op)
+        try:
+            # never wait for room: a waiting put could be overtaken and reorder a device's
+            # updates; a full queue is back-pressure the caller must see
+            self._queue.put_nowait(op)
+        except asyncio.QueueFull:
+            self.metrics["overload_rejected_total"] += 1
+            raise ProblemError(
+                503, "Service Unavailable", "the service is overloaded (write queue full); retry"
+            ) from None
         return await op.future
 
     async def _writer(self) -> None:
@@ -254,6 +263,7 @@ class TwinService:
 
     async def _apply_batch(self, batch: list[_Op], loop: asyncio.AbstractEventLoop) -> None:
         now = self.clock()
+        stamp = rfc3339(now)
         work: dict[str, dict | None] = {}
         changes: list[Change] = []
         results: list[tuple[_Op, _Result | ProblemError]] = []
@@ -261,7 +271,7 @@ class TwinService:
         for op in batch:
             cur = work[op.thing_id] if op.thing_id in work else self.things.get(op.thing_id)
             try:
-                res, change = self._apply_one(op, cur, now, membership)
+                res, change = self._apply_one(op, cur, now, membership, stamp)
             except ProblemError as e:
                 results.append((op, e))
                 continue
@@ -301,7 +311,7 @@ class TwinService:
             await self._push_desired(ch)
 
     def _apply_one(
-        self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]]
+        self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]], stamp: str
     ) -> tuple[_Result, Change | None]:
         if op.if_none_match and cur is not None:
             raise ProblemError(
@@ -315,33 +325,44 @@ class TwinService:
                     "Precondition Failed",
                     f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)",
                 )
-        base = copy.deepcopy(cur) if cur is not None else None
-        new = op.mutate(base)
+        # mutators never modify their input: documents in the cache are shared, not copied
+        new = op.mutate(cur)
+        known_ops = None
+        if isinstance(new, tuple):  # the mutator knows its own RFC 6902 operations
+            new, known_ops = new
         if new is None and cur is None:
             raise not_found(f"thing {op.thing_id} does not exist")
-        if new is not None:
+        if new is not None and op.validate:
             things.validate_thing(
                 {k: v for k, v in new.items() if k not in things.META_FIELDS}, op.thing_id
             )
-            if len(_json_size(new)) > 256_000:
+        if known_ops is not None:
+            ops = known_ops
+            if not ops:
+                return _Result(cur, False, False), None
+        else:
+            old_content = _view(cur)
+            new_content = _view(new)
+            if cur is not None and new is not None and old_content == new_content:
+                return _Result(cur, False, False), None
+            ops = (
+                things.json_patch(old_content, new_content)
+                if cur is not None and new is not None
+                else []
+            )
+        if new is not None and (cur is None or any(o["op"] == "add" for o in ops)):
+            if len(_json_size(new)) > MAX_THING_BYTES:
                 raise ProblemError(
-                    413, "Payload Too Large", f"thing {op.thing_id} would be larger than 256 kB"
+                    413,
+                    "Payload Too Large",
+                    f"thing {op.thing_id} would be larger than {MAX_THING_BYTES // 1000} kB",
                 )
-        old_content = _content(cur)
-        new_content = _content(new)
-        if cur is not None and new is not None and old_content == new_content:
-            return _Result(cur, False, False), None
-        ops = (
-            things.json_patch(old_content, new_content)
-            if cur is not None and new is not None
-            else []
-        )
         revision = (cur["_revision"] if cur else 0) + 1
         domain = (cur or new)["_domain"]
         if new is not None:
             new["_revision"] = revision
-            new["_modified"] = rfc3339(now)
-            new["_created"] = cur["_created"] if cur else rfc3339(now)
+            new["_modified"] = stamp
+            new["_created"] = cur["_created"] if cur else stamp
             new["_domain"] = domain
             new.setdefault("_host", cur.get("_host") if cur else None)
         joins, leaves = self._group_changes(op.thing_id, domain, cur, new, membership)
@@ -399,6 +420,9 @@ class TwinService:
         }
 
     def _publish(self, ch: Change) -> None:
+        if not self._subscriptions:
+            self.metrics["events_published_total"] += 1 + len(ch.group_joins) + len(ch.group_leaves)
+            return
         if ch.new is None:
             kind = "thing.deleted"
         elif ch.revision == 1:
@@ -840,19 +864,44 @@ class TwinService:
                     f"/{things.escape_token(fid)}",
                 )
         principal = Principal(device or thing_id, None, "write", "device")
+        for fid, props in payload.items():
+            things.validate_feature(fid, {"properties": props})
+        if things._depth(payload) > things.MAX_DEPTH - 3:
+            raise bad_request(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
 
         def mutate(cur: dict | None) -> dict | None:
             if cur is None:
                 raise not_found(f"thing {thing_id} is not registered")
-            content = _content(cur)
-            feats = content.setdefault("features", {})
+            # copy only what changes: the thing, its features map and the touched features
+            new = dict(cur)
+            feats = dict(cur.get("features") or {})
+            ops: list[dict] = []
             for fid, props in payload.items():
-                things.validate_feature(fid, {"properties": {}})
-                f = feats.setdefault(fid, {})
-                f["properties"] = things.merge_patch(f.get("properties") or {}, props)
-            return _with_meta(content, cur)
+                old_f = feats.get(fid)
+                f = dict(old_f or {})
+                old_p = f.get("properties") or {}
+                f["properties"] = things.merge_patch(old_p, props)
+                feats[fid] = f
+                if old_f is None:
+                    ops.append(
+                        {"op": "add", "path": f"/features/{things.escape_token(fid)}", "value": f}
+                    )
+                elif "properties" not in old_f:
+                    ops.append(
+                        {
+                            "op": "add",
+                            "path": f"/features/{things.escape_token(fid)}/properties",
+                            "value": f["properties"],
+                        }
+                    )
+                else:
+                    ops += things.json_patch(
+                        old_p, f["properties"], f"/features/{things.escape_token(fid)}/properties"
+                    )
+            new["features"] = feats
+            return new, ops
 
-        res = await self._submit(_Op(thing_id, mutate, principal, "mqtt"))
+        res = await self._submit(_Op(thing_id, mutate, principal, "mqtt", validate=False))
         return res.thing["_revision"]
 
     async def set_host(self, thing_id: str, host: str | None) -> dict:
@@ -881,6 +930,7 @@ class TwinService:
             raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
         cid = uuid.uuid4().hex
         fut = asyncio.get_running_loop().create_future()
+        fut.thing_id = thing_id  # type: ignore[attr-defined]
         self._pending_commands[cid] = fut
         try:
             await self.outbound.publish_command(thing_id, subject, cid, payload)
@@ -896,9 +946,10 @@ class TwinService:
             self._pending_commands.pop(cid, None)
 
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
-        """A device answered; returns False for an unknown or expired correlation id."""
+        """A device answered; returns False for an unknown or expired correlation id, or
+        one that was sent to another thing."""
         fut = self._pending_commands.get(correlation_id)
-        if fut is None or fut.done():
+        if fut is None or fut.done() or getattr(fut, "thing_id", None) != thing_id:
             return False
         fut.set_result(payload)
         return True
@@ -986,6 +1037,16 @@ class TwinService:
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
+
+
+MAX_THING_BYTES = 256_000
+
+
+def _view(doc: dict | None) -> dict:
+    """The document without the fields that change with every revision (shares values)."""
+    if doc is None:
+        return {}
+    return {k: v for k, v in doc.items() if k not in ("_revision", "_modified", "_created")}
 
 
 def _content(doc: dict | None) -> dict:

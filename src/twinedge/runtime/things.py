@@ -19,7 +19,8 @@ import copy
 import re
 from typing import Any
 
-THING_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=+,$%!*'()~-]+$")
+# no '+', '#' or '/' in a name: a thing id is also an MQTT topic level
+THING_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+$")
 FEATURE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}$")
 META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
 TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
@@ -138,7 +139,7 @@ def delete_path(doc: dict, tokens: list[str]) -> None:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396: objects merge recursively, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return copy.deepcopy(patch) if isinstance(patch, list) else patch
     result = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
@@ -159,6 +160,8 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
             if k not in new:
                 ops.append({"op": "remove", "path": f"{path}/{escape_token(k)}"})
         for k, v in new.items():
+            if k in old and old[k] is v:
+                continue  # shared, unchanged
             p = f"{path}/{escape_token(k)}"
             if k not in old:
                 ops.append({"op": "add", "path": p, "value": v})
