@@ -357,6 +357,9 @@ def serve(
             help="embedded (default), none, or mqtt://user:pass@host:port of an external broker."
         ),
     ] = None,
+    mqtt_host: Annotated[
+        str | None, typer.Option(help="Address of the embedded MQTT broker (default 127.0.0.1).")
+    ] = None,
     mqtt_port: Annotated[
         int | None, typer.Option(help="Port of the embedded MQTT broker (default 1883).")
     ] = None,
@@ -375,6 +378,7 @@ def serve(
         data_dir=data_dir,
         db=db,
         mqtt=mqtt,
+        mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
         retention_s=retention_s,
     )

@@ -1,0 +1,454 @@
+"""The embedded MQTT broker: amqtt's :class:`~amqtt.broker.Broker` with the twin service
+wired into its protocol handler.
+
+Why we reach into amqtt (0.12.x only; :func:`check_amqtt` refuses other versions):
+
+* **Durable before PUBACK.** amqtt answers an incoming QoS 1 PUBLISH in
+  ``ProtocolHandler._handle_qos1_message_flow`` right after putting it on the session's
+  delivery queue, long before anything is stored. Each connection here gets a
+  :class:`_DeviceHandler` (a subclass of amqtt's ``BrokerProtocolHandler``) whose
+  ``handle_publish`` first awaits :meth:`TwinService.device_report` (which returns only
+  once the writer committed the batch) and only then writes the PUBACK. PUBACKs of one
+  connection leave in the order the PUBLISHes came in, so a PUBACK also means "every
+  earlier message of this connection is durable". Device messages never enter amqtt's
+  delivery and broadcast path: no plugin events, no per-message topic matching over all
+  subscriptions, no second JSON parse.
+* **Authentication before any session state is touched.** amqtt looks up (and, with
+  clean session, deletes) the session of a client id before it asks any auth plugin, so a
+  stranger could kick or wipe a device's session. :meth:`_Broker._initialize_client_session`
+  reads the CONNECT itself, checks username = thing id, the password
+  (:meth:`TwinService.authenticate_device`) and the client id (the thing id, or the
+  thing id + ``/`` + anything), and only then hands the recorded bytes to amqtt.
+* **ACL and delivery.** Subscriptions are checked in ``_topic_filtering``; messages to
+  devices go straight to the sessions subscribed to that device's topics (found with at
+  most five dictionary look-ups) instead of through amqtt's broadcast loop, which tests
+  every subscription of every device for every message. Desired state is "retained" from
+  the twin itself: whenever a device subscribes (or resumes a persistent session) it is
+  sent the current desired state read from the twin, so it survives restarts of the
+  service, which amqtt's in-memory retained store would not.
+
+A device's last will (if any) is handled like a message the device published when it
+disconnects uncleanly: same ACL, same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from typing import Any
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import MQTTError
+from amqtt.mqtt.connack import (
+    BAD_USERNAME_PASSWORD,
+    IDENTIFIER_REJECTED,
+    ConnackPacket,
+)
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
+from amqtt.session import Session
+
+from twinedge.runtime.mqtt.core import (
+    COMMANDS,
+    DESIRED,
+    ROOT,
+    Gateway,
+    Rejection,
+    desired_document,
+    dumps,
+    matches,
+    may_receive,
+    may_subscribe,
+    mqtt_safe,
+    topic,
+)
+
+log = logging.getLogger("twinedge.mqtt")
+
+SUPPORTED_AMQTT = "0.12."
+_THING = "twinedge.thing"  # Session.attributes key: the authenticated thing id
+_SUB_REJECTS = "twinedge.subscribe_rejects"
+_PUBACK = b"\x40\x02"  # fixed header of a PUBACK (MQTT 3.1.1, 3.4)
+_HOOKS = {
+    Broker: (
+        "_initialize_client_session",
+        "_authenticate",
+        "_topic_filtering",
+        "_handle_subscription",
+        "_publish_retained_messages_for_subscription",
+        "_broadcast_message",
+        "retain_message",
+        "_get_handler",
+    ),
+    BrokerProtocolHandler: (
+        "handle_publish",
+        "_send_packet",
+        "handle_connection_closed",
+        "mqtt_publish",
+    ),
+}
+
+
+def check_amqtt() -> str:
+    """The installed amqtt version, or a RuntimeError if the hooks this module relies on
+    may have changed."""
+    version = importlib.metadata.version("amqtt")
+    missing = [
+        f"{cls.__name__}.{name}"
+        for cls, names in _HOOKS.items()
+        for name in names
+        if not hasattr(cls, name)
+    ]
+    if not version.startswith(SUPPORTED_AMQTT) or missing:
+        raise RuntimeError(
+            f"twinedge's embedded MQTT broker hooks into amqtt {SUPPORTED_AMQTT}x internals "
+            f"(acknowledging QoS 1 only after the update is durable); found amqtt {version}"
+            + (f", missing {', '.join(missing)}" if missing else "")
+            + ". Install 'amqtt>=0.12,<0.13' or use an external broker (--mqtt mqtt://...)."
+        )
+    return version
+
+
+class _Recorder(ReaderAdapter):
+    """Reads through to ``inner`` and keeps a copy of every byte."""
+
+    def __init__(self, inner: ReaderAdapter):
+        self.inner, self.data = inner, bytearray()
+
+    async def read(self, n: int = -1) -> bytes:
+        b = await self.inner.read(n)
+        self.data += b
+        return b
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+
+class _Replay(ReaderAdapter):
+    """Serves ``prefix`` first, then reads from ``inner``."""
+
+    def __init__(self, prefix: bytes, inner: ReaderAdapter):
+        self.prefix, self.inner = bytes(prefix), inner
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self.prefix:
+            return await self.inner.read(n)
+        if n < 0:
+            out, self.prefix = self.prefix, b""
+            return out + await self.inner.read(n)
+        out, self.prefix = self.prefix[:n], self.prefix[n:]
+        if len(out) < n:
+            out += await self.inner.read(n - len(out))
+        return out
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+
+class _DeviceHandler(BrokerProtocolHandler):
+    """amqtt's broker protocol handler, except that a device's PUBLISH goes to the twin
+    service and is acknowledged only after it is durable (or rejected for good)."""
+
+    def __init__(self, plugins_manager: Any, gateway: EmbeddedBroker, loop: Any = None):
+        super().__init__(plugins_manager, loop=loop)
+        self._gateway = gateway
+        self._seq_in = 0  # QoS 1 messages received on this connection
+        self._seq_out = 0  # ... whose PUBACK went out (or is next)
+        self._ready: dict[int, int | None] = {}  # seq -> packet id to acknowledge (None: drop)
+        self._dropped = False
+        self._acks = bytearray()  # PUBACKs due, written once per event-loop iteration
+        self._acks_scheduled = False
+
+    async def handle_publish(self, publish_packet: PublishPacket) -> None:
+        topic_name, data = publish_packet.topic_name, publish_packet.data
+        session = self.session
+        if topic_name is None or data is None or session is None:
+            return
+        sender = session.attributes.get(_THING)
+        qos = publish_packet.qos
+        if qos == QOS_1:
+            seq = self._seq_in
+            self._seq_in += 1
+            ok = await self._gateway.handle(sender, topic_name, data)
+            self._ready[seq] = publish_packet.variable_header.packet_id if ok else None
+            self._flush_acks()
+        elif qos == QOS_0:
+            await self._gateway.handle(sender, topic_name, data)
+        elif await self._gateway.handle(sender, topic_name, data):
+            # QoS 2: applied durably first, then amqtt's PUBREC/PUBREL/PUBCOMP exchange; the
+            # message it then queues for delivery is refused by _topic_filtering(PUBLISH).
+            await super().handle_publish(publish_packet)
+        else:
+            await self.handle_connection_closed()
+
+    def _flush_acks(self) -> None:
+        """Queue the PUBACKs that are due, in arrival order. The service answers a whole
+        batch in one event-loop iteration, so the acks of a connection go out in one write
+        (one syscall) at the end of it; the client's packet-id space bounds the buffer."""
+        ready = self._ready
+        while self._seq_out in ready and not self._dropped:
+            packet_id = ready.pop(self._seq_out)
+            self._seq_out += 1
+            if packet_id is None:  # not durable (503): no PUBACK; drop so the device resends
+                self._dropped = True
+                ready.clear()
+                self._gateway.spawn(self.handle_connection_closed())
+                return
+            self._acks += _PUBACK + packet_id.to_bytes(2, "big")
+        if self._acks and not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._loop.call_soon(self._write_acks)
+
+    def _write_acks(self) -> None:
+        self._acks_scheduled = False
+        if self.writer is not None and self._acks and not self._dropped:
+            self.writer.write(bytes(self._acks))
+        self._acks.clear()
+
+
+class _Broker(Broker):
+    def __init__(self, config: dict[str, Any], gateway: EmbeddedBroker):
+        super().__init__(config)
+        self._gw = gateway
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        recorder = _Recorder(reader)
+        try:
+            connect = await ConnectPacket.from_stream(recorder)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise MQTTError(
+                f"unreadable CONNECT from {remote_address}:{remote_port}: {exc}"
+            ) from exc
+        refusal = await self._gw.admit(connect)
+        if refusal is not None:
+            code, why = refusal
+            self._gw.reject_connect(connect.username, f"{remote_address}:{remote_port}", why)
+            with contextlib.suppress(Exception):
+                await ConnackPacket.build(0, code).to_stream(writer)
+                await writer.close()
+            raise MQTTError(f"CONNECT refused: {why}")
+        _, session = await super()._initialize_client_session(
+            _Replay(recorder.data, reader), writer, remote_address, remote_port
+        )
+        session.attributes[_THING] = connect.username
+        session.is_anonymous = False
+        return _DeviceHandler(self.plugins_manager, self._gw, loop=self._loop), session
+
+    async def _authenticate(self, session: Session, _: Any) -> bool:
+        # admitted in _initialize_client_session, before any session state was touched
+        thing = session.attributes.get(_THING)
+        return thing is not None and thing == session.username
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        thing = session.attributes.get(_THING)
+        if action == Action.SUBSCRIBE:
+            ok = thing is not None and may_subscribe(thing, topic)
+            if not ok:
+                session.attributes.setdefault(_SUB_REJECTS, []).append(topic)
+            return ok
+        if action == Action.RECEIVE:
+            return may_receive(thing, topic)
+        return False  # device messages are consumed by _DeviceHandler, never routed
+
+    async def _handle_subscription(
+        self, client_session: Session, handler: Any, waiter: Any
+    ) -> None:
+        await super()._handle_subscription(client_session, handler, waiter)
+        thing = client_session.attributes.get(_THING)
+        for topic_filter in client_session.attributes.pop(_SUB_REJECTS, ()):
+            self._gw.reject(
+                thing,
+                topic_filter,
+                Rejection(
+                    "forbidden-subscription",
+                    f"device {thing} may subscribe only to twinedge/{thing}/desired, "
+                    f"twinedge/{thing}/commands/# and twinedge/{thing}/errors; "
+                    f"the subscription to {topic_filter!r} was refused (SUBACK 0x80)",
+                ),
+            )
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+        thing = session.attributes.get(_THING)
+        topic_filter, qos = subscription
+        if thing is not None and matches(topic(thing, DESIRED), topic_filter):
+            self._gw.send_current_desired(thing, session, min(qos, QOS_1))
+
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
+    ) -> None:
+        if session is None:
+            await super()._broadcast_message(session, topic, data, force_qos)
+        elif topic and data:  # a device's last will: a message from that device
+            thing = session.attributes.get(_THING)
+            self._gw.spawn(self._gw.handle(thing, topic, bytes(data)))
+
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: Any,
+        qos: int | None = None,
+    ) -> None:
+        if source_session is None:  # devices may not retain (a will with the retain flag)
+            await super().retain_message(source_session, topic_name, data, qos)
+
+
+class EmbeddedBroker(Gateway):
+    """An MQTT 3.1.1 broker inside the service (amqtt), for devices.
+
+    Parameters:
+        service: the :class:`~twinedge.runtime.service.TwinService`; this broker becomes
+            its ``outbound``.
+        host, port: where to listen (``port=0``: any free port; see :attr:`port`).
+        max_payload_bytes: larger device messages are rejected (payload-too-large).
+        session_expiry_s: forget a persistent (clean session = 0) device session this
+            long after it disconnected.
+
+    Devices log in with username = thing id and the password set with
+    :meth:`TwinService.set_device_secret`; the client id must be the thing id (or the
+    thing id followed by ``/`` and anything, for several connections of one device).
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        max_payload_bytes: int = 65536,
+        *,
+        session_expiry_s: int | None = 86400,
+    ):
+        super().__init__(service, max_payload_bytes=max_payload_bytes)
+        self.amqtt_version = check_amqtt()
+        self.host, self._port = host, port
+        self.session_expiry_s = session_expiry_s
+        self._broker: _Broker | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with ``port=0``)."""
+        if self._broker is not None:
+            server = self._broker._servers.get("default")
+            if server is not None and server.instance is not None:
+                return server.instance.sockets[0].getsockname()[1]
+        return self._port
+
+    async def start(self) -> None:
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self._port}"}},
+            "plugins": {},  # no plugin machinery on the hot path; auth/ACL are built in
+            "session_expiry_interval": self.session_expiry_s,
+        }
+        self._broker = _Broker(config, self)
+        await self._broker.start()
+        self.service.outbound = self
+        log.info(
+            "embedded MQTT broker (amqtt %s) on %s:%d", self.amqtt_version, self.host, self.port
+        )
+
+    async def stop(self) -> None:
+        if self.service.outbound is self:
+            self.service.outbound = None
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            await broker.shutdown()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ admission
+    async def admit(self, connect: ConnectPacket) -> tuple[int, str] | None:
+        """``None`` to accept a CONNECT, or ``(CONNACK return code, reason)``."""
+        user, password, client_id = connect.username, connect.password, connect.client_id or ""
+        if not connect.username_flag or not user or not connect.password_flag or not password:
+            return BAD_USERNAME_PASSWORD, "anonymous: username (thing id) and password are required"
+        if not mqtt_safe(user):
+            return BAD_USERNAME_PASSWORD, f"thing id {user!r} cannot be used in MQTT topics"
+        if client_id != user and not client_id.startswith(user + "/"):
+            return IDENTIFIER_REJECTED, (
+                f"client id {client_id!r} must be the thing id {user!r} (or start with '{user}/')"
+            )
+        if not await self.service.authenticate_device(user, password):
+            return BAD_USERNAME_PASSWORD, f"wrong password or unknown thing {user!r}"
+        return None
+
+    def reject_connect(self, user: str | None, peer: str, why: str) -> None:
+        self.metrics["mqtt_rejected_total:bad-credentials"] += 1
+        log.warning("MQTT CONNECT from %s (username %r) refused: %s", peer, user, why)
+
+    # ------------------------------------------------------------------ delivery
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics["mqtt_delivery_failures_total"] += 1
+
+    def _send(self, topic_name: str, data: bytes, retain: bool) -> None:
+        """Deliver to the connected sessions subscribed to ``topic_name`` (always a
+        ``twinedge/{thingId}/...`` topic). The ACL allows only a handful of filter shapes
+        under the device's own prefix, so looking each one up finds every subscriber.
+        Nothing is queued for offline devices: desired state is sent from the twin when
+        they subscribe again; commands and errors are only for connected devices."""
+        broker = self._broker
+        if broker is None:
+            return
+        parts = topic_name.split("/")
+        prefix = f"{ROOT}/{parts[1]}/"
+        candidates = [topic_name, prefix + "#"]
+        if len(parts) == 3:
+            candidates.append(prefix + "+")
+        elif parts[2] == COMMANDS:
+            candidates += (prefix + "commands/+", prefix + "commands/#")
+        seen: set[int] = set()
+        subs = broker._subscriptions
+        for f in candidates:
+            for session, qos in subs.get(f, ()):
+                if id(session) in seen or session.transitions.state != "connected":
+                    continue
+                seen.add(id(session))
+                handler = broker._get_handler(session)
+                if handler is not None:
+                    self.spawn(
+                        handler.mqtt_publish(topic_name, data, min(qos, QOS_1), retain=False)
+                    )
+
+    def send_current_desired(self, thing_id: str, session: Session, qos: int) -> None:
+        """Send the twin's current desired state to one session (as a retained message)."""
+        doc = self.service.things.get(thing_id)
+        if doc is None or self._broker is None:
+            return
+        payload = desired_document(thing_id, doc, "", {})
+        if not payload["features"]:
+            return
+        handler = self._broker._get_handler(session)
+        if handler is not None:
+            qos = qos if qos in (QOS_0, QOS_1) else QOS_1
+            self.spawn(
+                handler.mqtt_publish(topic(thing_id, DESIRED), dumps(payload), qos, retain=True)
+            )
