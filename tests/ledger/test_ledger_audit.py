@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ledger_helpers import make_entry
+from tests.ledger.ledger_helpers import make_entry
 from typer.testing import CliRunner
 
 from twinedge.ledger import Checkpoint, LedgerDir, Signer, audit

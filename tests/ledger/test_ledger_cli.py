@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ledger_helpers import make_entry
+from tests.ledger.ledger_helpers import make_entry
 from typer.testing import CliRunner
 
 from twinedge.ledger import merkle

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_helpers import make_entry
+from tests.ledger.ledger_helpers import make_entry
 
 from twinedge.errors import LedgerError
 from twinedge.ledger import Checkpoint, LedgerDir, LedgerLog, Signer, Verifier, merkle

@@ -103,9 +103,19 @@ def _http_server_class():
     import uvicorn
 
     class HttpServer(uvicorn.Server):
-        """uvicorn's server, except that after a graceful stop on SIGINT/SIGTERM it does not
-        re-raise the signal: the service still has to flush and close its store, and the
-        process then exits with status 0."""
+        """uvicorn's server, except that (1) shutdown first ends every open event stream
+        with a reason (an SSE response lasts as long as its stream) and (2) after a graceful
+        stop on SIGINT/SIGTERM it does not re-raise the signal: the service still has to
+        flush and close its store, and the process then exits with status 0."""
+
+        service: TwinService | None = None
+
+        async def shutdown(self, sockets=None):  # type: ignore[override]
+            if self.service is not None:
+                from twinedge.runtime.api import close_event_streams
+
+                close_event_streams(self.service)
+            await super().shutdown(sockets=sockets)
 
         def capture_signals(self):  # type: ignore[override]
             cm = super().capture_signals()
@@ -175,8 +185,11 @@ class Server:
             log_level=cfg.log_level,
             lifespan="off",
             ws_max_size=1 << 20,
+            ws_ping_interval=15,
+            timeout_graceful_shutdown=5,
         )
         self.http = _HttpServer(ucfg)
+        self.http.service = self.service
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""

@@ -118,8 +118,9 @@ class Subscription:
         if self.closed_reason is None:
             self.closed_reason = reason
             self.service._subscriptions.discard(self)
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait(None)
+            if self.queue.full():  # make room for the end marker: the stream ends anyway
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[dict]:
         while True:
@@ -287,7 +288,10 @@ class TwinService:
         if changes:
             t0 = time.perf_counter()
             await loop.run_in_executor(self._writer_pool, self.store.commit, changes)
-            self.commit_latency_s.append(time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            self.commit_latency_s.append(dt)
+            self.metrics["commits_total"] += 1
+            self.metrics["commit_seconds_total"] += dt
             if len(self.commit_latency_s) > 1000:
                 del self.commit_latency_s[:500]
             for tid, doc in work.items():
@@ -586,7 +590,9 @@ class TwinService:
         rql.parse(filter)
         g = Grant(principal.domain, grantee, filter, role)
         await self._read(self.store.put_grant, g)
+        # reload now, so open event streams of the grantee see the granted things at once
         self._grants_cache.pop(grantee, None)
+        await self._grants(grantee)
         return g
 
     def _require(self, p: Principal, role: Role) -> None:
@@ -633,13 +639,25 @@ class TwinService:
     async def get_thing(
         self, p: Principal, thing_id: str, *, revision: int | None = None, at: float | None = None
     ) -> dict:
-        doc = await self._get_visible(p, thing_id)
         if revision is None and at is None:
-            return doc
+            return await self._get_visible(p, thing_id)
+        # an as-of read also works for a thing deleted since: visibility is judged on the
+        # document as it was
+        if revision is not None and not 0 <= revision <= 2**53:
+            raise bad_request(f"revision must lie in 0..2^53, got {revision}", "/revision")
+        if at is not None and not (isinstance(at, int | float) and abs(at) < 1e11):
+            raise bad_request(f"at must be a time between the years 1 and 5000, got {at}", "/at")
+        self._require(p, "read")
+        things.check_thing_id(thing_id)
+        if p.domain is not None:
+            await self._grants(p.domain)
         old = await self._read(self.store.thing_at, thing_id, revision=revision, at=at)
-        if old is None:
+        if old is None or not self._visible(p, old):
             when = f"revision {revision}" if revision is not None else f"time {rfc3339(at)}"
-            raise not_found(f"thing {thing_id} did not exist at {when} (or its history was pruned)")
+            raise not_found(
+                f"thing {thing_id} did not exist at {when}, its history was pruned, "
+                f"or it is not visible to key {p.id!r}"
+            )
         return old
 
     async def get_path(self, p: Principal, thing_id: str, path: str) -> Any:
@@ -664,6 +682,11 @@ class TwinService:
         limit: int = 1000,
     ) -> list[dict]:
         await self._get_visible(p, thing_id)
+        for name, v in (("from", since), ("to", until)):
+            if v is not None and abs(v) >= 1e11:
+                raise bad_request(f"{name} must be a time between the years 1 and 5000", f"/{name}")
+        if not 1 <= limit <= 10_000:
+            raise bad_request(f"limit must lie in 1..10000, got {limit}", "/limit")
         return await self._read(self.store.history, thing_id, since=since, until=until, limit=limit)
 
     async def search(
@@ -811,7 +834,7 @@ class TwinService:
 
     async def delete(
         self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None
-    ) -> None:
+    ) -> dict | None:
         await self._get_visible(p, thing_id, "write")
         tokens = things.split_path(path)
         if tokens:
@@ -829,7 +852,7 @@ class TwinService:
                 raise not_found(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
             return _with_meta(content, cur)
 
-        await self._submit(_Op(thing_id, mutate, p, "http", if_match))
+        return (await self._submit(_Op(thing_id, mutate, p, "http", if_match))).thing
 
     async def set_desired(
         self,
@@ -1029,6 +1052,26 @@ class TwinService:
             with contextlib.suppress(Exception):
                 n = await self._read(self.store.prune_history, self.clock() - self.retention_s)
                 self.metrics["history_pruned_total"] += n
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok": bool, ...}``: the writer is running and the store answers."""
+        writer_ok = self._writer_task is not None and not self._writer_task.done()
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._read(self.store.get_api_key, "admin"), 5)
+            store_ok, err = True, None
+        except Exception as e:
+            store_ok, err = False, f"{type(e).__name__}: {e}"
+        out = {
+            "ok": writer_ok and store_ok,
+            "writer": "running" if writer_ok else "stopped",
+            "store": "ok" if store_ok else err,
+            "store_ms": round(1000 * (time.perf_counter() - t0), 2),
+            "things": len(self.things),
+            "queue_depth": self.queue_depth,
+            "subscribers": self.subscribers,
+        }
+        return out
 
     @property
     def queue_depth(self) -> int:

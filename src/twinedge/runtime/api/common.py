@@ -1,0 +1,206 @@
+"""What every route shares: the caller's principal, JSON bodies, ETags, times."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from twinedge.runtime.api.problems import problem
+from twinedge.runtime.auth import Principal
+from twinedge.runtime.service import TwinService
+from twinedge.runtime.things import escape_token
+
+M = TypeVar("M", bound=BaseModel)
+JSON_TYPES = ("application/json",)
+MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
+
+# Declares the scheme in OpenAPI; the header itself is read by :func:`get_principal` so
+# that a malformed header gets a precise message.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API key: `Authorization: Bearer te_<keyId>_<secret>` (see docs/api.md).",
+)
+
+
+def get_service(request: Request) -> TwinService:
+    return request.app.state.service
+
+
+def token_from(authorization: str | None, query_token: str | None = None) -> str | None:
+    """The bearer token of an ``Authorization`` header (or the ``token`` query parameter)."""
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise problem(
+                401, "the Authorization header must be 'Bearer <token>' (an API key of twinedge)"
+            )
+        return value.strip()
+    return query_token
+
+
+async def get_principal(
+    request: Request,
+    _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>`` (401 problem otherwise)."""
+    token = token_from(request.headers.get("authorization"))
+    return await get_service(request).authenticate(token)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+Service = Annotated[TwinService, Depends(get_service)]
+
+
+def location(request: Request) -> str:
+    """The request's path for a ``Location`` header (percent-encoded: headers are
+    Latin-1)."""
+    return quote(request.url.path, safe="/:@!$&'()*+,;=~")
+
+
+# --- JSON bodies ------------------------------------------------------------------------
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send a number or null")
+
+
+async def read_json(
+    request: Request, *, media_types: tuple[str, ...] = JSON_TYPES, required: bool = True
+) -> Any:
+    """The request body as JSON: media type checked (415), size limited (413), malformed
+    JSON reported with its line and column (400)."""
+    ctype = request.headers.get("content-type")
+    if ctype:
+        mt = ctype.split(";", 1)[0].strip().lower()
+        if mt not in media_types:
+            raise problem(
+                415,
+                f"send the body as {' or '.join(media_types)}, not {mt}",
+                accept=list(media_types),
+            )
+    limit = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise problem(413, f"the body has {declared} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise problem(413, f"the body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        if required:
+            raise problem(400, f"this request needs a JSON body ({media_types[0]})", pointer="")
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise problem(400, f"the body is not UTF-8 (byte {e.start})", position=e.start) from None
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as e:
+        raise problem(
+            400,
+            f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+            line=e.lineno,
+            column=e.colno,
+            position=e.pos,
+        ) from None
+    except ValueError as e:
+        raise problem(400, f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise problem(400, "the JSON nests too deeply") from None
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` against ``model``; a 400 problem with a JSON pointer otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [str(x) for x in err.get("loc", ())]
+        pointer = "/" + "/".join(escape_token(x) for x in loc) if loc else ""
+        where = f"field {pointer}" if loc else "the body"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            msg = f"unknown field; expected {allowed}"
+        raise problem(400, f"{where}: {msg}", pointer=pointer) from None
+
+
+# --- ETags and conditional requests -------------------------------------------------------
+
+_ETAG_RE = re.compile(r'\s*(W/)?"([^"]*)"\s*')
+
+
+def etag(revision: int) -> str:
+    return f'"{revision}"'
+
+
+def parse_etags(header: str | None) -> list[str] | None:
+    """``None`` (absent), ``["*"]``, or the opaque tags (weak ``W/`` prefix dropped,
+    quotes removed; an unquoted number is accepted too)."""
+    if header is None:
+        return None
+    header = header.strip()
+    if header == "*":
+        return ["*"]
+    tags = []
+    for part in header.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = _ETAG_RE.fullmatch(part)
+        tags.append(m.group(2) if m else part.removeprefix("W/").strip('"'))
+    return tags
+
+
+def revisions_of(tags: list[str], header: str) -> set[int]:
+    out = set()
+    for t in tags:
+        if not t.isdigit():
+            raise problem(
+                412,
+                f'{header}: {t!r} is not an ETag of this API; use "<revision>" as sent in the '
+                "ETag header, or *",
+            )
+        out.add(int(t))
+    return out
+
+
+# --- times --------------------------------------------------------------------------------
+
+
+def parse_time(name: str, value: str | None) -> float | None:
+    """RFC 3339 (``2024-05-01T12:00:00Z``) or unix seconds -> unix seconds."""
+    if value is None or value == "":
+        return None
+    v = value.strip()
+    try:
+        t = float(v)
+        if not math.isfinite(t):
+            raise ValueError
+        return t
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(v.replace("z", "Z").replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise problem(
+            400,
+            f"query parameter {name!r}: {value!r} is not a time; use RFC 3339 "
+            "(2024-05-01T12:00:00Z) or unix seconds",
+            **{"invalid-params": [{"name": name, "in": "query", "reason": "not a time"}]},
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

@@ -1,0 +1,214 @@
+"""Operations: ``/healthz``, ``/metrics`` (Prometheus text) and the dashboard at ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.types import Scope
+
+from twinedge.runtime.api.models import Health, problem_responses
+from twinedge.runtime.api.problems import PROBLEM_JSON
+from twinedge.runtime.service import TwinService
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+router = APIRouter()
+
+_HELP = {
+    "updates": "Accepted changes of twins, by source (http, mqtt = device ingest, orchestrator)",
+    "rejected": "Rejected mutations (bad input, failed precondition, ...), by source",
+    "events_published": "CloudEvents published to subscribers",
+    "events_dropped": "Subscriptions cut off because the client was too slow",
+    "commit_failures": "Batches the store failed to commit",
+    "command_timeouts": "Commands the device did not answer in time",
+    "access_denied": "Reads or writes refused because the thing belongs to another domain",
+    "desired_publish_failures": "Desired-state messages that could not be sent to a device",
+    "history_pruned": "History rows removed by retention",
+}
+_ALWAYS = ("events_published", "events_dropped", "commit_failures")
+_LABELLED = ("updates", "rejected")
+
+
+class ServiceCollector:
+    """Exposes the service's own counters and gauges at scrape time."""
+
+    def __init__(self, service: TwinService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.service
+        plain: dict[str, float] = {}
+        labelled: dict[str, dict[str, float]] = {b: {} for b in _LABELLED}
+        for key, value in list(s.metrics.items()):
+            name, _, label = key.partition(":")
+            base = name.removesuffix("_total")
+            if label or base in _LABELLED:
+                labelled.setdefault(base, {})[label] = labelled.get(base, {}).get(label, 0) + value
+            else:
+                plain[base] = plain.get(base, 0) + value
+        for base in _ALWAYS:
+            plain.setdefault(base, 0)
+        for base, value in sorted(plain.items()):
+            if base in labelled:
+                labelled[base][""] = value
+                continue
+            yield CounterMetricFamily(f"twinedge_{base}", _HELP.get(base, base), value=value)
+        for base, by_source in sorted(labelled.items()):
+            fam = CounterMetricFamily(f"twinedge_{base}", _HELP.get(base, base), labels=["source"])
+            for source, value in sorted(by_source.items()):
+                fam.add_metric([source], value)
+            yield fam
+        yield GaugeMetricFamily("twinedge_things", "Twins in the service", value=len(s.things))
+        yield GaugeMetricFamily(
+            "twinedge_subscribers",
+            "Open event subscriptions (SSE + WebSocket)",
+            value=s.subscribers,
+        )
+        yield GaugeMetricFamily(
+            "twinedge_writer_queue_depth", "Mutations waiting for the writer", value=s.queue_depth
+        )
+        window = sorted(s.commit_latency_s)
+        fam = GaugeMetricFamily(
+            "twinedge_commit_latency_seconds",
+            "Store commit (group commit of one batch) latency over the last <=1000 commits",
+            labels=["quantile"],
+        )
+        if window:
+            for q in (0.5, 0.9, 0.99, 1.0):
+                fam.add_metric([str(q)], window[min(len(window) - 1, int(q * len(window)))])
+        yield fam
+        yield GaugeMetricFamily(
+            "twinedge_commit_latency_window",
+            "Number of commits in the twinedge_commit_latency_seconds window",
+            value=len(window),
+        )
+
+
+class ApiMetrics:
+    """Per-app Prometheus registry (no global state, so several apps can coexist)."""
+
+    def __init__(self, service: TwinService) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServiceCollector(service))
+        self.requests = Counter(
+            "twinedge_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "twinedge_http_request_duration_seconds",
+            "HTTP request duration by route template",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.events_sent = Counter(
+            "twinedge_events_sent",
+            "CloudEvents written to clients, by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.event_lag = Histogram(
+            "twinedge_event_lag_seconds",
+            "From the change's commit batch to the event being handed to a client connection",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+        )
+
+    def observe_http(self, scope: Scope, status: int, duration_s: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.requests.labels(method, template, str(status)).inc()
+        self.latency.labels(method, template).observe(duration_s)
+
+    def observe_event(self, event: dict[str, Any], transport: str) -> None:
+        self.events_sent.labels(transport).inc()
+        try:
+            t = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            return
+        self.event_lag.observe(max(0.0, time.time() - t))
+
+    def exposition(self) -> bytes:
+        return _generate_latest(self.registry)
+
+
+async def health(service: TwinService, timeout_s: float = 2.0) -> dict[str, Any]:
+    """``{"status", "writer", "store", ...}``: the writer task runs and the store answers a
+    read within ``timeout_s``."""
+    task = getattr(service, "_writer_task", None)
+    writer = task is not None and not task.done()
+    store, detail = False, None
+    try:
+        await asyncio.wait_for(service._read(service.store.get_api_key, "admin"), timeout_s)
+        store = True
+    except TimeoutError:
+        detail = f"the store did not answer within {timeout_s:g} s"
+    except Exception as e:
+        detail = f"the store failed: {type(e).__name__}: {e}"
+    if not writer and detail is None:
+        detail = "the writer task is not running (service not started, stopped or crashed)"
+    doc: dict[str, Any] = {
+        "status": "ok" if writer and store else "unavailable",
+        "writer": writer,
+        "store": store,
+        "things": len(service.things),
+        "subscribers": service.subscribers,
+        "queueDepth": service.queue_depth,
+    }
+    if detail:
+        doc["detail"] = detail
+    return doc
+
+
+@router.get(
+    "/healthz",
+    operation_id="health",
+    response_model=Health,
+    responses=problem_responses(503),
+    tags=["operations"],
+)
+async def healthz(request: Request) -> JSONResponse:
+    """200 when the writer is alive and the store answers; 503 otherwise (a problem
+    document with the same fields, ``detail`` saying what is down). Needs no key."""
+    doc = await health(request.app.state.service)
+    if doc["status"] == "ok":
+        return JSONResponse(doc)
+    problem = {
+        "type": "https://twinedge.dev/problems/service-unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        **{k: v for k, v in doc.items() if k != "status"},
+    }
+    return JSONResponse(problem, status_code=503, media_type=PROBLEM_JSON)
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    },
+    tags=["operations"],
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition. Needs no key (protect it at the network edge)."""
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})

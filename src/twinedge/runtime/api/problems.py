@@ -1,0 +1,197 @@
+"""Every error as an RFC 7807 problem document (``application/problem+json``).
+
+The service raises :class:`~twinedge.runtime.things.ProblemError`; FastAPI raises its own
+validation errors and Starlette its 404/405. All of them leave the app as one shape::
+
+    {"type": "https://twinedge.dev/problems/bad-request", "title": "Bad Request",
+     "status": 400, "detail": "what was wrong and what to do", "instance": "/api/2/...",
+     "pointer": "/attributes/x"}      # where in the body, when it is about the body
+
+Query, path and header parameters are named in ``invalid-params`` (RFC 7807 section 3's
+example extension): ``[{"name": "limit", "in": "query", "reason": "..."}]``.
+Unexpected exceptions become a 500 problem with an error id that is also in the log; the
+traceback never reaches the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twinedge.runtime.things import ProblemError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("twinedge.api")
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    409: "Conflict",
+    412: "Precondition Failed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem(status: int, detail: str, *, pointer: str | None = None, **extra: Any) -> ProblemError:
+    """A :class:`ProblemError` with the standard title of ``status``."""
+    return ProblemError(status, _TITLES.get(status, "Error"), detail, pointer=pointer, **extra)
+
+
+def problem_response(
+    exc: ProblemError, instance: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    hdrs = dict(headers or {})
+    if exc.status == 401:
+        hdrs.setdefault("WWW-Authenticate", 'Bearer realm="twinedge"')
+    return JSONResponse(
+        exc.to_json(instance), status_code=exc.status, media_type=PROBLEM_JSON, headers=hdrs
+    )
+
+
+def _where(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(``in``, name) of a FastAPI error location like ``("query", "limit")``."""
+    if not loc:
+        return "request", ""
+    kind, rest = str(loc[0]), [str(x) for x in loc[1:]]
+    return kind, "/".join(rest)
+
+
+def validation_problem(errors: list[dict[str, Any]]) -> ProblemError:
+    """Turn FastAPI / pydantic validation errors (normally a 422) into one 400 problem."""
+    params = []
+    pointer = None
+    for err in errors:
+        kind, name = _where(tuple(err.get("loc", ())))
+        reason = str(err.get("msg", "invalid"))
+        if kind == "body":
+            pointer = pointer or ("/" + name if name else "")
+        params.append({"name": name, "in": kind, "reason": reason})
+    first = params[0] if params else {"name": "", "in": "request", "reason": "invalid"}
+    if first["in"] == "body":
+        where = f"body field {('/' + first['name']) if first['name'] else '(root)'}"
+    else:
+        where = f"{first['in']} parameter {first['name']!r}"
+    more = f" (and {len(params) - 1} more, see invalid-params)" if len(params) > 1 else ""
+    return problem(
+        400, f"{where}: {first['reason']}{more}", pointer=pointer, **{"invalid-params": params}
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` as a problem document."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        if exc.status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.detail)
+        return problem_response(exc, request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(validation_problem(list(exc.errors())), request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        if status == 404:
+            path = request.url.path
+            if path in getattr(request.app.state, "websocket_paths", ()):
+                detail = f"{path} is a WebSocket endpoint; connect with ws:// (or use SSE)"
+            elif path.startswith("/api/2/"):
+                detail = f"no route {path}; see /openapi.json for the routes of the API"
+            else:
+                detail = f"no route {path}; the API lives under /api/2 (see /openapi.json)"
+        elif status == 405:
+            allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or ""
+            detail = f"{request.method} is not allowed on {request.url.path}" + (
+                f"; use {allow}" if allow else ""
+            )
+        else:
+            detail = str(exc.detail)
+        return problem_response(problem(status, detail), request.url.path, dict(exc.headers or {}))
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+class GuardMiddleware:
+    """Outermost safety net: an exception that escaped every handler becomes a logged 500
+    problem (with an error id), never a traceback; and ``on_response`` sees every
+    request's method, route, status and duration (for ``/metrics``)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        on_response: Callable[[Scope, int, float], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.on_response = on_response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception(
+                "unhandled error %s in %s %s", error_id, scope.get("method"), scope.get("path")
+            )
+            if not started:
+                status = 500
+                doc = problem(
+                    500,
+                    f"an unexpected error occurred (error id {error_id}); it has been logged — "
+                    "retry, and report the id if it persists",
+                    errorId=error_id,
+                ).to_json(scope.get("path"))
+                body = json.dumps(doc).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", PROBLEM_JSON.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            if self.on_response is not None:
+                res = self.on_response(scope, status, time.perf_counter() - t0)
+                if res is not None:
+                    await res

@@ -1,0 +1,71 @@
+"""Access: API keys (``/api/2/keys``) and grants between domains (``/api/2/grants``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from twinedge.runtime.api.common import Caller, Service, parse_model, read_json
+from twinedge.runtime.api.models import (
+    COMMON_RESPONSES,
+    GrantIn,
+    GrantOut,
+    KeyIn,
+    KeyOut,
+    problem_responses,
+    request_body,
+)
+from twinedge.runtime.api.problems import problem
+from twinedge.runtime.auth import split_token
+
+router = APIRouter(prefix="/api/2", responses={**COMMON_RESPONSES, **problem_responses(415)})
+
+
+@router.post(
+    "/keys",
+    operation_id="createKey",
+    status_code=201,
+    response_model=KeyOut,
+    openapi_extra=request_body(KeyIn),
+)
+async def create_key(request: Request, p: Caller, service: Service) -> JSONResponse:
+    """Create an API key (needs role admin). The token is shown once; only its hash is
+    kept."""
+    body = parse_model(KeyIn, await read_json(request))
+    if "domain" in body.model_fields_set:
+        domain = body.domain or None
+    elif p.domain is not None:
+        domain = p.domain
+    else:
+        raise problem(
+            400,
+            "name the domain of the new key (field domain); null makes another service admin key",
+            pointer="/domain",
+        )
+    token = await service.create_api_key(p, domain, body.role)
+    parts = split_token(token)
+    doc: dict[str, Any] = {
+        "token": token,
+        "keyId": parts[0] if parts else None,
+        "domain": domain,
+        "role": body.role,
+    }
+    return JSONResponse(doc, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.post(
+    "/grants",
+    operation_id="createGrant",
+    status_code=201,
+    response_model=GrantOut,
+    openapi_extra=request_body(GrantIn),
+)
+async def create_grant(request: Request, p: Caller, service: Service) -> JSONResponse:
+    """Let another domain read (or write) those of your things that match a filter (needs
+    a domain key with role admin)."""
+    body = parse_model(GrantIn, await read_json(request))
+    g = await service.grant(p, body.grantee, body.filter, body.role)
+    doc = {"grantor": g.grantor, "grantee": g.grantee, "filter": g.filter, "role": g.role}
+    return JSONResponse(doc, status_code=201)

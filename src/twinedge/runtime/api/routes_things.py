@@ -1,0 +1,487 @@
+"""``/api/2/things/...``: the thing tree (URLs mirror the JSON), delta, history,
+commands and device credentials.
+
+Every level of a thing — the thing, ``attributes``, one attribute path, ``features``, one
+feature, its ``properties`` / ``desiredProperties`` and any path below them — answers
+``GET``, ``PUT``, ``PATCH`` (JSON Merge Patch, RFC 7396) and ``DELETE``:
+
+* ``PUT`` creates (``201`` with the created value, ``Location`` and ``ETag``) or replaces
+  (``204`` with ``ETag``; ``200`` with the new value when the request says
+  ``Prefer: return=representation``).
+* ``PATCH`` answers ``204`` (or ``200`` with ``Prefer: return=representation``).
+* ``DELETE`` answers ``204``.
+* Reads accept ``?revision=N`` or ``?at=<RFC 3339 | unix seconds>`` for the value as it
+  was, and ``If-None-Match`` (``304``).
+* Writes accept ``If-Match: "<revision>"`` / ``*`` and ``If-None-Match: *``. A
+  precondition is evaluated against the current revision N and the write is then sent
+  to the service with ``if_match=N``, so check and write are atomic.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from twinedge.runtime import things
+from twinedge.runtime.api.common import (
+    MERGE_PATCH_TYPES,
+    Caller,
+    Service,
+    etag,
+    location,
+    parse_etags,
+    parse_model,
+    parse_time,
+    read_json,
+    revisions_of,
+)
+from twinedge.runtime.api.models import (
+    COMMON_RESPONSES,
+    THING_ID_PATTERN,
+    CredentialsIn,
+    Delta,
+    Feature,
+    History,
+    Thing,
+    ThingIn,
+    problem_responses,
+    request_body,
+)
+from twinedge.runtime.api.problems import problem
+from twinedge.runtime.auth import Principal
+from twinedge.runtime.service import TwinService
+from twinedge.runtime.things import ProblemError
+
+router = APIRouter(prefix="/api/2/things", responses=COMMON_RESPONSES)
+
+ThingIdParam = Annotated[
+    str,
+    Path(
+        description="`namespace:name`",
+        examples=["fleet:car-7"],
+        json_schema_extra={"pattern": THING_ID_PATTERN},
+    ),
+]
+FeatureIdParam = Annotated[str, Path(description="a feature id", examples=["battery"])]
+PathParam = Annotated[
+    str,
+    Path(description="a JSON pointer below this level, '/'-separated (`~1` escapes '/')"),
+]
+RevisionQuery = Annotated[
+    int | None, Query(ge=1, description="read the value as it was at this revision")
+]
+AtQuery = Annotated[
+    str | None,
+    Query(description="read the value as it was at this time (RFC 3339 or unix seconds)"),
+]
+
+
+def present(doc: dict[str, Any]) -> dict[str, Any]:
+    """A thing as the API shows it: the document plus ``_inSync``."""
+    out = dict(things.public_view(doc))
+    out["_inSync"] = things.in_sync(doc)
+    return out
+
+
+def pointer_of(tokens: list[str]) -> str:
+    return "/".join(things.escape_token(t) for t in tokens)
+
+
+def value_at(doc: dict[str, Any], tokens: list[str]) -> Any:
+    if not tokens:
+        return present(doc)
+    try:
+        return things.get_path(doc, tokens)
+    except KeyError:
+        raise problem(
+            404, f"thing {doc.get('thingId')} has nothing at /{pointer_of(tokens)}"
+        ) from None
+
+
+def _exists(doc: dict[str, Any], tokens: list[str]) -> bool:
+    try:
+        things.get_path(doc, tokens)
+    except KeyError:
+        return False
+    return True
+
+
+async def preconditions(
+    service: TwinService,
+    p: Principal,
+    request: Request,
+    thing_id: str,
+    tokens: list[str],
+    *,
+    creates_thing: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``If-Match`` / ``If-None-Match`` and return the keyword arguments for the
+    service (``if_match`` = the revision the check was made against)."""
+    im_header = request.headers.get("if-match")
+    inm_header = request.headers.get("if-none-match")
+    im, inm = parse_etags(im_header), parse_etags(inm_header)
+    if im is None and inm is None:
+        return {}
+    try:
+        cur: dict[str, Any] | None = await service.get_thing(p, thing_id)
+    except ProblemError as e:
+        if e.status != 404:
+            raise
+        cur = None
+    out: dict[str, Any] = {}
+    if im is not None:
+        if cur is None:
+            if tokens:
+                return {}  # the service answers 404
+            raise problem(412, f"thing {thing_id} does not exist (If-Match: {im_header})")
+        rev = cur["_revision"]
+        if im != ["*"] and rev not in revisions_of(im, "If-Match"):
+            raise problem(
+                412,
+                f"thing {thing_id} is at revision {rev}, not {im_header.strip()} (If-Match); "
+                "read it again and retry with the new ETag",
+                currentRevision=rev,
+            )
+        out["if_match"] = rev
+    if inm is not None:
+        if cur is None:
+            if creates_thing and inm == ["*"]:
+                out["if_none_match"] = True
+            return out
+        rev = cur["_revision"]
+        if inm == ["*"]:
+            if _exists(cur, tokens):
+                where = f"a value at /{pointer_of(tokens)}" if tokens else "the thing"
+                raise problem(
+                    412,
+                    f"{where} of {thing_id} exists already (If-None-Match: *); "
+                    "drop the header to replace it",
+                    currentRevision=rev,
+                )
+        elif rev in revisions_of(inm, "If-None-Match"):
+            raise problem(412, f"thing {thing_id} is at revision {rev} (If-None-Match)")
+        out["if_match"] = rev
+    return out
+
+
+def _wants_representation(request: Request) -> bool:
+    return "return=representation" in request.headers.get("prefer", "").replace(" ", "")
+
+
+def _written(
+    request: Request, doc: dict[str, Any] | None, tokens: list[str], created: bool
+) -> Response:
+    headers = {}
+    if doc is not None:
+        headers["ETag"] = etag(doc["_revision"])
+    if created and doc is not None:
+        headers["Location"] = location(request)
+        return JSONResponse(value_at(doc, tokens), status_code=201, headers=headers)
+    if doc is not None and _wants_representation(request):
+        headers["Preference-Applied"] = "return=representation"
+        return JSONResponse(value_at(doc, tokens), status_code=200, headers=headers)
+    return Response(status_code=204, headers=headers)
+
+
+# --- the levels of a thing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Level:
+    suffix: str  # URL below /api/2/things/{thingId}
+    name: str  # for operation ids: getThing, putAttributes, ...
+    label: str  # for summaries
+    head: tuple[str, ...] = ()  # pointer tokens before {featureId}
+    feature: bool = False
+    tail: tuple[str, ...] = ()  # pointer tokens after {featureId}
+    rest: bool = False  # ends with {path:path}
+    put_schema: dict[str, Any] | None = None
+    put_model: type | None = None
+    patch_object: bool = True  # the merge patch document is an object
+
+    def tokens(self, kw: dict[str, Any]) -> list[str]:
+        out = list(self.head)
+        if self.feature:
+            out.append(kw["featureId"])
+        out += self.tail
+        if self.rest:
+            out += things.split_path(kw["path"])
+        return out
+
+
+_OBJECT = {"type": "object", "additionalProperties": True}
+_ANY: dict[str, Any] = {}
+_FEATURES = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Feature"}}
+
+LEVELS = [
+    Level("", "Thing", "a thing", put_model=ThingIn),
+    Level("/attributes", "Attributes", "the attributes", ("attributes",), put_schema=_OBJECT),
+    Level(
+        "/attributes/{path:path}",
+        "Attribute",
+        "one attribute",
+        ("attributes",),
+        rest=True,
+        put_schema=_ANY,
+        patch_object=False,
+    ),
+    Level("/features", "Features", "the features", ("features",), put_schema=_FEATURES),
+    Level(
+        "/features/{featureId}",
+        "Feature",
+        "one feature",
+        ("features",),
+        feature=True,
+        put_model=Feature,
+    ),
+    Level(
+        "/features/{featureId}/properties",
+        "Properties",
+        "a feature's reported properties",
+        ("features",),
+        True,
+        ("properties",),
+        put_schema=_OBJECT,
+    ),
+    Level(
+        "/features/{featureId}/properties/{path:path}",
+        "Property",
+        "one reported property",
+        ("features",),
+        True,
+        ("properties",),
+        rest=True,
+        put_schema=_ANY,
+        patch_object=False,
+    ),
+    Level(
+        "/features/{featureId}/desiredProperties",
+        "DesiredProperties",
+        "a feature's desired properties (sent to the device)",
+        ("features",),
+        True,
+        ("desiredProperties",),
+        put_schema=_OBJECT,
+    ),
+    Level(
+        "/features/{featureId}/desiredProperties/{path:path}",
+        "DesiredProperty",
+        "one desired property (sent to the device)",
+        ("features",),
+        True,
+        ("desiredProperties",),
+        rest=True,
+        put_schema=_ANY,
+        patch_object=False,
+    ),
+]
+
+
+def _params(level: Level, *extra: inspect.Parameter) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    ps = [
+        inspect.Parameter("request", kw, annotation=Request),
+        inspect.Parameter("service", kw, annotation=Service),
+        inspect.Parameter("p", kw, annotation=Caller),
+        inspect.Parameter("thingId", kw, annotation=ThingIdParam),
+    ]
+    if level.feature:
+        ps.append(inspect.Parameter("featureId", kw, annotation=FeatureIdParam))
+    if level.rest:
+        ps.append(inspect.Parameter("path", kw, annotation=PathParam))
+    return ps + list(extra)
+
+
+def _endpoint(fn: Any, params: list[inspect.Parameter], name: str) -> Any:
+    async def endpoint(**kw: Any) -> Response:
+        return await fn(**kw)
+
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__name__ = name
+    return endpoint
+
+
+def _add_level(level: Level) -> None:
+    kw_only = inspect.Parameter.KEYWORD_ONLY
+
+    async def get_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        revision, at = kw.pop("revision", None), parse_time("at", kw.pop("at", None))
+        if revision is not None and at is not None:
+            raise problem(400, "give either ?revision= or ?at=, not both")
+        tokens = level.tokens(kw)
+        doc = await service.get_thing(p, thingId, revision=revision, at=at)
+        tag = etag(doc["_revision"])
+        inm = parse_etags(request.headers.get("if-none-match"))
+        if inm and ("*" in inm or str(doc["_revision"]) in inm):
+            return Response(status_code=304, headers={"ETag": tag})
+        return JSONResponse(value_at(doc, tokens), headers={"ETag": tag})
+
+    async def put_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        tokens = level.tokens(kw)
+        body = await read_json(request)
+        if tokens:
+            pre = await preconditions(service, p, request, thingId, tokens)
+            doc, created = await service.put_path(p, thingId, pointer_of(tokens), body, **pre)
+        else:
+            if isinstance(body, dict):
+                body.pop("_inSync", None)  # computed; a GET -> PUT round trip must work
+            pre = await preconditions(service, p, request, thingId, tokens, creates_thing=True)
+            doc, created = await service.put_thing(p, thingId, body, **pre)
+        return _written(request, doc, tokens, created)
+
+    async def patch_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        tokens = level.tokens(kw)
+        body = await read_json(request, media_types=MERGE_PATCH_TYPES)
+        if level.patch_object and not isinstance(body, dict):
+            raise problem(
+                400,
+                f"a merge patch of {level.label} must be a JSON object, got {type(body).__name__}",
+                pointer="",
+            )
+        pre = await preconditions(service, p, request, thingId, tokens)
+        if level.name == "DesiredProperties":
+            doc = await service.set_desired(p, thingId, kw["featureId"], body, **pre)
+        else:
+            doc = await service.patch(p, thingId, pointer_of(tokens), body, **pre)
+        return _written(request, doc, tokens, False)
+
+    async def delete_(request: Request, service: TwinService, p: Principal, thingId: str, **kw):
+        tokens = level.tokens(kw)
+        pre = await preconditions(service, p, request, thingId, tokens)
+        await service.delete(p, thingId, pointer_of(tokens), **pre)
+        doc = service.things.get(thingId) if tokens else None
+        return _written(request, doc, [], False) if doc else Response(status_code=204)
+
+    url = "/{thingId}" + level.suffix
+    read_params = _params(
+        level,
+        inspect.Parameter("revision", kw_only, annotation=RevisionQuery, default=None),
+        inspect.Parameter("at", kw_only, annotation=AtQuery, default=None),
+    )
+    get_responses: dict[int | str, Any] = {304: {"description": "Not modified (If-None-Match)"}}
+    if level.name == "Thing":
+        get_responses[200] = {"model": Thing, "description": "The thing"}
+    router.add_api_route(
+        url,
+        _endpoint(get_, read_params, f"get{level.name}"),
+        methods=["GET"],
+        operation_id=f"get{level.name}",
+        summary=f"Read {level.label}",
+        responses=get_responses,
+    )
+    if level.put_model is not None:
+        put_body = request_body(level.put_model)
+    else:
+        put_body = request_body(None, schema=level.put_schema)
+    router.add_api_route(
+        url,
+        _endpoint(put_, _params(level), f"put{level.name}"),
+        methods=["PUT"],
+        operation_id=f"put{level.name}",
+        summary=f"Create or replace {level.label}",
+        status_code=204,
+        responses={
+            201: {"description": "Created; the body is the new value"},
+            200: {"description": "Replaced (Prefer: return=representation)"},
+            **problem_responses(412, 413, 415),
+        },
+        openapi_extra=put_body,
+    )
+    patch_schema = _OBJECT if level.patch_object else _ANY
+    router.add_api_route(
+        url,
+        _endpoint(patch_, _params(level), f"patch{level.name}"),
+        methods=["PATCH"],
+        operation_id=f"patch{level.name}",
+        summary=f"Merge-patch {level.label} (RFC 7396; null deletes)",
+        status_code=204,
+        responses={
+            200: {"description": "Patched (Prefer: return=representation)"},
+            **problem_responses(412, 413, 415),
+        },
+        openapi_extra=request_body(None, MERGE_PATCH_TYPES, schema=patch_schema),
+    )
+    router.add_api_route(
+        url,
+        _endpoint(delete_, _params(level), f"delete{level.name}"),
+        methods=["DELETE"],
+        operation_id=f"delete{level.name}",
+        summary=f"Delete {level.label}",
+        status_code=204,
+        responses=problem_responses(412),
+    )
+
+
+# Fixed sub-resources first, so that e.g. /{thingId}/delta never reaches a level route.
+@router.get("/{thingId}/delta", operation_id="getDelta", response_model=Delta)
+async def get_delta(thingId: ThingIdParam, p: Caller, service: Service) -> JSONResponse:
+    """What the device still has to do: desired values it has not reported yet."""
+    d = await service.delta(p, thingId)
+    return JSONResponse(d, headers={"ETag": etag(d["revision"])})
+
+
+@router.get("/{thingId}/history", operation_id="getHistory", response_model=History)
+async def get_history(
+    thingId: ThingIdParam,
+    p: Caller,
+    service: Service,
+    from_: Annotated[
+        str | None, Query(alias="from", description="RFC 3339 or unix seconds (inclusive)")
+    ] = None,
+    to: Annotated[str | None, Query(description="RFC 3339 or unix seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """The changes of a thing in time order, each with its RFC 6902 patch."""
+    since, until = parse_time("from", from_), parse_time("to", to)
+    items = await service.history(p, thingId, since=since, until=until, limit=limit)
+    return {"thingId": thingId, "items": items}
+
+
+@router.post(
+    "/{thingId}/inbox/messages/{subject}",
+    operation_id="sendCommand",
+    responses={
+        200: {"description": "The device's response payload"},
+        **problem_responses(408, 503),
+    },
+    openapi_extra=request_body(
+        None, required=False, schema=_ANY, description="the command payload (any JSON)"
+    ),
+)
+async def send_command(
+    request: Request,
+    thingId: ThingIdParam,
+    subject: Annotated[str, Path(description="the command name", examples=["reboot"])],
+    p: Caller,
+    service: Service,
+    timeout: Annotated[
+        float, Query(gt=0, le=300, description="seconds to wait for the device's answer")
+    ] = 10.0,
+) -> JSONResponse:
+    """Send a command to the device and wait for its answer (408 when it does not come)."""
+    payload = await read_json(request, required=False)
+    answer = await service.send_command(p, thingId, subject, payload, timeout_s=timeout)
+    return JSONResponse(answer)
+
+
+@router.put(
+    "/{thingId}/credentials",
+    operation_id="putCredentials",
+    status_code=204,
+    openapi_extra=request_body(CredentialsIn),
+)
+async def put_credentials(
+    request: Request, thingId: ThingIdParam, p: Caller, service: Service
+) -> Response:
+    """Set the password the device uses to log in to MQTT (username = thing id)."""
+    body = parse_model(CredentialsIn, await read_json(request))
+    await service.set_device_secret(p, thingId, body.password)
+    return Response(status_code=204)
+
+
+for _level in LEVELS:
+    _add_level(_level)
