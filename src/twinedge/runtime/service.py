@@ -1053,25 +1053,31 @@ class TwinService:
                 n = await self._read(self.store.prune_history, self.clock() - self.retention_s)
                 self.metrics["history_pruned_total"] += n
 
-    async def health(self) -> dict[str, Any]:
-        """``{"ok": bool, ...}``: the writer is running and the store answers."""
-        writer_ok = self._writer_task is not None and not self._writer_task.done()
-        t0 = time.perf_counter()
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """``{"status": "ok"|"unavailable", "writer", "store", ...}``: the writer task runs
+        and the store answers a read within ``timeout_s`` (``detail`` says what is down)."""
+        writer = self._writer_task is not None and not self._writer_task.done()
+        store, detail = False, None
         try:
-            await asyncio.wait_for(self._read(self.store.get_api_key, "admin"), 5)
-            store_ok, err = True, None
+            await asyncio.wait_for(self._read(self.store.get_api_key, "admin"), timeout_s)
+            store = True
+        except TimeoutError:
+            detail = f"the store did not answer within {timeout_s:g} s"
         except Exception as e:
-            store_ok, err = False, f"{type(e).__name__}: {e}"
-        out = {
-            "ok": writer_ok and store_ok,
-            "writer": "running" if writer_ok else "stopped",
-            "store": "ok" if store_ok else err,
-            "store_ms": round(1000 * (time.perf_counter() - t0), 2),
+            detail = f"the store failed: {type(e).__name__}: {e}"
+        if not writer and detail is None:
+            detail = "the writer task is not running (service not started, stopped or crashed)"
+        doc: dict[str, Any] = {
+            "status": "ok" if writer and store else "unavailable",
+            "writer": writer,
+            "store": store,
             "things": len(self.things),
-            "queue_depth": self.queue_depth,
             "subscribers": self.subscribers,
+            "queueDepth": self.queue_depth,
         }
-        return out
+        if detail:
+            doc["detail"] = detail
+        return doc
 
     @property
     def queue_depth(self) -> int:

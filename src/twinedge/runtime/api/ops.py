@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -146,31 +145,8 @@ class ApiMetrics:
 
 
 async def health(service: TwinService, timeout_s: float = 2.0) -> dict[str, Any]:
-    """``{"status", "writer", "store", ...}``: the writer task runs and the store answers a
-    read within ``timeout_s``."""
-    task = getattr(service, "_writer_task", None)
-    writer = task is not None and not task.done()
-    store, detail = False, None
-    try:
-        await asyncio.wait_for(service._read(service.store.get_api_key, "admin"), timeout_s)
-        store = True
-    except TimeoutError:
-        detail = f"the store did not answer within {timeout_s:g} s"
-    except Exception as e:
-        detail = f"the store failed: {type(e).__name__}: {e}"
-    if not writer and detail is None:
-        detail = "the writer task is not running (service not started, stopped or crashed)"
-    doc: dict[str, Any] = {
-        "status": "ok" if writer and store else "unavailable",
-        "writer": writer,
-        "store": store,
-        "things": len(service.things),
-        "subscribers": service.subscribers,
-        "queueDepth": service.queue_depth,
-    }
-    if detail:
-        doc["detail"] = detail
-    return doc
+    """See :meth:`TwinService.health`."""
+    return await service.health(timeout_s)
 
 
 @router.get(
