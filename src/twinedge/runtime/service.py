@@ -481,7 +481,7 @@ class TwinService:
         self.metrics["events_published_total"] += len(events)
 
     def subscribe(
-        self, principal: Principal, filter: str | None = None, *, max_queue: int = 1000
+        self, principal: Principal, filter: str | None = None, *, max_queue: int = 10_000
     ) -> Subscription:
         """A stream of CloudEvents for the things ``principal`` may see that match
         ``filter`` (RQL)."""

@@ -64,7 +64,7 @@ def create_app(
     title: str = "twinedge",
     manage_service: bool = False,
     max_body_bytes: int = 1_000_000,
-    event_queue_max: int = 1000,
+    event_queue_max: int = 10_000,
     keepalive_s: float = 15.0,
 ) -> FastAPI:
     """The HTTP API, event streams, health, metrics and dashboard of ``service``.
