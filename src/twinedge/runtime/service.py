@@ -889,7 +889,7 @@ class TwinService:
         principal = Principal(device or thing_id, None, "write", "device")
         for fid, props in payload.items():
             things.validate_feature(fid, {"properties": props})
-        if things._depth(payload) > things.MAX_DEPTH - 3:
+        if things.too_deep(payload, things.MAX_DEPTH - 3):
             raise bad_request(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
 
         def mutate(cur: dict | None) -> dict | None:

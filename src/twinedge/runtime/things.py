@@ -224,14 +224,18 @@ def in_sync(thing: dict) -> bool:
 # --- validation -----------------------------------------------------------------------
 
 
-def _depth(v: Any, d: int = 0) -> int:
-    if d > MAX_DEPTH:
-        return d
+def too_deep(v: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``v`` nests objects/arrays more than ``limit`` levels deep (stops early)."""
+    if limit < 0:
+        return True
     if isinstance(v, dict):
-        return max((_depth(x, d + 1) for x in v.values()), default=d + 1)
+        return (
+            any(isinstance(x, dict | list) and too_deep(x, limit - 1) for x in v.values())
+            or limit == 0
+        )
     if isinstance(v, list):
-        return max((_depth(x, d + 1) for x in v), default=d + 1)
-    return d
+        return any(isinstance(x, dict | list) and too_deep(x, limit - 1) for x in v) or limit == 0
+    return False
 
 
 def validate_thing(doc: Any, thing_id: str) -> dict:
@@ -260,7 +264,7 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         raise bad_request("features must be a JSON object", "/features")
     for fid, f in feats.items():
         validate_feature(fid, f)
-    if _depth(doc) > MAX_DEPTH:
+    if too_deep(doc):
         raise bad_request(f"the document nests deeper than {MAX_DEPTH} levels", "")
     return {"thingId": thing_id, "attributes": attrs, "features": feats}
 
