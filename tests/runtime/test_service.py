@@ -1,4 +1,4 @@
-"""The service core against the real SQLite store: single writer, durability, revisions,
+"""The service core against the real stores (SQLite and PostgreSQL): single writer, durability, revisions,
 conditional writes, groups, events, access across domains, commands."""
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ B_ADMIN = Principal("admin-b", "dom-b", "admin")
 READER = Principal("ro-a", "dom-a", "read")
 
 
-def run(tmp_path, body):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Every service test runs on both stores."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.db'}"
+    return request.getfixturevalue("postgres_schema_url")
+
+
+def run(store_url, body):
     async def main():
-        svc = TwinService(open_store(f"sqlite:///{tmp_path / 't.db'}"))
+        svc = TwinService(open_store(store_url))
         await svc.start()
         try:
             return await body(svc)
@@ -38,7 +46,7 @@ def car(n: int = 1, level: int = 50) -> dict:
     }
 
 
-def test_create_read_patch_revisions_and_preconditions(tmp_path):
+def test_create_read_patch_revisions_and_preconditions(store_url):
     async def body(svc):
         doc, created = await svc.put_thing(A, "fleet:car-1", car())
         assert created and doc["_revision"] == 1 and doc["_domain"] == "dom-a"
@@ -76,10 +84,10 @@ def test_create_read_patch_revisions_and_preconditions(tmp_path):
             await svc.get_thing(A, "fleet:car-1")
         assert e.value.status == 404
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_concurrent_writers_lose_nothing_and_revisions_have_no_gaps(tmp_path):
+def test_concurrent_writers_lose_nothing_and_revisions_have_no_gaps(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car())
         await asyncio.gather(
@@ -93,10 +101,10 @@ def test_concurrent_writers_lose_nothing_and_revisions_have_no_gaps(tmp_path):
         # batching: far fewer commits than writes
         assert len(svc.commit_latency_s) < 300
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_device_report_is_durable_when_acknowledged(tmp_path):
+def test_device_report_is_durable_when_acknowledged(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car())
         revs = await asyncio.gather(
@@ -104,7 +112,7 @@ def test_device_report_is_durable_when_acknowledged(tmp_path):
         )
         assert sorted(revs) == list(range(2, 52))
         # a second, independent connection sees the last acknowledged value
-        fresh = open_store(f"sqlite:///{tmp_path / 't.db'}")
+        fresh = open_store(store_url)
         docs = {d["thingId"]: d for d in fresh.load_things()}
         fresh.close()
         assert docs["fleet:car-1"]["_revision"] == 51
@@ -120,10 +128,10 @@ def test_device_report_is_durable_when_acknowledged(tmp_path):
             await svc.device_report("fleet:nobody", {"battery": {"level": 1}})
         assert e.value.status == 404
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_domains_are_isolated_until_granted(tmp_path):
+def test_domains_are_isolated_until_granted(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car(level=80))
         await svc.put_thing(A, "fleet:car-2", car(level=10))
@@ -145,10 +153,10 @@ def test_domains_are_isolated_until_granted(tmp_path):
         with pytest.raises(ProblemError):
             await svc.patch(B, "fleet:car-1", "attributes", {"x": 1})  # read-only grant
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_groups_follow_twins_and_emit_join_and_leave(tmp_path):
+def test_groups_follow_twins_and_emit_join_and_leave(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car(level=80))
         await svc.put_thing(A, "fleet:car-2", car(level=10))
@@ -175,10 +183,10 @@ def test_groups_follow_twins_and_emit_join_and_leave(tmp_path):
         assert (await svc.get_group(A, "charged"))["members"] == ["fleet:car-2"]
         assert [x["name"] for x in await svc.list_groups(B)] == []
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_a_slow_subscriber_is_cut_off_with_a_reason(tmp_path):
+def test_a_slow_subscriber_is_cut_off_with_a_reason(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car())
         sub = svc.subscribe(A, max_queue=5)
@@ -190,7 +198,7 @@ def test_a_slow_subscriber_is_cut_off_with_a_reason(tmp_path):
         assert svc.metrics["events_dropped_total"] == 1
         assert sub not in svc._subscriptions
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
 class Device:
@@ -212,7 +220,7 @@ class Device:
         pass
 
 
-def test_desired_state_goes_to_the_device_and_commands_round_trip(tmp_path):
+def test_desired_state_goes_to_the_device_and_commands_round_trip(store_url):
     async def body(svc):
         await svc.put_thing(A, "fleet:car-1", car())
         with pytest.raises(ProblemError) as e:
@@ -236,12 +244,12 @@ def test_desired_state_goes_to_the_device_and_commands_round_trip(tmp_path):
         assert e.value.status == 408
         assert not svc.command_response("fleet:car-1", "unknown-id", {})
 
-    run(tmp_path, body)
+    run(store_url, body)
 
 
-def test_stop_flushes_everything_accepted(tmp_path):
+def test_stop_flushes_everything_accepted(store_url):
     async def body():
-        svc = TwinService(open_store(f"sqlite:///{tmp_path / 't.db'}"))
+        svc = TwinService(open_store(store_url))
         await svc.start()
         await svc.put_thing(A, "fleet:car-1", car())
         tasks = [
@@ -251,7 +259,7 @@ def test_stop_flushes_everything_accepted(tmp_path):
         await asyncio.sleep(0)
         await svc.stop()
         done = [t.result() for t in tasks if t.done() and not t.exception()]
-        fresh = open_store(f"sqlite:///{tmp_path / 't.db'}")
+        fresh = open_store(store_url)
         rev = next(iter(fresh.load_things()))["_revision"]
         fresh.close()
         assert rev == 1 + len(done) and len(done) == 100

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import time
 import uuid
 from collections import Counter
@@ -50,6 +51,7 @@ from twinedge.runtime.store.base import (
 )
 from twinedge.runtime.things import ProblemError, bad_request, not_found
 
+log = logging.getLogger("twinedge.service")
 Mutator = Callable[[dict | None], dict | None]
 EVENT_SOURCE = "/twinedge"
 
@@ -631,6 +633,14 @@ class TwinService:
         if doc is None or not self._visible(p, doc, role):
             if doc is not None:
                 self.metrics["access_denied_total"] += 1
+                log.warning(
+                    "refused %s access to %s (domain %s) for key %s of domain %s",
+                    role,
+                    thing_id,
+                    doc.get("_domain"),
+                    p.id,
+                    p.domain,
+                )
             # a thing of another domain is indistinguishable from a missing one
             raise not_found(f"thing {thing_id} does not exist or is not visible to key {p.id!r}")
         return doc
