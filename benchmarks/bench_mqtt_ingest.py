@@ -352,7 +352,14 @@ def cli() -> None:
     if args.publisher:
         run_publisher()
         return
-    print(json.dumps(asyncio.run(main(args)), indent=2))
+    # the same event loop as `twinedge serve` (uvloop), unless TWINEDGE_ASYNCIO=1
+    if not os.environ.get("TWINEDGE_ASYNCIO"):
+        import uvloop
+
+        uvloop.install()
+    out = asyncio.run(main(args))
+    out["event_loop"] = type(asyncio.new_event_loop()).__module__
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

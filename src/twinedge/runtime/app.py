@@ -223,4 +223,9 @@ def serve(config: ServeConfig) -> None:
         await server.start()
         await server.run()
 
-    asyncio.run(main())
+    try:  # uvloop's event loop makes the MQTT and HTTP paths markedly cheaper
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
