@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.ledger.ledger_helpers import make_entry
 
+from tests.ledger.ledger_helpers import make_entry
 from twinedge.ledger import LedgerDir
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.ledger.ledger_helpers import make_entry
 from typer.testing import CliRunner
 
+from tests.ledger.ledger_helpers import make_entry
 from twinedge.ledger import Checkpoint, LedgerDir, Signer, audit
 from twinedge.ledger.cli import app
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.ledger.ledger_helpers import make_entry
 from typer.testing import CliRunner
 
+from tests.ledger.ledger_helpers import make_entry
 from twinedge.ledger import merkle
 from twinedge.ledger.cli import app
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.ledger.ledger_helpers import make_entry
 
+from tests.ledger.ledger_helpers import make_entry
 from twinedge.errors import LedgerError
 from twinedge.ledger import Checkpoint, LedgerDir, LedgerLog, Signer, Verifier, merkle
 from twinedge.ledger.entry import canonical_json, encode_entries, encode_entry, is_canonical
