@@ -3,7 +3,7 @@
 #   - Debian packages for the real servers the tests start themselves on 127.0.0.1
 #     (PostgreSQL, Mosquitto, Chromium), when missing and when we may install them;
 #   - the package with its test extras;
-# then pytest (extra arguments are passed on).
+# then lint (ruff) and pytest (extra arguments are passed on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +28,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -e ".[test]"
+python3 -m ruff check src tests benchmarks examples
+python3 -m ruff format --check --quiet src tests benchmarks examples
 exec python3 -m pytest -q "$@"
