@@ -1,50 +1,78 @@
-"""Resolve a policy by registered name or by import path ``module.path:attribute``."""
+"""Resolve a policy by registered name or by import path ``package.module:attribute``.
+
+One resolver serves every kind of policy (placement, migration, ...): a registered class
+or a class found by import path is instantiated with the given parameters; a function is
+used as is.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from twinedge.errors import PolicyError
 
 
+def _hint(registry: Mapping[str, type]) -> str:
+    names = ", ".join(sorted(registry))
+    return f"use one of {names} or an import path of the form 'package.module:function_or_class'"
+
+
+def _instantiate(cls: type, params: dict[str, Any], kind: str, label: str) -> Any:
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        try:
+            accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        except (TypeError, ValueError):
+            accepted = []
+        raise PolicyError(
+            f"{kind} policy {label!r} rejected parameters {sorted(params)}: {exc}; "
+            f"it accepts: {', '.join(accepted) or 'no parameters'}"
+        ) from exc
+    except ValueError as exc:
+        raise PolicyError(f"{kind} policy {label!r}: bad parameter: {exc}") from exc
+
+
 def resolve(spec: str, registry: Mapping[str, type], kind: str, **params: Any) -> Callable:
-    """Return a ready policy: a built-in class instantiated with ``params``, or the object
-    at ``module:attribute`` (a class is instantiated with ``params``; a function is used
-    as is and takes no parameters)."""
-    if not isinstance(spec, str) or not spec:
-        raise PolicyError(f"{kind} policy: expected a name or module:attribute, got {spec!r}")
+    """Return a ready policy of ``kind``: a registered name, or ``package.module:attr``
+    (dotted attributes allowed). A class is instantiated with ``params``; a function is
+    used as is and cannot take parameters. Every failure is a :class:`PolicyError` that
+    names the known policies."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise PolicyError(f"{kind} policy must be a non-empty string; {_hint(registry)}")
+    spec = spec.strip()
     if spec in registry:
-        target: Any = registry[spec]
-    elif ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as err:
-            raise PolicyError(
-                f"{kind} policy {spec!r}: cannot import module {mod_name!r} ({err})"
-            ) from None
-        try:
-            target = getattr(module, attr)
-        except AttributeError:
-            raise PolicyError(
-                f"{kind} policy {spec!r}: module {mod_name!r} has no attribute {attr!r}"
-            ) from None
-    else:
-        known = ", ".join(sorted(registry))
+        return _instantiate(registry[spec], params, kind, spec)
+    if ":" not in spec:
+        raise PolicyError(f"unknown {kind} policy {spec!r}; {_hint(registry)}")
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise PolicyError(f"malformed {kind} policy {spec!r}; {_hint(registry)}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
         raise PolicyError(
-            f"unknown {kind} policy {spec!r}; use one of {known} or module.path:function"
-        )
-    if isinstance(target, type):
-        try:
-            return target(**params)
-        except TypeError as err:
-            raise PolicyError(f"{kind} policy {spec!r}: bad parameters {params} ({err})") from None
-    if params:
+            f"cannot import module {module_name!r} for {kind} policy {spec!r} "
+            f"({type(exc).__name__}: {exc}); check that it is on PYTHONPATH; {_hint(registry)}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PolicyError(
+                f"module {module_name!r} has no attribute {attr!r} ({kind} policy {spec!r}); "
+                f"{_hint(registry)}"
+            )
+        obj = getattr(obj, part)
+    if inspect.isclass(obj):
+        obj = _instantiate(obj, params, kind, spec)
+    elif params:
         raise PolicyError(
-            f"{kind} policy {spec!r} is a function and takes no parameters; got {params}"
+            f"{kind} policy {spec!r} is a function, so it cannot take parameters "
+            f"{sorted(params)}; make it a class whose __init__ takes them"
         )
-    if not callable(target):
+    if not callable(obj):
         raise PolicyError(f"{kind} policy {spec!r} is not callable")
-    return target
+    return obj

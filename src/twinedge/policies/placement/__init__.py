@@ -20,8 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import math
 import time
@@ -44,6 +42,7 @@ from twinedge.policies.placement.base import (
 from twinedge.policies.placement.greedy import GreedyPlacement
 from twinedge.policies.placement.nearest import NearestPlacement
 from twinedge.policies.placement.optimal import OptimalPlacement
+from twinedge.policies.registry import resolve
 
 PlacementPolicy = Callable[[PlacementProblem, np.random.Generator], "np.ndarray | PlacementResult"]
 
@@ -72,31 +71,6 @@ __all__ = [
     "solve_placement",
 ]
 
-_FORM_HINT = (
-    "expected one of the registered names ({names}) or an import path of the form "
-    "'package.module:function_or_class'"
-)
-
-
-def _hint() -> str:
-    return _FORM_HINT.format(names=", ".join(sorted(PLACEMENT_POLICIES)))
-
-
-def _instantiate(cls: type, params: dict[str, Any], label: str) -> Any:
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        try:
-            accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
-        except (TypeError, ValueError):
-            accepted = []
-        raise PolicyError(
-            f"placement policy {label!r} rejected parameters {sorted(params)}: {exc}; "
-            f"it accepts: {', '.join(accepted) or 'no parameters'}"
-        ) from exc
-    except ValueError as exc:
-        raise PolicyError(f"placement policy {label!r}: bad parameter: {exc}") from exc
-
 
 def resolve_placement(spec: str, **params: Any) -> PlacementPolicy:
     """Turn a policy name or import path into a callable ``policy(problem, rng)``.
@@ -106,43 +80,7 @@ def resolve_placement(spec: str, **params: Any) -> PlacementPolicy:
     function is used as is (it cannot take ``params``). Raises :class:`PolicyError`
     naming the known policies when ``spec`` cannot be resolved.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise PolicyError(f"placement policy must be a non-empty string; {_hint()}")
-    spec = spec.strip()
-    if spec in PLACEMENT_POLICIES:
-        return _instantiate(PLACEMENT_POLICIES[spec], params, spec)
-    if ":" not in spec:
-        raise PolicyError(f"unknown placement policy {spec!r}; {_hint()}")
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise PolicyError(f"malformed placement policy {spec!r}; {_hint()}")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise PolicyError(
-            f"cannot import module {module_name!r} for placement policy {spec!r} "
-            f"({type(exc).__name__}: {exc}); check that it is on PYTHONPATH; {_hint()}"
-        ) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise PolicyError(
-                f"module {module_name!r} has no attribute {attr!r} (placement policy {spec!r}); "
-                f"{_hint()}"
-            )
-        obj = getattr(obj, part)
-    if inspect.isclass(obj):
-        obj = _instantiate(obj, params, spec)
-    elif params:
-        raise PolicyError(
-            f"placement policy {spec!r} is a function, so it cannot take parameters "
-            f"{sorted(params)}; make it a class whose __init__ takes them"
-        )
-    if not callable(obj):
-        raise PolicyError(
-            f"placement policy {spec!r} is not callable; it must be called as policy(problem, rng)"
-        )
-    return obj
+    return resolve(spec, PLACEMENT_POLICIES, "placement", **params)
 
 
 def _policy_label(policy: Any) -> str:
