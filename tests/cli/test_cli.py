@@ -77,7 +77,6 @@ def test_run_with_explicit_policies_and_a_user_policy(tmp_path):
         "--migration",
         "tests.engine.user_policies:stay_put",
         "--no-report",
-        cwd=tmp_path.parent if False else None,
     )
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert set(s["policies"]) == {

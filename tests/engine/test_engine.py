@@ -217,12 +217,11 @@ def test_utility_weighs_latency_against_energy():
 
 def test_user_policies_by_import_path_and_bad_answers_are_rejected():
     sc = parse_scenario(small_city(30, 4, 1, steps=5))
-    res = simulate(
-        sc,
-        placement="tests.engine.user_policies:first_host" if False else "greedy",
-        migration="tests.engine.user_policies:stay_put",
-    )
+    res = simulate(sc, placement="greedy", migration="tests.engine.user_policies:stay_put")
     assert res.summary["migrations"] == 0
+    # a user placement function that puts every twin on host 0 overloads it
+    with pytest.raises(PolicyError, match="over capacity"):
+        simulate(sc, placement="tests.engine.user_policies:first_host")
     with pytest.raises(PolicyError, match="overloads host"):
         simulate(sc, migration="tests.engine.user_policies:everyone_to_host_zero")
     with pytest.raises(PolicyError, match="unknown migration policy 'nope'; use one of"):

@@ -151,21 +151,14 @@ class Simulation:
         s.uplink_ms = w.uplink_ms(s.dist_m)
 
     def _latency(self) -> None:
-        s, w = self.state, self.world
-        rho = s.used_cpu_ghz / w.host_cpu_ghz
-        svc = models.service_ms(w.work_gcycles, w.host_cpu_ghz[s.host])
-        s.latency_ms = (
-            s.uplink_ms + w.ap_host_ms[s.ap, s.host] + svc * models.queue_factor(rho)[s.host]
-        )
+        """Latency of every twin on its current host (the one formula: SimContext)."""
+        self.state.latency_ms = self.ctx.latency_ms(slice(None), self.state.host)
 
     def _place(self, initial: bool) -> tuple[int, float, float]:
         s = self.state
         period = None if initial else max(1, round((self.period_s or self.step_s) / self.step_s))
         problem = placement_problem(self.ctx, amortise_steps=period)
-        try:
-            result: PlacementResult = solve_placement(self.placement, problem, self.rng)
-        except PolicyError:
-            raise
+        result: PlacementResult = solve_placement(self.placement, problem, self.rng)
         self.placements.append(
             {"t_s": s.t_s, **{k: v for k, v in result.to_json().items() if k != "hosts"}}
         )

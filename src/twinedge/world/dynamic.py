@@ -75,21 +75,18 @@ class SimContext:
         """Latency of each twin if served by ``hosts`` (``(n,)`` or ``(n, k)``), with the
         host load it would see (its own demand added where it is not already there)."""
         w, s = self.world, self.state
+        hosts = np.asarray(hosts)
+
+        def per_twin(a: np.ndarray) -> np.ndarray:  # lined up with ``hosts``
+            return a[:, None] if hosts.ndim == 2 else a
+
         ap = s.ap[twins] if ap is None else ap
         up = s.uplink_ms[twins] if uplink_ms is None else uplink_ms
-        hosts = np.asarray(hosts)
-        extra = (hosts.ndim == 2 and 1) or 0
-        own = (hosts != (s.host[twins][:, None] if extra else s.host[twins])) * (
-            w.cpu_ghz[twins][:, None] if extra else w.cpu_ghz[twins]
-        )
+        own = (hosts != per_twin(s.host[twins])) * per_twin(w.cpu_ghz[twins])
         rho = (s.used_cpu_ghz[hosts] + own) / w.host_cpu_ghz[hosts]
-        svc = models.service_ms(
-            w.work_gcycles[twins][:, None] if extra else w.work_gcycles[twins],
-            w.host_cpu_ghz[hosts],
-        )
-        back = w.ap_host_ms[ap[:, None], hosts] if extra else w.ap_host_ms[ap, hosts]
-        upl = up[:, None] if extra else up
-        return upl + back + svc * models.queue_factor(rho)
+        svc = models.service_ms(per_twin(w.work_gcycles[twins]), w.host_cpu_ghz[hosts])
+        back = w.ap_host_ms[per_twin(ap), hosts]
+        return per_twin(up) + back + svc * models.queue_factor(rho)
 
     def candidates(
         self, twins: np.ndarray, ap: np.ndarray | None = None

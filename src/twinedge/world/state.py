@@ -12,7 +12,7 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 
-from twinedge.scenario.schema import TIERS, Radio
+from twinedge.scenario.schema import Radio
 from twinedge.world import models
 from twinedge.world.network import Links
 
@@ -105,13 +105,6 @@ class World:
         )
         return models.uplink_ms(self.update_bytes[idx], rate)
 
-    def service_ms(self, idx: np.ndarray | slice, host: np.ndarray) -> np.ndarray:
-        """Idle service time of an update of twin ``idx`` on host ``host`` (broadcasts)."""
-        return models.service_ms(self.work_gcycles[idx], self.host_cpu_ghz[host])
-
     def allowed(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """``(n, H)`` mask of the hosts each twin may run on."""
         return self.group_allowed[self.entity_group[idx]]
-
-    def tier_name(self, code: int) -> str:
-        return TIERS[int(code)]

@@ -102,7 +102,8 @@ class Utility:
             return NO_MOVES
         cand, lat = ctx.candidates(twins)
         p = w.tx_power_w[twins]
-        base_mj = 1000 * p * s.uplink_ms[twins] / 1000 * w.update_hz[twins] * ctx.step_s
+        # p [W] * uplink time [ms] = energy [mJ] per update
+        base_mj = p * s.uplink_ms[twins] * w.update_hz[twins] * ctx.step_s
         down = ctx.downtime_s(
             twins[:, None].repeat(cand.shape[1], 1).ravel(), cand.ravel()
         ).reshape(cand.shape)
