@@ -11,12 +11,14 @@ store — nothing acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 import yaml
 
 from twinedge.errors import TwinedgeError
@@ -99,42 +101,28 @@ class ServeConfig:
         return asdict(self)
 
 
-def _http_server_class():
-    import uvicorn
+class _HttpServer(uvicorn.Server):
+    """uvicorn's server, except that (1) shutdown first ends every open event stream with a
+    reason (an SSE response lasts as long as its stream) and (2) after a graceful stop on
+    SIGINT/SIGTERM it does not re-raise the signal: the service still has to flush and close
+    its store, and the process then exits with status 0."""
 
-    class HttpServer(uvicorn.Server):
-        """uvicorn's server, except that (1) shutdown first ends every open event stream
-        with a reason (an SSE response lasts as long as its stream) and (2) after a graceful
-        stop on SIGINT/SIGTERM it does not re-raise the signal: the service still has to
-        flush and close its store, and the process then exits with status 0."""
+    service: TwinService | None = None
 
-        service: TwinService | None = None
+    async def shutdown(self, sockets=None):  # type: ignore[override]
+        if self.service is not None:
+            from twinedge.runtime.api import close_event_streams
 
-        async def shutdown(self, sockets=None):  # type: ignore[override]
-            if self.service is not None:
-                from twinedge.runtime.api import close_event_streams
+            close_event_streams(self.service)
+        await super().shutdown(sockets=sockets)
 
-                close_event_streams(self.service)
-            await super().shutdown(sockets=sockets)
-
-        def capture_signals(self):  # type: ignore[override]
-            cm = super().capture_signals()
-
-            class _Quiet:
-                def __enter__(inner):
-                    return cm.__enter__()
-
-                def __exit__(inner, *exc):
-                    self._captured_signals.clear()
-                    return cm.__exit__(*exc)
-
-            return _Quiet()
-
-    return HttpServer
-
-
-def _HttpServer(config):  # a class factory, used like a class
-    return _http_server_class()(config)
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # handled: do not re-raise them on exit
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -173,8 +161,6 @@ class Server:
 
             url = None if cfg.mqtt == "embedded" else cfg.mqtt
             self.mqtt = await start_mqtt(self.service, url, host=cfg.mqtt_host, port=cfg.mqtt_port)
-        import uvicorn
-
         from twinedge.runtime.api import create_app
 
         app = create_app(self.service)
