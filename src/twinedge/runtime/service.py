@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import time
 import uuid
@@ -357,7 +358,7 @@ class TwinService:
                 else []
             )
         if new is not None and (cur is None or any(o["op"] == "add" for o in ops)):
-            if len(_json_size(new)) > MAX_THING_BYTES:
+            if _json_bytes(new) > MAX_THING_BYTES:
                 raise ProblemError(
                     413,
                     "Payload Too Large",
@@ -439,7 +440,7 @@ class TwinService:
             ch.ops
             if ch.new is not None and ch.revision > 1
             else (
-                [{"op": "add", "path": "", "value": _content(ch.new)}]
+                [{"op": "add", "path": "", "value": _view(ch.new)}]
                 if ch.new
                 else [{"op": "remove", "path": ""}]
             )
@@ -1109,13 +1110,8 @@ def _view(doc: dict | None) -> dict:
 
 
 def _content(doc: dict | None) -> dict:
-    if doc is None:
-        return {}
-    return {
-        k: copy.deepcopy(v)
-        for k, v in doc.items()
-        if k not in ("_revision", "_modified", "_created")
-    }
+    """A private, mutable copy of :func:`_view` (for mutators that edit in place)."""
+    return copy.deepcopy(_view(doc))
 
 
 def _with_meta(content: dict, cur: dict) -> dict:
@@ -1137,7 +1133,5 @@ def _check_writable(tokens: list[str]) -> None:
         raise not_found(f"a thing has no /{tokens[0]}; write under /attributes or /features")
 
 
-def _json_size(doc: dict) -> str:
-    import json
-
-    return json.dumps(doc, separators=(",", ":"))
+def _json_bytes(doc: dict) -> int:
+    return len(json.dumps(doc, separators=(",", ":")))

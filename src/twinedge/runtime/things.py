@@ -290,8 +290,3 @@ def validate_feature(fid: str, f: Any) -> None:
             raise bad_request(
                 f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}"
             )
-
-
-def public_view(thing: dict) -> dict:
-    """The thing as the API shows it: the document plus its service fields."""
-    return thing

@@ -82,7 +82,7 @@ AtQuery = Annotated[
 
 def present(doc: dict[str, Any]) -> dict[str, Any]:
     """A thing as the API shows it: the document plus ``_inSync``."""
-    out = dict(things.public_view(doc))
+    out = dict(doc)
     out["_inSync"] = things.in_sync(doc)
     return out
 
