@@ -15,6 +15,7 @@ a counted, logged problem on the sender's ``errors`` topic, and ingestion goes o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -169,6 +170,40 @@ class Gateway:
         self._last_desired: tuple[str, Any] | None = None
         self._log_times: dict[str, float] = {}
         self._log_suppressed: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; failures are counted, the task is kept until
+        it ends and cancelled by :meth:`_cancel_tasks`."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics["mqtt_delivery_failures_total"] += 1
+            log.debug("MQTT background task failed: %r", task.exception())
+
+    async def _cancel_tasks(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ----------------------------------------------------------------- to devices
     def _send(self, topic_name: str, data: bytes, retain: bool) -> None:

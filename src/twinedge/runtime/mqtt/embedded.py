@@ -33,7 +33,6 @@ disconnects uncleanly: same ACL, same errors.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.metadata
 import logging
@@ -336,7 +335,6 @@ class EmbeddedBroker(Gateway):
         self.host, self._port = host, port
         self.session_expiry_s = session_expiry_s
         self._broker: _Broker | None = None
-        self._tasks: set[asyncio.Task] = set()
 
     @property
     def port(self) -> int:
@@ -366,17 +364,7 @@ class EmbeddedBroker(Gateway):
         if self._broker is not None:
             broker, self._broker = self._broker, None
             await broker.shutdown()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def __aenter__(self) -> EmbeddedBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self._cancel_tasks()
 
     # ------------------------------------------------------------------ admission
     async def admit(self, connect: ConnectPacket) -> tuple[int, str] | None:
@@ -399,16 +387,6 @@ class EmbeddedBroker(Gateway):
         log.warning("MQTT CONNECT from %s (username %r) refused: %s", peer, user, why)
 
     # ------------------------------------------------------------------ delivery
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.metrics["mqtt_delivery_failures_total"] += 1
-
     def _send(self, topic_name: str, data: bytes, retain: bool) -> None:
         """Deliver to the connected sessions subscribed to ``topic_name`` (always a
         ``twinedge/{thingId}/...`` topic). The ACL allows only a handful of filter shapes

@@ -91,7 +91,6 @@ class ExternalBridge(Gateway):
         self._out: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(outbound_queue_max)
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
         self.connections = 0
 
     @property
@@ -120,17 +119,7 @@ class ExternalBridge(Gateway):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def __aenter__(self) -> ExternalBridge:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self._cancel_tasks()
 
     def _send(self, topic_name: str, data: bytes, retain: bool) -> None:
         try:
@@ -163,7 +152,7 @@ class ExternalBridge(Gateway):
                     )
                     sender = asyncio.create_task(self._sender(client))
                     async for message in client.messages:
-                        self._spawn(self._receive(client, message))
+                        self.spawn(self._receive(client, message))
             except aiomqtt.MqttError as e:
                 self.metrics["mqtt_bridge_disconnects_total"] += 1
                 log.warning("MQTT bridge: %s; reconnecting in %.1f s", e, backoff)
@@ -192,7 +181,7 @@ class ExternalBridge(Gateway):
         while True:
             item = await self._out.get()
             await window.acquire()
-            self._spawn(self._publish(client, item, window))
+            self.spawn(self._publish(client, item, window))
 
     async def _publish(
         self, client: aiomqtt.Client, item: tuple[str, bytes, bool], window: asyncio.Semaphore
@@ -212,14 +201,3 @@ class ExternalBridge(Gateway):
             payload = desired_document(thing_id, doc, "", {})
             if payload["features"]:
                 self._send(topic(thing_id, DESIRED), dumps(payload), True)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.metrics["mqtt_delivery_failures_total"] += 1
-            log.debug("MQTT bridge task failed: %r", task.exception())
