@@ -83,11 +83,8 @@ class Metrics:
         self.latency_sum_ms += float(latency_ms.sum())
         self.twin_steps += latency_ms.size
         self.misses += miss
-        p95 = float(
-            np.partition(latency_ms, int(0.95 * (latency_ms.size - 1)))[
-                int(0.95 * (latency_ms.size - 1))
-            ]
-        )
+        k95 = int(0.95 * (latency_ms.size - 1))
+        p95 = float(np.partition(latency_ms, k95)[k95])
         self.step_values[k] = (
             t_s,
             latency_ms.mean(),

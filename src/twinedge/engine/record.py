@@ -60,25 +60,30 @@ class LedgerRecorder:
             [world.domains[d] for d in world.node_domain[nodes]],
         )
 
+    def _add(self, kind: str, domain: str, t_s: float, body: dict) -> None:
+        self._pending.append(
+            {"type": kind, "domain": domain, "time": float(t_s), "actor": self.actor, "body": body}
+        )
+
+    @staticmethod
+    def _twin(world: World, i: int) -> dict:
+        """The body fields every decision about twin ``i`` carries."""
+        return {
+            "twin": str(world.entity_ids[i]),
+            "owner": world.owners[world.entity_owner[i]],
+            "cpu_ghz": float(world.cpu_ghz[i]),
+            "mem_gb": float(world.mem_gb[i]),
+        }
+
     def placement(self, t_s: float, world: World, twins: np.ndarray, hosts: np.ndarray) -> None:
         self._open(world)
         ids, tiers, doms = self._host(world, hosts)
         for k, i in enumerate(twins):
-            self._pending.append(
-                {
-                    "type": "placement",
-                    "domain": doms[k],
-                    "time": float(t_s),
-                    "actor": self.actor,
-                    "body": {
-                        "twin": str(world.entity_ids[i]),
-                        "owner": world.owners[world.entity_owner[i]],
-                        "host": ids[k],
-                        "tier": tiers[k],
-                        "cpu_ghz": float(world.cpu_ghz[i]),
-                        "mem_gb": float(world.mem_gb[i]),
-                    },
-                }
+            self._add(
+                "placement",
+                doms[k],
+                t_s,
+                {**self._twin(world, i), "host": ids[k], "tier": tiers[k]},
             )
 
     def migration(self, t_s, world, twins, src, dst, bytes_moved, downtime_s) -> None:
@@ -86,27 +91,17 @@ class LedgerRecorder:
         s_ids, s_tiers, s_doms = self._host(world, src)
         d_ids, d_tiers, d_doms = self._host(world, dst)
         for k, i in enumerate(twins):
-            self._pending.append(
-                {
-                    "type": "migration",
-                    "domain": d_doms[k],
-                    "time": float(t_s),
-                    "actor": self.actor,
-                    "body": {
-                        "twin": str(world.entity_ids[i]),
-                        "owner": world.owners[world.entity_owner[i]],
-                        "from_host": s_ids[k],
-                        "from_tier": s_tiers[k],
-                        "from_domain": s_doms[k],
-                        "to_host": d_ids[k],
-                        "to_tier": d_tiers[k],
-                        "cpu_ghz": float(world.cpu_ghz[i]),
-                        "mem_gb": float(world.mem_gb[i]),
-                        "bytes": int(world.state_bytes[i]),
-                        "downtime_s": float(downtime_s[k]),
-                    },
-                }
-            )
+            body = {
+                **self._twin(world, i),
+                "from_host": s_ids[k],
+                "from_tier": s_tiers[k],
+                "from_domain": s_doms[k],
+                "to_host": d_ids[k],
+                "to_tier": d_tiers[k],
+                "bytes": int(bytes_moved[k]),
+                "downtime_s": float(downtime_s[k]),
+            }
+            self._add("migration", d_doms[k], t_s, body)
 
     def _flush(self) -> None:
         if self._pending and self.ledger is not None:
@@ -123,30 +118,15 @@ class LedgerRecorder:
         ld = self._open(world)
         ids, tiers, doms = self._host(world, np.arange(world.n_hosts))
         for h in range(world.n_hosts):
-            self._pending.append(
-                {
-                    "type": "usage",
-                    "domain": doms[h],
-                    "time": float(t_s),
-                    "actor": self.actor,
-                    "body": {
-                        "host": ids[h],
-                        "tier": tiers[h],
-                        "energy_j": float(server_energy_j[h]),
-                        "from_time": 0.0,
-                    },
-                }
-            )
+            body = {
+                "host": ids[h],
+                "tier": tiers[h],
+                "energy_j": float(server_energy_j[h]),
+                "from_time": 0.0,
+            }
+            self._add("usage", doms[h], t_s, body)
         for d in world.domains:
-            self._pending.append(
-                {
-                    "type": "policy",
-                    "domain": d,
-                    "time": float(t_s),
-                    "actor": self.actor,
-                    "body": {"event": "end"},
-                }
-            )
+            self._add("policy", d, t_s, {"event": "end"})
         self._flush()
         self.checkpoints = ld.checkpoint_all(witness=True)
         ld.close()
