@@ -239,13 +239,7 @@ def place(
         else:
             err.print(f"infeasible: {e}")
         raise typer.Exit(3) from None
-    doc = result.to_json()
-    if result.status == "infeasible":
-        if as_json:
-            print(json.dumps(doc))
-        else:
-            err.print(f"infeasible: {doc.get('reason') or result.info.get('reason', '')}")
-        raise typer.Exit(3)
+    doc = result.to_json()  # solve_placement raises for an infeasible instance (above)
     if as_json:
         print(json.dumps(doc))
     else:
