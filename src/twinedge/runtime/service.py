@@ -372,7 +372,7 @@ class TwinService:
             new["_created"] = cur["_created"] if cur else stamp
             new["_domain"] = domain
             new.setdefault("_host", cur.get("_host") if cur else None)
-        joins, leaves = self._group_changes(op.thing_id, domain, cur, new, membership)
+        joins, leaves = self._group_changes(op.thing_id, domain, new, membership)
         change = Change(
             op.thing_id,
             domain,
@@ -391,7 +391,6 @@ class TwinService:
         self,
         thing_id: str,
         domain: str,
-        old: dict | None,
         new: dict | None,
         membership: dict[str, set[str]],
     ) -> tuple[list[str], list[str]]:

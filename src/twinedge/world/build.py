@@ -18,7 +18,7 @@ from twinedge.scenario.schema import (
     Trace,
 )
 from twinedge.world.geo import latlon_to_xy_m
-from twinedge.world.mobility import draw, latlon_trace_to_xy, make_mobility, read_trace
+from twinedge.world.mobility import draw, make_mobility, read_trace
 from twinedge.world.network import (
     TIER_CODE,
     check_connected,
@@ -369,11 +369,11 @@ def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator
             ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
         else:
             assert isinstance(g.mobility, Trace)
-            tids, offsets, t, pos, is_ll = read_trace(g.mobility.file, origin)
+            tids, offsets, t, pos, is_ll = read_trace(g.mobility.file)
             if is_ll:
                 if origin is None:
                     origin = (float(pos[:, 0].mean()), float(pos[:, 1].mean()))
-                pos = latlon_trace_to_xy(pos, origin)
+                pos = latlon_to_xy_m(pos[:, 0], pos[:, 1], *origin)
             trace = (tids, offsets, t, pos)
             n = len(tids)
             ids = tids

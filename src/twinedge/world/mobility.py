@@ -13,7 +13,6 @@ import numpy as np
 
 from twinedge.errors import ScenarioError
 from twinedge.scenario import schema
-from twinedge.world.geo import latlon_to_xy_m
 
 
 def draw(value: float | tuple[float, float], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,9 +124,7 @@ class GaussMarkov:
             np.clip(xy_m[:, axis], lo[axis], hi[axis], out=xy_m[:, axis])
 
 
-def read_trace(
-    path: Path, origin: tuple[float, float] | None
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
+def read_trace(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
     """Read ``entity_id,t_s,x_m,y_m`` (or ``lat,lon``) rows.
 
     Returns ``(ids, offsets, t_s, xy_or_latlon, is_latlon)`` sorted by entity then time.
@@ -221,7 +218,3 @@ def make_mobility(
     if isinstance(spec, schema.Trace):
         return TraceReplay(spec, *trace)
     raise ScenarioError([f"unknown mobility model {spec!r}"])
-
-
-def latlon_trace_to_xy(latlon: np.ndarray, origin: tuple[float, float]) -> np.ndarray:
-    return latlon_to_xy_m(latlon[:, 0], latlon[:, 1], origin[0], origin[1])
