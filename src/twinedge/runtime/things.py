@@ -19,9 +19,11 @@ import copy
 import re
 from typing import Any
 
-# no '+', '#' or '/' in a name: a thing id is also an MQTT topic level
-THING_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+$")
-FEATURE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}$")
+from twinedge.runtime.jsonvalue import JSONValueError, check_text, check_value, json_equal
+
+# no '+', '#' or '/' in a name: a thing id is also an MQTT topic level (always fullmatch)
+THING_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+")
+FEATURE_ID_RE = re.compile(r"[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}")
 META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
 TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
 MAX_DEPTH = 32
@@ -74,7 +76,7 @@ def not_found(detail: str) -> ProblemError:
 
 
 def check_thing_id(thing_id: str) -> str:
-    if not isinstance(thing_id, str) or not THING_ID_RE.match(thing_id) or len(thing_id) > 256:
+    if not isinstance(thing_id, str) or not THING_ID_RE.fullmatch(thing_id) or len(thing_id) > 256:
         raise bad_request(
             f"thingId {thing_id!r} is not valid: expected 'namespace:name' (namespace: letters, digits, '_', '.', '-'; at most 256 characters)",
             "/thingId",
@@ -165,10 +167,10 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
             p = f"{path}/{escape_token(k)}"
             if k not in old:
                 ops.append({"op": "add", "path": p, "value": v})
-            elif old[k] != v or type(old[k]) is not type(v):
+            elif not json_equal(old[k], v):
                 ops.extend(json_patch(old[k], v, p))
         return ops
-    if old == new and type(old) is type(new):
+    if json_equal(old, new):
         return []
     return [{"op": "replace", "path": path or "", "value": new}]
 
@@ -201,7 +203,7 @@ def _delta(desired: Any, reported: Any) -> Any:
             if d is not None:
                 out[k] = d
         return out or None
-    return None if desired == reported and type(desired) is type(reported) else desired
+    return None if json_equal(desired, reported) else desired
 
 
 def delta(thing: dict) -> dict[str, Any]:
@@ -266,11 +268,30 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         validate_feature(fid, f)
     if too_deep(doc):
         raise bad_request(f"the document nests deeper than {MAX_DEPTH} levels", "")
+    check_json(doc)
     return {"thingId": thing_id, "attributes": attrs, "features": feats}
 
 
+def check_json(value: Any, pointer: str = "") -> Any:
+    """Refuse what JSON or the stores cannot hold (see :mod:`.jsonvalue`) with a 400
+    problem locating it; returns ``value``."""
+    try:
+        check_value(value, pointer)
+    except JSONValueError as e:
+        raise bad_request(e.message, e.pointer) from None
+    return value
+
+
+def check_name(s: str, what: str, pointer: str | None = None) -> str:
+    """Refuse a name (group, grantee, filter path, cursor...) that is not valid text."""
+    try:
+        return check_text(s, what)
+    except JSONValueError as e:
+        raise bad_request(e.message, pointer) from None
+
+
 def validate_feature(fid: str, f: Any) -> None:
-    if not FEATURE_ID_RE.match(fid):
+    if not isinstance(fid, str) or not FEATURE_ID_RE.fullmatch(fid):
         raise bad_request(
             f"feature id {fid!r} is not valid (1-256 characters, no '/', '?' or '#')",
             f"/features/{escape_token(fid)}",

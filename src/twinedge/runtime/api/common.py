@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
+from twinedge.runtime import jsonvalue
 from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.service import TwinService
@@ -68,10 +68,6 @@ def location(request: Request) -> str:
 # --- JSON bodies ------------------------------------------------------------------------
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON; send a number or null")
-
-
 async def read_json(
     request: Request, *, media_types: tuple[str, ...] = JSON_TYPES, required: bool = True
 ) -> Any:
@@ -102,23 +98,9 @@ async def read_json(
             raise problem(400, f"this request needs a JSON body ({media_types[0]})", pointer="")
         return None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise problem(400, f"the body is not UTF-8 (byte {e.start})", position=e.start) from None
-    try:
-        return json.loads(text, parse_constant=_no_constants)
-    except json.JSONDecodeError as e:
-        raise problem(
-            400,
-            f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
-            line=e.lineno,
-            column=e.colno,
-            position=e.pos,
-        ) from None
-    except ValueError as e:
-        raise problem(400, f"malformed JSON: {e}") from None
-    except RecursionError:
-        raise problem(400, "the JSON nests too deeply") from None
+        return jsonvalue.loads(raw)
+    except jsonvalue.JSONValueError as e:
+        raise problem(400, e.message, pointer=e.pointer, **e.extra) from None
 
 
 def parse_model(model: type[M], data: Any) -> M:

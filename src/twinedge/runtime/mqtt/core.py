@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+from twinedge.runtime import jsonvalue
 from twinedge.runtime.things import ProblemError, bad_request
 
 log = logging.getLogger("twinedge.mqtt")
@@ -136,19 +137,12 @@ class Rejection(Exception):
         return doc
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
-
-
 def loads(data: bytes | bytearray) -> Any:
-    """Strict JSON (no NaN/Infinity); a :class:`Rejection` on anything else."""
+    """Strict JSON (see :mod:`twinedge.runtime.jsonvalue`); a :class:`Rejection` otherwise."""
     try:
-        return _DECODER.decode(data.decode())
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise Rejection("malformed-json", f"the payload is not valid UTF-8 JSON: {e}") from None
+        return jsonvalue.loads(data)
+    except jsonvalue.JSONValueError as e:
+        raise Rejection("malformed-json", e.message.replace("the body", "the payload")) from None
 
 
 def dumps(doc: Any) -> bytes:
