@@ -73,7 +73,8 @@ def test_create_read_patch_revisions_and_preconditions(store_url):
             old["features"]["battery"]["properties"] == {"level": 50}
             and old["attributes"]["n"] == 1
         )
-        hist = await svc.history(A, "fleet:car-1")
+        hist, cursor = await svc.history(A, "fleet:car-1")
+        assert cursor is None
         assert [h["revision"] for h in hist] == [1, 2, 3]
         with pytest.raises(ProblemError) as e:
             await svc.patch(A, "fleet:car-1", "_revision", 7)
@@ -96,7 +97,7 @@ def test_concurrent_writers_lose_nothing_and_revisions_have_no_gaps(store_url):
         doc = await svc.get_thing(A, "fleet:car-1")
         assert doc["_revision"] == 301
         assert all(doc["attributes"][f"k{i}"] == i for i in range(300))
-        hist = await svc.history(A, "fleet:car-1", limit=1000)
+        hist, _ = await svc.history(A, "fleet:car-1", limit=1000)
         assert [h["revision"] for h in hist] == list(range(1, 302))
         # batching: far fewer commits than writes
         assert len(svc.commit_latency_s) < 300

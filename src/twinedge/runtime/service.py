@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +85,11 @@ class _Op:
     if_match: int | None = None  # expected current revision
     if_none_match: bool = False  # the thing must not exist
     validate: bool = True  # check the whole new document (device reports check what they touch)
+    domain: str | None = None  # the owner domain if this op creates the thing
+    role: Role = "write"  # what the principal needs on the current document
+    # an exclusive step (groups, credentials): runs alone, after everything queued before
+    # it is committed and before anything queued after it is applied
+    barrier: Callable[[], Awaitable[Any]] | None = None
     future: asyncio.Future = field(default=None)  # type: ignore[assignment]
 
 
@@ -171,6 +176,7 @@ class TwinService:
         self._prune_task: asyncio.Task | None = None
         self._stopping = False
         self._grants_cache: dict[str, list[tuple[Grant, rql.Node]]] = {}
+        self.namespaces: dict[str, str] = {}  # namespace -> owner domain
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -178,6 +184,22 @@ class TwinService:
         await loop.run_in_executor(self._writer_pool, self.store.migrate)
         docs = await loop.run_in_executor(self._writer_pool, lambda: list(self.store.load_things()))
         self.things = {d["thingId"]: d for d in docs}
+        self.namespaces = await loop.run_in_executor(self._writer_pool, self.store.namespaces)
+        claims: list[tuple[str, str, float]] = []
+        for tid, d in self.things.items():  # things stored before namespaces were claimed
+            ns = tid.split(":", 1)[0]
+            owner = self.namespaces.setdefault(ns, d["_domain"])
+            if owner == d["_domain"] and all(c[0] != ns for c in claims):
+                claims.append((ns, owner, self.clock()))
+            elif owner != d["_domain"]:
+                log.warning(
+                    "thing %s of domain %s lies in namespace %s of domain %s; "
+                    "it stays, but new things there belong to %s",
+                    tid, d["_domain"], ns, owner, owner,
+                )  # fmt: skip
+        claims = [c for c in claims if c[0] not in await self._read(self.store.namespaces)]
+        if claims:
+            await loop.run_in_executor(self._writer_pool, self.store.commit, [], claims)
         specs = await loop.run_in_executor(self._writer_pool, self.store.groups)
         for spec in specs:
             members = await self._read(self._all_members, spec.domain, spec.name)
@@ -246,41 +268,97 @@ class TwinService:
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
+        held: _Op | None = None
         while True:
-            batch = [await self._queue.get()]
+            op = held if held is not None else await self._queue.get()
+            held = None
+            if op.barrier is not None:
+                try:
+                    await self._run_barrier(op)
+                finally:
+                    self._queue.task_done()
+                continue
+            batch = [op]
             while len(batch) < self.batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                nxt = self._queue.get_nowait()
+                if nxt.barrier is not None:
+                    held = nxt  # runs once this batch is committed
+                    break
+                batch.append(nxt)
             try:
-                await self._apply_batch(batch, loop)
-            except Exception as exc:  # the store failed: nobody in this batch is acknowledged
-                self.metrics["commit_failures_total"] += 1
-                err = ProblemError(
-                    503,
-                    "Service Unavailable",
-                    f"the store could not commit ({type(exc).__name__}: {exc}); retry",
-                )
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(err)
+                await self._commit_isolated(batch, loop, [16])
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _run_barrier(self, op: _Op) -> None:
+        assert op.barrier is not None
+        try:
+            res = await op.barrier()
+        except ProblemError as e:
+            self.metrics[f"rejected_total:{op.source}"] += 1
+            if not op.future.done():
+                op.future.set_exception(e)
+        except Exception as e:
+            self.metrics["commit_failures_total"] += 1
+            if not op.future.done():
+                op.future.set_exception(
+                    ProblemError(
+                        503,
+                        "Service Unavailable",
+                        f"the store could not commit ({type(e).__name__}: {e}); retry",
+                    )
+                )
+        else:
+            if not op.future.done():
+                op.future.set_result(res)
+
+    async def _commit_isolated(
+        self, batch: list[_Op], loop: asyncio.AbstractEventLoop, budget: list[int]
+    ) -> None:
+        """Commit ``batch``; if the store refuses it, split it in halves and commit them
+        in order, so one write the store cannot take fails alone instead of failing its
+        neighbours. ``budget`` bounds the failed attempts (a store that is down fails
+        everything quickly instead of being asked 2n times)."""
+        try:
+            await self._apply_batch(batch, loop)
+            return
+        except Exception as exc:  # the store failed: nobody in this batch is acknowledged
+            self.metrics["commit_failures_total"] += 1
+            budget[0] -= 1
+            if len(batch) > 1 and budget[0] > 0:
+                mid = len(batch) // 2
+                await self._commit_isolated(batch[:mid], loop, budget)
+                await self._commit_isolated(batch[mid:], loop, budget)
+                return
+            log.warning("commit of %d changes failed: %s: %s", len(batch), type(exc).__name__, exc)
+            err = ProblemError(
+                503,
+                "Service Unavailable",
+                f"the store could not commit ({type(exc).__name__}: {exc}); retry",
+            )
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(err)
 
     async def _apply_batch(self, batch: list[_Op], loop: asyncio.AbstractEventLoop) -> None:
         now = self.clock()
         stamp = rfc3339(now)
         work: dict[str, dict | None] = {}
         changes: list[Change] = []
+        olds: list[dict | None] = []
         results: list[tuple[_Op, _Result | ProblemError]] = []
         membership: dict[str, set[str]] = {}
+        claims: dict[str, str] = {}
         for op in batch:
             cur = work[op.thing_id] if op.thing_id in work else self.things.get(op.thing_id)
             try:
-                res, change = self._apply_one(op, cur, now, membership, stamp)
+                res, change = self._apply_one(op, cur, now, membership, stamp, claims)
             except ProblemError as e:
                 results.append((op, e))
                 continue
             except Exception as e:  # a bug in a mutator must not take the writer down
+                log.exception("a mutation of %s failed", op.thing_id)
                 results.append(
                     (op, ProblemError(500, "Internal Server Error", f"{type(e).__name__}: {e}"))
                 )
@@ -288,10 +366,12 @@ class TwinService:
             if change is not None:
                 work[op.thing_id] = change.new
                 changes.append(change)
+                olds.append(cur)
             results.append((op, res))
         if changes:
             t0 = time.perf_counter()
-            await loop.run_in_executor(self._writer_pool, self.store.commit, changes)
+            ns_rows = [(ns, d, now) for ns, d in claims.items()]
+            await loop.run_in_executor(self._writer_pool, self.store.commit, changes, ns_rows)
             dt = time.perf_counter() - t0
             self.commit_latency_s.append(dt)
             self.metrics["commits_total"] += 1
@@ -306,6 +386,7 @@ class TwinService:
             for key, members in membership.items():
                 self.groups[key][2].clear()
                 self.groups[key][2].update(members)
+            self.namespaces.update(claims)
         for op, res in results:
             if isinstance(res, ProblemError):
                 self.metrics[f"rejected_total:{op.source}"] += 1
@@ -313,14 +394,37 @@ class TwinService:
                     op.future.set_exception(res)
             elif not op.future.done():
                 op.future.set_result(res)
-        for ch in changes:
+        for ch, old in zip(changes, olds, strict=True):
             self.metrics[f"updates_total:{ch.source}"] += 1
-            self._publish(ch)
+            self._publish(ch, old)
             await self._push_desired(ch)
+            if ch.new is None:
+                await self._end_incarnation(ch.thing_id)
+
+    async def _end_incarnation(self, thing_id: str) -> None:
+        """A deleted thing's device sessions end with it (their credentials are gone)."""
+        disconnect = getattr(self.outbound, "disconnect_device", None)
+        if disconnect is not None and thing_id not in self.things:
+            try:
+                await disconnect(thing_id)
+            except Exception:  # the session ends anyway when it next authenticates
+                log.exception("could not disconnect the device of deleted thing %s", thing_id)
 
     def _apply_one(
-        self, op: _Op, cur: dict | None, now: float, membership: dict[str, set[str]], stamp: str
+        self,
+        op: _Op,
+        cur: dict | None,
+        now: float,
+        membership: dict[str, set[str]],
+        stamp: str,
+        claims: dict[str, str],
     ) -> tuple[_Result, Change | None]:
+        # access is decided here, on the document the mutation applies to: a check made
+        # before the op was queued may be stale (the thing deleted and created again)
+        if cur is not None and not self._visible(op.principal, cur, op.role):
+            raise not_found(
+                f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
+            )
         if op.if_none_match and cur is not None:
             raise ProblemError(
                 412, "Precondition Failed", f"thing {op.thing_id} already exists (If-None-Match: *)"
@@ -340,6 +444,16 @@ class TwinService:
             new, known_ops = new
         if new is None and cur is None:
             raise not_found(f"thing {op.thing_id} does not exist")
+        if cur is None:  # a creation: the namespace must be the new owner's
+            if op.domain is None or new is None:
+                raise not_found(f"thing {op.thing_id} does not exist")
+            ns = op.thing_id.split(":", 1)[0]
+            owner = claims.get(ns) or self.namespaces.get(ns)
+            if owner is None:
+                claims[ns] = op.domain
+            elif owner != op.domain:
+                raise self._foreign_namespace(op.principal, ns, owner)
+            new["_domain"] = op.domain
         if new is not None and op.validate:
             things.validate_thing(
                 {k: v for k, v in new.items() if k not in things.META_FIELDS}, op.thing_id
@@ -397,11 +511,14 @@ class TwinService:
     ) -> tuple[list[str], list[str]]:
         joins, leaves = [], []
         for key, (spec, node, members) in self.groups.items():
-            if spec.domain != domain or node is None:
+            if spec.domain != domain:
                 continue
             cur = membership.get(key, members)
             was = thing_id in cur
-            now_in = new is not None and rql.evaluate(node, new)
+            if node is None:  # a fixed list: a deleted thing leaves it for good
+                now_in = was and new is not None
+            else:
+                now_in = new is not None and rql.evaluate(node, new)
             if was != now_in:
                 if key not in membership:
                     membership[key] = set(members)
@@ -426,7 +543,7 @@ class TwinService:
             "data": data,
         }
 
-    def _publish(self, ch: Change) -> None:
+    def _publish(self, ch: Change, old: dict | None = None) -> None:
         if not self._subscriptions:
             self.metrics["events_published_total"] += 1 + len(ch.group_joins) + len(ch.group_leaves)
             return
@@ -473,11 +590,12 @@ class TwinService:
                     {"thingId": ch.thing_id, "revision": ch.revision, "group": key},
                 )
             )
-        doc = ch.new or {"thingId": ch.thing_id, "_domain": ch.domain}
+        # a deletion is judged on the document that was deleted
+        doc = ch.new or old or {"thingId": ch.thing_id, "_domain": ch.domain}
         for sub in list(self._subscriptions):
             if not self._visible(sub.principal, doc):
                 continue
-            if sub.node is not None and ch.new is not None and not rql.evaluate(sub.node, ch.new):
+            if sub.node is not None and not rql.evaluate(sub.node, doc):
                 continue
             for ev in events:
                 sub.offer(ev)
@@ -554,6 +672,10 @@ class TwinService:
             )
         if role not in ("read", "write", "admin"):
             raise bad_request(f"role must be read, write or admin, got {role!r}", "/role")
+        if domain:
+            things.check_domain(domain)
+        if key_id is not None:
+            things.check_name(key_id, "a key id", "/keyId")
         key_id = key_id or uuid.uuid4().hex[:12]
         token, digest = new_token(key_id)
         await self._read(
@@ -573,9 +695,22 @@ class TwinService:
     async def set_device_secret(self, principal: Principal, thing_id: str, password: str) -> None:
         """Give the device of ``thing_id`` its MQTT password (username = thing id)."""
         await self._get_visible(principal, thing_id, "admin")
-        if len(password) < 8:
+        if not isinstance(password, str) or len(password) < 8:
             raise bad_request("a device password must have at least 8 characters", "/password")
-        await self._read(self.store.put_device_secret, thing_id, hash_password(password))
+        things.check_name(password, "the password", "/password")
+        digest = await self._read(hash_password, password)
+
+        async def run() -> None:
+            # alone in the writer, on the current incarnation: a thing deleted meanwhile
+            # takes no credentials into its next life
+            doc = self.things.get(thing_id)
+            if doc is None or not _owner_admin(principal, doc):
+                raise not_found(
+                    f"thing {thing_id} does not exist or is not visible to key {principal.id!r}"
+                )
+            await self._read_w(self.store.put_device_secret, thing_id, digest)
+
+        await self._exclusive(principal, thing_id, run)
 
     async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
         if not password or thing_id not in self.things:
@@ -586,6 +721,7 @@ class TwinService:
     async def grant(self, principal: Principal, grantee: str, filter: str, role: Role) -> Grant:
         """Let domain ``grantee`` read (or write) the caller's things that match ``filter``."""
         self._require(principal, "admin")
+        things.check_domain(grantee, "/grantee")
         if principal.domain is None:
             raise bad_request(
                 "the service admin has no domain to grant from; use a domain admin key"
@@ -613,6 +749,8 @@ class TwinService:
     def _visible(self, p: Principal, doc: dict, role: Role = "read") -> bool:
         if p.domain is None or doc.get("_domain") == p.domain:
             return True
+        if role == "admin":  # credentials and the like: the owner domain's business only
+            return False
         return any(
             g.grantor == doc.get("_domain")
             and (role == "read" or g.role == "write")
@@ -691,14 +829,56 @@ class TwinService:
         since: float | None = None,
         until: float | None = None,
         limit: int = 1000,
-    ) -> list[dict]:
-        await self._get_visible(p, thing_id)
+        cursor: str | None = None,
+    ) -> tuple[list[dict], str | None]:
+        """A page of the changes of the thing's current incarnation, oldest first, and the
+        cursor of the next page (``None`` after the last). A key that sees the thing
+        through a grant sees only the revisions at which the thing matched the grant."""
+        doc = await self._get_visible(p, thing_id)
         for name, v in (("from", since), ("to", until)):
             if v is not None and abs(v) >= 1e11:
                 raise bad_request(f"{name} must be a time between the years 1 and 5000", f"/{name}")
         if not 1 <= limit <= 10_000:
             raise bad_request(f"limit must lie in 1..10000, got {limit}", "/limit")
-        return await self._read(self.store.history, thing_id, since=since, until=until, limit=limit)
+        after = 0
+        if cursor is not None:
+            if not (isinstance(cursor, str) and cursor.isascii() and cursor.isdigit()):
+                raise bad_request("the cursor is not one this service gave out", "/cursor")
+            after = int(cursor[:16])
+        items = await self._read(
+            self.store.history,
+            thing_id,
+            since=since,
+            until=until,
+            after_revision=after,
+            limit=limit,
+        )
+        nxt = str(items[-1]["revision"]) if len(items) == limit else None
+        if p.domain is not None and doc["_domain"] != p.domain and items:
+            items = await self._read(self._granted_history, p, thing_id, items)
+        return items, nxt
+
+    def _granted_history(self, p: Principal, thing_id: str, items: list[dict]) -> list[dict]:
+        """The entries of ``items`` (consecutive revisions) at which the thing, as it was
+        then, was visible to ``p`` (a deletion: when the deleted document was)."""
+        first = items[0]["revision"]
+        prev = self.store.thing_at(thing_id, revision=first - 1) if first > 1 else None
+        out = []
+        for item in items:
+            if item["deleted"]:
+                doc = None
+                seen = prev is not None and self._visible(p, prev)
+            else:
+                if item["revision"] == first or prev is None:
+                    doc = self.store.thing_at(thing_id, revision=item["revision"])
+                else:
+                    doc = things.apply_json_patch(prev, item["ops"])
+                    doc["_revision"] = item["revision"]
+                seen = doc is not None and self._visible(p, doc)
+            if seen:
+                out.append(item)
+            prev = doc
+        return out
 
     async def search(
         self,
@@ -766,13 +946,27 @@ class TwinService:
         )
         if p.domain is not None:
             domain = p.domain
-        elif not domain or not isinstance(domain, str):
+        elif domain is not None:
+            things.check_domain(domain, "/_domain")
+        if not domain or not isinstance(domain, str):
             raise bad_request(
                 "the service admin must name the owner domain of a new thing (field _domain)",
                 "/_domain",
             )
-        if thing_id in self.things:
-            await self._get_visible(p, thing_id, "write")
+        ns = thing_id.split(":", 1)[0]
+        owner = self.namespaces.get(ns)
+        if p.domain is not None:
+            await self._grants(p.domain)
+        doc = self.things.get(thing_id)
+        if doc is not None and self._visible(p, doc, "write"):
+            pass  # a replacement; re-checked by the writer
+        elif owner is not None and owner != domain:
+            # a thing that exists but is not visible and a free id answer alike
+            if doc is not None:
+                self.metrics["access_denied_total"] += 1
+            raise self._foreign_namespace(p, ns, owner)
+        elif doc is not None:
+            await self._get_visible(p, thing_id, "write")  # raises the same 404 as a GET
 
         def mutate(cur: dict | None) -> dict:
             new = dict(clean)
@@ -780,8 +974,65 @@ class TwinService:
             new["_host"] = cur.get("_host") if cur else None
             return new
 
-        res = await self._submit(_Op(thing_id, mutate, p, "http", if_match, if_none_match))
+        op = _Op(thing_id, mutate, p, "http", if_match, if_none_match, domain=domain)
+        res = await self._submit(op)
         return res.thing, res.created
+
+    def _foreign_namespace(self, p: Principal, ns: str, owner: str) -> ProblemError:
+        if p.domain is None:
+            return ProblemError(
+                409,
+                "Conflict",
+                f"namespace {ns!r} belongs to domain {owner!r}; create the thing there, or "
+                f"assign the namespace with PUT /api/2/namespaces/{ns}",
+                pointer="/_domain",
+            )
+        return ProblemError(
+            403,
+            "Forbidden",
+            f"namespace {ns!r} belongs to another domain; a domain creates things only in "
+            f"its own namespaces (the service admin assigns them)",
+            pointer="/thingId",
+        )
+
+    async def list_namespaces(self, p: Principal) -> list[dict[str, str]]:
+        """The namespaces of the caller's domain (every one, for the service admin)."""
+        self._require(p, "read")
+        return [
+            {"namespace": ns, "domain": d}
+            for ns, d in sorted(self.namespaces.items())
+            if p.domain is None or d == p.domain
+        ]
+
+    async def assign_namespace(self, p: Principal, ns: str, domain: str) -> dict[str, str]:
+        """The service admin gives namespace ``ns`` to ``domain`` (things already in it
+        keep their owner; new ones belong to ``domain``)."""
+        self._require(p, "admin")
+        if p.domain is not None:
+            raise ProblemError(
+                403, "Forbidden", "only the service admin assigns namespaces to domains"
+            )
+        if not things.NAMESPACE_RE.fullmatch(ns or ""):
+            raise bad_request(f"namespace {ns!r} is not valid", "/namespace")
+        things.check_domain(domain)
+
+        async def run() -> dict[str, str]:
+            await self._read_w(self.store.put_namespace, ns, domain, self.clock())
+            self.namespaces[ns] = domain
+            return {"namespace": ns, "domain": domain}
+
+        return await self._exclusive(p, ns, run)
+
+    async def _exclusive(self, p: Principal, key: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``run`` through the writer queue, alone (see :attr:`_Op.barrier`)."""
+        op = _Op(key, _unchanged, p, "http", barrier=run)
+        return await self._submit(op)
+
+    async def _read_w(self, fn: Callable, *args: Any) -> Any:
+        """Run a store write on the writer's thread (after the writer's commits)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer_pool, lambda: fn(*args)
+        )
 
     async def patch(
         self,
@@ -900,6 +1151,7 @@ class TwinService:
         principal = Principal(device or thing_id, None, "write", "device")
         for fid, props in payload.items():
             things.validate_feature(fid, {"properties": props})
+        things.check_json(payload)
         if things.too_deep(payload, things.MAX_DEPTH - 3):
             raise bad_request(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
 
@@ -1006,19 +1258,49 @@ class TwinService:
             raise bad_request(f"group name {name!r} must be 1-128 characters without '/'", "/name")
         if (filter is None) == (members is None):
             raise bad_request("give exactly one of filter and members", "")
+        things.check_name(name, "a group name", "/name")
         node = rql.parse(filter) if filter else None
-        spec = GroupSpec(p.domain, name, filter, tuple(members or ()), self.clock())
-        if node is not None:
-            initial = [
-                tid
-                for tid, d in self.things.items()
-                if d["_domain"] == p.domain and rql.evaluate(node, d)
-            ]
-        else:
-            initial = list(dict.fromkeys(members or ()))
-        await self._read(self.store.put_group, spec, initial)
-        self.groups[f"{p.domain}/{name}"] = (spec, node, set(initial))
-        return spec
+        if members is not None:
+            if not isinstance(members, list | tuple) or len(members) > MAX_GROUP_MEMBERS:
+                raise bad_request(
+                    f"members must be a list of at most {MAX_GROUP_MEMBERS} thing ids", "/members"
+                )
+            for i, m in enumerate(members):
+                try:
+                    things.check_thing_id(m)
+                except ProblemError as e:
+                    raise bad_request(e.detail, f"/members/{i}") from None
+            members = list(dict.fromkeys(members))
+        domain = p.domain
+
+        async def run() -> GroupSpec:
+            # alone in the writer: no write can slip between the members computed here
+            # and the group stored, so the group always matches its filter
+            if node is not None:
+                initial = [
+                    tid
+                    for tid, d in self.things.items()
+                    if d["_domain"] == domain and rql.evaluate(node, d)
+                ]
+            else:  # a fixed list holds things of the group's own domain only
+                initial = list(members or ())
+                for i, m in enumerate(initial):
+                    d = self.things.get(m)
+                    if d is None or d["_domain"] != domain:
+                        raise ProblemError(
+                            404,
+                            "Not Found",
+                            f"member {m} does not exist or is not a thing of domain {domain!r}",
+                            pointer=f"/members/{i}",
+                        )
+            spec = GroupSpec(
+                domain, name, filter, tuple(initial if node is None else ()), self.clock()
+            )
+            await self._read_w(self.store.put_group, spec, initial)
+            self.groups[f"{domain}/{name}"] = (spec, node, set(initial))
+            return spec
+
+        return await self._exclusive(p, f"group:{domain}/{name}", run)
 
     async def get_group(
         self, p: Principal, name: str, *, limit: int = 1000, cursor: str | None = None
@@ -1028,6 +1310,8 @@ class TwinService:
         if key not in self.groups:
             raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
         spec = self.groups[key][0]
+        if cursor is not None:
+            things.check_name(cursor, "a cursor", "/cursor")
         members, nxt = await self._read(
             self.store.group_members, spec.domain, name, limit=limit, cursor=cursor
         )
@@ -1053,8 +1337,13 @@ class TwinService:
         key = f"{p.domain}/{name}"
         if key not in self.groups:
             raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
-        await self._read(self.store.delete_group, p.domain, name)
-        del self.groups[key]
+        domain = p.domain
+
+        async def run() -> None:
+            await self._read_w(self.store.delete_group, domain, name)
+            self.groups.pop(key, None)
+
+        await self._exclusive(p, f"group:{key}", run)
 
     # ------------------------------------------------------------------ operations
     async def _prune_loop(self) -> None:
@@ -1100,6 +1389,11 @@ class TwinService:
 
 
 MAX_THING_BYTES = 256_000
+MAX_GROUP_MEMBERS = 100_000
+
+
+def _unchanged(cur: dict | None) -> dict | None:
+    return cur
 
 
 def _view(doc: dict | None) -> dict:
@@ -1119,6 +1413,10 @@ def _with_meta(content: dict, cur: dict) -> dict:
     content.setdefault("_host", cur.get("_host"))
     content["thingId"] = cur["thingId"]
     return content
+
+
+def _owner_admin(p: Principal, doc: dict) -> bool:
+    return p.can("admin") and (p.domain is None or doc.get("_domain") == p.domain)
 
 
 def _check_writable(tokens: list[str]) -> None:

@@ -24,6 +24,8 @@ from twinedge.runtime.jsonvalue import JSONValueError, check_text, check_value, 
 # no '+', '#' or '/' in a name: a thing id is also an MQTT topic level (always fullmatch)
 THING_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+")
 FEATURE_ID_RE = re.compile(r"[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}")
+NAMESPACE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
 TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
 MAX_DEPTH = 32
@@ -82,6 +84,17 @@ def check_thing_id(thing_id: str) -> str:
             "/thingId",
         )
     return thing_id
+
+
+def check_domain(domain: Any, pointer: str = "/domain") -> str:
+    """A domain name: 1-128 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
+    if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+        raise bad_request(
+            f"domain {domain!r} is not valid: 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            pointer,
+        )
+    return domain
 
 
 # --- JSON Pointer (RFC 6901) ---------------------------------------------------------

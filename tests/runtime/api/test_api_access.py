@@ -42,7 +42,10 @@ def test_other_domains_cannot_read_or_write_until_granted(api: Api):
     c, city = api.client, api.h("city")
     problem_of(c.get(T, headers=city), 404)
     problem_of(c.patch(T, json={"attributes": {"x": 1}}, headers=city), 404)
-    problem_of(c.put(T, json={}, headers=city), 404)
+    # namespace fleet is fleet's: an existing thing and a free id answer alike
+    taken = problem_of(c.put(T, json={}, headers=city), 403)
+    free = problem_of(c.put("/api/2/things/fleet:never-made", json={}, headers=city), 403)
+    assert taken["detail"] == free["detail"] and "namespace 'fleet'" in free["detail"]
     problem_of(c.delete(T, headers=city), 404)
     assert c.get("/api/2/search/things", headers=city).json()["items"] == []
     assert c.get("/api/2/search/things/count", headers=city).json() == 0

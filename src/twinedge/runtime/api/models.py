@@ -106,6 +106,9 @@ class HistoryEntry(BaseModel):
 class History(BaseModel):
     thingId: str
     items: list[HistoryEntry]
+    cursor: str | None = Field(
+        None, description="pass as ?cursor= for the next page; null after the last page"
+    )
 
 
 class SearchResult(BaseModel):

@@ -434,11 +434,17 @@ async def get_history(
     ] = None,
     to: Annotated[str | None, Query(description="RFC 3339 or unix seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[
+        str | None, Query(description="from the previous page; omit for the first page")
+    ] = None,
 ) -> dict[str, Any]:
-    """The changes of a thing in time order, each with its RFC 6902 patch."""
+    """The changes of the thing's current incarnation in revision order, each with its
+    RFC 6902 patch; a page at a time (follow ``cursor`` until it is null)."""
     since, until = parse_time("from", from_), parse_time("to", to)
-    items = await service.history(p, thingId, since=since, until=until, limit=limit)
-    return {"thingId": thingId, "items": items}
+    items, nxt = await service.history(
+        p, thingId, since=since, until=until, limit=limit, cursor=cursor
+    )
+    return {"thingId": thingId, "items": items, "cursor": nxt}
 
 
 @router.post(

@@ -107,9 +107,14 @@ class Store(Protocol):
     def load_things(self) -> Iterator[dict[str, Any]]:
         """Every current thing (with its service fields), for the service's cache."""
 
-    def commit(self, changes: Sequence[Change]) -> None:
+    def commit(
+        self, changes: Sequence[Change], namespaces: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
         """Apply a batch in one transaction: current documents, history rows, the search
-        index of changed fields, and group membership. Durable when it returns."""
+        index of changed fields, group membership, and ``namespaces`` claimed by the batch
+        (``(namespace, domain, time)``; an existing claim is kept). A thing deleted in the
+        batch loses its device credentials in the same transaction. Durable when it
+        returns."""
 
     def thing_at(
         self, thing_id: str, *, revision: int | None = None, at: float | None = None
@@ -126,7 +131,9 @@ class Store(Protocol):
         after_revision: int = 0,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Changes in time order: ``{"revision", "time", "source", "actor", "ops"}``."""
+        """Changes of the thing's current (or, once deleted, last) incarnation in
+        revision order: ``{"revision", "time", "source", "actor", "ops", "deleted"}``;
+        ``after_revision`` pages on from the last revision of the previous page."""
 
     def prune_history(self, before: float) -> int:
         """Drop history older than ``before`` (keeping what as-of reads of the current
@@ -163,6 +170,14 @@ class Store(Protocol):
     def put_device_secret(self, thing_id: str, secret_hash: str) -> None: ...
 
     def get_device_secret(self, thing_id: str) -> str | None: ...
+
+    def delete_device_secret(self, thing_id: str) -> bool: ...
+
+    def namespaces(self) -> dict[str, str]:
+        """Every claimed namespace -> its owner domain."""
+
+    def put_namespace(self, ns: str, domain: str, created: float) -> None:
+        """Assign ``ns`` to ``domain`` (the service admin's decision; replaces a claim)."""
 
     def put_grant(self, grant: Grant) -> None: ...
 

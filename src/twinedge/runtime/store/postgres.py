@@ -78,6 +78,8 @@ DDL = [
         grantor text {C} NOT NULL, grantee text {C} NOT NULL, filter text {C} NOT NULL,
         role text NOT NULL, PRIMARY KEY (grantor, grantee, filter))""",
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants (grantee)",
+    f"""CREATE TABLE IF NOT EXISTS namespaces (
+        ns text {C} PRIMARY KEY, domain text {C} NOT NULL, created double precision NOT NULL)""",
 ]
 
 _FIELD_COLS = "%s::text[], %s::text[], %s::smallint[], %s::float8[], %s::text[]"

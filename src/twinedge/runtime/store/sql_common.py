@@ -541,8 +541,10 @@ class SqlStore:
             gens.setdefault(tid, (gen, True))  # warms the cache the next commits need
             yield json.loads(doc)
 
-    def commit(self, changes: Sequence[Change]) -> None:
-        if not changes:
+    def commit(
+        self, changes: Sequence[Change], namespaces: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
+        if not changes and not namespaces:
             return
         with self._write_lock:
             conn = self._conn()
@@ -552,6 +554,18 @@ class SqlStore:
                     self._load_gens(conn, {ch.thing_id for ch in changes})
                     plan = build_plan(changes, self._gens)
                     self._apply(conn, plan)
+                    # credentials belong to one incarnation: a deletion takes them along
+                    self._many(
+                        conn,
+                        "DELETE FROM device_secrets WHERE thing_id = ?",
+                        [(t,) for t in plan.member_clear],
+                    )
+                    self._many(
+                        conn,
+                        "INSERT INTO namespaces (ns, domain, created) VALUES (?, ?, ?) "
+                        "ON CONFLICT (ns) DO NOTHING",
+                        namespaces,
+                    )
                 self._after_commit()
             except StoreError:
                 self._gens = saved
@@ -657,8 +671,10 @@ class SqlStore:
         after_revision: int = 0,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        where = ["thing_id = ?"]
-        params: list[Any] = [thing_id]
+        # only the current (or last) incarnation: a thing created again after a
+        # deletion starts a new history
+        where = ["thing_id = ?", "gen = (SELECT MAX(gen) FROM history WHERE thing_id = ?)"]
+        params: list[Any] = [thing_id, thing_id]
         if since is not None:
             where.append("time >= ?")
             params.append(float(since))
@@ -666,13 +682,13 @@ class SqlStore:
             where.append("time < ?")
             params.append(float(until))
         if after_revision:
-            where.append("gen = (SELECT MAX(gen) FROM history WHERE thing_id = ?) AND revision > ?")
-            params += [thing_id, int(after_revision)]
+            where.append("revision > ?")
+            params.append(int(after_revision))
         params.append(max(0, int(limit)))
         rows = self._query(
             "SELECT revision, time, source, actor, ops, deleted FROM history WHERE "
             + " AND ".join(where)
-            + " ORDER BY gen, revision LIMIT ?",
+            + " ORDER BY revision LIMIT ?",
             params,
         )
         return [
@@ -958,6 +974,19 @@ class SqlStore:
             "INSERT INTO device_secrets (thing_id, secret_hash) VALUES (?, ?) "
             "ON CONFLICT (thing_id) DO UPDATE SET secret_hash = excluded.secret_hash",
             [thing_id, secret_hash],
+        )
+
+    def delete_device_secret(self, thing_id: str) -> bool:
+        return self._write("DELETE FROM device_secrets WHERE thing_id = ?", [thing_id]) > 0
+
+    def namespaces(self) -> dict[str, str]:
+        return dict(self._query("SELECT ns, domain FROM namespaces ORDER BY ns"))
+
+    def put_namespace(self, ns: str, domain: str, created: float) -> None:
+        self._write(
+            "INSERT INTO namespaces (ns, domain, created) VALUES (?, ?, ?) "
+            "ON CONFLICT (ns) DO UPDATE SET domain = excluded.domain",
+            [ns, domain, float(created)],
         )
 
     def get_device_secret(self, thing_id: str) -> str | None:

@@ -68,6 +68,8 @@ DDL = [
         grantor TEXT NOT NULL, grantee TEXT NOT NULL, filter TEXT NOT NULL, role TEXT NOT NULL,
         PRIMARY KEY (grantor, grantee, filter))""",
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants (grantee)",
+    """CREATE TABLE IF NOT EXISTS namespaces (
+        ns TEXT PRIMARY KEY, domain TEXT NOT NULL, created REAL NOT NULL)""",
 ]
 
 UPSERT_FIELD = (
