@@ -152,10 +152,15 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
                 else doc["features"]["counter"]["properties"]["seq"]
             )
             assert got >= last, f"{tid}: acknowledged {last}, stored {got}"
-            hist = httpx.get(
-                f"{base}/api/2/things/{tid}/history", params={"limit": 1000}, headers=headers
-            ).json()
-            items = hist["items"] if isinstance(hist, dict) else hist
+            items, params = [], {"limit": 500}
+            while True:  # every page, however many the device managed to write
+                page = httpx.get(
+                    f"{base}/api/2/things/{tid}/history", params=params, headers=headers
+                ).json()
+                items += page["items"]
+                if page["cursor"] is None:
+                    break
+                params["cursor"] = page["cursor"]
             revs = [h["revision"] for h in items]
             assert revs == list(range(1, doc["_revision"] + 1)), f"{tid}: revisions have gaps"
             # every acknowledged value is in the history, in order

@@ -422,6 +422,11 @@ class TwinService:
         # access is decided here, on the document the mutation applies to: a check made
         # before the op was queued may be stale (the thing deleted and created again)
         if cur is not None and not self._visible(op.principal, cur, op.role):
+            ns = op.thing_id.split(":", 1)[0]
+            owner = claims.get(ns) or self.namespaces.get(ns)
+            if op.domain is not None and owner is not None and owner != op.domain:
+                # a create-or-replace answers as it would for a free id
+                raise self._foreign_namespace(op.principal, ns, owner)
             raise not_found(
                 f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
             )

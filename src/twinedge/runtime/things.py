@@ -296,11 +296,18 @@ def check_json(value: Any, pointer: str = "") -> Any:
 
 
 def check_name(s: str, what: str, pointer: str | None = None) -> str:
-    """Refuse a name (group, grantee, filter path, cursor...) that is not valid text."""
+    """Refuse a name (group, grantee, cursor, password...) that is not a string of
+    valid text without control characters."""
+    if not isinstance(s, str):
+        raise bad_request(f"{what} must be a string", pointer)
     try:
-        return check_text(s, what)
+        check_text(s, what)
     except JSONValueError as e:
         raise bad_request(e.message, pointer) from None
+    bad = next((c for c in s if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise bad_request(f"{what} holds a control character ({bad!r})", pointer)
+    return s
 
 
 def validate_feature(fid: str, f: Any) -> None:
