@@ -166,3 +166,28 @@ def test_device_credentials(api: Api):
         c.put(f"{T}/credentials", json={"password": "long enough"}, headers=api.h("city", "admin")),
         404,
     )
+
+
+def test_namespaces_belong_to_domains(api: Api):
+    c = api.client
+    api.put_thing("fleet:car-1", {})
+    assert c.get("/api/2/namespaces", headers=api.h("fleet", "read")).json() == [
+        {"namespace": "fleet", "domain": "fleet"}
+    ]
+    assert c.get("/api/2/namespaces", headers=api.h("city", "read")).json() == []
+    # only the service admin assigns namespaces
+    problem_of(
+        c.put("/api/2/namespaces/fleet", json={"domain": "city"}, headers=api.h("city", "admin")),
+        403,
+    )
+    problem_of(c.put("/api/2/namespaces/bad:ns", json={"domain": "city"}, headers=api.h(None)), 400)
+    problem_of(c.put("/api/2/namespaces/x", json={"domain": "no/slash"}, headers=api.h(None)), 400)
+    problem_of(
+        c.put("/api/2/namespaces/x", json={"domain": "city", "x": 1}, headers=api.h(None)), 400
+    )
+    r = c.put("/api/2/namespaces/fleet", json={"domain": "city"}, headers=api.h(None))
+    assert r.status_code == 200 and r.json() == {"namespace": "fleet", "domain": "city"}
+    api.put_thing("fleet:bus-1", {}, domain="city")
+    # fleet keeps the thing it had; new ones are city's
+    assert c.get("/api/2/things/fleet:car-1", headers=api.h("fleet")).status_code == 200
+    problem_of(c.put("/api/2/things/fleet:car-2", json={}, headers=api.h("fleet")), 403)

@@ -103,6 +103,16 @@ class HistoryEntry(BaseModel):
     ops: list[dict[str, Any]] = Field(description="RFC 6902 patch from the previous revision")
 
 
+class NamespaceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: str = Field(description="the domain that will own the namespace", examples=["fleet-op"])
+
+
+class NamespaceOut(BaseModel):
+    namespace: str
+    domain: str
+
+
 class History(BaseModel):
     thingId: str
     items: list[HistoryEntry]

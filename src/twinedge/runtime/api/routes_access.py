@@ -1,4 +1,5 @@
-"""Access: API keys (``/api/2/keys``) and grants between domains (``/api/2/grants``)."""
+"""Access: API keys (``/api/2/keys``), grants between domains (``/api/2/grants``) and
+the namespaces each domain owns (``/api/2/namespaces``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from twinedge.runtime.api.models import (
     GrantOut,
     KeyIn,
     KeyOut,
+    NamespaceIn,
+    NamespaceOut,
     problem_responses,
     request_body,
 )
@@ -69,3 +72,26 @@ async def create_grant(request: Request, p: Caller, service: Service) -> JSONRes
     g = await service.grant(p, body.grantee, body.filter, body.role)
     doc = {"grantor": g.grantor, "grantee": g.grantee, "filter": g.filter, "role": g.role}
     return JSONResponse(doc, status_code=201)
+
+
+@router.get("/namespaces", operation_id="listNamespaces", response_model=list[NamespaceOut])
+async def list_namespaces(p: Caller, service: Service) -> list[dict[str, str]]:
+    """The namespaces of your domain (all of them for the service admin). A thing id
+    ``ns:name`` can only be created by the domain that owns ``ns``; a domain claims a
+    free namespace by creating the first thing in it."""
+    return await service.list_namespaces(p)
+
+
+@router.put(
+    "/namespaces/{namespace}",
+    operation_id="assignNamespace",
+    response_model=NamespaceOut,
+    openapi_extra=request_body(NamespaceIn),
+)
+async def assign_namespace(
+    namespace: str, request: Request, p: Caller, service: Service
+) -> dict[str, str]:
+    """Give a namespace to a domain (the service admin only). Things already in it keep
+    their owner; things created from now on belong to the new owner."""
+    body = parse_model(NamespaceIn, await read_json(request))
+    return await service.assign_namespace(p, namespace, body.domain)
