@@ -125,6 +125,8 @@ class LedgerDir:
     def open(cls, path: str | Path, *, synchronous: Synchronous = "NORMAL") -> LedgerDir:
         """Open an existing ledger directory (one with at least one domain)."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise LedgerError(f"ledger dir {path} is a file, not a directory")
         if not path.is_dir():
             raise LedgerError(
                 f"ledger dir {path} does not exist; create it with: "
