@@ -20,10 +20,10 @@ given out of band (``vkeys``), else against the pinned keys, and only for a log 
 was never witnessed against its ``key.pub``.
 
 Every local copy is also fully verified (:meth:`.LedgerDir.verify`: every hash
-re-derived from the entries); a failure is ``log_damaged`` and a log that cannot be
-opened is ``unreadable``.  Inclusion: every witness entry, plus an evenly spaced
-sample of entries of every log, is proved included in the log's latest signed
-checkpoint (RFC 9162 §2.1.3).  Any finding — ``unchecked`` included — fails the audit.
+re-derived from the entries); a failure is ``verify_failed``, a log that cannot be
+opened is ``unreadable`` and one that fails while being read is ``log_damaged``.
+Inclusion: every witness entry, plus an evenly spaced sample of entries of every log,
+is proved included in the log's latest signed checkpoint (RFC 9162 §2.1.3).  Any finding — ``unchecked`` included — fails the audit.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ REPLACED = "replaced"
 KEY_MISMATCH = "key_mismatch"
 REPLAY = "replay"
 LOG_DAMAGED = "log_damaged"
+VERIFY_FAILED = "verify_failed"
 UNREADABLE = "unreadable"
 
 
@@ -60,7 +61,8 @@ class AuditIssue:
     """One finding.
 
     ``kind`` is one of split_view, bad_signature, inclusion_failed, rollback, replaced,
-    key_mismatch, replay, log_damaged, unreadable or unchecked (module docstring).
+    key_mismatch, replay, verify_failed, log_damaged, unreadable or unchecked (module
+    docstring).
     """
 
     kind: str
@@ -386,7 +388,9 @@ def _check_full(rep: AuditReport, ld: LedgerDir, explicit: dict[str, list[Verifi
             continue  # reported as unreadable
         r = ld.verify([d], verifiers=explicit.get(origin))[0]
         if not r.ok:
-            rep.issues.append(AuditIssue(LOG_DAMAGED, origin, r.summary().removeprefix("FAILED: ")))
+            rep.issues.append(
+                AuditIssue(VERIFY_FAILED, origin, r.summary().removeprefix("FAILED: "))
+            )
 
 
 def _check_signatures(

@@ -459,7 +459,8 @@ def audit(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report split views, bad checkpoint signatures and failing inclusion proofs."""
+    """Prove witnessed checkpoints against the current logs; report any split view, rollback,
+    replaced log, substituted key, replay, bad signature or failing proof (exit 1)."""
     presented = [(str(p), p.read_text(encoding="utf-8")) for p in checkpoint or []]
     vkeys = [v.vkey() for v in _trusted_keys(key)]
     rep = run_audit(list(ledger_dirs), checkpoints=presented, vkeys=vkeys)
