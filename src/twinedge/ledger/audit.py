@@ -279,6 +279,7 @@ def _check_domains(
                 )
             )
         if d not in key_reported:
+            key_reported.add(d)  # one comparison per domain
             pins = LedgerDir.pins([x for x in recs if ld.witnessed_domain(x) == d])
             try:
                 pub: Verifier | None = ld.verifier(d)
@@ -286,7 +287,6 @@ def _check_domains(
                 pub = None  # reported while gathering
             for first, v in pins.values():
                 if pub is not None and v != pub:
-                    key_reported.add(d)
                     rep.issues.append(
                         AuditIssue(
                             KEY_MISMATCH,
@@ -381,15 +381,21 @@ def _check_witnessed(
 
 def _check_full(rep: AuditReport, ld: LedgerDir, explicit: dict[str, list[Verifier]]) -> None:
     """Re-derive every hash of every readable log (with the pinned or out-of-band keys)."""
+    origins: dict[str, str] = {}
     for d in ld.domains:
         try:
-            origin = ld.log(d).origin
+            origins[d] = ld.log(d).origin
         except (LedgerError, sqlite3.Error):
             continue  # reported as unreadable
-        r = ld.verify([d], verifiers=explicit.get(origin))[0]
+    plain = [d for d, o in origins.items() if o not in explicit]
+    reports = ld.verify(plain) if plain else []
+    for d, o in origins.items():
+        if o in explicit:
+            reports.extend(ld.verify([d], verifiers=explicit[o]))
+    for r in reports:
         if not r.ok:
             rep.issues.append(
-                AuditIssue(VERIFY_FAILED, origin, r.summary().removeprefix("FAILED: "))
+                AuditIssue(VERIFY_FAILED, origins[r.domain], r.summary().removeprefix("FAILED: "))
             )
 
 
