@@ -14,7 +14,7 @@ See docs/ledger.md.
 """
 
 from twinedge.ledger.audit import AuditIssue, AuditReport, audit
-from twinedge.ledger.ledgerdir import LedgerDir
+from twinedge.ledger.ledgerdir import LedgerDir, WitnessRecord
 from twinedge.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint
 from twinedge.ledger.settle import Bills, DomainBill, LineItem, PriceTable, settle
 from twinedge.ledger.store import LedgerLog
@@ -33,6 +33,7 @@ __all__ = [
     "Signer",
     "Verifier",
     "VerifyReport",
+    "WitnessRecord",
     "audit",
     "open_checkpoint",
     "settle",

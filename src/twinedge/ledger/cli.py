@@ -3,11 +3,19 @@
 A thin layer over :mod:`twinedge.ledger`: it parses arguments, prints text or (with
 ``--json``) machine-readable JSON, and turns every user mistake into one line
 ``error: ...`` with exit code 2.  Verification and audit failures exit with code 1.
+
+Input to ``append`` is bounded and checked before anything is written: at most
+:data:`MAX_INPUT_BYTES` of UTF-8 text, JSON nested at most :data:`MAX_DEPTH` deep,
+integers of at most 19 digits, finite numbers, strings without NUL or lone
+surrogates, and entries of at most :data:`MAX_ENTRY_BYTES` once encoded.  Every
+entry is validated before the first is appended, so a bad entry anywhere leaves the
+ledger unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -34,13 +42,23 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-_BATCH = 10_000
+#: Largest input ``append`` reads (a file or stdin), in bytes.
+MAX_INPUT_BYTES = 256 << 20
+#: Largest entry ``append`` accepts, in bytes of canonical JSON.
+MAX_ENTRY_BYTES = 1 << 20
+#: Deepest nesting of arrays and objects accepted in an entry.
+MAX_DEPTH = 64
+_MAX_INT = (1 << 63) - 1
+_MAX_MESSAGE = 500
 
 DirArg = Annotated[Path, typer.Argument(help="Ledger directory (one sub-directory per domain).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
+    msg = msg.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(msg) > _MAX_MESSAGE:
+        msg = msg[: _MAX_MESSAGE - 3] + "..."
     typer.echo(f"error: {msg}", err=True)
     return typer.Exit(code)
 
@@ -62,6 +80,10 @@ def _user_errors(fn: F) -> F:
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
             raise _fail(f"{exc.strerror or exc}{where}") from None
+        except RecursionError:
+            raise _fail("the input is nested too deeply to be read") from None
+        except UnicodeError as exc:
+            raise _fail(f"the input is not valid Unicode text ({exc.reason})") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -101,31 +123,125 @@ def init(
             typer.echo(f"created domain {d}: {ld.verifier(d).vkey()}")
 
 
-def _read_entries(source: str) -> Iterator[dict[str, Any]]:
-    """Entries from a file or stdin ('-'): a JSON array, or one JSON object per line."""
+def _read_text(source: str) -> tuple[str, str]:
+    """``(name, text)`` of a file or of stdin ('-'), bounded and decoded as UTF-8."""
     if source == "-":
-        text = sys.stdin.read()
         name = "stdin"
+        stream = getattr(sys.stdin, "buffer", None)
+        raw = (
+            stream.read(MAX_INPUT_BYTES + 1)
+            if stream is not None
+            else sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")
+        )
     else:
-        text = Path(source).read_text(encoding="utf-8")
-        name = source
+        name, path = source, Path(source)
+        if path.is_dir():
+            raise TwinedgeError(f"{name} is a directory; give a file of entries or '-' for stdin")
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise TwinedgeError(
+                f"{name} is {size} bytes; append at most {MAX_INPUT_BYTES} bytes at a time "
+                "(split the file)"
+            )
+        raw = path.read_bytes()
+    if len(raw) > MAX_INPUT_BYTES:
+        raise TwinedgeError(
+            f"{name} is more than {MAX_INPUT_BYTES} bytes; append at most that much at a time"
+        )
+    try:
+        return name, raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TwinedgeError(
+            f"{name} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); entries must be UTF-8 JSON"
+        ) from None
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be an entry (``None`` if it can), naming the field."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        at = f" at {where}" if where else ""
+        if isinstance(v, str):
+            if "\x00" in v:
+                return f"a string{at} contains a NUL character"
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"a string{at} contains a lone surrogate (e.g. \\ud800)"
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if not -_MAX_INT <= v <= _MAX_INT:
+                return f"the integer{at} has more than 19 digits; write it as a string"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return f"the number{at} is not finite ({v!r}); JSON numbers must be finite"
+        elif isinstance(v, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"the value{at} is nested more than {MAX_DEPTH} levels deep"
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if isinstance(k, str):
+                    problem = _json_problem(k)
+                    if problem is not None:
+                        return f"a key{at}: {problem}"
+                stack.append(
+                    (x, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]", depth + 1)
+                )
+    return None
+
+
+def _why(exc: ValueError) -> str:
+    """The reason JSON text was refused, short (Python's huge-integer message is not)."""
+    msg = str(exc)
+    if "integer string conversion" in msg:
+        return "an integer has more than 4300 digits; write it as a string"
+    return msg
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise TwinedgeError(f"{what} is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise TwinedgeError(f"{what} is not valid JSON ({_why(exc)})") from None
+    problem = _json_problem(value)
+    if problem is not None:
+        raise TwinedgeError(f"{what}: {problem.lstrip()}")
+    return value
+
+
+def _read_entries(source: str) -> Iterator[Any]:
+    """Entries from a file or stdin ('-'): a JSON array, or one JSON object per line."""
+    name, text = _read_text(source)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise TwinedgeError(f"{name} is not valid JSON ({exc})") from exc
+        data = _parse_json(text, name)
+        if not isinstance(data, list):
+            raise TwinedgeError(f"{name} is not a JSON array of entries")
         yield from data
         return
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
+            where = f"{name} line {lineno}"
             try:
-                yield json.loads(line)
+                value = json.loads(line)
+            except RecursionError:
+                raise TwinedgeError(
+                    f"{where} is nested too deeply (at most {MAX_DEPTH} levels)"
+                ) from None
             except ValueError as exc:
                 raise TwinedgeError(
-                    f"{name} line {lineno} is not a JSON object ({exc}); "
-                    "give one entry per line or a JSON array"
-                ) from exc
+                    f"{where} is not a JSON object ({_why(exc)}); give one entry per line or a JSON array"
+                ) from None
+            problem = _json_problem(value)
+            if problem is not None:
+                raise TwinedgeError(f"{where}: {problem}")
+            yield value
 
 
 @app.command()
@@ -139,33 +255,39 @@ def append(
         str | None, typer.Option("--domain", "-d", help="Require every entry to be of this domain.")
     ] = None,
 ) -> None:
-    """Append entries (validated, canonicalised) in batches; each entry goes to its domain's log."""
-    total: dict[str, list[int]] = {}
+    """Append entries (validated, canonicalised); each entry goes to its domain's log.
+
+    Every entry is read and validated before the first is written, so bad input leaves
+    the ledger unchanged; each domain's entries are appended in one transaction.
+    """
     with LedgerDir.open(ledger_dir) as ld:
         if domain is not None:
             ld.domain_dir(domain)
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            for d, r in ld.append_many(batch).items():
-                span = total.setdefault(d, [r.start, r.stop])
-                span[1] = r.stop
-            batch.clear()
-
+        groups: dict[str, tuple[list[Any], list[int]]] = {}
         for i, e in enumerate(_read_entries(source)):
-            if domain is not None and isinstance(e, dict) and e.get("domain") != domain:
-                raise TwinedgeError(
-                    f"entry {i}: field 'domain' is {e.get('domain')!r}, not {domain!r}"
-                )
-            batch.append(e)
-            if len(batch) >= _BATCH:
-                flush()
-        if batch:
-            flush()
+            dom = e.get("domain") if isinstance(e, dict) else None
+            if domain is not None and isinstance(e, dict) and dom != domain:
+                raise TwinedgeError(f"entry {i}: field 'domain' is {dom!r}, not {domain!r}")
+            if not isinstance(dom, str):
+                raise TwinedgeError(f"entry {i}: missing field 'domain' (a string)")
+            g = groups.setdefault(dom, ([], []))
+            g[0].append(e)
+            g[1].append(i)
+        encoded: dict[str, list[bytes]] = {}
+        for dom, (es, pos) in groups.items():
+            datas = ld.log(dom).encode_many(es, positions=pos)
+            for i, data in zip(pos, datas, strict=True):
+                if len(data) > MAX_ENTRY_BYTES:
+                    raise TwinedgeError(
+                        f"entry {i} is {len(data)} bytes; an entry is at most "
+                        f"{MAX_ENTRY_BYTES} bytes (store large data elsewhere and log its hash)"
+                    )
+            encoded[dom] = datas
+        total = {dom: ld.log(dom).append_encoded(datas) for dom, datas in encoded.items()}
     if not total:
         typer.echo("no entries to append")
-    for d, (a, b) in sorted(total.items()):
-        typer.echo(f"appended {b - a} entries to {d} (indices {a}..{b - 1})")
+    for d, r in sorted(total.items()):
+        typer.echo(f"appended {len(r)} entries to {d} (indices {r.start}..{r.stop - 1})")
 
 
 @app.command()
@@ -337,7 +459,8 @@ def audit(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report split views, bad checkpoint signatures and failing inclusion proofs."""
+    """Prove witnessed checkpoints against the current logs; report any split view, rollback,
+    replaced log, substituted key, replay, bad signature or failing proof (exit 1)."""
     presented = [(str(p), p.read_text(encoding="utf-8")) for p in checkpoint or []]
     vkeys = [v.vkey() for v in _trusted_keys(key)]
     rep = run_audit(list(ledger_dirs), checkpoints=presented, vkeys=vkeys)

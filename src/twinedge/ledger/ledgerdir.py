@@ -15,13 +15,23 @@ again so the final checkpoints cover those witness entries.  A domain's round-``
 checkpoint is therefore committed in every other log, and its next checkpoint must
 be consistent with it: a domain that shows different histories to different parties
 (a split view) is caught by ``twinedge ledger audit``.
+
+A witness entry names the witnessed ``domain`` and ``origin`` and carries the
+domain's verifier key (``vkey``).  The key in a domain's *first* witness entry in
+another log is *pinned*: :meth:`LedgerDir.verify` and ``audit`` check the domain's
+checkpoints against the pinned key rather than the ``key.pub`` on disk, and every
+witnessed checkpoint against the domain's current log, so a log that was rolled
+back, rewritten, re-keyed or replaced by another domain's directory is caught by
+the records the *other* domains hold.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +40,7 @@ from twinedge.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint
 from twinedge.ledger.store import LedgerLog, Synchronous
 from twinedge.ledger.verify import VerifyReport, verify_log
 
-__all__ = ["LedgerDir", "check_domain_name"]
+__all__ = ["LedgerDir", "WitnessRecord", "check_domain_name"]
 
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOG_FILE = "log.sqlite"
@@ -60,6 +70,26 @@ def _write_atomic(path: Path, text: str) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+@dataclass(frozen=True)
+class WitnessRecord:
+    """A ``witness`` entry: the log of ``witness`` recorded a checkpoint of another domain.
+
+    ``domain`` and ``vkey`` are ``None`` in entries written before they were recorded;
+    such a record names its domain only through ``origin``.
+    """
+
+    witness: str
+    index: int
+    origin: str
+    domain: str | None
+    vkey: str | None
+    checkpoint: str
+
+    @property
+    def label(self) -> str:
+        return f"witnessed in domain {self.witness!r} entry {self.index}"
 
 
 class LedgerDir:
@@ -95,6 +125,8 @@ class LedgerDir:
     def open(cls, path: str | Path, *, synchronous: Synchronous = "NORMAL") -> LedgerDir:
         """Open an existing ledger directory (one with at least one domain)."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise LedgerError(f"ledger dir {path} is a file, not a directory")
         if not path.is_dir():
             raise LedgerError(
                 f"ledger dir {path} does not exist; create it with: "
@@ -260,7 +292,12 @@ class LedgerDir:
                         "domain": d,
                         "time": t,
                         "actor": f"twinedge-witness/{d}",
-                        "body": {"origin": self.log(o).origin, "checkpoint": first[o]},
+                        "body": {
+                            "origin": self.log(o).origin,
+                            "domain": o,
+                            "vkey": self.verifier(o).vkey(),
+                            "checkpoint": first[o],
+                        },
                     }
                     for o in domains
                     if o != d
@@ -278,6 +315,66 @@ class LedgerDir:
             )
         return open_checkpoint(note, [self.verifier(domain)])
 
+    # ------------------------------------------------------------------ witnessing records
+    def witness_records(self) -> list[WitnessRecord]:
+        """Every ``witness`` entry of every readable log here, in log and index order.
+
+        A log that cannot be read is skipped (its own verification reports it).
+        """
+        out: list[WitnessRecord] = []
+        for w in self.domains:
+            try:
+                found = list(self.log(w).find_type("witness"))
+            except (LedgerError, sqlite3.Error):
+                continue
+            for i, e in found:
+                body = e.get("body")
+                if not isinstance(body, dict):
+                    continue
+                origin, note = body.get("origin"), body.get("checkpoint")
+                dom, vkey = body.get("domain"), body.get("vkey")
+                if isinstance(origin, str) and isinstance(note, str):
+                    out.append(
+                        WitnessRecord(
+                            w,
+                            i,
+                            origin,
+                            dom if isinstance(dom, str) else None,
+                            vkey if isinstance(vkey, str) else None,
+                            note,
+                        )
+                    )
+        return out
+
+    def witnessed_domain(self, rec: WitnessRecord) -> str | None:
+        """The domain of this directory a witness record is about (``None``: not here)."""
+        if rec.domain is not None:
+            return rec.domain
+        for d in self.domains:
+            try:
+                if self.log(d).origin == rec.origin:
+                    return d
+            except (LedgerError, sqlite3.Error):
+                continue
+        return None
+
+    @staticmethod
+    def pins(records: Iterable[WitnessRecord]) -> dict[str, tuple[WitnessRecord, Verifier]]:
+        """Pinned keys by witnessing domain: the ``vkey`` of its first record of a domain.
+
+        ``records`` are the records of one witnessed domain.  Records without a
+        ``vkey`` (or with a malformed one) pin nothing.
+        """
+        out: dict[str, tuple[WitnessRecord, Verifier]] = {}
+        for rec in sorted(records, key=lambda r: (r.witness, r.index)):
+            if rec.witness in out or rec.vkey is None:
+                continue
+            try:
+                out[rec.witness] = (rec, Verifier.from_vkey(rec.vkey))
+            except LedgerError:
+                continue
+        return out
+
     # ------------------------------------------------------------------ verification
     def verify(
         self,
@@ -286,26 +383,72 @@ class LedgerDir:
         verifiers: Sequence[Verifier] | None = None,
         check_entries: bool = True,
     ) -> list[VerifyReport]:
-        """Verify each domain's log against its signed checkpoints (see :mod:`.verify`).
+        """Verify each domain's log against its signed and its witnessed checkpoints.
 
-        ``verifiers`` are trusted keys obtained out of band; by default each domain's own
-        ``key.pub`` is trusted (which proves integrity against later edits of the log,
-        not against someone who replaced the key too).
+        Besides the checks of :func:`.verify.verify_log` on the domain's own
+        ``checkpoints/``, every checkpoint of the domain recorded in another domain's
+        log here (a ``witness`` entry) must verify too: a log now smaller than a
+        witnessed checkpoint was rolled back, one that does not hash to its root was
+        rewritten.  Signatures are checked with ``verifiers`` (trusted keys obtained
+        out of band) if given, else with the key *pinned* by the domain's first witness
+        entry in each other log, else with the domain's ``key.pub``; a ``key.pub`` that
+        differs from a pinned key is reported as a substituted key.
+
+        Parameters
+        ----------
+        domains : the domains to verify (default: all).
+        verifiers : trusted verifier keys for every verified domain.
+        check_entries : also check that every entry is valid canonical JSON.
+
+        Raises
+        ------
+        LedgerError
+            If a named domain does not exist.  Damage is reported, never raised.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ld = LedgerDir.create(Path(tempfile.mkdtemp()), ["a", "b"])
+        >>> _ = ld.checkpoint_all()
+        >>> [r.ok for r in ld.verify()]
+        [True, True]
+        >>> ld.close()
         """
+        records = self.witness_records()
         reports = []
         for d in domains or self.domains:
             ddir = self.domain_dir(d)
+            mine = [r for r in records if r.witness != d and self.witnessed_domain(r) == d]
+            pins = self.pins(mine)
+            pinned = list(dict.fromkeys(v for _, v in pins.values()))
+            try:
+                pub: Verifier | None = self.verifier(d)
+                pub_problem = None
+            except LedgerError as exc:
+                pub, pub_problem = None, str(exc)
+            if verifiers:
+                trusted = list(verifiers)
+            elif pinned:
+                trusted = pinned
+            else:
+                trusted = [pub] if pub is not None else []
             if d in self._logs:  # let verification read a quiescent file
                 self._logs.pop(d).close()
-            trusted = list(verifiers) if verifiers else [self.verifier(d)]
-            reports.append(
-                verify_log(
-                    ddir / LOG_FILE,
-                    self.checkpoint_history(d),
-                    trusted,
-                    domain=d,
-                    latest=str(ddir / CKPT_DIR / "latest"),
-                    check_entries=check_entries,
-                )
+            rep = verify_log(
+                ddir / LOG_FILE,
+                self.checkpoint_history(d) + [(r.label, r.checkpoint) for r in mine],
+                trusted,
+                domain=d,
+                latest=str(ddir / CKPT_DIR / "latest"),
+                check_entries=check_entries,
             )
+            if pub_problem is not None:
+                rep.cause(pub_problem)
+            elif pub is not None and pinned and pub not in pinned:
+                rec = next(r for r, v in pins.values() if v != pub)
+                rep.cause(
+                    f"{ddir / PUB_FILE} is not the key pinned when domain {rec.witness!r} first "
+                    f"witnessed {d!r} (entry {rec.index}): the signing key was substituted"
+                )
+            reports.append(rep)
         return reports

@@ -44,12 +44,121 @@ _J_PER_KWH = Decimal(3_600_000)
 _BYTES_PER_GB = Decimal(1_000_000_000)
 _CTX = Context(prec=80, rounding=ROUND_HALF_EVEN)
 _PRICE_FIELDS = ("per_cpu_ghz_s", "per_mem_gb_s", "per_migrated_gb", "per_kwh")
+#: Largest price table file read, in bytes.
+MAX_PRICE_TABLE_BYTES = 1 << 20
+#: Most YAML nodes a price table may expand to (aliases counted at every use).
+MAX_YAML_NODES = 10_000
+#: Prices are below 10**12 currency units and have at most 18 decimal places.
+_MAX_PRICE_DIGITS = 12
+_MAX_PRICE_PLACES = 18
+_MAX_NAME = 64
 _UNITS = {"cpu": "GHz*s", "memory": "GB*s", "migration": "GB", "energy": "kWh"}
+
+
+def _show(value: Any) -> str:
+    """A short, printable description of a value for an error message."""
+    if isinstance(value, str):
+        text = repr(value[:40]) + ("..." if len(value) > 40 else "")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        text = f"an integer of {len(str(abs(value)))} digits"
+    elif isinstance(value, Mapping | list | tuple | set):
+        text = f"a {type(value).__name__} of {len(value)} items"
+    else:
+        text = repr(value)[:60]
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _name(value: Any, where: str) -> str:
+    """A currency or tier name: printable text of at most 64 characters."""
+    if (
+        not isinstance(value, str | int)
+        or isinstance(value, bool)
+        or not str(value)
+        or len(str(value)) > _MAX_NAME
+        or not str(value).isprintable()
+    ):
+        raise LedgerError(
+            f"{where} must be printable text of 1 to {_MAX_NAME} characters, got {_show(value)}"
+        )
+    return str(value)
+
+
+def _check_yaml_graph(node: Any, source: str) -> None:
+    """Refuse YAML whose aliases expand past MAX_YAML_NODES nodes, or refer to themselves.
+
+    The composed graph shares a node between an anchor and its aliases, so its
+    expanded size is computed once per distinct node (a "billion laughs" table of a
+    few hundred bytes expands to 10**9 nodes and is refused in microseconds).
+    """
+    import yaml
+
+    size: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        key = id(n)
+        if done:
+            active.discard(key)
+            if isinstance(n, yaml.SequenceNode):
+                kids = n.value
+            elif isinstance(n, yaml.MappingNode):
+                kids = [x for kv in n.value for x in kv]
+            else:
+                kids = []
+            total = 1 + sum(size[id(k)] for k in kids)
+            if total > MAX_YAML_NODES:
+                raise LedgerError(
+                    f"price table {source} expands to more than {MAX_YAML_NODES} values "
+                    "(YAML aliases used too often, as in a 'billion laughs' file)"
+                )
+            size[key] = total
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise LedgerError(f"price table {source} has a YAML alias that refers to itself")
+        active.add(key)
+        stack.append((n, True))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend((k, False) for k in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend((x, False) for kv in n.value for x in kv)
+
+
+def _why(exc: ValueError) -> str:
+    msg = str(exc)
+    if "integer string conversion" in msg:
+        return "an integer has more than 4300 digits; write prices as decimal strings"
+    return msg
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_graph(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        msg = str(exc).splitlines()[0]
+        raise LedgerError(f"price table {source} is not valid YAML ({msg})") from None
+    except RecursionError:
+        raise LedgerError(f"price table {source} is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise LedgerError(
+            f"price table {source} has a value that cannot be read ({_why(exc)})"
+        ) from None
+    finally:
+        loader.dispose()
 
 
 def _dec(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
-        raise LedgerError(f"{where} must be a number, got {value!r}")
+        raise LedgerError(f"{where} must be a number, got {_show(value)}")
     if isinstance(value, float):
         value = repr(value)
     if isinstance(value, int | str | Decimal):
@@ -59,7 +168,7 @@ def _dec(value: Any, where: str) -> Decimal:
             d = Decimal("NaN")
         if d.is_finite():
             return d
-    raise LedgerError(f"{where} must be a finite number, got {value!r}")
+    raise LedgerError(f"{where} must be a finite number, got {_show(value)}")
 
 
 @dataclass(frozen=True)
@@ -87,8 +196,9 @@ class PriceTable:
         if unknown:
             raise LedgerError(f"{source}: unknown field {unknown[0]!r}; use currency and tiers")
         currency = data.get("currency", "units")
-        if not isinstance(currency, str) or not currency:
+        if not isinstance(currency, str):
             raise LedgerError(f"{source}: field 'currency' must be a non-empty string")
+        currency = _name(currency, f"{source}: field 'currency'")
         tiers = data.get("tiers")
         if not isinstance(tiers, Mapping) or not tiers:
             raise LedgerError(
@@ -97,6 +207,7 @@ class PriceTable:
             )
         out: dict[str, TierPrices] = {}
         for tier, p in tiers.items():
+            tier = _name(tier, f"{source}: a tier name")
             where = f"{source}: tiers.{tier}"
             if not isinstance(p, Mapping):
                 raise LedgerError(f"{where} must be a mapping of {', '.join(_PRICE_FIELDS)}")
@@ -111,7 +222,18 @@ class PriceTable:
                     raise LedgerError(f"{where}: missing field {f!r}")
                 v = _dec(p[f], f"{where}.{f}")
                 if v < 0:
-                    raise LedgerError(f"{where}.{f} must not be negative, got {v}")
+                    raise LedgerError(f"{where}.{f} must not be negative, got {_show(str(v))}")
+                if v and v.adjusted() >= _MAX_PRICE_DIGITS:
+                    raise LedgerError(
+                        f"{where}.{f} is {_show(str(v))}; a price must be below "
+                        f"10^{_MAX_PRICE_DIGITS}"
+                    )
+                if v.as_tuple().exponent < -_MAX_PRICE_PLACES and v != v.quantize(
+                    Decimal(1).scaleb(-_MAX_PRICE_PLACES), context=_CTX
+                ):
+                    raise LedgerError(
+                        f"{where}.{f} has more than {_MAX_PRICE_PLACES} decimal places"
+                    )
                 vals[f] = v
             out[str(tier)] = TierPrices(**vals)
         return cls(currency, out)
@@ -121,22 +243,33 @@ class PriceTable:
         """Read a price table from a ``.json`` or ``.yaml``/``.yml`` file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            size = path.stat().st_size
+            if size > MAX_PRICE_TABLE_BYTES:
+                raise LedgerError(
+                    f"price table {path} is {size} bytes; a price table is at most "
+                    f"{MAX_PRICE_TABLE_BYTES} bytes"
+                )
+            raw = path.read_bytes()
         except OSError as exc:
             raise LedgerError(f"price table {path} cannot be read ({exc.strerror})") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LedgerError(
+                f"price table {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                f"{exc.start})"
+            ) from None
+        if "\x00" in text:
+            raise LedgerError(f"price table {path} contains a NUL character")
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text, parse_float=Decimal)
+            except RecursionError:
+                raise LedgerError(f"price table {path} is nested too deeply") from None
             except ValueError as exc:
-                raise LedgerError(f"price table {path} is not valid JSON ({exc})") from exc
+                raise LedgerError(f"price table {path} is not valid JSON ({_why(exc)})") from None
         else:
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                msg = str(exc).splitlines()[0]
-                raise LedgerError(f"price table {path} is not valid YAML ({msg})") from exc
+            data = _load_yaml(text, str(path))
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

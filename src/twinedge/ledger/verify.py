@@ -8,6 +8,13 @@ damaged entry (a changed byte, a deleted or a moved row) is pinned to its exact
 index; a rewrite that keeps the stored hashes consistent is still caught by the
 signed roots, and then the first bad index is narrowed to the range between the
 last checkpoint that matches and the first that does not.
+
+The checkpoints checked are the ones the caller gathers (the domain's own
+``checkpoints/`` and, from :meth:`.LedgerDir.verify`, the ones other domains
+witnessed).  A checkpoint larger than the log means the log was truncated or rolled
+back; ``latest`` older than another checkpoint means an old checkpoint is presented
+as the newest (a replay); a log whose recorded domain is not the one asked for was
+copied from another domain.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     _first_message: str | None = field(default=None, repr=False)
+    _cause: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +62,14 @@ class VerifyReport:
         if index is not None and (self.first_bad_index is None or index < self.first_bad_index):
             self.first_bad_index = index
             self._first_message = message
+
+    def cause(self, message: str) -> None:
+        """Record the problem that explains the others (replaced log, substituted key)."""
+        if self._cause is None:
+            self._cause = message
+            self.problems.insert(0, message)
+        else:
+            self.problems.append(message)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +93,8 @@ class VerifyReport:
                 else (f"checkpoint at size {self.checkpoint_size} verified")
             )
             return f"ok: {self.domain}: {self.size} entries, {covered}"
+        if self._cause is not None:
+            return f"FAILED: {self.domain}: {self._cause}"
         where = ""
         if self.first_bad_index is not None:
             where = f" first bad index {self.first_bad_index}:"
@@ -165,6 +183,14 @@ def verify_log(
     if latest_cp is not None:
         rep.checkpoint_size = latest_cp.size
     max_signed = max((cp.size for _, cp in signed), default=0)
+    newest = max(signed, key=lambda x: x[1].size, default=None)
+    if latest_cp is not None and newest is not None and newest[1].size > latest_cp.size:
+        rep.bad(
+            None,
+            f"checkpoint {latest} (size {latest_cp.size}) is older than checkpoint "
+            f"{newest[0]} (size {newest[1].size}): an old checkpoint is presented as the "
+            "newest (replay or rollback)",
+        )
 
     # 2. open read-only-in-spirit: no pragma, no write, nothing read from the store class
     path = Path(db_path)
@@ -199,6 +225,12 @@ def _verify_open_log(
     origin = meta.get("origin")
     if not rep.domain:
         rep.domain = str(meta.get("domain", ""))
+    elif meta.get("domain") is not None and meta.get("domain") != rep.domain:
+        rep.cause(
+            f"the log at {rep.path} belongs to domain {meta.get('domain')!r} (origin "
+            f"{origin!r}), not {rep.domain!r}: the directory was replaced by another "
+            "domain's or copied"
+        )
     for label, cp in signed:
         if origin is not None and cp.origin != origin:
             rep.bad(None, f"checkpoint {label} is for origin {cp.origin!r}, not {origin!r}")
@@ -275,7 +307,7 @@ def _verify_open_log(
             rep.bad(
                 n,
                 f"checkpoint {label} signs {cp.size} entries but only {n} are readable; "
-                f"entries from index {n} were removed or the file was truncated",
+                f"entries from index {n} were removed: the log was truncated or rolled back",
             )
             continue
         if root_from_levels(levels, cp.size) != cp.root:
