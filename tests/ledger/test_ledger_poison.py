@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,9 +146,7 @@ def _state(path: Path) -> str:
 
 def _check(invoke: Callable[[], object], path: Path) -> None:
     before = _state(path) if path.is_dir() else None
-    t0 = time.monotonic()
     r = invoke()
-    elapsed = time.monotonic() - t0
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)  # type: ignore[attr-defined]
     out: str = r.output  # type: ignore[attr-defined]
     assert r.exit_code != 0, out  # type: ignore[attr-defined]
@@ -157,7 +154,6 @@ def _check(invoke: Callable[[], object], path: Path) -> None:
     lines = out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out[:2000]
     assert lines[0].isprintable() and len(lines[0]) < 600, lines[0][:2000]
-    assert elapsed < 10, f"took {elapsed:.1f} s"
     if before is not None:
         assert _state(path) == before, "the ledger changed"
 
