@@ -362,26 +362,33 @@ def test_a_write_the_store_refuses_fails_alone(store_url):
 
 def test_a_filter_group_put_during_writes_matches_its_filter(store_url):
     async def body(svc):
-        for i in range(60):
+        for i in range(40):
             await svc.put_thing(A, f"ns:{i}", {"attributes": {"on": False}})
 
         async def flip(i: int, k: int) -> None:
-            await svc.patch(A, f"ns:{i}", "attributes", {"on": k % 2 == 0})
+            await svc.patch(A, f"ns:{i}", "attributes", {"on": (i + k) % 3 == 0})
 
-        jobs = [flip(i, k) for k in range(3) for i in range(60)]
-        jobs.insert(90, svc.put_group(A, "on", filter="eq(attributes/on,true)"))
-        await asyncio.gather(*jobs)
-        want = sorted(t for t, d in svc.things.items() if d["attributes"]["on"] is True)
-        g = await svc.get_group(A, "on", limit=1000)
-        assert sorted(g["members"]) == want and g["size"] == len(want)
+        async def check() -> None:
+            want = sorted(t for t, d in svc.things.items() if d["attributes"]["on"] is True)
+            for name in ("on", "on2"):
+                g = await svc.get_group(A, name, limit=1000)
+                assert sorted(g["members"]) == want and g["size"] == len(want), name
+
+        for rnd in range(6):  # the groups are put while queued writes are being applied
+            jobs: list = [flip(i, rnd) for i in range(40)]
+            jobs.insert(20, svc.put_group(A, "on", filter="eq(attributes/on,true)"))
+            jobs.append(svc.put_group(A, "on2", filter="eq(attributes/on,true)"))
+            await asyncio.gather(*jobs)
+            await check()
         return svc.store.url
 
-    url = run(store_url, body, batch_max=16)
+    url = run(store_url, body, batch_max=8)
 
     async def after_restart(svc):
         want = sorted(t for t, d in svc.things.items() if d["attributes"]["on"] is True)
-        g = await svc.get_group(A, "on", limit=1000)
-        assert sorted(g["members"]) == want and g["size"] == len(want)
+        for name in ("on", "on2"):
+            g = await svc.get_group(A, name, limit=1000)
+            assert sorted(g["members"]) == want and g["size"] == len(want)
 
     run(url, after_restart)
 

@@ -771,9 +771,9 @@ class TwinService:
     async def _get_visible(self, p: Principal, thing_id: str, role: Role = "read") -> dict:
         self._require(p, role)
         things.check_thing_id(thing_id)
-        doc = self.things.get(thing_id)
         if p.domain is not None:
             await self._grants(p.domain)
+        doc = self.things.get(thing_id)
         if doc is None or not self._visible(p, doc, role):
             if doc is not None:
                 self.metrics["access_denied_total"] += 1
@@ -958,10 +958,11 @@ class TwinService:
                 "the service admin must name the owner domain of a new thing (field _domain)",
                 "/_domain",
             )
-        ns = thing_id.split(":", 1)[0]
-        owner = self.namespaces.get(ns)
         if p.domain is not None:
             await self._grants(p.domain)
+        # read after the last await: both may have changed while it waited
+        ns = thing_id.split(":", 1)[0]
+        owner = self.namespaces.get(ns)
         doc = self.things.get(thing_id)
         if doc is not None and self._visible(p, doc, "write"):
             pass  # a replacement; re-checked by the writer
