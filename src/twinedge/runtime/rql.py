@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from twinedge.runtime.jsonvalue import JSONValueError, check_text
 from twinedge.runtime.things import ProblemError, escape_token, unescape_token
 
 __all__ = [
@@ -424,6 +425,10 @@ def parse(text: str) -> Node:
         raise ProblemError(
             400, "Bad Request", "a filter must be a string of RQL", pointer="/filter"
         )
+    try:  # a name or value the stores cannot hold fails here, not in the store
+        check_text(text, "the filter")
+    except JSONValueError as e:
+        raise ProblemError(400, "Bad Request", e.message, pointer="/filter") from None
     return _Parser(text).parse()
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from twinedge.errors import TwinedgeError
 from twinedge.runtime import rql
+from twinedge.runtime.jsonvalue import JSONValueError, check_text
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
@@ -928,7 +929,10 @@ class SqlStore:
             c = decode_cursor(cursor)
             if not isinstance(c, dict) or not isinstance(c.get("m"), str):
                 raise bad_request("the cursor is not a group-members cursor", "/cursor")
-            after = c["m"]
+            try:
+                after = check_text(c["m"], "the cursor")
+            except JSONValueError:
+                raise bad_request("the cursor is not a group-members cursor", "/cursor") from None
         rows = self._query(
             "SELECT thing_id FROM group_members WHERE gkey = ? AND thing_id > ? ORDER BY thing_id LIMIT ?",
             [f"{domain}/{name}", after, limit + 1],
