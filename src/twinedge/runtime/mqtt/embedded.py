@@ -73,6 +73,7 @@ log = logging.getLogger("twinedge.mqtt")
 SUPPORTED_AMQTT = "0.12."
 _THING = "twinedge.thing"  # Session.attributes key: the authenticated thing id
 _SUB_REJECTS = "twinedge.subscribe_rejects"
+_SUBSCRIBING = "twinedge.subscribing"  # set during a SUBSCRIBE: desired topics sent
 _PUBACK = b"\x40\x02"  # fixed header of a PUBACK (MQTT 3.1.1, 3.4)
 _HOOKS = {
     Broker: (
@@ -81,6 +82,7 @@ _HOOKS = {
         "_topic_filtering",
         "_handle_subscription",
         "_publish_retained_messages_for_subscription",
+        "_publish_session_retained_messages",
         "_broadcast_message",
         "retain_message",
         "_get_handler",
@@ -262,7 +264,12 @@ class _Broker(Broker):
     async def _handle_subscription(
         self, client_session: Session, handler: Any, waiter: Any
     ) -> None:
-        await super()._handle_subscription(client_session, handler, waiter)
+        # retained messages go out for the filters of this SUBSCRIBE only (see below)
+        client_session.attributes[_SUBSCRIBING] = set()
+        try:
+            await super()._handle_subscription(client_session, handler, waiter)
+        finally:
+            client_session.attributes.pop(_SUBSCRIBING, None)
         thing = client_session.attributes.get(_THING)
         for topic_filter in client_session.attributes.pop(_SUB_REJECTS, ()):
             self._gw.reject(
@@ -276,13 +283,42 @@ class _Broker(Broker):
                 ),
             )
 
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """On (re)connect: the current desired state, once, if the session's own
+        subscriptions (kept by a persistent session) cover the desired topic."""
+        await super()._publish_session_retained_messages(session)
+        thing = session.attributes.get(_THING)
+        if thing is None:
+            return
+        want = topic(thing, DESIRED)
+        qos = [q for f, q in self._own_subscriptions(session) if matches(want, f)]
+        if qos:
+            self._gw.send_current_desired(thing, session, min(max(qos), QOS_1))
+
+    def _own_subscriptions(self, session: Session) -> list[tuple[str, int]]:
+        return [
+            (f, q)
+            for f, subs in self._subscriptions.items()
+            for s, q in subs
+            if s is session or s.client_id == session.client_id
+        ]
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
+        # amqtt calls this (a) for each filter of a SUBSCRIBE and (b) on every connect for
+        # every filter any client holds, whoever owns it. (b) would hand a device messages
+        # for subscriptions it does not have; _publish_session_retained_messages covers
+        # the connecting session's own subscriptions instead.
+        sent = session.attributes.get(_SUBSCRIBING)
+        if sent is None:
+            return
         await super()._publish_retained_messages_for_subscription(subscription, session)
         thing = session.attributes.get(_THING)
         topic_filter, qos = subscription
-        if thing is not None and matches(topic(thing, DESIRED), topic_filter):
+        want = topic(thing, DESIRED) if thing is not None else None
+        if want is not None and want not in sent and matches(want, topic_filter):
+            sent.add(want)  # one SUBSCRIBE with overlapping filters: sent once
             self._gw.send_current_desired(thing, session, min(qos, QOS_1))
 
     async def _broadcast_message(
@@ -411,7 +447,9 @@ class EmbeddedBroker(Gateway):
                     continue
                 seen.add(id(session))
                 handler = broker._get_handler(session)
-                if handler is not None:
+                # the handler is looked up by client id: make sure it serves this session
+                # (not a newer connection that reused the id without its subscriptions)
+                if handler is not None and handler.session is session:
                     self.spawn(
                         handler.mqtt_publish(topic_name, data, min(qos, QOS_1), retain=False)
                     )
