@@ -348,3 +348,89 @@ async def raw_connect(
 
 def raw_publish(writer: asyncio.StreamWriter, topic: str, payload: bytes, packet_id: int) -> None:
     writer.write(_packet(0x32, _utf8(topic) + packet_id.to_bytes(2, "big") + payload))
+
+
+class RawDevice:
+    """A bare MQTT 3.1.1 client that sends any bytes (topics aiomqtt refuses to encode)
+    and records what comes back: ``("puback", packet_id)``, ``("suback", codes)``,
+    ``("publish", topic, payload)`` (QoS 1 ones are acknowledged) and ``("closed",)``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer, self.events = reader, writer, []
+        self._changed = asyncio.Condition()
+        self._task = asyncio.ensure_future(self._read())
+        self._ids = iter(range(1, 65536))
+
+    @classmethod
+    async def connect(
+        cls, port: int, thing_id: str, password: str | None = PASSWORD, ssl: Any = None
+    ) -> RawDevice:
+        """CONNECT with clean session (username/password unless ``password`` is None,
+        e.g. TLS client certificates); the CONNACK must accept."""
+        flags = 0x02 | (0xC0 if password is not None else 0)
+        body = _utf8("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big") + _utf8(thing_id)
+        if password is not None:
+            body += _utf8(thing_id) + _utf8(password)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
+        writer.write(_packet(0x10, body))
+        connack = await asyncio.wait_for(reader.readexactly(4), 10)
+        assert connack == b"\x20\x02\x00\x00", connack
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                first = (await self.reader.readexactly(1))[0]
+                n, shift = 0, 0
+                while True:
+                    b = (await self.reader.readexactly(1))[0]
+                    n, shift = n | (b & 0x7F) << shift, shift + 7
+                    if not b & 0x80:
+                        break
+                body = await self.reader.readexactly(n)
+                kind = first >> 4
+                if kind == 4:
+                    await self._add(("puback", int.from_bytes(body[:2], "big")))
+                elif kind == 9:
+                    await self._add(("suback", list(body[2:])))
+                elif kind == 3:
+                    tlen = int.from_bytes(body[:2], "big")
+                    t, rest = body[2 : 2 + tlen].decode(), body[2 + tlen :]
+                    if (first >> 1) & 3:
+                        self.writer.write(b"\x40\x02" + rest[:2])
+                        rest = rest[2:]
+                    await self._add(("publish", t, rest))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        await self._add(("closed",))
+
+    async def _add(self, event: tuple) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def until(self, cond: Callable[[list[tuple]], bool], timeout: float = 10.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: cond(self.events)), timeout)
+
+    def publish(self, topic: str | bytes, payload: bytes, qos: int = 1) -> int | None:
+        """Send a PUBLISH; returns its packet id (QoS 1)."""
+        pid = next(self._ids) if qos else None
+        head = _utf8(topic) + (pid.to_bytes(2, "big") if pid else b"")
+        self.writer.write(_packet(0x30 | qos << 1, head + payload))
+        return pid
+
+    async def subscribe(self, topic_filter: str) -> list[int]:
+        pid = next(self._ids)
+        self.writer.write(_packet(0x82, pid.to_bytes(2, "big") + _utf8(topic_filter) + b"\x01"))
+        await self.until(lambda ev: any(e[0] == "suback" for e in ev))
+        return next(e[1] for e in self.events if e[0] == "suback")
+
+    def errors(self) -> list[dict]:
+        return [json.loads(e[2]) for e in self.events if e[0] == "publish" and "/errors" in e[1]]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(b"\xe0\x00")  # DISCONNECT
+            self.writer.close()
+        await asyncio.gather(self._task, return_exceptions=True)

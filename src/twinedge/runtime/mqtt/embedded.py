@@ -78,6 +78,7 @@ _PUBACK = b"\x40\x02"  # fixed header of a PUBACK (MQTT 3.1.1, 3.4)
 _HOOKS = {
     Broker: (
         "_initialize_client_session",
+        "_handle_client_session",
         "_authenticate",
         "_topic_filtering",
         "_handle_subscription",
@@ -152,6 +153,84 @@ class _Replay(ReaderAdapter):
         self.inner.feed_eof()
 
 
+class _Framed(ReaderAdapter):
+    """Reads whole MQTT packets from ``inner`` and serves their bytes to amqtt, with one
+    repair: a PUBLISH whose topic amqtt 0.12 cannot parse is given a placeholder topic.
+
+    amqtt raises on a topic with '+' or '#' *before* reading the payload, and turns a
+    topic that is not UTF-8 into ``str(bytes)`` and then miscounts the payload; either
+    way the rest of the stream is read out of step, the message is never acknowledged and
+    a QoS 1 device resends it for ever. Here such a topic becomes ``"\0malformed/<n>"``
+    (no MQTT topic can hold NUL), and :attr:`malformed` maps it to a readable rendering
+    of the real topic and what is wrong with it, for the gateway to reject it. Partial
+    reads are kept in the object, so a cancelled read (keep-alive timeout) loses nothing.
+    """
+
+    def __init__(self, inner: ReaderAdapter):
+        self.inner = inner
+        self.malformed: dict[str, tuple[str, str]] = {}
+        self._out = bytearray()  # bytes of complete packets, not yet read by amqtt
+        self._packet = bytearray()  # the packet being read
+        self._head = 0  # its fixed header's length, once known
+        self._count = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._out or len(self._out) < n:
+            await self._read_packet()
+        if n < 0:
+            n = len(self._out)
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+    async def _read_packet(self) -> None:
+        p = self._packet
+        if not p:
+            p += await self.inner.read(1)
+        while not self._head:  # the remaining length: 1-4 bytes, 7 bits each, low first
+            if len(p) > 1 and (not p[-1] & 0x80 or len(p) == 5):
+                self._head = len(p)
+            else:
+                p += await self.inner.read(1)
+        size = sum((b & 0x7F) << (7 * k) for k, b in enumerate(p[1 : self._head]))
+        need = self._head + size - len(p)
+        if need > 0:
+            p += await self.inner.read(need)
+        packet, head = bytes(p), self._head
+        p.clear()
+        self._head = 0
+        if packet[0] >> 4 == 3:  # PUBLISH
+            packet = self._repair_publish(packet, head)
+        self._out += packet
+
+    def _repair_publish(self, packet: bytes, start: int) -> bytes:
+        length = int.from_bytes(packet[start : start + 2], "big")
+        raw = packet[start + 2 : start + 2 + length]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            why = f"the topic is not valid UTF-8 (byte {e.start})"
+            text = raw.decode("utf-8", "backslashreplace")
+        else:
+            if not any(c in text for c in "+#"):
+                return packet
+            why = "a topic name may not hold the wildcard characters '+' or '#'"
+        placeholder = f"\0malformed/{self._count}"
+        self._count += 1
+        self.malformed[placeholder] = (text, why)
+        name = placeholder.encode()
+        body = len(name).to_bytes(2, "big") + name + packet[start + 2 + length :]
+        size, head = len(body), bytearray([packet[0]])
+        while True:
+            size, digit = size >> 7, size & 0x7F
+            head.append(digit | (0x80 if size else 0))
+            if not size:
+                return bytes(head) + body
+
+
 class _DeviceHandler(BrokerProtocolHandler):
     """amqtt's broker protocol handler, except that a device's PUBLISH goes to the twin
     service and is acknowledged only after it is durable (or rejected for good)."""
@@ -172,16 +251,20 @@ class _DeviceHandler(BrokerProtocolHandler):
         if topic_name is None or data is None or session is None:
             return
         sender = session.attributes.get(_THING)
+        problem = None
+        malformed = getattr(self.reader, "malformed", None)
+        if malformed and topic_name in malformed:  # see _Framed
+            topic_name, problem = malformed.pop(topic_name)
         qos = publish_packet.qos
         if qos == QOS_1:
             seq = self._seq_in
             self._seq_in += 1
-            ok = await self._gateway.handle(sender, topic_name, data)
+            ok = await self._gateway.handle(sender, topic_name, data, problem)
             self._ready[seq] = publish_packet.variable_header.packet_id if ok else None
             self._flush_acks()
         elif qos == QOS_0:
-            await self._gateway.handle(sender, topic_name, data)
-        elif await self._gateway.handle(sender, topic_name, data):
+            await self._gateway.handle(sender, topic_name, data, problem)
+        elif await self._gateway.handle(sender, topic_name, data, problem):
             # QoS 2: applied durably first, then amqtt's PUBREC/PUBREL/PUBCOMP exchange; the
             # message it then queues for delivery is refused by _topic_filtering(PUBLISH).
             await super().handle_publish(publish_packet)
@@ -244,6 +327,11 @@ class _Broker(Broker):
         session.attributes[_THING] = connect.username
         session.is_anonymous = False
         return _DeviceHandler(self.plugins_manager, self._gw, loop=self._loop), session
+
+    async def _handle_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, *args: Any
+    ) -> None:
+        await super()._handle_client_session(_Framed(reader), writer, *args)
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         # admitted in _initialize_client_session, before any session state was touched
