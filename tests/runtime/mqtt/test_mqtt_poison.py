@@ -306,3 +306,35 @@ def test_poisoned_topic_through_mosquitto_never_reaches_the_service(tmp_path, mo
             assert counter.counts[neighbour] == 1 and sum(counter.counts.values()) == 1
 
     asyncio.run(main())
+
+
+def test_a_message_that_fails_alone_is_acknowledged_not_resent(tmp_path, monkeypatch):
+    """A 500 from the service (this message failed, the service is fine) is answered like
+    a refusal: PUBACK, internal-error on the errors topic, connection kept; only 503
+    (store down, overloaded, shutting down) leaves a message unacknowledged."""
+    from twinedge.runtime.things import ProblemError
+
+    async def main():
+        async with embedded(tmp_path, (BAD,)) as (svc, broker):
+            real = svc.device_report
+
+            async def fails_alone(thing_id, payload, **kw):
+                if "poison" in payload:
+                    raise ProblemError(500, "Internal Server Error", "ValueError: cannot store")
+                return await real(thing_id, payload, **kw)
+
+            monkeypatch.setattr(svc, "device_report", fails_alone)
+            counter = Counter(broker)
+            bad = await RawDevice.connect(broker.port, BAD)
+            await bad.subscribe(f"twinedge/{BAD}/errors")
+            pid = bad.publish(f"twinedge/{BAD}/reported", b'{"poison": {"v": 1}}')
+            await bad.until(lambda ev: ("puback", pid) in ev and bad.errors())
+            (err,) = bad.errors()
+            assert (err["reason"], err["status"]) == ("internal-error", 500)
+            pid = bad.publish(f"twinedge/{BAD}/reported", good_report(3))
+            await bad.until(lambda ev: ("puback", pid) in ev)
+            assert ("closed",) not in bad.events and counter.counts[BAD] == 2
+            assert svc.things[BAD]["features"]["battery"]["properties"] == {"level": 3}
+            await bad.close()
+
+    asyncio.run(main())

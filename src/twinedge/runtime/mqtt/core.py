@@ -50,6 +50,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "service-unavailable": (503, "Service Unavailable"),
     "internal-error": (500, "Internal Server Error"),
     "bad-credentials": (401, "Unauthorized"),
+    "unsupported-protocol": (400, "Bad Request"),
 }
 
 

@@ -45,6 +45,7 @@ from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import (
     BAD_USERNAME_PASSWORD,
     IDENTIFIER_REJECTED,
+    UNACCEPTABLE_PROTOCOL_VERSION,
     ConnackPacket,
 )
 from amqtt.mqtt.connect import ConnectPacket
@@ -115,6 +116,21 @@ def check_amqtt() -> str:
             + ". Install 'amqtt>=0.12,<0.13' or use an external broker (--mqtt mqtt://...)."
         )
     return version
+
+
+_MQTT_311 = 4  # the protocol level of MQTT 3.1.1
+
+
+async def _protocol_level(reader: ReaderAdapter) -> int:
+    """Read a CONNECT's fixed header, protocol name and level; return the level."""
+    if (await reader.read(1))[0] >> 4 != 1:
+        raise MQTTError("the first packet is not a CONNECT")
+    for _ in range(4):  # the remaining length
+        if not (await reader.read(1))[0] & 0x80:
+            break
+    name = int.from_bytes(await reader.read(2), "big")
+    await reader.read(name)
+    return (await reader.read(1))[0]
 
 
 class _Recorder(ReaderAdapter):
@@ -304,19 +320,32 @@ class _Broker(Broker):
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
-        recorder = _Recorder(reader)
+        peek = _Recorder(reader)
+        recorder, connect = peek, None
         try:
-            connect = await ConnectPacket.from_stream(recorder)
+            level = await _protocol_level(peek)
+            if level == _MQTT_311:  # an MQTT 5 CONNECT is laid out differently
+                recorder = _Recorder(_Replay(peek.data, reader))
+                connect = await ConnectPacket.from_stream(recorder)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await writer.close()
             raise MQTTError(
                 f"unreadable CONNECT from {remote_address}:{remote_port}: {exc}"
             ) from exc
-        refusal = await self._gw.admit(connect)
+        if connect is None:
+            refusal: tuple[int, str] | None = (
+                UNACCEPTABLE_PROTOCOL_VERSION,
+                f"MQTT protocol level {level}: the embedded broker speaks MQTT 3.1.1 "
+                "(level 4) only; use an external broker for MQTT 5",
+            )
+        else:
+            refusal = await self._gw.admit(connect)
         if refusal is not None:
             code, why = refusal
-            self._gw.reject_connect(connect.username, f"{remote_address}:{remote_port}", why)
+            user = connect.username if connect is not None else None
+            reason = "bad-credentials" if connect is not None else "unsupported-protocol"
+            self._gw.reject_connect(user, f"{remote_address}:{remote_port}", why, reason)
             with contextlib.suppress(Exception):
                 await ConnackPacket.build(0, code).to_stream(writer)
                 await writer.close()
@@ -506,8 +535,10 @@ class EmbeddedBroker(Gateway):
             return BAD_USERNAME_PASSWORD, f"wrong password or unknown thing {user!r}"
         return None
 
-    def reject_connect(self, user: str | None, peer: str, why: str) -> None:
-        self.metrics["mqtt_rejected_total:bad-credentials"] += 1
+    def reject_connect(
+        self, user: str | None, peer: str, why: str, reason: str = "bad-credentials"
+    ) -> None:
+        self.metrics[f"mqtt_rejected_total:{reason}"] += 1
         log.warning("MQTT CONNECT from %s (username %r) refused: %s", peer, user, why)
 
     # ------------------------------------------------------------------ delivery
