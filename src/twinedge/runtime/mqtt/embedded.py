@@ -25,7 +25,15 @@ Why we reach into amqtt (0.12.x only; :func:`check_amqtt` refuses other versions
   every subscription of every device for every message. Desired state is "retained" from
   the twin itself: whenever a device subscribes (or resumes a persistent session) it is
   sent the current desired state read from the twin, so it survives restarts of the
-  service, which amqtt's in-memory retained store would not.
+  service, which amqtt's in-memory retained store would not. amqtt replays retained
+  messages on every connect for *every* topic filter any client holds; that replay is
+  narrowed to the connecting session's own subscriptions (and sent once), or a device
+  would get messages for subscriptions it does not have.
+* **Topics amqtt cannot parse.** A PUBLISH topic with '+' or '#', or one that is not
+  UTF-8, throws amqtt's reader out of step with the stream. Each connection is read
+  through :class:`_Framed`, which hands such a PUBLISH to amqtt with a placeholder topic,
+  so it is acknowledged and refused (malformed-topic) like any other bad message.
+* **MQTT 3.1.1 only.** An MQTT 5 CONNECT is refused at once (CONNACK 0x01).
 
 A device's last will (if any) is handled like a message the device published when it
 disconnects uncleanly: same ACL, same errors.
