@@ -232,6 +232,23 @@ def test_connect_is_refused_without_the_right_credentials(tmp_path):
     asyncio.run(main())
 
 
+def test_an_mqtt5_client_is_refused_at_once(tmp_path):
+    """The embedded broker speaks MQTT 3.1.1: an MQTT 5 CONNECT gets CONNACK 0x01
+    (unacceptable protocol version) right away instead of hanging until a timeout."""
+
+    async def main():
+        async with embedded(tmp_path) as (svc, broker):
+            v5 = device(broker.port, CAR, protocol=aiomqtt.ProtocolVersion.V5)
+            with pytest.raises(aiomqtt.MqttError):
+                async with v5:
+                    pass
+            assert svc.metrics["mqtt_rejected_total:unsupported-protocol"] == 1
+            async with device(broker.port, CAR) as dev:  # 3.1.1 still fine
+                await dev.publish(f"twinedge/{CAR}/reported", b'{"battery": {"level": 2}}', qos=1)
+
+    asyncio.run(main())
+
+
 def test_order_per_device_with_many_messages_in_flight(tmp_path):
     things = tuple(f"fleet:car-{i}" for i in range(4))
     n = 150

@@ -40,6 +40,7 @@ PROBLEM_BASE = "https://twinedge.dev/problems/mqtt/"
 REASONS: dict[str, tuple[int, str]] = {
     "forbidden-topic": (403, "Forbidden"),
     "forbidden-subscription": (403, "Forbidden"),
+    "malformed-topic": (400, "Bad Request"),
     "malformed-json": (400, "Bad Request"),
     "not-an-object": (400, "Bad Request"),
     "payload-too-large": (413, "Payload Too Large"),
@@ -49,7 +50,11 @@ REASONS: dict[str, tuple[int, str]] = {
     "service-unavailable": (503, "Service Unavailable"),
     "internal-error": (500, "Internal Server Error"),
     "bad-credentials": (401, "Unauthorized"),
+    "unsupported-protocol": (400, "Bad Request"),
 }
+
+
+MAX_LEVEL_CHARS = 256  # a thing id, a correlation id or a subject: at most this long
 
 
 def topic(thing_id: str, kind: str, *rest: str) -> str:
@@ -68,6 +73,32 @@ def check_subject(subject: Any) -> str:
             "/subject",
         )
     return subject
+
+
+def check_topic(topic_name: str) -> None:
+    """Refuse a topic name that is not one MQTT allows or that no twinedge id fits in:
+    NUL, a lone surrogate, a wildcard character, or a level over 256 characters."""
+    why = None
+    if "\0" in topic_name:
+        why = f"the topic holds a NUL character at position {topic_name.index(chr(0))}"
+    elif any(c in topic_name for c in "+#"):
+        why = "a topic name may not hold the wildcard characters '+' or '#'"
+    else:
+        try:
+            topic_name.encode("utf-8")
+        except UnicodeEncodeError as e:
+            why = f"the topic holds a lone surrogate at position {e.start}"
+        else:
+            longest = max(len(level) for level in topic_name.split("/"))
+            if longest > MAX_LEVEL_CHARS:
+                why = f"a topic level has {longest} characters; at most {MAX_LEVEL_CHARS}"
+    if why:
+        raise Rejection("malformed-topic", f"{why}; the message was dropped")
+
+
+def readable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so that it can be sent as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def may_subscribe(thing_id: str, topic_filter: str) -> bool:
@@ -239,6 +270,7 @@ class Gateway:
         """``(kind, thing_id, correlation_id)`` of a device topic, or a Rejection.
         ``sender`` is the authenticated thing id (``None``: trust the topic, as behind an
         external broker that enforces the ACL)."""
+        check_topic(topic_name)
         parts = topic_name.split("/")
         if len(parts) >= 3 and parts[0] == ROOT and (sender is None or parts[1] == sender):
             if parts[2] == REPORTED and len(parts) == 3:
@@ -253,16 +285,26 @@ class Gateway:
             f"the message to {topic_name!r} was dropped",
         )
 
-    async def handle(self, sender: str | None, topic_name: str, data: bytes | bytearray) -> bool:
+    async def handle(
+        self,
+        sender: str | None,
+        topic_name: str,
+        data: bytes | bytearray,
+        topic_problem: str | None = None,
+    ) -> bool:
         """Apply one device message. Returns True when it may be acknowledged (applied
         durably, or rejected for good with the reason on the errors topic) and False when
         the service could not take it now (503: do not acknowledge; the device resends).
+        ``topic_problem``: the transport could not read the topic (``topic_name`` is then
+        a readable rendering of its bytes); the message is rejected as malformed-topic.
 
         Everything up to the service's queue runs without suspending, so messages that
         arrive in order are applied in order."""
         self.metrics["mqtt_messages_total"] += 1
         reply_to = sender
         try:
+            if topic_problem is not None:
+                raise Rejection("malformed-topic", f"{topic_problem}; the message was dropped")
             kind, thing_id, cid = self.route(sender, topic_name)
             reply_to = thing_id
             if len(data) > self.max_payload_bytes:
@@ -290,9 +332,12 @@ class Gateway:
             self.reject(reply_to, topic_name, r)
             return True
         except ProblemError as e:
-            if e.status >= 500:
+            if e.status == 503:  # transient (store down, overloaded, shutting down): resend
                 self.reject(reply_to, topic_name, Rejection("service-unavailable", e.detail))
                 return False
+            if e.status >= 500:  # this message failed alone; it would fail again: no resend
+                self.reject(reply_to, topic_name, Rejection("internal-error", e.detail))
+                return True
             reason = "unknown-thing" if e.status == 404 else "invalid-report"
             extra = {"pointer": e.pointer} if e.pointer is not None else {}
             self.reject(reply_to, topic_name, Rejection(reason, e.detail, status=e.status, **extra))
@@ -306,6 +351,7 @@ class Gateway:
 
     def reject(self, thing_id: str | None, topic_name: str, r: Rejection) -> None:
         """Count, log (at most once a second per reason) and tell the device."""
+        topic_name = readable(topic_name)
         self.metrics[f"mqtt_rejected_total:{r.reason}"] += 1
         now = time.monotonic()
         if now - self._log_times.get(r.reason, 0.0) >= 1.0:

@@ -25,7 +25,15 @@ Why we reach into amqtt (0.12.x only; :func:`check_amqtt` refuses other versions
   every subscription of every device for every message. Desired state is "retained" from
   the twin itself: whenever a device subscribes (or resumes a persistent session) it is
   sent the current desired state read from the twin, so it survives restarts of the
-  service, which amqtt's in-memory retained store would not.
+  service, which amqtt's in-memory retained store would not. amqtt replays retained
+  messages on every connect for *every* topic filter any client holds; that replay is
+  narrowed to the connecting session's own subscriptions (and sent once), or a device
+  would get messages for subscriptions it does not have.
+* **Topics amqtt cannot parse.** A PUBLISH topic with '+' or '#', or one that is not
+  UTF-8, throws amqtt's reader out of step with the stream. Each connection is read
+  through :class:`_Framed`, which hands such a PUBLISH to amqtt with a placeholder topic,
+  so it is acknowledged and refused (malformed-topic) like any other bad message.
+* **MQTT 3.1.1 only.** An MQTT 5 CONNECT is refused at once (CONNACK 0x01).
 
 A device's last will (if any) is handled like a message the device published when it
 disconnects uncleanly: same ACL, same errors.
@@ -45,6 +53,7 @@ from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import (
     BAD_USERNAME_PASSWORD,
     IDENTIFIER_REJECTED,
+    UNACCEPTABLE_PROTOCOL_VERSION,
     ConnackPacket,
 )
 from amqtt.mqtt.connect import ConnectPacket
@@ -73,14 +82,17 @@ log = logging.getLogger("twinedge.mqtt")
 SUPPORTED_AMQTT = "0.12."
 _THING = "twinedge.thing"  # Session.attributes key: the authenticated thing id
 _SUB_REJECTS = "twinedge.subscribe_rejects"
+_SUBSCRIBING = "twinedge.subscribing"  # set during a SUBSCRIBE: desired topics sent
 _PUBACK = b"\x40\x02"  # fixed header of a PUBACK (MQTT 3.1.1, 3.4)
 _HOOKS = {
     Broker: (
         "_initialize_client_session",
+        "_handle_client_session",
         "_authenticate",
         "_topic_filtering",
         "_handle_subscription",
         "_publish_retained_messages_for_subscription",
+        "_publish_session_retained_messages",
         "_broadcast_message",
         "retain_message",
         "_get_handler",
@@ -112,6 +124,21 @@ def check_amqtt() -> str:
             + ". Install 'amqtt>=0.12,<0.13' or use an external broker (--mqtt mqtt://...)."
         )
     return version
+
+
+_MQTT_311 = 4  # the protocol level of MQTT 3.1.1
+
+
+async def _protocol_level(reader: ReaderAdapter) -> int:
+    """Read a CONNECT's fixed header, protocol name and level; return the level."""
+    if (await reader.read(1))[0] >> 4 != 1:
+        raise MQTTError("the first packet is not a CONNECT")
+    for _ in range(4):  # the remaining length
+        if not (await reader.read(1))[0] & 0x80:
+            break
+    name = int.from_bytes(await reader.read(2), "big")
+    await reader.read(name)
+    return (await reader.read(1))[0]
 
 
 class _Recorder(ReaderAdapter):
@@ -150,6 +177,84 @@ class _Replay(ReaderAdapter):
         self.inner.feed_eof()
 
 
+class _Framed(ReaderAdapter):
+    """Reads whole MQTT packets from ``inner`` and serves their bytes to amqtt, with one
+    repair: a PUBLISH whose topic amqtt 0.12 cannot parse is given a placeholder topic.
+
+    amqtt raises on a topic with '+' or '#' *before* reading the payload, and turns a
+    topic that is not UTF-8 into ``str(bytes)`` and then miscounts the payload; either
+    way the rest of the stream is read out of step, the message is never acknowledged and
+    a QoS 1 device resends it for ever. Here such a topic becomes ``"\0malformed/<n>"``
+    (no MQTT topic can hold NUL), and :attr:`malformed` maps it to a readable rendering
+    of the real topic and what is wrong with it, for the gateway to reject it. Partial
+    reads are kept in the object, so a cancelled read (keep-alive timeout) loses nothing.
+    """
+
+    def __init__(self, inner: ReaderAdapter):
+        self.inner = inner
+        self.malformed: dict[str, tuple[str, str]] = {}
+        self._out = bytearray()  # bytes of complete packets, not yet read by amqtt
+        self._packet = bytearray()  # the packet being read
+        self._head = 0  # its fixed header's length, once known
+        self._count = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._out or len(self._out) < n:
+            await self._read_packet()
+        if n < 0:
+            n = len(self._out)
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+    async def _read_packet(self) -> None:
+        p = self._packet
+        if not p:
+            p += await self.inner.read(1)
+        while not self._head:  # the remaining length: 1-4 bytes, 7 bits each, low first
+            if len(p) > 1 and (not p[-1] & 0x80 or len(p) == 5):
+                self._head = len(p)
+            else:
+                p += await self.inner.read(1)
+        size = sum((b & 0x7F) << (7 * k) for k, b in enumerate(p[1 : self._head]))
+        need = self._head + size - len(p)
+        if need > 0:
+            p += await self.inner.read(need)
+        packet, head = bytes(p), self._head
+        p.clear()
+        self._head = 0
+        if packet[0] >> 4 == 3:  # PUBLISH
+            packet = self._repair_publish(packet, head)
+        self._out += packet
+
+    def _repair_publish(self, packet: bytes, start: int) -> bytes:
+        length = int.from_bytes(packet[start : start + 2], "big")
+        raw = packet[start + 2 : start + 2 + length]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            why = f"the topic is not valid UTF-8 (byte {e.start})"
+            text = raw.decode("utf-8", "backslashreplace")
+        else:
+            if not any(c in text for c in "+#"):
+                return packet
+            why = "a topic name may not hold the wildcard characters '+' or '#'"
+        placeholder = f"\0malformed/{self._count}"
+        self._count += 1
+        self.malformed[placeholder] = (text, why)
+        name = placeholder.encode()
+        body = len(name).to_bytes(2, "big") + name + packet[start + 2 + length :]
+        size, head = len(body), bytearray([packet[0]])
+        while True:
+            size, digit = size >> 7, size & 0x7F
+            head.append(digit | (0x80 if size else 0))
+            if not size:
+                return bytes(head) + body
+
+
 class _DeviceHandler(BrokerProtocolHandler):
     """amqtt's broker protocol handler, except that a device's PUBLISH goes to the twin
     service and is acknowledged only after it is durable (or rejected for good)."""
@@ -170,16 +275,20 @@ class _DeviceHandler(BrokerProtocolHandler):
         if topic_name is None or data is None or session is None:
             return
         sender = session.attributes.get(_THING)
+        problem = None
+        malformed = getattr(self.reader, "malformed", None)
+        if malformed and topic_name in malformed:  # see _Framed
+            topic_name, problem = malformed.pop(topic_name)
         qos = publish_packet.qos
         if qos == QOS_1:
             seq = self._seq_in
             self._seq_in += 1
-            ok = await self._gateway.handle(sender, topic_name, data)
+            ok = await self._gateway.handle(sender, topic_name, data, problem)
             self._ready[seq] = publish_packet.variable_header.packet_id if ok else None
             self._flush_acks()
         elif qos == QOS_0:
-            await self._gateway.handle(sender, topic_name, data)
-        elif await self._gateway.handle(sender, topic_name, data):
+            await self._gateway.handle(sender, topic_name, data, problem)
+        elif await self._gateway.handle(sender, topic_name, data, problem):
             # QoS 2: applied durably first, then amqtt's PUBREC/PUBREL/PUBCOMP exchange; the
             # message it then queues for delivery is refused by _topic_filtering(PUBLISH).
             await super().handle_publish(publish_packet)
@@ -219,19 +328,32 @@ class _Broker(Broker):
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
-        recorder = _Recorder(reader)
+        peek = _Recorder(reader)
+        recorder, connect = peek, None
         try:
-            connect = await ConnectPacket.from_stream(recorder)
+            level = await _protocol_level(peek)
+            if level == _MQTT_311:  # an MQTT 5 CONNECT is laid out differently
+                recorder = _Recorder(_Replay(peek.data, reader))
+                connect = await ConnectPacket.from_stream(recorder)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await writer.close()
             raise MQTTError(
                 f"unreadable CONNECT from {remote_address}:{remote_port}: {exc}"
             ) from exc
-        refusal = await self._gw.admit(connect)
+        if connect is None:
+            refusal: tuple[int, str] | None = (
+                UNACCEPTABLE_PROTOCOL_VERSION,
+                f"MQTT protocol level {level}: the embedded broker speaks MQTT 3.1.1 "
+                "(level 4) only; use an external broker for MQTT 5",
+            )
+        else:
+            refusal = await self._gw.admit(connect)
         if refusal is not None:
             code, why = refusal
-            self._gw.reject_connect(connect.username, f"{remote_address}:{remote_port}", why)
+            user = connect.username if connect is not None else None
+            reason = "bad-credentials" if connect is not None else "unsupported-protocol"
+            self._gw.reject_connect(user, f"{remote_address}:{remote_port}", why, reason)
             with contextlib.suppress(Exception):
                 await ConnackPacket.build(0, code).to_stream(writer)
                 await writer.close()
@@ -242,6 +364,11 @@ class _Broker(Broker):
         session.attributes[_THING] = connect.username
         session.is_anonymous = False
         return _DeviceHandler(self.plugins_manager, self._gw, loop=self._loop), session
+
+    async def _handle_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, *args: Any
+    ) -> None:
+        await super()._handle_client_session(_Framed(reader), writer, *args)
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         # admitted in _initialize_client_session, before any session state was touched
@@ -262,7 +389,12 @@ class _Broker(Broker):
     async def _handle_subscription(
         self, client_session: Session, handler: Any, waiter: Any
     ) -> None:
-        await super()._handle_subscription(client_session, handler, waiter)
+        # retained messages go out for the filters of this SUBSCRIBE only (see below)
+        client_session.attributes[_SUBSCRIBING] = set()
+        try:
+            await super()._handle_subscription(client_session, handler, waiter)
+        finally:
+            client_session.attributes.pop(_SUBSCRIBING, None)
         thing = client_session.attributes.get(_THING)
         for topic_filter in client_session.attributes.pop(_SUB_REJECTS, ()):
             self._gw.reject(
@@ -276,13 +408,42 @@ class _Broker(Broker):
                 ),
             )
 
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """On (re)connect: the current desired state, once, if the session's own
+        subscriptions (kept by a persistent session) cover the desired topic."""
+        await super()._publish_session_retained_messages(session)
+        thing = session.attributes.get(_THING)
+        if thing is None:
+            return
+        want = topic(thing, DESIRED)
+        qos = [q for f, q in self._own_subscriptions(session) if matches(want, f)]
+        if qos:
+            self._gw.send_current_desired(thing, session, min(max(qos), QOS_1))
+
+    def _own_subscriptions(self, session: Session) -> list[tuple[str, int]]:
+        return [
+            (f, q)
+            for f, subs in self._subscriptions.items()
+            for s, q in subs
+            if s is session or s.client_id == session.client_id
+        ]
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
+        # amqtt calls this (a) for each filter of a SUBSCRIBE and (b) on every connect for
+        # every filter any client holds, whoever owns it. (b) would hand a device messages
+        # for subscriptions it does not have; _publish_session_retained_messages covers
+        # the connecting session's own subscriptions instead.
+        sent = session.attributes.get(_SUBSCRIBING)
+        if sent is None:
+            return
         await super()._publish_retained_messages_for_subscription(subscription, session)
         thing = session.attributes.get(_THING)
         topic_filter, qos = subscription
-        if thing is not None and matches(topic(thing, DESIRED), topic_filter):
+        want = topic(thing, DESIRED) if thing is not None else None
+        if want is not None and want not in sent and matches(want, topic_filter):
+            sent.add(want)  # one SUBSCRIBE with overlapping filters: sent once
             self._gw.send_current_desired(thing, session, min(qos, QOS_1))
 
     async def _broadcast_message(
@@ -382,8 +543,10 @@ class EmbeddedBroker(Gateway):
             return BAD_USERNAME_PASSWORD, f"wrong password or unknown thing {user!r}"
         return None
 
-    def reject_connect(self, user: str | None, peer: str, why: str) -> None:
-        self.metrics["mqtt_rejected_total:bad-credentials"] += 1
+    def reject_connect(
+        self, user: str | None, peer: str, why: str, reason: str = "bad-credentials"
+    ) -> None:
+        self.metrics[f"mqtt_rejected_total:{reason}"] += 1
         log.warning("MQTT CONNECT from %s (username %r) refused: %s", peer, user, why)
 
     # ------------------------------------------------------------------ delivery
@@ -411,7 +574,9 @@ class EmbeddedBroker(Gateway):
                     continue
                 seen.add(id(session))
                 handler = broker._get_handler(session)
-                if handler is not None:
+                # the handler is looked up by client id: make sure it serves this session
+                # (not a newer connection that reused the id without its subscriptions)
+                if handler is not None and handler.session is session:
                     self.spawn(
                         handler.mqtt_publish(topic_name, data, min(qos, QOS_1), retain=False)
                     )
