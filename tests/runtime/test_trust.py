@@ -341,7 +341,9 @@ def test_a_write_the_store_refuses_fails_alone(store_url):
         writes.insert(17, svc.put_thing(A, "ns:poison", {"attributes": {"i": -1}}))
         results = await asyncio.gather(*writes, return_exceptions=True)
         bad = [r for r in results if isinstance(r, BaseException)]
-        assert len(bad) == 1 and isinstance(bad[0], ProblemError) and bad[0].status == 503
+        # refused for good (a device is acknowledged and told), not "retry"
+        assert len(bad) == 1 and isinstance(bad[0], ProblemError) and bad[0].status == 500
+        assert "will not help" in bad[0].detail
         assert "ns:poison" not in svc.things
         for i in range(40):
             assert svc.things[f"ns:good{i}"]["attributes"]["i"] == i

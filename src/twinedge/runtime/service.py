@@ -286,7 +286,7 @@ class TwinService:
                     break
                 batch.append(nxt)
             try:
-                await self._commit_isolated(batch, loop, [16])
+                await self._commit_isolated(batch, loop)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -313,33 +313,58 @@ class TwinService:
             if not op.future.done():
                 op.future.set_result(res)
 
-    async def _commit_isolated(
-        self, batch: list[_Op], loop: asyncio.AbstractEventLoop, budget: list[int]
-    ) -> None:
+    async def _commit_isolated(self, batch: list[_Op], loop: asyncio.AbstractEventLoop) -> None:
         """Commit ``batch``; if the store refuses it, split it in halves and commit them
         in order, so one write the store cannot take fails alone instead of failing its
-        neighbours. ``budget`` bounds the failed attempts (a store that is down fails
-        everything quickly instead of being asked 2n times)."""
+        neighbours.
+
+        A write that fails alone while others of its batch were stored is refused for
+        good (500: retrying would not help, so an MQTT device is acknowledged and told);
+        when nothing could be stored the store is failing and everybody gets 503 (retry).
+        A budget bounds the failed attempts, so a store that is down is not asked 2n
+        times."""
+        failed: list[tuple[list[_Op], Exception]] = []
+        await self._commit_split(batch, loop, [16], failed)
+        if not failed:
+            return
+        stored_some = sum(len(ops) for ops, _ in failed) < len(batch)
+        for ops, exc in failed:
+            what = f"{type(exc).__name__}: {exc}"
+            if len(ops) == 1 and stored_some:
+                log.error("the store refused one write of %s: %s", ops[0].thing_id, what)
+                err = ProblemError(
+                    500,
+                    "Internal Server Error",
+                    f"the store refused this write ({what}); it was not stored, and sending "
+                    "it again will not help",
+                )
+            else:
+                log.warning("commit of %d changes failed: %s", len(ops), what)
+                err = ProblemError(
+                    503, "Service Unavailable", f"the store could not commit ({what}); retry"
+                )
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(err)
+
+    async def _commit_split(
+        self,
+        batch: list[_Op],
+        loop: asyncio.AbstractEventLoop,
+        budget: list[int],
+        failed: list[tuple[list[_Op], Exception]],
+    ) -> None:
         try:
             await self._apply_batch(batch, loop)
-            return
         except Exception as exc:  # the store failed: nobody in this batch is acknowledged
             self.metrics["commit_failures_total"] += 1
             budget[0] -= 1
             if len(batch) > 1 and budget[0] > 0:
                 mid = len(batch) // 2
-                await self._commit_isolated(batch[:mid], loop, budget)
-                await self._commit_isolated(batch[mid:], loop, budget)
-                return
-            log.warning("commit of %d changes failed: %s: %s", len(batch), type(exc).__name__, exc)
-            err = ProblemError(
-                503,
-                "Service Unavailable",
-                f"the store could not commit ({type(exc).__name__}: {exc}); retry",
-            )
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(err)
+                await self._commit_split(batch[:mid], loop, budget, failed)
+                await self._commit_split(batch[mid:], loop, budget, failed)
+            else:
+                failed.append((batch, exc))
 
     async def _apply_batch(self, batch: list[_Op], loop: asyncio.AbstractEventLoop) -> None:
         now = self.clock()

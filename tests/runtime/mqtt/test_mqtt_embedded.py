@@ -179,13 +179,11 @@ def test_rejections_are_reported_counted_and_ingestion_goes_on(tmp_path):
                 assert err["reason"] == "forbidden-subscription" and err["topic"] == topic_filter
             await svc.set_desired(OWNER, VAN, "battery", {"mode": "eco"})  # not delivered to CAR
 
-            # the thing was deleted while its device is connected
-            await svc.delete(OWNER, CAR)
-            await dev.publish(reported, b'{"battery": {"level": 8}}', qos=1)
-            err = await next_error(dev, CAR)
-            assert err["reason"] == "unknown-thing" and err["status"] == 404
             with pytest.raises(asyncio.TimeoutError):  # nothing of VAN's ever came
                 await next_message(dev, f"twinedge/{VAN}/#", timeout=0.3)
+            # the thing is deleted while its device is connected: the session ends with it
+            await svc.delete(OWNER, CAR)
+            assert broker.metrics["mqtt_disconnected_total:thing-deleted"] == 1
 
             m = svc.metrics
             assert m["mqtt_rejected_total:malformed-json"] == 3
@@ -194,7 +192,6 @@ def test_rejections_are_reported_counted_and_ingestion_goes_on(tmp_path):
             assert m["mqtt_rejected_total:invalid-report"] == 2
             assert m["mqtt_rejected_total:forbidden-topic"] == 4
             assert m["mqtt_rejected_total:forbidden-subscription"] == 3
-            assert m["mqtt_rejected_total:unknown-thing"] == 1
 
         # VAN still works after all that
         async with embedded(tmp_path, ()) as (svc, broker), device(broker.port, VAN) as van:
@@ -385,3 +382,28 @@ def test_refuses_an_amqtt_whose_internals_it_was_not_written_for(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.13.0")
     with pytest.raises(RuntimeError, match=r"amqtt 0\.13\.0.*external broker"):
         check_amqtt()
+
+
+def test_a_deleted_things_device_is_disconnected_and_cannot_write_its_next_life(
+    tmp_path, store_url
+):
+    """The connection of a device belongs to its thing's incarnation: deleting the thing
+    closes it, the password is gone with it, and the thing created again with the same
+    id starts with no credentials."""
+
+    async def main():
+        async with embedded(tmp_path, store_url=store_url) as (svc, broker):
+            reader, writer = await raw_connect(broker.port, CAR)
+            raw_publish(writer, f"twinedge/{CAR}/reported", b'{"battery":{"level":1}}', 1)
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x40\x02\x00\x01"
+            await svc.delete(OWNER, CAR)
+            # the server closes the connection: EOF, nothing else arrives
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+            await svc.put_thing(OWNER, CAR, {"attributes": {"fresh": True}})
+            with pytest.raises(AssertionError):  # CONNACK refused: no credentials yet
+                await raw_connect(broker.port, CAR)
+            assert "features" not in svc.things[CAR] or not svc.things[CAR]["features"]
+            assert broker.metrics["mqtt_disconnected_total:thing-deleted"] == 1
+
+    asyncio.run(main())

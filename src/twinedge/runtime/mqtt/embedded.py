@@ -581,6 +581,26 @@ class EmbeddedBroker(Gateway):
                         handler.mqtt_publish(topic_name, data, min(qos, QOS_1), retain=False)
                     )
 
+    async def disconnect_device(self, thing_id: str) -> int:
+        """Close every connection of ``thing_id``'s device (its thing was deleted: the
+        session belonged to that incarnation). Returns how many were closed."""
+        broker = self._broker
+        if broker is None:
+            return 0
+        n = 0
+        for client_id, (session, handler) in list(broker._sessions.items()):
+            if handler is None or not (
+                client_id == thing_id or client_id.startswith(thing_id + "/")
+            ):
+                continue
+            if session is not None and session.transitions.state == "connected":
+                n += 1
+                self.spawn(handler.handle_connection_closed())
+        if n:
+            self.metrics["mqtt_disconnected_total:thing-deleted"] += n
+            log.info("closed %d MQTT connection(s) of deleted thing %s", n, thing_id)
+        return n
+
     def send_current_desired(self, thing_id: str, session: Session, qos: int) -> None:
         """Send the twin's current desired state to one session (as a retained message)."""
         doc = self.service.things.get(thing_id)
