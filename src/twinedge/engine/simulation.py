@@ -300,6 +300,10 @@ def simulate(
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
     world = build_world(scenario, world_rng)
+    steps = steps or scenario.run.steps
+    from twinedge.engine.check import check_world_memory
+
+    check_world_memory(world, steps, scenario.name)
     pol = scenario.policies
     p_name = placement or pol.as_list(pol.placement)[0]
     m_name = migration or pol.as_list(pol.migration)[0]
@@ -313,7 +317,7 @@ def simulate(
         world,
         resolve_placement(p_name, **p_params),
         resolve_migration(m_name, **m_params),
-        steps=steps or scenario.run.steps,
+        steps=steps,
         step_s=scenario.run.step_s,
         placement_period_s=pol.placement_period_s,
         rng=policy_rng,
