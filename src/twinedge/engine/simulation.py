@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from twinedge.engine.check import check_world_memory
 from twinedge.engine.metrics import Metrics
 from twinedge.errors import PolicyError
 from twinedge.policies.migration import resolve_migration
@@ -22,6 +23,7 @@ from twinedge.policies.placement import resolve_placement, solve_placement
 from twinedge.policies.placement.base import PlacementProblem, PlacementResult
 from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world, models
+from twinedge.world.budget import check_scenario_memory
 from twinedge.world.dynamic import SimContext, SimState
 
 
@@ -299,10 +301,9 @@ def simulate(
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
-    world = build_world(scenario, world_rng)
     steps = steps or scenario.run.steps
-    from twinedge.engine.check import check_world_memory
-
+    check_scenario_memory(scenario, scenario.name, steps)  # before anything is allocated
+    world = build_world(scenario, world_rng)
     check_world_memory(world, steps, scenario.name)
     pol = scenario.policies
     p_name = placement or pol.as_list(pol.placement)[0]

@@ -81,7 +81,9 @@ def declared_sizes(sc: Scenario, steps: int | None = None) -> tuple[Sizes, dict[
         g = infra.generate
         nodes += 2 * g.edge_sites + g.regions + 1
         hosts += g.edge_sites + g.regions + 1
-        node_field = "infrastructure.generate.edge_sites"
+        node_field = "infrastructure.generate." + (
+            "edge_sites" if g.edge_sites >= g.regions else "regions"
+        )
     if infra.eua is not None:
         sites = _lines(infra.eua.sites_csv)
         nodes += 2 * sites + infra.eua.regions + 1
@@ -135,12 +137,16 @@ def check_memory(
 
 
 def check_scenario_memory(sc: Scenario, source: str, steps: int | None = None) -> None:
-    """The memory check of a scenario as declared, before anything is built."""
+    """The memory check of a scenario as declared, before anything is built; ``steps``
+    overrides the scenario's (``--steps``)."""
     sizes, fields = declared_sizes(sc, steps)
-    values: dict[str, object] = {"run.steps": sizes.steps}
+    if steps is not None and steps != sc.run.steps:
+        fields["steps"] = "--steps"
+    values: dict[str, object] = {fields["steps"]: sizes.steps}
     infra = sc.infrastructure
     if infra.generate is not None:
         values["infrastructure.generate.edge_sites"] = infra.generate.edge_sites
+        values["infrastructure.generate.regions"] = infra.generate.regions
     for i, g in enumerate(sc.entities):
         if g.count is not None:
             values[f"entities[{i}].count"] = g.count
