@@ -119,7 +119,7 @@ _CHECKS = {
 
 def _show(v: Any) -> str:
     text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 @dataclass
