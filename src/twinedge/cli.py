@@ -279,11 +279,11 @@ def scenario_show(
     file: ScenarioArg, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Summarise a scenario: nodes per tier, capacity against demand, entities, links."""
+    from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
-    from twinedge.world import build_world
 
     sc = load_scenario(file)
-    w = build_world(sc, np.random.default_rng(sc.run.seed))
+    w = check_run(sc, file)
     tiers = {}
     for code, name in enumerate(("access", "edge", "region", "cloud")):
         idx = np.flatnonzero(w.node_tier == code)

@@ -1,7 +1,7 @@
 """The poison matrix: every hostile input on every file channel gets one clear line.
 
 Channels: the serve configuration file (``twinedge serve --config``), a scenario file
-(``twinedge scenario validate`` and ``twinedge run``) and a placement instance file
+(``twinedge scenario validate``, ``twinedge run`` and ``twinedge scenario show``) and a placement instance file
 (``twinedge place``). Every poison is answered through the real command with exactly one
 ``error: ...`` line naming the file, a non-zero exit and never a traceback.
 
@@ -127,12 +127,16 @@ SCENARIO_POISONS: dict[str, tuple[bytes, str]] = {
 }
 
 
-@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("command", ["validate", "run", "show"])
 @pytest.mark.parametrize("poison", sorted(SCENARIO_POISONS))
 def test_scenario_file_poisons(tmp_path, poison, command):
     f = tmp_path / "s.yaml"
     f.write_bytes(SCENARIO_POISONS[poison][0])
-    args = ["scenario", "validate", f] if command == "validate" else ["run", f, "--out", tmp_path]
+    args = {
+        "validate": ["scenario", "validate", f],
+        "run": ["run", f, "--out", tmp_path],
+        "show": ["scenario", "show", f],
+    }[command]
     p = twinedge(*args)
     assert_one_line(p, SCENARIO_POISONS[poison][1], f)
 
