@@ -48,15 +48,15 @@ def _run_many(
     ledger: Path | None = None,
     ledger_every: int = 0,
 ):
-    from twinedge.engine import simulate
+    from twinedge.engine import check_run, simulate
     from twinedge.scenario import load_scenario
 
     sc = load_scenario(scenario)
+    # the same validation as `twinedge scenario validate`, before anything runs
+    check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
     pol = sc.policies
     placements = pol.as_list(placement or pol.placement)
     migrations = pol.as_list(migration or pol.migration)
-    if not placements or not migrations:
-        raise ScenarioError(["--placement/--migration: expected at least one policy name"])
     seed = sc.run.seed if seed is None else seed
     steps = steps or sc.run.steps
     combos = [(p, m) for p in placements for m in migrations]
@@ -109,7 +109,9 @@ def _run_many(
 def run(
     scenario: ScenarioArg = "city",
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Random seed (default: the scenario's).")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Number of steps (default: the scenario's).")
     ] = None,
@@ -171,7 +173,9 @@ def compare(
     migration: Annotated[
         str | None, typer.Option(help="Migration policies, comma-separated.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Random seed (default: the scenario's).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -201,7 +205,7 @@ def place(
     time_limit_s: Annotated[
         float | None, typer.Option(min=0.0, help="Time limit for policies that take one (optimal).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed for randomised policies.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed for randomised policies.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Solve a bare placement instance (see docs/placement.md for the format).
@@ -259,12 +263,12 @@ def _placement_class(spec: str):
 
 @scenario_app.command("validate")
 def scenario_validate(file: ScenarioArg) -> None:
-    """Check a scenario file; print one line per problem."""
+    """Check a scenario file as `twinedge run` would; print one line per problem."""
+    from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
-    from twinedge.world import build_world
 
     sc = load_scenario(file)
-    w = build_world(sc, np.random.default_rng(sc.run.seed))
+    w = check_run(sc, file)
     out.print(
         f"ok: {file}: {len(w.node_ids)} nodes, {w.n_hosts} hosts, {w.n_entities} entities, {sc.run.steps} steps"
     )
@@ -275,11 +279,11 @@ def scenario_show(
     file: ScenarioArg, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Summarise a scenario: nodes per tier, capacity against demand, entities, links."""
+    from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
-    from twinedge.world import build_world
 
     sc = load_scenario(file)
-    w = build_world(sc, np.random.default_rng(sc.run.seed))
+    w = check_run(sc, file)
     tiers = {}
     for code, name in enumerate(("access", "edge", "region", "cloud")):
         idx = np.flatnonzero(w.node_tier == code)
@@ -405,6 +409,11 @@ _mount_ledger()
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
+    # a message may quote input that is not printable text: escape it, never crash on it
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         rc = app(standalone_mode=False)
         # without standalone mode a raised typer.Exit comes back as the return value

@@ -19,6 +19,12 @@ class ScenarioError(TwinedgeError):
         super().__init__("\n".join(self.problems))
 
 
+class InputError(TwinedgeError):
+    """An input file cannot be read safely: too large, not UTF-8, nested too deeply,
+    aliases that expand too far, numbers too long or not finite, or strings with a NUL or
+    a lone surrogate. The message names the file and, where known, the field."""
+
+
 class InfeasibleError(TwinedgeError):
     """No assignment satisfies the constraints; the message names the binding resource."""
 

@@ -56,3 +56,100 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
         timeout=60,
     )
     assert p.returncode == 2 and "no such configuration file" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("retention_s: abc\n", "retention_s: got 'abc'; expected a positive number of seconds"),
+        ("retention_s: .inf\n", "retention_s: got inf; expected a finite number"),
+        ("batch_max: abc\n", "batch_max: got 'abc'; expected a whole number of mutations"),
+        ("batch_max: 0\n", "batch_max: got 0; expected a whole number"),
+        ("batch_max: 2.5\n", "batch_max: got 2.5; expected a whole number"),
+        ("batch_max: 1e9\n", "batch_max: got 1000000000.0; expected a whole number"),
+        ("port: true\n", "port: got True; expected a port number"),
+        ("host: [a]\n", "host: got ['a']; expected text"),
+        ("log_level: loud\n", "log_level: got 'loud'; expected one of critical, error"),
+        ("mqtt_port: '1883'\n", "mqtt_port: got '1883'; expected a port number"),
+        ("db: 5\n", "db: got 5; expected sqlite:///path"),
+    ],
+)
+def test_every_setting_is_type_and_range_checked(tmp_path, text, message):
+    f = tmp_path / "serve.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        ServeConfig.load(f)
+    assert str(e.value) == f"{f}: {message}" or str(e.value).startswith(f"{f}: {message}")
+
+
+def test_every_problem_is_reported_at_once_and_options_are_named(tmp_path):
+    f = tmp_path / "serve.yaml"
+    f.write_text("batch_max: abc\nretention_s: abc\ncolour: blue\n")
+    with pytest.raises(ConfigError) as e:
+        ServeConfig.load(f)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"{f}: ") for line in lines)
+    with pytest.raises(ConfigError, match=r"^--retention-s: retention_s: got -1\.0"):
+        ServeConfig.load(None, retention_s=-1.0)
+
+
+def test_the_data_dir_must_be_a_directory(tmp_path):
+    a_file = tmp_path / "data"
+    a_file.write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"data_dir: got .*; it is a file; expected a directory"):
+        ServeConfig.load(None, data_dir=str(a_file))
+    with pytest.raises(ConfigError, match="is a file; expected a path where a directory"):
+        ServeConfig.load(None, data_dir=str(a_file / "sub"))
+    assert ServeConfig.load(None, data_dir=str(tmp_path / "new" / "dir")).data_dir.endswith("dir")
+
+
+def _serve(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "twinedge", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("retention_s: abc", "retention_s: got 'abc'"),
+        ("batch_max: abc", "batch_max: got 'abc'"),
+        ("data_dir: FILE", "it is a file"),
+    ],
+)
+def test_cli_exits_with_one_line_before_starting_anything(tmp_path, setting, needle):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    data = tmp_path / "data"
+    port = _free_port()
+    f = tmp_path / "serve.yaml"
+    body = f"host: 127.0.0.1\nport: {port}\nmqtt: none\ndata_dir: {data}\n"
+    f.write_text(body + setting.replace("FILE", str(a_file)) + "\n")
+    p = _serve("--config", f)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {f}: ") and needle in lines[0]
+    assert "twinedge serve: http://" not in p.stderr  # the start-up banner never came
+    assert not data.exists()  # the store was never opened
+
+
+def test_cli_data_dir_option_that_is_a_file(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    p = _serve("--data-dir", a_file, "--port", _free_port(), "--mqtt", "none")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == (
+        f"error: --data-dir: data_dir: got {str(a_file)!r}; it is a file; expected a "
+        "directory (or a path where one can be created)"
+    )

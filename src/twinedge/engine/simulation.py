@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from twinedge.engine.check import check_world_memory
 from twinedge.engine.metrics import Metrics
 from twinedge.errors import PolicyError
 from twinedge.policies.migration import resolve_migration
@@ -22,6 +23,7 @@ from twinedge.policies.placement import resolve_placement, solve_placement
 from twinedge.policies.placement.base import PlacementProblem, PlacementResult
 from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world, models
+from twinedge.world.budget import check_scenario_memory
 from twinedge.world.dynamic import SimContext, SimState
 
 
@@ -299,7 +301,10 @@ def simulate(
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
+    steps = steps or scenario.run.steps
+    check_scenario_memory(scenario, scenario.name, steps)  # before anything is allocated
     world = build_world(scenario, world_rng)
+    check_world_memory(world, steps, scenario.name)
     pol = scenario.policies
     p_name = placement or pol.as_list(pol.placement)[0]
     m_name = migration or pol.as_list(pol.migration)[0]
@@ -313,7 +318,7 @@ def simulate(
         world,
         resolve_placement(p_name, **p_params),
         resolve_migration(m_name, **m_params),
-        steps=steps or scenario.run.steps,
+        steps=steps,
         step_s=scenario.run.step_s,
         placement_period_s=pol.placement_period_s,
         rng=policy_rng,

@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-import yaml
 
-from twinedge.errors import TwinedgeError
+from twinedge.errors import InputError, TwinedgeError
 from twinedge.runtime.service import TwinService
+from twinedge.scenario.inputs import load_yaml, read_text
 
 log = logging.getLogger("twinedge.serve")
 
@@ -31,9 +32,105 @@ class ConfigError(TwinedgeError):
     """A bad ``twinedge serve`` configuration."""
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+BATCH_MAX_LIMIT = 100_000
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _text(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "expected text"
+    if not v.strip():
+        return "expected non-empty text"
+    return None
+
+
+def _port(v: Any) -> str | None:
+    return None if _is_int(v) and 0 <= v <= 65535 else "expected a port number 0..65535"
+
+
+def _retention(v: Any) -> str | None:
+    if v is None:
+        return None
+    ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v > 0
+    return None if ok else "expected a positive number of seconds (or null: keep forever)"
+
+
+def _batch(v: Any) -> str | None:
+    ok = _is_int(v) and 1 <= v <= BATCH_MAX_LIMIT
+    return None if ok else f"expected a whole number of mutations 1..{BATCH_MAX_LIMIT:,}"
+
+
+def _mqtt(v: Any) -> str | None:
+    ok = v is None or (
+        isinstance(v, str) and (v in ("embedded", "none") or v.startswith(("mqtt://", "mqtts://")))
+    )
+    return None if ok else "expected embedded, none or mqtt://user:pass@host:port"
+
+
+def _db(v: Any) -> str | None:
+    ok = v is None or (
+        isinstance(v, str) and v.startswith(("sqlite://", "postgresql://", "postgres://"))
+    )
+    return None if ok else "expected sqlite:///path or postgresql://user@host/db"
+
+
+def _log_level(v: Any) -> str | None:
+    ok = isinstance(v, str) and v.lower() in LOG_LEVELS
+    return None if ok else f"expected one of {', '.join(LOG_LEVELS)}"
+
+
+def _data_dir(v: Any) -> str | None:
+    if (why := _text(v)) is not None:
+        return why
+    p = Path(v)
+    if p.exists():
+        if not p.is_dir():
+            return "it is a file; expected a directory (or a path where one can be created)"
+        if not os.access(p, os.W_OK | os.X_OK):
+            return "expected a directory this user can write"
+        return None
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{str(parent)!r} is a file; expected a path where a directory can be created"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create it: {str(parent)!r} is not writable"
+    return None
+
+
+_CHECKS = {
+    "host": _text,
+    "port": _port,
+    "data_dir": _data_dir,
+    "db": _db,
+    "mqtt": _mqtt,
+    "mqtt_host": _text,
+    "mqtt_port": _port,
+    "retention_s": _retention,
+    "batch_max": _batch,
+    "log_level": _log_level,
+}
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 @dataclass
 class ServeConfig:
-    """Settings of ``twinedge serve`` (a YAML file, then command-line options on top)."""
+    """Settings of ``twinedge serve`` (a YAML file, then command-line options on top).
+
+    :meth:`load` validates every setting (type, range, unknown keys; the data directory
+    must be a directory or creatable) before anything starts, and raises
+    :class:`ConfigError` with one ``WHERE: setting: got VALUE; expected WHAT`` line per
+    problem (WHERE is the file, or ``--option`` for a command-line option).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -48,50 +145,53 @@ class ServeConfig:
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ServeConfig:
+        """Read the YAML file at ``path`` (if any), apply ``overrides`` (``None``: not
+        given), and validate the result."""
         data: dict[str, Any] = {}
+        where: dict[str, str] = {}
         if path is not None:
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"{p}: no such configuration file")
             try:
-                loaded = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p}: not valid YAML ({e})") from None
+                loaded = load_yaml(read_text(p), str(p))
+            except InputError as exc:
+                raise ConfigError(str(exc)) from None
+            if loaded is None:
+                loaded = {}
             if not isinstance(loaded, dict):
-                raise ConfigError(f"{p}: expected a mapping of settings")
+                raise ConfigError(f"{p}: got {_show(loaded)}; expected a mapping of settings")
             data.update(loaded)
-        data.update({k: v for k, v in overrides.items() if v is not None})
+            where.update(dict.fromkeys(loaded, str(p)))
+        for k, v in overrides.items():
+            if v is not None:
+                data[k] = v
+                where[k] = "--" + str(k).replace("_", "-")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"{path or 'options'}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
-            )
+        problems = [
+            f"{where[k]}: unknown setting {k!r}; known: {', '.join(sorted(known))}"
+            for k in data
+            if k not in known
+        ]
+        for k, v in data.items():
+            if k in known and (why := _CHECKS[k](v)) is not None:
+                problems.append(f"{where[k]}: {k}: got {_show(v)}; {why}")
+        if problems:
+            raise ConfigError("\n".join(problems))
         cfg = cls(**data)
         cfg.check()
         return cfg
 
     def check(self) -> None:
-        for name in ("port", "mqtt_port"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or not 0 <= v <= 65535:
-                raise ConfigError(f"{name}: got {v!r}; expected a port number 0..65535")
-        if self.mqtt not in (None, "embedded", "none") and not str(self.mqtt).startswith(
-            ("mqtt://", "mqtts://")
-        ):
-            raise ConfigError(
-                f"mqtt: got {self.mqtt!r}; expected embedded, none or mqtt://user:pass@host:port"
-            )
-        if self.db is not None and not str(self.db).startswith(
-            ("sqlite://", "postgresql://", "postgres://")
-        ):
-            raise ConfigError(
-                f"db: got {self.db!r}; expected sqlite:///path or postgresql://user@host/db"
-            )
-        if self.retention_s is not None and self.retention_s <= 0:
-            raise ConfigError(
-                f"retention_s: got {self.retention_s}; expected a positive number of seconds"
-            )
+        """Validate every setting; raise :class:`ConfigError` (one line per problem)."""
+        problems = [
+            f"{name}: got {_show(getattr(self, name))}; {why}"
+            for name, check in _CHECKS.items()
+            if (why := check(getattr(self, name))) is not None
+        ]
+        if problems:
+            raise ConfigError("\n".join(problems))
+        self.log_level = self.log_level.lower()
 
     @property
     def db_url(self) -> str:

@@ -6,10 +6,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from twinedge.errors import ScenarioError
+from twinedge.errors import InputError, ScenarioError
+from twinedge.scenario.inputs import load_yaml, read_text
 from twinedge.scenario.schema import EntityGroup, Scenario, Trace
 
 BUILTIN = ("city", "city-small")
@@ -121,19 +121,19 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Load a scenario from a YAML file, or a built-in one by name (``city``, ``city-small``)."""
-    if str(path) in BUILTIN:
-        text = resources.files("twinedge.scenario.builtin").joinpath(f"{path}.yaml").read_text()
-        return parse_scenario(yaml.safe_load(text), f"builtin:{path}", Path.cwd())
-    p = Path(path)
-    if not p.is_file():
-        raise ScenarioError([f"{p}: no such file (built-in scenarios: {', '.join(BUILTIN)})"])
+    """Load a scenario from a YAML file, or a built-in one by name (``city``, ``city-small``).
+
+    The file is read under the limits of :mod:`twinedge.scenario.inputs` (size, UTF-8,
+    nesting, aliases, number length, finite numbers, no NUL or lone surrogates).
+    """
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ScenarioError(
-            [f"{p}: {where}: not valid YAML ({getattr(err, 'problem', err)})"]
-        ) from None
+        if str(path) in BUILTIN:
+            text = resources.files("twinedge.scenario.builtin").joinpath(f"{path}.yaml").read_text()
+            return parse_scenario(load_yaml(text, f"builtin:{path}"), f"builtin:{path}", Path.cwd())
+        p = Path(path)
+        if not p.is_file():
+            raise ScenarioError([f"{p}: no such file (built-in scenarios: {', '.join(BUILTIN)})"])
+        data = load_yaml(read_text(p), str(p))
+    except InputError as exc:
+        raise ScenarioError([str(exc)]) from None
     return parse_scenario(data, str(p), p.parent)

@@ -16,8 +16,20 @@ Tier = Literal["access", "edge", "region", "cloud"]
 TIERS: tuple[str, ...] = ("access", "edge", "region", "cloud")
 
 
+MAX_COORD_M = 1e8
+"""Largest coordinate, area side or distance in metres (100,000 km: 2.5 times round the Earth)."""
+MAX_SPEED_MPS = 299_792_458.0
+"""Fastest speed: the speed of light."""
+PLUGIN_GROUPS = {
+    "placement": "twinedge.policies.placement",
+    "migration": "twinedge.policies.migration",
+}
+"""Entry-point groups through which installed packages add named policies."""
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number must be finite: .inf and .nan are refused in every field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_range(v: float | tuple[float, float]) -> float | tuple[float, float]:
@@ -29,6 +41,10 @@ def _check_range(v: float | tuple[float, float]) -> float | tuple[float, float]:
 
 
 NonNeg = Annotated[float, Field(ge=0)]
+Coord = Annotated[float, Field(ge=-MAX_COORD_M, le=MAX_COORD_M)]
+Length = Annotated[float, Field(gt=0, le=MAX_COORD_M)]
+Distance = Annotated[float, Field(ge=0, le=MAX_COORD_M)]
+Speed = Annotated[float, Field(ge=0, le=MAX_SPEED_MPS)]
 Range = float | tuple[NonNeg, NonNeg]
 """A fixed value or ``[min, max]`` drawn uniformly per entity."""
 
@@ -38,15 +54,15 @@ class NodeSpec(_Model):
 
     id: str = Field(min_length=1)
     tier: Tier
-    x_m: float | None = None
-    y_m: float | None = None
+    x_m: Coord | None = None
+    y_m: Coord | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     cpu_ghz: NonNeg = 0.0
     mem_gb: NonNeg = 0.0
     idle_w: NonNeg = 0.0
     max_w: NonNeg = 0.0
-    coverage_m: Annotated[float, Field(gt=0)] | None = None
+    coverage_m: Length | None = None
     domain: str = "operator"
 
     @model_validator(mode="after")
@@ -84,7 +100,7 @@ class LinkRules(_Model):
 
     access_edge: LinkRule | None = LinkRule(latency_ms=0.5, bandwidth_mbps=10_000)
     edge_edge: LinkRule | None = LinkRule(latency_ms=1.0, bandwidth_mbps=10_000)
-    edge_mesh_k: Annotated[int, Field(ge=0)] = 2
+    edge_mesh_k: Annotated[int, Field(ge=0, le=64)] = 2
     edge_region: LinkRule | None = LinkRule(latency_ms=2.0, bandwidth_mbps=40_000)
     region_cloud: LinkRule | None = LinkRule(latency_ms=10.0, bandwidth_mbps=100_000)
 
@@ -93,12 +109,12 @@ class CityGenerator(_Model):
     """A synthetic city: edge sites scattered in clusters over a rectangle, each with a
     co-located access point, region hubs at cluster centres, and one cloud far away."""
 
-    area_m: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (4000.0, 4000.0)
+    area_m: tuple[Length, Length] = (4000.0, 4000.0)
     edge_sites: Annotated[int, Field(ge=1)] = 60
     regions: Annotated[int, Field(ge=1)] = 6
     cloud: bool = True
-    cloud_distance_m: NonNeg = 50_000.0
-    coverage_m: Annotated[float, Field(gt=0)] = 400.0
+    cloud_distance_m: Distance = 50_000.0
+    coverage_m: Length = 400.0
     edge_cpu_ghz: Range = (16.0, 48.0)
     edge_mem_gb: Range = (32.0, 96.0)
     edge_idle_w: NonNeg = 150.0
@@ -123,7 +139,7 @@ class EuaSites(_Model):
     site becomes an access point and a co-located edge server."""
 
     sites_csv: Path
-    coverage_m: Annotated[float, Field(gt=0)] = 150.0
+    coverage_m: Length = 150.0
     edge_cpu_ghz: Range = (8.0, 32.0)
     edge_mem_gb: Range = (16.0, 64.0)
     edge_idle_w: NonNeg = 150.0
@@ -134,7 +150,7 @@ class EuaSites(_Model):
     region_idle_w: NonNeg = 1500.0
     region_max_w: NonNeg = 4000.0
     cloud: bool = True
-    cloud_distance_m: NonNeg = 50_000.0
+    cloud_distance_m: Distance = 50_000.0
     cloud_cpu_ghz: NonNeg = 20_000.0
     cloud_mem_gb: NonNeg = 100_000.0
     cloud_idle_w: NonNeg = 20_000.0
@@ -170,7 +186,7 @@ class RandomWaypoint(_Model):
     """Pick a uniform waypoint in the area, move to it at a uniform speed, pause, repeat."""
 
     model: Literal["random_waypoint"] = "random_waypoint"
-    speed_mps: Range = (1.0, 15.0)
+    speed_mps: Speed | tuple[Speed, Speed] = (1.0, 15.0)
     pause_s: Range = (0.0, 0.0)
     _check = field_validator("speed_mps", "pause_s")(_check_range)
 
@@ -180,9 +196,9 @@ class GaussMarkov(_Model):
     with memory ``alpha`` around a mean speed; entities turn back at the area border."""
 
     model: Literal["gauss_markov"] = "gauss_markov"
-    mean_speed_mps: NonNeg = 10.0
+    mean_speed_mps: Speed = 10.0
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.85
-    speed_sigma_mps: NonNeg = 2.0
+    speed_sigma_mps: Speed = 2.0
     heading_sigma_rad: NonNeg = 0.4
 
 
@@ -229,7 +245,7 @@ class EntityGroup(_Model):
 
     kind: str = "entity"
     count: Annotated[int, Field(ge=0)] | None = None
-    positions_m: list[tuple[float, float]] | None = None
+    positions_m: list[tuple[Coord, Coord]] | None = None
     positions_csv: Path | None = None
     owner: str = "tenant"
     mobility: Mobility = RandomWaypoint()
@@ -267,18 +283,39 @@ class Radio(_Model):
 class Run(_Model):
     steps: Annotated[int, Field(ge=1)] = 600
     step_s: Annotated[float, Field(gt=0)] = 1.0
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
 
 
 class Policies(_Model):
     """Default policies of ``twinedge run``. A list runs every combination on the same
-    seed; ``*_params`` map a policy name to its parameters."""
+    seed; ``*_params`` map a policy name to its parameters.
+
+    A file names registered policies and plug-ins (installed packages that declare the
+    policy under an entry-point group of :data:`PLUGIN_GROUPS`) only: a shared scenario
+    file must not run arbitrary code, so an import path ``module:attribute`` is refused
+    here; it is accepted from the command line (``--placement mypkg.mod:fn``) and the
+    Python API, where the user chose it.
+    """
 
     placement: str | list[str] = "greedy"
     placement_period_s: Annotated[float, Field(gt=0)] | None = None
     placement_params: dict[str, dict] = Field(default_factory=dict)
     migration: str | list[str] = "threshold"
     migration_params: dict[str, dict] = Field(default_factory=dict)
+
+    @field_validator("placement", "migration")
+    @classmethod
+    def _no_import_paths(cls, v: str | list[str], info) -> str | list[str]:
+        for name in cls.as_list(v):
+            if ":" in name:
+                raise ValueError(
+                    f"a policy name; {name!r} is an import path, and a scenario file may not "
+                    "import code: pass it on the command line "
+                    f"(--{info.field_name} {name}) or in Python, or install it as a plug-in "
+                    f"under the entry-point group {PLUGIN_GROUPS[info.field_name]!r} and "
+                    "use its name"
+                )
+        return v
 
     @staticmethod
     def as_list(v: str | list[str]) -> list[str]:
@@ -291,7 +328,7 @@ class Scenario(_Model):
 
     version: Literal[1]
     name: str = "scenario"
-    area_m: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    area_m: tuple[Length, Length] | None = None
     infrastructure: Infrastructure
     entities: list[EntityGroup] = Field(min_length=1)
     radio: Radio = Radio()

@@ -18,7 +18,7 @@ from twinedge.scenario.schema import (
     Trace,
 )
 from twinedge.world.geo import latlon_to_xy_m
-from twinedge.world.mobility import draw, make_mobility, read_trace
+from twinedge.world.mobility import csv_problem, draw, make_mobility, read_trace
 from twinedge.world.network import (
     TIER_CODE,
     check_connected,
@@ -37,11 +37,14 @@ def _read_points(path: Path) -> tuple[np.ndarray, bool, list[dict[str, str]]]:
 
     Returns ``(points, is_latlon, rows)``.
     """
-    with open(path, newline="") as f:
-        rows = [
-            {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
-            for r in csv.DictReader(f)
-        ]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [
+                {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
+                for r in csv.DictReader(f)
+            ]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise ScenarioError([f"{path}: cannot read the CSV file: {csv_problem(exc)}"]) from None
     if not rows:
         raise ScenarioError([f"{path}: no rows; expected a header and at least one point"])
     keys = rows[0].keys()
@@ -59,6 +62,8 @@ def _read_points(path: Path) -> tuple[np.ndarray, bool, list[dict[str, str]]]:
     for i, r in enumerate(rows):
         try:
             pts[i] = float(r[cols[0]]), float(r[cols[1]])
+            if not np.isfinite(pts[i]).all():
+                raise ValueError("not finite")
         except (ValueError, KeyError):
             raise ScenarioError(
                 [f"{path}: line {i + 2}: got {r[cols[0]]!r},{r[cols[1]]!r}; expected two numbers"]

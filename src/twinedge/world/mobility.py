@@ -7,6 +7,7 @@ position array of its group in place. Every random draw uses the generator passe
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,31 @@ def read_trace(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarra
 
     Returns ``(ids, offsets, t_s, xy_or_latlon, is_latlon)`` sorted by entity then time.
     """
-    with open(path, newline="") as f:
+    try:
+        ids, rows, is_ll = _trace_rows(path)
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise ScenarioError([f"{path}: cannot read the CSV file: {csv_problem(exc)}"]) from None
+    if not rows:
+        raise ScenarioError([f"{path}: no samples; expected at least one row after the header"])
+    uniq, inv = np.unique(np.array(ids), return_inverse=True)
+    data = np.array(rows)
+    order = np.lexsort((data[:, 0], inv))
+    inv, data = inv[order], data[order]
+    offsets = np.searchsorted(inv, np.arange(uniq.size + 1))
+    return [str(u) for u in uniq], offsets, data[:, 0], data[:, 1:3], is_ll
+
+
+def csv_problem(exc: Exception) -> str:
+    """What went wrong reading a CSV file, in a few words."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte {exc.start} is not UTF-8; expected a UTF-8 text file"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{exc}; expected comma-separated values"
+
+
+def _trace_rows(path: Path) -> tuple[list[str], list[list[float]], bool]:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
         need_xy = ["entity_id", "t_s", "x_m", "y_m"]
@@ -150,21 +175,17 @@ def read_trace(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarra
                 continue
             try:
                 ids.append(row[cols[0]].strip())
-                rows.append([float(row[c]) for c in cols[1:]])
+                vals = [float(row[c]) for c in cols[1:]]
+                if not all(math.isfinite(v) for v in vals):
+                    raise ValueError("not finite")
+                rows.append(vals)
             except (ValueError, IndexError):
                 raise ScenarioError(
                     [
                         f"{path}: line {line_no}: got {row!r}; expected numbers for t_s and the position"
                     ]
                 ) from None
-    if not rows:
-        raise ScenarioError([f"{path}: no samples; expected at least one row after the header"])
-    uniq, inv = np.unique(np.array(ids), return_inverse=True)
-    data = np.array(rows)
-    order = np.lexsort((data[:, 0], inv))
-    inv, data = inv[order], data[order]
-    offsets = np.searchsorted(inv, np.arange(uniq.size + 1))
-    return [str(u) for u in uniq], offsets, data[:, 0], data[:, 1:3], is_ll
+    return ids, rows, is_ll
 
 
 class TraceReplay:

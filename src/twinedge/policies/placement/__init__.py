@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from twinedge.errors import InfeasibleError, PolicyError, ScenarioError, TwinedgeError
+from twinedge.errors import (
+    InfeasibleError,
+    InputError,
+    PolicyError,
+    ScenarioError,
+    TwinedgeError,
+)
 from twinedge.policies.placement.base import (
     PlacementProblem,
     PlacementResult,
@@ -43,6 +49,7 @@ from twinedge.policies.placement.greedy import GreedyPlacement
 from twinedge.policies.placement.nearest import NearestPlacement
 from twinedge.policies.placement.optimal import OptimalPlacement
 from twinedge.policies.registry import resolve
+from twinedge.scenario.inputs import load_json, read_text
 
 PlacementPolicy = Callable[[PlacementProblem, np.random.Generator], "np.ndarray | PlacementResult"]
 
@@ -305,25 +312,16 @@ def problem_from_json(obj: Any, source: str = "<instance>") -> PlacementProblem:
 
 
 def load_instance(path: str | Path) -> PlacementProblem:
-    """Read an instance JSON file (format in :func:`problem_from_json`)."""
+    """Read an instance JSON file (format in :func:`problem_from_json`) under the limits of
+    :mod:`twinedge.scenario.inputs` (size, UTF-8, nesting, number length, finite numbers,
+    no NUL or lone surrogates)."""
     p = Path(path)
+    if not p.is_file():
+        raise ScenarioError([f"{p}: got no such file; expected an instance JSON file"])
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([f"{p}: got no such file; expected an instance JSON file"]) from None
-    except OSError as exc:
-        raise ScenarioError(
-            [f"{p}: got an unreadable file ({exc}); expected a readable file"]
-        ) from exc
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(
-            [
-                f"{p}: line {exc.lineno} column {exc.colno}: got invalid JSON ({exc.msg}); "
-                "expected a JSON object"
-            ]
-        ) from None
+        obj = load_json(read_text(p), str(p))
+    except InputError as exc:
+        raise ScenarioError([str(exc)]) from None
     return problem_from_json(obj, source=str(p))
 
 
