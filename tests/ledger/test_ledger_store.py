@@ -266,3 +266,12 @@ def test_fast_batch_encoding_equals_canonical(
     fast = encode_entries([e], domain="a")
     assert fast == [encode_entry(e)] == [canonical_json(e)]
     assert is_canonical(fast[0])
+
+
+@pytest.mark.parametrize("bad", ["a\n", "", "-a", "a/b", "a" * 65, "\ud800"])
+def test_domain_names_are_matched_whole(bad: str) -> None:
+    from twinedge.ledger.ledgerdir import check_domain_name
+
+    with pytest.raises(LedgerError, match="is invalid"):
+        check_domain_name(bad)
+    assert check_domain_name("fleet-op.1") == "fleet-op.1"

@@ -42,7 +42,7 @@ from twinedge.ledger.verify import VerifyReport, verify_log
 
 __all__ = ["LedgerDir", "WitnessRecord", "check_domain_name"]
 
-_DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LOG_FILE = "log.sqlite"
 KEY_FILE = "key.ed25519"
 PUB_FILE = "key.pub"
@@ -50,7 +50,7 @@ CKPT_DIR = "checkpoints"
 
 
 def check_domain_name(domain: str) -> str:
-    if not isinstance(domain, str) or not _DOMAIN_RE.match(domain):
+    if not isinstance(domain, str) or not _DOMAIN_RE.fullmatch(domain):
         raise LedgerError(
             f"domain name {domain!r} is invalid; use letters, digits, '.', '_' or '-' "
             "(at most 64, starting with a letter or digit)"
