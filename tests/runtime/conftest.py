@@ -160,3 +160,12 @@ def postgres_schema_url(postgres_url: str) -> str:
         c.execute(f"CREATE SCHEMA {name}")
     sep = "&" if "?" in postgres_url else "?"
     return f"{postgres_url}{sep}options={quote(f'-csearch_path={name}')}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every service test runs on both stores: SQLite in ``tmp_path``, or an empty schema
+    on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.db'}"
+    return request.getfixturevalue("postgres_schema_url")

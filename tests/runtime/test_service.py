@@ -12,31 +12,13 @@ from twinedge.runtime.service import TwinService
 from twinedge.runtime.store import open_store
 from twinedge.runtime.things import ProblemError
 
+from .service_run import run
+
 A = Principal("key-a", "dom-a", "write")
 A_ADMIN = Principal("admin-a", "dom-a", "admin")
 B = Principal("key-b", "dom-b", "write")
 B_ADMIN = Principal("admin-b", "dom-b", "admin")
 READER = Principal("ro-a", "dom-a", "read")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """Every service test runs on both stores."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 't.db'}"
-    return request.getfixturevalue("postgres_schema_url")
-
-
-def run(store_url, body):
-    async def main():
-        svc = TwinService(open_store(store_url))
-        await svc.start()
-        try:
-            return await body(svc)
-        finally:
-            await svc.stop()
-
-    return asyncio.run(main())
 
 
 def car(n: int = 1, level: int = 50) -> dict:

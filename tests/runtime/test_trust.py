@@ -12,34 +12,15 @@ import asyncio
 import pytest
 
 from twinedge.runtime.auth import Principal
-from twinedge.runtime.service import TwinService
-from twinedge.runtime.store import open_store
 from twinedge.runtime.things import ProblemError
+
+from .service_run import run
 
 A = Principal("key-a", "dom-a", "write")
 A_ADMIN = Principal("admin-a", "dom-a", "admin")
 B = Principal("key-b", "dom-b", "write")
 B_ADMIN = Principal("admin-b", "dom-b", "admin")
 ADMIN = Principal("admin", None, "admin")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 't.db'}"
-    return request.getfixturevalue("postgres_schema_url")
-
-
-def run(store_url, body, **kw):
-    async def main():
-        svc = TwinService(open_store(store_url), **kw)
-        await svc.start()
-        try:
-            return await body(svc)
-        finally:
-            await svc.stop()
-
-    return asyncio.run(main())
 
 
 async def problem(coro) -> ProblemError:

@@ -33,15 +33,6 @@ CAR, VAN = "fleet:car-1", "fleet:van-2"
 DEVICES = (CAR, VAN, *(f"fleet:dev-{i}" for i in range(5)))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database of a test's service: SQLite in ``tmp_path``, or an empty schema on
-    the test PostgreSQL server (skipped with the reason when none can be started)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'twins.db'}"
-    return request.getfixturevalue("postgres_schema_url")
-
-
 def stored(store_url: str, thing_id: str) -> dict | None:
     """The thing as a second, independent connection to the database sees it."""
     store = open_store(store_url)
