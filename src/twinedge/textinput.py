@@ -49,7 +49,6 @@ __all__ = [
     "check_text",
     "check_value",
     "decode_utf8",
-    "json_equal",
     "load_yaml",
     "loads",
     "location",
@@ -95,7 +94,8 @@ class TextInputError(ValueError):
     """Text or a value that is refused; ``message`` says why, the rest where.
 
     ``path`` locates the value in the document (keys and indices), ``pointer`` is the
-    same as a JSON pointer (RFC 6901) after the base pointer the caller gave, and
+    same as a JSON pointer (RFC 6901) after the base pointer the caller gave (``None``
+    when the error is about the text, not one value), and
     ``line``/``column`` (1-based) locate it in the text where the parser knows them.
     ``extra`` holds what a machine reader may want (``position``, ``line``, ``column``).
     """
@@ -105,14 +105,16 @@ class TextInputError(ValueError):
         message: str,
         path: tuple[Any, ...] = (),
         *,
-        base: str = "",
+        base: str | None = None,
         line: int | None = None,
         column: int | None = None,
         **extra: Any,
     ):
         super().__init__(message)
         self.message, self.path, self.line, self.column = message, path, line, column
-        self.pointer = base + "".join(f"/{_escape(p)}" for p in path)
+        self.pointer: str | None = None  # not about one value (the text cannot be read)
+        if base is not None or path:
+            self.pointer = (base or "") + "".join(f"/{_escape(p)}" for p in path)
         self.extra = extra
         if line is not None:
             self.extra.update(line=line, column=column)
@@ -282,7 +284,7 @@ def check_value(value: Any, limits: Limits, base: str = "") -> None:
         elif isinstance(x, dict):
             for k, y in x.items():
                 if isinstance(k, str):
-                    check_text(k, "a key", path, base)
+                    check_text(k, "a key", (*path, k), base)
                 elif limits.json_only:
                     raise TextInputError(f"object keys must be strings, got {k!r}", path, base=base)
                 else:
@@ -363,7 +365,7 @@ def loads(data: bytes | bytearray | str, limits: Limits) -> Any:
         raise
     except json.JSONDecodeError as e:
         raise TextInputError(
-            f"line {e.lineno}, column {e.colno}: got invalid JSON ({e.msg})",
+            f"line {e.lineno} column {e.colno}: got invalid JSON ({e.msg})",
             line=e.lineno,
             column=e.colno,
             position=e.pos,
@@ -374,30 +376,6 @@ def loads(data: bytes | bytearray | str, limits: Limits) -> Any:
         raise TextInputError(f"got invalid JSON ({e})") from None
     check_value(value, limits)
     return value
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality of JSON values that respects their types.
-
-    ``true`` and ``1`` differ, as do ``1`` and ``1.0`` (a client that writes one and
-    reads the other back has lost something); object key order does not matter.
-
-    Examples:
-        >>> json_equal({"a": [1, True]}, {"a": [1, True]})
-        True
-        >>> json_equal([1], [True]), json_equal(1, 1.0), 1 == True
-        (False, False, True)
-    """
-    if a is b:
-        return True
-    ta, tb = type(a), type(b)
-    if ta is not tb:
-        return False
-    if ta is dict:
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if ta is list:
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 # --- YAML -------------------------------------------------------------------------------------
