@@ -132,7 +132,8 @@ def _escape(part: Any) -> str:
 
 
 def location(path: tuple[Any, ...], limit: int = 60) -> str:
-    """A path of keys and indices as people write it, clipped to ``limit`` characters.
+    """A path of keys and indices as people write it, clipped to ``limit`` characters
+    (a key that is not printable text is shown as its Python literal).
 
     Examples:
         >>> location(("run", "hosts", 2, "x_m"))
@@ -145,7 +146,8 @@ def location(path: tuple[Any, ...], limit: int = 60) -> str:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + (part if isinstance(part, str) else repr(part))
+            text = part if isinstance(part, str) and part.isprintable() else repr(part)
+            out += ("." if out else "") + text
     return _clip(out, limit) if out else "(top level)"
 
 
@@ -188,18 +190,20 @@ def _size(n: int) -> str:
 
 def read_text(path: str | Path, max_bytes: int) -> str:
     """The text of a UTF-8 file of at most ``max_bytes`` bytes (the size is checked
-    before reading, and again while reading)."""
+    before reading, and again while reading).
+
+    Raises:
+        TextInputError: the file is too large or not UTF-8.
+        OSError: the file cannot be read (each channel says so its own way).
+    """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise TextInputError(
-                f"got a file of {_size(size)}; expected at most {_size(max_bytes)}", size=size
-            )
-        with open(p, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise TextInputError(f"cannot read the file ({e.strerror or e})") from None
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise TextInputError(
+            f"got a file of {_size(size)}; expected at most {_size(max_bytes)}", size=size
+        )
+    with open(p, "rb") as f:
+        data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise TextInputError(f"got a file of more than {_size(max_bytes)}")
     return decode_utf8(data)
@@ -515,8 +519,9 @@ def load_yaml(text: str, limits: Limits) -> Any:
         raise
     except yaml.reader.ReaderError as e:
         line, col = _at(text, e.position)
+        char = chr(e.character) if isinstance(e.character, int) else e.character
         raise TextInputError(
-            f"line {line}, column {col}: not valid YAML (character {e.character!r} is not "
+            f"line {line}, column {col}: not valid YAML (character {char!r} is not "
             "allowed in YAML)",
             line=line,
             column=col,

@@ -57,6 +57,8 @@ def read_text(path: str | Path) -> str:
     """The text of a UTF-8 file of at most :data:`MAX_FILE_BYTES` bytes."""
     try:
         return textinput.read_text(path, MAX_FILE_BYTES)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
     except TextInputError as e:
         utf8 = "; expected a UTF-8 text file" if "not UTF-8" in e.message else ""
         raise _error(Path(path), e, utf8) from None
