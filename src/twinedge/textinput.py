@@ -271,7 +271,7 @@ def check_value(value: Any, limits: Limits, base: str = "") -> None:
     depth = limits.max_depth
     while stack:
         x, path = stack.pop()
-        if depth is not None and len(path) > depth:
+        if depth is not None and len(path) >= depth:  # the top level is level 1, as in YAML
             raise TextInputError(
                 f"nested more than {depth} levels deep; expected at most {depth}", path, base=base
             )
