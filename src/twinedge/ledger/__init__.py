@@ -10,7 +10,8 @@ Modules: :mod:`.merkle` (hashing and proofs), :mod:`.entry` (validation, canonic
 JSON), :mod:`.store` (the SQLite log), :mod:`.note` (keys, checkpoints), :mod:`.verify`
 (full verification), :mod:`.ledgerdir` (the directory of domains, witnessing),
 :mod:`.audit` (split-view detection), :mod:`.settle` (bills), :mod:`.cli` (commands).
-See docs/ledger.md.
+Outside itself the ledger uses only :mod:`twinedge.errors` and :mod:`twinedge.textinput`
+(the strict reading of the entries and price tables users hand it). See docs/ledger.md.
 """
 
 from twinedge.ledger.audit import AuditIssue, AuditReport, audit

@@ -7,7 +7,8 @@ A thin layer over :mod:`twinedge.ledger`: it parses arguments, prints text or (w
 Input to ``append`` is bounded and checked before anything is written: at most
 :data:`MAX_INPUT_BYTES` of UTF-8 text, JSON nested at most :data:`MAX_DEPTH` deep,
 integers of at most 19 digits, finite numbers, strings without NUL or lone
-surrogates, and entries of at most :data:`MAX_ENTRY_BYTES` once encoded.  Every
+surrogates (the rules of :mod:`twinedge.textinput`, under :data:`LIMITS`), and entries
+of at most :data:`MAX_ENTRY_BYTES` once encoded.  Every
 entry is validated before the first is appended, so a bad entry anywhere leaves the
 ledger unchanged.
 """
@@ -15,7 +16,6 @@ ledger unchanged.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +25,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from twinedge import textinput
 from twinedge.errors import TwinedgeError
 from twinedge.ledger import merkle
 from twinedge.ledger.audit import audit as run_audit
@@ -32,6 +33,7 @@ from twinedge.ledger.ledgerdir import LedgerDir
 from twinedge.ledger.note import Verifier
 from twinedge.ledger.settle import PriceTable, format_micro
 from twinedge.ledger.settle import settle as run_settle
+from twinedge.textinput import TextInputError
 
 app = typer.Typer(
     name="ledger",
@@ -48,7 +50,14 @@ MAX_INPUT_BYTES = 256 << 20
 MAX_ENTRY_BYTES = 1 << 20
 #: Deepest nesting of arrays and objects accepted in an entry.
 MAX_DEPTH = 64
-_MAX_INT = (1 << 63) - 1
+#: What ``append`` reads: integers of at most 19 digits (larger ones are written as
+#: strings), finite numbers, valid text without NUL, at most :data:`MAX_DEPTH` deep.
+LIMITS = textinput.Limits(
+    max_depth=MAX_DEPTH,
+    max_int_digits=19,
+    int_range=(-(2**63 - 1), 2**63 - 1),
+    int_range_name="the 19-digit range ±(2**63 - 1); write larger integers as strings",
+)
 _MAX_MESSAGE = 500
 
 DirArg = Annotated[Path, typer.Argument(help="Ledger directory (one sub-directory per domain).")]
@@ -125,94 +134,39 @@ def init(
 
 def _read_text(source: str) -> tuple[str, str]:
     """``(name, text)`` of a file or of stdin ('-'), bounded and decoded as UTF-8."""
-    if source == "-":
-        name = "stdin"
+    name = "stdin" if source == "-" else source
+    try:
+        if source != "-":
+            if Path(source).is_dir():
+                raise TwinedgeError(
+                    f"{name} is a directory; give a file of entries or '-' for stdin"
+                )
+            return name, textinput.read_text(source, MAX_INPUT_BYTES)
         stream = getattr(sys.stdin, "buffer", None)
         raw = (
             stream.read(MAX_INPUT_BYTES + 1)
             if stream is not None
             else sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")
         )
-    else:
-        name, path = source, Path(source)
-        if path.is_dir():
-            raise TwinedgeError(f"{name} is a directory; give a file of entries or '-' for stdin")
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
+        if len(raw) > MAX_INPUT_BYTES:
             raise TwinedgeError(
-                f"{name} is {size} bytes; append at most {MAX_INPUT_BYTES} bytes at a time "
-                "(split the file)"
+                f"{name} is more than {MAX_INPUT_BYTES} bytes; append at most that much at a time"
             )
-        raw = path.read_bytes()
-    if len(raw) > MAX_INPUT_BYTES:
-        raise TwinedgeError(
-            f"{name} is more than {MAX_INPUT_BYTES} bytes; append at most that much at a time"
-        )
+        return name, textinput.decode_utf8(raw)
+    except TextInputError as exc:
+        utf8 = "; entries must be UTF-8 JSON" if "not UTF-8" in exc.message else ""
+        raise TwinedgeError(f"{name}: {exc.message}{utf8}") from None
+
+
+def _parse_json(text: str, what: str, invalid: str) -> Any:
+    """One JSON value under :data:`LIMITS`; ``invalid`` says what ``what`` should be."""
     try:
-        return name, raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise TwinedgeError(
-            f"{name} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-            f"{exc.start}); entries must be UTF-8 JSON"
-        ) from None
-
-
-def _json_problem(value: Any) -> str | None:
-    """Why a parsed JSON value cannot be an entry (``None`` if it can), naming the field."""
-    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
-    while stack:
-        v, where, depth = stack.pop()
-        at = f" at {where}" if where else ""
-        if isinstance(v, str):
-            if "\x00" in v:
-                return f"a string{at} contains a NUL character"
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"a string{at} contains a lone surrogate (e.g. \\ud800)"
-        elif isinstance(v, bool) or v is None:
-            continue
-        elif isinstance(v, int):
-            if not -_MAX_INT <= v <= _MAX_INT:
-                return f"the integer{at} has more than 19 digits; write it as a string"
-        elif isinstance(v, float):
-            if not math.isfinite(v):
-                return f"the number{at} is not finite ({v!r}); JSON numbers must be finite"
-        elif isinstance(v, dict | list):
-            if depth >= MAX_DEPTH:
-                return f"the value{at} is nested more than {MAX_DEPTH} levels deep"
-            items = v.items() if isinstance(v, dict) else enumerate(v)
-            for k, x in items:
-                if isinstance(k, str):
-                    problem = _json_problem(k)
-                    if problem is not None:
-                        return f"a key{at}: {problem}"
-                stack.append(
-                    (x, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]", depth + 1)
-                )
-    return None
-
-
-def _why(exc: ValueError) -> str:
-    """The reason JSON text was refused, short (Python's huge-integer message is not)."""
-    msg = str(exc)
-    if "integer string conversion" in msg:
-        return "an integer has more than 4300 digits; write it as a string"
-    return msg
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise TwinedgeError(f"{what} is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except ValueError as exc:
-        raise TwinedgeError(f"{what} is not valid JSON ({_why(exc)})") from None
-    problem = _json_problem(value)
-    if problem is not None:
-        raise TwinedgeError(f"{what}: {problem.lstrip()}")
-    return value
+        return textinput.loads(text, LIMITS)
+    except TextInputError as exc:
+        if exc.line is not None:  # not JSON at all
+            raise TwinedgeError(f"{what} is not {invalid} ({exc.message})") from None
+        where = f"{exc.where()}: " if exc.path else ""
+        raise TwinedgeError(f"{what}: {where}{exc.message}") from None
 
 
 def _read_entries(source: str) -> Iterator[Any]:
@@ -220,28 +174,18 @@ def _read_entries(source: str) -> Iterator[Any]:
     name, text = _read_text(source)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        data = _parse_json(text, name)
+        data = _parse_json(text, name, "valid JSON")
         if not isinstance(data, list):
             raise TwinedgeError(f"{name} is not a JSON array of entries")
         yield from data
         return
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            where = f"{name} line {lineno}"
-            try:
-                value = json.loads(line)
-            except RecursionError:
-                raise TwinedgeError(
-                    f"{where} is nested too deeply (at most {MAX_DEPTH} levels)"
-                ) from None
-            except ValueError as exc:
-                raise TwinedgeError(
-                    f"{where} is not a JSON object ({_why(exc)}); give one entry per line or a JSON array"
-                ) from None
-            problem = _json_problem(value)
-            if problem is not None:
-                raise TwinedgeError(f"{where}: {problem}")
-            yield value
+            yield _parse_json(
+                line,
+                f"{name} line {lineno}",
+                "a JSON object; give one entry per line or a JSON array",
+            )
 
 
 @app.command()

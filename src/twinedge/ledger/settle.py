@@ -27,14 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
+from twinedge import textinput
 from twinedge.errors import LedgerError
 from twinedge.ledger.entry import canonical_json
 from twinedge.ledger.ledgerdir import LedgerDir
+from twinedge.textinput import TextInputError
 
 __all__ = ["Bills", "DomainBill", "LineItem", "PriceTable", "TierPrices", "settle"]
 
@@ -46,8 +48,18 @@ _CTX = Context(prec=80, rounding=ROUND_HALF_EVEN)
 _PRICE_FIELDS = ("per_cpu_ghz_s", "per_mem_gb_s", "per_migrated_gb", "per_kwh")
 #: Largest price table file read, in bytes.
 MAX_PRICE_TABLE_BYTES = 1 << 20
-#: Most YAML nodes a price table may expand to (aliases counted at every use).
+#: Most YAML nodes the aliases of a price table may add to it when expanded.
 MAX_YAML_NODES = 10_000
+#: What a price table may hold (the rules of :mod:`twinedge.textinput`): integers of at
+#: most 19 digits, finite numbers (JSON fractions read exactly, as decimals), valid text
+#: without NUL, at most 64 levels deep, aliases adding at most MAX_YAML_NODES nodes.
+PRICE_LIMITS = textinput.Limits(
+    max_depth=64,
+    max_int_digits=19,
+    max_alias_nodes=MAX_YAML_NODES,
+    json_only=False,
+    parse_float=Decimal,
+)
 #: Prices are below 10**12 currency units and have at most 18 decimal places.
 _MAX_PRICE_DIGITS = 12
 _MAX_PRICE_PLACES = 18
@@ -81,79 +93,6 @@ def _name(value: Any, where: str) -> str:
             f"{where} must be printable text of 1 to {_MAX_NAME} characters, got {_show(value)}"
         )
     return str(value)
-
-
-def _check_yaml_graph(node: Any, source: str) -> None:
-    """Refuse YAML whose aliases expand past MAX_YAML_NODES nodes, or refer to themselves.
-
-    The composed graph shares a node between an anchor and its aliases, so its
-    expanded size is computed once per distinct node (a "billion laughs" table of a
-    few hundred bytes expands to 10**9 nodes and is refused in microseconds).
-    """
-    import yaml
-
-    size: dict[int, int] = {}
-    active: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(node, False)]
-    while stack:
-        n, done = stack.pop()
-        key = id(n)
-        if done:
-            active.discard(key)
-            if isinstance(n, yaml.SequenceNode):
-                kids = n.value
-            elif isinstance(n, yaml.MappingNode):
-                kids = [x for kv in n.value for x in kv]
-            else:
-                kids = []
-            total = 1 + sum(size[id(k)] for k in kids)
-            if total > MAX_YAML_NODES:
-                raise LedgerError(
-                    f"price table {source} expands to more than {MAX_YAML_NODES} values "
-                    "(YAML aliases used too often, as in a 'billion laughs' file)"
-                )
-            size[key] = total
-            continue
-        if key in size:
-            continue
-        if key in active:
-            raise LedgerError(f"price table {source} has a YAML alias that refers to itself")
-        active.add(key)
-        stack.append((n, True))
-        if isinstance(n, yaml.SequenceNode):
-            stack.extend((k, False) for k in n.value)
-        elif isinstance(n, yaml.MappingNode):
-            stack.extend((x, False) for kv in n.value for x in kv)
-
-
-def _why(exc: ValueError) -> str:
-    msg = str(exc)
-    if "integer string conversion" in msg:
-        return "an integer has more than 4300 digits; write prices as decimal strings"
-    return msg
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    import yaml
-
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_yaml_graph(node, source)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        msg = str(exc).splitlines()[0]
-        raise LedgerError(f"price table {source} is not valid YAML ({msg})") from None
-    except RecursionError:
-        raise LedgerError(f"price table {source} is nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise LedgerError(
-            f"price table {source} has a value that cannot be read ({_why(exc)})"
-        ) from None
-    finally:
-        loader.dispose()
 
 
 def _dec(value: Any, where: str) -> Decimal:
@@ -243,33 +182,16 @@ class PriceTable:
         """Read a price table from a ``.json`` or ``.yaml``/``.yml`` file."""
         path = Path(path)
         try:
-            size = path.stat().st_size
-            if size > MAX_PRICE_TABLE_BYTES:
-                raise LedgerError(
-                    f"price table {path} is {size} bytes; a price table is at most "
-                    f"{MAX_PRICE_TABLE_BYTES} bytes"
-                )
-            raw = path.read_bytes()
+            text = textinput.read_text(path, MAX_PRICE_TABLE_BYTES)
+            if path.suffix.lower() == ".json":
+                data = textinput.loads(text, replace(PRICE_LIMITS, json_only=True))
+            else:
+                data = textinput.load_yaml(text, PRICE_LIMITS)
         except OSError as exc:
             raise LedgerError(f"price table {path} cannot be read ({exc.strerror})") from exc
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LedgerError(
-                f"price table {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-                f"{exc.start})"
-            ) from None
-        if "\x00" in text:
-            raise LedgerError(f"price table {path} contains a NUL character")
-        if path.suffix.lower() == ".json":
-            try:
-                data = json.loads(text, parse_float=Decimal)
-            except RecursionError:
-                raise LedgerError(f"price table {path} is nested too deeply") from None
-            except ValueError as exc:
-                raise LedgerError(f"price table {path} is not valid JSON ({_why(exc)})") from None
-        else:
-            data = _load_yaml(text, str(path))
+        except TextInputError as exc:
+            where = f"{exc.where()}: " if exc.path else ""
+            raise LedgerError(f"price table {path}: {where}{exc.message}") from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,8 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from twinedge.runtime.jsonvalue import JSONValueError, check_text
 from twinedge.runtime.things import ProblemError, escape_token, unescape_token
+from twinedge.textinput import TextInputError, check_text
 
 __all__ = [
     "COLUMN_FIELDS",
@@ -427,7 +427,7 @@ def parse(text: str) -> Node:
         )
     try:  # a name or value the stores cannot hold fails here, not in the store
         check_text(text, "the filter")
-    except JSONValueError as e:
+    except TextInputError as e:
         raise ProblemError(400, "Bad Request", e.message, pointer="/filter") from None
     return _Parser(text).parse()
 

@@ -40,7 +40,6 @@ from twinedge.runtime.auth import (
     new_token,
     split_token,
 )
-from twinedge.runtime.jsonvalue import json_equal
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
@@ -495,7 +494,7 @@ class TwinService:
         else:
             old_content = _view(cur)
             new_content = _view(new)
-            if cur is not None and new is not None and json_equal(old_content, new_content):
+            if cur is not None and new is not None and things.json_equal(old_content, new_content):
                 return _Result(cur, False, False), None
             ops = (
                 things.json_patch(old_content, new_content)

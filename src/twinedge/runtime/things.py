@@ -11,6 +11,13 @@ A thing is::
 
 Everything here is pure and synchronous: merge patch (RFC 7396), JSON Patch generation
 (RFC 6902), JSON Pointer paths (RFC 6901), the desired-vs-reported delta and validation.
+
+What a twin may hold is the same on every channel (HTTP bodies, MQTT payloads, the Python
+API): JSON read and checked by :mod:`twinedge.textinput` under :data:`JSON_LIMITS` (valid
+Unicode text without NUL, which PostgreSQL ``jsonb`` cannot hold; finite numbers; integers
+in the signed 64-bit range the stores index exactly), nested at most :data:`MAX_DEPTH`
+levels (:func:`too_deep`). Change detection compares values with :func:`json_equal`,
+which tells ``true`` from ``1`` and ``1`` from ``1.0``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import copy
 import re
 from typing import Any
 
-from twinedge.runtime.jsonvalue import JSONValueError, check_text, check_value, json_equal
+from twinedge import textinput
+from twinedge.textinput import TextInputError, check_text
 
 # no '+', '#' or '/' in a name: a thing id is also an MQTT topic level (always fullmatch)
 THING_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+")
@@ -29,6 +37,9 @@ DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
 TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
 MAX_DEPTH = 32
+JSON_LIMITS = textinput.Limits(max_depth=None, int_range=textinput.INT64)
+"""What the runtime reads and stores: JSON values, integers in the signed 64-bit range;
+depth is bounded by :func:`too_deep` (a message in the runtime's terms)."""
 
 
 class ProblemError(Exception):
@@ -286,11 +297,11 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
 
 
 def check_json(value: Any, pointer: str = "") -> Any:
-    """Refuse what JSON or the stores cannot hold (see :mod:`.jsonvalue`) with a 400
+    """Refuse what JSON or the stores cannot hold (see :data:`JSON_LIMITS`) with a 400
     problem locating it; returns ``value``."""
     try:
-        check_value(value, pointer)
-    except JSONValueError as e:
+        textinput.check_value(value, JSON_LIMITS, pointer)
+    except TextInputError as e:
         raise bad_request(e.message, e.pointer) from None
     return value
 
@@ -302,7 +313,7 @@ def check_name(s: str, what: str, pointer: str | None = None) -> str:
         raise bad_request(f"{what} must be a string", pointer)
     try:
         check_text(s, what)
-    except JSONValueError as e:
+    except TextInputError as e:
         raise bad_request(e.message, pointer) from None
     bad = next((c for c in s if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:
@@ -331,3 +342,28 @@ def validate_feature(fid: str, f: Any) -> None:
             raise bad_request(
                 f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}"
             )
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values that respects their types.
+
+    ``true`` and ``1`` differ, as do ``1`` and ``1.0`` (a client that writes one and
+    reads the other back has lost something, and a write that only changes a value's
+    type would otherwise be acknowledged and lost); object key order does not matter.
+
+    Examples:
+        >>> json_equal({"a": [1, True]}, {"a": [1, True]})
+        True
+        >>> json_equal([1], [True]), json_equal(1, 1.0), 1 == True
+        (False, False, True)
+    """
+    if a is b:
+        return True
+    ta, tb = type(a), type(b)
+    if ta is not tb:
+        return False
+    if ta is dict:
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if ta is list:
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

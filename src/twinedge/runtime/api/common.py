@@ -12,11 +12,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from twinedge.runtime import jsonvalue
+from twinedge import textinput
 from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.service import TwinService
-from twinedge.runtime.things import escape_token
+from twinedge.runtime.things import JSON_LIMITS, escape_token
 
 M = TypeVar("M", bound=BaseModel)
 JSON_TYPES = ("application/json",)
@@ -98,8 +98,8 @@ async def read_json(
             raise problem(400, f"this request needs a JSON body ({media_types[0]})", pointer="")
         return None
     try:
-        return jsonvalue.loads(raw)
-    except jsonvalue.JSONValueError as e:
+        return textinput.loads(raw, JSON_LIMITS)
+    except textinput.TextInputError as e:
         raise problem(400, e.message, pointer=e.pointer, **e.extra) from None
 
 

@@ -21,8 +21,8 @@ import logging
 import time
 from typing import Any
 
-from twinedge.runtime import jsonvalue
-from twinedge.runtime.things import ProblemError, bad_request
+from twinedge import textinput
+from twinedge.runtime.things import JSON_LIMITS, ProblemError, bad_request
 
 log = logging.getLogger("twinedge.mqtt")
 
@@ -169,11 +169,11 @@ class Rejection(Exception):
 
 
 def loads(data: bytes | bytearray) -> Any:
-    """Strict JSON (see :mod:`twinedge.runtime.jsonvalue`); a :class:`Rejection` otherwise."""
+    """Strict JSON (see :mod:`twinedge.textinput`); a :class:`Rejection` otherwise."""
     try:
-        return jsonvalue.loads(data)
-    except jsonvalue.JSONValueError as e:
-        raise Rejection("malformed-json", e.message.replace("the body", "the payload")) from None
+        return textinput.loads(data, JSON_LIMITS)
+    except textinput.TextInputError as e:
+        raise Rejection("malformed-json", e.message) from None
 
 
 def dumps(doc: Any) -> bytes:

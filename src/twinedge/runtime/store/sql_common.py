@@ -42,7 +42,6 @@ from typing import Any
 
 from twinedge.errors import TwinedgeError
 from twinedge.runtime import rql
-from twinedge.runtime.jsonvalue import JSONValueError, check_text
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
@@ -60,6 +59,7 @@ from twinedge.runtime.things import (
     set_path,
     split_path,
 )
+from twinedge.textinput import TextInputError, check_text
 
 SNAPSHOT_EVERY = 32
 SCHEMA_VERSION = 1
@@ -931,7 +931,7 @@ class SqlStore:
                 raise bad_request("the cursor is not a group-members cursor", "/cursor")
             try:
                 after = check_text(c["m"], "the cursor")
-            except JSONValueError:
+            except TextInputError:
                 raise bad_request("the cursor is not a group-members cursor", "/cursor") from None
         rows = self._query(
             "SELECT thing_id FROM group_members WHERE gkey = ? AND thing_id > ? ORDER BY thing_id LIMIT ?",
