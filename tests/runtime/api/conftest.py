@@ -68,8 +68,8 @@ class Api:
         return self.client.portal.call(lambda: fn(*args, **kw))
 
 
-def make_api(tmp_path: Path, **app_kw: Any) -> Iterator[Api]:
-    service = TwinService(_open_store(f"sqlite:///{tmp_path}/t.db"))
+def make_api(tmp_path: Path, url: str | None = None, **app_kw: Any) -> Iterator[Api]:
+    service = TwinService(_open_store(url or f"sqlite:///{tmp_path}/t.db"))
     app = create_app(service, manage_service=True, **app_kw)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.portal is not None
@@ -81,6 +81,13 @@ def make_api(tmp_path: Path, **app_kw: Any) -> Iterator[Api]:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     yield from make_api(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api2(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    """Like ``api``, once on SQLite and once on PostgreSQL."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_schema_url")
+    yield from make_api(tmp_path, url)
 
 
 def problem_of(r: Any, status: int) -> dict[str, Any]:

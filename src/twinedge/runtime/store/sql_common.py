@@ -413,11 +413,46 @@ def _keyset(comps: list[tuple[str, bool]], values: list[Any]) -> tuple[str, list
     return "(" + " OR ".join(ors) + ")", params
 
 
+# --- aggregates ---------------------------------------------------------------------------
+
+GROUPABLE_COLUMNS = ("_domain", "_host")
+
+
+def check_group_by(group_by: str) -> tuple[str, ...]:
+    """The tokens of an aggregate's ``group_by`` path, or a 400 problem saying why it cannot
+    group: of the service fields only ``_domain`` and ``_host`` group things (``thingId``,
+    ``_revision``, ``_created`` and ``_modified`` are per-thing counters and clocks, and
+    nothing lies below a service field); any document path can.
+
+    Examples:
+        >>> check_group_by("attributes/kind")
+        ('attributes', 'kind')
+        >>> check_group_by("_revision")
+        Traceback (most recent call last):
+        ...
+        twinedge.runtime.things.ProblemError: cannot group by _revision: ...
+    """
+    tokens = rql.parse_path(group_by)
+    if tokens[0] in _COLUMN_KEYS and (len(tokens) > 1 or tokens[0] not in GROUPABLE_COLUMNS):
+        what = (
+            f"{tokens[0]} is a single value, nothing lies below it"
+            if len(tokens) > 1
+            else f"{tokens[0]} is a service field that differs per thing or per change"
+        )
+        raise bad_request(
+            f"cannot group by {group_by}: {what}; group by _domain, _host or a path of the "
+            "document such as attributes/kind",
+            "/groupBy",
+        )
+    return tokens
+
+
 def _key_value(kind: int | None, num: float | None, s: str | None) -> Any:
     if kind == rql.K_BOOL:
         return bool(num)
     if kind == rql.K_NUM:
         assert num is not None
+        num = float(num)
         if math.isfinite(num) and num.is_integer() and abs(num) < 2**53:
             return int(num)
         return num
@@ -798,15 +833,11 @@ class SqlStore:
         where, wparams = self._where(filter, scope)
         joins: list[str] = []
         jparams: list[Any] = []
-        gtok = rql.parse_path(group_by)
+        gtok = check_group_by(group_by)
         gcol = rql.COLUMN_FIELDS.get(gtok[0])
         if gcol is not None:
-            if len(gtok) > 1:
-                return []
             c = f"t.{gcol.column}"
-            if gcol.kind == rql.K_NUM:
-                gk, gn, gs = str(rql.K_NUM), c, "NULL"
-            elif gcol.nullable:
+            if gcol.nullable:
                 gk, gn, gs = (
                     f"(CASE WHEN {c} IS NULL THEN {rql.K_NULL} ELSE {rql.K_STR} END)",
                     "NULL",
