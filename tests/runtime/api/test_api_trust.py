@@ -3,6 +3,9 @@ what was wrong; every test runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from .conftest import Api, problem_of
@@ -44,3 +47,81 @@ def test_aggregate_groups_by_domain_host_and_numbers(api2: Api):
     assert r.json()["items"] == [{"key": "bike", "value": 1.0}, {"key": "car", "value": 1.0}]
     r = c.get(f"{S}/aggregate", params={"groupBy": "attributes/n"}, headers=h)
     assert [i["key"] for i in r.json()["items"]] == [0, 1, 2]
+
+
+def _b64(o: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(o).encode()).decode().rstrip("=")
+
+
+def _unb64(c: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(c + "=" * (-len(c) % 4)))
+
+
+@pytest.mark.parametrize("sort", ["+attributes/n", "-_revision", "+_host,-attributes/s", ""])
+def test_forged_or_mismatched_cursors_are_400(api2: Api, sort: str):
+    h = _seed(api2)
+    c = api2.client
+    params = {"limit": 1, "sort": sort}
+    first = c.get(S, params=params, headers=h)
+    assert first.status_code == 200, first.text
+    good = _unb64(first.json()["cursor"])
+    n = len(good["k"])
+    forged = [
+        {"q": good["q"], "k": [{}] * n},
+        {"q": good["q"], "k": [[1]] * n},
+        {"q": good["q"], "k": [10**30] * n},
+        {"q": good["q"], "k": [True] * n},
+        {"q": good["q"], "k": [None] * n},
+        {"q": good["q"], "k": [1.5] * n},
+        {"q": good["q"], "k": [-1] * n},
+        {"q": good["q"], "k": good["k"][:-1]},
+        {"q": good["q"], "k": [*good["k"], "x"]},
+        {"q": good["q"], "k": "x"},
+        {"q": "00000000", "k": good["k"]},
+        {"k": good["k"]},
+        [good["q"], good["k"]],
+        "x",
+        12,
+    ]
+    for doc in forged:
+        r = c.get(S, params={**params, "cursor": _b64(doc)}, headers=h)
+        assert "cursor" in problem_of(r, 400)["detail"], doc
+    raw = [
+        "!!!",
+        "e30",  # {} in base64
+        base64.urlsafe_b64encode(b"\xff\xfe\x00").decode(),
+        base64.urlsafe_b64encode(b'{"q":"\\ud800","k":[]}').decode(),
+        base64.urlsafe_b64encode(b'{"q":"a\\u0000","k":[]}').decode(),
+        base64.urlsafe_b64encode(b'{"q":1e400}').decode(),
+        base64.urlsafe_b64encode(b"[" * 10_000).decode(),
+        "A" * 60_000,
+    ]
+    for cur in raw:
+        r = c.get(S, params={**params, "cursor": cur}, headers=h)
+        assert "cursor" in problem_of(r, 400)["detail"], cur[:40]
+    # a cursor made for another sort
+    other = c.get(S, params={"limit": 1, "sort": "-attributes/kind"}, headers=h).json()["cursor"]
+    problem_of(c.get(S, params={**params, "cursor": other}, headers=h), 400)
+    # the genuine cursor still pages through everything
+    seen, cur = [], first.json()["cursor"]
+    seen += [i["thingId"] for i in first.json()["items"]]
+    while cur:
+        page = c.get(S, params={**params, "cursor": cur}, headers=h).json()
+        seen += [i["thingId"] for i in page["items"]]
+        cur = page["cursor"]
+    assert sorted(seen) == ["fleet:t0", "fleet:t1", "fleet:t2"]
+
+
+def test_sort_keys_are_bounded(api2: Api):
+    h = _seed(api2)
+    c = api2.client
+    for n in (17, 500):
+        sort = ",".join(f"+attributes/f{i}" for i in range(n))
+        doc = problem_of(c.get(S, params={"sort": sort}, headers=h), 400)
+        assert "at most 16 fields" in doc["detail"]
+    sort = ",".join(f"-attributes/f{i}" for i in range(15)) + ",+attributes/n"
+    r = c.get(S, params={"sort": sort, "limit": 1}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["thingId"] == "fleet:t0"
+    r = c.get(S, params={"sort": sort, "limit": 1, "cursor": r.json()["cursor"]}, headers=h)
+    assert r.json()["items"][0]["thingId"] == "fleet:t1"
