@@ -656,7 +656,9 @@ class TwinService:
         # document as it was
         if revision is not None and not 0 <= revision <= 2**53:
             raise bad_request(f"revision must lie in 0..2^53, got {revision}", "/revision")
-        if at is not None and not (isinstance(at, int | float) and abs(at) < 1e11):
+        if at is not None and not (
+            isinstance(at, int | float) and -62_135_596_800 <= at < 95_617_584_000
+        ):  # 0001-01-01T00:00:00Z up to 5000-01-01T00:00:00Z
             raise bad_request(f"at must be a time between the years 1 and 5000, got {at}", "/at")
         self._require(p, "read")
         things.check_thing_id(thing_id)

@@ -125,3 +125,61 @@ def test_sort_keys_are_bounded(api2: Api):
     assert r.json()["items"][0]["thingId"] == "fleet:t0"
     r = c.get(S, params={"sort": sort, "limit": 1, "cursor": r.json()["cursor"]}, headers=h)
     assert r.json()["items"][0]["thingId"] == "fleet:t1"
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "0001-01-01T00:59:59+01:00",
+        "9999-12-31T23:59:59-23:59",
+        "5000-01-01T00:00:00Z",
+        "-62135596801",
+        "1e300",
+        "-1e300",
+        "9" * 30,
+    ],
+)
+def test_times_outside_the_range_are_400(api2: Api, at: str):
+    h = _seed(api2)
+    c = api2.client
+    for url, name in [
+        ("/api/2/things/fleet:t0", "at"),
+        ("/api/2/things/fleet:t0/attributes/n", "at"),
+        ("/api/2/things/fleet:t0/history", "from"),
+        ("/api/2/things/fleet:t0/history", "to"),
+    ]:
+        doc = problem_of(c.get(url, params={name: at}, headers=h), 400)
+        assert "0001-01-01T00:00:00Z" in doc["detail"], doc
+        assert doc["invalid-params"][0]["name"] == name
+
+
+def test_times_at_the_edges_of_the_range(api2: Api):
+    h = _seed(api2)
+    c = api2.client
+    for at in ("0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "4999-12-31T23:59:59Z"):
+        r = c.get("/api/2/things/fleet:t0", params={"at": at}, headers=h)
+        want = 404 if at.startswith("0") else 200
+        assert r.status_code == want, r.text
+
+
+@pytest.mark.parametrize("header", ["If-Match", "If-None-Match"])
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_huge_etags_name_no_revision(api2: Api, header: str, method: str):
+    h = _seed(api2)
+    c = api2.client
+    huge = '"' + "9" * 5000 + '"'
+    url = "/api/2/things/fleet:t0/attributes/n"
+    body = {"json": 7} if method != "DELETE" else {}
+    ctype = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    r = c.request(method, url, headers={**h, **ctype, header: huge}, **body)
+    if header == "If-Match":  # no revision has 5,000 digits: the precondition fails
+        doc = problem_of(r, 412)
+        assert len(doc["detail"]) < 300 and doc["currentRevision"] == 1
+    else:  # ... and If-None-Match holds
+        assert r.status_code == 204, r.text
+    r = c.get("/api/2/things/fleet:t0", headers={**h, "If-None-Match": huge})
+    assert r.status_code == 200
+    rev = c.get("/api/2/things/fleet:t0", headers=h).json()["_revision"]
+    r = c.put(url, json=1, headers={**h, header: f'"{rev}", "' + "1" * 30 + '"'})
+    assert r.status_code == (204 if header == "If-Match" else 412), r.text
