@@ -3,12 +3,21 @@ what was wrong; every test runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from .conftest import Api, problem_of
+from twinedge.runtime.api import ops
+
+from .conftest import Api, bearer, live_server, problem_of
 
 S = "/api/2/search/things"
 
@@ -183,3 +192,98 @@ def test_huge_etags_name_no_revision(api2: Api, header: str, method: str):
     rev = c.get("/api/2/things/fleet:t0", headers=h).json()["_revision"]
     r = c.put(url, json=1, headers={**h, header: f'"{rev}", "' + "1" * 30 + '"'})
     assert r.status_code == (204 if header == "If-Match" else 412), r.text
+
+
+def _aborted_upload(app: Any, path: str, token: str) -> list[dict]:
+    """Send half of a body, then disconnect (what uvicorn tells the app when the client's
+    connection drops mid-upload); returns what the app sent."""
+    sent: list[dict] = []
+    messages = [
+        {
+            "type": "http.request",
+            "body": b'{"attributes": {"a": "' + b"x" * 1000,
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"5000"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_an_aborted_upload_is_a_client_disconnect_not_a_500(
+    api: Api, caplog: pytest.LogCaptureFixture
+):
+    token = api.key("fleet")
+    with caplog.at_level("DEBUG"):
+        sent = _aborted_upload(api.client.app, "/api/2/things/fleet:up", token)
+    assert sent == []  # nobody to answer
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+    lines = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert lines == [
+        "client disconnected during PUT /api/2/things/fleet:up before the request was read"
+    ]
+    metrics = api.client.get("/metrics").text
+    assert 'route="/api/2/things/{thingId}",status="499"' in metrics
+    assert 'status="500"' not in metrics
+    assert api.client.get("/api/2/things/fleet:up", headers=api.h()).status_code == 404
+
+
+def test_an_aborted_upload_over_a_real_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    seen = threading.Event()
+    observe = ops.ApiMetrics.observe_http
+
+    def observe_http(self: Any, scope: Any, status: int, duration_s: float) -> None:
+        observe(self, scope, status, duration_s)
+        if status == 499:
+            seen.set()
+
+    monkeypatch.setattr(ops.ApiMetrics, "observe_http", observe_http)
+    with caplog.at_level("DEBUG"), live_server(tmp_path) as live:
+        with httpx.Client(base_url=live.base_url, headers=bearer(live.admin)) as http:
+            token = http.post("/api/2/keys", json={"domain": "fleet", "role": "write"})
+            token = token.json()["token"]
+            host, port = live.base_url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(
+                    b"PUT /api/2/things/fleet:up HTTP/1.1\r\nHost: x\r\n"
+                    + f"Authorization: Bearer {token}\r\n".encode()
+                    + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    + b'{"attributes": {"a": "'
+                    + b"x" * 5000
+                )
+            assert seen.wait(30), "the aborted request was never counted"
+            metrics = http.get("/metrics").text
+            assert 'route="/api/2/things/{thingId}",status="499"' in metrics
+            assert 'status="500"' not in metrics
+            assert http.get("/api/2/things/fleet:up").status_code == 404
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]

@@ -26,11 +26,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinedge.runtime.things import ProblemError
 
 PROBLEM_JSON = "application/problem+json"
+# The status /metrics counts for a request whose client disconnected before it was read
+# (nginx's convention; nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
 log = logging.getLogger("twinedge.api")
 
 _TITLES = {
@@ -137,8 +141,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 class GuardMiddleware:
     """Outermost safety net: an exception that escaped every handler becomes a logged 500
-    problem (with an error id), never a traceback; and ``on_response`` sees every
-    request's method, route, status and duration (for ``/metrics``)."""
+    problem (with an error id), never a traceback; a client that disconnects before its
+    request body was read is logged on one line (info) and counted with status 499; and
+    ``on_response`` sees every request's method, route, status and duration (for
+    ``/metrics``)."""
 
     def __init__(
         self,
@@ -165,6 +171,16 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # the client went away before its request was read in full (an aborted upload):
+            # nobody to answer, nothing wrong with the service
+            if not started:
+                status = CLIENT_CLOSED_REQUEST
+            log.info(
+                "client disconnected during %s %s before the request was read",
+                scope.get("method"),
+                scope.get("path"),
+            )
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             log.exception(
