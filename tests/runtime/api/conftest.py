@@ -117,7 +117,9 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(db_dir: Path, **app_kw: Any) -> Iterator[LiveServer]:
+def live_server(
+    db_dir: Path, url: str | None = None, log_level: str = "warning", **app_kw: Any
+) -> Iterator[LiveServer]:
     import asyncio
     import socket
     import threading
@@ -125,14 +127,14 @@ def live_server(db_dir: Path, **app_kw: Any) -> Iterator[LiveServer]:
 
     import uvicorn
 
-    service = TwinService(_open_store(f"sqlite:///{db_dir}/t.db"))
+    service = TwinService(_open_store(url or f"sqlite:///{db_dir}/t.db"))
     app = create_app(service, manage_service=True, **app_kw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, ws_ping_interval=15
+        app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=2, ws_ping_interval=15
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()

@@ -287,3 +287,45 @@ def test_an_aborted_upload_over_a_real_connection(
             assert http.get("/api/2/things/fleet:up").status_code == 404
     bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not bad, [r.getMessage() for r in bad]
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_query_tokens_never_reach_the_log(tmp_path: Path):
+    from websockets.sync.client import connect
+
+    lines = _Lines()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error", "twinedge")]
+    try:
+        with live_server(tmp_path, log_level="info") as live:
+            for lg in loggers:  # after uvicorn configured its loggers (that drops handlers)
+                lg.addHandler(lines)
+            secret = live.admin
+            with httpx.Client(base_url=live.base_url) as http:
+                assert (
+                    http.get("/api/2/events", params={"token": "te_forged_sekrit"}).status_code
+                    == 401
+                )
+                with http.stream(
+                    "GET", f"/api/2/events?filter=exists(thingId)&token={secret}"
+                ) as r:
+                    assert r.status_code == 200
+                r = http.get(f"/api/2/search/things?%74oken={secret}&limit=1")
+                assert r.status_code == 401  # search reads the header only
+            ws_url = live.base_url.replace("http://", "ws://") + "/api/2/events/ws"
+            with connect(f"{ws_url}?TOKEN=x&token={secret}", open_timeout=10):
+                pass
+    finally:
+        for lg in loggers:
+            lg.removeHandler(lines)
+    text = "\n".join(lines.lines)
+    assert "token=***" in text and "/api/2/events/ws?TOKEN=***&token=***" in text, text
+    assert "%74oken=***" in text
+    assert secret not in text and "sekrit" not in text, text
