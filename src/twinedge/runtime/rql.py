@@ -162,9 +162,14 @@ def path_text(tokens: Sequence[str]) -> str:
     return "/".join(escape_token(t) for t in tokens)
 
 
-def parse_path(text: str) -> tuple[str, ...]:
-    """A path as written in a filter, a sort or a field list -> its tokens (400 if bad)."""
-    return _Parser(text)._path_tokens(text.strip(), 1)
+def parse_path(text: str, pointer: str = "/filter") -> tuple[str, ...]:
+    """A path as written in a filter, a sort or a field list -> its tokens (400 if bad,
+    with ``pointer`` naming the parameter it came from)."""
+    try:
+        return _Parser(text)._path_tokens(text.strip(), 1)
+    except ProblemError as e:
+        e.pointer = pointer
+        raise
 
 
 _MISSING = object()
@@ -375,6 +380,19 @@ class _Parser:
                 raise self.fail(
                     "empty segment in the path at column {col} ('//' or a trailing '/')", offset
                 )
+            if "\x00" in t:
+                raise self.fail(
+                    "a path may not contain NUL (\\u0000); see column {col}",
+                    offset + t.index("\x00"),
+                )
+            if not t.isascii():
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise self.fail(
+                        "the path at column {col} is not valid Unicode (lone surrogate)",
+                        offset + e.start,
+                    ) from None
             bad = re.search(r"~(?![01])", t)
             if bad:
                 raise self.fail(

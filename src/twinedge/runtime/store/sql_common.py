@@ -396,7 +396,7 @@ def _sort_sql(sort: Sequence[tuple[str, bool]]) -> _SortSql:
     comps: list[tuple[str, bool]] = []
     types: list[str] = []
     for i, (path_s, asc) in enumerate(sort):
-        tokens = rql.parse_path(path_s)
+        tokens = rql.parse_path(path_s, "/sort")
         col = rql.COLUMN_FIELDS.get(tokens[0])
         if col is not None and len(tokens) == 1:
             c = f"t.{col.column}"
@@ -501,7 +501,7 @@ def check_group_by(group_by: str) -> tuple[str, ...]:
         ...
         twinedge.runtime.things.ProblemError: cannot group by _revision: ...
     """
-    tokens = rql.parse_path(group_by)
+    tokens = rql.parse_path(group_by, "/groupBy")
     if tokens[0] in _COLUMN_KEYS and (len(tokens) > 1 or tokens[0] not in GROUPABLE_COLUMNS):
         what = (
             f"{tokens[0]} is a single value, nothing lies below it"
@@ -845,7 +845,7 @@ class SqlStore:
         if not 1 <= query.limit <= MAX_LIMIT:
             raise bad_request(f"limit must lie in 1..{MAX_LIMIT}, got {query.limit}", "/limit")
         for p in query.fields or ():
-            rql.parse_path(p)
+            rql.parse_path(p, "/fields")
         srt = _sort_sql(query.sort)
         where, wparams = self._where(query.filter, query.scope)
         check = hashlib.sha1(dumps([query.filter, query.sort]).encode()).hexdigest()[:8]
@@ -916,7 +916,7 @@ class SqlStore:
             gk, gn, gs = "g.kind", "g.num", "g.str"
         vexpr = "NULL"
         if field:
-            vtok = rql.parse_path(field)
+            vtok = rql.parse_path(field, "/field")
             vcol = rql.COLUMN_FIELDS.get(vtok[0])
             if vcol is not None:
                 if vcol.kind == rql.K_NUM and len(vtok) == 1:
