@@ -186,3 +186,11 @@ def test_paths_with_nul_or_lone_surrogates_are_refused(path: str):
     assert e.value.status == 400 and e.value.pointer == "/sort"
     with pytest.raises(ProblemError):
         rql.parse(f"exists({path})")
+
+
+def test_paths_have_at_most_64_segments():
+    assert len(rql.parse_path("/".join(["a"] * 64))) == 64
+    with pytest.raises(ProblemError, match="at most 64"):
+        rql.parse_path("/".join(["a"] * 65), "/sort")
+    with pytest.raises(ProblemError, match="at most 64"):
+        rql.parse("exists(" + "/".join(["a"] * 10_000) + ")")

@@ -69,6 +69,7 @@ CompareOp = Literal["eq", "ne", "gt", "ge", "lt", "le"]
 
 MAX_DEPTH = 64
 MAX_LENGTH = 64_000
+MAX_PATH_SEGMENTS = 64
 MAX_COORD = 1e15  # |x|, |y| and r of a circle, in metres
 TINY = 1e-150  # coordinate differences below this count as 0 in within()
 
@@ -374,6 +375,12 @@ class _Parser:
                 "empty path at column {col}: expected a path such as attributes/kind", col - 1
             )
         tokens = body.split("/")
+        if len(tokens) > MAX_PATH_SEGMENTS:
+            raise self.fail(
+                f"the path at column {{col}} has {len(tokens)} segments; at most "
+                f"{MAX_PATH_SEGMENTS} (documents nest at most 32 levels)",
+                col - 1,
+            )
         offset = col - 1 + (len(raw) - len(body))
         for t in tokens:
             if not t:
