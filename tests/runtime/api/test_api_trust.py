@@ -329,3 +329,11 @@ def test_query_tokens_never_reach_the_log(tmp_path: Path):
     assert "token=***" in text and "/api/2/events/ws?TOKEN=***&token=***" in text, text
     assert "%74oken=***" in text
     assert secret not in text and "sekrit" not in text, text
+
+
+def test_our_own_log_lines_are_redacted_too(api: Api, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level("INFO"):
+        logging.getLogger("twinedge.api").warning("GET %s", "/api/2/events?token=te_a_sekrit")
+        logging.getLogger("twinedge.service").info("seen /x?a=1&token=te_b_sekrit&b=2")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sekrit" not in text and text.count("token=***") == 2, text

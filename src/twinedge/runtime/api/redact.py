@@ -19,8 +19,17 @@ from urllib.parse import unquote_plus
 __all__ = ["SECRET_PARAMS", "RedactTokens", "install_log_redaction", "redact"]
 
 SECRET_PARAMS = frozenset({"token", "access_token"})
-# uvicorn's loggers that print request targets; ours get the filter too
-LOGGERS = ("uvicorn.access", "uvicorn.error", "twinedge")
+# uvicorn's loggers that print request targets, and ours (a logger's filters see only the
+# records logged on it, not those of its children, so each is named)
+LOGGERS = (
+    "uvicorn.access",
+    "uvicorn.error",
+    "twinedge",
+    "twinedge.api",
+    "twinedge.service",
+    "twinedge.serve",
+    "twinedge.mqtt",
+)
 
 # a query string inside text: from "?" to the first white space or quote
 _QUERY = re.compile(r"\?([^\s\"']*)")
