@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from twinedge.runtime.api import ops
+from twinedge.runtime.things import ProblemError
 
 from .conftest import Api, bearer, live_server, problem_of
 
@@ -337,3 +338,12 @@ def test_our_own_log_lines_are_redacted_too(api: Api, caplog: pytest.LogCaptureF
         logging.getLogger("twinedge.service").info("seen /x?a=1&token=te_b_sekrit&b=2")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "sekrit" not in text and text.count("token=***") == 2, text
+
+
+def test_the_service_itself_refuses_times_before_year_1(api2: Api):
+    _seed(api2)
+    p = api2.call(api2.service.authenticate, api2.admin)
+    for at in (-62_135_600_400.0, -1e11, 95_617_584_000.0):  # 0001-01-01T00:00:00+01:00, ...
+        with pytest.raises(ProblemError) as e:
+            api2.call(api2.service.get_thing, p, "fleet:t0", at=at)
+        assert e.value.status == 400 and "between the years 1 and 5000" in e.value.detail
