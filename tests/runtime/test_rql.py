@@ -177,3 +177,20 @@ def test_like_escapes():
     assert ev('like(a,"x\\\\*y\\\\?z\\\\\\\\")', thing)  # RQL text: like(a,"x\\*y\\?z\\\\")
     assert not ev('like(a,"x\\\\*q*")', thing)
     assert ev('like(a,"x*")', thing)
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "\x00", "attributes/\ud800", "x/\udfff/y"])
+def test_paths_with_nul_or_lone_surrogates_are_refused(path: str):
+    with pytest.raises(ProblemError) as e:
+        rql.parse_path(path, "/sort")
+    assert e.value.status == 400 and e.value.pointer == "/sort"
+    with pytest.raises(ProblemError):
+        rql.parse(f"exists({path})")
+
+
+def test_paths_have_at_most_64_segments():
+    assert len(rql.parse_path("/".join(["a"] * 64))) == 64
+    with pytest.raises(ProblemError, match="at most 64"):
+        rql.parse_path("/".join(["a"] * 65), "/sort")
+    with pytest.raises(ProblemError, match="at most 64"):
+        rql.parse("exists(" + "/".join(["a"] * 10_000) + ")")

@@ -262,6 +262,7 @@ class Server:
             url = None if cfg.mqtt == "embedded" else cfg.mqtt
             self.mqtt = await start_mqtt(self.service, url, host=cfg.mqtt_host, port=cfg.mqtt_port)
         from twinedge.runtime.api import create_app
+        from twinedge.runtime.api.redact import install_log_redaction
 
         app = create_app(self.service)
         ucfg = uvicorn.Config(
@@ -274,6 +275,8 @@ class Server:
             ws_ping_interval=15,
             timeout_graceful_shutdown=5,
         )
+        # after uvicorn.Config, which (re)configures uvicorn's loggers: no ?token= in logs
+        install_log_redaction(*logging.getLogger().handlers)
         self.http = _HttpServer(ucfg)
         self.http.service = self.service
 

@@ -70,6 +70,7 @@ CompareOp = Literal["eq", "ne", "gt", "ge", "lt", "le"]
 
 MAX_DEPTH = 64
 MAX_LENGTH = 64_000
+MAX_PATH_SEGMENTS = 64
 MAX_COORD = 1e15  # |x|, |y| and r of a circle, in metres
 TINY = 1e-150  # coordinate differences below this count as 0 in within()
 
@@ -163,9 +164,14 @@ def path_text(tokens: Sequence[str]) -> str:
     return "/".join(escape_token(t) for t in tokens)
 
 
-def parse_path(text: str) -> tuple[str, ...]:
-    """A path as written in a filter, a sort or a field list -> its tokens (400 if bad)."""
-    return _Parser(text)._path_tokens(text.strip(), 1)
+def parse_path(text: str, pointer: str = "/filter") -> tuple[str, ...]:
+    """A path as written in a filter, a sort or a field list -> its tokens (400 if bad,
+    with ``pointer`` naming the parameter it came from)."""
+    try:
+        return _Parser(text)._path_tokens(text.strip(), 1)
+    except ProblemError as e:
+        e.pointer = pointer
+        raise
 
 
 _MISSING = object()
@@ -370,12 +376,31 @@ class _Parser:
                 "empty path at column {col}: expected a path such as attributes/kind", col - 1
             )
         tokens = body.split("/")
+        if len(tokens) > MAX_PATH_SEGMENTS:
+            raise self.fail(
+                f"the path at column {{col}} has {len(tokens)} segments; at most "
+                f"{MAX_PATH_SEGMENTS} (documents nest at most 32 levels)",
+                col - 1,
+            )
         offset = col - 1 + (len(raw) - len(body))
         for t in tokens:
             if not t:
                 raise self.fail(
                     "empty segment in the path at column {col} ('//' or a trailing '/')", offset
                 )
+            if "\x00" in t:
+                raise self.fail(
+                    "a path may not contain NUL (\\u0000); see column {col}",
+                    offset + t.index("\x00"),
+                )
+            if not t.isascii():
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise self.fail(
+                        "the path at column {col} is not valid Unicode (lone surrogate)",
+                        offset + e.start,
+                    ) from None
             bad = re.search(r"~(?![01])", t)
             if bad:
                 raise self.fail(

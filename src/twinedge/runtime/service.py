@@ -823,7 +823,9 @@ class TwinService:
         # document as it was
         if revision is not None and not 0 <= revision <= 2**53:
             raise bad_request(f"revision must lie in 0..2^53, got {revision}", "/revision")
-        if at is not None and not (isinstance(at, int | float) and abs(at) < 1e11):
+        if at is not None and not (
+            isinstance(at, int | float) and MIN_TIME_S <= at < MAX_TIME_S
+        ):  # 0001-01-01T00:00:00Z up to 5000-01-01T00:00:00Z
             raise bad_request(f"at must be a time between the years 1 and 5000, got {at}", "/at")
         self._require(p, "read")
         things.check_thing_id(thing_id)
@@ -865,7 +867,7 @@ class TwinService:
         through a grant sees only the revisions at which the thing matched the grant."""
         doc = await self._get_visible(p, thing_id)
         for name, v in (("from", since), ("to", until)):
-            if v is not None and abs(v) >= 1e11:
+            if v is not None and not MIN_TIME_S <= v < MAX_TIME_S:
                 raise bad_request(f"{name} must be a time between the years 1 and 5000", f"/{name}")
         if not 1 <= limit <= 10_000:
             raise bad_request(f"limit must lie in 1..10000, got {limit}", "/limit")
@@ -1419,6 +1421,9 @@ class TwinService:
 
 
 MAX_THING_BYTES = 256_000
+# the times the service reads and writes, unix seconds: 0001-01-01T00:00:00Z up to (not
+# including) 5000-01-01T00:00:00Z
+MIN_TIME_S, MAX_TIME_S = -62_135_596_800.0, 95_617_584_000.0
 MAX_GROUP_MEMBERS = 100_000
 
 

@@ -68,8 +68,8 @@ class Api:
         return self.client.portal.call(lambda: fn(*args, **kw))
 
 
-def make_api(tmp_path: Path, **app_kw: Any) -> Iterator[Api]:
-    service = TwinService(_open_store(f"sqlite:///{tmp_path}/t.db"))
+def make_api(tmp_path: Path, url: str | None = None, **app_kw: Any) -> Iterator[Api]:
+    service = TwinService(_open_store(url or f"sqlite:///{tmp_path}/t.db"))
     app = create_app(service, manage_service=True, **app_kw)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.portal is not None
@@ -81,6 +81,13 @@ def make_api(tmp_path: Path, **app_kw: Any) -> Iterator[Api]:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     yield from make_api(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api2(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    """Like ``api``, once on SQLite and once on PostgreSQL."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_schema_url")
+    yield from make_api(tmp_path, url)
 
 
 def problem_of(r: Any, status: int) -> dict[str, Any]:
@@ -110,7 +117,9 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(db_dir: Path, **app_kw: Any) -> Iterator[LiveServer]:
+def live_server(
+    db_dir: Path, url: str | None = None, log_level: str = "warning", **app_kw: Any
+) -> Iterator[LiveServer]:
     import asyncio
     import socket
     import threading
@@ -118,14 +127,14 @@ def live_server(db_dir: Path, **app_kw: Any) -> Iterator[LiveServer]:
 
     import uvicorn
 
-    service = TwinService(_open_store(f"sqlite:///{db_dir}/t.db"))
+    service = TwinService(_open_store(url or f"sqlite:///{db_dir}/t.db"))
     app = create_app(service, manage_service=True, **app_kw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, ws_ping_interval=15
+        app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=2, ws_ping_interval=15
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()

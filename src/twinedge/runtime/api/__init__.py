@@ -32,6 +32,7 @@ from twinedge import __version__
 from twinedge.runtime.api import events, ops, routes_access, routes_search, routes_things
 from twinedge.runtime.api.models import REQUEST_MODELS
 from twinedge.runtime.api.problems import GuardMiddleware, install_problem_handlers
+from twinedge.runtime.api.redact import install_log_redaction
 from twinedge.runtime.service import TwinService
 
 __all__ = ["close_event_streams", "create_app"]
@@ -108,6 +109,7 @@ def create_app(
     app.state.metrics = ops.ApiMetrics(service)
     app.state.websocket_paths = {events.WS_PATH}
 
+    install_log_redaction()
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware, on_response=app.state.metrics.observe_http)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from twinedge import textinput
 from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import Principal
-from twinedge.runtime.service import TwinService
+from twinedge.runtime.service import MAX_TIME_S, MIN_TIME_S, TwinService
 from twinedge.runtime.things import JSON_LIMITS, escape_token
 
 M = TypeVar("M", bound=BaseModel)
@@ -146,24 +146,50 @@ def parse_etags(header: str | None) -> list[str] | None:
     return tags
 
 
+MAX_REVISION_DIGITS = 16  # revisions lie in 0..2**53
+
+
 def revisions_of(tags: list[str], header: str) -> set[int]:
+    """The revisions named by ETags (a 412 problem for a tag this API never sends). A tag of
+    more digits than any revision has names no revision: it is left out (so ``If-Match``
+    with only such tags fails with 412, and ``If-None-Match`` holds)."""
     out = set()
     for t in tags:
-        if not t.isdigit():
-            raise problem(
-                412,
-                f'{header}: {t!r} is not an ETag of this API; use "<revision>" as sent in the '
-                "ETag header, or *",
-            )
-        out.add(int(t))
+        if t.isascii() and t.isdigit():
+            if len(t) <= MAX_REVISION_DIGITS:
+                out.add(int(t))
+            continue
+        raise problem(
+            412,
+            f'{header}: {shorten(t)!r} is not an ETag of this API; use "<revision>" as sent '
+            "in the ETag header, or *",
+        )
     return out
+
+
+def shorten(text: str, n: int = 60) -> str:
+    """``text`` cut to ``n`` characters (with ``...``) for a message."""
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # --- times --------------------------------------------------------------------------------
 
 
 def parse_time(name: str, value: str | None) -> float | None:
-    """RFC 3339 (``2024-05-01T12:00:00Z``) or unix seconds -> unix seconds."""
+    """RFC 3339 (``2024-05-01T12:00:00Z``) or unix seconds -> unix seconds, within
+    :data:`MIN_TIME_S` .. :data:`MAX_TIME_S` (a 400 problem otherwise)."""
+    t = _parse_time(name, value)
+    if t is not None and not MIN_TIME_S <= t < MAX_TIME_S:
+        raise problem(
+            400,
+            f"query parameter {name!r}: {shorten(value)!r} lies outside the times the service keeps; "
+            "use a time from 0001-01-01T00:00:00Z up to 5000-01-01T00:00:00Z",
+            **{"invalid-params": [{"name": name, "in": "query", "reason": "out of range"}]},
+        )
+    return t
+
+
+def _parse_time(name: str, value: str | None) -> float | None:
     if value is None or value == "":
         return None
     v = value.strip()
@@ -179,10 +205,13 @@ def parse_time(name: str, value: str | None) -> float | None:
     except ValueError:
         raise problem(
             400,
-            f"query parameter {name!r}: {value!r} is not a time; use RFC 3339 "
+            f"query parameter {name!r}: {shorten(value)!r} is not a time; use RFC 3339 "
             "(2024-05-01T12:00:00Z) or unix seconds",
             **{"invalid-params": [{"name": name, "in": "query", "reason": "not a time"}]},
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError):  # outside what the platform's time functions take
+        return -math.inf if dt.year < 1970 else math.inf

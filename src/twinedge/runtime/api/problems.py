@@ -21,16 +21,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinedge.runtime.things import ProblemError
 
 PROBLEM_JSON = "application/problem+json"
+# The status /metrics counts for a request whose client disconnected before it was read
+# (nginx's convention; nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
 log = logging.getLogger("twinedge.api")
 
 _TITLES = {
@@ -64,8 +69,23 @@ def problem_response(
     if exc.status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="twinedge"')
     return JSONResponse(
-        exc.to_json(instance), status_code=exc.status, media_type=PROBLEM_JSON, headers=hdrs
+        _printable(exc.to_json(instance)),
+        status_code=exc.status,
+        media_type=PROBLEM_JSON,
+        headers=hdrs,
     )
+
+
+def _printable(v: Any) -> Any:
+    """``v`` with every lone surrogate in its text written as ``\\udXXX``: a problem often
+    quotes the bad input (a pointer to a key, a parameter), and a response must be UTF-8."""
+    if isinstance(v, str):
+        return v if v.isascii() else v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, dict):
+        return {_printable(k): _printable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_printable(x) for x in v]
+    return v
 
 
 def _where(loc: tuple[Any, ...]) -> tuple[str, str]:
@@ -137,8 +157,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 class GuardMiddleware:
     """Outermost safety net: an exception that escaped every handler becomes a logged 500
-    problem (with an error id), never a traceback; and ``on_response`` sees every
-    request's method, route, status and duration (for ``/metrics``)."""
+    problem (with an error id), never a traceback; a client that disconnects before its
+    request body was read is logged on one line (info) and counted with status 499; and
+    ``on_response`` sees every request's method, route, status and duration (for
+    ``/metrics``)."""
 
     def __init__(
         self,
@@ -155,6 +177,15 @@ class GuardMiddleware:
         started = False
         status = 500
         t0 = time.perf_counter()
+        bad = bad_target(scope)
+        if bad is not None:
+            status = 400
+            await _send_problem(send, problem(400, bad), scope.get("path"))
+            if self.on_response is not None:
+                res = self.on_response(scope, status, time.perf_counter() - t0)
+                if res is not None:
+                    await res
+            return
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started, status
@@ -165,6 +196,16 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # the client went away before its request was read in full (an aborted upload):
+            # nobody to answer, nothing wrong with the service
+            if not started:
+                status = CLIENT_CLOSED_REQUEST
+            log.info(
+                "client disconnected during %s %s before the request was read",
+                scope.get("method"),
+                scope.get("path"),
+            )
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             log.exception(
@@ -172,26 +213,49 @@ class GuardMiddleware:
             )
             if not started:
                 status = 500
-                doc = problem(
+                exc = problem(
                     500,
                     f"an unexpected error occurred (error id {error_id}); it has been logged — "
                     "retry, and report the id if it persists",
                     errorId=error_id,
-                ).to_json(scope.get("path"))
-                body = json.dumps(doc).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", PROBLEM_JSON.encode()),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
                 )
-                await send({"type": "http.response.body", "body": body})
+                await _send_problem(send, exc, scope.get("path"))
         finally:
             if self.on_response is not None:
                 res = self.on_response(scope, status, time.perf_counter() - t0)
                 if res is not None:
                     await res
+
+
+async def _send_problem(send: Send, exc: ProblemError, instance: str | None) -> None:
+    body = json.dumps(exc.to_json(instance)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def bad_target(scope: Scope) -> str | None:
+    """Why the request target cannot be read, or None: its path and query must be UTF-8
+    once percent-decoded (RFC 3986 section 2.5). The server would otherwise turn every
+    invalid byte, a lone surrogate's ``%ED%A0%80`` included, into U+FFFD, and a thing, a
+    property or a filter would be named other than the client wrote."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogatepass")
+    for what, part in (("path", raw), ("query", scope.get("query_string") or b"")):
+        if b"%" not in part and part.isascii():
+            continue
+        try:
+            unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError as e:
+            return (
+                f"the {what} of the URL is not UTF-8 once percent-decoded (byte {e.start}); "
+                "percent-encode the UTF-8 bytes of the text (a lone surrogate has none)"
+            )
+    return None

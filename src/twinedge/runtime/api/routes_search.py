@@ -21,6 +21,7 @@ from twinedge.runtime.api.models import (
     request_body,
 )
 from twinedge.runtime.api.problems import problem
+from twinedge.runtime.store.sql_common import MAX_SORT_KEYS
 
 router = APIRouter(prefix="/api/2", responses=COMMON_RESPONSES)
 
@@ -49,6 +50,16 @@ def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
                 **{"invalid-params": [{"name": "sort", "in": "query", "reason": "empty field"}]},
             )
         out.append((field, ascending))
+    if len(out) > MAX_SORT_KEYS:
+        raise problem(
+            400,
+            f"query parameter 'sort': at most {MAX_SORT_KEYS} fields, got {len(out)}",
+            **{
+                "invalid-params": [
+                    {"name": "sort", "in": "query", "reason": f"more than {MAX_SORT_KEYS} fields"}
+                ]
+            },
+        )
     return out
 
 

@@ -38,6 +38,7 @@ from twinedge.runtime.api.common import (
     parse_time,
     read_json,
     revisions_of,
+    shorten,
 )
 from twinedge.runtime.api.models import (
     COMMON_RESPONSES,
@@ -137,12 +138,12 @@ async def preconditions(
         if cur is None:
             if tokens:
                 return {}  # the service answers 404
-            raise problem(412, f"thing {thing_id} does not exist (If-Match: {im_header})")
+            raise problem(412, f"thing {thing_id} does not exist (If-Match: {shorten(im_header)})")
         rev = cur["_revision"]
         if im != ["*"] and rev not in revisions_of(im, "If-Match"):
             raise problem(
                 412,
-                f"thing {thing_id} is at revision {rev}, not {im_header.strip()} (If-Match); "
+                f"thing {thing_id} is at revision {rev}, not {shorten(im_header.strip())} (If-Match); "
                 "read it again and retry with the new ETag",
                 currentRevision=rev,
             )

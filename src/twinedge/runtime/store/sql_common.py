@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinedge.errors import TwinedgeError
-from twinedge.runtime import rql
+from twinedge.runtime import jsonvalue, rql
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
@@ -348,10 +348,18 @@ def encode_cursor(payload: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 50_000
+
+
 def decode_cursor(cursor: str) -> Any:
+    """The JSON value inside a cursor, decoded strictly (:func:`jsonvalue.loads`: no NUL,
+    lone surrogate, non-finite or out-of-range number); a 400 problem for anything else.
+    The caller still checks the value's shape and types."""
     try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError
         pad = "=" * (-len(cursor) % 4)
-        return json.loads(base64.urlsafe_b64decode(cursor + pad))
+        return jsonvalue.loads(base64.urlsafe_b64decode(cursor + pad))
     except (ValueError, TypeError):
         raise bad_request(
             "the cursor is not one this service made; pass back the cursor of the previous "
@@ -363,19 +371,33 @@ def decode_cursor(cursor: str) -> Any:
 # --- sort keys ----------------------------------------------------------------------------
 
 
+MAX_SORT_KEYS = 16
+
+# What each component of a sort key holds (what a cursor must carry in its place).
+_FLAG, _KIND, _NUM, _INT, _STR = "flag", "kind", "num", "int", "str"
+
+
 @dataclass
 class _SortSql:
     joins: list[str]
     join_params: list[Any]
     components: list[tuple[str, bool]]  # (expression, ascending)
+    types: list[str]  # per component: _FLAG (0/1), _KIND (0..5), _NUM, _INT or _STR
 
 
 def _sort_sql(sort: Sequence[tuple[str, bool]]) -> _SortSql:
+    if len(sort) > MAX_SORT_KEYS:
+        raise bad_request(
+            f"sort by at most {MAX_SORT_KEYS} fields, got {len(sort)}; things are ordered by "
+            "thingId after the last one anyway",
+            "/sort",
+        )
     joins: list[str] = []
     params: list[Any] = []
     comps: list[tuple[str, bool]] = []
+    types: list[str] = []
     for i, (path_s, asc) in enumerate(sort):
-        tokens = rql.parse_path(path_s)
+        tokens = rql.parse_path(path_s, "/sort")
         col = rql.COLUMN_FIELDS.get(tokens[0])
         if col is not None and len(tokens) == 1:
             c = f"t.{col.column}"
@@ -383,8 +405,10 @@ def _sort_sql(sort: Sequence[tuple[str, bool]]) -> _SortSql:
                 comps.append((f"(CASE WHEN t.{col.present} = 1 THEN 0 ELSE 1 END)", True))
                 comps.append((f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)", asc))
                 comps.append((f"COALESCE({c}, '')", asc))
+                types += [_FLAG, _FLAG, _STR]
             else:
                 comps.append((c, asc))
+                types.append(_INT if col.kind == rql.K_NUM else _STR)
             continue
         if col is not None:  # below a scalar service field: missing everywhere
             continue
@@ -395,8 +419,53 @@ def _sort_sql(sort: Sequence[tuple[str, bool]]) -> _SortSql:
         comps.append((f"COALESCE({a}.kind, 0)", asc))
         comps.append((f"COALESCE({a}.num, 0)", asc))
         comps.append((f"COALESCE({a}.str, '')", asc))
+        types += [_FLAG, _KIND, _NUM, _STR]
     comps.append(("t.thing_id", True))
-    return _SortSql(joins, params, comps)
+    types.append(_STR)
+    return _SortSql(joins, params, comps, types)
+
+
+def _cursor_key(c: Any, check: str, types: Sequence[str]) -> list[Any]:
+    """The sort key a search cursor carries, checked against the query it is used with:
+    made for the same filter and sort (``q``), one value per component of the sort key,
+    each of that component's type. A cursor fails these checks when it was made for
+    another query or altered; no check can be skipped, since the values become SQL
+    parameters compared with typed columns.
+
+    A well-formed key that no page ended at is harmless: it only says where the next page
+    starts, and the caller's scope applies as always.
+    """
+    if not (isinstance(c, dict) and c.get("q") == check and isinstance(c.get("k"), list)):
+        raise bad_request(
+            "the cursor belongs to another query (the filter or the sort changed); "
+            "repeat the query without a cursor to start again",
+            "/cursor",
+        )
+    key = c["k"]
+    if len(key) != len(types):
+        raise _bad_cursor(f"it holds {len(key)} values where this sort needs {len(types)}")
+    out: list[Any] = []
+    for i, (v, t) in enumerate(zip(key, types, strict=True)):
+        if t == _STR:
+            ok = isinstance(v, str)
+        elif t in (_FLAG, _KIND, _INT):
+            top = 1 if t == _FLAG else 5 if t == _KIND else 2**53
+            ok = type(v) is int and 0 <= v <= top
+        else:
+            ok = type(v) in (int, float)
+            v = float(v) if ok else v
+        if not ok:
+            raise _bad_cursor(f"value {i} is {json.dumps(v)[:40]}, not a {t} as the sort needs")
+        out.append(v)
+    return out
+
+
+def _bad_cursor(why: str) -> ProblemError:
+    return bad_request(
+        f"the cursor does not fit this query ({why}); pass back the cursor of the previous "
+        "page unchanged, or leave it out to start from the first page",
+        "/cursor",
+    )
 
 
 def _keyset(comps: list[tuple[str, bool]], values: list[Any]) -> tuple[str, list[Any]]:
@@ -414,11 +483,46 @@ def _keyset(comps: list[tuple[str, bool]], values: list[Any]) -> tuple[str, list
     return "(" + " OR ".join(ors) + ")", params
 
 
+# --- aggregates ---------------------------------------------------------------------------
+
+GROUPABLE_COLUMNS = ("_domain", "_host")
+
+
+def check_group_by(group_by: str) -> tuple[str, ...]:
+    """The tokens of an aggregate's ``group_by`` path, or a 400 problem saying why it cannot
+    group: of the service fields only ``_domain`` and ``_host`` group things (``thingId``,
+    ``_revision``, ``_created`` and ``_modified`` are per-thing counters and clocks, and
+    nothing lies below a service field); any document path can.
+
+    Examples:
+        >>> check_group_by("attributes/kind")
+        ('attributes', 'kind')
+        >>> check_group_by("_revision")
+        Traceback (most recent call last):
+        ...
+        twinedge.runtime.things.ProblemError: cannot group by _revision: ...
+    """
+    tokens = rql.parse_path(group_by, "/groupBy")
+    if tokens[0] in _COLUMN_KEYS and (len(tokens) > 1 or tokens[0] not in GROUPABLE_COLUMNS):
+        what = (
+            f"{tokens[0]} is a single value, nothing lies below it"
+            if len(tokens) > 1
+            else f"{tokens[0]} is a service field that differs per thing or per change"
+        )
+        raise bad_request(
+            f"cannot group by {group_by}: {what}; group by _domain, _host or a path of the "
+            "document such as attributes/kind",
+            "/groupBy",
+        )
+    return tokens
+
+
 def _key_value(kind: int | None, num: float | None, s: str | None) -> Any:
     if kind == rql.K_BOOL:
         return bool(num)
     if kind == rql.K_NUM:
         assert num is not None
+        num = float(num)
         if math.isfinite(num) and num.is_integer() and abs(num) < 2**53:
             return int(num)
         return num
@@ -758,21 +862,14 @@ class SqlStore:
         if not 1 <= query.limit <= MAX_LIMIT:
             raise bad_request(f"limit must lie in 1..{MAX_LIMIT}, got {query.limit}", "/limit")
         for p in query.fields or ():
-            rql.parse_path(p)
+            rql.parse_path(p, "/fields")
         srt = _sort_sql(query.sort)
         where, wparams = self._where(query.filter, query.scope)
         check = hashlib.sha1(dumps([query.filter, query.sort]).encode()).hexdigest()[:8]
         kparams: list[Any] = []
         if query.cursor:
-            c = decode_cursor(query.cursor)
-            ok = isinstance(c, dict) and c.get("q") == check and isinstance(c.get("k"), list)
-            if not ok or len(c["k"]) != len(srt.components):
-                raise bad_request(
-                    "the cursor belongs to another query (the filter or the sort changed); "
-                    "repeat the query without a cursor to start again",
-                    "/cursor",
-                )
-            ks, kparams = _keyset(srt.components, c["k"])
+            key = _cursor_key(decode_cursor(query.cursor), check, srt.types)
+            ks, kparams = _keyset(srt.components, key)
             where.append(ks)
         cols = ", ".join(f"{e} AS c{i}" for i, (e, _) in enumerate(srt.components))
         order = ", ".join(
@@ -815,15 +912,11 @@ class SqlStore:
         where, wparams = self._where(filter, scope)
         joins: list[str] = []
         jparams: list[Any] = []
-        gtok = rql.parse_path(group_by)
+        gtok = check_group_by(group_by)
         gcol = rql.COLUMN_FIELDS.get(gtok[0])
         if gcol is not None:
-            if len(gtok) > 1:
-                return []
             c = f"t.{gcol.column}"
-            if gcol.kind == rql.K_NUM:
-                gk, gn, gs = str(rql.K_NUM), c, "NULL"
-            elif gcol.nullable:
+            if gcol.nullable:
                 gk, gn, gs = (
                     f"(CASE WHEN {c} IS NULL THEN {rql.K_NULL} ELSE {rql.K_STR} END)",
                     "NULL",
@@ -840,7 +933,7 @@ class SqlStore:
             gk, gn, gs = "g.kind", "g.num", "g.str"
         vexpr = "NULL"
         if field:
-            vtok = rql.parse_path(field)
+            vtok = rql.parse_path(field, "/field")
             vcol = rql.COLUMN_FIELDS.get(vtok[0])
             if vcol is not None:
                 if vcol.kind == rql.K_NUM and len(vtok) == 1:
