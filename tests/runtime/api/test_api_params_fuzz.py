@@ -77,6 +77,7 @@ BODIES: dict[str, Any] = {
     "createKey": {"domain": "fleet", "role": "read"},
     "createGrant": {"grantee": "other", "filter": "exists(thingId)", "role": "read"},
     "putFeature": {"properties": {"x": 1}},
+    "assignNamespace": {"domain": "fleet"},
 }
 
 
@@ -122,6 +123,7 @@ def _fuzz_operation(api: Api, path: str, method: str, op: dict, failures: list[s
     body = BODIES.get(op["operationId"], {} if op["operationId"].startswith("patch") else 1)
     has_body = "requestBody" in op
     defaults = {"thingId": "fleet:car-7", "featureId": "battery", "path": "level", "name": "g"}
+    defaults["namespace"] = "fleet"
     defaults["subject"] = "ping"
 
     def call(given_: dict[tuple[str, str], str]) -> None:

@@ -40,8 +40,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twinedge import textinput
 from twinedge.errors import TwinedgeError
-from twinedge.runtime import jsonvalue, rql
+from twinedge.runtime import rql
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
@@ -52,6 +53,7 @@ from twinedge.runtime.store.base import (
     SearchQuery,
 )
 from twinedge.runtime.things import (
+    JSON_LIMITS,
     ProblemError,
     apply_json_patch,
     escape_token,
@@ -352,14 +354,14 @@ MAX_CURSOR_CHARS = 50_000
 
 
 def decode_cursor(cursor: str) -> Any:
-    """The JSON value inside a cursor, decoded strictly (:func:`jsonvalue.loads`: no NUL,
+    """The JSON value inside a cursor, decoded strictly (:func:`textinput.loads`: no NUL,
     lone surrogate, non-finite or out-of-range number); a 400 problem for anything else.
     The caller still checks the value's shape and types."""
     try:
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ValueError
         pad = "=" * (-len(cursor) % 4)
-        return jsonvalue.loads(base64.urlsafe_b64decode(cursor + pad))
+        return textinput.loads(base64.urlsafe_b64decode(cursor + pad), JSON_LIMITS)
     except (ValueError, TypeError):
         raise bad_request(
             "the cursor is not one this service made; pass back the cursor of the previous "
