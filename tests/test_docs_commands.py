@@ -180,7 +180,7 @@ if shutil.which("mosquitto_pub") is None:
         ("docs/mqtt.md", r"^mosquitto_pub ", "skip", "mosquitto_pub not installed")
     )
 
-STATUS_CLAIM = re.compile(r"^#\s*([1-5]\d\d)(?:\s|$)")
+STATUS_CLAIM = re.compile(r"^#\s*([1-5]\d\d)(?:[\s,]|$)")
 
 
 def build_script(doc: str) -> tuple[str, dict[int, int], list[str]]:
@@ -310,6 +310,7 @@ def run_doc(doc: str, cwd: Path, env: dict[str, str], timeout: float = 200):
             got[int(m.group(1))] = int(m.group(2))
     bad = {c: (want, got.get(c)) for c, want in claims.items() if got.get(c) != want}
     assert not bad, f"status claims (claim: (documented, got)): {bad}\n{report}"
+    print(report)  # shown with -rP
     return p, skipped
 
 
@@ -447,6 +448,8 @@ def test_readme_commands(tmp_path):
 
 
 def test_api_commands(server, tmp_path):
+    # the document's serve.yaml ("every key optional; these are the defaults")
+    (tmp_path / "serve.yaml").write_text(doc_block("docs/api.md", "yaml", "host: 127.0.0.1"))
     # "On first start the service admin token is written to twinedge-data/admin.token (mode 0600)"
     assert stat.S_IMODE(server.token_file.stat().st_mode) == 0o600
     p, skipped = run_doc("docs/api.md", tmp_path, served_env(tmp_path, server))
