@@ -502,6 +502,7 @@ def test_policies_commands(tmp_path):
     assert "mypolicies:cheapest_with_room" in p.stdout
 
 
+@pytest.mark.slow  # ~45 s: the EUA scenario runs optimal (20 s time limit) twice
 def test_scenario_commands(tmp_path):
     if not (DATASETS / "eua" / "site-optus-melbCBD.csv").is_file():
         pytest.skip(
@@ -514,8 +515,7 @@ def test_scenario_commands(tmp_path):
 
 def test_benchmarks_commands(tmp_path):
     p, _ = run_doc("docs/benchmarks.md", workdir(tmp_path), env_for(tmp_path))
-    results = [json.loads(m) for m in re.findall(r"^\{.*\}$", p.stdout, re.M)]
-    assert results or '"benchmark": "ledger"' in p.stdout, p.stdout[-2000:]
+    assert p.stdout.count('"benchmark": "ledger"') == 2, p.stdout[-2000:]
 
 
 def test_inline_benchmark_commands_name_real_options():
