@@ -47,6 +47,9 @@ Skipped, with the reason:
 * mqtt.md ``mosquitto_pub``: only when mosquitto_pub is not installed.
 * scenario.md's EUA block: only when the EUA dataset is absent (``TWINEDGE_DATASETS``).
 
+mqtt.md's ```python device is run too (its port substituted): it must answer a command
+and report a desired mode back until the twin is in sync.
+
 The other benchmark commands of benchmarks.md and mqtt.md are written inline
 (``Command: `python benchmarks/bench_*.py ...` ``); they run for minutes, so only the
 script's existence and that its ``--help`` lists every option the docs give are checked.
@@ -481,6 +484,41 @@ def test_mqtt_commands(server, tmp_path):
             server.admin,
         )
         assert code == 200 and json.loads(body) == {"level": 71, "temp_c": 24.5}, body
+    # the device of the ```python block: it answers commands and reports desired state back
+    device = doc_block("docs/mqtt.md", "python", "import asyncio, json, aiomqtt")
+    assert device.count('"127.0.0.1", 1883') == 1
+    (tmp_path / "device.py").write_text(
+        device.replace('"127.0.0.1", 1883', f'"127.0.0.1", {server.mqtt_port}')
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "device.py"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        thing = f"{server.url}/api/2/things/fleet:car-7"
+        deadline = time.monotonic() + 30
+        while True:  # until the device is connected and answers
+            code, body = http(
+                "POST", thing + "/inbox/messages/reboot?timeout=2", server.admin, {"delay_s": 5}
+            )
+            if code == 200 or time.monotonic() > deadline:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.3)
+        assert (code, json.loads(body)) == (200, {"done": "reboot"}), body
+        code, body = http(
+            "PATCH", thing + "/features/battery/desiredProperties", server.admin, {"mode": "eco"}
+        )
+        assert code == 204, body
+        deadline = time.monotonic() + 15
+        while True:  # the device applies it and reports it: the twin is in sync
+            code, body = http("GET", thing + "/delta", server.admin)
+            if json.loads(body).get("inSync") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == 200 and json.loads(body)["inSync"] is True, body
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_ledger_commands(tmp_path):
