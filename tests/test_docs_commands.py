@@ -47,6 +47,10 @@ Skipped, with the reason:
 * mqtt.md ``mosquitto_pub``: only when mosquitto_pub is not installed.
 * scenario.md's EUA block: only when the EUA dataset is absent (``TWINEDGE_DATASETS``).
 
+The four console transcripts (``$ twinedge ...`` and its output in a plain ``` block:
+scenario.md's bad.yaml, shared.yaml, big.yaml, api.md's serve.yaml) run on files made as
+their text describes and must print the documented lines.
+
 mqtt.md's ```python device is run too (its port substituted): it must answer a command
 and report a desired mode back until the twin is in sync.
 
@@ -72,6 +76,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.conftest import tiny_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("TWINEDGE_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -282,7 +289,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TE")}
+    env = {k: v for k, v in os.environ.items() if k != "TE" and not k.startswith("TE_")}
     env["PYTHONPATH"] = str(ROOT / "src")
     env["TE_STATUS_LOG"] = str(tmp_path / "status.log")
     env.update(extra)
@@ -576,3 +583,58 @@ def test_inline_benchmark_commands_name_real_options():
         assert p.returncode == 0, p.stderr
         for opt in options:
             assert opt in p.stdout, f"{script} --help does not list {opt}"
+
+
+# --- console transcripts: ``$ command`` and its output in a plain ``` block ---------------
+
+
+def transcripts() -> list[tuple[str, str, list[str]]]:
+    out = []
+    for doc in DOCS:
+        for m in re.finditer(r"^```\n(\$ .*?)^```", (ROOT / doc).read_text(), re.S | re.M):
+            lines = m.group(1).splitlines()
+            out.append((doc, lines[0][2:], lines[1:]))
+    return out
+
+
+def test_console_transcripts_show_what_the_commands_print(tmp_path):
+    """Each ``$ twinedge ...`` transcript, on a file made as its text describes, prints
+    the documented lines (only this machine's memory size is left out of the comparison)."""
+    example = yaml.safe_load(doc_block("docs/scenario.md", "yaml", "version: 1"))
+    bad = json.loads(json.dumps(example))
+    bad["infrastructure"]["nodes"][1]["cpu_ghz"] = -3
+    bad["entities"][0]["twin"]["latency_req_ms"] = "fast"
+    shared = json.loads(json.dumps(example))
+    shared["policies"]["placement"] = "os:system"
+    big = tiny_scenario()
+    big["entities"][0]["count"] = 1_000_000_000
+    serve = doc_block("docs/api.md", "yaml", "host: 127.0.0.1").replace(
+        "batch_max: 2000 ", "batch_max: abc  "
+    )
+    assert "batch_max: abc" in serve
+    files = {"bad.yaml": bad, "shared.yaml": shared, "big.yaml": big, "serve.yaml": serve}
+    for name, content in files.items():
+        (tmp_path / name).write_text(
+            content if isinstance(content, str) else yaml.safe_dump(content)
+        )
+    found = transcripts()
+    assert len(found) == 4, found
+    for doc, command, expected in found:
+        p = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # the serve configuration: "the exit status is 2"; validate: one line per problem
+        assert p.returncode == (2 if "serve" in command else 1) or (
+            "serve" not in command and p.returncode != 0
+        ), f"{doc}: {command} exited {p.returncode}"
+        got = (p.stdout + p.stderr).splitlines()
+        mask = re.compile(r"this machine has [\d.]+ [KMGT]B")
+        assert [mask.sub("...", x) for x in got] == [mask.sub("...", x) for x in expected], (
+            f"{doc}: {command}"
+        )
