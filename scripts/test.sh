@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need and run them:
 #   - Debian packages for the real servers the tests start themselves on 127.0.0.1
-#     (PostgreSQL, Mosquitto, Chromium), when missing and when we may install them;
+#     (PostgreSQL, Mosquitto, Chromium) and the MQTT command-line clients the docs use,
+#     when missing and when we may install them;
 #   - the package with its test extras;
 # then lint (ruff) and pytest (extra arguments are passed on).
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the docs' examples
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -414,6 +414,10 @@ def main() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+    # a policy named on the command line (`mypolicies:fn`) may live in the current folder,
+    # as with `python -m twinedge`; appended, so it never shadows an installed module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         rc = app(standalone_mode=False)
         # without standalone mode a raised typer.Exit comes back as the return value
