@@ -404,7 +404,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._depth = 0
         self._open: list[str | None] = []
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
@@ -427,12 +427,12 @@ class _GuardedLoader(yaml.SafeLoader):
             self._open.pop()
             self._depth -= 1
 
-    def compose_document(self) -> Any:  # type: ignore[override]
+    def compose_document(self) -> Any:
         node = super().compose_document()
         _check_expansion(node, self.limits)
         return node
 
-    def construct_yaml_int(self, node: Any) -> int:  # type: ignore[override]
+    def construct_yaml_int(self, node: Any) -> int:
         text = str(node.value).replace("_", "")
         try:
             _digits(text, self.limits)
