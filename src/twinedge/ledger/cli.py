@@ -92,7 +92,9 @@ def _user_errors(fn: F) -> F:
         except RecursionError:
             raise _fail("the input is nested too deeply to be read") from None
         except UnicodeError as exc:
-            raise _fail(f"the input is not valid Unicode text ({exc.reason})") from None
+            # only the decode/encode/translate subclasses carry a reason
+            reason = getattr(exc, "reason", None) or exc
+            raise _fail(f"the input is not valid Unicode text ({reason})") from None
 
     return wrapper  # type: ignore[return-value]
 
