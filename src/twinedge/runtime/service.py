@@ -54,7 +54,7 @@ from twinedge.runtime.things import ProblemError, bad_request, not_found
 
 log = logging.getLogger("twinedge.service")
 # a mutation: the new document (None: deleted), or it with its own RFC 6902 operations
-Mutator = Callable[[dict | None], dict | None | tuple[dict | None, list[dict]]]
+Mutator = Callable[[dict | None], dict | tuple[dict | None, list[dict]] | None]
 EVENT_SOURCE = "/twinedge"
 
 
