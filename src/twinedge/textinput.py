@@ -156,8 +156,9 @@ def _clip(text: str, n: int = 40) -> str:
 
 
 def _at(text: str | bytes, pos: int) -> tuple[int, int]:
-    nl = "\n" if isinstance(text, str) else b"\n"
-    return text.count(nl, 0, pos) + 1, pos - (text.rfind(nl, 0, pos) + 1) + 1  # type: ignore[arg-type]
+    if isinstance(text, str):
+        return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return text.count(b"\n", 0, pos) + 1, pos - (text.rfind(b"\n", 0, pos) + 1) + 1
 
 
 # --- bytes and files ------------------------------------------------------------------------

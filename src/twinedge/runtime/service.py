@@ -176,7 +176,8 @@ class TwinService:
         self.commit_latency_s: list[float] = []  # recent commit times, for /metrics
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=queue_max)
         self._subscriptions: set[Subscription] = set()
-        self._pending_commands: dict[str, asyncio.Future] = {}
+        # correlation id -> (the thing the command went to, its answer)
+        self._pending_commands: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="twinedge-writer")
         self._reader_pool = ThreadPoolExecutor(4, thread_name_prefix="twinedge-reader")
         self._writer_task: asyncio.Task | None = None
@@ -242,7 +243,7 @@ class TwinService:
             self._prune_task.cancel()
         for sub in list(self._subscriptions):
             sub.close("server shutting down")
-        for fut in self._pending_commands.values():
+        for _, fut in self._pending_commands.values():
             if not fut.done():
                 fut.set_exception(
                     ProblemError(503, "Service Unavailable", "the server is shutting down")
@@ -1263,9 +1264,8 @@ class TwinService:
         if not 0 < timeout_s <= 300:
             raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
         cid = uuid.uuid4().hex
-        fut = asyncio.get_running_loop().create_future()
-        fut.thing_id = thing_id  # type: ignore[attr-defined]
-        self._pending_commands[cid] = fut
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending_commands[cid] = (thing_id, fut)
         try:
             await self.outbound.publish_command(thing_id, subject, cid, payload)
             return await asyncio.wait_for(fut, timeout_s)
@@ -1282,8 +1282,11 @@ class TwinService:
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
         """A device answered; returns False for an unknown or expired correlation id, or
         one that was sent to another thing."""
-        fut = self._pending_commands.get(correlation_id)
-        if fut is None or fut.done() or getattr(fut, "thing_id", None) != thing_id:
+        pending = self._pending_commands.get(correlation_id)
+        if pending is None:
+            return False
+        sent_to, fut = pending
+        if fut.done() or sent_to != thing_id:
             return False
         fut.set_result(payload)
         return True
