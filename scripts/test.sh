@@ -4,7 +4,8 @@
 #     (PostgreSQL, Mosquitto, Chromium) and the MQTT command-line clients the docs use,
 #     when missing and when we may install them;
 #   - the package with its test extras;
-# then lint (ruff) and pytest (extra arguments are passed on).
+# then lint (ruff), type-check (mypy, configured in pyproject.toml) and pytest (extra
+# arguments are passed on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +33,5 @@ fi
 python3 -m pip install -q -e ".[test]"
 python3 -m ruff check src tests benchmarks examples
 python3 -m ruff format --check --quiet src tests benchmarks examples
+python3 -m mypy
 exec python3 -m pytest -q "$@"

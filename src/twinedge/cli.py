@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -67,6 +67,7 @@ def _run_many(
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeRemainingColumn,
     )
@@ -82,6 +83,10 @@ def _run_many(
     ) as bar:
         for p, m in combos:
             task = bar.add_task(f"{p}+{m}", total=steps)
+
+            def advance(k: int, t: TaskID = task) -> None:
+                bar.update(t, completed=k)
+
             recorder = None
             if ledger is not None:
                 from twinedge.engine.record import LedgerRecorder
@@ -99,7 +104,7 @@ def _run_many(
                 placement=p,
                 migration=m,
                 recorder=recorder,
-                progress=lambda k, t=task: bar.update(t, completed=k),
+                progress=advance,
             )
             results.append(res)
     return sc, seed, steps, results, recorders
@@ -229,7 +234,7 @@ def place(
     try:
         result = solve_placement(pol, problem, np.random.default_rng(seed))
     except InfeasibleError as e:
-        doc = {
+        failure: dict[str, Any] = {
             "status": "infeasible",
             "hosts": [],
             "objective_ms": None,
@@ -239,7 +244,7 @@ def place(
             "reason": str(e),
         }
         if as_json:
-            print(json.dumps(doc))
+            print(json.dumps(failure))
         else:
             err.print(f"infeasible: {e}")
         raise typer.Exit(3) from None
@@ -294,7 +299,7 @@ def scenario_show(
         }
     kinds = {k: int(np.count_nonzero(w.entity_kind == i)) for i, k in enumerate(w.kinds)}
     finite = w.ap_host_ms[np.isfinite(w.ap_host_ms)]
-    info = {
+    info: dict[str, Any] = {
         "name": sc.name,
         "bounds_m": [round(float(v), 1) for v in w.bounds_m],
         "tiers": tiers,
@@ -437,9 +442,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as e:
         # command-line usage errors (bad option values...) know how to show themselves
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(e.exit_code)
+        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
 
 

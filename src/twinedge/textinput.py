@@ -156,8 +156,9 @@ def _clip(text: str, n: int = 40) -> str:
 
 
 def _at(text: str | bytes, pos: int) -> tuple[int, int]:
-    nl = "\n" if isinstance(text, str) else b"\n"
-    return text.count(nl, 0, pos) + 1, pos - (text.rfind(nl, 0, pos) + 1) + 1  # type: ignore[arg-type]
+    if isinstance(text, str):
+        return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return text.count(b"\n", 0, pos) + 1, pos - (text.rfind(b"\n", 0, pos) + 1) + 1
 
 
 # --- bytes and files ------------------------------------------------------------------------
@@ -404,7 +405,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._depth = 0
         self._open: list[str | None] = []
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
@@ -427,12 +428,12 @@ class _GuardedLoader(yaml.SafeLoader):
             self._open.pop()
             self._depth -= 1
 
-    def compose_document(self) -> Any:  # type: ignore[override]
+    def compose_document(self) -> Any:
         node = super().compose_document()
         _check_expansion(node, self.limits)
         return node
 
-    def construct_yaml_int(self, node: Any) -> int:  # type: ignore[override]
+    def construct_yaml_int(self, node: Any) -> int:
         text = str(node.value).replace("_", "")
         try:
             _digits(text, self.limits)

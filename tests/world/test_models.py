@@ -116,3 +116,14 @@ def test_world_latency_of_one_entity_by_hand():
     # energy over one 1 s step: device p * t_up * 10 Hz; servers idle+(max-idle)*u
     assert res.summary["device_energy_j"] == pytest.approx(0.2 * up_ms / 1000 * 10)
     assert res.summary["server_energy_j"] == pytest.approx((100 + 200 * 0.5) + 1000)
+
+
+def test_a_node_with_x_m_alone_is_placed_by_its_lat_lon():
+    # x_m without y_m is no metre position: the schema takes lat/lon as the node's position
+    from twinedge.scenario.schema import NodeSpec
+    from twinedge.world.build import _node_xy
+
+    n = NodeSpec(id="a", tier="edge", x_m=5.0, lat=48.1, lon=11.6)
+    assert _node_xy(n, (48.0, 11.5)) == pytest.approx(
+        tuple(latlon_to_xy_m(np.array([48.1]), np.array([11.6]), 48.0, 11.5)[0])
+    )

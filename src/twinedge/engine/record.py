@@ -112,7 +112,7 @@ class LedgerRecorder:
     def step_end(self, k: int, t_s: float, world: World, state: SimState) -> None:
         self._flush()
         if self.checkpoint_every and (k + 1) % self.checkpoint_every == 0:
-            self.checkpoints = self.ledger.checkpoint_all(witness=True)
+            self.checkpoints = self._open(world).checkpoint_all(witness=True)
 
     def end(self, t_s: float, world: World, server_energy_j: np.ndarray) -> None:
         ld = self._open(world)

@@ -253,10 +253,10 @@ def _check_domains(
     # a log never witnesses itself: such a record is in a copy of another domain's log
     recs = [r for r in recs if ld.witnessed_domain(r) != r.witness]
     for r in recs:
-        d = ld.witnessed_domain(r)
-        where = f"{ld.path}/{d}"
+        wd = ld.witnessed_domain(r)
+        where = f"{ld.path}/{wd}"
         label = f"{ld.path}/{r.witness} entry {r.index}"
-        if d is None or d not in ld.domains:
+        if wd is None or wd not in ld.domains:
             rep.issues.append(
                 AuditIssue(
                     REPLACED,
@@ -266,23 +266,23 @@ def _check_domains(
                 )
             )
             continue
-        log = readable.get(d)
-        if log is None:
+        wlog = readable.get(wd)
+        if wlog is None:
             continue  # reported as unreadable
-        if log.domain == d and log.origin != r.origin:
+        if wlog.domain == wd and wlog.origin != r.origin:
             rep.issues.append(
                 AuditIssue(
                     REPLACED,
                     r.origin,
-                    f"{where} has origin {log.origin!r}, but {label} witnessed it as "
+                    f"{where} has origin {wlog.origin!r}, but {label} witnessed it as "
                     f"{r.origin!r}: the log was replaced",
                 )
             )
-        if d not in key_reported:
-            key_reported.add(d)  # one comparison per domain
-            pins = LedgerDir.pins([x for x in recs if ld.witnessed_domain(x) == d])
+        if wd not in key_reported:
+            key_reported.add(wd)  # one comparison per domain
+            pins = LedgerDir.pins([x for x in recs if ld.witnessed_domain(x) == wd])
             try:
-                pub: Verifier | None = ld.verifier(d)
+                pub: Verifier | None = ld.verifier(wd)
             except LedgerError:
                 pub = None  # reported while gathering
             for first, v in pins.values():
@@ -292,7 +292,7 @@ def _check_domains(
                             KEY_MISMATCH,
                             r.origin,
                             f"{where}/key.pub is not the key pinned when {first.witness!r} "
-                            f"first witnessed {d!r} (entry {first.index}): the signing key "
+                            f"first witnessed {wd!r} (entry {first.index}): the signing key "
                             "was substituted",
                         )
                     )
@@ -301,9 +301,9 @@ def _check_domains(
             cp = open_checkpoint(r.checkpoint, trusted.get(r.origin, []))
         except LedgerError:
             continue  # reported by the signature check
-        if log.domain != d or log.origin != cp.origin:
+        if wlog.domain != wd or wlog.origin != cp.origin:
             continue  # reported as replaced; a proof against another log means nothing
-        _guard(rep, cp.origin, _check_witnessed, rep, ld, d, log, cp, label, trusted)
+        _guard(rep, cp.origin, _check_witnessed, rep, ld, wd, wlog, cp, label, trusted)
 
 
 def _check_latest(

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -43,7 +43,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 #: Largest input ``append`` reads (a file or stdin), in bytes.
 MAX_INPUT_BYTES = 256 << 20
 #: Largest entry ``append`` accepts, in bytes of canonical JSON.
@@ -72,11 +73,11 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _user_errors(fn: F) -> F:
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn TwinedgeError / sqlite3.Error / OSError into one ``error:`` line, exit code 2."""
 
     @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except TwinedgeError as exc:
@@ -92,9 +93,11 @@ def _user_errors(fn: F) -> F:
         except RecursionError:
             raise _fail("the input is nested too deeply to be read") from None
         except UnicodeError as exc:
-            raise _fail(f"the input is not valid Unicode text ({exc.reason})") from None
+            # only the decode/encode/translate subclasses carry a reason
+            reason = getattr(exc, "reason", None) or exc
+            raise _fail(f"the input is not valid Unicode text ({reason})") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _echo_json(obj: Any) -> None:

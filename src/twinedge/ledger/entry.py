@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
     encode_basestring,
@@ -60,14 +60,16 @@ def _no_default(o: object) -> Any:
 
 # The C encoder built once (json.dumps rebuilds it on every call, which costs ~30% of an
 # append).  Falls back to the pure-Python encoder where the C accelerator is missing.
+_encoder: Callable[[Any], str]
 if c_make_encoder is not None:  # pragma: no branch
     _c_encode = c_make_encoder(
         None, _no_default, encode_basestring, None, ":", ",", True, False, False
     )
 
-    def _encoder(value: Any) -> str:
+    def _c_encoder(value: Any) -> str:
         return "".join(_c_encode(value, 0))
 
+    _encoder = _c_encoder
 else:  # pragma: no cover
     _encoder = json.JSONEncoder(
         ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")

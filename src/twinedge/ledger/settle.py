@@ -167,8 +167,11 @@ class PriceTable:
                         f"{where}.{f} is {_show(str(v))}; a price must be below "
                         f"10^{_MAX_PRICE_DIGITS}"
                     )
-                if v.as_tuple().exponent < -_MAX_PRICE_PLACES and v != v.quantize(
-                    Decimal(1).scaleb(-_MAX_PRICE_PLACES), context=_CTX
+                exponent = v.as_tuple().exponent  # an int: _dec returns finite numbers only
+                if (
+                    isinstance(exponent, int)
+                    and exponent < -_MAX_PRICE_PLACES
+                    and v != v.quantize(Decimal(1).scaleb(-_MAX_PRICE_PLACES), context=_CTX)
                 ):
                     raise LedgerError(
                         f"{where}.{f} has more than {_MAX_PRICE_PLACES} decimal places"

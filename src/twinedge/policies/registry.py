@@ -39,7 +39,7 @@ def _hint(registry: Mapping[str, type], kind: str = "") -> str:
     return f"use one of {names} or an import path of the form 'package.module:function_or_class'"
 
 
-def _instantiate(cls: type, params: dict[str, Any], kind: str, label: str) -> Any:
+def _instantiate(cls: type[Any], params: dict[str, Any], kind: str, label: str) -> Any:
     try:
         return cls(**params)
     except TypeError as exc:
@@ -70,13 +70,13 @@ def resolve(spec: str, registry: Mapping[str, type], kind: str, **params: Any) -
         if plugin is None:
             raise PolicyError(f"unknown {kind} policy {spec!r}; {_hint(registry, kind)}")
         try:
-            obj = plugin.load()
+            loaded = plugin.load()
         except Exception as exc:
             raise PolicyError(
                 f"cannot load plug-in {kind} policy {spec!r} ({plugin.value}, entry point "
                 f"group {plugin.group!r}): {type(exc).__name__}: {exc}"
             ) from exc
-        return _ready(obj, params, kind, spec)
+        return _ready(loaded, params, kind, spec)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise PolicyError(f"malformed {kind} policy {spec!r}; {_hint(registry, kind)}")

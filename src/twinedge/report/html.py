@@ -98,7 +98,8 @@ def _map(r: RunResult) -> str:
         idx = np.flatnonzero(w.node_tier == code)
         idx = idx[np.all((w.node_xy_m[idx] >= lo - 1) & (w.node_xy_m[idx] <= hi + 1), axis=1)]
         if idx.size:
-            ax.scatter(*w.node_xy_m[idx].T, s=size, marker=marker, c=color, label=name, zorder=2)
+            xy = w.node_xy_m[idx]
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, marker=marker, c=color, label=name, zorder=2)
     trails = r.metrics.trails
     for k in range(trails.shape[1]):
         ax.plot(trails[:, k, 0], trails[:, k, 1], lw=0.8, alpha=0.8, zorder=3)

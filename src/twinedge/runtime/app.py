@@ -209,7 +209,7 @@ class _HttpServer(uvicorn.Server):
 
     service: TwinService | None = None
 
-    async def shutdown(self, sockets=None):  # type: ignore[override]
+    async def shutdown(self, sockets=None):
         if self.service is not None:
             from twinedge.runtime.api import close_event_streams
 
@@ -217,7 +217,7 @@ class _HttpServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self):
         with super().capture_signals():
             try:
                 yield

@@ -38,7 +38,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from twinedge.runtime.things import ProblemError, escape_token, unescape_token
 from twinedge.textinput import TextInputError, check_text
@@ -461,19 +461,17 @@ def parse(text: str) -> Node:
 
 
 def _eq(v: Any, want: Scalar) -> bool:
-    kind = value_kind(want)
-    if value_kind(v) != kind:
+    if value_kind(v) != value_kind(want):
         return False
-    if kind in (K_NUM, K_BOOL):
-        return num_value(v) == num_value(want)  # type: ignore[arg-type]
+    if isinstance(want, int | float):  # a number or a boolean: as the index stores it
+        return num_value(v) == num_value(want)
     return v == want
 
 
-def _cmp(op: str, v: Any, want: Scalar) -> bool:
-    kind = value_kind(want)
-    if value_kind(v) != kind:
-        return False
-    a, b = (num_value(v), num_value(want)) if kind == K_NUM else (v, want)  # type: ignore[arg-type]
+_Ordered = TypeVar("_Ordered", float, str)
+
+
+def _in_order(op: str, a: _Ordered, b: _Ordered) -> bool:
     if op == "gt":
         return a > b
     if op == "ge":
@@ -481,6 +479,17 @@ def _cmp(op: str, v: Any, want: Scalar) -> bool:
     if op == "lt":
         return a < b
     return a <= b
+
+
+def _cmp(op: str, v: Any, want: Scalar) -> bool:
+    if value_kind(v) != value_kind(want):
+        return False
+    if isinstance(want, str):
+        return _in_order(op, v, want)
+    if want is None:  # the parser allows only numbers and strings here
+        raise TypeError(f"{op!r} compares numbers or strings, not null")
+    # a number (or a boolean: False < True either way)
+    return _in_order(op, num_value(v), num_value(want))
 
 
 def evaluate(node: Node, thing: dict[str, Any]) -> bool:
@@ -758,8 +767,8 @@ class _Compiler:
                 f"AND fy.num BETWEEN {self.p(ylo)} AND {self.p(yhi)}"
             )
             sq = []
-            for col, centre in (("fx.num", node.x), ("fy.num", node.y)):
-                d = [f"({col} - {self.p(centre)})" for _ in range(3)]  # a parameter each
+            for axis, centre in (("fx.num", node.x), ("fy.num", node.y)):
+                d = [f"({axis} - {self.p(centre)})" for _ in range(3)]  # a parameter each
                 sq.append(f"(CASE WHEN abs{d[0]} < {TINY!r} THEN 0.0 ELSE {d[1]} * {d[2]} END)")
             exact = (
                 f"(CASE WHEN {box_again} THEN {sq[0]} + {sq[1]} <= {self.p(node.r * node.r)} "

@@ -53,7 +53,8 @@ from twinedge.runtime.store.base import (
 from twinedge.runtime.things import ProblemError, bad_request, not_found
 
 log = logging.getLogger("twinedge.service")
-Mutator = Callable[[dict | None], dict | None]
+# a mutation: the new document (None: deleted), or it with its own RFC 6902 operations
+Mutator = Callable[[dict | None], dict | tuple[dict | None, list[dict]] | None]
 EVENT_SOURCE = "/twinedge"
 
 
@@ -89,7 +90,7 @@ class _Op:
     # an exclusive step (groups, credentials): runs alone, after everything queued before
     # it is committed and before anything queued after it is applied
     barrier: Callable[[], Awaitable[Any]] | None = None
-    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+    future: asyncio.Future[_Result] = field(init=False)  # set by _submit before queueing
 
 
 @dataclass
@@ -97,6 +98,12 @@ class _Result:
     thing: dict | None
     created: bool
     changed: bool
+
+    def document(self) -> dict:
+        """The thing after an op whose mutator never deletes it."""
+        if self.thing is None:
+            raise AssertionError("the mutation deleted the thing")
+        return self.thing
 
 
 class Subscription:
@@ -164,11 +171,13 @@ class TwinService:
         self.outbound: Outbound | None = None
         self.things: dict[str, dict] = {}
         self.groups: dict[str, tuple[GroupSpec, rql.Node | None, set[str]]] = {}
-        self.metrics: Counter = Counter()
+        self.metrics: Counter[str] = Counter()  # event counts, by name[:label]
+        self.commit_seconds_total = 0.0  # time spent in store commits, for /metrics
         self.commit_latency_s: list[float] = []  # recent commit times, for /metrics
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=queue_max)
         self._subscriptions: set[Subscription] = set()
-        self._pending_commands: dict[str, asyncio.Future] = {}
+        # correlation id -> (the thing the command went to, its answer)
+        self._pending_commands: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="twinedge-writer")
         self._reader_pool = ThreadPoolExecutor(4, thread_name_prefix="twinedge-reader")
         self._writer_task: asyncio.Task | None = None
@@ -209,7 +218,9 @@ class TwinService:
             )
         self._writer_task = asyncio.create_task(self._writer(), name="twinedge-writer")
         if self.retention_s:
-            self._prune_task = asyncio.create_task(self._prune_loop(), name="twinedge-prune")
+            self._prune_task = asyncio.create_task(
+                self._prune_loop(self.retention_s), name="twinedge-prune"
+            )
 
     def _all_members(self, domain: str, name: str) -> list[str]:
         out, cursor = [], None
@@ -232,7 +243,7 @@ class TwinService:
             self._prune_task.cancel()
         for sub in list(self._subscriptions):
             sub.close("server shutting down")
-        for fut in self._pending_commands.values():
+        for _, fut in self._pending_commands.values():
             if not fut.done():
                 fut.set_exception(
                     ProblemError(503, "Service Unavailable", "the server is shutting down")
@@ -399,7 +410,7 @@ class TwinService:
             dt = time.perf_counter() - t0
             self.commit_latency_s.append(dt)
             self.metrics["commits_total"] += 1
-            self.metrics["commit_seconds_total"] += dt
+            self.commit_seconds_total += dt
             if len(self.commit_latency_s) > 1000:
                 del self.commit_latency_s[:500]
             for tid, doc in work.items():
@@ -411,13 +422,13 @@ class TwinService:
                 self.groups[key][2].clear()
                 self.groups[key][2].update(members)
             self.namespaces.update(claims)
-        for op, res in results:
-            if isinstance(res, ProblemError):
+        for op, outcome in results:
+            if isinstance(outcome, ProblemError):
                 self.metrics[f"rejected_total:{op.source}"] += 1
                 if not op.future.done():
-                    op.future.set_exception(res)
+                    op.future.set_exception(outcome)
             elif not op.future.done():
-                op.future.set_result(res)
+                op.future.set_result(outcome)
         for ch, old in zip(changes, olds, strict=True):
             self.metrics[f"updates_total:{ch.source}"] += 1
             self._publish(ch, old)
@@ -509,7 +520,9 @@ class TwinService:
                     f"thing {op.thing_id} would be larger than {MAX_THING_BYTES // 1000} kB",
                 )
         revision = (cur["_revision"] if cur else 0) + 1
-        domain = (cur or new)["_domain"]
+        base = cur or new
+        assert base is not None  # a mutation of nothing into nothing was refused above
+        domain = base["_domain"]
         if new is not None:
             new["_revision"] = revision
             new["_modified"] = stamp
@@ -683,7 +696,7 @@ class TwinService:
             )
         parts = split_token(token)
         key = await self._read(self.store.get_api_key, parts[0]) if parts else None
-        if key is None or not check_token_secret(parts[1], key.secret_hash):
+        if parts is None or key is None or not check_token_secret(parts[1], key.secret_hash):
             raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
         return Principal(key.key_id, key.domain or None, key.role, "key")
 
@@ -833,7 +846,11 @@ class TwinService:
             await self._grants(p.domain)
         old = await self._read(self.store.thing_at, thing_id, revision=revision, at=at)
         if old is None or not self._visible(p, old):
-            when = f"revision {revision}" if revision is not None else f"time {rfc3339(at)}"
+            when = (
+                f"revision {revision}"
+                if revision is not None or at is None
+                else f"time {rfc3339(at)}"
+            )
             raise not_found(
                 f"thing {thing_id} did not exist at {when}, its history was pruned, "
                 f"or it is not visible to key {p.id!r}"
@@ -1008,7 +1025,7 @@ class TwinService:
 
         op = _Op(thing_id, mutate, p, "http", if_match, if_none_match, domain=domain)
         res = await self._submit(op)
-        return res.thing, res.created
+        return res.document(), res.created
 
     def _foreign_namespace(self, p: Principal, ns: str, owner: str) -> ProblemError:
         if p.domain is None:
@@ -1099,7 +1116,7 @@ class TwinService:
                 content["thingId"] = thing_id
             return _with_meta(content, cur)
 
-        return (await self._submit(_Op(thing_id, mutate, p, source, if_match))).thing
+        return (await self._submit(_Op(thing_id, mutate, p, source, if_match))).document()
 
     async def put_path(
         self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None
@@ -1124,7 +1141,7 @@ class TwinService:
             return _with_meta(content, cur)
 
         res = await self._submit(_Op(thing_id, mutate, p, "http", if_match))
-        return res.thing, created["v"]
+        return res.document(), created["v"]
 
     async def delete(
         self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None
@@ -1187,7 +1204,7 @@ class TwinService:
         if things.too_deep(payload, things.MAX_DEPTH - 3):
             raise bad_request(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
 
-        def mutate(cur: dict | None) -> dict | None:
+        def mutate(cur: dict | None) -> tuple[dict, list[dict]]:
             if cur is None:
                 raise not_found(f"thing {thing_id} is not registered")
             # copy only what changes: the thing, its features map and the touched features
@@ -1220,7 +1237,7 @@ class TwinService:
             return new, ops
 
         res = await self._submit(_Op(thing_id, mutate, principal, "mqtt", validate=False))
-        return res.thing["_revision"]
+        return res.document()["_revision"]
 
     async def set_host(self, thing_id: str, host: str | None) -> dict:
         """The orchestrator moved the twin to ``host``."""
@@ -1232,7 +1249,7 @@ class TwinService:
             new["_host"] = host
             return new
 
-        return (await self._submit(_Op(thing_id, mutate, SYSTEM, "orchestrator"))).thing
+        return (await self._submit(_Op(thing_id, mutate, SYSTEM, "orchestrator"))).document()
 
     # ------------------------------------------------------------------ commands
     async def send_command(
@@ -1247,9 +1264,8 @@ class TwinService:
         if not 0 < timeout_s <= 300:
             raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
         cid = uuid.uuid4().hex
-        fut = asyncio.get_running_loop().create_future()
-        fut.thing_id = thing_id  # type: ignore[attr-defined]
-        self._pending_commands[cid] = fut
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending_commands[cid] = (thing_id, fut)
         try:
             await self.outbound.publish_command(thing_id, subject, cid, payload)
             return await asyncio.wait_for(fut, timeout_s)
@@ -1266,8 +1282,11 @@ class TwinService:
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
         """A device answered; returns False for an unknown or expired correlation id, or
         one that was sent to another thing."""
-        fut = self._pending_commands.get(correlation_id)
-        if fut is None or fut.done() or getattr(fut, "thing_id", None) != thing_id:
+        pending = self._pending_commands.get(correlation_id)
+        if pending is None:
+            return False
+        sent_to, fut = pending
+        if fut.done() or sent_to != thing_id:
             return False
         fut.set_result(payload)
         return True
@@ -1378,11 +1397,11 @@ class TwinService:
         await self._exclusive(p, f"group:{key}", run)
 
     # ------------------------------------------------------------------ operations
-    async def _prune_loop(self) -> None:
+    async def _prune_loop(self, retention_s: float) -> None:
         while True:
             await asyncio.sleep(60)
             with contextlib.suppress(Exception):
-                n = await self._read(self.store.prune_history, self.clock() - self.retention_s)
+                n = await self._read(self.store.prune_history, self.clock() - retention_s)
                 self.metrics["history_pruned_total"] += n
 
     async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:

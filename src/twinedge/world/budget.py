@@ -90,16 +90,16 @@ def declared_sizes(sc: Scenario, steps: int | None = None) -> tuple[Sizes, dict[
         hosts += sites + infra.eua.regions + 1
         node_field = "infrastructure.eua.sites_csv"
     entities, rows, biggest, ent_field = 0, 0, -1, "entities"
-    for i, g in enumerate(sc.entities):
-        if g.count is not None:
-            n, f = g.count, f"entities[{i}].count"
-        elif g.positions_m is not None:
-            n, f = len(g.positions_m), f"entities[{i}].positions_m"
-        elif g.positions_csv is not None:
-            n, f = _lines(g.positions_csv), f"entities[{i}].positions_csv"
+    for i, grp in enumerate(sc.entities):
+        if grp.count is not None:
+            n, f = grp.count, f"entities[{i}].count"
+        elif grp.positions_m is not None:
+            n, f = len(grp.positions_m), f"entities[{i}].positions_m"
+        elif grp.positions_csv is not None:
+            n, f = _lines(grp.positions_csv), f"entities[{i}].positions_csv"
         else:
-            assert isinstance(g.mobility, Trace)
-            r = _lines(g.mobility.file)
+            assert isinstance(grp.mobility, Trace)
+            r = _lines(grp.mobility.file)
             rows += r
             n, f = 1, f"entities[{i}].mobility.file"
         entities += n

@@ -11,7 +11,6 @@ from scipy.cluster.vq import kmeans2
 from twinedge.errors import ScenarioError
 from twinedge.scenario.schema import (
     CityGenerator,
-    EntityGroup,
     EuaSites,
     NodeSpec,
     Scenario,
@@ -120,13 +119,14 @@ def _city(gen: CityGenerator, nodes: _Nodes, rng: np.random.Generator) -> np.nda
 
 
 def _eua_sites(
-    eua: EuaSites, origin: tuple[float, float], nodes: _Nodes, rng: np.random.Generator
+    eua: EuaSites, origin: tuple[float, float] | None, nodes: _Nodes, rng: np.random.Generator
 ) -> None:
     pts, is_ll, rows = _read_points(eua.sites_csv)
     if not is_ll:
         raise ScenarioError(
             [f"{eua.sites_csv}: expected EUA site columns SITE_ID,LATITUDE,LONGITUDE"]
         )
+    assert origin is not None  # without a configured origin, _origin averages these sites
     xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin)
     n = len(rows)
     site_ids = [r.get("site_id") or str(i + 1) for i, r in enumerate(rows)]
@@ -214,9 +214,13 @@ def _origin(sc: Scenario) -> tuple[float, float] | None:
 
 
 def _node_xy(n: NodeSpec, origin: tuple[float, float] | None) -> tuple[float, float]:
-    if n.x_m is not None:
+    if n.x_m is not None and n.y_m is not None:
         return n.x_m, n.y_m
-    return tuple(latlon_to_xy_m(n.lat, n.lon, *origin)[0])
+    # the schema's other choice: lat and lon, which also give _origin its points
+    if n.lat is None or n.lon is None or origin is None:
+        raise ScenarioError([f"node {n.id!r} has no position (x_m and y_m, or lat and lon)"])
+    x, y = latlon_to_xy_m(np.array([n.lat]), np.array([n.lon]), *origin)[0]
+    return float(x), float(y)
 
 
 def build_world(sc: Scenario, rng: np.random.Generator) -> World:
@@ -288,12 +292,12 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     check_connected(paths, access, nodes.ids, hosts)
 
     # entities
-    if bounds is None and sc.area_m is None:
+    if sc.area_m is not None:
+        bounds = np.array([0.0, 0.0, *sc.area_m])
+    elif bounds is None:
         lo, hi = xy[access].min(0), xy[access].max(0)
         pad = 0.05 * np.maximum(hi - lo, 100.0)
         bounds = np.concatenate([lo - pad, hi + pad])
-    if sc.area_m is not None:
-        bounds = np.array([0.0, 0.0, *sc.area_m])
     groups = _entities(sc, bounds, origin, rng)
     ent = {k: np.concatenate([g[k] for g in groups]) for k in groups[0] if k not in ("mobility",)}
     kinds = sorted({g.kind for g in sc.entities})
@@ -310,9 +314,9 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     mobility = []
     start = 0
     for g in groups:
-        n = len(g["xy"])
-        mobility.append((slice(start, start + n), g["mobility"]))
-        start += n
+        count = len(g["xy"])
+        mobility.append((slice(start, start + count), g["mobility"]))
+        start += count
     return World(
         name=sc.name,
         bounds_m=np.asarray(bounds, dtype=float),
@@ -353,11 +357,12 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
     )
 
 
-def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator) -> list[dict]:
+def _entities(
+    sc: Scenario, bounds: np.ndarray, origin: tuple[float, float] | None, rng: np.random.Generator
+) -> list[dict]:
     out = []
     lo, hi = bounds[:2], bounds[2:]
     for gi, g in enumerate(sc.entities):
-        g: EntityGroup
         trace = None
         if g.count is not None:
             n = g.count
@@ -369,7 +374,11 @@ def _entities(sc: Scenario, bounds: np.ndarray, origin, rng: np.random.Generator
             ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
         elif g.positions_csv is not None:
             pts, is_ll, _ = _read_points(g.positions_csv)
-            xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin) if is_ll else pts
+            if is_ll:
+                assert origin is not None  # without a configured origin, _origin averages these
+                xy = latlon_to_xy_m(pts[:, 0], pts[:, 1], *origin)
+            else:
+                xy = pts
             n = len(xy)
             ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
         else:

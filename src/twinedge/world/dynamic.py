@@ -67,7 +67,7 @@ class SimContext:
     # --- models ------------------------------------------------------------------------
     def latency_ms(
         self,
-        twins: np.ndarray,
+        twins: np.ndarray | slice,  # indexes of twins, or slice(None) for all
         hosts: np.ndarray,
         ap: np.ndarray | None = None,
         uplink_ms: np.ndarray | None = None,

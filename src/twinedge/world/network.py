@@ -42,9 +42,9 @@ def _rule_links(
         return []
     tree = cKDTree(xy[dst])
     kk = min(k + (1 if skip_self else 0), dst.size)
-    dist, idx = tree.query(xy[src], k=kk)
-    dist = dist.reshape(src.size, -1)
-    idx = idx.reshape(src.size, -1)
+    dist, idx = tree.query(xy[src], k=kk)  # arrays: the query holds several points
+    dist = np.asarray(dist).reshape(src.size, -1)
+    idx = np.asarray(idx).reshape(src.size, -1)
     out = []
     for row, s in enumerate(src):
         taken = 0

@@ -88,8 +88,8 @@ class World:
 
     def attach(self, xy_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest access point (index into ``access``) and its distance in m, per entity."""
-        dist, idx = self._ap_tree.query(xy_m, workers=-1)
-        return idx.astype(np.int64), dist
+        dist, idx = self._ap_tree.query(xy_m, workers=-1)  # arrays: one per entity
+        return np.asarray(idx).astype(np.int64), np.asarray(dist)
 
     def uplink_ms(self, dist_m: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Time to send one update from each entity to its access point (ms)."""

@@ -216,8 +216,7 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
             res_cpu[dst] -= cpu[t]
             res_mem[dst] -= mem[t]
 
-    for i in todo:
-        i = int(i)
+    for i in map(int, todo):
         one = _eject_one(problem, i, hosts, res_cpu, res_mem, max_hosts)
         if one is not None:
             _, j, k, h = one
@@ -228,15 +227,13 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
         # chain of two: eject k from j (i takes its place), then place k by one ejection
         row = problem.latency_ms[i]
         placed = False
-        for j in np.argsort(row, kind="stable")[: min(max_hosts, 10)]:
-            j = int(j)
+        for j in map(int, np.argsort(row, kind="stable")[: min(max_hosts, 10)]):
             if not np.isfinite(row[j]):
                 break
             on_j = np.flatnonzero(hosts == j)
             need_c, need_m = cpu[i] - res_cpu[j], mem[i] - res_mem[j]
             ks = on_j[(cpu[on_j] + _EPS >= need_c) & (mem[on_j] + _EPS >= need_m)]
-            for k in ks[np.argsort(cpu[ks] + mem[ks], kind="stable")][:8]:
-                k = int(k)
+            for k in map(int, ks[np.argsort(cpu[ks] + mem[ks], kind="stable")][:8]):
                 move(k, -1)
                 move(i, j)
                 two = _eject_one(problem, k, hosts, res_cpu, res_mem, max_hosts, forbid=j)

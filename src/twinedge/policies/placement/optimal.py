@@ -132,7 +132,8 @@ def _solve_lp(problem: PlacementProblem, pairs: _Pairs, time_limit_s: float, row
         caps.append(problem.capacity_mem_gb)
     a_ub = sp.vstack(blocks, format="csr")
     cost = problem.latency_ms[pairs.twin, pairs.host]
-    return linprog(
+    # scipy-stubs lets A_ub/A_eq be dense only; the HiGHS methods take sparse arrays as well
+    return linprog(  # type: ignore[call-overload]
         cost,
         A_ub=a_ub,
         b_ub=np.concatenate(caps),
@@ -238,10 +239,11 @@ def _sub_milp(
         warnings.filterwarnings("ignore", message="Unrecognized options", category=Warning)
         res = milp(
             problem.latency_ms[pair_twin, pair_host],
-            integrality=np.ones(p),
+            integrality=np.ones(p, dtype=np.uint8),
             bounds=Bounds(0, 1),
             constraints=LinearConstraint(a, lo, hi),
-            options=options,
+            # scipy-stubs list scipy's own options only; scipy hands objective_bound to HiGHS
+            options=options,  # type: ignore[arg-type]
         )
     dual = getattr(res, "mip_dual_bound", None)
     dual = float(dual) if dual is not None and np.isfinite(dual) else -np.inf

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from twinedge import textinput
-from twinedge.runtime.api.problems import problem
+from twinedge.runtime.api.problems import invalid_params, problem
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.service import MAX_TIME_S, MIN_TIME_S, TwinService
 from twinedge.runtime.things import JSON_LIMITS, escape_token
@@ -182,9 +182,9 @@ def parse_time(name: str, value: str | None) -> float | None:
     if t is not None and not MIN_TIME_S <= t < MAX_TIME_S:
         raise problem(
             400,
-            f"query parameter {name!r}: {shorten(value)!r} lies outside the times the service keeps; "
+            f"query parameter {name!r}: {shorten(value or '')!r} lies outside the times the service keeps; "
             "use a time from 0001-01-01T00:00:00Z up to 5000-01-01T00:00:00Z",
-            **{"invalid-params": [{"name": name, "in": "query", "reason": "out of range"}]},
+            **invalid_params({"name": name, "in": "query", "reason": "out of range"}),
         )
     return t
 
@@ -207,7 +207,7 @@ def _parse_time(name: str, value: str | None) -> float | None:
             400,
             f"query parameter {name!r}: {shorten(value)!r} is not a time; use RFC 3339 "
             "(2024-05-01T12:00:00Z) or unix seconds",
-            **{"invalid-params": [{"name": name, "in": "query", "reason": "not a time"}]},
+            **invalid_params({"name": name, "in": "query", "reason": "not a time"}),
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)

@@ -48,13 +48,15 @@ class ServiceCollector:
         s = self.service
         plain: dict[str, float] = {}
         labelled: dict[str, dict[str, float]] = {b: {} for b in _LABELLED}
-        for key, value in list(s.metrics.items()):
+        for key, count in list(s.metrics.items()):
             name, _, label = key.partition(":")
             base = name.removesuffix("_total")
             if label or base in _LABELLED:
-                labelled.setdefault(base, {})[label] = labelled.get(base, {}).get(label, 0) + value
+                labelled.setdefault(base, {})[label] = labelled.get(base, {}).get(label, 0) + count
             else:
-                plain[base] = plain.get(base, 0) + value
+                plain[base] = plain.get(base, 0) + count
+        if "commits_total" in s.metrics:  # as long as there was a commit to time
+            plain["commit_seconds"] = s.commit_seconds_total
         for base in _ALWAYS:
             plain.setdefault(base, 0)
         for base, value in sorted(plain.items()):
@@ -77,15 +79,15 @@ class ServiceCollector:
             "twinedge_writer_queue_depth", "Mutations waiting for the writer", value=s.queue_depth
         )
         window = sorted(s.commit_latency_s)
-        fam = GaugeMetricFamily(
+        quantiles = GaugeMetricFamily(
             "twinedge_commit_latency_seconds",
             "Store commit (group commit of one batch) latency over the last <=1000 commits",
             labels=["quantile"],
         )
         if window:
             for q in (0.5, 0.9, 0.99, 1.0):
-                fam.add_metric([str(q)], window[min(len(window) - 1, int(q * len(window)))])
-        yield fam
+                quantiles.add_metric([str(q)], window[min(len(window) - 1, int(q * len(window)))])
+        yield quantiles
         yield GaugeMetricFamily(
             "twinedge_commit_latency_window",
             "Number of commits in the twinedge_commit_latency_seconds window",

@@ -57,6 +57,12 @@ _TITLES = {
 }
 
 
+def invalid_params(*params: dict[str, str]) -> dict[str, Any]:
+    """The ``invalid-params`` member of a problem, as keyword arguments for :func:`problem`:
+    each ``{"name", "in", "reason"}``."""
+    return {"invalid-params": list(params)}
+
+
 def problem(status: int, detail: str, *, pointer: str | None = None, **extra: Any) -> ProblemError:
     """A :class:`ProblemError` with the standard title of ``status``."""
     return ProblemError(status, _TITLES.get(status, "Error"), detail, pointer=pointer, **extra)

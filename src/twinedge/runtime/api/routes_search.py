@@ -20,7 +20,7 @@ from twinedge.runtime.api.models import (
     problem_responses,
     request_body,
 )
-from twinedge.runtime.api.problems import problem
+from twinedge.runtime.api.problems import invalid_params, problem
 from twinedge.runtime.store.sql_common import MAX_SORT_KEYS
 
 router = APIRouter(prefix="/api/2", responses=COMMON_RESPONSES)
@@ -47,18 +47,16 @@ def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
                 400,
                 f"query parameter 'sort': {raw!r} names no field; use +field or -field, "
                 "comma-separated (e.g. +attributes/name,-_modified)",
-                **{"invalid-params": [{"name": "sort", "in": "query", "reason": "empty field"}]},
+                **invalid_params({"name": "sort", "in": "query", "reason": "empty field"}),
             )
         out.append((field, ascending))
     if len(out) > MAX_SORT_KEYS:
         raise problem(
             400,
             f"query parameter 'sort': at most {MAX_SORT_KEYS} fields, got {len(out)}",
-            **{
-                "invalid-params": [
-                    {"name": "sort", "in": "query", "reason": f"more than {MAX_SORT_KEYS} fields"}
-                ]
-            },
+            **invalid_params(
+                {"name": "sort", "in": "query", "reason": f"more than {MAX_SORT_KEYS} fields"}
+            ),
         )
     return out
 
@@ -140,7 +138,7 @@ async def aggregate_things(
         raise problem(
             400,
             "query parameter 'groupBy' is empty; name a field such as attributes/kind",
-            **{"invalid-params": [{"name": "groupBy", "in": "query", "reason": "empty"}]},
+            **invalid_params({"name": "groupBy", "in": "query", "reason": "empty"}),
         )
     rows = await service.aggregate(p, filter=filter or None, group_by=group_by, fn=fn, field=fld)
     return {"groupBy": group_by, "fn": fn, "field": fld, "items": rows}

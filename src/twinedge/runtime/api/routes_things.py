@@ -134,7 +134,7 @@ async def preconditions(
             raise
         cur = None
     out: dict[str, Any] = {}
-    if im is not None:
+    if im is not None and im_header is not None:  # the one implies the other
         if cur is None:
             if tokens:
                 return {}  # the service answers 404

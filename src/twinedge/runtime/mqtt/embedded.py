@@ -159,7 +159,7 @@ class _Recorder(ReaderAdapter):
 class _Replay(ReaderAdapter):
     """Serves ``prefix`` first, then reads from ``inner``."""
 
-    def __init__(self, prefix: bytes, inner: ReaderAdapter):
+    def __init__(self, prefix: bytes | bytearray, inner: ReaderAdapter):
         self.prefix, self.inner = bytes(prefix), inner
 
     async def read(self, n: int = -1) -> bytes:
@@ -358,6 +358,7 @@ class _Broker(Broker):
                 await ConnackPacket.build(0, code).to_stream(writer)
                 await writer.close()
             raise MQTTError(f"CONNECT refused: {why}")
+        assert connect is not None  # no CONNECT was refused just above
         _, session = await super()._initialize_client_session(
             _Replay(recorder.data, reader), writer, remote_address, remote_port
         )

@@ -155,25 +155,25 @@ class PostgresStore(SqlStore):
             x(
                 "DELETE FROM fields f USING unnest(%s::text[], %s::text[], %s::text[]) "
                 "AS d(tid, lo, hi) WHERE f.thing_id = d.tid AND f.path >= d.lo AND f.path < d.hi",
-                _columns(plan.fields_delete_below, 3),  # type: ignore[arg-type]
+                _columns(plan.fields_delete_below, 3),
             )
         if plan.fields_delete:
             x(
                 "DELETE FROM fields f USING unnest(%s::text[], %s::text[]) AS d(tid, p) "
                 "WHERE f.thing_id = d.tid AND f.path = d.p",
-                _columns(plan.fields_delete, 2),  # type: ignore[arg-type]
+                _columns(plan.fields_delete, 2),
             )
         if plan.fields_insert:
             x(
                 f"INSERT INTO fields (thing_id, path, kind, num, str) SELECT * FROM unnest({_FIELD_COLS})",
-                _columns(plan.fields_insert, 5),  # type: ignore[arg-type]
+                _columns(plan.fields_insert, 5),
             )
         if plan.fields_upsert:
             x(
                 f"INSERT INTO fields (thing_id, path, kind, num, str) SELECT * FROM unnest({_FIELD_COLS}) "
                 "ON CONFLICT (thing_id, path) DO UPDATE SET kind = EXCLUDED.kind, "
                 "num = EXCLUDED.num, str = EXCLUDED.str",
-                _columns(plan.fields_upsert, 5),  # type: ignore[arg-type]
+                _columns(plan.fields_upsert, 5),
             )
         things = plan.things_upsert + plan.things_update  # PostgreSQL rewrites the row anyway
         if things:
@@ -200,11 +200,11 @@ class PostgresStore(SqlStore):
             x(
                 "DELETE FROM group_members g USING unnest(%s::text[], %s::text[]) AS d(k, t) "
                 "WHERE g.gkey = d.k AND g.thing_id = d.t",
-                _columns(plan.member_remove, 2),  # type: ignore[arg-type]
+                _columns(plan.member_remove, 2),
             )
         if plan.member_add:
             x(
                 "INSERT INTO group_members (gkey, thing_id) SELECT * FROM unnest(%s::text[], %s::text[]) "
                 "ON CONFLICT DO NOTHING",
-                _columns(plan.member_add, 2),  # type: ignore[arg-type]
+                _columns(plan.member_add, 2),
             )

@@ -728,10 +728,11 @@ class SqlStore:
                     [thing_id, float(at)],
                 )
             else:
+                assert revision is not None  # asking for neither was answered above
                 rows = self._query(
                     "SELECT gen, revision, deleted FROM history WHERE thing_id = ? AND revision = ? "
                     "AND gen = (SELECT MAX(gen) FROM history WHERE thing_id = ?)",
-                    [thing_id, int(revision), thing_id],  # type: ignore[arg-type]
+                    [thing_id, int(revision), thing_id],
                 )
             if not rows or rows[0][2]:
                 return None

@@ -214,11 +214,14 @@ class SQLiteStore(SqlStore):
     def _after_commit(self) -> None:
         if self.path == ":memory:":
             return
-        if self._checkpointer is None:
+        cp = self._checkpointer  # read once: close() may clear it from another thread
+        if cp is None:
             with self._checkpointer_lock:
                 if self._checkpointer is None and not self._closed:
                     self._checkpointer = _Checkpointer(self)
-        self._checkpointer.kick()  # type: ignore[union-attr]
+                cp = self._checkpointer
+        if cp is not None:  # None: the store is closed
+            cp.kick()
 
     def close(self) -> None:
         with self._checkpointer_lock:
