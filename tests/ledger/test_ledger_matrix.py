@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.ledger.ledger_helpers import make_entry
-from twinedge.ledger import Checkpoint, LedgerDir, Signer, merkle
+from tests.ledger.ledger_helpers import make_entry, rebuild_nodes
+from twinedge.ledger import Checkpoint, LedgerDir, Signer
 from twinedge.ledger.cli import app
 from twinedge.ledger.entry import canonical_json
 from twinedge.ledger.note import parse_note
@@ -156,17 +156,6 @@ def _last_witness(con: sqlite3.Connection, of: str) -> tuple[int, dict[str, Any]
     return found
 
 
-def _rebuild_nodes(con: sqlite3.Connection) -> None:
-    datas = [bytes(d) for (d,) in con.execute("SELECT data FROM entries ORDER BY idx")]
-    level = [merkle.leaf_hash(d) for d in datas]
-    con.execute("DELETE FROM nodes")
-    lv = 0
-    while level:
-        con.execute("INSERT INTO nodes VALUES (?, ?, 0, ?)", (lv << 48, lv, b"".join(level)))
-        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        lv += 1
-
-
 def _forge_witness(path: Path, witness: str, of: str) -> None:
     con = _con(path, witness)
     idx, e = _last_witness(con, of)
@@ -176,7 +165,7 @@ def _forge_witness(path: Path, witness: str, of: str) -> None:
     forged = base64.b64encode(base64.b64decode(enc)[:4] + bytes(range(64))).decode()
     e["body"]["checkpoint"] = note.replace(enc, forged)
     con.execute("UPDATE entries SET data = ? WHERE idx = ?", (canonical_json(e), idx))
-    _rebuild_nodes(con)
+    rebuild_nodes(con)
     _done(con)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from twinedge.ledger import Checkpoint, LedgerDir, Signer, merkle
+from tests.ledger.ledger_helpers import rebuild_nodes
+from twinedge.ledger import Checkpoint, LedgerDir, Signer
 from twinedge.ledger.cli import app
 from twinedge.ledger.store import TRIGGER_NAMES
 
@@ -124,14 +125,7 @@ def test_consistent_rewrite_is_caught_by_the_signed_root(ledger: Path) -> None:
         "UPDATE entries SET data = CAST(replace(data, 'marker-0030', 'marker-3000') AS BLOB)",
     )
     con = sqlite3.connect(db)
-    datas = [bytes(d) for (d,) in con.execute("SELECT data FROM entries ORDER BY idx")]
-    level = [merkle.leaf_hash(d) for d in datas]
-    con.execute("DELETE FROM nodes")
-    lv = 0
-    while level:
-        con.execute("INSERT INTO nodes VALUES (?, ?, 0, ?)", (lv << 48, lv, b"".join(level)))
-        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        lv += 1
+    rebuild_nodes(con)
     con.commit()
     con.close()
     code, out = _verify(ledger, "--no-entry-check")

@@ -9,7 +9,6 @@ as ``test_api_fuzz.py``); ``TWINEDGE_FUZZ_RANDOM=1`` explores new ones.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from .conftest import Api
+from .test_api_fuzz import EchoDevice
 
 EXAMPLES = 10
 SKIP = {"streamEvents"}  # never ends with a valid key (its parameters: test_api_trust.py)
@@ -83,20 +83,6 @@ BODIES: dict[str, Any] = {
 
 def _q(v: str) -> str:
     return quote(v, safe="", errors="surrogatepass")
-
-
-class _EchoDevice:
-    def __init__(self, service: Any) -> None:
-        self.service = service
-
-    async def publish_desired(self, *a: Any) -> None:
-        pass
-
-    async def publish_error(self, *a: Any) -> None:
-        pass
-
-    async def publish_command(self, thing_id: str, subject: str, cid: str, payload: Any) -> None:
-        asyncio.get_running_loop().call_soon(self.service.command_response, thing_id, cid, payload)
 
 
 def check_problem(r: Any, where: str, failures: list[str]) -> None:
@@ -176,7 +162,7 @@ def _fuzz_operation(api: Api, path: str, method: str, op: dict, failures: list[s
 
 
 def test_every_parameter_of_every_route(api2: Api):
-    api2.service.outbound = _EchoDevice(api2.service)
+    api2.service.outbound = EchoDevice(api2.service)
     api2.put_thing(
         "fleet:car-7",
         {
