@@ -192,22 +192,21 @@ class TwinService:
         await loop.run_in_executor(self._writer_pool, self.store.migrate)
         docs = await loop.run_in_executor(self._writer_pool, lambda: list(self.store.load_things()))
         self.things = {d["thingId"]: d for d in docs}
-        self.namespaces = await loop.run_in_executor(self._writer_pool, self.store.namespaces)
-        claims: list[tuple[str, str, float]] = []
+        stored = await self._on_writer(self.store.namespaces)
+        self.namespaces = dict(stored)
         for tid, d in self.things.items():  # things stored before namespaces were claimed
             ns = tid.split(":", 1)[0]
             owner = self.namespaces.setdefault(ns, d["_domain"])
-            if owner == d["_domain"] and all(c[0] != ns for c in claims):
-                claims.append((ns, owner, self.clock()))
-            elif owner != d["_domain"]:
+            if owner != d["_domain"]:
                 log.warning(
                     "thing %s of domain %s lies in namespace %s of domain %s; "
                     "it stays, but new things there belong to %s",
                     tid, d["_domain"], ns, owner, owner,
                 )  # fmt: skip
-        claims = [c for c in claims if c[0] not in await self._read(self.store.namespaces)]
+        now = self.clock()
+        claims = [(ns, d, now) for ns, d in self.namespaces.items() if ns not in stored]
         if claims:
-            await loop.run_in_executor(self._writer_pool, self.store.commit, [], claims)
+            await self._on_writer(self.store.commit, [], claims)
         specs = await loop.run_in_executor(self._writer_pool, self.store.groups)
         for spec in specs:
             members = await self._read(self._all_members, spec.domain, spec.name)
@@ -439,7 +438,7 @@ class TwinService:
     async def _end_incarnation(self, thing_id: str) -> None:
         """A deleted thing's device sessions end with it (their credentials are gone)."""
         disconnect = getattr(self.outbound, "disconnect_device", None)
-        if disconnect is not None and thing_id not in self.things:
+        if disconnect is not None:  # also when the batch created the thing again
             try:
                 await disconnect(thing_id)
             except Exception:  # the session ends anyway when it next authenticates
@@ -457,8 +456,7 @@ class TwinService:
         # access is decided here, on the document the mutation applies to: a check made
         # before the op was queued may be stale (the thing deleted and created again)
         if cur is not None and not self._visible(op.principal, cur, op.role):
-            ns = op.thing_id.split(":", 1)[0]
-            owner = claims.get(ns) or self.namespaces.get(ns)
+            ns, owner = self._namespace_owner(op.thing_id, claims)
             if op.domain is not None and owner is not None and owner != op.domain:
                 # a create-or-replace answers as it would for a free id
                 raise self._foreign_namespace(op.principal, ns, owner)
@@ -487,8 +485,7 @@ class TwinService:
         if cur is None:  # a creation: the namespace must be the new owner's
             if op.domain is None or new is None:
                 raise not_found(f"thing {op.thing_id} does not exist")
-            ns = op.thing_id.split(":", 1)[0]
-            owner = claims.get(ns) or self.namespaces.get(ns)
+            ns, owner = self._namespace_owner(op.thing_id, claims)
             if owner is None:
                 claims[ns] = op.domain
             elif owner != op.domain:
@@ -746,11 +743,11 @@ class TwinService:
             # alone in the writer, on the current incarnation: a thing deleted meanwhile
             # takes no credentials into its next life
             doc = self.things.get(thing_id)
-            if doc is None or not _owner_admin(principal, doc):
+            if doc is None or not self._visible(principal, doc, "admin"):
                 raise not_found(
                     f"thing {thing_id} does not exist or is not visible to key {principal.id!r}"
                 )
-            await self._read_w(self.store.put_device_secret, thing_id, digest)
+            await self._on_writer(self.store.put_device_secret, thing_id, digest)
 
         await self._exclusive(principal, thing_id, run)
 
@@ -1004,8 +1001,7 @@ class TwinService:
         if p.domain is not None:
             await self._grants(p.domain)
         # read after the last await: both may have changed while it waited
-        ns = thing_id.split(":", 1)[0]
-        owner = self.namespaces.get(ns)
+        ns, owner = self._namespace_owner(thing_id)
         doc = self.things.get(thing_id)
         if doc is not None and self._visible(p, doc, "write"):
             pass  # a replacement; re-checked by the writer
@@ -1026,6 +1022,14 @@ class TwinService:
         op = _Op(thing_id, mutate, p, "http", if_match, if_none_match, domain=domain)
         res = await self._submit(op)
         return res.document(), res.created
+
+    def _namespace_owner(
+        self, thing_id: str, claims: dict[str, str] | None = None
+    ) -> tuple[str, str | None]:
+        """``(namespace, owner domain or None)`` of ``thing_id``, counting the ``claims`` of
+        the batch being applied."""
+        ns = thing_id.split(":", 1)[0]
+        return ns, (claims or {}).get(ns) or self.namespaces.get(ns)
 
     def _foreign_namespace(self, p: Principal, ns: str, owner: str) -> ProblemError:
         if p.domain is None:
@@ -1066,7 +1070,7 @@ class TwinService:
         things.check_domain(domain)
 
         async def run() -> dict[str, str]:
-            await self._read_w(self.store.put_namespace, ns, domain, self.clock())
+            await self._on_writer(self.store.put_namespace, ns, domain, self.clock())
             self.namespaces[ns] = domain
             return {"namespace": ns, "domain": domain}
 
@@ -1077,8 +1081,8 @@ class TwinService:
         op = _Op(key, _unchanged, p, "http", barrier=run)
         return await self._submit(op)
 
-    async def _read_w(self, fn: Callable, *args: Any) -> Any:
-        """Run a store write on the writer's thread (after the writer's commits)."""
+    async def _on_writer(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn`` on the writer's thread (store writes, in order with the commits)."""
         return await asyncio.get_running_loop().run_in_executor(
             self._writer_pool, lambda: fn(*args)
         )
@@ -1347,7 +1351,7 @@ class TwinService:
             spec = GroupSpec(
                 domain, name, filter, tuple(initial if node is None else ()), self.clock()
             )
-            await self._read_w(self.store.put_group, spec, initial)
+            await self._on_writer(self.store.put_group, spec, initial)
             self.groups[f"{domain}/{name}"] = (spec, node, set(initial))
             return spec
 
@@ -1361,8 +1365,6 @@ class TwinService:
         if key not in self.groups:
             raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
         spec = self.groups[key][0]
-        if cursor is not None:
-            things.check_name(cursor, "a cursor", "/cursor")
         members, nxt = await self._read(
             self.store.group_members, spec.domain, name, limit=limit, cursor=cursor
         )
@@ -1391,7 +1393,7 @@ class TwinService:
         domain = p.domain
 
         async def run() -> None:
-            await self._read_w(self.store.delete_group, domain, name)
+            await self._on_writer(self.store.delete_group, domain, name)
             self.groups.pop(key, None)
 
         await self._exclusive(p, f"group:{key}", run)
@@ -1467,10 +1469,6 @@ def _with_meta(content: dict, cur: dict) -> dict:
     content.setdefault("_host", cur.get("_host"))
     content["thingId"] = cur["thingId"]
     return content
-
-
-def _owner_admin(p: Principal, doc: dict) -> bool:
-    return p.can("admin") and (p.domain is None or doc.get("_domain") == p.domain)
 
 
 def _check_writable(tokens: list[str]) -> None:

@@ -171,8 +171,6 @@ class Store(Protocol):
 
     def get_device_secret(self, thing_id: str) -> str | None: ...
 
-    def delete_device_secret(self, thing_id: str) -> bool: ...
-
     def namespaces(self) -> dict[str, str]:
         """Every claimed namespace -> its owner domain."""
 
