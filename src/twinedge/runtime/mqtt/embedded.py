@@ -188,28 +188,25 @@ class _Framed(ReaderAdapter):
     a QoS 1 device resends it for ever. Here such a topic becomes ``"\0malformed/<n>"``
     (no MQTT topic can hold NUL), and :attr:`malformed` maps it to a readable rendering
     of the real topic and what is wrong with it, for the gateway to reject it. Partial
-    reads are kept in the object, so a cancelled read (keep-alive timeout) loses nothing.
+    reads are kept in the object or the stream, so a cancelled read (keep-alive timeout)
+    loses nothing.
     """
 
     def __init__(self, inner: ReaderAdapter):
-        self.inner = inner
+        # the TCP listener's adapter: read whatever has arrived in one call and cut it into
+        # packets (one await for many packets)
+        stream = getattr(inner, "_reader", None)
+        if not isinstance(stream, asyncio.StreamReader):
+            raise TypeError(f"expected amqtt's TCP stream adapter, got {type(inner).__name__}")
+        self.inner, self._stream = inner, stream
         self.malformed: dict[str, tuple[str, str]] = {}
         self._out = bytearray()  # bytes of complete packets, not yet read by amqtt
-        self._packet = bytearray()  # the packet being read
-        self._head = 0  # its fixed header's length, once known
-        self._count = 0
-        # with asyncio's stream underneath, read whatever has arrived in one call and cut
-        # it into packets (one await for many packets instead of three for each)
-        stream = getattr(inner, "_reader", None)
-        self._stream = stream if isinstance(stream, asyncio.StreamReader) else None
         self._raw = bytearray()  # bytes read from the stream, not yet cut into packets
+        self._count = 0
 
     async def read(self, n: int = -1) -> bytes:
         while not self._out or len(self._out) < n:
-            if self._stream is None:
-                await self._read_packet()
-            else:
-                await self._read_available(self._stream)
+            await self._read_available()
         if n < 0:
             n = len(self._out)
         out = bytes(self._out[:n])
@@ -219,8 +216,8 @@ class _Framed(ReaderAdapter):
     def feed_eof(self) -> None:
         self.inner.feed_eof()
 
-    async def _read_available(self, stream: asyncio.StreamReader) -> None:
-        chunk = await stream.read(65536)
+    async def _read_available(self) -> None:
+        chunk = await self._stream.read(65536)
         if not chunk:
             raise asyncio.IncompleteReadError(bytes(self._raw), None)
         raw = self._raw
@@ -247,26 +244,6 @@ class _Framed(ReaderAdapter):
             self._out += packet
             pos = end
         del raw[:pos]
-
-    async def _read_packet(self) -> None:
-        p = self._packet
-        if not p:
-            p += await self.inner.read(1)
-        while not self._head:  # the remaining length: 1-4 bytes, 7 bits each, low first
-            if len(p) > 1 and (not p[-1] & 0x80 or len(p) == 5):
-                self._head = len(p)
-            else:
-                p += await self.inner.read(1)
-        size = sum((b & 0x7F) << (7 * k) for k, b in enumerate(p[1 : self._head]))
-        need = self._head + size - len(p)
-        if need > 0:
-            p += await self.inner.read(need)
-        packet, head = bytes(p), self._head
-        p.clear()
-        self._head = 0
-        if packet[0] >> 4 == 3:  # PUBLISH
-            packet = self._repair_publish(packet, head)
-        self._out += packet
 
     def _repair_publish(self, packet: bytes, start: int) -> bytes:
         length = int.from_bytes(packet[start : start + 2], "big")
