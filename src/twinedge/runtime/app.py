@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -173,19 +174,18 @@ class ServeConfig:
             for k in data
             if k not in known
         ]
-        for k, v in data.items():
-            if k in known and (why := _CHECKS[k](v)) is not None:
-                problems.append(f"{where[k]}: {k}: got {_show(v)}; {why}")
-        if problems:
-            raise ConfigError("\n".join(problems))
-        cfg = cls(**data)
-        cfg.check()
+        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        cfg.check(where, problems)
         return cfg
 
-    def check(self) -> None:
-        """Validate every setting; raise :class:`ConfigError` (one line per problem)."""
-        problems = [
-            f"{name}: got {_show(getattr(self, name))}; {why}"
+    def check(self, where: dict[str, str] | None = None, problems: Sequence[str] = ()) -> None:
+        """Validate every setting; raise :class:`ConfigError` with one line per problem
+        (``problems`` found before first), each prefixed with where the setting came from
+        when ``where`` names it."""
+        where = where or {}
+        problems = list(problems) + [
+            f"{where[name] + ': ' if name in where else ''}{name}: got "
+            f"{_show(getattr(self, name))}; {why}"
             for name, check in _CHECKS.items()
             if (why := check(getattr(self, name))) is not None
         ]
