@@ -37,6 +37,9 @@ def test_doctests() -> None:
         ("[" * 9 + "]" * 9, "nested more than 8 levels deep; expected at most 8"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply; expected at most 8 levels"),
         ('{"a": 1,}', "line 1 column 9: got invalid JSON"),
+        # a finite number whose literal is longer than max_number_chars (400)
+        ("[0." + "1" * 500 + "]", "got a number of 502 characters; expected at most 400"),
+        ('{"x": [1, 0.' + "5" * 450 + "]}", "got a number of 452 characters"),
     ],
 )
 def test_json_poisons(text: str | bytes, message: str) -> None:

@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -224,8 +225,8 @@ def check_text(s: str, what: str = "", path: tuple[Any, ...] = (), base: str = "
         ...
         twinedge.textinput.TextInputError: got the name 'a\\x00b' with a NUL character (\\u0000) at position 1; expected text without NUL
     """
-    got = f"got {what + ' ' if what else ''}{_clip(repr(s))}"
     if "\x00" in s:
+        got = f"got {what + ' ' if what else ''}{_clip(repr(s))}"
         raise TextInputError(
             f"{got} with a NUL character (\\u0000) at position {s.index(chr(0))}; "
             "expected text without NUL",
@@ -235,6 +236,7 @@ def check_text(s: str, what: str = "", path: tuple[Any, ...] = (), base: str = "
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as e:
+        got = f"got {what + ' ' if what else ''}{_clip(repr(s))}"
         raise TextInputError(
             f"{got} with a lone surrogate (\\u{ord(s[e.start]):04x}) at position {e.start}; "
             "expected valid Unicode text",
@@ -372,6 +374,11 @@ def _too_deep(limits: Limits) -> TextInputError:
     return TextInputError(f"nested too deeply; expected at most {limits.max_depth} levels")
 
 
+@functools.cache
+def _long_number(max_chars: int) -> re.Pattern[str]:
+    return re.compile(f"[-0-9][-+0-9.eE]{{{max_chars},}}")
+
+
 def _no_constant(s: str) -> Any:
     raise ValueError(s)
 
@@ -395,9 +402,10 @@ def loads(data: bytes | bytearray | str, limits: Limits) -> Any:
         twinedge.textinput.TextInputError: got 1e400, too large to be a finite number; expected a finite number
     """
     text = decode_utf8(data) if isinstance(data, bytes | bytearray) else data
-    if limits.parse_float is float:
+    if limits.parse_float is float and not _long_number(limits.max_number_chars).search(text):
         # the common case first: Python's C parser, then one pass that proves the value
-        # fine; anything doubtful is parsed again below, where the message is made
+        # fine; anything doubtful is parsed again below, where the message is made (a
+        # number literal too long is doubtful: once parsed, its length is gone)
         try:
             value = _PLAIN.decode(text)
             if _fast_ok(value, limits, 0):
