@@ -79,12 +79,3 @@ def load_json(text: str, source: str) -> Any:
     except TextInputError as e:
         suffix = "; expected a JSON object" if "invalid JSON" in e.message else ""
         raise _error(source, e, suffix) from None
-
-
-def check_values(data: Any, source: str) -> None:
-    """Refuse non-finite numbers, NUL characters and lone surrogates anywhere in ``data``
-    (keys too), and nesting deeper than :data:`MAX_DEPTH`; the message names the field."""
-    try:
-        textinput.check_value(data, LIMITS)
-    except TextInputError as e:
-        raise _error(source, e) from None
