@@ -28,20 +28,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path, http_port: int, mqtt_port: int) -> subprocess.Popen:
+def start_server(
+    data: Path, http_port: int, mqtt_port: int, db: str | None = None
+) -> subprocess.Popen:
+    """A real ``twinedge serve`` on loopback (SQLite in ``data`` unless ``db``), once its
+    ``/healthz`` answers; its log goes next to ``data``."""
+    args = [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data)]
+    args += ["--port", str(http_port), "--mqtt-port", str(mqtt_port)]
+    if db:
+        args += ["--db", db]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "twinedge",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(http_port),
-            "--mqtt-port",
-            str(mqtt_port),
-        ],
+        args,
         stdout=subprocess.DEVNULL,
         stderr=open(data.parent / f"serve-{time.time_ns()}.log", "w"),
     )

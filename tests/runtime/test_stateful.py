@@ -23,9 +23,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tests.runtime.test_reliability import free_port
+from tests.runtime.test_reliability import free_port, start_server
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
@@ -53,25 +51,9 @@ def dumps(v: Any) -> str:
 class Server:
     def __init__(self, data: Path, db: str | None):
         self.http_port, self.mqtt_port = free_port(), free_port()
-        args = [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data)]
-        args += ["--port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
-        if db:
-            args += ["--db", db]
         data.mkdir(parents=True, exist_ok=True)
-        self.log = data / "serve.log"
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        self.proc = start_server(data, self.http_port, self.mqtt_port, db)
         self.base = f"http://127.0.0.1:{self.http_port}"
-        for _ in range(300):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"twinedge serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)  # waiting for a subprocess to come up, not a timing assertion
-        else:
-            raise AssertionError("twinedge serve did not become healthy")
         self.admin = (data / "admin.token").read_text().strip()
         self.http = httpx.Client(base_url=self.base, timeout=30)
 
