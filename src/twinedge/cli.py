@@ -369,8 +369,34 @@ def serve(
     retention_s: Annotated[
         float | None, typer.Option(help="Keep twin history this many seconds (default: forever).")
     ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="Scenario file or built-in name whose infrastructure is the live network: "
+            "the orchestrator places and migrates the twins that report a position."
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Placement policy of the live network (default greedy).")
+    ] = None,
+    migration: Annotated[
+        str | None, typer.Option(help="Migration policy of the live network (default threshold).")
+    ] = None,
+    cycle_s: Annotated[
+        float | None, typer.Option(help="Seconds between orchestrator cycles (default 1).")
+    ] = None,
+    placement_period_s: Annotated[
+        float | None, typer.Option(help="Re-place every twin this often (default: never).")
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="Ledger directory of the live decisions (default DATA_DIR/ledger; none: off)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the live twin service: HTTP API + dashboard, MQTT, durable store."""
+    """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
+    --network the orchestrator that places and migrates the live twins."""
     from twinedge.runtime.app import ServeConfig
     from twinedge.runtime.app import serve as run_server
 
@@ -384,6 +410,12 @@ def serve(
         mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
         retention_s=retention_s,
+        network=network,
+        placement=placement,
+        migration=migration,
+        cycle_s=cycle_s,
+        placement_period_s=placement_period_s,
+        ledger=ledger,
     )
     err.print(
         f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"

@@ -116,6 +116,13 @@ class Orchestrator:
             raise PolicyError(f"step_s must be > 0, got {step_s}")
         self.placement = as_policy(placement, "placement", **(placement_params or {}))
         self.migration = as_policy(migration, "migration", **(migration_params or {}))
+        # how reports and the API name the policies: as the user named them
+        self.placement_name = (
+            placement.strip() if isinstance(placement, str) else policy_name(self.placement)
+        )
+        self.migration_name = (
+            migration.strip() if isinstance(migration, str) else policy_name(self.migration)
+        )
         self.step_s = float(step_s)
         self.period_s = placement_period_s
         self.period_steps = (
@@ -156,6 +163,40 @@ class Orchestrator:
             self.recorder.placement(state.t_s, world, np.arange(world.n_entities), state.host)
         self.evaluate(world, state)
         return result
+
+    def place_new(
+        self, world: World, state_xy_m: np.ndarray, host: np.ndarray, t_s: float = 0.0
+    ) -> np.ndarray:
+        """Place the twins whose ``host`` is ``-1`` on the room the others leave, without
+        moving the others (twins that appear in a live network). Returns the completed
+        host array; records the new placements.
+
+        Raises:
+            InfeasibleError: the new twins do not fit in the room left.
+            PolicyError: the policy's answer is invalid.
+        """
+        host = np.asarray(host, dtype=np.int64).copy()
+        new = np.flatnonzero(host < 0)
+        if new.size == 0:
+            return host
+        placed = np.flatnonzero(host >= 0)
+        cpu_left = world.node_cpu_ghz.copy()
+        mem_left = world.node_mem_gb.copy()
+        m = world.n_hosts
+        cpu_left[world.hosts] -= np.bincount(
+            host[placed], weights=world.cpu_ghz[placed], minlength=m
+        )
+        mem_left[world.hosts] -= np.bincount(
+            host[placed], weights=world.mem_gb[placed], minlength=m
+        )
+        sub = _with_room(world.select(new), np.maximum(cpu_left, 0.0), np.maximum(mem_left, 0.0))
+        sub_state = NetworkState.at(sub, np.asarray(state_xy_m)[new])
+        sub_state.t_s = t_s
+        result = self._solve(sub, sub_state, amortise_steps=None)
+        host[new] = result.hosts
+        if self.recorder:
+            self.recorder.placement(t_s, world, new, host[new])
+        return host
 
     def due(self, k: int) -> bool:
         """Whether cycle ``k`` (0-based) ends a placement period."""
@@ -222,6 +263,16 @@ class Orchestrator:
         out.src.append(src)
         out.dst.append(hosts)
         return out
+
+
+def _with_room(world: World, node_cpu_ghz: np.ndarray, node_mem_gb: np.ndarray) -> World:
+    """``world`` with other node capacities (what is left for new twins)."""
+    from dataclasses import replace
+
+    out = replace(world, node_cpu_ghz=node_cpu_ghz, node_mem_gb=node_mem_gb)
+    if "_ap_tree" in world.__dict__:
+        out.__dict__["_ap_tree"] = world.__dict__["_ap_tree"]
+    return out
 
 
 def check_moves(

@@ -110,13 +110,14 @@ class World:
         """``(n, H)`` mask of the hosts each twin may run on."""
         return self.group_allowed[self.entity_group[idx]]
 
-    def with_entities(self, entities: dict[str, np.ndarray]) -> World:
+    def with_entities(self, entities: dict[str, np.ndarray], **other: Any) -> World:
         """The same network with other entities: ``entities`` maps every per-entity field
         (``entity_ids``, ``entity_kind``, ``entity_owner``, ``entity_group``, ``xy_m``,
         ``cpu_ghz``, ``mem_gb``, ``state_bytes``, ``update_bytes``, ``update_hz``,
         ``work_gcycles``, ``latency_req_ms``, ``tx_power_w``) to its array. The new world
         has no mobility models (its driver moves the entities) and shares the network's
-        arrays and access-point index with this one.
+        arrays and access-point index with this one. ``other`` replaces further fields
+        (``owners``, ``kinds``, ``node_cpu_ghz``...).
 
         Raises:
             ValueError: a field is missing or the arrays disagree in length.
@@ -127,7 +128,7 @@ class World:
         n = {k: len(entities[k]) for k in ENTITY_FIELDS}
         if len(set(n.values())) > 1:
             raise ValueError(f"with_entities: arrays of different lengths {n}")
-        fields: dict[str, Any] = {k: entities[k] for k in ENTITY_FIELDS}
+        fields: dict[str, Any] = {k: entities[k] for k in ENTITY_FIELDS} | other
         out = replace(self, mobility=[], **fields)
         if "_ap_tree" in self.__dict__:
             out.__dict__["_ap_tree"] = self.__dict__["_ap_tree"]
