@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from tests.runtime.service_run import run
 from twinedge.engine import simulate
@@ -24,42 +25,16 @@ from twinedge.world import build_world
 ADMIN = Principal("admin-a", "dom-a", "admin")
 
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "two-sites.yaml"
+
+
 def two_sites(**twin: Any) -> dict:
-    """Two access points 3 km apart, each with an edge server of 10 GHz; the edges are
-    5 ms apart. A robot twin needs 1 GHz and must answer within 3 ms."""
-    return {
-        "version": 1,
-        "name": "two-sites",
-        "area_m": [3000, 1000],
-        "infrastructure": {
-            "nodes": [
-                {"id": "ap-1", "tier": "access", "x_m": 0, "y_m": 0, "coverage_m": 500},
-                {"id": "ap-2", "tier": "access", "x_m": 3000, "y_m": 0, "coverage_m": 500},
-                {"id": "edge-1", "tier": "edge", "x_m": 0, "y_m": 0, "cpu_ghz": 10, "mem_gb": 16,
-                 "idle_w": 100, "max_w": 300, "domain": "op-a"},
-                {"id": "edge-2", "tier": "edge", "x_m": 3000, "y_m": 0, "cpu_ghz": 10, "mem_gb": 16,
-                 "idle_w": 100, "max_w": 300, "domain": "op-b"},
-            ],
-            "links": [{"a": "edge-1", "b": "edge-2", "latency_ms": 5.0, "bandwidth_mbps": 1000}],
-            "link_rules": {
-                "access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
-                "edge_edge": None,
-                "edge_region": None,
-                "region_cloud": None,
-            },
-        },
-        "entities": [
-            {
-                "kind": "robot",
-                "count": 0,
-                "mobility": {"model": "static"},
-                "twin": {"cpu_ghz": 1.0, "mem_gb": 1.0, "state_bytes": 1e4, "update_bytes": 200,
-                         "update_hz": 10, "work_gcycles": 0.001, "latency_req_ms": 3, **twin},
-            }
-        ],
-        "run": {"steps": 10, "step_s": 1.0, "seed": 0},
-        "policies": {"placement": "greedy", "migration": "threshold"},
-    }  # fmt: skip
+    """examples/two-sites.yaml: two access points 3 km apart, each with an edge server of
+    10 GHz; the edges are 5 ms apart. A robot twin needs 1 GHz and must answer within
+    3 ms. ``twin`` overrides the robots' demand."""
+    sc = yaml.safe_load(EXAMPLE.read_text())
+    sc["entities"][0]["twin"].update(twin)
+    return sc
 
 
 class Clock:

@@ -256,3 +256,18 @@ def test_moves_accept_integer_pairs_and_unpack(pair):
 def test_moves_refuse_what_is_not_a_pair_of_index_arrays(answer):
     with pytest.raises(PolicyError):
         Moves.of(answer)
+
+
+def test_the_check_policy_example_of_the_docs_runs():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
+    (block,) = re.findall(r"```python\n(# check_policy example\n.*?)```", doc, re.S)
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("['resolves', 'params', 'valid decisions'")
+    assert lines[2] == "greedy+stay_put 0"

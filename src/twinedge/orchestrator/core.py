@@ -202,11 +202,14 @@ class Orchestrator:
         """Whether cycle ``k`` (0-based) ends a placement period."""
         return bool(self.period_steps) and (k + 1) % self.period_steps == 0  # type: ignore[operator]
 
-    def cycle(self, world: World, state: NetworkState, k: int) -> CycleOutcome:
-        """One cycle at the end of step ``k``: re-place if a period ends, then ask the
-        migration policy; validate, apply and record every move."""
+    def cycle(
+        self, world: World, state: NetworkState, k: int, *, replace: bool | None = None
+    ) -> CycleOutcome:
+        """One cycle at the end of step ``k``: re-place if a period ends (or as
+        ``replace`` says), then ask the migration policy; validate, apply and record
+        every move."""
         out = CycleOutcome()
-        if self.due(k):
+        if self.due(k) if replace is None else replace:
             result = self._solve(world, state, amortise_steps=self.period_steps)
             out.placement = self.placements[-1]
             changed = np.flatnonzero(result.hosts != state.host)

@@ -251,7 +251,8 @@ class LiveNetwork:
         state.prev_xy_m = snap.prev_xy_m
         state.t_s = t_s
         orch.evaluate(world, state)
-        out = orch.cycle(world, state, k)
+        # twins placed just now are not re-placed in the same cycle
+        out = orch.cycle(world, state, k, replace=False if new else None)
         if orch.recorder:
             orch.recorder.step_end(k, t_s, world, state)
         self._account(world, state, t_s)
