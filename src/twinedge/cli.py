@@ -394,6 +394,13 @@ def serve(
             help="Ledger directory of the live decisions (default DATA_DIR/ledger; none: off)."
         ),
     ] = None,
+    forecast_horizon_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Run the live network this far ahead in the simulator, that often "
+            "(GET /api/2/orchestrator/forecast; default 10; 0: off)."
+        ),
+    ] = None,
 ) -> None:
     """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
     --network the orchestrator that places and migrates the live twins."""
@@ -416,6 +423,7 @@ def serve(
         cycle_s=cycle_s,
         placement_period_s=placement_period_s,
         ledger=ledger,
+        forecast_horizon_s=forecast_horizon_s,
     )
     err.print(
         f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"

@@ -63,11 +63,17 @@ def test_serve_places_and_migrates_live_twins(served):
     assert r.status_code == 204, r.text
     assert wait_for(lambda: host() == "edge-2", "migration to edge-2")
 
-    status = client.get("/api/2/orchestrator").json()
+    # the counters move once the cycle's writes are done, a moment after the twin shows it
+    status = wait_for(
+        lambda: (st := client.get("/api/2/orchestrator").json())["migrations_total"] == 1 and st,
+        "the migration counted",
+    )
     assert status["network"] == "two-sites"
     assert (status["placement"], status["migration"]) == ("greedy", "threshold")
     assert status["placements_total"] == 1 and status["migrations_total"] == 1
     assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
+    forecast = client.get("/api/2/orchestrator/forecast").json()
+    assert forecast["twins"] == 1 and forecast["steps"]
     metrics = client.get("/metrics").text
     assert 'twinedge_host_twins{host="edge-2"} 1.0' in metrics
     assert "twinedge_orchestrator_migrations_total 1.0" in metrics

@@ -31,6 +31,7 @@ import numpy as np
 
 from twinedge.errors import TwinedgeError
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
+from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
 from twinedge.scenario.schema import Scenario, TwinDemand
 from twinedge.world import models
@@ -116,6 +117,8 @@ class LiveNetwork:
         world: the world built from ``scenario`` (only its network is used).
         orchestrator: decides; its ``step_s`` is the cycle period.
         clock: seconds (monotonic); tests pass a fake one.
+        forecast_horizon_s: every this many seconds (at the end of a cycle) the live
+            state is run this far ahead in the simulator (:func:`forecast`); 0: never.
 
     Raises:
         TwinedgeError: the network has no host.
@@ -132,6 +135,7 @@ class LiveNetwork:
         orchestrator: Orchestrator,
         *,
         clock: Callable[[], float] = time.monotonic,
+        forecast_horizon_s: float = 10.0,
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
@@ -154,6 +158,10 @@ class LiveNetwork:
             np.zeros(world.n_hosts),
             np.zeros(world.n_hosts, np.int64),
         )
+        self.forecast_horizon_s = float(forecast_horizon_s)
+        self.forecast: dict[str, Any] | None = None
+        self._forecast_due_s = 0.0
+        self._state: tuple[World, NetworkState] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -256,7 +264,26 @@ class LiveNetwork:
         if orch.recorder:
             orch.recorder.step_end(k, t_s, world, state)
         self._account(world, state, t_s)
+        self._state = (world, state)
+        if self.forecast_horizon_s > 0 and t_s >= self._forecast_due_s:
+            self._forecast_due_s = t_s + self.forecast_horizon_s
+            self.forecast = self._run_forecast(world, state)
         return state.host, out, new
+
+    def _run_forecast(self, world: World, state: NetworkState) -> dict[str, Any]:
+        f = forecast(world, state, self.orchestrator, horizon_s=self.forecast_horizon_s or 10.0)
+        f["t_s"] = state.t_s
+        return f
+
+    async def forecast_now(self) -> dict[str, Any]:
+        """The latest forecast, computed now if there is none yet (after one cycle)."""
+        if self.forecast is None:
+            if self._state is None:
+                await self.cycle()
+            if self.forecast is None and self._state is not None:
+                world, state = self._state
+                self.forecast = await asyncio.to_thread(self._run_forecast, world, state)
+        return self.forecast or {"t_s": None, "twins": 0, "steps": [], "hosts": [], "spikes": []}
 
     def _account(self, world: World, state: NetworkState, t_s: float) -> None:
         w = self.network

@@ -76,6 +76,17 @@ class NetworkState:
         self.used_cpu_ghz = np.bincount(self.host, weights=world.cpu_ghz, minlength=world.n_hosts)
         self.used_mem_gb = np.bincount(self.host, weights=world.mem_gb, minlength=world.n_hosts)
 
+    def copy(self) -> NetworkState:
+        """An independent copy (arrays copied)."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).copy()
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)
+            },
+        )
+
     def readonly(self) -> NetworkState:
         """A copy-free snapshot whose arrays cannot be written (what policies get)."""
         out = {}

@@ -126,6 +126,7 @@ _CHECKS = {
     "cycle_s": _period,
     "placement_period_s": lambda v: None if v is None else _period(v),
     "ledger": lambda v: None if v is None else _text(v),
+    "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
 }
 
 
@@ -160,6 +161,7 @@ class ServeConfig:
     cycle_s: float = 1.0
     placement_period_s: float | None = None
     ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
+    forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ServeConfig:
@@ -357,7 +359,7 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
         placement_params=sc.policies.placement_params.get(cfg.placement),
         migration_params=sc.policies.migration_params.get(cfg.migration),
     )
-    return LiveNetwork(service, sc, world, orch)
+    return LiveNetwork(service, sc, world, orch, forecast_horizon_s=cfg.forecast_horizon_s)
 
 
 def serve(config: ServeConfig) -> None:

@@ -34,6 +34,17 @@ async def get_orchestrator(request: Request, p: Caller) -> dict[str, Any]:
     return status
 
 
+@router.get("/orchestrator/forecast", operation_id="getForecast", tags=["orchestrator"])
+async def get_forecast(request: Request, p: Caller) -> dict[str, Any]:
+    """The network's own twin: the live state run ahead in the simulator (entities keep
+    their reported velocities, the live policies decide): latency, deadline misses and
+    migrations per step, every host's peak utilisation, and the hosts forecast to reach
+    80 % (``spikes``). Refreshed every ``forecast_horizon_s``; computed on demand when
+    there is none yet."""
+    forecast: dict[str, Any] = await _live(request).forecast_now()
+    return forecast
+
+
 class OrchestratorCollector:
     """Host and migration gauges for ``/metrics``."""
 
