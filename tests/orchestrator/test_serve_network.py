@@ -72,6 +72,10 @@ def test_serve_places_and_migrates_live_twins(served):
     assert (status["placement"], status["migration"]) == ("greedy", "threshold")
     assert status["placements_total"] == 1 and status["migrations_total"] == 1
     assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["orchestrator"]["network"] == "two-sites" and health["orchestrator"]["running"]
+    assert health["orchestrator"]["error"] is None and health["orchestrator"]["cycles"] >= 2
     forecast = client.get("/api/2/orchestrator/forecast").json()
     assert forecast["twins"] == 1 and forecast["steps"]
     metrics = client.get("/metrics").text
@@ -101,6 +105,7 @@ def test_serve_without_a_network_says_so(tmp_path):
         )
         assert r.status_code == 404
         assert "twinedge serve --network" in r.json()["detail"]
+        assert "orchestrator" not in httpx.get(f"http://127.0.0.1:{http}/healthz").json()
         assert httpx.get(f"http://127.0.0.1:{http}/api/2/orchestrator").status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)

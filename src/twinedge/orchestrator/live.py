@@ -376,6 +376,20 @@ class LiveNetwork:
             )
 
     # --- what is seen ------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error."""
+        running = self._task is not None and not self._task.done()
+        last = self.last
+        return {
+            "network": self.scenario.name,
+            "running": running,
+            "cycles": self.cycles,
+            "last_cycle_age_s": None
+            if last is None
+            else max(0.0, self.clock() - self.t0 - last.t_s),
+            "error": None if last is None else last.error,
+        }
+
     def status(self) -> dict[str, Any]:
         """Hosts with their load and twin count, the policies, and the last cycles."""
         w = self.network
