@@ -47,8 +47,10 @@ def _run_many(
     quiet: bool,
     ledger: Path | None = None,
     ledger_every: int = 0,
+    workers: int = 1,
+    ray: str | None = None,
 ):
-    from twinedge.engine import check_run, simulate
+    from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
 
     sc = load_scenario(scenario)
@@ -60,8 +62,6 @@ def _run_many(
     seed = sc.run.seed if seed is None else seed
     steps = steps or sc.run.steps
     combos = [(p, m) for p in placements for m in migrations]
-    results = []
-    recorders = []
     show = _show_progress(quiet)
     from rich.progress import (
         BarColumn,
@@ -72,6 +72,19 @@ def _run_many(
         TimeRemainingColumn,
     )
 
+    from twinedge.engine.parallel import Job, run_job, run_jobs
+
+    jobs = [
+        Job(
+            p,
+            m,
+            seed,
+            steps,
+            None if ledger is None else (ledger / f"{p}+{m}" if len(combos) > 1 else ledger),
+            ledger_every,
+        )
+        for p, m in combos
+    ]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -81,32 +94,27 @@ def _run_many(
         disable=not show,
         transient=False,
     ) as bar:
-        for p, m in combos:
-            task = bar.add_task(f"{p}+{m}", total=steps)
-
-            def advance(k: int, t: TaskID = task) -> None:
-                bar.update(t, completed=k)
-
-            recorder = None
-            if ledger is not None:
-                from twinedge.engine.record import LedgerRecorder
-
-                recorder = LedgerRecorder(
-                    ledger / f"{p}+{m}" if len(combos) > 1 else ledger,
-                    actor=f"twinedge-run/{p}+{m}",
-                    checkpoint_every=ledger_every,
-                )
-                recorders.append(recorder)
-            res = simulate(
+        if workers > 1 or ray is not None:  # whole runs in parallel: progress per run
+            where = f"Ray at {ray}" if ray else f"{workers} processes"
+            task = bar.add_task(f"{len(jobs)} runs on {where}", total=len(jobs))
+            done = run_jobs(
                 sc,
-                seed=seed,
-                steps=steps,
-                placement=p,
-                migration=m,
-                recorder=recorder,
-                progress=advance,
+                jobs,
+                workers=workers,
+                ray_address=ray,
+                on_done=lambda job, res: bar.advance(task),
             )
-            results.append(res)
+        else:
+            done = []
+            for job in jobs:
+                t = bar.add_task(job.label, total=steps)
+
+                def advance(k: int, t: TaskID = t) -> None:
+                    bar.update(t, completed=k)
+
+                done.append(run_job(sc, job, advance))
+    results = [r for r, _ in done]
+    recorders = [rec for _, rec in done if rec is not None]
     return sc, seed, steps, results, recorders
 
 
@@ -140,12 +148,22 @@ def run(
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
+            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
     from twinedge.report import summary_table, write_outputs
 
     sc, seed, steps, results, recorders = _run_many(
-        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every
+        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
     )
     extra = {}
     if recorders:
@@ -184,13 +202,23 @@ def compare(
     steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
+            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        ),
+    ] = None,
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table."""
     from twinedge.report import summary_table
     from twinedge.report.outputs import summary_dict
 
     sc, seed, steps, results, _ = _run_many(
-        scenario, placement, migration, seed, steps, quiet or as_json
+        scenario, placement, migration, seed, steps, quiet or as_json, workers=workers, ray=ray
     )
     if as_json:
         d = summary_dict(results, sc.name, seed, steps)
