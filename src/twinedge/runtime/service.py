@@ -29,6 +29,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from twinedge.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    Overloaded,
+    PreconditionFailed,
+    ServiceError,
+    TimedOut,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 from twinedge.runtime import rql, things
 from twinedge.runtime.auth import (
     SYSTEM,
@@ -50,7 +64,6 @@ from twinedge.runtime.store.base import (
     SearchQuery,
     Store,
 )
-from twinedge.runtime.things import ProblemError, bad_request, not_found
 
 log = logging.getLogger("twinedge.service")
 # a mutation: the new document (None: deleted), or it with its own RFC 6902 operations
@@ -244,9 +257,7 @@ class TwinService:
             sub.close("server shutting down")
         for _, fut in self._pending_commands.values():
             if not fut.done():
-                fut.set_exception(
-                    ProblemError(503, "Service Unavailable", "the server is shutting down")
-                )
+                fut.set_exception(Unavailable("the server is shutting down"))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer_pool, self.store.close)
         self._writer_pool.shutdown(wait=True)
@@ -260,9 +271,7 @@ class TwinService:
     # ------------------------------------------------------------------ the writer
     async def _submit(self, op: _Op) -> _Result:
         if self._stopping:
-            raise ProblemError(
-                503, "Service Unavailable", "the server is shutting down; retry later"
-            )
+            raise Unavailable("the server is shutting down; retry later")
         op.future = asyncio.get_running_loop().create_future()
         try:
             # never wait for room: a waiting put could be overtaken and reorder a device's
@@ -270,9 +279,7 @@ class TwinService:
             self._queue.put_nowait(op)
         except asyncio.QueueFull:
             self.metrics["overload_rejected_total"] += 1
-            raise ProblemError(
-                503, "Service Unavailable", "the service is overloaded (write queue full); retry"
-            ) from None
+            raise Overloaded("the service is overloaded (write queue full); retry") from None
         return await op.future
 
     async def _writer(self) -> None:
@@ -304,7 +311,7 @@ class TwinService:
         assert op.barrier is not None
         try:
             res = await op.barrier()
-        except ProblemError as e:
+        except ServiceError as e:
             self.metrics[f"rejected_total:{op.source}"] += 1
             if not op.future.done():
                 op.future.set_exception(e)
@@ -312,11 +319,7 @@ class TwinService:
             self.metrics["commit_failures_total"] += 1
             if not op.future.done():
                 op.future.set_exception(
-                    ProblemError(
-                        503,
-                        "Service Unavailable",
-                        f"the store could not commit ({type(e).__name__}: {e}); retry",
-                    )
+                    Unavailable(f"the store could not commit ({type(e).__name__}: {e}); retry")
                 )
         else:
             if not op.future.done():
@@ -328,8 +331,9 @@ class TwinService:
         neighbours.
 
         A write that fails alone while others of its batch were stored is refused for
-        good (500: retrying would not help, so an MQTT device is acknowledged and told);
-        when nothing could be stored the store is failing and everybody gets 503 (retry).
+        good (:class:`OperationFailed`: retrying would not help, so an MQTT device is
+        acknowledged and told); when nothing could be stored the store is failing and
+        everybody gets :class:`Unavailable` (retry).
         A budget bounds the failed attempts, so a store that is down is not asked 2n
         times."""
         failed: list[tuple[list[_Op], Exception]] = []
@@ -341,17 +345,13 @@ class TwinService:
             what = f"{type(exc).__name__}: {exc}"
             if len(ops) == 1 and stored_some:
                 log.error("the store refused one write of %s: %s", ops[0].thing_id, what)
-                err = ProblemError(
-                    500,
-                    "Internal Server Error",
+                err: ServiceError = OperationFailed(
                     f"the store refused this write ({what}); it was not stored, and sending "
-                    "it again will not help",
+                    "it again will not help"
                 )
             else:
                 log.warning("commit of %d changes failed: %s", len(ops), what)
-                err = ProblemError(
-                    503, "Service Unavailable", f"the store could not commit ({what}); retry"
-                )
+                err = Unavailable(f"the store could not commit ({what}); retry")
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(err)
@@ -381,21 +381,19 @@ class TwinService:
         work: dict[str, dict | None] = {}
         changes: list[Change] = []
         olds: list[dict | None] = []
-        results: list[tuple[_Op, _Result | ProblemError]] = []
+        results: list[tuple[_Op, _Result | ServiceError]] = []
         membership: dict[str, set[str]] = {}
         claims: dict[str, str] = {}
         for op in batch:
             cur = work[op.thing_id] if op.thing_id in work else self.things.get(op.thing_id)
             try:
                 res, change = self._apply_one(op, cur, now, membership, stamp, claims)
-            except ProblemError as e:
+            except ServiceError as e:
                 results.append((op, e))
                 continue
             except Exception as e:  # a bug in a mutator must not take the writer down
                 log.exception("a mutation of %s failed", op.thing_id)
-                results.append(
-                    (op, ProblemError(500, "Internal Server Error", f"{type(e).__name__}: {e}"))
-                )
+                results.append((op, OperationFailed(f"{type(e).__name__}: {e}")))
                 continue
             if change is not None:
                 work[op.thing_id] = change.new
@@ -422,7 +420,7 @@ class TwinService:
                 self.groups[key][2].update(members)
             self.namespaces.update(claims)
         for op, outcome in results:
-            if isinstance(outcome, ProblemError):
+            if isinstance(outcome, ServiceError):
                 self.metrics[f"rejected_total:{op.source}"] += 1
                 if not op.future.done():
                     op.future.set_exception(outcome)
@@ -460,20 +458,16 @@ class TwinService:
             if op.domain is not None and owner is not None and owner != op.domain:
                 # a create-or-replace answers as it would for a free id
                 raise self._foreign_namespace(op.principal, ns, owner)
-            raise not_found(
+            raise NotFound(
                 f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
             )
         if op.if_none_match and cur is not None:
-            raise ProblemError(
-                412, "Precondition Failed", f"thing {op.thing_id} already exists (If-None-Match: *)"
-            )
+            raise PreconditionFailed(f"thing {op.thing_id} already exists (If-None-Match: *)")
         if op.if_match is not None:
             rev = cur["_revision"] if cur else 0
             if rev != op.if_match:
-                raise ProblemError(
-                    412,
-                    "Precondition Failed",
-                    f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)",
+                raise PreconditionFailed(
+                    f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)"
                 )
         # mutators never modify their input: documents in the cache are shared, not copied
         new = op.mutate(cur)
@@ -481,10 +475,10 @@ class TwinService:
         if isinstance(new, tuple):  # the mutator knows its own RFC 6902 operations
             new, known_ops = new
         if new is None and cur is None:
-            raise not_found(f"thing {op.thing_id} does not exist")
+            raise NotFound(f"thing {op.thing_id} does not exist")
         if cur is None:  # a creation: the namespace must be the new owner's
             if op.domain is None or new is None:
-                raise not_found(f"thing {op.thing_id} does not exist")
+                raise NotFound(f"thing {op.thing_id} does not exist")
             ns, owner = self._namespace_owner(op.thing_id, claims)
             if owner is None:
                 claims[ns] = op.domain
@@ -511,10 +505,8 @@ class TwinService:
             )
         if new is not None and (cur is None or any(o["op"] == "add" for o in ops)):
             if _json_bytes(new) > MAX_THING_BYTES:
-                raise ProblemError(
-                    413,
-                    "Payload Too Large",
-                    f"thing {op.thing_id} would be larger than {MAX_THING_BYTES // 1000} kB",
+                raise TooLarge(
+                    f"thing {op.thing_id} would be larger than {MAX_THING_BYTES // 1000} kB"
                 )
         revision = (cur["_revision"] if cur else 0) + 1
         base = cur or new
@@ -686,15 +678,17 @@ class TwinService:
 
     # ------------------------------------------------------------------ access
     async def authenticate(self, token: str | None) -> Principal:
-        """The principal of an API token; 401 if missing or wrong."""
+        """The principal of an API token.
+
+        Raises:
+            Unauthenticated: the token is missing, unknown or revoked.
+        """
         if not token:
-            raise ProblemError(
-                401, "Unauthorized", "missing API key: send 'Authorization: Bearer <token>'"
-            )
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <token>'")
         parts = split_token(token)
         key = await self._read(self.store.get_api_key, parts[0]) if parts else None
         if parts is None or key is None or not check_token_secret(parts[1], key.secret_hash):
-            raise ProblemError(401, "Unauthorized", "unknown or revoked API key")
+            raise Unauthenticated("unknown or revoked API key")
         return Principal(key.key_id, key.domain or None, key.role, "key")
 
     async def create_api_key(
@@ -704,13 +698,11 @@ class TwinService:
         creates keys of its own domain; the service admin of any domain."""
         self._require(principal, "admin")
         if principal.domain is not None and domain != principal.domain:
-            raise ProblemError(
-                403,
-                "Forbidden",
-                f"a domain admin of {principal.domain!r} can only create keys for that domain",
+            raise Forbidden(
+                f"a domain admin of {principal.domain!r} can only create keys for that domain"
             )
         if role not in ("read", "write", "admin"):
-            raise bad_request(f"role must be read, write or admin, got {role!r}", "/role")
+            raise InvalidInput(f"role must be read, write or admin, got {role!r}", "/role")
         if domain:
             things.check_domain(domain)
         if key_id is not None:
@@ -735,7 +727,7 @@ class TwinService:
         """Give the device of ``thing_id`` its MQTT password (username = thing id)."""
         await self._get_visible(principal, thing_id, "admin")
         if not isinstance(password, str) or len(password) < 8:
-            raise bad_request("a device password must have at least 8 characters", "/password")
+            raise InvalidInput("a device password must have at least 8 characters", "/password")
         things.check_name(password, "the password", "/password")
         digest = await self._read(hash_password, password)
 
@@ -744,7 +736,7 @@ class TwinService:
             # takes no credentials into its next life
             doc = self.things.get(thing_id)
             if doc is None or not self._visible(principal, doc, "admin"):
-                raise not_found(
+                raise NotFound(
                     f"thing {thing_id} does not exist or is not visible to key {principal.id!r}"
                 )
             await self._on_writer(self.store.put_device_secret, thing_id, digest)
@@ -762,7 +754,7 @@ class TwinService:
         self._require(principal, "admin")
         things.check_domain(grantee, "/grantee")
         if principal.domain is None:
-            raise bad_request(
+            raise InvalidInput(
                 "the service admin has no domain to grant from; use a domain admin key"
             )
         rql.parse(filter)
@@ -775,9 +767,7 @@ class TwinService:
 
     def _require(self, p: Principal, role: Role) -> None:
         if not p.can(role):
-            raise ProblemError(
-                403, "Forbidden", f"this needs role {role!r}; the key {p.id!r} has role {p.role!r}"
-            )
+            raise Forbidden(f"this needs role {role!r}; the key {p.id!r} has role {p.role!r}")
 
     async def _grants(self, domain: str) -> list[tuple[Grant, rql.Node]]:
         if domain not in self._grants_cache:
@@ -820,7 +810,7 @@ class TwinService:
                     p.domain,
                 )
             # a thing of another domain is indistinguishable from a missing one
-            raise not_found(f"thing {thing_id} does not exist or is not visible to key {p.id!r}")
+            raise NotFound(f"thing {thing_id} does not exist or is not visible to key {p.id!r}")
         return doc
 
     # ------------------------------------------------------------------ reading
@@ -832,11 +822,11 @@ class TwinService:
         # an as-of read also works for a thing deleted since: visibility is judged on the
         # document as it was
         if revision is not None and not 0 <= revision <= 2**53:
-            raise bad_request(f"revision must lie in 0..2^53, got {revision}", "/revision")
+            raise InvalidInput(f"revision must lie in 0..2^53, got {revision}", "/revision")
         if at is not None and not (
             isinstance(at, int | float) and MIN_TIME_S <= at < MAX_TIME_S
         ):  # 0001-01-01T00:00:00Z up to 5000-01-01T00:00:00Z
-            raise bad_request(f"at must be a time between the years 1 and 5000, got {at}", "/at")
+            raise InvalidInput(f"at must be a time between the years 1 and 5000, got {at}", "/at")
         self._require(p, "read")
         things.check_thing_id(thing_id)
         if p.domain is not None:
@@ -848,7 +838,7 @@ class TwinService:
                 if revision is not None or at is None
                 else f"time {rfc3339(at)}"
             )
-            raise not_found(
+            raise NotFound(
                 f"thing {thing_id} did not exist at {when}, its history was pruned, "
                 f"or it is not visible to key {p.id!r}"
             )
@@ -859,7 +849,7 @@ class TwinService:
         try:
             return things.get_path(doc, things.split_path(path))
         except KeyError:
-            raise not_found(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+            raise NotFound(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
 
     async def delta(self, p: Principal, thing_id: str) -> dict:
         doc = await self._get_visible(p, thing_id)
@@ -882,13 +872,15 @@ class TwinService:
         doc = await self._get_visible(p, thing_id)
         for name, v in (("from", since), ("to", until)):
             if v is not None and not MIN_TIME_S <= v < MAX_TIME_S:
-                raise bad_request(f"{name} must be a time between the years 1 and 5000", f"/{name}")
+                raise InvalidInput(
+                    f"{name} must be a time between the years 1 and 5000", f"/{name}"
+                )
         if not 1 <= limit <= 10_000:
-            raise bad_request(f"limit must lie in 1..10000, got {limit}", "/limit")
+            raise InvalidInput(f"limit must lie in 1..10000, got {limit}", "/limit")
         after = 0
         if cursor is not None:
             if not (isinstance(cursor, str) and cursor.isascii() and cursor.isdigit()):
-                raise bad_request("the cursor is not one this service gave out", "/cursor")
+                raise InvalidInput("the cursor is not one this service gave out", "/cursor")
             after = int(cursor[:16])
         items = await self._read(
             self.store.history,
@@ -939,7 +931,7 @@ class TwinService:
         if filter:
             rql.parse(filter)
         if not 1 <= limit <= 1000:
-            raise bad_request(f"limit must lie in 1..1000, got {limit}", "/limit")
+            raise InvalidInput(f"limit must lie in 1..1000, got {limit}", "/limit")
         q = SearchQuery(
             filter,
             await self.scope(p),
@@ -959,9 +951,9 @@ class TwinService:
     ) -> list[dict]:
         self._require(p, "read")
         if fn not in ("count", "min", "max", "avg"):
-            raise bad_request(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
+            raise InvalidInput(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
         if fn != "count" and not field:
-            raise bad_request(f"{fn} needs a field", "/field")
+            raise InvalidInput(f"{fn} needs a field", "/field")
         return await self._read(
             self.store.aggregate, filter, await self.scope(p), group_by, fn, field
         )
@@ -994,7 +986,7 @@ class TwinService:
         elif domain is not None:
             things.check_domain(domain, "/_domain")
         if not domain or not isinstance(domain, str):
-            raise bad_request(
+            raise InvalidInput(
                 "the service admin must name the owner domain of a new thing (field _domain)",
                 "/_domain",
             )
@@ -1011,7 +1003,7 @@ class TwinService:
                 self.metrics["access_denied_total"] += 1
             raise self._foreign_namespace(p, ns, owner)
         elif doc is not None:
-            await self._get_visible(p, thing_id, "write")  # raises the same 404 as a GET
+            await self._get_visible(p, thing_id, "write")  # raises the same NotFound as a GET
 
         def mutate(cur: dict | None) -> dict:
             new = dict(clean)
@@ -1031,18 +1023,14 @@ class TwinService:
         ns = thing_id.split(":", 1)[0]
         return ns, (claims or {}).get(ns) or self.namespaces.get(ns)
 
-    def _foreign_namespace(self, p: Principal, ns: str, owner: str) -> ProblemError:
+    def _foreign_namespace(self, p: Principal, ns: str, owner: str) -> ServiceError:
         if p.domain is None:
-            return ProblemError(
-                409,
-                "Conflict",
+            return Conflict(
                 f"namespace {ns!r} belongs to domain {owner!r}; create the thing there, or "
                 f"assign the namespace with PUT /api/2/namespaces/{ns}",
                 pointer="/_domain",
             )
-        return ProblemError(
-            403,
-            "Forbidden",
+        return Forbidden(
             f"namespace {ns!r} belongs to another domain; a domain creates things only in "
             f"its own namespaces (the service admin assigns them)",
             pointer="/thingId",
@@ -1062,11 +1050,9 @@ class TwinService:
         keep their owner; new ones belong to ``domain``)."""
         self._require(p, "admin")
         if p.domain is not None:
-            raise ProblemError(
-                403, "Forbidden", "only the service admin assigns namespaces to domains"
-            )
+            raise Forbidden("only the service admin assigns namespaces to domains")
         if not things.NAMESPACE_RE.fullmatch(ns or ""):
-            raise bad_request(f"namespace {ns!r} is not valid", "/namespace")
+            raise InvalidInput(f"namespace {ns!r} is not valid", "/namespace")
         things.check_domain(domain)
 
         async def run() -> dict[str, str]:
@@ -1104,7 +1090,7 @@ class TwinService:
 
         def mutate(cur: dict | None) -> dict | None:
             if cur is None:
-                raise not_found(f"thing {thing_id} does not exist")
+                raise NotFound(f"thing {thing_id} does not exist")
             content = _content(cur)
             try:
                 old = things.get_path(content, tokens) if tokens else content
@@ -1115,7 +1101,7 @@ class TwinService:
                 things.set_path(content, tokens, new_val)
             else:
                 if not isinstance(new_val, dict):
-                    raise bad_request("a merge patch of a thing must be a JSON object", "")
+                    raise InvalidInput("a merge patch of a thing must be a JSON object", "")
                 content = new_val
                 content["thingId"] = thing_id
             return _with_meta(content, cur)
@@ -1129,13 +1115,13 @@ class TwinService:
         await self._get_visible(p, thing_id, "write")
         tokens = things.split_path(path)
         if not tokens:
-            raise bad_request("use PUT /things/{id} to replace a whole thing")
+            raise InvalidInput("use PUT /things/{id} to replace a whole thing")
         _check_writable(tokens)
         created = {"v": False}
 
         def mutate(cur: dict | None) -> dict | None:
             if cur is None:
-                raise not_found(f"thing {thing_id} does not exist")
+                raise NotFound(f"thing {thing_id} does not exist")
             content = _content(cur)
             try:
                 things.get_path(content, tokens)
@@ -1157,14 +1143,14 @@ class TwinService:
 
         def mutate(cur: dict | None) -> dict | None:
             if cur is None:
-                raise not_found(f"thing {thing_id} does not exist")
+                raise NotFound(f"thing {thing_id} does not exist")
             if not tokens:
                 return None
             content = _content(cur)
             try:
                 things.delete_path(content, tokens)
             except KeyError:
-                raise not_found(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+                raise NotFound(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
             return _with_meta(content, cur)
 
         return (await self._submit(_Op(thing_id, mutate, p, "http", if_match))).thing
@@ -1192,12 +1178,12 @@ class TwinService:
         """Apply a device's report: ``{feature_id: merge patch of its properties}``.
         Returns the new revision once it is durable."""
         if not isinstance(payload, dict) or not payload:
-            raise bad_request(
+            raise InvalidInput(
                 "a report must be a JSON object of feature id -> properties merge patch", ""
             )
         for fid, props in payload.items():
             if not isinstance(props, dict):
-                raise bad_request(
+                raise InvalidInput(
                     f"feature {fid!r}: the properties patch must be a JSON object",
                     f"/{things.escape_token(fid)}",
                 )
@@ -1206,11 +1192,11 @@ class TwinService:
             things.validate_feature(fid, {"properties": props})
         things.check_json(payload)
         if things.too_deep(payload, things.MAX_DEPTH - 3):
-            raise bad_request(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
+            raise InvalidInput(f"the report nests deeper than {things.MAX_DEPTH - 3} levels", "")
 
         def mutate(cur: dict | None) -> tuple[dict, list[dict]]:
             if cur is None:
-                raise not_found(f"thing {thing_id} is not registered")
+                raise NotFound(f"thing {thing_id} is not registered")
             # copy only what changes: the thing, its features map and the touched features
             new = dict(cur)
             feats = dict(cur.get("features") or {})
@@ -1248,7 +1234,7 @@ class TwinService:
 
         def mutate(cur: dict | None) -> dict | None:
             if cur is None:
-                raise not_found(f"thing {thing_id} does not exist")
+                raise NotFound(f"thing {thing_id} does not exist")
             new = copy.deepcopy(cur)
             new["_host"] = host
             return new
@@ -1259,14 +1245,17 @@ class TwinService:
     async def send_command(
         self, p: Principal, thing_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0
     ) -> Any:
-        """Send a command to the device and wait for its response (408 on timeout)."""
+        """Send a command to the device and wait for its response.
+
+        Raises:
+            TimedOut: the device did not answer within ``timeout_s``.
+            Unavailable: no device connection is configured.
+        """
         await self._get_visible(p, thing_id, "write")
         if self.outbound is None:
-            raise ProblemError(
-                503, "Service Unavailable", "no device connection (MQTT) is configured"
-            )
+            raise Unavailable("no device connection (MQTT) is configured")
         if not 0 < timeout_s <= 300:
-            raise bad_request(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
+            raise InvalidInput(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
         cid = uuid.uuid4().hex
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending_commands[cid] = (thing_id, fut)
@@ -1275,9 +1264,7 @@ class TwinService:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             self.metrics["command_timeouts_total"] += 1
-            raise ProblemError(
-                408,
-                "Request Timeout",
+            raise TimedOut(
                 f"device {thing_id} did not answer command {subject!r} within {timeout_s:g} s",
             ) from None
         finally:
@@ -1308,23 +1295,23 @@ class TwinService:
         kept current as twins change) or an explicit list."""
         self._require(p, "write")
         if p.domain is None:
-            raise bad_request("groups belong to a domain; use a domain key")
+            raise InvalidInput("groups belong to a domain; use a domain key")
         if not name or "/" in name or len(name) > 128:
-            raise bad_request(f"group name {name!r} must be 1-128 characters without '/'", "/name")
+            raise InvalidInput(f"group name {name!r} must be 1-128 characters without '/'", "/name")
         if (filter is None) == (members is None):
-            raise bad_request("give exactly one of filter and members", "")
+            raise InvalidInput("give exactly one of filter and members", "")
         things.check_name(name, "a group name", "/name")
         node = rql.parse(filter) if filter else None
         if members is not None:
             if not isinstance(members, list | tuple) or len(members) > MAX_GROUP_MEMBERS:
-                raise bad_request(
+                raise InvalidInput(
                     f"members must be a list of at most {MAX_GROUP_MEMBERS} thing ids", "/members"
                 )
             for i, m in enumerate(members):
                 try:
                     things.check_thing_id(m)
-                except ProblemError as e:
-                    raise bad_request(e.detail, f"/members/{i}") from None
+                except InvalidInput as e:
+                    raise InvalidInput(e.detail, f"/members/{i}") from None
             members = list(dict.fromkeys(members))
         domain = p.domain
 
@@ -1342,9 +1329,7 @@ class TwinService:
                 for i, m in enumerate(initial):
                     d = self.things.get(m)
                     if d is None or d["_domain"] != domain:
-                        raise ProblemError(
-                            404,
-                            "Not Found",
+                        raise NotFound(
                             f"member {m} does not exist or is not a thing of domain {domain!r}",
                             pointer=f"/members/{i}",
                         )
@@ -1363,7 +1348,7 @@ class TwinService:
         self._require(p, "read")
         key = f"{p.domain}/{name}"
         if key not in self.groups:
-            raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
+            raise NotFound(f"group {name!r} does not exist in domain {p.domain!r}")
         spec = self.groups[key][0]
         members, nxt = await self._read(
             self.store.group_members, spec.domain, name, limit=limit, cursor=cursor
@@ -1389,7 +1374,7 @@ class TwinService:
         self._require(p, "write")
         key = f"{p.domain}/{name}"
         if key not in self.groups:
-            raise not_found(f"group {name!r} does not exist in domain {p.domain!r}")
+            raise NotFound(f"group {name!r} does not exist in domain {p.domain!r}")
         domain = p.domain
 
         async def run() -> None:
@@ -1473,14 +1458,12 @@ def _with_meta(content: dict, cur: dict) -> dict:
 
 def _check_writable(tokens: list[str]) -> None:
     if tokens and (tokens[0] in things.META_FIELDS or tokens[0] == "thingId"):
-        raise ProblemError(
-            403,
-            "Forbidden",
+        raise Forbidden(
             f"/{tokens[0]} is kept by the service and cannot be written",
             pointer=f"/{tokens[0]}",
         )
     if tokens and tokens[0] not in ("attributes", "features"):
-        raise not_found(f"a thing has no /{tokens[0]}; write under /attributes or /features")
+        raise NotFound(f"a thing has no /{tokens[0]}; write under /attributes or /features")
 
 
 def _json_bytes(doc: dict) -> int:

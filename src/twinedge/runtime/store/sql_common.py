@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinedge import textinput
-from twinedge.errors import TwinedgeError
+from twinedge.errors import InvalidInput, TwinedgeError
 from twinedge.runtime import rql
 from twinedge.runtime.store.base import (
     ApiKey,
@@ -54,7 +54,6 @@ from twinedge.runtime.store.base import (
 )
 from twinedge.runtime.things import (
     JSON_LIMITS,
-    ProblemError,
     apply_json_patch,
     escape_token,
     get_path,
@@ -72,10 +71,6 @@ _COLUMN_KEYS = frozenset(rql.COLUMN_FIELDS)
 
 class StoreError(TwinedgeError):
     """The database refused or failed an operation; the message says what to do."""
-
-
-def bad_request(detail: str, pointer: str | None = None) -> ProblemError:
-    return ProblemError(400, "Bad Request", detail, pointer=pointer)
 
 
 def dumps(v: Any) -> str:
@@ -354,15 +349,15 @@ MAX_CURSOR_CHARS = 50_000
 
 def decode_cursor(cursor: str) -> Any:
     """The JSON value inside a cursor, decoded strictly (:func:`textinput.loads`: no NUL,
-    lone surrogate, non-finite or out-of-range number); a 400 problem for anything else.
-    The caller still checks the value's shape and types."""
+    lone surrogate, non-finite or out-of-range number); :class:`InvalidInput` for anything
+    else. The caller still checks the value's shape and types."""
     try:
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ValueError
         pad = "=" * (-len(cursor) % 4)
         return textinput.loads(base64.urlsafe_b64decode(cursor + pad), JSON_LIMITS)
     except (ValueError, TypeError):
-        raise bad_request(
+        raise InvalidInput(
             "the cursor is not one this service made; pass back the cursor of the previous "
             "page unchanged, or leave it out to start from the first page",
             "/cursor",
@@ -388,7 +383,7 @@ class _SortSql:
 
 def _sort_sql(sort: Sequence[tuple[str, bool]]) -> _SortSql:
     if len(sort) > MAX_SORT_KEYS:
-        raise bad_request(
+        raise InvalidInput(
             f"sort by at most {MAX_SORT_KEYS} fields, got {len(sort)}; things are ordered by "
             "thingId after the last one anyway",
             "/sort",
@@ -437,7 +432,7 @@ def _cursor_key(c: Any, check: str, types: Sequence[str]) -> list[Any]:
     starts, and the caller's scope applies as always.
     """
     if not (isinstance(c, dict) and c.get("q") == check and isinstance(c.get("k"), list)):
-        raise bad_request(
+        raise InvalidInput(
             "the cursor belongs to another query (the filter or the sort changed); "
             "repeat the query without a cursor to start again",
             "/cursor",
@@ -461,8 +456,8 @@ def _cursor_key(c: Any, check: str, types: Sequence[str]) -> list[Any]:
     return out
 
 
-def _bad_cursor(why: str) -> ProblemError:
-    return bad_request(
+def _bad_cursor(why: str) -> InvalidInput:
+    return InvalidInput(
         f"the cursor does not fit this query ({why}); pass back the cursor of the previous "
         "page unchanged, or leave it out to start from the first page",
         "/cursor",
@@ -490,10 +485,10 @@ GROUPABLE_COLUMNS = ("_domain", "_host")
 
 
 def check_group_by(group_by: str) -> tuple[str, ...]:
-    """The tokens of an aggregate's ``group_by`` path, or a 400 problem saying why it cannot
-    group: of the service fields only ``_domain`` and ``_host`` group things (``thingId``,
-    ``_revision``, ``_created`` and ``_modified`` are per-thing counters and clocks, and
-    nothing lies below a service field); any document path can.
+    """The tokens of an aggregate's ``group_by`` path, or :class:`InvalidInput` saying why
+    it cannot group: of the service fields only ``_domain`` and ``_host`` group things
+    (``thingId``, ``_revision``, ``_created`` and ``_modified`` are per-thing counters and
+    clocks, and nothing lies below a service field); any document path can.
 
     Examples:
         >>> check_group_by("attributes/kind")
@@ -501,7 +496,7 @@ def check_group_by(group_by: str) -> tuple[str, ...]:
         >>> check_group_by("_revision")
         Traceback (most recent call last):
         ...
-        twinedge.runtime.things.ProblemError: cannot group by _revision: ...
+        twinedge.errors.InvalidInput: cannot group by _revision: ...
     """
     tokens = rql.parse_path(group_by, "/groupBy")
     if tokens[0] in _COLUMN_KEYS and (len(tokens) > 1 or tokens[0] not in GROUPABLE_COLUMNS):
@@ -510,7 +505,7 @@ def check_group_by(group_by: str) -> tuple[str, ...]:
             if len(tokens) > 1
             else f"{tokens[0]} is a service field that differs per thing or per change"
         )
-        raise bad_request(
+        raise InvalidInput(
             f"cannot group by {group_by}: {what}; group by _domain, _host or a path of the "
             "document such as attributes/kind",
             "/groupBy",
@@ -714,7 +709,7 @@ class SqlStore:
         self, thing_id: str, *, revision: int | None = None, at: float | None = None
     ) -> dict[str, Any] | None:
         if revision is not None and at is not None:
-            raise bad_request("ask for a revision or a time (at), not both", "/at")
+            raise InvalidInput("ask for a revision or a time (at), not both", "/at")
         if revision is None and at is None:
             rows = self._query("SELECT doc FROM things WHERE thing_id = ?", [thing_id])
             return json.loads(rows[0][0]) if rows else None
@@ -862,7 +857,7 @@ class SqlStore:
 
     def search(self, query: SearchQuery) -> SearchPage:
         if not 1 <= query.limit <= MAX_LIMIT:
-            raise bad_request(f"limit must lie in 1..{MAX_LIMIT}, got {query.limit}", "/limit")
+            raise InvalidInput(f"limit must lie in 1..{MAX_LIMIT}, got {query.limit}", "/limit")
         for p in query.fields or ():
             rql.parse_path(p, "/fields")
         srt = _sort_sql(query.sort)
@@ -908,9 +903,9 @@ class SqlStore:
         self, filter: str | None, scope: Scope, group_by: str, fn: str, field: str | None
     ) -> list[dict[str, Any]]:
         if fn not in ("count", "min", "max", "avg"):
-            raise bad_request(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
+            raise InvalidInput(f"aggregate must be count, min, max or avg, got {fn!r}", "/fn")
         if fn != "count" and not field:
-            raise bad_request(f"{fn} needs a numeric field to aggregate", "/field")
+            raise InvalidInput(f"{fn} needs a numeric field to aggregate", "/field")
         where, wparams = self._where(filter, scope)
         joins: list[str] = []
         jparams: list[Any] = []
@@ -1018,12 +1013,12 @@ class SqlStore:
         self, domain: str, name: str, *, limit: int = 1000, cursor: str | None = None
     ) -> tuple[list[str], str | None]:
         if not 1 <= limit <= 100_000:
-            raise bad_request(f"limit must lie in 1..100000, got {limit}", "/limit")
+            raise InvalidInput(f"limit must lie in 1..100000, got {limit}", "/limit")
         after = ""
         if cursor:
             c = decode_cursor(cursor)
             if not isinstance(c, dict) or not isinstance(c.get("m"), str):
-                raise bad_request("the cursor is not a group-members cursor", "/cursor")
+                raise InvalidInput("the cursor is not a group-members cursor", "/cursor")
             after = c["m"]  # decode_cursor refused text the store cannot hold
         rows = self._query(
             "SELECT thing_id FROM group_members WHERE gkey = ? AND thing_id > ? ORDER BY thing_id LIMIT ?",
@@ -1089,7 +1084,7 @@ class SqlStore:
     def put_grant(self, grant: Grant) -> None:
         rql.parse(grant.filter)
         if grant.role not in ("read", "write"):
-            raise bad_request(f"a grant's role is read or write, got {grant.role!r}", "/role")
+            raise InvalidInput(f"a grant's role is read or write, got {grant.role!r}", "/role")
         self._write(
             "INSERT INTO grants (grantor, grantee, filter, role) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (grantor, grantee, filter) DO UPDATE SET role = excluded.role",
