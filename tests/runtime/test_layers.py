@@ -87,3 +87,11 @@ def test_the_import_reader_sees_relative_and_absolute_imports(tmp_path):
         "from ..api import problems\nfrom . import base\nimport twinedge.runtime.api.problems\n"
     )
     assert {PROBLEMS, "twinedge.runtime.store.base"} <= imported(src, pkg.parent)
+
+
+def test_the_planners_of_the_sql_stores_touch_no_database():
+    """Query planning and the commit plan are pure: statements and rows, no connection."""
+    banned = ("sqlite3", "psycopg", "threading", "twinedge.runtime.store.sql_store")
+    for name in ("sql_query.py", "sql_commit.py"):
+        found = imported(RUNTIME / "store" / name)
+        assert not {m for m in found if m.split(".")[0] in banned or m in banned}, name

@@ -16,7 +16,7 @@ from twinedge.runtime.store import (
     StoreError,
     open_store,
 )
-from twinedge.runtime.store.sql_common import SNAPSHOT_EVERY
+from twinedge.runtime.store.sql_commit import SNAPSHOT_EVERY
 
 
 def car(level: int = 50, kind: str = "vehicle") -> dict:
