@@ -55,6 +55,8 @@ def test_the_module_list_covers_the_core():
         "twinedge.runtime.rql",
         "twinedge.runtime.auth",
         "twinedge.runtime.store.sqlite",
+        "twinedge.runtime.core.writer",
+        "twinedge.runtime.core.access",
     } <= names
     assert not any(n.startswith(("twinedge.runtime.api", "twinedge.runtime.mqtt")) for n in names)
 

@@ -180,7 +180,7 @@ def test_a_slow_subscriber_is_cut_off_with_a_reason(store_url):
         assert sub.closed_reason and "slow consumer" in sub.closed_reason
         assert fast.closed_reason is None and fast.queue.qsize() == 20
         assert svc.metrics["events_dropped_total"] == 1
-        assert sub not in svc._subscriptions
+        assert sub not in svc._events.subscriptions
 
     run(store_url, body)
 

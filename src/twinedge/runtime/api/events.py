@@ -33,7 +33,8 @@ from twinedge.runtime.api.common import bearer_scheme, get_service, token_from
 from twinedge.runtime.api.models import COMMON_RESPONSES
 from twinedge.runtime.api.problems import ProblemError, problem_of
 from twinedge.runtime.auth import Principal
-from twinedge.runtime.service import Subscription, TwinService
+from twinedge.runtime.core.events import Subscription
+from twinedge.runtime.service import TwinService
 
 router = APIRouter(prefix="/api/2")
 

@@ -241,7 +241,7 @@ class Gateway:
 
     Subclasses implement :meth:`_send` (enqueue one outgoing message without blocking:
     the service calls the ``publish_*`` methods from its writer). An instance is the
-    service's :class:`~twinedge.runtime.service.Outbound`.
+    service's :class:`~twinedge.runtime.core.devices.Outbound`.
     """
 
     def __init__(self, service: Any, *, max_payload_bytes: int = 65536):
