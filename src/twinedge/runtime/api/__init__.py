@@ -60,10 +60,7 @@ def close_event_streams(service: TwinService, reason: str = "server shutting dow
     response only ends when its stream does, so without this a graceful shutdown waits
     for every SSE client (or for uvicorn's ``timeout_graceful_shutdown``).
     """
-    subs = list(getattr(service, "_subscriptions", ()))
-    for sub in subs:
-        sub.close(reason)
-    return len(subs)
+    return service.close_subscriptions(reason)
 
 
 def create_app(
