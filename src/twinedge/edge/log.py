@@ -437,6 +437,7 @@ class EdgeLog:
     def compact(
         self,
         snapshots: Sequence[LogRecord],
+        trim: Sequence[tuple[str, int]] = (),
         drop: Sequence[str] = (),
         *,
         replicated_seq: int,
@@ -445,7 +446,10 @@ class EdgeLog:
 
         Parameters:
             snapshots: per twin, a ``snapshot``-kind record whose ``seq`` is the last record
-                already folded into its ``data`` (the host's state of the twin).
+                already folded into its ``data`` (the host's state of the twin); its
+                records up to that seq are deleted.
+            trim: ``(twin_id, seq)``: delete the twin's records up to ``seq`` (covered by the
+                snapshot stored earlier).
             drop: twins whose state is no longer needed (moved away): their snapshot row
                 and replicated records go.
             replicated_seq: the replication watermark; no record above it is deleted (the
@@ -473,6 +477,11 @@ class EdgeLog:
                     cur = con.execute(
                         "DELETE FROM records WHERE twin_id = ? AND seq <= ?",
                         (s.twin_id, min(s.seq, wm)),
+                    )
+                    deleted += cur.rowcount
+                for t, upto in trim:
+                    cur = con.execute(
+                        "DELETE FROM records WHERE twin_id = ? AND seq <= ?", (t, min(upto, wm))
                     )
                     deleted += cur.rowcount
                 for t in drop:
