@@ -15,6 +15,8 @@ Modules:
 * :mod:`.host` — :class:`EdgeHost`: one writer with group commit, fencing, the
   replication outbox, the migration primitives;
 * :mod:`.replica` — :class:`ReplicaApplier`, the receiving side of replication;
+* :mod:`.migrate` — :func:`pre_copy`, :func:`stop_and_copy`, :func:`resume`,
+  :func:`evacuate` over :class:`MigrationPeer`;
 * :mod:`.document` — the twin document and the checks every change passes;
 * :mod:`.errors` — the error tree (:class:`EdgeError` and below).
 
@@ -53,6 +55,15 @@ from twinedge.edge.host import (
     TwinSnapshot,
 )
 from twinedge.edge.log import EdgeLog, LogRecord, Ownership, TwinStatus
+from twinedge.edge.migrate import (
+    MigrationPeer,
+    MigrationReport,
+    evacuate,
+    migrate,
+    pre_copy,
+    resume,
+    stop_and_copy,
+)
 from twinedge.edge.replica import ReplicaApplier, ReplicaTwin
 
 __all__ = [
@@ -71,6 +82,8 @@ __all__ = [
     "InvalidReportError",
     "LogRecord",
     "MigrationError",
+    "MigrationPeer",
+    "MigrationReport",
     "NotOwnerError",
     "Ownership",
     "ReplicaApplier",
@@ -85,5 +98,10 @@ __all__ = [
     "TwinStatus",
     "TwinView",
     "UnknownTwinError",
+    "evacuate",
+    "migrate",
+    "pre_copy",
     "resolve_behaviour",
+    "resume",
+    "stop_and_copy",
 ]
