@@ -294,8 +294,17 @@ def test_kill_fails_what_was_not_acknowledged(tmp_path: Path) -> None:
         for w in waiting:
             with pytest.raises(HostClosedError, match="closed before acknowledging"):
                 await w
+        for call in (
+            lambda: h.apply(T, {"f": {"c": 1}}),
+            lambda: h.export_snapshot(T),
+            lambda: h.export_changes(T, 0),
+            lambda: h.ownership(T),
+            lambda: h.fence(T, 2, "b"),
+        ):
+            with pytest.raises(HostClosedError, match="host 'edge-1' is closed"):
+                await call()
         with pytest.raises(HostClosedError):
-            await h.apply(T, {"f": {"c": 1}})
+            h.pending()
         h = EdgeHost.open(tmp_path / "h.sqlite")
         assert h.twin(T).revision == acked == 1
         assert h.twin(T).properties("f") == {"a": 1}

@@ -398,6 +398,10 @@ class EdgeHost:
         self._fail_all()
         self._log.close()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostClosedError(f"host {self.host_id!r} is closed; send to the twin's owner")
+
     def _fail_all(self) -> None:
         err = HostClosedError(f"host {self.host_id!r} closed before acknowledging; resend")
         for fut in self._inflight:
@@ -407,8 +411,7 @@ class EdgeHost:
 
     # ------------------------------------------------------------------ the writer
     async def _submit(self, op: _Op) -> Any:
-        if self._closed:
-            raise HostClosedError(f"host {self.host_id!r} is closed; send to the twin's owner")
+        self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((op, fut))
         if self._writer is None or self._writer.done():
@@ -487,7 +490,12 @@ class EdgeHost:
 
     # ------------------------------------------------------------------ reading
     def status(self, twin_id: str) -> Ownership:
-        """What this host knows of the twin (``ABSENT`` / ``STAGED`` when nothing durable)."""
+        """What this host knows of the twin (``ABSENT`` / ``STAGED`` when nothing durable).
+
+        Raises:
+            HostClosedError: the host is closed.
+        """
+        self._check_open()
         t = self._twins.get(twin_id)
         if t is not None:
             return t.own
@@ -518,8 +526,10 @@ class EdgeHost:
         shared: do not mutate it.
 
         Raises:
-            UnknownTwinError, NotOwnerError (moved away), TwinNotReadyError (arriving).
+            UnknownTwinError, NotOwnerError (moved away), TwinNotReadyError (arriving),
+            HostClosedError.
         """
+        self._check_open()
         t = self._twins.get(twin_id)
         if t is None or t.document is None:
             self._refuse(t, twin_id)
@@ -631,6 +641,7 @@ class EdgeHost:
         Examples:
             See :class:`EdgeHost`.
         """
+        self._check_open()
         check_report(report)
         self._serving(self._twins.get(twin_id), twin_id, epoch)  # fail fast
 
@@ -643,6 +654,7 @@ class EdgeHost:
     async def set_desired(self, twin_id: str, desired: Any, *, epoch: int | None = None) -> int:
         """Set desired properties ``{feature_id: merge patch}`` through ``on_desired``;
         return the revision once durable. Raises as :meth:`apply`."""
+        self._check_open()
         check_report(desired, "desired state")
         self._serving(self._twins.get(twin_id), twin_id, epoch)
 
@@ -757,8 +769,10 @@ class EdgeHost:
         host keeps serving the twin.
 
         Raises:
-            UnknownTwinError, NotOwnerError (moved, released), TwinNotReadyError.
+            UnknownTwinError, NotOwnerError (moved, released), TwinNotReadyError,
+            HostClosedError.
         """
+        self._check_open()
         t = self._twins.get(twin_id)
         if t is None or t.document is None:
             self._refuse(t, twin_id)
@@ -781,8 +795,9 @@ class EdgeHost:
         Raises:
             MigrationError: no snapshot was exported, or ``after_revision`` is older than
                 the changes kept (export a new snapshot).
-            UnknownTwinError, NotOwnerError.
+            UnknownTwinError, NotOwnerError, HostClosedError.
         """
+        self._check_open()
         t = self._twins.get(twin_id)
         if t is None or t.document is None:
             self._refuse(t, twin_id)
@@ -877,8 +892,9 @@ class EdgeHost:
         Raises:
             MigrationError: the twin is served or fenced here.
             InvalidReportError: the document does not decode. BehaviourError: this host
-                cannot run the twin's behaviour.
+                cannot run the twin's behaviour. HostClosedError.
         """
+        self._check_open()
         t = self._twins.get(snapshot.twin_id)
         if t is not None and t.own.status is not TwinStatus.MOVED:
             raise MigrationError(
@@ -896,8 +912,9 @@ class EdgeHost:
 
         Raises:
             MigrationError: nothing staged, or the changes do not continue it.
-            InvalidReportError: a patch does not decode.
+            InvalidReportError: a patch does not decode. HostClosedError.
         """
+        self._check_open()
         st = self._staged.get(changes.twin_id)
         if st is None:
             raise MigrationError(f"twin {changes.twin_id!r} is not staged on host {self.host_id!r}")
@@ -976,8 +993,9 @@ class EdgeHost:
         (default: the watermark), at most ``limit``.
 
         Raises:
-            EdgeLogError: the log cannot be read (or the host is closed).
+            EdgeLogError: the log cannot be read. HostClosedError: the host is closed.
         """
+        self._check_open()
         after = self._replicated if after_seq is None else after_seq
         return self._log.read(after, limit)
 
@@ -991,6 +1009,7 @@ class EdgeHost:
         Raises:
             EdgeError: ``seq`` is above the last committed record.
         """
+        self._check_open()
         if seq > self._log.last_seq:
             raise EdgeError(
                 f"host {self.host_id!r}: cannot acknowledge seq {seq}, the last committed is "
