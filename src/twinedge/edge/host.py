@@ -1,0 +1,1087 @@
+"""An edge host: the twins placed on it, served from memory, committed to its own log.
+
+``EdgeHost`` is transport-agnostic and asyncio-native. Whoever wires it to devices (an MQTT
+endpoint whose PUBACK awaits :meth:`EdgeHost.apply`), to the core (a replicator that
+sends :meth:`EdgeHost.pending` and calls :meth:`EdgeHost.ack_replicated`) and to other
+hosts (migration RPCs calling the methods :class:`twinedge.edge.migrate.MigrationPeer`
+lists) only calls these methods.
+
+**One writer, group commit.** Every mutation (a report, desired state, a tick, a fence, an
+adoption, a release) is queued to one writer task. The writer takes everything queued,
+applies it in order on copies of the twins it touches, commits the whole batch to the
+log in one SQLite transaction (in a worker thread, so the event loop keeps accepting),
+and only then installs the new states and answers the callers: ``await host.apply(...)``
+returns the new revision once it is durable, which is what a device's PUBACK may promise.
+A commit that fails fails its whole batch and changes nothing in memory.
+
+**Ownership and fencing.** Each twin has an epoch. The host serves only the twins it
+``owned``; a migration *fences* a twin (a durable record "given to host B at epoch e+1",
+in the writer's order, so every update queued before the fence is committed with it and
+every later one is refused) and the target *adopts* it at e+1. A refused update raises
+:class:`~twinedge.edge.errors.NotOwnerError` naming the new owner, so the device edge can
+redirect the device; a twin being copied here raises
+:class:`~twinedge.edge.errors.TwinNotReadyError` until it is adopted.
+
+**Replication outbox.** Committed records, in ``seq`` order, are the outbox:
+:meth:`EdgeHost.pending` reads them after the watermark, :meth:`EdgeHost.ack_replicated`
+moves the watermark (cumulative, idempotent) and measures the replication lag (ack time
+minus commit time, on the host's injected clock). The watermark reaches the log with the
+next commit (or :meth:`EdgeHost.flush`): after a crash some records may be sent again,
+which the core ignores (it applies ``(twin, epoch, revision)`` idempotently, see
+:class:`twinedge.edge.replica.ReplicaApplier`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from twinedge.edge.behaviour import TwinBehaviour, TwinView, resolve_behaviour
+from twinedge.edge.document import (
+    MAX_TWIN_BYTES,
+    Patch,
+    check_patch,
+    check_report,
+    decode,
+    encode,
+    new_document,
+)
+from twinedge.edge.errors import (
+    BehaviourError,
+    EdgeError,
+    EdgeLogError,
+    EpochError,
+    HostClosedError,
+    InvalidReportError,
+    MigrationError,
+    NotOwnerError,
+    TwinNotReadyError,
+    UnknownTwinError,
+)
+from twinedge.edge.log import EdgeLog, LogRecord, Ownership, TwinStatus
+from twinedge.runtime.things import json_equal, merge_patch
+
+__all__ = [
+    "ChangeSet",
+    "EdgeHost",
+    "FenceResult",
+    "ReplicationLag",
+    "TickResult",
+    "TwinChange",
+    "TwinSnapshot",
+]
+
+Clock = Callable[[], float]
+
+
+# ---------------------------------------------------------------------------- messages
+# What migrations move between hosts: plain values (str, int, bytes), so a transport can
+# carry them as they are.
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSnapshot:
+    """A twin's committed state, as a source exports it.
+
+    Attributes:
+        twin_id: the twin.
+        source: the host that exported it.
+        epoch: the source's epoch for the twin.
+        revision: the revision of ``document``.
+        document: UTF-8 JSON of the document.
+        behaviour: the behaviour spec; ``behaviour_params``: its JSON parameters.
+    """
+
+    twin_id: str
+    source: str
+    epoch: int
+    revision: int
+    document: bytes
+    behaviour: str = "default"
+    behaviour_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a transport carries (document, ids and behaviour, roughly)."""
+        return len(self.document) + len(self.twin_id) + len(self.behaviour) + 32
+
+
+@dataclass(frozen=True, slots=True)
+class TwinChange:
+    """One committed change: ``patch`` (UTF-8 JSON merge patch) makes ``revision``."""
+
+    revision: int
+    epoch: int
+    patch: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The changes of one twin after ``after_revision``, in revision order.
+
+    Attributes:
+        twin_id: the twin.
+        after_revision: the revision the changes start from.
+        changes: consecutive changes ``after_revision + 1 ...``.
+    """
+
+    twin_id: str
+    after_revision: int
+    changes: tuple[TwinChange, ...] = ()
+
+    @property
+    def revision(self) -> int:
+        """The revision after the last change."""
+        return self.changes[-1].revision if self.changes else self.after_revision
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c.patch) + 16 for c in self.changes) + len(self.twin_id) + 16
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
+@dataclass(frozen=True, slots=True)
+class FenceResult:
+    """A durable fence: the source will never commit for the twin again.
+
+    Attributes:
+        twin_id: the twin.
+        source: the fenced host.
+        epoch: the new epoch (the new owner's).
+        owner: the new owner.
+        revision: the source's final revision of the twin.
+    """
+
+    twin_id: str
+    source: str
+    epoch: int
+    owner: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one :meth:`EdgeHost.tick` did: twins changed, and twins whose hook failed
+    (``twin_id -> message``; the other twins' changes are committed regardless)."""
+
+    changed: int
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationLag:
+    """Replication lag on the host's clock.
+
+    Attributes:
+        acked: records acknowledged since the host opened.
+        mean_s, max_s, last_s: commit-to-ack lag of those records.
+        pending: committed records not acknowledged yet.
+        oldest_pending_s: age of the oldest of them (0 when none).
+    """
+
+    acked: int
+    mean_s: float
+    max_s: float
+    last_s: float
+    pending: int
+    oldest_pending_s: float
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+@dataclass(slots=True)
+class _Twin:
+    own: Ownership
+    document: dict[str, Any] | None
+    revision: int
+    last_seq: int
+    behaviour: TwinBehaviour | None = None
+    size_bytes: int = -1  # an upper bound of len(encode(document)); -1: unknown
+
+
+@dataclass(slots=True)
+class _Staged:
+    snapshot: TwinSnapshot
+    document: dict[str, Any]
+    revision: int
+
+
+class _Batch:
+    """Tentative states of the twins one batch touches, and what it will commit."""
+
+    __slots__ = ("after", "flush", "host", "now_s", "ownership", "records", "twins")
+
+    def __init__(self, host: EdgeHost, now_s: float):
+        self.host = host
+        self.now_s = now_s
+        self.twins: dict[str, _Twin] = {}
+        self.records: list[LogRecord] = []
+        self.ownership: dict[str, Ownership] = {}
+        self.after: list[Callable[[], None]] = []
+        self.flush = False
+
+    def get(self, twin_id: str) -> _Twin | None:
+        t = self.twins.get(twin_id)
+        return t if t is not None else self.host._twins.get(twin_id)
+
+    def edit(self, t: _Twin) -> _Twin:
+        """A copy of ``t`` this batch may change (the same copy for later ops)."""
+        mine = self.twins.get(t.own.twin_id)
+        if mine is None:
+            mine = self.twins[t.own.twin_id] = replace(t)
+        return mine
+
+    def record(self, t: _Twin, kind: str, data: bytes) -> None:
+        self.records.append(
+            LogRecord(0, t.own.twin_id, t.own.epoch, t.revision, kind, data, self.now_s)  # type: ignore[arg-type]
+        )
+
+    def own(self, t: _Twin, own: Ownership) -> None:
+        t.own = own
+        self.ownership[own.twin_id] = own
+
+
+@dataclass(slots=True)
+class _Op:
+    prepare: Callable[[_Batch], Any] | None = None
+    run: Callable[[], Coroutine[Any, Any, Any]] | None = None  # exclusive: runs alone
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any, ok: bool) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class EdgeHost:
+    """The twins of one edge host. Use :meth:`open`; ``await close()`` when done.
+
+    Parameters:
+        log: the host's open log (the host recovers its twins from it).
+        clock: seconds, for record times, hooks' ``now_s`` and replication lag
+            (injectable; default ``time.time``).
+        max_batch: most operations per commit.
+        commit_in_thread: commit in a worker thread (default) or inline in the event
+            loop (deterministic interleavings, for tests).
+
+    Raises:
+        EdgeLogError: the log does not add up (see :meth:`EdgeLog.recover`).
+
+    Examples:
+        >>> import asyncio, tempfile, pathlib
+        >>> async def demo():
+        ...     path = pathlib.Path(tempfile.mkdtemp()) / "edge-1.sqlite"
+        ...     async with EdgeHost.open(path, "edge-1") as host:
+        ...         await host.place("fleet:car-7")
+        ...         return await host.apply("fleet:car-7", {"battery": {"level": 71}})
+        >>> asyncio.run(demo())
+        1
+    """
+
+    def __init__(
+        self,
+        log: EdgeLog,
+        *,
+        clock: Clock = time.time,
+        max_batch: int = 4096,
+        commit_in_thread: bool = True,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        rec = log.recover()
+        self._log = log
+        self.host_id: str = log.host_id
+        self._clock = clock
+        self._max_batch = max_batch
+        self._in_thread = commit_in_thread
+        self._twins: dict[str, _Twin] = {
+            tid: _Twin(r.ownership, r.document, r.revision, r.last_seq)
+            for tid, r in rec.twins.items()
+        }
+        self._snap_seq: dict[str, int] = {}  # twin -> seq of its last snapshot (compaction)
+        self._trimmed: dict[str, int] = {}  # twin -> its records are deleted up to this seq
+        self._staged: dict[str, _Staged] = {}
+        self._taps: dict[str, list[TwinChange]] = {}
+        self._behaviours: dict[tuple[str, str], TwinBehaviour] = {}
+        self._replicated = rec.replicated_seq
+        self._unacked: deque[tuple[int, float]] = deque(rec.unreplicated)
+        self._lag_n, self._lag_sum, self._lag_max, self._lag_last = 0, 0.0, 0.0, 0.0
+        self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
+        self._inflight: list[asyncio.Future[Any]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.commits = 0
+        """Transactions committed since open (group-commit effectiveness: records / commits)."""
+        self.records_committed = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        host_id: str | None = None,
+        *,
+        clock: Clock = time.time,
+        max_batch: int = 4096,
+        commit_in_thread: bool = True,
+        check: bool = True,
+    ) -> EdgeHost:
+        """Open (or create, given ``host_id``) the host whose log is ``path`` and recover
+        its twins: owned ones are served again, fenced ones stay fenced.
+
+        Raises:
+            EdgeLogError: see :meth:`EdgeLog.open` and :meth:`EdgeLog.recover`.
+        """
+        log = EdgeLog.open(path, host_id, check=check)
+        try:
+            return cls(log, clock=clock, max_batch=max_batch, commit_in_thread=commit_in_thread)
+        except BaseException:
+            log.close()
+            raise
+
+    async def __aenter__(self) -> EdgeHost:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        owned = sum(t.own.status is TwinStatus.OWNED for t in self._twins.values())
+        return f"EdgeHost({self.host_id!r}, owned={owned}, last_seq={self._log.last_seq})"
+
+    @property
+    def log(self) -> EdgeLog:
+        return self._log
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Commit everything queued (and the replication watermark), then close the log.
+        Later calls raise :class:`HostClosedError`. Closing twice is harmless."""
+        if self._closed:
+            return
+        with contextlib.suppress(EdgeError):
+            await self.flush()
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._fail_all()
+        self._log.close()
+
+    def kill(self) -> None:
+        """Stop at once, as SIGKILL would: nothing queued is committed, every waiting
+        caller gets :class:`HostClosedError` (not acknowledged), the log is closed as it
+        is on disk. A commit already in progress in the worker thread finishes or not as
+        SQLite decides (this call waits for it). Reopen with :meth:`open`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self._fail_all()
+        self._log.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostClosedError(f"host {self.host_id!r} is closed; send to the twin's owner")
+
+    def _fail_all(self) -> None:
+        err = HostClosedError(f"host {self.host_id!r} closed before acknowledging; resend")
+        for fut in self._inflight:
+            _resolve(fut, err, False)
+        while self._queue:
+            _resolve(self._queue.popleft()[1], err, False)
+
+    # ------------------------------------------------------------------ the writer
+    async def _submit(self, op: _Op) -> Any:
+        self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._wake.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                op, fut = self._queue[0]
+                if op.run is not None:
+                    self._queue.popleft()
+                    self._inflight = [fut]
+                    try:
+                        _resolve(fut, await op.run(), True)
+                    except Exception as e:
+                        _resolve(fut, e, False)
+                    self._inflight = []
+                    continue
+                batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+                while (
+                    self._queue and self._queue[0][0].run is None and len(batch) < self._max_batch
+                ):
+                    batch.append(self._queue.popleft())
+                self._inflight = [f for _, f in batch]
+                await self._run_batch(batch)
+                self._inflight = []
+        except asyncio.CancelledError:
+            self._fail_all()
+            raise
+
+    async def _run_batch(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
+        b = _Batch(self, self._clock())
+        results: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        for op, fut in batch:
+            assert op.prepare is not None
+            try:
+                results.append((fut, op.prepare(b), True))
+            except Exception as e:  # the op's own failure; the others go on
+                results.append((fut, e, False))
+        if b.records or b.ownership or b.flush:
+            try:
+                if self._in_thread:
+                    committed = await asyncio.to_thread(
+                        self._log.append,
+                        b.records,
+                        b.ownership.values(),
+                        replicated_seq=self._replicated,
+                    )
+                else:
+                    committed = self._log.append(
+                        b.records, b.ownership.values(), replicated_seq=self._replicated
+                    )
+            except EdgeLogError as e:
+                for fut, _value, _ok in results:
+                    _resolve(fut, e, False)
+                return
+            self.commits += 1
+            self.records_committed += len(committed)
+            for r in committed:
+                b.twins[r.twin_id].last_seq = r.seq
+                self._unacked.append((r.seq, r.time_s))
+                tap = self._taps.get(r.twin_id)
+                if tap is not None and r.kind == "change":
+                    tap.append(TwinChange(r.revision, r.epoch, r.data))
+        self._twins.update(b.twins)
+        for fn in b.after:
+            fn()
+        for fut, value, ok in results:
+            _resolve(fut, value, ok)
+
+    # ------------------------------------------------------------------ reading
+    def status(self, twin_id: str) -> Ownership:
+        """What this host knows of the twin (``ABSENT`` / ``STAGED`` when nothing durable).
+
+        Raises:
+            HostClosedError: the host is closed.
+        """
+        self._check_open()
+        t = self._twins.get(twin_id)
+        if t is not None:
+            return t.own
+        st = self._staged.get(twin_id)
+        if st is not None:  # staged: the source is the owner for now
+            s = st.snapshot
+            return Ownership(
+                twin_id,
+                TwinStatus.STAGED,
+                0,
+                s.source,
+                s.epoch,
+                s.behaviour,
+                dict(s.behaviour_params),
+            )
+        return Ownership(twin_id, TwinStatus.ABSENT)
+
+    async def ownership(self, twin_id: str) -> Ownership:
+        """:meth:`status`, as a migration peer asks it."""
+        return self.status(twin_id)
+
+    def twin_ids(self, status: TwinStatus = TwinStatus.OWNED) -> list[str]:
+        """The twins in ``status`` (default: the ones served here), sorted."""
+        return sorted(tid for tid, t in self._twins.items() if t.own.status is status)
+
+    def twin(self, twin_id: str) -> TwinView:
+        """The committed state of a twin held here (owned or fenced). The document is
+        shared: do not mutate it.
+
+        Raises:
+            UnknownTwinError, NotOwnerError (moved away), TwinNotReadyError (arriving),
+            HostClosedError.
+        """
+        self._check_open()
+        t = self._twins.get(twin_id)
+        if t is None or t.document is None:
+            self._refuse(t, twin_id)
+        assert t is not None and t.document is not None
+        return TwinView(twin_id, t.own.epoch, t.revision, t.document)
+
+    # ------------------------------------------------------------------ serving
+    def _refuse(self, t: _Twin | None, twin_id: str) -> None:
+        if twin_id in self._staged:  # arriving (again: a moved twin may come back)
+            raise TwinNotReadyError(twin_id, self.host_id)
+        if t is None:
+            raise UnknownTwinError(twin_id, self.host_id)
+        if t.own.status is not TwinStatus.OWNED:
+            raise NotOwnerError(twin_id, self.host_id, t.own.owner, t.own.owner_epoch)
+
+    def _serving(self, t: _Twin | None, twin_id: str, epoch: int | None) -> _Twin:
+        if t is None or t.own.status is not TwinStatus.OWNED:
+            self._refuse(t, twin_id)
+        assert t is not None
+        if epoch is not None and epoch != t.own.epoch:
+            what = (
+                "the twin has moved on since that epoch"
+                if epoch < t.own.epoch
+                else "this host does not know that epoch yet"
+            )
+            raise EpochError(twin_id, epoch, t.own.epoch, what)
+        return t
+
+    def _behaviour(self, t: _Twin) -> TwinBehaviour:
+        if t.behaviour is None:
+            t.behaviour = self._resolve(t.own.behaviour, t.own.behaviour_params)
+        return t.behaviour
+
+    def _resolve(self, spec: str, params: Mapping[str, Any]) -> TwinBehaviour:
+        key = (spec, json.dumps(params, sort_keys=True))
+        b = self._behaviours.get(key)
+        if b is None:
+            b = self._behaviours[key] = resolve_behaviour(spec, **params)
+        return b
+
+    def _hook(self, t: _Twin, name: str, *args: Any) -> Patch | None:
+        beh = self._behaviour(t)
+        assert t.document is not None
+        view = TwinView(t.own.twin_id, t.own.epoch, t.revision, t.document)
+        try:
+            patch = getattr(beh, name)(view, *args)
+        except EdgeError:
+            raise  # a behaviour may refuse on purpose (InvalidReportError, ...)
+        except Exception as e:
+            raise BehaviourError(
+                f"behaviour {t.own.behaviour!r} of twin {t.own.twin_id!r}: {name} raised "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        if patch is None:
+            return None
+        try:
+            return check_patch(patch, f"the patch {name} returned")
+        except InvalidReportError as e:
+            raise BehaviourError(
+                f"behaviour {t.own.behaviour!r} of twin {t.own.twin_id!r}: {e}"
+            ) from e
+
+    def _change(self, b: _Batch, t: _Twin, patch: Patch | None) -> int:
+        """Apply ``patch`` to the batch's copy of ``t``; returns the twin's revision."""
+        if patch is None:
+            return t.revision
+        assert t.document is not None
+        new = merge_patch(t.document, patch)
+        if json_equal(new, t.document):
+            return t.revision
+        data = encode(patch)
+        # a merge patch adds at most its own text to the document: measure only near the limit
+        size = t.size_bytes + len(data) + 16 if t.size_bytes >= 0 else MAX_TWIN_BYTES + 1
+        if size > MAX_TWIN_BYTES:
+            size = len(encode(new))
+            if size > MAX_TWIN_BYTES:
+                raise InvalidReportError(
+                    f"twin {t.own.twin_id} would be larger than {MAX_TWIN_BYTES // 1000} kB"
+                )
+        mine = b.edit(t)
+        mine.document = new
+        mine.size_bytes = size
+        mine.revision += 1
+        b.record(mine, "change", data)
+        return mine.revision
+
+    async def apply(self, twin_id: str, report: Any, *, epoch: int | None = None) -> int:
+        """Apply a device report ``{feature_id: merge patch of its properties}`` through
+        the twin's behaviour (``on_report``); return the twin's revision once durable.
+
+        Parameters:
+            twin_id: the twin.
+            report: the decoded report.
+            epoch: the epoch the sender believes current (checked when given).
+
+        Returns:
+            The new revision (the current one when the report changed nothing).
+
+        Raises:
+            InvalidReportError: a malformed report, or a twin that would grow too large.
+            UnknownTwinError: the host never had the twin.
+            NotOwnerError: the twin was fenced or moved away (``owner`` says where).
+            TwinNotReadyError: the twin is arriving here; retry.
+            EpochError: ``epoch`` is not the twin's epoch here.
+            BehaviourError: the behaviour failed.
+            HostClosedError: the host closed first; not acknowledged.
+            EdgeLogError: the commit failed; not acknowledged.
+
+        Examples:
+            See :class:`EdgeHost`.
+        """
+        self._check_open()
+        check_report(report)
+        self._serving(self._twins.get(twin_id), twin_id, epoch)  # fail fast
+
+        def prepare(b: _Batch) -> int:
+            t = self._serving(b.get(twin_id), twin_id, epoch)
+            return self._change(b, t, self._hook(t, "on_report", report, b.now_s))
+
+        return int(await self._submit(_Op(prepare)))
+
+    async def set_desired(self, twin_id: str, desired: Any, *, epoch: int | None = None) -> int:
+        """Set desired properties ``{feature_id: merge patch}`` through ``on_desired``;
+        return the revision once durable. Raises as :meth:`apply`."""
+        self._check_open()
+        check_report(desired, "desired state")
+        self._serving(self._twins.get(twin_id), twin_id, epoch)
+
+        def prepare(b: _Batch) -> int:
+            t = self._serving(b.get(twin_id), twin_id, epoch)
+            return self._change(b, t, self._hook(t, "on_desired", desired, b.now_s))
+
+        return int(await self._submit(_Op(prepare)))
+
+    async def tick(self) -> TickResult:
+        """Run every owned twin's ``on_tick`` once and commit the changes in one batch.
+
+        Returns:
+            How many twins changed and which hooks failed (their twins are unchanged).
+        """
+
+        def prepare(b: _Batch) -> TickResult:
+            changed, failed = 0, {}
+            for tid in list(self._twins):
+                t = b.get(tid)
+                if t is None or t.own.status is not TwinStatus.OWNED:
+                    continue
+                try:
+                    if self._change(b, t, self._hook(t, "on_tick", b.now_s)) != t.revision:
+                        changed += 1
+                except EdgeError as e:
+                    failed[tid] = str(e)
+            return TickResult(changed, failed)
+
+        result: TickResult = await self._submit(_Op(prepare))
+        return result
+
+    async def flush(self) -> None:
+        """Commit now, with the replication watermark (returns once durable)."""
+
+        def prepare(b: _Batch) -> None:
+            b.flush = True
+
+        await self._submit(_Op(prepare))
+
+    # ------------------------------------------------------------------ placement
+    def _install(
+        self,
+        b: _Batch,
+        twin_id: str,
+        document: dict[str, Any],
+        epoch: int,
+        revision: int,
+        behaviour: str,
+        params: Mapping[str, Any],
+    ) -> int:
+        old = b.get(twin_id)
+        if old is not None:
+            if old.own.status is not TwinStatus.MOVED:
+                raise MigrationError(
+                    f"twin {twin_id!r} is already {old.own.status} on host {self.host_id!r}"
+                )
+            if epoch <= old.own.latest_epoch:
+                raise EpochError(
+                    twin_id, epoch, old.own.latest_epoch, "adopting needs a higher epoch"
+                )
+        own = Ownership(twin_id, TwinStatus.OWNED, epoch, None, 0, behaviour, dict(params))
+        data = encode(document)
+        t = _Twin(own, document, revision, 0, self._resolve(behaviour, params), len(data))
+        b.twins[twin_id] = t
+        b.own(t, own)
+        b.record(t, "snapshot", data)
+        return revision
+
+    async def place(
+        self,
+        twin_id: str,
+        document: Mapping[str, Any] | None = None,
+        *,
+        epoch: int = 1,
+        revision: int = 0,
+        behaviour: str = "default",
+        behaviour_params: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Start serving a twin here (its first placement, or a copy the core holds).
+
+        Parameters:
+            twin_id: a thing id ``namespace:name``.
+            document: the twin's document (service fields are dropped); default empty.
+            epoch: its epoch (must be above any this host knew for it).
+            revision: its current revision (the core's), changes continue from it.
+            behaviour: behaviour spec; ``behaviour_params``: its JSON parameters.
+
+        Returns:
+            ``revision``, once durable.
+
+        Raises:
+            InvalidReportError: a bad id or document. BehaviourError: unknown behaviour.
+            MigrationError: the twin is already here. EpochError: a stale epoch.
+        """
+        doc = new_document(twin_id, document)
+        params = dict(behaviour_params or {})
+        encode(params)
+        self._resolve(behaviour, params)
+        if epoch < 1 or revision < 0:
+            raise EpochError(twin_id, epoch, 0, "epochs start at 1 and revisions at 0")
+        return int(
+            await self._submit(
+                _Op(lambda b: self._install(b, twin_id, doc, epoch, revision, behaviour, params))
+            )
+        )
+
+    # ------------------------------------------------------------------ migration: source
+    async def export_snapshot(self, twin_id: str) -> TwinSnapshot:
+        """The twin's committed state; from now on its committed changes are also kept
+        for :meth:`export_changes` (until :meth:`release` or :meth:`abort_export`). The
+        host keeps serving the twin.
+
+        Raises:
+            UnknownTwinError, NotOwnerError (moved, released), TwinNotReadyError,
+            HostClosedError.
+        """
+        self._check_open()
+        t = self._twins.get(twin_id)
+        if t is None or t.document is None:
+            self._refuse(t, twin_id)
+        assert t is not None and t.document is not None
+        self._taps[twin_id] = []
+        return TwinSnapshot(
+            twin_id,
+            self.host_id,
+            t.own.epoch,
+            t.revision,
+            encode(t.document),
+            t.own.behaviour,
+            dict(t.own.behaviour_params),
+        )
+
+    async def export_changes(self, twin_id: str, after_revision: int) -> ChangeSet:
+        """The twin's committed changes after ``after_revision`` (which must be at or
+        after the snapshot exported).
+
+        Raises:
+            MigrationError: no snapshot was exported, or ``after_revision`` is older than
+                the changes kept (export a new snapshot).
+            UnknownTwinError, NotOwnerError, HostClosedError.
+        """
+        self._check_open()
+        t = self._twins.get(twin_id)
+        if t is None or t.document is None:
+            self._refuse(t, twin_id)
+        assert t is not None
+        tap = self._taps.get(twin_id)
+        if after_revision == t.revision:
+            if tap is not None:
+                tap.clear()
+            return ChangeSet(twin_id, after_revision)
+        if tap is None:
+            raise MigrationError(
+                f"host {self.host_id!r} keeps no changes of twin {twin_id!r} (no snapshot "
+                "exported since it opened); export a snapshot first"
+            )
+        while tap and tap[0].revision <= after_revision:
+            tap.pop(0)
+        if after_revision > t.revision or (tap and tap[0].revision != after_revision + 1):
+            raise MigrationError(
+                f"twin {twin_id!r} on host {self.host_id!r} is at revision {t.revision}; "
+                f"changes after revision {after_revision} are not kept; export a snapshot again"
+            )
+        return ChangeSet(twin_id, after_revision, tuple(tap))
+
+    async def abort_export(self, twin_id: str) -> None:
+        """Stop keeping the twin's changes for a migration that will not happen."""
+        self._taps.pop(twin_id, None)
+
+    async def fence(self, twin_id: str, epoch: int, owner: str) -> FenceResult:
+        """Fence the twin: durably give it to ``owner`` at ``epoch``. Every update queued
+        before is committed first (in the same transaction); every later one is refused
+        with :class:`NotOwnerError`. Re-fencing a fenced twin with a higher epoch (to
+        another owner) is allowed.
+
+        Raises:
+            EpochError: ``epoch`` is not above every epoch this host knows for the twin.
+            UnknownTwinError, NotOwnerError (moved already), EdgeLogError.
+        """
+
+        def prepare(b: _Batch) -> FenceResult:
+            t = b.get(twin_id)
+            if t is None or t.own.status is TwinStatus.MOVED:
+                self._refuse(t, twin_id)
+            assert t is not None
+            if epoch <= t.own.latest_epoch:
+                raise EpochError(twin_id, epoch, t.own.latest_epoch, "a fence must raise the epoch")
+            mine = b.edit(t)
+            b.own(mine, replace(t.own, status=TwinStatus.FENCED, owner=owner, owner_epoch=epoch))
+            return FenceResult(twin_id, self.host_id, epoch, owner, mine.revision)
+
+        result: FenceResult = await self._submit(_Op(prepare))
+        return result
+
+    async def release(self, twin_id: str) -> None:
+        """After the new owner adopted the twin: drop its state here (durably), keep only
+        the redirect. Releasing twice is harmless.
+
+        Raises:
+            MigrationError: the twin is not fenced (it is still served here).
+            UnknownTwinError.
+        """
+
+        def prepare(b: _Batch) -> None:
+            t = b.get(twin_id)
+            if t is None:
+                self._refuse(t, twin_id)
+            assert t is not None
+            if t.own.status is TwinStatus.MOVED:
+                return
+            if t.own.status is not TwinStatus.FENCED:
+                raise MigrationError(
+                    f"twin {twin_id!r} is {t.own.status} here; fence it before releasing"
+                )
+            mine = b.edit(t)
+            b.own(mine, replace(t.own, status=TwinStatus.MOVED))
+            mine.document, mine.behaviour = None, None
+            b.after.append(lambda: self._forget(twin_id))
+
+        await self._submit(_Op(prepare))
+
+    def _forget(self, twin_id: str, staged: _Staged | None = None) -> None:
+        """After a release (no staged copy given) or an adoption of ``staged``."""
+        if staged is None:
+            self._taps.pop(twin_id, None)
+        elif self._staged.get(twin_id) is staged:
+            del self._staged[twin_id]
+
+    # ------------------------------------------------------------------ migration: target
+    async def stage(self, snapshot: TwinSnapshot) -> None:
+        """Receive a copy of a twin (not served yet; kept in memory only). Replaces an
+        earlier copy of the same twin.
+
+        Raises:
+            MigrationError: the twin is served or fenced here.
+            InvalidReportError: the document does not decode. BehaviourError: this host
+                cannot run the twin's behaviour. HostClosedError.
+        """
+        self._check_open()
+        t = self._twins.get(snapshot.twin_id)
+        if t is not None and t.own.status is not TwinStatus.MOVED:
+            raise MigrationError(
+                f"twin {snapshot.twin_id!r} is {t.own.status} on host {self.host_id!r}; it cannot be staged"
+            )
+        doc = decode(snapshot.document)
+        if not isinstance(doc, dict):
+            raise InvalidReportError("a snapshot's document must be a JSON object")
+        self._resolve(snapshot.behaviour, snapshot.behaviour_params)
+        self._staged[snapshot.twin_id] = _Staged(snapshot, doc, snapshot.revision)
+
+    async def stage_changes(self, changes: ChangeSet) -> int:
+        """Apply changes to a staged copy (changes it already has are skipped); returns
+        the staged revision.
+
+        Raises:
+            MigrationError: nothing staged, or the changes do not continue it.
+            InvalidReportError: a patch does not decode. HostClosedError.
+        """
+        self._check_open()
+        st = self._staged.get(changes.twin_id)
+        if st is None:
+            raise MigrationError(f"twin {changes.twin_id!r} is not staged on host {self.host_id!r}")
+        doc, rev = st.document, st.revision
+        for c in changes.changes:
+            if c.revision <= rev:
+                continue
+            if c.revision != rev + 1:
+                raise MigrationError(
+                    f"twin {changes.twin_id!r}: staged at revision {rev}, got change {c.revision}"
+                )
+            patch = decode(c.patch)
+            doc, rev = merge_patch(doc, patch), c.revision
+        st.document, st.revision = doc, rev
+        return rev
+
+    async def discard_staged(self, twin_id: str) -> None:
+        """Forget a staged copy (a migration that was abandoned before its fence)."""
+        self._staged.pop(twin_id, None)
+
+    async def adopt(self, twin_id: str, epoch: int, revision: int) -> int:
+        """Serve the staged twin from now on, at ``epoch``: durably (a snapshot record
+        and the ownership row in one transaction). Returns ``revision`` once durable.
+
+        Parameters:
+            twin_id: the staged twin.
+            epoch: the fencing epoch the source was fenced with.
+            revision: the source's final revision (the staged copy must have reached it).
+
+        Raises:
+            MigrationError: nothing staged, or staged at another revision.
+            EpochError: ``epoch`` not above the source's epoch and every epoch known here.
+        """
+        st = self._staged.get(twin_id)
+        if st is None:
+            raise MigrationError(
+                f"twin {twin_id!r} is not staged on host {self.host_id!r}; nothing to adopt"
+            )
+        if st.revision != revision:
+            raise MigrationError(
+                f"twin {twin_id!r}: the staged copy is at revision {st.revision}, the source "
+                f"ended at {revision}; copy the remaining changes first"
+            )
+        if epoch <= st.snapshot.epoch:
+            raise EpochError(
+                twin_id, epoch, st.snapshot.epoch, "adopting needs an epoch above the source's"
+            )
+        snap = st.snapshot
+
+        def prepare(b: _Batch) -> int:
+            if self._staged.get(twin_id) is not st:
+                raise MigrationError(
+                    f"the staged copy of twin {twin_id!r} was replaced or discarded"
+                )
+            rev = self._install(
+                b, twin_id, st.document, epoch, st.revision, snap.behaviour, snap.behaviour_params
+            )
+            b.after.append(lambda: self._forget(twin_id, st))
+            return rev
+
+        return int(await self._submit(_Op(prepare)))
+
+    # ------------------------------------------------------------------ replication
+    @property
+    def replicated_seq(self) -> int:
+        """The replication watermark: every record up to it is acknowledged by the core."""
+        return self._replicated
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last committed record."""
+        return self._log.last_seq
+
+    def pending(self, after_seq: int | None = None, limit: int = 1000) -> list[LogRecord]:
+        """Committed records not yet replicated, in seq order: those after ``after_seq``
+        (default: the watermark), at most ``limit``.
+
+        Raises:
+            EdgeLogError: the log cannot be read. HostClosedError: the host is closed.
+        """
+        self._check_open()
+        after = self._replicated if after_seq is None else after_seq
+        return self._log.read(after, limit)
+
+    def ack_replicated(self, seq: int) -> int:
+        """The core has applied every record up to ``seq``. Cumulative and idempotent:
+        acknowledging ``seq`` again, or a lower one, does nothing.
+
+        Returns:
+            How many records this call acknowledged.
+
+        Raises:
+            EdgeError: ``seq`` is above the last committed record.
+        """
+        self._check_open()
+        if seq > self._log.last_seq:
+            raise EdgeError(
+                f"host {self.host_id!r}: cannot acknowledge seq {seq}, the last committed is "
+                f"{self._log.last_seq}"
+            )
+        if seq <= self._replicated:
+            return 0
+        now, n = self._clock(), 0
+        while self._unacked and self._unacked[0][0] <= seq:
+            lag = now - self._unacked.popleft()[1]
+            self._lag_n += 1
+            self._lag_sum += lag
+            self._lag_max = max(self._lag_max, lag)
+            self._lag_last = lag
+            n += 1
+        self._replicated = seq
+        return n
+
+    def replication_lag(self) -> ReplicationLag:
+        """Commit-to-ack lag so far, and how far behind the outbox is now."""
+        oldest = self._clock() - self._unacked[0][1] if self._unacked else 0.0
+        return ReplicationLag(
+            self._lag_n,
+            self._lag_sum / self._lag_n if self._lag_n else 0.0,
+            self._lag_max,
+            self._lag_last,
+            len(self._unacked),
+            max(0.0, oldest),
+        )
+
+    # ------------------------------------------------------------------ compaction
+    async def compact(self) -> int:
+        """Snapshot every twin held here whose log grew since its last snapshot, drop the
+        state of moved twins, and delete the records that made redundant (never one not
+        replicated yet). Twins with a migration under way are left alone. Runs alone in
+        the writer's order. Returns the number of records deleted.
+        """
+
+        async def run() -> int:
+            snaps: list[LogRecord] = []
+            trim: list[tuple[str, int]] = []
+            drop: list[str] = []
+            now, wm = self._clock(), self._replicated
+            for tid, t in self._twins.items():
+                if tid in self._taps:
+                    continue
+                done = self._trimmed.get(tid, 0)
+                if t.own.status is TwinStatus.MOVED:
+                    if done < min(t.last_seq, wm) or tid in self._snap_seq:
+                        drop.append(tid)
+                elif t.document is not None and t.last_seq > self._snap_seq.get(tid, 0):
+                    data = encode(t.document)
+                    snaps.append(
+                        LogRecord(t.last_seq, tid, t.own.epoch, t.revision, "snapshot", data, now)
+                    )
+                elif min(self._snap_seq.get(tid, 0), wm) > done:
+                    trim.append((tid, self._snap_seq[tid]))
+            if not (snaps or trim or drop):
+                return 0
+            if self._in_thread:
+                n = await asyncio.to_thread(self._log.compact, snaps, trim, drop, replicated_seq=wm)
+            else:
+                n = self._log.compact(snaps, trim, drop, replicated_seq=wm)
+            for s in snaps:
+                self._snap_seq[s.twin_id] = s.seq
+                self._trimmed[s.twin_id] = min(s.seq, wm)
+            for tid, upto in trim:
+                self._trimmed[tid] = min(upto, wm)
+            for tid in drop:
+                self._trimmed[tid] = min(self._twins[tid].last_seq, wm)
+                self._snap_seq.pop(tid, None)
+            return n
+
+        n: int = await self._submit(_Op(run=run))
+        return n

@@ -1,0 +1,70 @@
+"""Behaviours and small tools the edge tests share (behaviours are found by import path,
+``tests.edge.helpers:Name``, as users' own would be)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twinedge.edge import EdgeHost, ReplicaApplier, TwinBehaviour, TwinView
+
+
+class FakeClock:
+    """An injected clock: ``clock()`` returns ``now``; ``advance(dt_s)`` moves it."""
+
+    def __init__(self, now_s: float = 1000.0, step_s: float = 0.0):
+        self.now_s, self.step_s = now_s, step_s
+
+    def __call__(self) -> float:
+        t = self.now_s
+        self.now_s += self.step_s
+        return t
+
+    def advance(self, dt_s: float) -> None:
+        self.now_s += dt_s
+
+
+class AppendLog(TwinBehaviour):
+    """Each report ``{"u": {"id": k}}`` appends ``k`` to ``features.log.properties.ids``
+    (a list: merge patches replace lists whole), so applying a report twice shows as a
+    duplicate id, and the revision counts the reports applied."""
+
+    name = None
+
+    def on_report(self, twin: TwinView, report: Mapping[str, Any], now_s: float) -> dict | None:
+        ids = list(twin.properties("log").get("ids", []))
+        ids.append(report["u"]["id"])
+        return {"features": {"log": {"properties": {"ids": ids}}}}
+
+
+class Broken(TwinBehaviour):
+    """Raises on reports, returns an invalid patch on ticks."""
+
+    name = None
+
+    def on_report(self, twin, report, now_s):
+        raise ZeroDivisionError("division by zero")
+
+    def on_tick(self, twin, now_s):
+        return {"_revision": 7}
+
+
+def stamp(twin: TwinView, report: Mapping[str, Any], now_s: float) -> dict:
+    """A report function: records when the last report came."""
+    return {"attributes": {"last_report_s": now_s}}
+
+
+def replicate(hosts: list[EdgeHost], replica: ReplicaApplier, rounds: int = 10) -> None:
+    """Ship every host's outbox to ``replica`` until nothing is pending (records that come
+    too early wait for the next round)."""
+    for _ in range(rounds):
+        left = 0
+        for h in hosts:
+            recs = h.pending(limit=100_000)
+            last = replica.apply_all(recs)
+            if last:
+                h.ack_replicated(last)
+            left += len(h.pending(limit=1))
+        if not left:
+            return
+    raise AssertionError(f"replication did not converge in {rounds} rounds")
