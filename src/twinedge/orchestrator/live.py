@@ -101,6 +101,7 @@ class CycleReport:
     error: str | None = None
     duration_s: float = 0.0
     decide_s: float = 0.0
+    forecast_s: float = 0.0
     writes_failed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -160,6 +161,7 @@ class LiveNetwork:
         )
         self.forecast_horizon_s = float(forecast_horizon_s)
         self.forecast: dict[str, Any] | None = None
+        self._forecast_s = 0.0
         self._forecast_due_s = 0.0
         self._state: tuple[World, NetworkState] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -265,9 +267,12 @@ class LiveNetwork:
             orch.recorder.step_end(k, t_s, world, state)
         self._account(world, state, t_s)
         self._state = (world, state)
+        self._forecast_s = 0.0
         if self.forecast_horizon_s > 0 and t_s >= self._forecast_due_s:
+            t_f = time.perf_counter()
             self._forecast_due_s = t_s + self.forecast_horizon_s
             self.forecast = self._run_forecast(world, state)
+            self._forecast_s = time.perf_counter() - t_f
         return state.host, out, new
 
     def _run_forecast(self, world: World, state: NetworkState) -> dict[str, Any]:
@@ -318,7 +323,8 @@ class LiveNetwork:
                     report.unplaced = int((snap.host < 0).sum())
                     log.warning("orchestrator cycle %d: %s", k, exc)
                 else:
-                    report.decide_s = time.perf_counter() - t_d
+                    report.forecast_s = self._forecast_s
+                    report.decide_s = time.perf_counter() - t_d - report.forecast_s
                     changed = np.flatnonzero(host != snap.host)
                     report.placed, report.migrations = new, out.migrations
                     report.writes_failed = await self._write(snap, host, changed)
