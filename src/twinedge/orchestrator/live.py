@@ -33,23 +33,13 @@ from twinedge.errors import TwinedgeError
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
-from twinedge.scenario.schema import Scenario, TwinDemand
+from twinedge.scenario.schema import DEMAND_FIELDS, Scenario, TwinDemand
 from twinedge.world import models
 from twinedge.world.state import World
 
 log = logging.getLogger("twinedge.orchestrator")
 
 POSITION = "position"
-DEMAND_FIELDS = (
-    "cpu_ghz",
-    "mem_gb",
-    "state_bytes",
-    "update_bytes",
-    "update_hz",
-    "work_gcycles",
-    "latency_req_ms",
-    "tx_power_w",
-)
 
 
 def _mid(v: Any) -> float:

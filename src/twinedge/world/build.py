@@ -10,6 +10,7 @@ from scipy.cluster.vq import kmeans2
 
 from twinedge.errors import ScenarioError
 from twinedge.scenario.schema import (
+    DEMAND_FIELDS,
     CityGenerator,
     EuaSites,
     NodeSpec,
@@ -410,19 +411,7 @@ def _entities(
                 "kind": np.array([g.kind] * n, dtype=object),
                 "owner": np.array([g.owner] * n, dtype=object),
                 "xy": np.asarray(xy, dtype=float).reshape(n, 2).copy(),
-                **{
-                    f: draw(getattr(d, f), n, rng)
-                    for f in (
-                        "cpu_ghz",
-                        "mem_gb",
-                        "state_bytes",
-                        "update_bytes",
-                        "update_hz",
-                        "work_gcycles",
-                        "latency_req_ms",
-                        "tx_power_w",
-                    )
-                },
+                **{f: draw(getattr(d, f), n, rng) for f in DEMAND_FIELDS},
                 "mobility": mob,
             }
         )

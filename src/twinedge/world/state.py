@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from twinedge.scenario.schema import Radio
+from twinedge.scenario.schema import DEMAND_FIELDS, Radio
 from twinedge.world import models
 from twinedge.world.network import Links
 
@@ -146,12 +146,5 @@ ENTITY_FIELDS = (
     "entity_owner",
     "entity_group",
     "xy_m",
-    "cpu_ghz",
-    "mem_gb",
-    "state_bytes",
-    "update_bytes",
-    "update_hz",
-    "work_gcycles",
-    "latency_req_ms",
-    "tx_power_w",
+    *DEMAND_FIELDS,
 )
