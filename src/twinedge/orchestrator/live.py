@@ -110,6 +110,9 @@ class LiveNetwork:
         clock: seconds (monotonic); tests pass a fake one.
         forecast_horizon_s: every this many seconds (at the end of a cycle) the live
             state is run this far ahead in the simulator (:func:`forecast`); 0: never.
+        hosts: the host processes that serve the twins, by host id
+            (:class:`twinedge.edge.remote.RemoteHost`); without them a twin's host is
+            only recorded (its state stays in the core).
 
     Raises:
         TwinedgeError: the network has no host.
@@ -127,6 +130,7 @@ class LiveNetwork:
         *,
         clock: Callable[[], float] = time.monotonic,
         forecast_horizon_s: float = 10.0,
+        hosts: dict[str, Any] | None = None,
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
@@ -150,6 +154,10 @@ class LiveNetwork:
             np.zeros(world.n_hosts, np.int64),
         )
         self.forecast_horizon_s = float(forecast_horizon_s)
+        self.hosts: dict[str, Any] = dict(hosts or {})
+        self.migrations_failed = 0
+        self.downtime_s: list[float] = []  # measured, of the recent live migrations
+        self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
         self.forecast: dict[str, Any] | None = None
         self._forecast_s = 0.0
         self._forecast_due_s = 0.0
@@ -331,17 +339,60 @@ class LiveNetwork:
             return report
 
     async def _write(self, snap: LiveSnapshot, host: np.ndarray, changed: np.ndarray) -> int:
-        """Write the new hosts through the service's writer; a twin deleted meanwhile is
-        skipped. Returns how many writes failed."""
+        """Carry out the new hosts: with host processes, place or migrate each twin's
+        state; then write the host through the service's writer. A twin deleted
+        meanwhile is skipped. Returns how many twins did not move."""
         ids = self.network.host_ids
-        results = await asyncio.gather(
-            *(self.service.set_host(snap.thing_ids[i], ids[int(host[i])]) for i in changed),
-            return_exceptions=True,
-        )
+
+        async def one(i: int) -> None:
+            twin, new = snap.thing_ids[i], ids[int(host[i])]
+            old = ids[int(snap.host[i])] if snap.host[i] >= 0 else None
+            if self.hosts:
+                await self._move_state(twin, old, new)
+            await self.service.set_host(twin, new)
+
+        results = await asyncio.gather(*(one(int(i)) for i in changed), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         for r in failed[:3]:
             log.info("orchestrator: a host change was not written: %s", r)
         return len(failed)
+
+    async def _move_state(self, twin: str, old: str | None, new: str) -> None:
+        """Put the twin's state on host process ``new``: its first placement (a copy of
+        the core's document, the device redirected from the core's broker) or a live
+        migration from ``old`` (pre-copy, fenced; the device redirected by ``old``)."""
+        from twinedge.edge.migrate import pre_copy
+
+        target = self.hosts[new]
+        if old is None or old not in self.hosts or old == new:
+            doc = self.service.things[twin]
+            content = {k: v for k, v in doc.items() if not k.startswith("_")}
+            revision = int(doc["_revision"])
+            await target.place(twin, content, epoch=1, revision=revision)
+            self.epochs[twin] = 1
+            mark = getattr(self.service, "set_edge_position", None)
+            if mark is not None:
+                await mark(twin, 1, revision)
+            outbound = getattr(self.service, "outbound", None)
+            if outbound is not None and hasattr(outbound, "publish_redirect"):
+                outbound.publish_redirect(twin, {"host": new, "url": target.mqtt_url, "epoch": 1})
+            return
+        try:
+            report = await pre_copy(self.hosts[old], target, twin)
+        except Exception:
+            self.migrations_failed += 1
+            raise
+        self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
+        self.epochs[twin] = report.epoch
+        await self.hosts[old].redirect(twin)
+
+    def edge_owner(self, twin: str) -> tuple[str, str, int] | None:
+        """``(host id, MQTT URL, epoch)`` of the host process serving ``twin``, if any."""
+        doc = self.service.things.get(twin)
+        h = doc.get("_host") if doc else None
+        if isinstance(h, str) and h in self.hosts and twin in self.epochs:
+            return h, self.hosts[h].mqtt_url, self.epochs[twin]
+        return None
 
     # --- running ---------------------------------------------------------------------------
     async def run(self) -> None:
