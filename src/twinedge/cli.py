@@ -429,6 +429,13 @@ def serve(
             "(GET /api/2/orchestrator/forecast; default 10; 0: off)."
         ),
     ] = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="local: run a `twinedge host` process per host of the network on this "
+            "machine; the twins' state lives there and migrates between them."
+        ),
+    ] = None,
 ) -> None:
     """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
     --network the orchestrator that places and migrates the live twins."""
@@ -452,6 +459,7 @@ def serve(
         placement_period_s=placement_period_s,
         ledger=ledger,
         forecast_horizon_s=forecast_horizon_s,
+        hosts=hosts,
     )
     err.print(
         f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"

@@ -156,6 +156,7 @@ class LiveNetwork:
         self.forecast_horizon_s = float(forecast_horizon_s)
         self.hosts: dict[str, Any] = dict(hosts or {})
         self.migrations_failed = 0
+        self.live_migrations = 0
         self.downtime_s: list[float] = []  # measured, of the recent live migrations
         self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
         self.forecast: dict[str, Any] | None = None
@@ -383,6 +384,7 @@ class LiveNetwork:
             self.migrations_failed += 1
             raise
         self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
+        self.live_migrations += 1
         self.epochs[twin] = report.epoch
         await self.hosts[old].redirect(twin)
 
@@ -466,4 +468,24 @@ class LiveNetwork:
             "migrations_total": self.migrations_total,
             "last_cycle": self.last.to_json() if self.last else None,
             "hosts": hosts,
+            "edge": self._edge_status(),
+        }
+
+    def _edge_status(self) -> dict[str, Any] | None:
+        """The host processes: how many, live migrations, their measured downtime."""
+        if not self.hosts:
+            return None
+        d = np.asarray(self.downtime_s) * 1000.0
+        return {
+            "host_processes": len(self.hosts),
+            "live_migrations": self.live_migrations,
+            "migrations_failed": self.migrations_failed,
+            "downtime_ms": None
+            if d.size == 0
+            else {
+                "p50": float(np.percentile(d, 50)),
+                "p99": float(np.percentile(d, 99)),
+                "max": float(d.max()),
+                "window": int(d.size),
+            },
         }
