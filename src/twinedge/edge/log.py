@@ -498,8 +498,9 @@ class EdgeLog:
             return deleted
 
     # ------------------------------------------------------------------ reading
-    def read(self, after_seq: int, limit: int) -> list[LogRecord]:
-        """Committed records with ``seq > after_seq``, in seq order, at most ``limit``.
+    def read(self, after_seq: int, limit: int, upto_seq: int | None = None) -> list[LogRecord]:
+        """Committed records with ``after_seq < seq <= upto_seq`` (no upper bound by
+        default), in seq order, at most ``limit``.
 
         Raises:
             EdgeLogError: the log is closed or cannot be read.
@@ -510,8 +511,8 @@ class EdgeLog:
             try:
                 rows = self._r.execute(
                     "SELECT seq, twin_id, epoch, revision, kind, data, time_s FROM records "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
+                    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (after_seq, (1 << 62) if upto_seq is None else upto_seq, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail("cannot read records", exc) from exc

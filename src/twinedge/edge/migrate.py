@@ -22,13 +22,15 @@ Two methods, after Clark et al., "Live Migration of Virtual Machines" (NSDI 2005
     6. release          A drops the state, keeps the redirect (moved)
 
 **stop-and-copy** (:func:`stop_and_copy`), the baseline — fence first, then copy it all:
-``fence → export_snapshot → stage → adopt → release``; the downtime includes the whole copy.
+``expect → fence → export_snapshot → stage → adopt → release``; the downtime includes the
+whole copy. (``expect`` tells the target the twin is coming, so that a device the fenced
+source redirects there is told to retry, not that the twin is unknown.)
 
 States of the twin on each host (durable ones in capitals)::
 
     A:  OWNED(e) ──fence(e+1,B)──▶ FENCED(e → B@e+1) ──release──▶ MOVED(→ B@e+1)
-    B:  absent/MOVED ──stage──▶ staged (memory) ──adopt(e+1)──▶ OWNED(e+1)
-                        └──discard_staged──▶ absent
+    B:  absent/MOVED ──expect/stage──▶ staged (memory) ──adopt(e+1)──▶ OWNED(e+1)
+                              └──discard_staged──▶ absent/MOVED
 
 Downtime is the time from the call to fence until adopt returned (the target serves),
 measured with the injected ``clock``; A refuses updates in this window with
@@ -61,7 +63,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from twinedge.edge.errors import MigrationError
+from twinedge.edge.errors import EpochError, MigrationError, NotOwnerError, UnknownTwinError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
 
@@ -98,6 +100,8 @@ class MigrationPeer(Protocol):
     async def fence(self, twin_id: str, epoch: int, owner: str) -> FenceResult: ...
 
     async def release(self, twin_id: str) -> None: ...
+
+    async def expect(self, twin_id: str, source: str) -> None: ...
 
     async def stage(self, snapshot: TwinSnapshot) -> None: ...
 
@@ -265,8 +269,13 @@ async def stop_and_copy(
     start = clock()
     own = await _owned_by(source, target, twin_id)
     epoch = own.latest_epoch + 1
+    await target.expect(twin_id, source.host_id)
     t0 = clock()
-    fence = await source.fence(twin_id, epoch, target.host_id)
+    try:
+        fence = await source.fence(twin_id, epoch, target.host_id)
+    except (MigrationError, EpochError, NotOwnerError, UnknownTwinError):
+        await _quietly(target.discard_staged(twin_id))  # refused: the source still owns it
+        raise
     snap = await source.export_snapshot(twin_id)
     await target.stage(snap)
     await target.adopt(twin_id, epoch, snap.revision)
@@ -367,6 +376,7 @@ async def resume(
             return None
         await previous_target.discard_staged(twin_id)
         epoch = own.latest_epoch + 1
+        await target.expect(twin_id, source.host_id)
         await source.fence(twin_id, epoch, target.host_id)
     tgt = await target.ownership(twin_id)
     if tgt.status is TwinStatus.OWNED and tgt.epoch == epoch:
