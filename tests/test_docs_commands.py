@@ -207,6 +207,10 @@ def build_script(doc: str) -> tuple[str, dict[int, int], list[str]]:
             if doc in ("docs/api.md", "docs/mqtt.md", "README.md"):
                 cmd = [ln.replace("127.0.0.1:8080", "127.0.0.1:$TE_PORT") for ln in cmd]
                 cmd = [ln.replace("-p 1883 ", "-p $TE_MQTT_PORT ") for ln in cmd]
+            if doc == "docs/live.md":  # it starts its own server: on free ports
+                cmd = [ln.replace("127.0.0.1:8090", "127.0.0.1:$TE_PORT") for ln in cmd]
+                cmd = [ln.replace("--port 8090", "--port $TE_PORT") for ln in cmd]
+                cmd = [ln.replace("--mqtt-port 1890", "--mqtt-port $TE_MQTT_PORT") for ln in cmd]
             for n, (d, pattern, action, reason) in enumerate(SUBSTITUTIONS):
                 if d == doc and re.search(pattern, first.strip()):
                     used.add(n)
@@ -217,7 +221,7 @@ def build_script(doc: str) -> tuple[str, dict[int, int], list[str]]:
                         cmd = [action(cmd[0]), *cmd[1:]]
                     break
             else:
-                if re.match(r"^twinedge serve\b", first.strip()):
+                if re.match(r"^twinedge serve\b", first.strip()) and doc != "docs/live.md":
                     cmd = [re.sub(r"^twinedge serve", "serve_briefly", cmd[0]), *cmd[1:]]
                 elif re.match(r"^(python3 -m )?twinedge (run|compare)\b", first.strip()):
                     cmd = [_steps(cmd[0]), *cmd[1:]]
@@ -421,6 +425,7 @@ COVERED = {
     "docs/policies.md",
     "docs/scenario.md",
     "docs/benchmarks.md",
+    "docs/live.md",
 }
 
 
@@ -453,7 +458,7 @@ def test_readme_commands(tmp_path):
     # and out/report.html"
     for f in ("summary.json", "timeseries.csv", "timing.json", "report.html"):
         assert (cwd / "out" / f).is_file(), f
-    assert p.stdout.count("@@served") == 1
+    assert p.stdout.count("@@served") == 2  # twinedge serve, twinedge serve --network city-small
     assert len(skipped) == 2, skipped
 
 
@@ -466,6 +471,18 @@ def test_api_commands(server, tmp_path):
     assert "retry: 2000" in p.stdout
     assert p.stdout.count("@@served") == 2
     assert len(skipped) == 1, skipped
+
+
+def test_live_commands(tmp_path):
+    """live.md starts its own `twinedge serve --network ... &` and stops it itself."""
+    cwd = workdir(tmp_path)
+    env = env_for(tmp_path, TE_PORT=str(free_port()), TE_MQTT_PORT=str(free_port()))
+    p, skipped = run_doc("docs/live.md", cwd, env)
+    assert not skipped
+    assert '"_host":"edge-1"' in p.stdout
+    status = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith('{"network"')))
+    assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
+    assert 'twinedge_host_twins{host="edge-2"} 1.0' in p.stdout
 
 
 def test_mqtt_commands(server, tmp_path):

@@ -47,8 +47,10 @@ def _run_many(
     quiet: bool,
     ledger: Path | None = None,
     ledger_every: int = 0,
+    workers: int = 1,
+    ray: str | None = None,
 ):
-    from twinedge.engine import check_run, simulate
+    from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
 
     sc = load_scenario(scenario)
@@ -60,8 +62,6 @@ def _run_many(
     seed = sc.run.seed if seed is None else seed
     steps = steps or sc.run.steps
     combos = [(p, m) for p in placements for m in migrations]
-    results = []
-    recorders = []
     show = _show_progress(quiet)
     from rich.progress import (
         BarColumn,
@@ -72,6 +72,19 @@ def _run_many(
         TimeRemainingColumn,
     )
 
+    from twinedge.engine.parallel import Job, run_job, run_jobs
+
+    jobs = [
+        Job(
+            p,
+            m,
+            seed,
+            steps,
+            None if ledger is None else (ledger / f"{p}+{m}" if len(combos) > 1 else ledger),
+            ledger_every,
+        )
+        for p, m in combos
+    ]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -81,32 +94,27 @@ def _run_many(
         disable=not show,
         transient=False,
     ) as bar:
-        for p, m in combos:
-            task = bar.add_task(f"{p}+{m}", total=steps)
-
-            def advance(k: int, t: TaskID = task) -> None:
-                bar.update(t, completed=k)
-
-            recorder = None
-            if ledger is not None:
-                from twinedge.engine.record import LedgerRecorder
-
-                recorder = LedgerRecorder(
-                    ledger / f"{p}+{m}" if len(combos) > 1 else ledger,
-                    actor=f"twinedge-run/{p}+{m}",
-                    checkpoint_every=ledger_every,
-                )
-                recorders.append(recorder)
-            res = simulate(
+        if workers > 1 or ray is not None:  # whole runs in parallel: progress per run
+            where = f"Ray at {ray}" if ray else f"{workers} processes"
+            task = bar.add_task(f"{len(jobs)} runs on {where}", total=len(jobs))
+            done = run_jobs(
                 sc,
-                seed=seed,
-                steps=steps,
-                placement=p,
-                migration=m,
-                recorder=recorder,
-                progress=advance,
+                jobs,
+                workers=workers,
+                ray_address=ray,
+                on_done=lambda job, res: bar.advance(task),
             )
-            results.append(res)
+        else:
+            done = []
+            for job in jobs:
+                t = bar.add_task(job.label, total=steps)
+
+                def advance(k: int, t: TaskID = t) -> None:
+                    bar.update(t, completed=k)
+
+                done.append(run_job(sc, job, advance))
+    results = [r for r, _ in done]
+    recorders = [rec for _, rec in done if rec is not None]
     return sc, seed, steps, results, recorders
 
 
@@ -140,12 +148,22 @@ def run(
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
+            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
     from twinedge.report import summary_table, write_outputs
 
     sc, seed, steps, results, recorders = _run_many(
-        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every
+        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
     )
     extra = {}
     if recorders:
@@ -184,13 +202,23 @@ def compare(
     steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
+            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        ),
+    ] = None,
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table."""
     from twinedge.report import summary_table
     from twinedge.report.outputs import summary_dict
 
     sc, seed, steps, results, _ = _run_many(
-        scenario, placement, migration, seed, steps, quiet or as_json
+        scenario, placement, migration, seed, steps, quiet or as_json, workers=workers, ray=ray
     )
     if as_json:
         d = summary_dict(results, sc.name, seed, steps)
@@ -369,8 +397,41 @@ def serve(
     retention_s: Annotated[
         float | None, typer.Option(help="Keep twin history this many seconds (default: forever).")
     ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="Scenario file or built-in name whose infrastructure is the live network: "
+            "the orchestrator places and migrates the twins that report a position."
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Placement policy of the live network (default greedy).")
+    ] = None,
+    migration: Annotated[
+        str | None, typer.Option(help="Migration policy of the live network (default threshold).")
+    ] = None,
+    cycle_s: Annotated[
+        float | None, typer.Option(help="Seconds between orchestrator cycles (default 1).")
+    ] = None,
+    placement_period_s: Annotated[
+        float | None, typer.Option(help="Re-place every twin this often (default: never).")
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="Ledger directory of the live decisions (default DATA_DIR/ledger; none: off)."
+        ),
+    ] = None,
+    forecast_horizon_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Run the live network this far ahead in the simulator, that often "
+            "(GET /api/2/orchestrator/forecast; default 10; 0: off)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the live twin service: HTTP API + dashboard, MQTT, durable store."""
+    """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
+    --network the orchestrator that places and migrates the live twins."""
     from twinedge.runtime.app import ServeConfig
     from twinedge.runtime.app import serve as run_server
 
@@ -384,6 +445,13 @@ def serve(
         mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
         retention_s=retention_s,
+        network=network,
+        placement=placement,
+        migration=migration,
+        cycle_s=cycle_s,
+        placement_period_s=placement_period_s,
+        ledger=ledger,
+        forecast_horizon_s=forecast_horizon_s,
     )
     err.print(
         f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"

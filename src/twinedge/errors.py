@@ -2,9 +2,34 @@
 
 Every error a user can cause derives from :class:`TwinedgeError`; the CLI prints
 its message on one line and exits non-zero instead of showing a traceback.
+
+The live service (:mod:`twinedge.runtime`) refuses a request with a
+:class:`ServiceError`, one class per kind of refusal, whichever channel the request came
+by. The errors carry what went wrong (``detail``, a sentence that says what to do),
+where in the request (``pointer``, a JSON Pointer, RFC 6901) and any further facts an
+answer may quote (``extra``, e.g. the ``column`` of a filter's syntax error), but no
+status of any protocol: the edges translate them (like httpx's ``_exceptions`` and
+FastAPI's exception handlers), the HTTP API to RFC 7807 problem documents
+(``twinedge.runtime.api.problems``), the MQTT gateway to problems on a device's
+``errors`` topic (``twinedge.runtime.mqtt.core``)::
+
+    ServiceError
+     ├── InvalidInput         the request is malformed or a value is out of range
+     ├── Unauthenticated      no credentials, or unknown or revoked ones
+     ├── Forbidden            the caller is known but may not do this
+     ├── NotFound             no such thing, path or group (or not visible to the caller)
+     ├── Conflict             the request contradicts the state (a namespace of another domain)
+     ├── PreconditionFailed   a condition of the caller's (a revision, "must not exist") fails
+     ├── TooLarge             the result would exceed a size limit
+     ├── TimedOut             a device did not answer in time
+     ├── Unavailable          the service cannot do it now; retry later
+     │    └── Overloaded      the write queue is full
+     └── OperationFailed      this one operation failed for good; sending it again will not help
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class TwinedgeError(Exception):
@@ -35,3 +60,69 @@ class PolicyError(TwinedgeError):
 
 class LedgerError(TwinedgeError):
     """A ledger operation failed (bad key, bad proof input, tampered storage...)."""
+
+
+class ServiceError(TwinedgeError):
+    """The live service refused or could not carry out a request (see the module
+    docstring for the tree and how the edges answer each kind).
+
+    Parameters:
+        detail: what went wrong and what to do, one or a few sentences.
+        pointer: where in the request (a JSON Pointer into the body, or ``/name`` for a
+            parameter); ``None`` when it is about the request as a whole.
+        **extra: further facts an answer may quote (``column`` of a syntax error...).
+    """
+
+    def __init__(self, detail: str, pointer: str | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.pointer = pointer
+        self.extra = extra
+
+
+class InvalidInput(ServiceError):
+    """The request is malformed or a value in it is out of range (``pointer`` says where)."""
+
+
+class Unauthenticated(ServiceError):
+    """The request carries no credentials, or unknown or revoked ones."""
+
+
+class Forbidden(ServiceError):
+    """The caller is known but its role or domain does not allow this."""
+
+
+class NotFound(ServiceError):
+    """The thing, path or group does not exist, or is not visible to the caller (the two
+    are indistinguishable on purpose)."""
+
+
+class Conflict(ServiceError):
+    """The request contradicts the service's state (e.g. a thing in a namespace that
+    belongs to another domain)."""
+
+
+class PreconditionFailed(ServiceError):
+    """A condition the caller set does not hold (the expected revision, "must not exist")."""
+
+
+class TooLarge(ServiceError):
+    """Carrying out the request would exceed a size limit (e.g. of a thing)."""
+
+
+class TimedOut(ServiceError):
+    """A device did not answer within the time the caller allowed."""
+
+
+class Unavailable(ServiceError):
+    """The service cannot carry out the request now (shutting down, store failing, no
+    device connection); the same request may succeed later."""
+
+
+class Overloaded(Unavailable):
+    """The write queue is full: back-pressure; retry after a moment."""
+
+
+class OperationFailed(ServiceError):
+    """This one operation failed for good while the service works (the store refused this
+    write alone, a mutation raised); sending it again will not help."""

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -29,14 +30,15 @@ def free_port() -> int:
 
 
 def start_server(
-    data: Path, http_port: int, mqtt_port: int, db: str | None = None
+    data: Path, http_port: int, mqtt_port: int, db: str | None = None, extra: Sequence[str] = ()
 ) -> subprocess.Popen:
-    """A real ``twinedge serve`` on loopback (SQLite in ``data`` unless ``db``), once its
-    ``/healthz`` answers; its log goes next to ``data``."""
+    """A real ``twinedge serve`` on loopback (SQLite in ``data`` unless ``db``; ``extra``
+    options appended), once its ``/healthz`` answers; its log goes next to ``data``."""
     args = [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data)]
     args += ["--port", str(http_port), "--mqtt-port", str(mqtt_port)]
     if db:
         args += ["--db", db]
+    args += list(extra)
     proc = subprocess.Popen(
         args,
         stdout=subprocess.DEVNULL,

@@ -11,8 +11,15 @@ import asyncio
 
 import pytest
 
+from twinedge.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    ServiceError,
+)
 from twinedge.runtime.auth import Principal
-from twinedge.runtime.things import ProblemError
 
 from .service_run import run
 
@@ -23,8 +30,8 @@ B_ADMIN = Principal("admin-b", "dom-b", "admin")
 ADMIN = Principal("admin", None, "admin")
 
 
-async def problem(coro) -> ProblemError:
-    with pytest.raises(ProblemError) as e:
+async def problem(coro) -> ServiceError:
+    with pytest.raises(ServiceError) as e:
         await coro
     return e.value
 
@@ -92,9 +99,9 @@ def test_two_domains_creating_one_id_at_once_cannot_both_win(store_url):
                 return_exceptions=True,
             )
             wins = [r for r in (ra, rb) if not isinstance(r, BaseException)]
-            losses = [r for r in (ra, rb) if isinstance(r, ProblemError)]
+            losses = [r for r in (ra, rb) if isinstance(r, ServiceError)]
             assert len(wins) == 1 and len(losses) == 1, (ra, rb)
-            assert losses[0].status == 403
+            assert type(losses[0]) is Forbidden
             doc = svc.things[tid]
             # the owner is the domain whose content is stored
             assert doc["attributes"]["by"] == doc["_domain"][-1]
@@ -108,24 +115,24 @@ def test_a_foreign_namespace_answers_alike_for_taken_and_free_ids(store_url):
         await svc.put_thing(A, "fleet:car-1", {})
         taken = await problem(svc.put_thing(B, "fleet:car-1", {}))
         free = await problem(svc.put_thing(B, "fleet:car-2", {}))
-        assert taken.status == free.status == 403 and taken.detail == free.detail
+        assert type(taken) is type(free) is Forbidden and taken.detail == free.detail
         assert "fleet:car-2" not in svc.things
         # the namespace stays A's after its last thing is deleted
         await svc.delete(A, "fleet:car-1")
-        assert (await problem(svc.put_thing(B, "fleet:car-1", {}))).status == 403
+        assert type(await problem(svc.put_thing(B, "fleet:car-1", {}))) is Forbidden
         # the service admin may give it away; things then belong to the new owner
-        assert (await problem(svc.put_thing(ADMIN, "fleet:x", {}, domain="dom-b"))).status == 409
+        assert type(await problem(svc.put_thing(ADMIN, "fleet:x", {}, domain="dom-b"))) is Conflict
         await svc.assign_namespace(ADMIN, "fleet", "dom-b")
         doc, created = await svc.put_thing(B, "fleet:car-1", {})
         assert created and doc["_domain"] == "dom-b"
-        assert (await problem(svc.assign_namespace(A_ADMIN, "fleet", "dom-a"))).status == 403
+        assert type(await problem(svc.assign_namespace(A_ADMIN, "fleet", "dom-a"))) is Forbidden
         return svc.store.url
 
     url = run(store_url, body)
 
     async def after_restart(svc):
         assert svc.namespaces["fleet"] == "dom-b"
-        assert (await problem(svc.put_thing(A, "fleet:car-9", {}))).status == 403
+        assert type(await problem(svc.put_thing(A, "fleet:car-9", {}))) is Forbidden
 
     run(url, after_restart)
 
@@ -136,7 +143,7 @@ def test_a_write_grant_replaces_but_never_creates_in_a_foreign_namespace(store_u
         await svc.grant(A_ADMIN, "dom-b", "eq(attributes/shared,true)", "write")
         doc, created = await svc.put_thing(B, "fleet:car-1", {"attributes": {"shared": True}})
         assert not created and doc["_domain"] == "dom-a"
-        assert (await problem(svc.put_thing(B, "fleet:car-2", {}))).status == 403
+        assert type(await problem(svc.put_thing(B, "fleet:car-2", {}))) is Forbidden
 
     run(store_url, body)
 
@@ -210,7 +217,7 @@ def test_granted_history_shows_only_revisions_that_matched_the_grant(store_url):
         own, _ = await svc.history(A, "ns:t")
         assert [h["revision"] for h in own] == [1, 2, 3, 4]
         for rev in (1, 3):
-            assert (await problem(svc.get_thing(B, "ns:t", revision=rev))).status == 404
+            assert type(await problem(svc.get_thing(B, "ns:t", revision=rev))) is NotFound
 
     run(store_url, body)
 
@@ -239,7 +246,7 @@ def test_a_write_grant_does_not_reach_credentials(store_url):
         await svc.grant(A_ADMIN, "dom-b", "eq(attributes/shared,true)", "write")
         await svc.patch(B, "ns:dev", "attributes", {"x": 1})  # the grant works for data
         e = await problem(svc.set_device_secret(B_ADMIN, "ns:dev", "attacker-password"))
-        assert e.status == 404
+        assert type(e) is NotFound
         assert await svc.authenticate_device("ns:dev", "owner-password")
         assert not await svc.authenticate_device("ns:dev", "attacker-password")
 
@@ -252,7 +259,8 @@ def test_fixed_groups_hold_only_own_things_and_forget_deleted_ones(store_url):
         await svc.put_thing(B, "b:1", {})
         e = await problem(svc.put_group(A, "g", members=["a:1", "b:1"]))
         missing = await problem(svc.put_group(A, "g", members=["a:1", "a:nope"]))
-        assert e.status == missing.status == 404 and e.pointer == missing.pointer == "/members/1"
+        assert type(e) is type(missing) is NotFound
+        assert e.pointer == missing.pointer == "/members/1"
         await svc.put_group(A, "g", members=["a:1"])
         await svc.delete(A, "a:1")
         g = await svc.get_group(A, "g")
@@ -285,7 +293,7 @@ def test_values_the_stores_cannot_hold_are_refused_with_400(store_url, value, wo
             svc.device_report("ns:ok", {"f": {"v": value}}),
         ):
             e = await problem(write)
-            assert e.status == 400 and words in e.detail, e.detail
+            assert type(e) is InvalidInput and words in e.detail, e.detail
         assert "ns:bad" not in svc.things
         assert (await svc.get_thing(A, "ns:ok"))["attributes"]["v"] == 1
 
@@ -323,7 +331,7 @@ def test_a_write_the_store_refuses_fails_alone(store_url):
         results = await asyncio.gather(*writes, return_exceptions=True)
         bad = [r for r in results if isinstance(r, BaseException)]
         # refused for good (a device is acknowledged and told), not "retry"
-        assert len(bad) == 1 and isinstance(bad[0], ProblemError) and bad[0].status == 500
+        assert len(bad) == 1 and type(bad[0]) is OperationFailed
         assert "will not help" in bad[0].detail
         assert "ns:poison" not in svc.things
         for i in range(40):
@@ -394,6 +402,6 @@ def test_names_that_are_not_valid_text_are_refused(store_url, bad):
         await svc.put_group(A, "g", filter="exists(attributes)")
         for c in checks:
             e = await problem(c)
-            assert e.status == 400, e.detail
+            assert type(e) is InvalidInput, e.detail
 
     run(store_url, body)

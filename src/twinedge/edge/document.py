@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twinedge.edge.errors import InvalidReportError
+from twinedge.errors import ServiceError
 from twinedge.runtime import things
 from twinedge.textinput import TextInputError, check_value, loads
 
@@ -65,7 +66,7 @@ def decode(data: bytes | str) -> Any:
         raise InvalidReportError(e.message, e.pointer or "") from None
 
 
-def _problem(e: things.ProblemError) -> InvalidReportError:
+def _problem(e: ServiceError) -> InvalidReportError:
     return InvalidReportError(e.detail, e.pointer or "")
 
 
@@ -104,7 +105,7 @@ def check_report(report: Any, what: str = "report") -> dict[str, dict[str, Any]]
         for fid, props in report.items():
             things.validate_feature(fid, {"properties": props})
         things.check_json(report)
-    except things.ProblemError as e:
+    except ServiceError as e:
         raise _problem(e) from None
     if things.too_deep(report, things.MAX_DEPTH - 3):
         raise InvalidReportError(f"the {what} nests deeper than {things.MAX_DEPTH - 3} levels")
@@ -200,7 +201,7 @@ def new_document(twin_id: str, document: Mapping[str, Any] | None = None) -> dic
         things.check_thing_id(twin_id)
         body = {k: v for k, v in (document or {}).items() if k not in things.META_FIELDS}
         doc = things.validate_thing(body, twin_id)
-    except things.ProblemError as e:
+    except ServiceError as e:
         raise _problem(e) from None
     if len(encode(doc)) > MAX_TWIN_BYTES:
         raise InvalidReportError(f"twin {twin_id} is larger than {MAX_TWIN_BYTES // 1000} kB")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from twinedge.ledger import LedgerDir
+from twinedge.orchestrator.view import NetworkState as SimState
 from twinedge.world import World
-from twinedge.world.dynamic import SimState
 
 _TIER = ("access", "edge", "region", "cloud")
 

@@ -11,65 +11,41 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
 from twinedge.engine.check import check_world_memory
 from twinedge.engine.metrics import Metrics
-from twinedge.errors import PolicyError
-from twinedge.policies.migration import resolve_migration
-from twinedge.policies.placement import resolve_placement, solve_placement
-from twinedge.policies.placement.base import PlacementProblem, PlacementResult
+from twinedge.orchestrator import NetworkState, NetworkView, Orchestrator, Recorder
+from twinedge.orchestrator.policy import as_policy, policy_name
+from twinedge.policies.placement.base import PlacementProblem
 from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
-from twinedge.world.dynamic import SimContext, SimState
+
+__all__ = ["Recorder", "RunResult", "Simulation", "move_entities", "placement_problem", "simulate"]
 
 
-class Recorder(Protocol):
-    """Receives every decision of a run (the ledger integration implements this)."""
-
-    def placement(self, t_s: float, world: World, twins: np.ndarray, hosts: np.ndarray) -> None: ...
-
-    def migration(
-        self,
-        t_s: float,
-        world: World,
-        twins: np.ndarray,
-        src: np.ndarray,
-        dst: np.ndarray,
-        bytes_moved: np.ndarray,
-        downtime_s: np.ndarray,
-    ) -> None: ...
-
-    def step_end(self, k: int, t_s: float, world: World, state: SimState) -> None: ...
-
-    def end(self, t_s: float, world: World, server_energy_j: np.ndarray) -> None: ...
+def placement_problem(ctx: NetworkView, *, amortise_steps: int | None = None) -> PlacementProblem:
+    """The placement problem of ``ctx`` (see :meth:`NetworkView.placement_problem`)."""
+    view = NetworkView(ctx.world, ctx.state, ctx.step_s, ctx.k, amortise_steps=amortise_steps)
+    return view.placement_problem()
 
 
-def placement_problem(ctx: SimContext, *, amortise_steps: int | None = None) -> PlacementProblem:
-    """The seed-000 placement problem for every twin at its current access point:
-    ``T_ij = uplink_i + backbone(ap_i, j) + service_ij`` with the idle service time (load
-    is held in check by the capacity constraints); ``inf`` where i may not use host j.
-
-    For a re-solve (``amortise_steps`` given), moving twin i away from its current host
-    also costs its migration downtime, spread over the steps until the next re-solve:
-    ``T_ij += 1000 * downtime_s(host_i -> j) / amortise_steps`` for ``j != host_i``. The
-    objective is then the average latency over the coming period including the moves it
-    causes, so a re-solve does not reshuffle twins for sub-millisecond gains.
-    """
-    w, s = ctx.world, ctx.state
-    lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
-    lat += models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
-    if amortise_steps:
-        down_s = models.migration_downtime_s(
-            w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
-        )
-        down_s[np.arange(w.n_entities), s.host] = 0.0
-        lat += 1000.0 * down_s / amortise_steps
-    lat[~w.allowed()] = np.inf
-    return PlacementProblem(lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb)
+def move_entities(
+    world: World, state: NetworkState, step_s: float, rng: np.random.Generator
+) -> None:
+    """Advance every entity by its mobility model over one step and re-attach it (the
+    simulation driver's half of a step: the live driver takes positions from devices)."""
+    s, w = state, world
+    s.prev_xy_m = s.xy_m.copy()
+    for sl, model in w.mobility:
+        view = s.xy_m[sl]
+        model.step(view, s.t_s, step_s, rng)
+        s.xy_m[sl] = view
+    s.ap, s.dist_m = w.attach(s.xy_m)
+    s.uplink_ms = w.uplink_ms(s.dist_m)
 
 
 @dataclass
@@ -85,13 +61,15 @@ class RunResult:
 
 
 class Simulation:
-    """One run of one placement and one migration policy on one world.
+    """One run of one placement and one migration policy on one world: the simulation
+    driver of the :class:`~twinedge.orchestrator.Orchestrator` (it owns the virtual
+    clock and moves the entities; the orchestrator decides).
 
     Parameters:
         world: built with :func:`twinedge.world.build_world` (a world is used by one run:
             its mobility models carry state).
-        placement, migration: policies (callables) following the contracts in
-            :mod:`twinedge.policies`.
+        placement, migration: policies: names, classes, instances or functions (see
+            :func:`twinedge.orchestrator.as_policy`).
         steps, step_s: length of the run.
         placement_period_s: re-solve placement every this many seconds (``None``: only
             the initial placement).
@@ -103,8 +81,8 @@ class Simulation:
     def __init__(
         self,
         world: World,
-        placement: Callable,
-        migration: Callable,
+        placement: Any,
+        migration: Any,
         *,
         steps: int,
         step_s: float,
@@ -116,129 +94,42 @@ class Simulation:
         label: str = "run",
         candidates_k: int = 8,
     ):
-        self.world, self.placement, self.migration = world, placement, migration
-        self.steps, self.step_s, self.period_s = steps, step_s, placement_period_s
-        self.rng, self.mobility_rng, self.recorder, self.label = rng, mobility_rng, recorder, label
+        self.world, self.steps, self.step_s = world, steps, step_s
+        self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
+        self.orchestrator = Orchestrator(
+            placement,
+            migration,
+            step_s=step_s,
+            placement_period_s=placement_period_s,
+            rng=rng,
+            recorder=recorder,
+            candidates_k=candidates_k,
+        )
         n = world.n_entities
         self.trail_ids = np.linspace(0, n - 1, min(trails, n)).astype(np.int64)
-        xy = world.xy_m.copy()
-        ap, dist = world.attach(xy)
-        self.state = SimState(
-            t_s=0.0,
-            xy_m=xy,
-            prev_xy_m=xy.copy(),
-            ap=ap,
-            dist_m=dist,
-            uplink_ms=world.uplink_ms(dist),
-            host=np.zeros(n, dtype=np.int64),
-            downtime_left_s=np.zeros(n),
-            used_cpu_ghz=np.zeros(world.n_hosts),
-            used_mem_gb=np.zeros(world.n_hosts),
-            latency_ms=np.zeros(n),
-        )
-        self.ctx = SimContext(world, self.state, step_s, candidates_k)
+        self.state = NetworkState.at(world, world.xy_m)
         self.metrics = Metrics(steps, world.n_hosts, self.trail_ids.size)
-        self.placements: list[dict] = []
         self._server_energy_j = np.zeros(world.n_hosts)
 
-    # --- pieces of a step ------------------------------------------------------------
-    def _move(self) -> None:
-        s, w = self.state, self.world
-        s.prev_xy_m = s.xy_m.copy()
-        for sl, model in w.mobility:
-            view = s.xy_m[sl]
-            model.step(view, s.t_s, self.step_s, self.mobility_rng)
-            s.xy_m[sl] = view
-        s.ap, s.dist_m = w.attach(s.xy_m)
-        s.uplink_ms = w.uplink_ms(s.dist_m)
+    @property
+    def placements(self) -> list[dict]:
+        return self.orchestrator.placements
 
-    def _latency(self) -> None:
-        """Latency of every twin on its current host (the one formula: SimContext)."""
-        self.state.latency_ms = self.ctx.latency_ms(slice(None), self.state.host)
-
-    def _place(self, initial: bool) -> tuple[int, float, float]:
-        s = self.state
-        period = None if initial else max(1, round((self.period_s or self.step_s) / self.step_s))
-        problem = placement_problem(self.ctx, amortise_steps=period)
-        result: PlacementResult = solve_placement(self.placement, problem, self.rng)
-        self.placements.append(
-            {"t_s": s.t_s, **{k: v for k, v in result.to_json().items() if k != "hosts"}}
-        )
-        if initial:
-            s.set_hosts(self.world, result.hosts)
-            if self.recorder:
-                self.recorder.placement(s.t_s, self.world, np.arange(self.world.n_entities), s.host)
-            return 0, 0.0, 0.0
-        changed = np.flatnonzero(result.hosts != s.host)
-        return self._apply_moves(changed, result.hosts[changed], check=False)
-
-    def _apply_moves(
-        self, twins: np.ndarray, hosts: np.ndarray, check: bool = True
-    ) -> tuple[int, float, float]:
-        w, s = self.world, self.state
-        twins = np.asarray(twins, dtype=np.int64)
-        hosts = np.asarray(hosts, dtype=np.int64)
-        if twins.size == 0:
-            return 0, 0.0, 0.0
-        if check:
-            self._validate_moves(twins, hosts)
-        down = self.ctx.downtime_s(twins, hosts)
-        src = s.host[twins].copy()
-        nbytes = w.state_bytes[twins]
-        new_host = s.host.copy()
-        new_host[twins] = hosts
-        s.set_hosts(w, new_host)
-        s.downtime_left_s[twins] = down
-        if self.recorder:
-            self.recorder.migration(s.t_s, w, twins, src, hosts, nbytes, down)
-        return twins.size, float(down.sum()), float(nbytes.sum())
-
-    def _validate_moves(self, twins: np.ndarray, hosts: np.ndarray) -> None:
-        w, s = self.world, self.state
-        name = getattr(self.migration, "__name__", type(self.migration).__name__)
-        if twins.shape != hosts.shape or twins.ndim != 1:
-            raise PolicyError(
-                f"migration policy {name} returned twins {twins.shape} and hosts {hosts.shape}; expected two equal 1-D arrays"
-            )
-        if np.unique(twins).size != twins.size:
-            raise PolicyError(f"migration policy {name} moved a twin twice in one step")
-        if (
-            twins.min() < 0
-            or twins.max() >= w.n_entities
-            or hosts.min() < 0
-            or hosts.max() >= w.n_hosts
-        ):
-            raise PolicyError(f"migration policy {name} returned an index out of range")
-        if not w.allowed(twins)[np.arange(twins.size), hosts].all():
-            raise PolicyError(f"migration policy {name} moved a twin to a host it may not use")
-        new_host = s.host.copy()
-        new_host[twins] = hosts
-        for res, dem, cap in (
-            ("cpu_ghz", w.cpu_ghz, w.host_cpu_ghz),
-            ("mem_gb", w.mem_gb, w.host_mem_gb),
-        ):
-            used = np.bincount(new_host, weights=dem, minlength=w.n_hosts)
-            old = np.bincount(s.host, weights=dem, minlength=w.n_hosts)
-            # a host already over capacity (it cannot be, but be safe) may not get worse
-            over = np.flatnonzero((used > cap + 1e-9) & (used > old + 1e-12))
-            if over.size:
-                j = int(over[0])
-                raise PolicyError(
-                    f"migration policy {name} overloads host {w.host_ids[j]}: {res} {used[j]:.4g} > capacity {cap[j]:.4g}"
-                )
+    @property
+    def ctx(self) -> NetworkView:
+        """The view the policies see now."""
+        return self.orchestrator.view(self.world, self.state)
 
     # --- the loop --------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None) -> RunResult:
-        w, s = self.world, self.state
+        w, s, orch = self.world, self.state, self.orchestrator
         t0 = time.perf_counter()
-        self._place(initial=True)
-        self._latency()
-        period_steps = None if self.period_s is None else max(1, round(self.period_s / self.step_s))
+        orch.place(w, s)
         idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
         for k in range(self.steps):
-            self._move()
+            move_entities(w, s, self.step_s, self.mobility_rng)
             s.t_s = (k + 1) * self.step_s
-            self._latency()
+            orch.evaluate(w, s)
             # 1. what the twins experienced this step (moves decided last step cost their
             #    downtime now: an update waits for the rest of the downtime)
             effective = s.latency_ms + 1000.0 * s.downtime_left_s
@@ -251,22 +142,16 @@ class Simulation:
             )
             np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
             # 2. decisions on what was observed; they take effect from the next step
-            n_mig, down, nbytes = 0, 0.0, 0.0
-            if period_steps and (k + 1) % period_steps == 0:
-                n_mig, down, nbytes = self._place(initial=False)
-                self._latency()
-            twins, hosts = self.migration(self.ctx, self.rng)
-            m2, d2, b2 = self._apply_moves(twins, hosts)
-            n_mig, down, nbytes = n_mig + m2, down + d2, nbytes + b2
+            out = orch.cycle(w, s, k)
             self.metrics.record(
                 k,
                 s.t_s,
                 effective,
                 w.latency_req_ms,
                 util,
-                n_mig,
-                down,
-                nbytes,
+                out.migrations,
+                out.downtime_s,
+                out.bytes_moved,
                 device_j,
                 float(server_j.sum()),
                 s.xy_m[self.trail_ids],
@@ -287,8 +172,8 @@ def simulate(
     *,
     seed: int | None = None,
     steps: int | None = None,
-    placement: str | None = None,
-    migration: str | None = None,
+    placement: Any = None,
+    migration: Any = None,
     placement_params: dict | None = None,
     migration_params: dict | None = None,
     recorder: Recorder | None = None,
@@ -297,6 +182,8 @@ def simulate(
     """Build the world of ``scenario`` and run one policy combination on it.
 
     Arguments left as ``None`` come from the scenario file (the first policy of a list).
+    ``placement`` and ``migration`` may be names, import paths, classes, instances or
+    plain functions (see :func:`twinedge.orchestrator.as_policy`).
     """
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
@@ -306,18 +193,26 @@ def simulate(
     world = build_world(scenario, world_rng)
     check_world_memory(world, steps, scenario.name)
     pol = scenario.policies
-    p_name = placement or pol.as_list(pol.placement)[0]
-    m_name = migration or pol.as_list(pol.migration)[0]
+    p_spec = placement if placement is not None else pol.as_list(pol.placement)[0]
+    m_spec = migration if migration is not None else pol.as_list(pol.migration)[0]
     p_params = (
-        pol.placement_params.get(p_name, {}) if placement_params is None else placement_params
+        (pol.placement_params.get(p_spec, {}) if isinstance(p_spec, str) else {})
+        if placement_params is None
+        else placement_params
     )
     m_params = (
-        pol.migration_params.get(m_name, {}) if migration_params is None else migration_params
+        (pol.migration_params.get(m_spec, {}) if isinstance(m_spec, str) else {})
+        if migration_params is None
+        else migration_params
     )
+    p_pol = as_policy(p_spec, "placement", **p_params)
+    m_pol = as_policy(m_spec, "migration", **m_params)
+    p_name = p_spec if isinstance(p_spec, str) else policy_name(p_pol)
+    m_name = m_spec if isinstance(m_spec, str) else policy_name(m_pol)
     sim = Simulation(
         world,
-        resolve_placement(p_name, **p_params),
-        resolve_migration(m_name, **m_params),
+        p_pol,
+        m_pol,
         steps=steps,
         step_s=scenario.run.step_s,
         placement_period_s=pol.placement_period_s,

@@ -84,6 +84,11 @@ def _log_level(v: Any) -> str | None:
     return None if ok else f"expected one of {', '.join(LOG_LEVELS)}"
 
 
+def _period(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0.01 <= v <= 86_400
+    return None if ok else "expected a number of seconds in [0.01, 86400]"
+
+
 def _data_dir(v: Any) -> str | None:
     if (why := _text(v)) is not None:
         return why
@@ -115,6 +120,13 @@ _CHECKS = {
     "retention_s": _retention,
     "batch_max": _batch,
     "log_level": _log_level,
+    "network": lambda v: None if v is None else _text(v),
+    "placement": _text,
+    "migration": _text,
+    "cycle_s": _period,
+    "placement_period_s": lambda v: None if v is None else _period(v),
+    "ledger": lambda v: None if v is None else _text(v),
+    "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
 }
 
 
@@ -143,6 +155,13 @@ class ServeConfig:
     retention_s: float | None = None
     batch_max: int = 2000
     log_level: str = "info"
+    network: str | None = None  # a scenario file or built-in name: the live network
+    placement: str = "greedy"
+    migration: str = "threshold"
+    cycle_s: float = 1.0
+    placement_period_s: float | None = None
+    ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
+    forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ServeConfig:
@@ -240,12 +259,15 @@ class Server:
         self.service: TwinService | None = None
         self.mqtt: Any = None
         self.http: Any = None
+        self.live: Any = None
         self.admin_token_file = Path(config.data_dir) / "admin.token"
 
     async def start(self) -> None:
         from twinedge.runtime.store import open_store
 
         cfg = self.config
+        if cfg.network is not None:  # a bad scenario or policy stops serve before it starts
+            self.live = live_network(None, cfg)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         store = open_store(cfg.db_url)
         self.service = TwinService(store, retention_s=cfg.retention_s, batch_max=cfg.batch_max)
@@ -264,7 +286,9 @@ class Server:
         from twinedge.runtime.api import create_app
         from twinedge.runtime.api.redact import install_log_redaction
 
-        app = create_app(self.service)
+        if self.live is not None:
+            self.live.service = self.service
+        app = create_app(self.service, live=self.live)
         ucfg = uvicorn.Config(
             app,
             host=cfg.host,
@@ -279,6 +303,8 @@ class Server:
         install_log_redaction(*logging.getLogger().handlers)
         self.http = _HttpServer(ucfg)
         self.http.service = self.service
+        if self.live is not None:
+            self.live.start()
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
@@ -290,12 +316,50 @@ class Server:
     async def stop(self) -> None:
         if self.http is not None:
             self.http.should_exit = True
+        if self.live is not None:
+            await self.live.stop()
+            self.live = None
         if self.mqtt is not None:
             await self.mqtt.stop()
             self.mqtt = None
         if self.service is not None:
             await self.service.stop()
             self.service = None
+
+
+def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
+    """The live orchestrator of ``cfg.network`` over ``service`` (not started; the
+    service may be attached later as ``.service``).
+
+    Raises:
+        ScenarioError, InputError: the scenario cannot be read or its network built.
+        PolicyError: a policy cannot be resolved.
+    """
+    import numpy as np
+
+    from twinedge.engine.record import LedgerRecorder
+    from twinedge.orchestrator import Orchestrator
+    from twinedge.orchestrator.live import LiveNetwork
+    from twinedge.scenario import load_scenario
+    from twinedge.world import build_world
+
+    assert cfg.network is not None
+    sc = load_scenario(cfg.network)
+    world_rng, _, policy_rng = np.random.default_rng(sc.run.seed).spawn(3)
+    world = build_world(sc, world_rng, network_only=True)
+    ledger = cfg.ledger or str(Path(cfg.data_dir) / "ledger")
+    recorder = None if ledger == "none" else LedgerRecorder(ledger, actor="twinedge-serve")
+    orch = Orchestrator(
+        cfg.placement,
+        cfg.migration,
+        step_s=cfg.cycle_s,
+        placement_period_s=cfg.placement_period_s,
+        rng=policy_rng,
+        recorder=recorder,
+        placement_params=sc.policies.placement_params.get(cfg.placement),
+        migration_params=sc.policies.migration_params.get(cfg.migration),
+    )
+    return LiveNetwork(service, sc, world, orch, forecast_horizon_s=cfg.forecast_horizon_s)
 
 
 def serve(config: ServeConfig) -> None:

@@ -7,7 +7,7 @@ persvr RQL draft, https://github.com/persvr/rql): prefix calls such as
 a filter means. It holds
 
 * :func:`parse` — a hand-written recursive-descent parser producing frozen dataclass
-  nodes; every error is a :class:`~twinedge.runtime.things.ProblemError` 400 whose
+  nodes; every error is an :class:`~twinedge.errors.InvalidInput` whose
   detail names the column and draws a caret under the offending character;
 * :func:`evaluate` — the Python evaluation (group membership, event subscriptions);
 * :func:`compile_sql` — the translation to SQL over the stores' index tables (a
@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
-from twinedge.runtime.things import ProblemError, escape_token, unescape_token
+from twinedge.errors import InvalidInput
+from twinedge.runtime.things import escape_token, unescape_token
 
 __all__ = [
     "COLUMN_FIELDS",
@@ -164,11 +165,12 @@ def path_text(tokens: Sequence[str]) -> str:
 
 
 def parse_path(text: str, pointer: str = "/filter") -> tuple[str, ...]:
-    """A path as written in a filter, a sort or a field list -> its tokens (400 if bad,
-    with ``pointer`` naming the parameter it came from)."""
+    """A path as written in a filter, a sort or a field list -> its tokens
+    (:class:`~twinedge.errors.InvalidInput` if bad, with ``pointer`` naming the parameter
+    it came from)."""
     try:
         return _Parser(text)._path_tokens(text.strip(), 1)
-    except ProblemError as e:
+    except InvalidInput as e:
         e.pointer = pointer
         raise
 
@@ -226,7 +228,7 @@ class _Parser:
         self.pos = 0
 
     # errors ------------------------------------------------------------------------
-    def fail(self, message: str, pos: int | None = None) -> ProblemError:
+    def fail(self, message: str, pos: int | None = None) -> InvalidInput:
         pos = self.pos if pos is None else pos
         col = pos + 1
         # show at most 70 characters around the error so the caret stays readable
@@ -234,9 +236,9 @@ class _Parser:
         snippet = self.text[start : start + 70].replace("\n", " ").replace("\t", " ")
         caret = " " * (pos - start) + "^"
         detail = f"{message.replace('{col}', str(col))}\n  {snippet}\n  {caret}"
-        return ProblemError(400, "Bad Request", detail, pointer="/filter", column=col)
+        return InvalidInput(detail, pointer="/filter", column=col)
 
-    def unexpected(self, expected: str) -> ProblemError:
+    def unexpected(self, expected: str) -> InvalidInput:
         if self.pos >= len(self.text):
             return self.fail(f"unexpected end of filter at column {{col}}: expected {expected}")
         ch = self.text[self.pos]
@@ -261,9 +263,7 @@ class _Parser:
     # grammar -------------------------------------------------------------------------
     def parse(self) -> Node:
         if len(self.text) > MAX_LENGTH:
-            raise ProblemError(
-                400,
-                "Bad Request",
+            raise InvalidInput(
                 f"the filter is {len(self.text)} characters long; at most {MAX_LENGTH} are allowed",
                 pointer="/filter",
             )
@@ -444,11 +444,10 @@ class _Parser:
 
 @functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Node:
-    """Parse RQL ``text`` into a tree of nodes; ``ProblemError`` 400 (with ``column``) if bad."""
+    """Parse RQL ``text`` into a tree of nodes; :class:`~twinedge.errors.InvalidInput`
+    (with ``column`` in its ``extra``) if bad."""
     if not isinstance(text, str):
-        raise ProblemError(
-            400, "Bad Request", "a filter must be a string of RQL", pointer="/filter"
-        )
+        raise InvalidInput("a filter must be a string of RQL", pointer="/filter")
     return _Parser(text).parse()
 
 

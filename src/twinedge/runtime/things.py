@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from twinedge import textinput
+from twinedge.errors import InvalidInput
 from twinedge.textinput import TextInputError, check_text
 
 # no '+', '#' or '/' in a name: a thing id is also an MQTT topic level (always fullmatch)
@@ -42,55 +43,9 @@ JSON_LIMITS = textinput.Limits(max_depth=None, int_range=textinput.INT64)
 depth is bounded by :func:`too_deep` (a message in the runtime's terms)."""
 
 
-class ProblemError(Exception):
-    """An RFC 7807 problem: ``status`` (HTTP), ``title``, ``detail`` and where it was.
-
-    Raised by the runtime for every bad request; the HTTP layer renders it as
-    ``application/problem+json`` and the MQTT bridge sends ``detail`` on the device's
-    ``errors`` topic.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str,
-        *,
-        pointer: str | None = None,
-        type_: str | None = None,
-        **extra: Any,
-    ):
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.pointer = status, title, detail, pointer
-        self.type = type_ or f"https://twinedge.dev/problems/{title.lower().replace(' ', '-')}"
-        self.extra = extra
-
-    def to_json(self, instance: str | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "type": self.type,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            doc["instance"] = instance
-        if self.pointer is not None:
-            doc["pointer"] = self.pointer
-        doc.update(self.extra)
-        return doc
-
-
-def bad_request(detail: str, pointer: str | None = None) -> ProblemError:
-    return ProblemError(400, "Bad Request", detail, pointer=pointer)
-
-
-def not_found(detail: str) -> ProblemError:
-    return ProblemError(404, "Not Found", detail)
-
-
 def check_thing_id(thing_id: str) -> str:
     if not isinstance(thing_id, str) or not THING_ID_RE.fullmatch(thing_id) or len(thing_id) > 256:
-        raise bad_request(
+        raise InvalidInput(
             f"thingId {thing_id!r} is not valid: expected 'namespace:name' (namespace: letters, digits, '_', '.', '-'; at most 256 characters)",
             "/thingId",
         )
@@ -100,7 +55,7 @@ def check_thing_id(thing_id: str) -> str:
 def check_domain(domain: Any, pointer: str = "/domain") -> str:
     """A domain name: 1-128 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
     if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
-        raise bad_request(
+        raise InvalidInput(
             f"domain {domain!r} is not valid: 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit",
             pointer,
@@ -270,39 +225,39 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
     ``thingId`` in the body, when present, must match the URL.
     """
     if not isinstance(doc, dict):
-        raise bad_request(f"a thing must be a JSON object, got {type(doc).__name__}", "")
+        raise InvalidInput(f"a thing must be a JSON object, got {type(doc).__name__}", "")
     extra = sorted(set(doc) - TOP_FIELDS)
     if extra:
-        raise bad_request(
+        raise InvalidInput(
             f"unknown top-level field {extra[0]!r}; a thing has thingId, attributes and features",
             f"/{escape_token(extra[0])}",
         )
     if "thingId" in doc and doc["thingId"] != thing_id:
-        raise bad_request(
+        raise InvalidInput(
             f"thingId {doc['thingId']!r} in the body does not match {thing_id!r} in the URL",
             "/thingId",
         )
     attrs = doc.get("attributes", {})
     if not isinstance(attrs, dict):
-        raise bad_request("attributes must be a JSON object", "/attributes")
+        raise InvalidInput("attributes must be a JSON object", "/attributes")
     feats = doc.get("features", {})
     if not isinstance(feats, dict):
-        raise bad_request("features must be a JSON object", "/features")
+        raise InvalidInput("features must be a JSON object", "/features")
     for fid, f in feats.items():
         validate_feature(fid, f)
     if too_deep(doc):
-        raise bad_request(f"the document nests deeper than {MAX_DEPTH} levels", "")
+        raise InvalidInput(f"the document nests deeper than {MAX_DEPTH} levels", "")
     check_json(doc)
     return {"thingId": thing_id, "attributes": attrs, "features": feats}
 
 
 def check_json(value: Any, pointer: str = "") -> Any:
-    """Refuse what JSON or the stores cannot hold (see :data:`JSON_LIMITS`) with a 400
-    problem locating it; returns ``value``."""
+    """Refuse what JSON or the stores cannot hold (see :data:`JSON_LIMITS`) with an
+    :class:`~twinedge.errors.InvalidInput` locating it; returns ``value``."""
     try:
         textinput.check_value(value, JSON_LIMITS, pointer)
     except TextInputError as e:
-        raise bad_request(e.message, e.pointer) from None
+        raise InvalidInput(e.message, e.pointer) from None
     return value
 
 
@@ -310,36 +265,36 @@ def check_name(s: str, what: str, pointer: str | None = None) -> str:
     """Refuse a name (group, grantee, cursor, password...) that is not a string of
     valid text without control characters."""
     if not isinstance(s, str):
-        raise bad_request(f"{what} must be a string", pointer)
+        raise InvalidInput(f"{what} must be a string", pointer)
     try:
         check_text(s, what)
     except TextInputError as e:
-        raise bad_request(e.message, pointer) from None
+        raise InvalidInput(e.message, pointer) from None
     bad = next((c for c in s if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:
-        raise bad_request(f"{what} holds a control character ({bad!r})", pointer)
+        raise InvalidInput(f"{what} holds a control character ({bad!r})", pointer)
     return s
 
 
 def validate_feature(fid: str, f: Any) -> None:
     if not isinstance(fid, str) or not FEATURE_ID_RE.fullmatch(fid):
-        raise bad_request(
+        raise InvalidInput(
             f"feature id {fid!r} is not valid (1-256 characters, no '/', '?' or '#')",
             f"/features/{escape_token(fid)}",
         )
     if not isinstance(f, dict):
-        raise bad_request(
+        raise InvalidInput(
             f"feature {fid!r} must be a JSON object", f"/features/{escape_token(fid)}"
         )
     extra = sorted(set(f) - {"properties", "desiredProperties"})
     if extra:
-        raise bad_request(
+        raise InvalidInput(
             f"feature {fid!r} has unknown field {extra[0]!r}; a feature has properties and desiredProperties",
             f"/features/{escape_token(fid)}/{escape_token(extra[0])}",
         )
     for k in ("properties", "desiredProperties"):
         if k in f and not isinstance(f[k], dict):
-            raise bad_request(
+            raise InvalidInput(
                 f"features/{fid}/{k} must be a JSON object", f"/features/{escape_token(fid)}/{k}"
             )
 

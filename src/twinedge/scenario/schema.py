@@ -226,16 +226,12 @@ class TwinDemand(_Model):
     work_gcycles: Range = 0.02
     latency_req_ms: Range = 20.0
     tx_power_w: Range = 0.2
-    _check = field_validator(
-        "cpu_ghz",
-        "mem_gb",
-        "state_bytes",
-        "update_bytes",
-        "update_hz",
-        "work_gcycles",
-        "latency_req_ms",
-        "tx_power_w",
-    )(_check_range)
+    _check = field_validator("*")(_check_range)
+
+
+#: The per-twin demand fields, in order (the scenario's ``twin:``, the world's arrays,
+#: a live twin's ``attributes.twin``).
+DEMAND_FIELDS: tuple[str, ...] = tuple(TwinDemand.model_fields)
 
 
 class EntityGroup(_Model):

@@ -10,6 +10,7 @@ from scipy.cluster.vq import kmeans2
 
 from twinedge.errors import ScenarioError
 from twinedge.scenario.schema import (
+    DEMAND_FIELDS,
     CityGenerator,
     EuaSites,
     NodeSpec,
@@ -223,8 +224,12 @@ def _node_xy(n: NodeSpec, origin: tuple[float, float] | None) -> tuple[float, fl
     return float(x), float(y)
 
 
-def build_world(sc: Scenario, rng: np.random.Generator) -> World:
-    """Turn a scenario into arrays. Every random draw uses ``rng``."""
+def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = False) -> World:
+    """Turn a scenario into arrays. Every random draw uses ``rng``.
+
+    With ``network_only`` a scenario without entities is accepted (a live network: the
+    entities are the devices that connect).
+    """
     origin = _origin(sc)
     nodes = _Nodes()
     bounds = None
@@ -298,7 +303,7 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
         lo, hi = xy[access].min(0), xy[access].max(0)
         pad = 0.05 * np.maximum(hi - lo, 100.0)
         bounds = np.concatenate([lo - pad, hi + pad])
-    groups = _entities(sc, bounds, origin, rng)
+    groups = _entities(sc, bounds, origin, rng, network_only)
     ent = {k: np.concatenate([g[k] for g in groups]) for k in groups[0] if k not in ("mobility",)}
     kinds = sorted({g.kind for g in sc.entities})
     owners = sorted({g.owner for g in sc.entities})
@@ -358,7 +363,11 @@ def build_world(sc: Scenario, rng: np.random.Generator) -> World:
 
 
 def _entities(
-    sc: Scenario, bounds: np.ndarray, origin: tuple[float, float] | None, rng: np.random.Generator
+    sc: Scenario,
+    bounds: np.ndarray,
+    origin: tuple[float, float] | None,
+    rng: np.random.Generator,
+    network_only: bool = False,
 ) -> list[dict]:
     out = []
     lo, hi = bounds[:2], bounds[2:]
@@ -402,22 +411,10 @@ def _entities(
                 "kind": np.array([g.kind] * n, dtype=object),
                 "owner": np.array([g.owner] * n, dtype=object),
                 "xy": np.asarray(xy, dtype=float).reshape(n, 2).copy(),
-                **{
-                    f: draw(getattr(d, f), n, rng)
-                    for f in (
-                        "cpu_ghz",
-                        "mem_gb",
-                        "state_bytes",
-                        "update_bytes",
-                        "update_hz",
-                        "work_gcycles",
-                        "latency_req_ms",
-                        "tx_power_w",
-                    )
-                },
+                **{f: draw(getattr(d, f), n, rng) for f in DEMAND_FIELDS},
                 "mobility": mob,
             }
         )
-    if sum(len(g["xy"]) for g in out) == 0:
+    if sum(len(g["xy"]) for g in out) == 0 and not network_only:
         raise ScenarioError(["entities: the scenario has no entities (every group has count 0)"])
     return out

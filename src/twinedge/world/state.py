@@ -6,13 +6,14 @@ does not change during a run; the moving parts (positions, hosts) live in the en
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from twinedge.scenario.schema import Radio
+from twinedge.scenario.schema import DEMAND_FIELDS, Radio
 from twinedge.world import models
 from twinedge.world.network import Links
 
@@ -108,3 +109,42 @@ class World:
     def allowed(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """``(n, H)`` mask of the hosts each twin may run on."""
         return self.group_allowed[self.entity_group[idx]]
+
+    def with_entities(self, entities: dict[str, np.ndarray], **other: Any) -> World:
+        """The same network with other entities: ``entities`` maps every per-entity field
+        (``entity_ids``, ``entity_kind``, ``entity_owner``, ``entity_group``, ``xy_m``,
+        ``cpu_ghz``, ``mem_gb``, ``state_bytes``, ``update_bytes``, ``update_hz``,
+        ``work_gcycles``, ``latency_req_ms``, ``tx_power_w``) to its array. The new world
+        has no mobility models (its driver moves the entities) and shares the network's
+        arrays and access-point index with this one. ``other`` replaces further fields
+        (``owners``, ``kinds``, ``node_cpu_ghz``...).
+
+        Raises:
+            ValueError: a field is missing or the arrays disagree in length.
+        """
+        missing = sorted(set(ENTITY_FIELDS) - set(entities))
+        if missing:
+            raise ValueError(f"with_entities: missing fields {missing}")
+        n = {k: len(entities[k]) for k in ENTITY_FIELDS}
+        if len(set(n.values())) > 1:
+            raise ValueError(f"with_entities: arrays of different lengths {n}")
+        fields: dict[str, Any] = {k: entities[k] for k in ENTITY_FIELDS} | other
+        out = replace(self, mobility=[], **fields)
+        if "_ap_tree" in self.__dict__:
+            out.__dict__["_ap_tree"] = self.__dict__["_ap_tree"]
+        return out
+
+    def select(self, idx: np.ndarray) -> World:
+        """The same network with only the entities ``idx`` (no mobility models)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return self.with_entities({k: getattr(self, k)[idx] for k in ENTITY_FIELDS})
+
+
+ENTITY_FIELDS = (
+    "entity_ids",
+    "entity_kind",
+    "entity_owner",
+    "entity_group",
+    "xy_m",
+    *DEMAND_FIELDS,
+)

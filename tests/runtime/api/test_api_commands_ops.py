@@ -86,13 +86,13 @@ def test_healthz(api: Api):
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["writer"] and r.json()["store"]
     # the writer gone -> 503 problem
-    task = api.service._writer_task
-    api.service._writer_task = None
+    task = api.service._writer.task
+    api.service._writer.task = None
     try:
         doc = problem_of(api.client.get("/healthz"), 503)
         assert doc["writer"] is False and "writer" in doc["detail"]
     finally:
-        api.service._writer_task = task
+        api.service._writer.task = task
 
 
 def test_metrics(api: Api):

@@ -312,7 +312,7 @@ def test_a_message_that_fails_alone_is_acknowledged_not_resent(tmp_path, monkeyp
     """A 500 from the service (this message failed, the service is fine) is answered like
     a refusal: PUBACK, internal-error on the errors topic, connection kept; only 503
     (store down, overloaded, shutting down) leaves a message unacknowledged."""
-    from twinedge.runtime.things import ProblemError
+    from twinedge.errors import OperationFailed
 
     async def main():
         async with embedded(tmp_path, (BAD,)) as (svc, broker):
@@ -320,7 +320,7 @@ def test_a_message_that_fails_alone_is_acknowledged_not_resent(tmp_path, monkeyp
 
             async def fails_alone(thing_id, payload, **kw):
                 if "poison" in payload:
-                    raise ProblemError(500, "Internal Server Error", "ValueError: cannot store")
+                    raise OperationFailed("ValueError: cannot store")
                 return await real(thing_id, payload, **kw)
 
             monkeypatch.setattr(svc, "device_report", fails_alone)

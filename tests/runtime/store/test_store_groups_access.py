@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from twinedge.errors import ServiceError
 from twinedge.runtime.store import ApiKey, Grant, GroupSpec, StoreError
-from twinedge.runtime.things import ProblemError
 
 
 def all_members(store, domain, name, limit=3):
@@ -65,11 +65,11 @@ def test_group_membership_rolls_back_with_a_failed_batch(store, twins):
 
 
 def test_group_errors(store):
-    with pytest.raises(ProblemError, match="unknown operator"):
+    with pytest.raises(ServiceError, match="unknown operator"):
         store.put_group(GroupSpec("d", "bad", "lower(a)"), [])
-    with pytest.raises(ProblemError, match=r"not a group-members cursor|not one this service made"):
+    with pytest.raises(ServiceError, match=r"not a group-members cursor|not one this service made"):
         store.group_members("d", "x", cursor="eyJ4IjoxfQ")
-    with pytest.raises(ProblemError, match="limit"):
+    with pytest.raises(ServiceError, match="limit"):
         store.group_members("d", "x", limit=0)
 
 
@@ -98,7 +98,7 @@ def test_grants(store):
     assert store.delete_grant(Grant(g1.grantor, g1.grantee, g1.filter, "write")) is True
     assert store.delete_grant(g1) is False
     assert store.grants_for("dom-b") == [g2]
-    with pytest.raises(ProblemError, match="column"):
+    with pytest.raises(ServiceError, match="column"):
         store.put_grant(Grant("a", "b", "eq(x,", "read"))
-    with pytest.raises(ProblemError, match="role is read or write"):
+    with pytest.raises(ServiceError, match="role is read or write"):
         store.put_grant(Grant("a", "b", "exists(x)", "admin"))

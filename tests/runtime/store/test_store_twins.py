@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from twinedge.errors import ServiceError
 from twinedge.runtime.store import (
     Change,
     Scope,
@@ -15,8 +16,7 @@ from twinedge.runtime.store import (
     StoreError,
     open_store,
 )
-from twinedge.runtime.store.sql_common import SNAPSHOT_EVERY
-from twinedge.runtime.things import ProblemError
+from twinedge.runtime.store.sql_commit import SNAPSHOT_EVERY
 
 
 def car(level: int = 50, kind: str = "vehicle") -> dict:
@@ -79,7 +79,7 @@ def test_revisions_and_history(store, twins):
     assert store.thing_at("ns:a", at=t1 + 0.5)["_revision"] == 1
     assert store.thing_at("ns:a", at=t1 - 5) is None
     assert store.thing_at("ns:a", at=twins.time + 100) == twins.docs["ns:a"]
-    with pytest.raises(ProblemError, match="not both"):
+    with pytest.raises(ServiceError, match="not both"):
         store.thing_at("ns:a", revision=1, at=t1)
 
 

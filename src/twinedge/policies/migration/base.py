@@ -1,22 +1,28 @@
 """The migration contract and the shared capacity-aware assignment helper.
 
-A migration policy is any callable ``policy(ctx: SimContext, rng) -> (twins, hosts)``:
-two equal-length integer arrays saying which twin moves to which host index. Built-ins
-are small classes configured in ``__init__`` (scikit-learn style) and callable the same
-way. The engine rejects an answer that would exceed a host's CPU or memory.
+A migration policy is any callable ``policy(view: NetworkView, rng) -> Moves`` (or the
+pair ``(twins, hosts)``): which twin moves to which host index. Built-ins are small
+classes configured in ``__init__`` (scikit-learn style, see
+:class:`twinedge.policies.base.MigrationPolicy`) and callable the same way. The
+orchestrator rejects an answer that would exceed a host's CPU or memory.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from twinedge.world.dynamic import SimContext
+from twinedge.policies.base import Moves
 
-NO_MOVES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+if TYPE_CHECKING:
+    from twinedge.orchestrator.view import NetworkView
+
+NO_MOVES = Moves.none()
 
 
 def assign_under_capacity(
-    ctx: SimContext, twins: np.ndarray, cand: np.ndarray, score: np.ndarray, priority: np.ndarray
+    ctx: NetworkView, twins: np.ndarray, cand: np.ndarray, score: np.ndarray, priority: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Move each twin to its best-scoring candidate host (lowest score first) that still
     has CPU and memory room, honouring ``priority`` (higher first) when twins compete.

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from twinedge.policies.base import MigrationPolicy, Moves
 from twinedge.policies.migration.base import NO_MOVES, assign_under_capacity
-from twinedge.world.dynamic import SimContext
+
+if TYPE_CHECKING:
+    from twinedge.orchestrator.view import NetworkView
 
 
-def _moves(ctx: SimContext, twins, cand, score, priority):
+def _moves(ctx: NetworkView, twins, cand, score, priority) -> Moves:
     """Assign under capacity and drop no-op moves (to the twin's own host)."""
     t, h = assign_under_capacity(ctx, twins, cand, score, priority)
     keep = h != ctx.state.host[t]
-    return t[keep], h[keep]
+    return Moves(t[keep], h[keep])
 
 
-class Never:
+class Never(MigrationPolicy):
     """Twins stay where placement put them (the baseline)."""
 
-    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+    def __call__(self, ctx: NetworkView, rng: np.random.Generator):
         return NO_MOVES
 
 
-class Threshold:
+class Threshold(MigrationPolicy):
     """Migrate a twin when its latency exceeds its requirement ``latency_req_ms``.
 
     The twin moves to the lowest-latency candidate host with room (the ``k`` hosts nearest
@@ -36,7 +41,7 @@ class Threshold:
     def __init__(self, hysteresis_ms: float = 0.5):
         self.hysteresis_ms = float(hysteresis_ms)
 
-    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+    def __call__(self, ctx: NetworkView, rng: np.random.Generator):
         s, w = ctx.state, ctx.world
         twins = np.flatnonzero((s.latency_ms > w.latency_req_ms) & ~ctx.migrating)
         if twins.size == 0:
@@ -46,7 +51,7 @@ class Threshold:
         return _moves(ctx, twins, cand, lat, s.latency_ms[twins] - w.latency_req_ms[twins])
 
 
-class Utility:
+class Utility(MigrationPolicy):
     """Seed 000's utility: move a twin to the host that maximises
 
         U_j = beta * exp((T_req - T_j) / T_req) - (1 - beta) * E_j / E_ref_mj
@@ -95,7 +100,7 @@ class Utility:
             - self.penalty * (latency_ms > req_ms)
         )
 
-    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+    def __call__(self, ctx: NetworkView, rng: np.random.Generator):
         s, w = ctx.state, ctx.world
         twins = np.flatnonzero((s.latency_ms > self.trigger * w.latency_req_ms) & ~ctx.migrating)
         if twins.size == 0:
@@ -116,7 +121,7 @@ class Utility:
         return _moves(ctx, twins, cand, score, u_now.max() - u_now)
 
 
-class Predictive:
+class Predictive(MigrationPolicy):
     """Pre-migration: extrapolate each entity ``horizon_s`` ahead at its current velocity,
     find the access point it will reach, and move the twin *before* its deadline is missed
     to the host that is best for both now and then (lowest ``max(T_now, T_future)``).
@@ -137,7 +142,7 @@ class Predictive:
             float(hysteresis_ms),
         )
 
-    def __call__(self, ctx: SimContext, rng: np.random.Generator):
+    def __call__(self, ctx: NetworkView, rng: np.random.Generator):
         s, w = ctx.state, ctx.world
         future_xy = s.xy_m + ctx.velocity_mps() * self.horizon_s
         np.clip(future_xy, w.bounds_m[:2], w.bounds_m[2:], out=future_xy)

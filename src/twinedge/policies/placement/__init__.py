@@ -94,7 +94,7 @@ def _policy_label(policy: Any) -> str:
     name = getattr(policy, "name", None)
     if isinstance(name, str):
         return name
-    return getattr(policy, "__qualname__", None) or type(policy).__name__
+    return getattr(policy, "__name__", None) or type(policy).__name__
 
 
 def solve_placement(

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from twinedge.errors import InfeasibleError
+from twinedge.policies.base import PlacementPolicy
 from twinedge.policies.placement.base import (
     PlacementProblem,
     PlacementResult,
@@ -347,7 +348,7 @@ def local_search(
     return hosts
 
 
-class GreedyPlacement:
+class GreedyPlacement(PlacementPolicy):
     """Regret greedy (Martello–Toth MTHG) with candidate lists and an ejection repair.
 
     Parameters:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from twinedge.errors import InfeasibleError
+from twinedge.policies.base import PlacementPolicy
 from twinedge.policies.placement.base import PlacementProblem, PlacementResult, check_totals
 
 _EPS = 1e-9
 
 
-class NearestPlacement:
+class NearestPlacement(PlacementPolicy):
     """Each twin on its nearest allowed host with room, closest twins first.
 
     No parameters. Fast (one masked ``argmin`` per twin whose nearest host is full)

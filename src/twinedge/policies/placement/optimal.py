@@ -60,6 +60,7 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from twinedge.errors import InfeasibleError
+from twinedge.policies.base import PlacementPolicy
 from twinedge.policies.placement.base import (
     PlacementProblem,
     PlacementResult,
@@ -257,7 +258,7 @@ def _sub_milp(
     return res.status, out, float(res.fun), dual
 
 
-class OptimalPlacement:
+class OptimalPlacement(PlacementPolicy):
     """Certified placement: best answer found within a time limit, with a valid bound.
 
     Parameters:
@@ -563,6 +564,8 @@ class OptimalPlacement:
         check_totals(problem)
         n, m = problem.n_twins, problem.n_hosts
         lat = problem.latency_ms
+        if n == 0:  # nothing to place: the empty placement is optimal
+            return PlacementResult("optimal", np.zeros(0, dtype=np.int64), 0.0, 0.0, 0.0)
 
         relax = self._relaxation(problem, deadline, info)
         incumbent: np.ndarray | None = None

@@ -29,7 +29,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from twinedge import __version__
-from twinedge.runtime.api import events, ops, routes_access, routes_search, routes_things
+from twinedge.runtime.api import (
+    events,
+    ops,
+    routes_access,
+    routes_orchestrator,
+    routes_search,
+    routes_things,
+)
 from twinedge.runtime.api.models import REQUEST_MODELS
 from twinedge.runtime.api.problems import GuardMiddleware, install_problem_handlers
 from twinedge.runtime.api.redact import install_log_redaction
@@ -53,10 +60,7 @@ def close_event_streams(service: TwinService, reason: str = "server shutting dow
     response only ends when its stream does, so without this a graceful shutdown waits
     for every SSE client (or for uvicorn's ``timeout_graceful_shutdown``).
     """
-    subs = list(getattr(service, "_subscriptions", ()))
-    for sub in subs:
-        sub.close(reason)
-    return len(subs)
+    return service.close_subscriptions(reason)
 
 
 def create_app(
@@ -67,6 +71,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     event_queue_max: int = 10_000,
     keepalive_s: float = 15.0,
+    live: Any = None,
 ) -> FastAPI:
     """The HTTP API, event streams, health, metrics and dashboard of ``service``.
 
@@ -79,6 +84,8 @@ def create_app(
         max_body_bytes: request bodies larger than this are refused with 413.
         event_queue_max: events buffered per subscriber before a slow client is cut off.
         keepalive_s: seconds of silence before an SSE keep-alive comment.
+        live: the live orchestrator (:class:`twinedge.orchestrator.live.LiveNetwork`) when
+            the service runs one (``/api/2/orchestrator``, host gauges in ``/metrics``).
     """
 
     @contextlib.asynccontextmanager
@@ -108,6 +115,9 @@ def create_app(
     app.state.keepalive_s = keepalive_s
     app.state.metrics = ops.ApiMetrics(service)
     app.state.websocket_paths = {events.WS_PATH}
+    app.state.live = live
+    if live is not None:
+        app.state.metrics.registry.register(routes_orchestrator.OrchestratorCollector(live))
 
     install_log_redaction()
     install_problem_handlers(app)
@@ -117,6 +127,7 @@ def create_app(
     app.include_router(routes_search.router, tags=["search and groups"])
     app.include_router(routes_access.router, tags=["access"])
     app.include_router(events.router, tags=["events"])
+    app.include_router(routes_orchestrator.router)
     app.include_router(ops.router)
     app.mount("/dashboard", StaticFiles(directory=ops.DASHBOARD_DIR), name="dashboard")
 

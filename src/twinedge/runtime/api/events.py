@@ -28,11 +28,13 @@ from fastapi import APIRouter, Depends, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
+from twinedge.errors import ServiceError
 from twinedge.runtime.api.common import bearer_scheme, get_service, token_from
 from twinedge.runtime.api.models import COMMON_RESPONSES
+from twinedge.runtime.api.problems import ProblemError, problem_of
 from twinedge.runtime.auth import Principal
-from twinedge.runtime.service import Subscription, TwinService
-from twinedge.runtime.things import ProblemError
+from twinedge.runtime.core.events import Subscription
+from twinedge.runtime.service import TwinService
 
 router = APIRouter(prefix="/api/2")
 
@@ -143,7 +145,8 @@ async def events_ws(
             token_from(websocket.headers.get("authorization"), token)
         )
         sub = await _open(service, principal, filter, state.event_queue_max)
-    except ProblemError as e:
+    except (ProblemError, ServiceError) as exc:
+        e = problem_of(exc)
         await websocket.close(WS_POLICY, close_reason(f"{e.status} {e.title}: {e.detail}"))
         return
 

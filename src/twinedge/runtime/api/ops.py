@@ -159,9 +159,17 @@ async def health(service: TwinService, timeout_s: float = 2.0) -> dict[str, Any]
     tags=["operations"],
 )
 async def healthz(request: Request) -> JSONResponse:
-    """200 when the writer is alive and the store answers; 503 otherwise (a problem
-    document with the same fields, ``detail`` saying what is down). Needs no key."""
+    """200 when the writer is alive and the store answers (and, with ``--network``, the
+    orchestrator's cycle task runs: ``orchestrator`` says its network, cycles, the age of
+    the last cycle and its error); 503 otherwise (a problem document with the same
+    fields, ``detail`` saying what is down). Needs no key."""
     doc = await health(request.app.state.service)
+    live = getattr(request.app.state, "live", None)
+    if live is not None:
+        doc["orchestrator"] = live.health()
+        if not doc["orchestrator"]["running"] and doc["status"] == "ok":
+            doc["status"] = "unavailable"
+            doc["detail"] = "the orchestrator's cycle task is not running"
     if doc["status"] == "ok":
         return JSONResponse(doc)
     problem = {

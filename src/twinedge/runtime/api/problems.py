@@ -1,7 +1,9 @@
 """Every error as an RFC 7807 problem document (``application/problem+json``).
 
-The service raises :class:`~twinedge.runtime.things.ProblemError`; FastAPI raises its own
-validation errors and Starlette its 404/405. All of them leave the app as one shape::
+The service raises transport-neutral :class:`~twinedge.errors.ServiceError` s; the routes
+raise :class:`ProblemError` for what only HTTP knows (media types, body sizes, ETags);
+FastAPI raises its own validation errors and Starlette its 404/405. All of them leave the
+app as one shape::
 
     {"type": "https://twinedge.dev/problems/bad-request", "title": "Bad Request",
      "status": 400, "detail": "what was wrong and what to do", "instance": "/api/2/...",
@@ -9,8 +11,12 @@ validation errors and Starlette its 404/405. All of them leave the app as one sh
 
 Query, path and header parameters are named in ``invalid-params`` (RFC 7807 section 3's
 example extension): ``[{"name": "limit", "in": "query", "reason": "..."}]``.
-Unexpected exceptions become a 500 problem with an error id that is also in the log; the
-traceback never reaches the client.
+A service error becomes the problem of its class in :data:`STATUS_OF` (the one table
+from the core's errors to HTTP statuses; a subclass answers as its nearest listed
+ancestor), with the error's ``detail``, ``pointer`` and ``extra`` members. A service error
+of a class the table does not list, and any unexpected exception, becomes a 500 problem
+with an error id that is also in the log; neither its message nor the traceback reaches
+the client.
 """
 
 from __future__ import annotations
@@ -30,7 +36,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from twinedge.runtime.things import ProblemError
+from twinedge.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    PreconditionFailed,
+    ServiceError,
+    TimedOut,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 
 PROBLEM_JSON = "application/problem+json"
 # The status /metrics counts for a request whose client disconnected before it was read
@@ -55,6 +73,101 @@ _TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+#: The HTTP status of each kind of service error (see :func:`problem_of`).
+STATUS_OF: dict[type[ServiceError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    TimedOut: 408,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    TooLarge: 413,
+    OperationFailed: 500,
+    Unavailable: 503,
+}
+
+
+class ProblemError(Exception):
+    """An RFC 7807 problem: ``status`` (HTTP), ``title``, ``detail`` and where it was.
+
+    The HTTP edge's own error: the routes raise it (through :func:`problem`) for what only
+    HTTP knows, and :func:`problem_of` turns a service error into one; the handlers of
+    :func:`install_problem_handlers` render it as ``application/problem+json``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        type_: str | None = None,
+        **extra: Any,
+    ):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.pointer = status, title, detail, pointer
+        self.type = type_ or f"https://twinedge.dev/problems/{title.lower().replace(' ', '-')}"
+        self.extra = extra
+
+    def to_json(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem document; ``instance`` is the request path it answers."""
+        doc: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            doc["instance"] = instance
+        if self.pointer is not None:
+            doc["pointer"] = self.pointer
+        doc.update(self.extra)
+        return doc
+
+
+def status_of(exc: ServiceError) -> int | None:
+    """The HTTP status of ``exc``: that of its class in :data:`STATUS_OF` or of its nearest
+    listed ancestor; ``None`` when no class of its ancestry is listed."""
+    for cls in type(exc).__mro__:
+        status = STATUS_OF.get(cls)
+        if status is not None:
+            return status
+    return None
+
+
+def problem_of(exc: ServiceError | ProblemError) -> ProblemError:
+    """The problem that answers ``exc``.
+
+    A service error keeps its ``detail``, ``pointer`` and ``extra`` members under the
+    status :func:`status_of` gives it. One of a class nobody mapped is an error in
+    twinedge, not in the request: it is logged with an error id, and the client gets a
+    500 problem naming only that id (never the error's message).
+
+    Parameters:
+        exc: a service error, or a problem already (returned as it is).
+    """
+    if isinstance(exc, ProblemError):
+        return exc
+    status = status_of(exc)
+    if status is None:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unmapped service error %s: %s: %s", error_id, type(exc).__name__, exc.detail)
+        return unexpected_problem(error_id)
+    return problem(status, exc.detail, pointer=exc.pointer, **exc.extra)
+
+
+def unexpected_problem(error_id: str) -> ProblemError:
+    """The 500 problem of an unexpected error, logged as ``error_id``."""
+    return problem(
+        500,
+        f"an unexpected error occurred (error id {error_id}); it has been logged — "
+        "retry, and report the id if it persists",
+        errorId=error_id,
+    )
 
 
 def invalid_params(*params: dict[str, str]) -> dict[str, Any]:
@@ -127,7 +240,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Render every error of ``app`` as a problem document."""
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ProblemError)
+        assert isinstance(exc, ProblemError | ServiceError)
+        exc = problem_of(exc)
         if exc.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.detail)
         return problem_response(exc, request.url.path)
@@ -157,6 +271,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem(status, detail), request.url.path, dict(exc.headers or {}))
 
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(ServiceError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
@@ -219,13 +334,7 @@ class GuardMiddleware:
             )
             if not started:
                 status = 500
-                exc = problem(
-                    500,
-                    f"an unexpected error occurred (error id {error_id}); it has been logged — "
-                    "retry, and report the id if it persists",
-                    errorId=error_id,
-                )
-                await _send_problem(send, exc, scope.get("path"))
+                await _send_problem(send, unexpected_problem(error_id), scope.get("path"))
         finally:
             if self.on_response is not None:
                 res = self.on_response(scope, status, time.perf_counter() - t0)

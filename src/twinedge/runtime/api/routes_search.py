@@ -21,7 +21,7 @@ from twinedge.runtime.api.models import (
     request_body,
 )
 from twinedge.runtime.api.problems import invalid_params, problem
-from twinedge.runtime.store.sql_common import MAX_SORT_KEYS
+from twinedge.runtime.store.sql_query import MAX_SORT_KEYS
 
 router = APIRouter(prefix="/api/2", responses=COMMON_RESPONSES)
 

@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from twinedge.errors import NotFound
 from twinedge.runtime import things
 from twinedge.runtime.api.common import (
     MERGE_PATCH_TYPES,
@@ -55,7 +56,6 @@ from twinedge.runtime.api.models import (
 from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.service import TwinService
-from twinedge.runtime.things import ProblemError
 
 router = APIRouter(prefix="/api/2/things", responses=COMMON_RESPONSES)
 
@@ -129,9 +129,7 @@ async def preconditions(
         return {}
     try:
         cur: dict[str, Any] | None = await service.get_thing(p, thing_id)
-    except ProblemError as e:
-        if e.status != 404:
-            raise
+    except NotFound:
         cur = None
     out: dict[str, Any] = {}
     if im is not None and im_header is not None:  # the one implies the other

@@ -14,6 +14,7 @@ const state = {
   ws: null,
   wsRetryMs: 1000,
   refreshTimer: null,
+  networkTimer: null,
   lastRefresh: 0,
 };
 
@@ -127,9 +128,12 @@ async function select(thingId) {
 
 // ---------------------------------------------------------------- map
 function position(t) {
-  const p = t.features && t.features.location && t.features.location.properties;
-  if (!p || typeof p.x !== "number" || typeof p.y !== "number") return null;
-  return [p.x, p.y];
+  const f = t.features || {};
+  const p = f.position && f.position.properties;  // what the orchestrator places by
+  if (p && typeof p.x_m === "number" && typeof p.y_m === "number") return [p.x_m, p.y_m];
+  const l = f.location && f.location.properties;
+  if (l && typeof l.x === "number" && typeof l.y === "number") return [l.x, l.y];
+  return null;
 }
 
 function svg(name, attrs, parent) {
@@ -146,7 +150,7 @@ function renderMap() {
   const pts = state.things.map((t) => [t, position(t)]).filter(([, p]) => p);
   if (!pts.length) {
     const msg = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, map);
-    msg.textContent = "no twin has features/location/properties/{x,y}";
+    msg.textContent = "no twin has features/position/properties/{x_m,y_m}";
     return;
   }
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
@@ -172,7 +176,7 @@ function renderMap() {
   for (const [t, [x, y]] of pts) {
     const cls = (t._inSync ? "ok" : "pending") + (t.thingId === state.selected ? " selected" : "");
     const c = svg("circle", { cx: sx(x), cy: sy(y), r: 6, class: cls, "data-thing-id": t.thingId }, map);
-    svg("title", {}, c).textContent = t.thingId + " (" + x + ", " + y + ")";
+    svg("title", {}, c).textContent = t.thingId + " (" + x + ", " + y + ")" + (t._host ? " on " + t._host : "");
     c.addEventListener("click", () => select(t.thingId));
     if (labels) svg("text", { x: sx(x) + 8, y: sy(y) + 3, class: "label" }, map).textContent = t.thingId;
   }
@@ -282,6 +286,62 @@ function scheduleRefresh(what) {
   }, wait);
 }
 
+// ---------------------------------------------------------------- network
+// The live orchestrator (serve --network): hosts, their load and twins, the last cycle
+// and the forecast peak; polled every 2 s. Hidden when the service runs no orchestrator.
+function pct(used, cap) {
+  return cap > 0 ? Math.round((100 * used) / cap) + " %" : "–";
+}
+
+async function loadNetwork() {
+  if (!state.token) return;
+  let st, fc = null;
+  try {
+    // /healthz says whether the service runs an orchestrator (no 404 to log if not)
+    const health = await (await fetch("/healthz")).json();
+    if (!health.orchestrator) { $("#network-panel").hidden = true; return; }
+    st = await api("/api/2/orchestrator");
+  } catch (err) {
+    if (!authFailed(err)) scheduleNetwork();
+    return;
+  }
+  try { fc = await api("/api/2/orchestrator/forecast"); } catch (e) { fc = null; }
+  $("#network-panel").hidden = false;
+  $("#network-policies").textContent = st.network + ": " + st.placement + " + " + st.migration + ", every " + st.cycle_s + " s";
+  const c = st.last_cycle;
+  $("#network-cycle").textContent = c
+    ? "cycle " + st.cycles + ": " + c.twins + " twins, " + c.placed + " placed, " + c.migrations + " migrated, decided in " +
+      Math.round(1000 * c.decide_s) + " ms; " + st.migrations_total + " migrations in all"
+    : "no cycle yet";
+  const err = $("#network-error");
+  err.textContent = c && c.error ? c.error : "";
+  err.hidden = !(c && c.error);
+  const peak = {};
+  for (const h of (fc && fc.hosts) || []) peak[h.id] = h;
+  const tbody = $("#hosts tbody");
+  tbody.replaceChildren();
+  for (const h of st.hosts) {
+    const tr = document.createElement("tr");
+    tr.dataset.host = h.id;
+    cell(tr, h.id);
+    cell(tr, h.tier);
+    cell(tr, h.domain);
+    cell(tr, String(h.twins), "twins");
+    cell(tr, pct(h.used_cpu_ghz, h.cpu_ghz) + " of " + h.cpu_ghz + " GHz");
+    cell(tr, pct(h.used_mem_gb, h.mem_gb) + " of " + h.mem_gb + " GB");
+    const p = peak[h.id];
+    cell(tr, p ? Math.round(100 * p.peak_utilisation) + " % at " + p.at_t_s.toFixed(0) + " s" : "–",
+         p && p.peak_utilisation >= 0.8 ? "spike" : "");
+    tbody.appendChild(tr);
+  }
+  scheduleNetwork();
+}
+
+function scheduleNetwork() {
+  clearTimeout(state.networkTimer);
+  state.networkTimer = setTimeout(loadNetwork, 2000);
+}
+
 // ---------------------------------------------------------------- wiring
 function start() {
   initToken();
@@ -311,6 +371,7 @@ function start() {
 function refreshAll() {
   loadThings();
   loadGroups();
+  loadNetwork();
   connectEvents();
 }
 

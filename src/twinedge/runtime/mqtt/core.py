@@ -19,10 +19,24 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from twinedge import textinput
-from twinedge.runtime.things import JSON_LIMITS, ProblemError, bad_request
+from twinedge.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    PreconditionFailed,
+    ServiceError,
+    TimedOut,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from twinedge.runtime.things import JSON_LIMITS
 
 log = logging.getLogger("twinedge.mqtt")
 
@@ -53,6 +67,23 @@ REASONS: dict[str, tuple[int, str]] = {
     "unsupported-protocol": (400, "Bad Request"),
 }
 
+#: How a device hears of a service error: the reason and status of its problem (a
+#: subclass answers as its nearest listed ancestor; see :func:`rejection_of`). The
+#: statuses are the HTTP API's, so a device and an application read one vocabulary.
+#: Only ``service-unavailable`` leaves the message unacknowledged (the device resends).
+REASON_OF: dict[type[ServiceError], tuple[str, int]] = {
+    InvalidInput: ("invalid-report", 400),
+    Unauthenticated: ("invalid-report", 401),
+    Forbidden: ("invalid-report", 403),
+    NotFound: ("unknown-thing", 404),
+    TimedOut: ("invalid-report", 408),
+    Conflict: ("invalid-report", 409),
+    PreconditionFailed: ("invalid-report", 412),
+    TooLarge: ("invalid-report", 413),
+    OperationFailed: ("internal-error", 500),
+    Unavailable: ("service-unavailable", 503),
+}
+
 
 MAX_LEVEL_CHARS = 256  # a thing id, a correlation id or a subject: at most this long
 
@@ -68,7 +99,7 @@ def mqtt_safe(thing_id: str) -> bool:
 
 def check_subject(subject: Any) -> str:
     if not isinstance(subject, str) or not mqtt_safe(subject) or len(subject) > 256:
-        raise bad_request(
+        raise InvalidInput(
             f"command subject {subject!r} must be 1-256 characters without '/', '+', '#'",
             "/subject",
         )
@@ -168,6 +199,31 @@ class Rejection(Exception):
         return doc
 
 
+def rejection_of(exc: ServiceError) -> Rejection:
+    """The rejection that tells a device of ``exc`` (see :data:`REASON_OF`).
+
+    A refusal of the message itself carries the error's ``pointer``; a failure of the
+    service (``service-unavailable``, ``internal-error``) does not. A service error of a
+    class nobody mapped is an error in twinedge: it is logged with an error id and the
+    device gets an ``internal-error`` naming only that id, never the error's message.
+    """
+    for cls in type(exc).__mro__:
+        if cls in REASON_OF:
+            reason, status = REASON_OF[cls]
+            break
+    else:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unmapped service error %s: %s: %s", error_id, type(exc).__name__, exc.detail)
+        return Rejection(
+            "internal-error",
+            f"an unexpected error occurred (error id {error_id}); it has been logged",
+        )
+    if reason in ("service-unavailable", "internal-error"):
+        return Rejection(reason, exc.detail)
+    extra = {"pointer": exc.pointer} if exc.pointer is not None else {}
+    return Rejection(reason, exc.detail, status=status, **extra)
+
+
 def loads(data: bytes | bytearray) -> Any:
     """Strict JSON (see :mod:`twinedge.textinput`); a :class:`Rejection` otherwise."""
     try:
@@ -185,7 +241,7 @@ class Gateway:
 
     Subclasses implement :meth:`_send` (enqueue one outgoing message without blocking:
     the service calls the ``publish_*`` methods from its writer). An instance is the
-    service's :class:`~twinedge.runtime.service.Outbound`.
+    service's :class:`~twinedge.runtime.core.devices.Outbound`.
     """
 
     def __init__(self, service: Any, *, max_payload_bytes: int = 65536):
@@ -251,7 +307,7 @@ class Gateway:
     ) -> None:
         check_subject(subject)
         if not mqtt_safe(thing_id):
-            raise bad_request(
+            raise InvalidInput(
                 f"thing {thing_id} has a '+' in its id and cannot be reached over MQTT"
             )
         data = dumps({"correlationId": correlation_id, "payload": payload})
@@ -331,17 +387,12 @@ class Gateway:
         except Rejection as r:
             self.reject(reply_to, topic_name, r)
             return True
-        except ProblemError as e:
-            if e.status == 503:  # transient (store down, overloaded, shutting down): resend
-                self.reject(reply_to, topic_name, Rejection("service-unavailable", e.detail))
-                return False
-            if e.status >= 500:  # this message failed alone; it would fail again: no resend
-                self.reject(reply_to, topic_name, Rejection("internal-error", e.detail))
-                return True
-            reason = "unknown-thing" if e.status == 404 else "invalid-report"
-            extra = {"pointer": e.pointer} if e.pointer is not None else {}
-            self.reject(reply_to, topic_name, Rejection(reason, e.detail, status=e.status, **extra))
-            return True
+        except ServiceError as e:
+            rejection = rejection_of(e)
+            self.reject(reply_to, topic_name, rejection)
+            # transient (store down, overloaded, shutting down): not acknowledged, resent;
+            # anything else failed for good and would fail again
+            return rejection.reason != "service-unavailable"
         except Exception as e:  # a bug must not stop ingestion; acknowledge to avoid a poison loop
             log.exception("MQTT message on %s from %s failed", topic_name, sender)
             self.reject(

@@ -5,6 +5,13 @@ path) -> :class:`SQLiteStore`, ``postgresql:``/``postgres:`` -> :class:`Postgres
 (psycopg 3). Both share one schema, one behaviour and one test suite
 (``tests/runtime/store``); ``docs/search.md`` describes the filter language and how it
 maps to indexed SQL.
+
+Modules: :mod:`.base` (the contract and its records), :mod:`.sql_store` (the schema and
+the storage both SQL stores share: connections, migration, commits, as-of reads,
+history, groups, credentials, namespaces, grants), :mod:`.sql_commit` (a batch of changes
+as the rows it writes), :mod:`.sql_query` (a search, count or aggregate as one SQL
+statement: filter and scope, sort keys, cursors, fields), and the dialects
+:mod:`.sqlite` and :mod:`.postgres` (DDL, connections, bulk writes).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from twinedge.runtime.store.base import (
     SearchPage,
     SearchQuery,
     Store,
+    StoreError,
 )
-from twinedge.runtime.store.sql_common import StoreError
 from twinedge.runtime.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:

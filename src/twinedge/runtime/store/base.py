@@ -17,7 +17,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from twinedge.errors import TwinedgeError
+
 Role = Literal["read", "write", "admin"]
+
+
+class StoreError(TwinedgeError):
+    """The database refused or failed an operation; the message says what to do."""
 
 
 @dataclass(frozen=True)

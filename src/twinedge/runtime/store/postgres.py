@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from twinedge.runtime import rql
-from twinedge.runtime.store.sql_common import CommitPlan, SqlStore, StoreError
+from twinedge.runtime.store.base import StoreError
+from twinedge.runtime.store.sql_commit import CommitPlan
+from twinedge.runtime.store.sql_store import SqlStore
 
 try:
     import psycopg

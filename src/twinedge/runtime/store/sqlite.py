@@ -4,7 +4,7 @@ WAL journal (readers never block the writer, https://sqlite.org/wal.html) with
 ``synchronous=FULL``, so a commit is on stable storage when :meth:`SQLiteStore.commit`
 returns; a busy timeout so a second process waits instead of failing; one connection per
 thread (``threading.local``). The schema and the behaviour are those of
-:mod:`twinedge.runtime.store.sql_common`; this module holds the DDL and the bulk writes
+:mod:`twinedge.runtime.store.sql_store`; this module holds the DDL and the bulk writes
 (``executemany`` of prepared statements, which SQLite caches per connection).
 
 URLs: ``sqlite:///abs/path.db`` (an absolute path), ``sqlite://rel/path.db`` or a bare
@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from twinedge.runtime import rql
-from twinedge.runtime.store.sql_common import CommitPlan, SqlStore, StoreError
+from twinedge.runtime.store.base import StoreError
+from twinedge.runtime.store.sql_commit import CommitPlan
+from twinedge.runtime.store.sql_store import SqlStore
 
 BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30

@@ -1,0 +1,418 @@
+"""The live driver of the orchestrator: the network of a scenario file, the twins of a
+running :class:`~twinedge.runtime.service.TwinService`, positions from what devices report.
+
+Each cycle (every ``cycle_s`` seconds of the injected clock) the driver reads the live
+twins, builds the same :class:`~twinedge.orchestrator.NetworkState` the simulation
+engine keeps, places the twins that have none, lets the orchestrator re-place and
+migrate, and writes every new host assignment through the service's single writer
+(``TwinService.set_host``: a revision of the twin, an event, and its ``_host`` field).
+Decisions go to the same recorder (the ledger) as a simulation's.
+
+A twin takes part once it reports a position: the feature ``position`` with numeric
+properties ``x_m`` and ``y_m`` (metres, in the scenario's frame) and optionally
+``vx_mps``, ``vy_mps``. Its demand comes from ``attributes.twin`` (``cpu_ghz``,
+``mem_gb``, ``state_bytes``, ``update_bytes``, ``update_hz``, ``work_gcycles``,
+``latency_req_ms``, ``tx_power_w``), field by field, and otherwise from the scenario's
+entity group whose ``kind`` equals ``attributes.kind`` (else the first group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twinedge.errors import TwinedgeError
+from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
+from twinedge.orchestrator.forecast import forecast
+from twinedge.orchestrator.view import NetworkState
+from twinedge.scenario.schema import DEMAND_FIELDS, Scenario, TwinDemand
+from twinedge.world import models
+from twinedge.world.state import World
+
+log = logging.getLogger("twinedge.orchestrator")
+
+POSITION = "position"
+
+
+def _mid(v: Any) -> float:
+    """A scenario range (a value or ``[lo, hi]``) as one number: its midpoint."""
+    if isinstance(v, tuple | list):
+        return (float(v[0]) + float(v[1])) / 2.0
+    return float(v)
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def position_of(doc: dict[str, Any]) -> tuple[float, float, float | None, float | None] | None:
+    """``(x_m, y_m, vx_mps, vy_mps)`` a twin reported, or ``None`` without a position."""
+    props = ((doc.get("features") or {}).get(POSITION) or {}).get("properties")
+    if not isinstance(props, dict):
+        return None
+    x, y = _number(props.get("x_m")), _number(props.get("y_m"))
+    if x is None or y is None:
+        return None
+    return x, y, _number(props.get("vx_mps")), _number(props.get("vy_mps"))
+
+
+@dataclass
+class LiveSnapshot:
+    """The live twins at one instant, as arrays (what a cycle works on)."""
+
+    thing_ids: list[str]
+    world: World
+    xy_m: np.ndarray
+    prev_xy_m: np.ndarray
+    host: np.ndarray  # -1: not placed yet
+    invalid: dict[str, str] = field(default_factory=dict)  # thing id -> why it is left out
+
+
+@dataclass
+class CycleReport:
+    """What one live cycle did."""
+
+    t_s: float
+    twins: int
+    placed: int = 0
+    migrations: int = 0
+    unplaced: int = 0
+    error: str | None = None
+    duration_s: float = 0.0
+    decide_s: float = 0.0
+    forecast_s: float = 0.0
+    writes_failed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LiveNetwork:
+    """Drives the orchestrator over a live service.
+
+    Parameters:
+        service: the running twin service (anything with ``things``, a dict of thing id
+            to stored document, and ``async set_host(thing_id, host_id)``).
+        scenario: the scenario whose infrastructure is the live network.
+        world: the world built from ``scenario`` (only its network is used).
+        orchestrator: decides; its ``step_s`` is the cycle period.
+        clock: seconds (monotonic); tests pass a fake one.
+        forecast_horizon_s: every this many seconds (at the end of a cycle) the live
+            state is run this far ahead in the simulator (:func:`forecast`); 0: never.
+
+    Raises:
+        TwinedgeError: the network has no host.
+
+    Examples:
+        See ``docs/live.md``; in tests, ``await live.cycle()`` runs one cycle.
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        scenario: Scenario,
+        world: World,
+        orchestrator: Orchestrator,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        forecast_horizon_s: float = 10.0,
+    ):
+        if world.n_hosts == 0:
+            raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
+        self.service, self.scenario, self.orchestrator = service, scenario, orchestrator
+        self.network = world
+        self.clock = clock
+        self.t0 = clock()
+        self.cycles = 0
+        self.last: CycleReport | None = None
+        self.history: list[CycleReport] = []
+        self.migrations_total = 0
+        self.placements_total = 0
+        self.server_energy_j = np.zeros(world.n_hosts)
+        self._host_index = {h: j for j, h in enumerate(world.host_ids)}
+        self._prev_xy: dict[str, tuple[float, float]] = {}
+        self._groups = self._group_defaults(scenario)
+        self._kinds = {g["kind"]: i for i, g in enumerate(self._groups)}
+        self._load = (
+            np.zeros(world.n_hosts),
+            np.zeros(world.n_hosts),
+            np.zeros(world.n_hosts, np.int64),
+        )
+        self.forecast_horizon_s = float(forecast_horizon_s)
+        self.forecast: dict[str, Any] | None = None
+        self._forecast_s = 0.0
+        self._forecast_due_s = 0.0
+        self._state: tuple[World, NetworkState] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- reading the live twins --------------------------------------------------------
+    def _group_defaults(self, scenario: Scenario) -> list[dict[str, Any]]:
+        groups = [
+            {"kind": g.kind, **{f: _mid(getattr(g.twin, f)) for f in DEMAND_FIELDS}}
+            for g in scenario.entities
+        ]
+        if not groups:  # a network without entity groups: the schema's defaults
+            groups = [
+                {"kind": "entity", **{f: _mid(getattr(TwinDemand(), f)) for f in DEMAND_FIELDS}}
+            ]
+        return groups
+
+    def snapshot(self) -> LiveSnapshot:
+        """Read every live twin that has a position (on the event loop: no awaits)."""
+        ids: list[str] = []
+        rows: list[list[float]] = []
+        xy: list[tuple[float, float]] = []
+        prev: list[tuple[float, float]] = []
+        host: list[int] = []
+        group: list[int] = []
+        owners: dict[str, int] = {}
+        owner: list[int] = []
+        invalid: dict[str, str] = {}
+        step_s = self.orchestrator.step_s
+        for tid, doc in self.service.things.items():
+            pos = position_of(doc)
+            if pos is None:
+                continue
+            attrs = doc.get("attributes") or {}
+            g = self._kinds.get(attrs.get("kind"), 0) if isinstance(attrs.get("kind"), str) else 0
+            base = self._groups[g]
+            twin_attr = attrs.get("twin")
+            given: dict[str, Any] = twin_attr if isinstance(twin_attr, dict) else {}
+            row = []
+            bad = None
+            for f in DEMAND_FIELDS:
+                v = given.get(f, base[f])
+                num = _number(v)
+                if num is None or num < 0 or (f in ("latency_req_ms", "update_hz") and num <= 0):
+                    bad = f"attributes.twin.{f}: got {v!r}; expected a number > 0"
+                    break
+                row.append(num)
+            if bad:
+                invalid[tid] = bad
+                continue
+            x, y, vx, vy = pos
+            ids.append(tid)
+            rows.append(row)
+            xy.append((x, y))
+            if vx is not None and vy is not None:
+                prev.append((x - vx * step_s, y - vy * step_s))
+            else:
+                prev.append(self._prev_xy.get(tid, (x, y)))
+            host.append(self._host_index.get(str(doc.get("_host")), -1))
+            group.append(g)
+            owner.append(owners.setdefault(str(doc.get("_domain", "")), len(owners)))
+        n = len(ids)
+        d = np.asarray(rows, dtype=float).reshape(n, len(DEMAND_FIELDS))
+        cols = {f: d[:, i].copy() for i, f in enumerate(DEMAND_FIELDS)}
+        w = self.network
+        n_groups = w.group_allowed.shape[0]
+        entities = {
+            "entity_ids": np.asarray(ids, dtype=object),
+            "entity_kind": np.asarray(group, dtype=np.int64),
+            "entity_owner": np.asarray(owner, dtype=np.int64),
+            "entity_group": np.minimum(np.asarray(group, dtype=np.int64), max(n_groups - 1, 0)),
+            "xy_m": np.asarray(xy, dtype=float).reshape(n, 2),
+            **cols,
+        }
+        extra: dict[str, Any] = {"owners": list(owners), "kinds": [g["kind"] for g in self._groups]}
+        if n_groups == 0:
+            extra["group_allowed"] = np.ones((1, w.n_hosts), dtype=bool)
+        world = w.with_entities(entities, **extra)
+        return LiveSnapshot(
+            ids,
+            world,
+            entities["xy_m"],
+            np.asarray(prev, dtype=float).reshape(n, 2),
+            np.asarray(host, dtype=np.int64),
+            invalid,
+        )
+
+    # --- one cycle -----------------------------------------------------------------------
+    def _decide(
+        self, snap: LiveSnapshot, t_s: float, k: int
+    ) -> tuple[np.ndarray, CycleOutcome, int]:
+        """Place new twins, then one orchestrator cycle (runs in a worker thread)."""
+        orch, world = self.orchestrator, snap.world
+        new = int((snap.host < 0).sum())
+        host = orch.place_new(world, snap.xy_m, snap.host, t_s) if new else snap.host
+        state = NetworkState.at(world, snap.xy_m, host=host)
+        state.prev_xy_m = snap.prev_xy_m
+        state.t_s = t_s
+        orch.evaluate(world, state)
+        # twins placed just now are not re-placed in the same cycle
+        out = orch.cycle(world, state, k, replace=False if new else None)
+        if orch.recorder:
+            orch.recorder.step_end(k, t_s, world, state)
+        self._account(world, state, t_s)
+        self._state = (world, state)
+        self._forecast_s = 0.0
+        if self.forecast_horizon_s > 0 and t_s >= self._forecast_due_s:
+            t_f = time.perf_counter()
+            self._forecast_due_s = t_s + self.forecast_horizon_s
+            self.forecast = self._run_forecast(world, state)
+            self._forecast_s = time.perf_counter() - t_f
+        return state.host, out, new
+
+    def _run_forecast(self, world: World, state: NetworkState) -> dict[str, Any]:
+        f = forecast(world, state, self.orchestrator, horizon_s=self.forecast_horizon_s or 10.0)
+        f["t_s"] = state.t_s
+        return f
+
+    async def forecast_now(self) -> dict[str, Any]:
+        """The latest forecast, computed now if there is none yet (after one cycle)."""
+        if self.forecast is None:
+            if self._state is None:
+                await self.cycle()
+            if self.forecast is None and self._state is not None:
+                world, state = self._state
+                self.forecast = await asyncio.to_thread(self._run_forecast, world, state)
+        return self.forecast or {"t_s": None, "twins": 0, "steps": [], "hosts": [], "spikes": []}
+
+    def _account(self, world: World, state: NetworkState, t_s: float) -> None:
+        w = self.network
+        util = state.used_cpu_ghz / w.host_cpu_ghz
+        dt = self.orchestrator.step_s
+        self.server_energy_j += (
+            models.server_power_w(w.node_idle_w[w.hosts], w.node_max_w[w.hosts], util) * dt
+        )
+        self._load = (
+            state.used_cpu_ghz.copy(),
+            state.used_mem_gb.copy(),
+            np.bincount(state.host, minlength=w.n_hosts),
+        )
+
+    async def cycle(self) -> CycleReport:
+        """Run one cycle now and return what it did. Never raises for a bad policy
+        answer or an infeasible network: the report carries the error and the twins keep
+        their hosts."""
+        async with self._lock:
+            t_start = self.clock()
+            t_s = t_start - self.t0
+            snap = self.snapshot()
+            report = CycleReport(t_s=t_s, twins=len(snap.thing_ids))
+            k = self.cycles
+            self.cycles += 1
+            if snap.thing_ids:
+                t_d = time.perf_counter()
+                try:
+                    host, out, new = await asyncio.to_thread(self._decide, snap, t_s, k)
+                except TwinedgeError as exc:
+                    report.error = str(exc)
+                    report.unplaced = int((snap.host < 0).sum())
+                    log.warning("orchestrator cycle %d: %s", k, exc)
+                else:
+                    report.forecast_s = self._forecast_s
+                    report.decide_s = time.perf_counter() - t_d - report.forecast_s
+                    changed = np.flatnonzero(host != snap.host)
+                    report.placed, report.migrations = new, out.migrations
+                    report.writes_failed = await self._write(snap, host, changed)
+                    self.placements_total += new
+                    self.migrations_total += out.migrations
+            for tid, why in snap.invalid.items():
+                log.warning("twin %s is not placed: %s", tid, why)
+            self._prev_xy = {
+                t: (float(x), float(y)) for t, (x, y) in zip(snap.thing_ids, snap.xy_m, strict=True)
+            }
+            report.duration_s = self.clock() - t_start
+            self.last = report
+            self.history = [*self.history[-99:], report]
+            return report
+
+    async def _write(self, snap: LiveSnapshot, host: np.ndarray, changed: np.ndarray) -> int:
+        """Write the new hosts through the service's writer; a twin deleted meanwhile is
+        skipped. Returns how many writes failed."""
+        ids = self.network.host_ids
+        results = await asyncio.gather(
+            *(self.service.set_host(snap.thing_ids[i], ids[int(host[i])]) for i in changed),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for r in failed[:3]:
+            log.info("orchestrator: a host change was not written: %s", r)
+        return len(failed)
+
+    # --- running ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Cycle every ``step_s`` seconds until cancelled."""
+        period = self.orchestrator.step_s
+        next_t = self.clock()
+        while True:
+            try:
+                await self.cycle()
+            except Exception:  # never take the service down with the orchestrator
+                log.exception("orchestrator cycle failed")
+            next_t += period
+            await asyncio.sleep(max(0.0, next_t - self.clock()))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="twinedge-orchestrator")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        rec: Recorder | None = self.orchestrator.recorder
+        if rec is not None:
+            await asyncio.to_thread(
+                rec.end, self.clock() - self.t0, self.network, self.server_energy_j
+            )
+
+    # --- what is seen ------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error."""
+        running = self._task is not None and not self._task.done()
+        last = self.last
+        return {
+            "network": self.scenario.name,
+            "running": running,
+            "cycles": self.cycles,
+            "last_cycle_age_s": None
+            if last is None
+            else max(0.0, self.clock() - self.t0 - last.t_s),
+            "error": None if last is None else last.error,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Hosts with their load and twin count, the policies, and the last cycles."""
+        w = self.network
+        cpu, mem, count = self._load
+        tiers = ("access", "edge", "region", "cloud")
+        hosts = [
+            {
+                "id": w.node_ids[n],
+                "tier": tiers[int(w.node_tier[n])],
+                "domain": w.domains[int(w.node_domain[n])],
+                "cpu_ghz": float(w.node_cpu_ghz[n]),
+                "mem_gb": float(w.node_mem_gb[n]),
+                "used_cpu_ghz": float(cpu[j]),
+                "used_mem_gb": float(mem[j]),
+                "twins": int(count[j]),
+            }
+            for j, n in enumerate(w.hosts)
+        ]
+        return {
+            "network": self.scenario.name,
+            "placement": self.orchestrator.placement_name,
+            "migration": self.orchestrator.migration_name,
+            "cycle_s": self.orchestrator.step_s,
+            "placement_period_s": self.orchestrator.period_s,
+            "cycles": self.cycles,
+            "placements_total": self.placements_total,
+            "migrations_total": self.migrations_total,
+            "last_cycle": self.last.to_json() if self.last else None,
+            "hosts": hosts,
+        }

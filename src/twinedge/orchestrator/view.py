@@ -1,0 +1,247 @@
+"""The network state the drivers keep (:class:`NetworkState`) and the read-only view of it
+that every policy receives (:class:`NetworkView`).
+
+Two drivers fill the same state: the simulation engine from mobility models over a
+virtual clock, the live runtime from the positions devices report. Policies see a
+:class:`NetworkView` and cannot tell which driver produced it; its arrays are read-only,
+so a policy cannot change the network behind the orchestrator's back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from twinedge.policies.placement.base import PlacementProblem
+from twinedge.world import models
+from twinedge.world.state import World
+
+
+@dataclass
+class NetworkState:
+    """Per-entity and per-host arrays that change over time (the drivers write them).
+
+    Attributes:
+        t_s: the driver's clock (virtual seconds in a simulation, seconds since start live).
+        xy_m, prev_xy_m: ``(n, 2)`` position now and one step ago, in metres.
+        ap, dist_m, uplink_ms: access point (index into ``world.access``), distance to it
+            and the time to send one update over it.
+        host: ``(n,)`` index into ``world.hosts`` of the host running each twin.
+        downtime_left_s: migration downtime each twin still has to sit out.
+        used_cpu_ghz, used_mem_gb: ``(H,)`` load of every host.
+        latency_ms: latency of every twin on its host at the last evaluation (without
+            migration downtime).
+    """
+
+    t_s: float
+    xy_m: np.ndarray
+    prev_xy_m: np.ndarray
+    ap: np.ndarray
+    dist_m: np.ndarray
+    uplink_ms: np.ndarray
+    host: np.ndarray
+    downtime_left_s: np.ndarray
+    used_cpu_ghz: np.ndarray
+    used_mem_gb: np.ndarray
+    latency_ms: np.ndarray
+
+    @classmethod
+    def at(cls, world: World, xy_m: np.ndarray, host: np.ndarray | None = None) -> NetworkState:
+        """The state of ``world``'s entities at positions ``xy_m`` (not moving, no
+        migration under way), with twins on ``host`` (all on host 0 when ``None``)."""
+        xy = np.asarray(xy_m, dtype=float).reshape(-1, 2).copy()
+        ap, dist = world.attach(xy) if len(xy) else (np.zeros(0, np.int64), np.zeros(0))
+        n = xy.shape[0]
+        state = cls(
+            t_s=0.0,
+            xy_m=xy,
+            prev_xy_m=xy.copy(),
+            ap=ap,
+            dist_m=dist,
+            uplink_ms=world.uplink_ms(dist),
+            host=np.zeros(n, dtype=np.int64),
+            downtime_left_s=np.zeros(n),
+            used_cpu_ghz=np.zeros(world.n_hosts),
+            used_mem_gb=np.zeros(world.n_hosts),
+            latency_ms=np.zeros(n),
+        )
+        state.set_hosts(world, np.zeros(n, dtype=np.int64) if host is None else host)
+        return state
+
+    def set_hosts(self, world: World, host: np.ndarray) -> None:
+        """Put the twins on ``host`` and recompute every host's load."""
+        self.host = np.asarray(host, dtype=np.int64)
+        self.used_cpu_ghz = np.bincount(self.host, weights=world.cpu_ghz, minlength=world.n_hosts)
+        self.used_mem_gb = np.bincount(self.host, weights=world.mem_gb, minlength=world.n_hosts)
+
+    def copy(self) -> NetworkState:
+        """An independent copy (arrays copied)."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).copy()
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)
+            },
+        )
+
+    def readonly(self) -> NetworkState:
+        """A copy-free snapshot whose arrays cannot be written (what policies get)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                v = v.view()
+                v.flags.writeable = False
+            out[f.name] = v
+        return NetworkState(**out)
+
+
+class NetworkView:
+    """What a policy sees: the world (nodes, links, twins' demands), the current state
+    (read-only), and vectorised helpers to evaluate candidate hosts.
+
+    Parameters:
+        world: the network and its twins.
+        state: the current state (made read-only here).
+        step_s: the period between two decisions, in seconds.
+        candidates_k: how many hosts :meth:`candidates` offers per twin.
+        amortise_steps: for a re-placement, the number of steps until the next one (the
+            placement problem then charges each move its downtime spread over them);
+            ``None`` for an initial placement.
+        ap_candidates: precomputed ``(A, k)`` nearest hosts of every access point (the
+            orchestrator caches them across cycles); computed when ``None``.
+
+    Examples:
+        >>> from twinedge.scenario import load_scenario
+        >>> from twinedge.world import build_world
+        >>> import numpy as np
+        >>> world = build_world(load_scenario("city-small"), np.random.default_rng(0))
+        >>> view = NetworkView(world, NetworkState.at(world, world.xy_m), step_s=1.0)
+        >>> view.state.host.flags.writeable
+        False
+    """
+
+    def __init__(
+        self,
+        world: World,
+        state: NetworkState,
+        step_s: float,
+        candidates_k: int = 8,
+        *,
+        amortise_steps: int | None = None,
+        ap_candidates: np.ndarray | None = None,
+    ):
+        self.world = world
+        self.state = state.readonly()
+        self.step_s = float(step_s)
+        self.k = min(candidates_k, world.n_hosts)
+        self.amortise_steps = amortise_steps
+        if ap_candidates is None:
+            ap_candidates = nearest_hosts(world, self.k)
+        self.ap_candidates = ap_candidates
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def free_cpu_ghz(self) -> np.ndarray:
+        return self.world.host_cpu_ghz - self.state.used_cpu_ghz
+
+    @property
+    def free_mem_gb(self) -> np.ndarray:
+        return self.world.host_mem_gb - self.state.used_mem_gb
+
+    @property
+    def migrating(self) -> np.ndarray:
+        return self.state.downtime_left_s > 0
+
+    def velocity_mps(self) -> np.ndarray:
+        return (self.state.xy_m - self.state.prev_xy_m) / self.step_s
+
+    # --- models ------------------------------------------------------------------------
+    def latency_ms(
+        self,
+        twins: np.ndarray | slice,  # indexes of twins, or slice(None) for all
+        hosts: np.ndarray,
+        ap: np.ndarray | None = None,
+        uplink_ms: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Latency of each twin if served by ``hosts`` (``(n,)`` or ``(n, k)``), with the
+        host load it would see (its own demand added where it is not already there)."""
+        return latency_ms(self.world, self.state, twins, hosts, ap, uplink_ms)
+
+    def candidates(
+        self, twins: np.ndarray, ap: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest hosts of each twin's access point and the latency on each
+        (``inf`` where the twin may not run there)."""
+        ap = self.state.ap[twins] if ap is None else ap
+        cand = self.ap_candidates[ap]
+        lat = self.latency_ms(twins, cand, ap=ap)
+        ok = self.world.allowed(twins)[np.arange(len(twins))[:, None], cand]
+        return cand, np.where(ok, lat, np.inf)
+
+    def downtime_s(self, twins: np.ndarray, to_hosts: np.ndarray) -> np.ndarray:
+        """Stop-and-copy downtime of moving each twin from its host to ``to_hosts``."""
+        w, s = self.world, self.state
+        frm = s.host[twins]
+        return models.migration_downtime_s(
+            w.state_bytes[twins], w.host_host_mbps[frm, to_hosts], w.host_host_ms[frm, to_hosts]
+        )
+
+    def placement_problem(self) -> PlacementProblem:
+        """The seed-000 placement problem for every twin at its current access point:
+        ``T_ij = uplink_i + backbone(ap_i, j) + service_ij`` with the idle service time
+        (load is held in check by the capacity constraints); ``inf`` where i may not use j.
+
+        For a re-placement (``amortise_steps`` set), moving twin i away from its current
+        host also costs its migration downtime, spread over the steps until the next
+        re-placement: ``T_ij += 1000 * downtime_s(host_i -> j) / amortise_steps`` for
+        ``j != host_i``. The objective is then the average latency over the coming period
+        including the moves it causes, so a re-placement does not reshuffle twins for
+        sub-millisecond gains.
+        """
+        w, s = self.world, self.state
+        lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
+        lat += models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        if self.amortise_steps:
+            down_s = models.migration_downtime_s(
+                w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
+            )
+            down_s[np.arange(w.n_entities), s.host] = 0.0
+            lat += 1000.0 * down_s / self.amortise_steps
+        lat[~w.allowed()] = np.inf
+        return PlacementProblem(lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb)
+
+
+def nearest_hosts(world: World, k: int) -> np.ndarray:
+    """The ``k`` hosts with the lowest backbone latency from every access point."""
+    return np.argsort(world.ap_host_ms, axis=1, kind="stable")[:, : min(k, world.n_hosts)]
+
+
+def latency_ms(
+    world: World,
+    state: NetworkState,
+    twins: np.ndarray | slice,
+    hosts: np.ndarray,
+    ap: np.ndarray | None = None,
+    uplink_ms: np.ndarray | None = None,
+) -> np.ndarray:
+    """Latency of each twin if served by ``hosts``: uplink + backbone + service time
+    stretched by the host's queueing factor at the load it would see (the twin's own
+    demand added where it is not already there). The one latency formula of both faces.
+    """
+    w, s = world, state
+    hosts = np.asarray(hosts)
+
+    def per_twin(a: np.ndarray) -> np.ndarray:  # lined up with ``hosts``
+        return a[:, None] if hosts.ndim == 2 else a
+
+    ap = s.ap[twins] if ap is None else ap
+    up = s.uplink_ms[twins] if uplink_ms is None else uplink_ms
+    own = (hosts != per_twin(s.host[twins])) * per_twin(w.cpu_ghz[twins])
+    rho = (s.used_cpu_ghz[hosts] + own) / w.host_cpu_ghz[hosts]
+    svc = models.service_ms(per_twin(w.work_gcycles[twins]), w.host_cpu_ghz[hosts])
+    back = w.ap_host_ms[per_twin(ap), hosts]
+    return per_twin(up) + back + svc * models.queue_factor(rho)
