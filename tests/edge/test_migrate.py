@@ -200,13 +200,17 @@ def test_downtime_on_an_injected_clock(tmp_path: Path, method: str) -> None:
         if method == "pre-copy":
             # fence, export_changes (empty: 16 + len(T) bytes), stage_changes, adopt
             assert rep.downtime_s == pytest.approx(4e-3 + (16 + len(T)) * 1e-6)
+            assert rep.copy_s == pytest.approx(2e-3 + (16 + len(T)) * 1e-6)
             nbytes = snapshot_bytes + len(T) + len("default") + 32
             assert rep.bytes_copied == nbytes + 2 * (16 + len(T))
         else:
             # fence, export_snapshot (the document + 32 + ids), stage, adopt
             nbytes = snapshot_bytes + len(T) + len("default") + 32
             assert rep.downtime_s == pytest.approx(4e-3 + nbytes * 1e-6)
+            assert rep.copy_s == pytest.approx(2e-3 + nbytes * 1e-6)
             assert rep.bytes_copied == nbytes
+        assert (rep.fence_s, rep.adopt_s) == (pytest.approx(1e-3), pytest.approx(1e-3))
+        assert rep.downtime_s == pytest.approx(rep.fence_s + rep.copy_s + rep.adopt_s)
         assert rep.final_revision == 1 and hs["b"].twin(T).revision == 1
         await close_all(hs)
 

@@ -65,7 +65,7 @@ from twinedge.edge.errors import (
     TwinNotReadyError,
     UnknownTwinError,
 )
-from twinedge.edge.log import EdgeLog, LogRecord, Ownership, TwinStatus
+from twinedge.edge.log import EdgeLog, LogRecord, Ownership, Synchronous, TwinStatus
 from twinedge.runtime.things import json_equal, merge_patch
 
 __all__ = [
@@ -340,14 +340,17 @@ class EdgeHost:
         max_batch: int = 4096,
         commit_in_thread: bool = True,
         check: bool = True,
+        synchronous: Synchronous = "FULL",
     ) -> EdgeHost:
         """Open (or create, given ``host_id``) the host whose log is ``path`` and recover
-        its twins: owned ones are served again, fenced ones stay fenced.
+        its twins: owned ones are served again, fenced ones stay fenced. ``check`` and
+        ``synchronous`` are :meth:`EdgeLog.open`'s (default: acknowledged = survives
+        power loss).
 
         Raises:
             EdgeLogError: see :meth:`EdgeLog.open` and :meth:`EdgeLog.recover`.
         """
-        log = EdgeLog.open(path, host_id, check=check)
+        log = EdgeLog.open(path, host_id, check=check, synchronous=synchronous)
         try:
             return cls(log, clock=clock, max_batch=max_batch, commit_in_thread=commit_in_thread)
         except BaseException:

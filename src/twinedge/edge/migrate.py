@@ -125,7 +125,12 @@ class MigrationReport:
         rounds: catch-up rounds before the fence (pre-copy).
         bytes_copied: bytes of snapshots and changes sent to the target.
         changes_copied: changes sent after the snapshot.
-        downtime_s: fence requested -> target serving.
+        downtime_s: fence requested -> target serving; the sum of the three below.
+        fence_s: fence requested -> fence durable (waits for the source's commit in
+            progress, then commits the fence).
+        copy_s: what is copied inside the downtime (pre-copy: the last changes;
+            stop-and-copy: the whole snapshot).
+        adopt_s: adopt requested -> durable on the target.
         total_s: the whole migration.
     """
 
@@ -139,6 +144,9 @@ class MigrationReport:
     bytes_copied: int
     changes_copied: int
     downtime_s: float
+    fence_s: float
+    copy_s: float
+    adopt_s: float
     total_s: float
 
 
@@ -228,6 +236,7 @@ async def pre_copy(
     epoch = max(own.latest_epoch, snap.epoch) + 1
     t0 = clock()
     fence = await source.fence(twin_id, epoch, target.host_id)
+    t_fenced = clock()
     cs = await source.export_changes(twin_id, rev)
     rev = await target.stage_changes(cs)
     copied += cs.nbytes
@@ -236,6 +245,7 @@ async def pre_copy(
         raise MigrationError(
             f"twin {twin_id!r}: copied up to revision {rev}, the source ended at {fence.revision}"
         )
+    t_copied = clock()
     await target.adopt(twin_id, epoch, fence.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -250,6 +260,9 @@ async def pre_copy(
         bytes_copied=copied,
         changes_copied=changes,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
@@ -276,8 +289,10 @@ async def stop_and_copy(
     except (MigrationError, EpochError, NotOwnerError, UnknownTwinError):
         await _quietly(target.discard_staged(twin_id))  # refused: the source still owns it
         raise
+    t_fenced = clock()
     snap = await source.export_snapshot(twin_id)
     await target.stage(snap)
+    t_copied = clock()
     await target.adopt(twin_id, epoch, snap.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -292,6 +307,9 @@ async def stop_and_copy(
         bytes_copied=snap.nbytes,
         changes_copied=0,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
@@ -382,9 +400,10 @@ async def resume(
     if tgt.status is TwinStatus.OWNED and tgt.epoch == epoch:
         await source.release(twin_id)  # it adopted before the interruption
         return None
-    t0 = clock()
+    t0 = t_fenced = clock()
     snap = await source.export_snapshot(twin_id)
     await target.stage(snap)
+    t_copied = clock()
     await target.adopt(twin_id, epoch, snap.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -399,6 +418,9 @@ async def resume(
         bytes_copied=snap.nbytes,
         changes_copied=0,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
