@@ -204,6 +204,15 @@ def test_a_staged_twin_is_not_ready(tmp_path: Path) -> None:
             await b.discard_staged(T)
             with pytest.raises(UnknownTwinError):
                 await b.apply(T, {"f": {}})
+            # announced before a stop-and-copy fence: not ready, not unknown
+            await b.expect(T, "a")
+            assert (b.status(T).status, b.status(T).owner) == (TwinStatus.STAGED, "a")
+            with pytest.raises(TwinNotReadyError):
+                await b.apply(T, {"f": {}})
+            with pytest.raises(MigrationError, match="it cannot arrive here"):
+                await a.expect(T, "b")
+            await b.discard_staged(T)
+            assert b.status(T).status is TwinStatus.ABSENT
 
     run(body())
 
@@ -383,3 +392,26 @@ def test_replica_apply_all_stops_before_a_gap() -> None:
     assert rep.apply_all([r(1, 0, "snapshot"), r(2, 1), r(3, 3), r(4, 4)]) == 2
     assert rep.twin(T).revision == 1  # type: ignore[union-attr]
     assert rep.apply_all([]) == 0
+
+
+def test_the_outbox_lists_only_commits_the_host_finished(tmp_path: Path) -> None:
+    """A replicator polling while the worker thread is between COMMIT and the host's
+    bookkeeping sees the records only once the host has answered for them."""
+
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            await h.place(T)
+            seen: list[list[int]] = []
+            append = h.log.append
+
+            def append_then_poll(*args, **kw):  # runs in the worker thread
+                out = append(*args, **kw)
+                seen.append([r.seq for r in h.pending()])
+                return out
+
+            h.log.append = append_then_poll  # type: ignore[method-assign]
+            await h.apply(T, {"f": {"x": 1}})
+            assert seen == [[1]]  # committed (seq 2) but not yet answered for: not listed
+            assert [r.seq for r in h.pending()] == [1, 2] and h.last_seq == 2
+
+    run(body())

@@ -240,6 +240,17 @@ def test_an_owned_twin_without_state(tmp_path: Path) -> None:
             log.recover()
 
 
+def test_synchronous_normal_and_bad_values(tmp_path: Path) -> None:
+    with EdgeLog.open(tmp_path / "e.sqlite", "h", synchronous="NORMAL") as log:
+        assert log._w.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        log.append([rec(T, 0, "snapshot", {"features": {}})], [owned()])
+    with EdgeLog.open(tmp_path / "e.sqlite") as log:
+        assert log._w.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL by default
+        assert log.recover().twins[T].revision == 0
+    with pytest.raises(EdgeLogError, match="synchronous must be 'FULL' or 'NORMAL', got 'OFF'"):
+        EdgeLog.open(tmp_path / "e.sqlite", synchronous="OFF")  # type: ignore[arg-type]
+
+
 def test_closed_log(tmp_path: Path) -> None:
     log = EdgeLog.open(tmp_path / "e.sqlite", "h")
     log.close()

@@ -200,14 +200,64 @@ def test_downtime_on_an_injected_clock(tmp_path: Path, method: str) -> None:
         if method == "pre-copy":
             # fence, export_changes (empty: 16 + len(T) bytes), stage_changes, adopt
             assert rep.downtime_s == pytest.approx(4e-3 + (16 + len(T)) * 1e-6)
+            assert rep.copy_s == pytest.approx(2e-3 + (16 + len(T)) * 1e-6)
             nbytes = snapshot_bytes + len(T) + len("default") + 32
             assert rep.bytes_copied == nbytes + 2 * (16 + len(T))
         else:
             # fence, export_snapshot (the document + 32 + ids), stage, adopt
             nbytes = snapshot_bytes + len(T) + len("default") + 32
             assert rep.downtime_s == pytest.approx(4e-3 + nbytes * 1e-6)
+            assert rep.copy_s == pytest.approx(2e-3 + nbytes * 1e-6)
             assert rep.bytes_copied == nbytes
+        assert (rep.fence_s, rep.adopt_s) == (pytest.approx(1e-3), pytest.approx(1e-3))
+        assert rep.downtime_s == pytest.approx(rep.fence_s + rep.copy_s + rep.adopt_s)
         assert rep.final_revision == 1 and hs["b"].twin(T).revision == 1
+        await close_all(hs)
+
+    asyncio.run(body())
+
+
+class Gate:
+    """A source whose exports wait, once it is fenced, until ``open`` is set: the
+    downtime window held open."""
+
+    def __init__(self, host: EdgeHost):
+        self._host, self.open = host, asyncio.Event()
+        self.host_id = host.host_id
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._host, name)
+        if not name.startswith("export_"):
+            return method
+
+        async def gated(twin_id: str, *args: Any) -> Any:
+            if self._host.status(twin_id).status is TwinStatus.FENCED:
+                await self.open.wait()
+            return await method(twin_id, *args)
+
+        return gated
+
+
+@pytest.mark.parametrize("method", ["pre-copy", "stop-and-copy"])
+def test_a_device_redirected_during_the_downtime_is_told_to_retry(
+    tmp_path: Path, method: str
+) -> None:
+    async def body() -> None:
+        hs = hosts(tmp_path, "a", "b")
+        a, b = hs["a"], hs["b"]
+        await a.place(T)
+        gate = Gate(a)
+        mig = asyncio.ensure_future(migrate(gate, b, T, method))  # type: ignore[arg-type]
+        while a.status(T).status is not TwinStatus.FENCED:
+            await asyncio.sleep(0.001)
+        with pytest.raises(NotOwnerError) as e:
+            await a.apply(T, {"f": {"x": 1}})
+        assert e.value.owner == "b"
+        with pytest.raises(TwinNotReadyError):  # not UnknownTwinError: b knows it is coming
+            await b.apply(T, {"f": {"x": 1}})
+        gate.open.set()
+        rep = await mig
+        assert rep.method == method and await b.apply(T, {"f": {"x": 1}}) == 1
         await close_all(hs)
 
     asyncio.run(body())

@@ -81,16 +81,19 @@ class EdgeMachine(RuleBasedStateMachine):
 
     async def send(self, twin: str, uid: int, via: str | None = None) -> None:
         """A device edge: send to ``via`` (default the owner), follow redirects; a host
-        that never had the twin sends it to the owner the core knows."""
+        that never had the twin sends it to the owner the core knows (never a host a
+        redirect named: that one knows the twin is coming)."""
         name = via or self.owner(twin)
+        redirected = False
         for _ in range(10_000):
             try:
                 await self.hosts[name].apply(twin, {"u": {"id": uid}})
                 return
             except NotOwnerError as e:
                 assert e.owner in HOSTS and e.owner != name
-                name = e.owner
+                name, redirected = e.owner, True
             except UnknownTwinError:
+                assert not redirected, f"{name} was named by a redirect but does not know {twin}"
                 name = self.owner(twin)
             except TwinNotReadyError:
                 pass

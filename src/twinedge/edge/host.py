@@ -65,7 +65,7 @@ from twinedge.edge.errors import (
     TwinNotReadyError,
     UnknownTwinError,
 )
-from twinedge.edge.log import EdgeLog, LogRecord, Ownership, TwinStatus
+from twinedge.edge.log import EdgeLog, LogRecord, Ownership, Synchronous, TwinStatus
 from twinedge.runtime.things import json_equal, merge_patch
 
 __all__ = [
@@ -314,9 +314,11 @@ class EdgeHost:
         self._snap_seq: dict[str, int] = {}  # twin -> seq of its last snapshot (compaction)
         self._trimmed: dict[str, int] = {}  # twin -> its records are deleted up to this seq
         self._staged: dict[str, _Staged] = {}
+        self._expected: dict[str, str] = {}  # twin -> the source it is coming from
         self._taps: dict[str, list[TwinChange]] = {}
         self._behaviours: dict[tuple[str, str], TwinBehaviour] = {}
         self._replicated = rec.replicated_seq
+        self._installed = rec.last_seq  # records up to here are committed and answered for
         self._unacked: deque[tuple[int, float]] = deque(rec.unreplicated)
         self._lag_n, self._lag_sum, self._lag_max, self._lag_last = 0, 0.0, 0.0, 0.0
         self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
@@ -338,14 +340,17 @@ class EdgeHost:
         max_batch: int = 4096,
         commit_in_thread: bool = True,
         check: bool = True,
+        synchronous: Synchronous = "FULL",
     ) -> EdgeHost:
         """Open (or create, given ``host_id``) the host whose log is ``path`` and recover
-        its twins: owned ones are served again, fenced ones stay fenced.
+        its twins: owned ones are served again, fenced ones stay fenced. ``check`` and
+        ``synchronous`` are :meth:`EdgeLog.open`'s (default: acknowledged = survives
+        power loss).
 
         Raises:
             EdgeLogError: see :meth:`EdgeLog.open` and :meth:`EdgeLog.recover`.
         """
-        log = EdgeLog.open(path, host_id, check=check)
+        log = EdgeLog.open(path, host_id, check=check, synchronous=synchronous)
         try:
             return cls(log, clock=clock, max_batch=max_batch, commit_in_thread=commit_in_thread)
         except BaseException:
@@ -360,7 +365,7 @@ class EdgeHost:
 
     def __repr__(self) -> str:
         owned = sum(t.own.status is TwinStatus.OWNED for t in self._twins.values())
-        return f"EdgeHost({self.host_id!r}, owned={owned}, last_seq={self._log.last_seq})"
+        return f"EdgeHost({self.host_id!r}, owned={owned}, last_seq={self._installed})"
 
     @property
     def log(self) -> EdgeLog:
@@ -476,6 +481,8 @@ class EdgeHost:
                 return
             self.commits += 1
             self.records_committed += len(committed)
+            if committed:
+                self._installed = committed[-1].seq
             for r in committed:
                 b.twins[r.twin_id].last_seq = r.seq
                 self._unacked.append((r.seq, r.time_s))
@@ -499,6 +506,8 @@ class EdgeHost:
         t = self._twins.get(twin_id)
         if t is not None:
             return t.own
+        if twin_id in self._expected and twin_id not in self._staged:
+            return Ownership(twin_id, TwinStatus.STAGED, 0, self._expected[twin_id])
         st = self._staged.get(twin_id)
         if st is not None:  # staged: the source is the owner for now
             s = st.snapshot
@@ -538,7 +547,7 @@ class EdgeHost:
 
     # ------------------------------------------------------------------ serving
     def _refuse(self, t: _Twin | None, twin_id: str) -> None:
-        if twin_id in self._staged:  # arriving (again: a moved twin may come back)
+        if twin_id in self._staged or twin_id in self._expected:  # arriving (maybe again)
             raise TwinNotReadyError(twin_id, self.host_id)
         if t is None:
             raise UnknownTwinError(twin_id, self.host_id)
@@ -883,8 +892,26 @@ class EdgeHost:
             self._taps.pop(twin_id, None)
         elif self._staged.get(twin_id) is staged:
             del self._staged[twin_id]
+            self._expected.pop(twin_id, None)
 
     # ------------------------------------------------------------------ migration: target
+    async def expect(self, twin_id: str, source: str) -> None:
+        """Announce that ``twin_id`` is coming from ``source``: until it is adopted here
+        (or :meth:`discard_staged`), updates for it get :class:`TwinNotReadyError`, not
+        :class:`UnknownTwinError`, so a device the fenced source redirects here waits.
+        Stop-and-copy calls it before fencing (pre-copy stages a copy before).
+
+        Raises:
+            MigrationError: the twin is served or fenced here. HostClosedError.
+        """
+        self._check_open()
+        t = self._twins.get(twin_id)
+        if t is not None and t.own.status is not TwinStatus.MOVED:
+            raise MigrationError(
+                f"twin {twin_id!r} is {t.own.status} on host {self.host_id!r}; it cannot arrive here"
+            )
+        self._expected[twin_id] = source
+
     async def stage(self, snapshot: TwinSnapshot) -> None:
         """Receive a copy of a twin (not served yet; kept in memory only). Replaces an
         earlier copy of the same twin.
@@ -932,8 +959,10 @@ class EdgeHost:
         return rev
 
     async def discard_staged(self, twin_id: str) -> None:
-        """Forget a staged copy (a migration that was abandoned before its fence)."""
+        """Forget a staged copy or an expected arrival (a migration abandoned before its
+        fence, or to be resumed elsewhere)."""
         self._staged.pop(twin_id, None)
+        self._expected.pop(twin_id, None)
 
     async def adopt(self, twin_id: str, epoch: int, revision: int) -> int:
         """Serve the staged twin from now on, at ``epoch``: durably (a snapshot record
@@ -985,19 +1014,20 @@ class EdgeHost:
 
     @property
     def last_seq(self) -> int:
-        """The seq of the last committed record."""
-        return self._log.last_seq
+        """The seq of the last committed record (whose callers have been answered)."""
+        return self._installed
 
     def pending(self, after_seq: int | None = None, limit: int = 1000) -> list[LogRecord]:
         """Committed records not yet replicated, in seq order: those after ``after_seq``
-        (default: the watermark), at most ``limit``.
+        (default: the watermark), at most ``limit``. Only records whose commit the host
+        has finished are listed (not one a worker thread is committing right now).
 
         Raises:
             EdgeLogError: the log cannot be read. HostClosedError: the host is closed.
         """
         self._check_open()
         after = self._replicated if after_seq is None else after_seq
-        return self._log.read(after, limit)
+        return self._log.read(after, limit, self._installed)
 
     def ack_replicated(self, seq: int) -> int:
         """The core has applied every record up to ``seq``. Cumulative and idempotent:
@@ -1010,10 +1040,10 @@ class EdgeHost:
             EdgeError: ``seq`` is above the last committed record.
         """
         self._check_open()
-        if seq > self._log.last_seq:
+        if seq > self._installed:
             raise EdgeError(
                 f"host {self.host_id!r}: cannot acknowledge seq {seq}, the last committed is "
-                f"{self._log.last_seq}"
+                f"{self._installed}"
             )
         if seq <= self._replicated:
             return 0

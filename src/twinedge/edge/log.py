@@ -1,7 +1,10 @@
 """The durable local log of an edge host: committed twin changes, snapshots, ownership.
 
-One SQLite file per host, WAL journal, ``synchronous=FULL`` (a commit survives power
-loss, not only a crash of the process). Tables:
+One SQLite file per host, WAL journal, ``synchronous=FULL`` by default (a commit
+survives power loss, not only a crash of the process; every commit costs an fsync).
+``synchronous="NORMAL"`` is allowed: a commit then survives a crash of the process
+(SIGKILL) but not of the machine, and costs no fsync (the WAL is synced at checkpoints).
+Tables:
 
 * ``records(seq, twin_id, epoch, revision, kind, data, time_s)`` — the committed changes,
   ``seq`` global per host and never reused. ``kind`` is ``"change"`` (``data``: a JSON
@@ -67,6 +70,7 @@ __all__ = [
     "Ownership",
     "RecoveredTwin",
     "Recovery",
+    "Synchronous",
     "TwinStatus",
 ]
 
@@ -190,10 +194,13 @@ class Recovery:
     unreplicated: list[tuple[int, float]]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+def _connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
+    con.execute(f"PRAGMA synchronous={synchronous}")
     return con
 
 
@@ -240,7 +247,14 @@ class EdgeLog:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, path: str | Path, host_id: str | None = None, *, check: bool = True) -> EdgeLog:
+    def open(
+        cls,
+        path: str | Path,
+        host_id: str | None = None,
+        *,
+        check: bool = True,
+        synchronous: Synchronous = "FULL",
+    ) -> EdgeLog:
         """Open the log at ``path``, creating it (for ``host_id``) when it does not exist.
 
         Parameters:
@@ -248,12 +262,16 @@ class EdgeLog:
             host_id: the host the log belongs to; required to create it, and when given
                 for an existing log it must match the one stored.
             check: run ``PRAGMA quick_check`` (a full read of the file) before use.
+            synchronous: ``"FULL"`` (survives power loss) or ``"NORMAL"`` (survives a
+                crash of the process only; no fsync per commit).
 
         Raises:
             EdgeLogError: the file is not SQLite or is damaged, is not an edge log, belongs
                 to another host, is open in another process, or cannot be created.
         """
         path = Path(path)
+        if synchronous not in ("FULL", "NORMAL"):
+            raise EdgeLogError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         exists = path.exists()
         if not exists and host_id is None:
             raise EdgeLogError(f"edge log {path} does not exist; give a host id to create it")
@@ -264,7 +282,7 @@ class EdgeLog:
         lock_fd = cls._lock(path)
         write = read = None
         try:
-            write = _connect(path)
+            write = _connect(path, synchronous)
             if not exists:
                 write.execute("BEGIN IMMEDIATE")
                 for stmt in _SCHEMA.split(";"):
@@ -303,7 +321,7 @@ class EdgeLog:
                 raise EdgeLogError(
                     f"edge log {path} belongs to host {meta.get('host_id')!r}, not {host_id!r}"
                 )
-            read = _connect(path)
+            read = _connect(path, synchronous)
             read.execute("PRAGMA query_only=1")
             return cls(path, meta["host_id"], write, read, lock_fd)
         except (sqlite3.Error, ValueError, KeyError) as exc:
@@ -498,8 +516,9 @@ class EdgeLog:
             return deleted
 
     # ------------------------------------------------------------------ reading
-    def read(self, after_seq: int, limit: int) -> list[LogRecord]:
-        """Committed records with ``seq > after_seq``, in seq order, at most ``limit``.
+    def read(self, after_seq: int, limit: int, upto_seq: int | None = None) -> list[LogRecord]:
+        """Committed records with ``after_seq < seq <= upto_seq`` (no upper bound by
+        default), in seq order, at most ``limit``.
 
         Raises:
             EdgeLogError: the log is closed or cannot be read.
@@ -510,8 +529,8 @@ class EdgeLog:
             try:
                 rows = self._r.execute(
                     "SELECT seq, twin_id, epoch, revision, kind, data, time_s FROM records "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
+                    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (after_seq, (1 << 62) if upto_seq is None else upto_seq, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail("cannot read records", exc) from exc

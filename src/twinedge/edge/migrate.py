@@ -22,13 +22,15 @@ Two methods, after Clark et al., "Live Migration of Virtual Machines" (NSDI 2005
     6. release          A drops the state, keeps the redirect (moved)
 
 **stop-and-copy** (:func:`stop_and_copy`), the baseline — fence first, then copy it all:
-``fence → export_snapshot → stage → adopt → release``; the downtime includes the whole copy.
+``expect → fence → export_snapshot → stage → adopt → release``; the downtime includes the
+whole copy. (``expect`` tells the target the twin is coming, so that a device the fenced
+source redirects there is told to retry, not that the twin is unknown.)
 
 States of the twin on each host (durable ones in capitals)::
 
     A:  OWNED(e) ──fence(e+1,B)──▶ FENCED(e → B@e+1) ──release──▶ MOVED(→ B@e+1)
-    B:  absent/MOVED ──stage──▶ staged (memory) ──adopt(e+1)──▶ OWNED(e+1)
-                        └──discard_staged──▶ absent
+    B:  absent/MOVED ──expect/stage──▶ staged (memory) ──adopt(e+1)──▶ OWNED(e+1)
+                              └──discard_staged──▶ absent/MOVED
 
 Downtime is the time from the call to fence until adopt returned (the target serves),
 measured with the injected ``clock``; A refuses updates in this window with
@@ -61,7 +63,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from twinedge.edge.errors import MigrationError
+from twinedge.edge.errors import EpochError, MigrationError, NotOwnerError, UnknownTwinError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
 
@@ -99,6 +101,8 @@ class MigrationPeer(Protocol):
 
     async def release(self, twin_id: str) -> None: ...
 
+    async def expect(self, twin_id: str, source: str) -> None: ...
+
     async def stage(self, snapshot: TwinSnapshot) -> None: ...
 
     async def stage_changes(self, changes: ChangeSet) -> int: ...
@@ -121,7 +125,12 @@ class MigrationReport:
         rounds: catch-up rounds before the fence (pre-copy).
         bytes_copied: bytes of snapshots and changes sent to the target.
         changes_copied: changes sent after the snapshot.
-        downtime_s: fence requested -> target serving.
+        downtime_s: fence requested -> target serving; the sum of the three below.
+        fence_s: fence requested -> fence durable (waits for the source's commit in
+            progress, then commits the fence).
+        copy_s: what is copied inside the downtime (pre-copy: the last changes;
+            stop-and-copy: the whole snapshot).
+        adopt_s: adopt requested -> durable on the target.
         total_s: the whole migration.
     """
 
@@ -135,6 +144,9 @@ class MigrationReport:
     bytes_copied: int
     changes_copied: int
     downtime_s: float
+    fence_s: float
+    copy_s: float
+    adopt_s: float
     total_s: float
 
 
@@ -224,6 +236,7 @@ async def pre_copy(
     epoch = max(own.latest_epoch, snap.epoch) + 1
     t0 = clock()
     fence = await source.fence(twin_id, epoch, target.host_id)
+    t_fenced = clock()
     cs = await source.export_changes(twin_id, rev)
     rev = await target.stage_changes(cs)
     copied += cs.nbytes
@@ -232,6 +245,7 @@ async def pre_copy(
         raise MigrationError(
             f"twin {twin_id!r}: copied up to revision {rev}, the source ended at {fence.revision}"
         )
+    t_copied = clock()
     await target.adopt(twin_id, epoch, fence.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -246,6 +260,9 @@ async def pre_copy(
         bytes_copied=copied,
         changes_copied=changes,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
@@ -265,10 +282,17 @@ async def stop_and_copy(
     start = clock()
     own = await _owned_by(source, target, twin_id)
     epoch = own.latest_epoch + 1
+    await target.expect(twin_id, source.host_id)
     t0 = clock()
-    fence = await source.fence(twin_id, epoch, target.host_id)
+    try:
+        fence = await source.fence(twin_id, epoch, target.host_id)
+    except (MigrationError, EpochError, NotOwnerError, UnknownTwinError):
+        await _quietly(target.discard_staged(twin_id))  # refused: the source still owns it
+        raise
+    t_fenced = clock()
     snap = await source.export_snapshot(twin_id)
     await target.stage(snap)
+    t_copied = clock()
     await target.adopt(twin_id, epoch, snap.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -283,6 +307,9 @@ async def stop_and_copy(
         bytes_copied=snap.nbytes,
         changes_copied=0,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
@@ -367,14 +394,16 @@ async def resume(
             return None
         await previous_target.discard_staged(twin_id)
         epoch = own.latest_epoch + 1
+        await target.expect(twin_id, source.host_id)
         await source.fence(twin_id, epoch, target.host_id)
     tgt = await target.ownership(twin_id)
     if tgt.status is TwinStatus.OWNED and tgt.epoch == epoch:
         await source.release(twin_id)  # it adopted before the interruption
         return None
-    t0 = clock()
+    t0 = t_fenced = clock()
     snap = await source.export_snapshot(twin_id)
     await target.stage(snap)
+    t_copied = clock()
     await target.adopt(twin_id, epoch, snap.revision)
     t1 = clock()
     await source.release(twin_id)
@@ -389,6 +418,9 @@ async def resume(
         bytes_copied=snap.nbytes,
         changes_copied=0,
         downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
         total_s=clock() - start,
     )
 
