@@ -110,6 +110,18 @@ class HostProcesses:
                 p.kill()
         self.procs.clear()
 
+    def dead(self) -> list[str]:
+        """The hosts whose process has exited."""
+        return [h for h, p in self.procs.items() if p.poll() is not None]
+
+    def log_path(self, host_id: str) -> Path:
+        return self.data_dir / host_id / "edge.sqlite"
+
+    def forget(self, host_id: str) -> None:
+        """Stop tracking a dead host (after its twins were recovered elsewhere)."""
+        self.procs.pop(host_id, None)
+        self.remotes.pop(host_id, None)
+
     def kill(self, host_id: str) -> None:
         """SIGKILL one host process (tests of recovery)."""
         os.kill(self.procs[host_id].pid, signal.SIGKILL)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from twinedge.edge.log import TwinStatus
 from twinedge.errors import TwinedgeError
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
@@ -159,6 +160,8 @@ class LiveNetwork:
         self.live_migrations = 0
         self.downtime_s: list[float] = []  # measured, of the recent live migrations
         self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
+        self.host_processes: Any = None  # HostProcesses on this machine, when serve started them
+        self.recovered: list[dict[str, Any]] = []  # hosts that died and where their twins went
         self.forecast: dict[str, Any] | None = None
         self._forecast_s = 0.0
         self._forecast_due_s = 0.0
@@ -307,6 +310,9 @@ class LiveNetwork:
         answer or an infeasible network: the report carries the error and the twins keep
         their hosts."""
         async with self._lock:
+            if self.host_processes is not None:
+                for dead in self.host_processes.dead():
+                    await self._recover(dead)
             t_start = self.clock()
             t_s = t_start - self.t0
             snap = self.snapshot()
@@ -387,6 +393,54 @@ class LiveNetwork:
         self.live_migrations += 1
         self.epochs[twin] = report.epoch
         await self.hosts[old].redirect(twin)
+
+    async def _recover(self, dead: str) -> None:
+        """A host process died: reopen its log here, send the core what it had not
+        replicated, and move every twin it owned (or was handing over) to the live host
+        process with the most free CPU. Nothing it acknowledged is lost: acknowledged
+        means committed to that log."""
+        from twinedge.edge import wire
+        from twinedge.edge.host import EdgeHost
+        from twinedge.edge.migrate import evacuate
+
+        procs = self.host_processes
+        log.warning("host process %s died; recovering its twins from its log", dead)
+        procs.forget(dead)
+        self.hosts.pop(dead, None)
+        j = self._host_index[dead]
+        self.network.group_allowed[:, j] = False  # nothing is placed there any more
+        source = EdgeHost.open(procs.log_path(dead))
+        try:
+            apply = getattr(self.service, "apply_edge_records", None)
+            while apply is not None and (records := source.pending(limit=1000)):
+                answer = await apply(dead, [wire.record_to(r) for r in records])
+                source.ack_replicated(min(int(answer["acked_seq"]), records[-1].seq))
+            twins = source.twin_ids() + source.twin_ids(TwinStatus.FENCED)
+            if not self.hosts:
+                raise TwinedgeError(f"host {dead} died and no other host process is left")
+            cpu, _, _ = self._load
+            free = {
+                h: float(self.network.host_cpu_ghz[self._host_index[h]] - cpu[self._host_index[h]])
+                for h in self.hosts
+            }
+            target = max(free, key=lambda h: free[h])
+            targets = {}
+            for t in twins:
+                own = source.status(t)
+                targets[t] = (
+                    self.hosts.get(own.owner or "", self.hosts[target])
+                    if own.status == TwinStatus.FENCED
+                    else self.hosts[target]
+                )
+            reports = await evacuate(source, targets)
+            for rep in reports:
+                self.epochs[rep.twin_id] = rep.epoch
+                await self.service.set_host(rep.twin_id, rep.target)
+            self.recovered.append(
+                {"host": dead, "twins": len(reports), "to": sorted({r.target for r in reports})}
+            )
+        finally:
+            await source.close()
 
     def edge_owner(self, twin: str) -> tuple[str, str, int] | None:
         """``(host id, MQTT URL, epoch)`` of the host process serving ``twin``, if any."""
@@ -478,6 +532,7 @@ class LiveNetwork:
         d = np.asarray(self.downtime_s) * 1000.0
         return {
             "host_processes": len(self.hosts),
+            "recovered": self.recovered,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,
             "downtime_ms": None

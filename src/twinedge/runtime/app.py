@@ -338,6 +338,7 @@ class Server:
         )
         await self.host_processes.start()
         self.live.hosts = self.host_processes.remotes
+        self.live.host_processes = self.host_processes
         assert self.service is not None
         self.service.edge_owner = self.live.edge_owner
 
