@@ -137,3 +137,56 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     edge = status["edge"]
     assert (edge["host_processes"], edge["live_migrations"], edge["migrations_failed"]) == (2, 1, 0)
     assert 0 < edge["downtime_ms"]["max"] < 10_000
+
+
+def host_pid(data_dir, host_id: str) -> int:
+    """The pid of the ``twinedge host`` process of ``host_id`` that serve started."""
+    import subprocess
+
+    out = subprocess.run(
+        ["pgrep", "-f", f"twinedge host --id {host_id} .*{data_dir}"],
+        capture_output=True,
+        text=True,
+    )
+    pids = [int(x) for x in out.stdout.split()]
+    assert len(pids) == 1, out
+    return pids[0]
+
+
+def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):
+    import os
+
+    client, _proc, core_mqtt = served
+    assert (
+        client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}).status_code
+        == 201
+    )
+    assert (
+        client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
+        == 204
+    )
+    doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+    wait_for(lambda: doc().get("_host") == "edge-1", "placement on edge-1")
+    acked = []
+
+    async def device() -> None:
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+        async with aiomqtt.Client("127.0.0.1", core_mqtt, **kw) as c:
+            await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+            await c.publish(f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0)
+            url = (await next_redirect(c))["url"]
+        host, port = mqtt_of(url)
+        async with aiomqtt.Client(host, port, **kw) as c:
+            for n in range(1, 51):
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                )
+                acked.append(n)  # PUBACK: committed to edge-1's log
+
+    asyncio.run(device())
+    os.kill(host_pid(tmp_path / "data", "edge-1"), 9)
+    final = wait_for(lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2")
+    assert final["features"]["counter"]["properties"] == {"n": acked[-1]} == {"n": 50}
+    status = client.get("/api/2/orchestrator").json()
+    assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
+    assert status["edge"]["host_processes"] == 1
