@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.devices.conftest import STATIC_XY, static_scenario, trace_scenario
-from twinedge.devices import motion
+from twinedge.devices import client, motion, provision, runner
 from twinedge.devices.motion import FleetMotion
 from twinedge.engine import simulate
 from twinedge.errors import ScenarioError
@@ -98,7 +98,7 @@ def test_more_devices_than_entities_is_refused(tmp_path):
         m.entities(4)
 
 
-def test_docstring_examples():
-    module = motion
+@pytest.mark.parametrize("module", [motion, provision, client, runner])
+def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
