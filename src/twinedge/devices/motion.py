@@ -81,6 +81,8 @@ class FleetMotion:
             state: give every ``FleetMotion`` a world of its own).
         step_s: the scenario's ``run.step_s``.
         rng: the mobility stream (see :func:`split_seed`).
+        allowed_tiers: the host tiers of each entity group, as the scenario lists them
+            (default: the tiers of the hosts the group may use).
 
     Time only moves forward: :meth:`sample` and :meth:`advance` refuse a time earlier
     than the step they are at.
@@ -206,7 +208,7 @@ class FleetMotion:
         self.advance(t_s)
         frac = (t_s - self.step_index * self.step_s) / self.step_s
         lo, v = self.lo_xy_m[index], self.velocity_mps[index]
-        if frac == 0.0:  # exactly the simulator's value, without 0 * inf surprises
+        if frac == 0.0:  # at a step time: the simulator's value itself
             x, y = float(lo[0]), float(lo[1])
         else:
             d = self.hi_xy_m[index] - lo

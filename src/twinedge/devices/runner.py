@@ -138,7 +138,15 @@ def device_rates_hz(entities: list[Entity], rate_hz: float | None) -> list[float
 
 
 class Fleet:
-    """Devices sharing one event loop, one virtual clock and one :class:`FleetMotion`."""
+    """Devices sharing one event loop, one virtual clock and one :class:`FleetMotion`.
+
+    Parameters:
+        motion: where the entities are; device ``k`` reports entity ``specs[k].entity``.
+        specs: the provisioned devices.
+        options: rates, stop conditions, windows (see :class:`FleetOptions`).
+
+    Create it inside the running event loop; :meth:`run` runs it.
+    """
 
     def __init__(self, motion: FleetMotion, specs: list[DeviceSpec], options: FleetOptions):
         self.motion, self.specs, self.options = motion, specs, options
@@ -314,8 +322,15 @@ async def run_fleet(
     )
     provisioner = Provisioner(options.url, options.api_key)
     say = progress or (lambda line: None)
-    started = time.monotonic()
-    await provisioner.provision(specs)
+    started = last_said = time.monotonic()
+
+    def provisioned(done: int) -> None:
+        nonlocal last_said
+        if options.progress_s > 0 and time.monotonic() - last_said >= options.progress_s:
+            last_said = time.monotonic()
+            say(f"twinedge devices: provisioned {done:,} of {len(specs):,} things")
+
+    await provisioner.provision(specs, provisioned)
     say(f"twinedge devices: provisioned {len(specs):,} things at {options.url}")
     fleet = Fleet(motion, specs, options)
     await fleet.devices[0].probe()
