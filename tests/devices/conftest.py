@@ -242,12 +242,13 @@ def mosquitto2(tmp_path) -> Iterator[Mosquitto]:
 
 class Recorder:
     """Every report a broker receives, as ``(thing_id, position properties)``, and a way
-    to wait for a condition on them (woken by each arrival)."""
+    to wait for a condition on them (woken by each arrival; ``changed`` may be shared
+    with another source of events, to wait for a condition on both)."""
 
-    def __init__(self, port: int, name: str):
+    def __init__(self, port: int, name: str, changed: asyncio.Condition | None = None):
         self.port, self.name = port, name
         self.reports: list[tuple[str, dict]] = []
-        self._changed = asyncio.Condition()
+        self._changed = changed or asyncio.Condition()
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
