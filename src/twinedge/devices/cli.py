@@ -35,7 +35,7 @@ def devices(
         float | None,
         typer.Option(
             help="Reports per second of every device (default: each entity's update_hz, at most 10, "
-            "at most 2,000 in all)."
+            "at most 1,000 in all)."
         ),
     ] = None,
     duration_s: Annotated[

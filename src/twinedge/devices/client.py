@@ -287,9 +287,13 @@ class Device:
         client.pending_calls_threshold = self.max_inflight + 8  # we bound it ourselves
         return client
 
-    async def _connect(self, url: BrokerUrl) -> aiomqtt.Client:
+    async def _connect(self, url: BrokerUrl) -> aiomqtt.Client | None:
+        """A connected client, or None when, once its turn came, there was nothing
+        left to do (the run stopped while it waited)."""
         client = self._client(url)
         async with self.connect_gate:
+            if self.finished or self.abort.is_set():
+                return None
             try:
                 await client.__aenter__()
             except aiomqtt.MqttCodeError as exc:  # a CONNACK that refuses
@@ -306,6 +310,8 @@ class Device:
         """
         try:
             client = await self._connect(self.broker)
+            if client is None:
+                return
         except _ConnectFailed as exc:
             why = str(exc)
             if exc.refused:
@@ -383,6 +389,8 @@ class Device:
             _ConnectionLost: it broke (or a publish failed).
         """
         client = await self._connect(url)
+        if client is None:
+            return None
         self.stats.connects += 1
         self.connected = True
         self._broken.clear()
