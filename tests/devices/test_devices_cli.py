@@ -113,8 +113,9 @@ def one_error(p) -> str:
 
 
 def test_more_devices_than_entities(tmp_path):
-    line = one_error(run_devices(str(static_scenario(tmp_path)), "--count", "4", "--api-key", "k"))
-    assert "--count: got 4; expected 1..3 (the scenario has 3 entities)" in line
+    sc = static_scenario(tmp_path)
+    line = one_error(run_devices(str(sc), "--count", "4", "--api-key", "k"))
+    assert line == f"error: {sc}: --count: got 4; expected 1..3 (the scenario has 3 entities)"
 
 
 def test_unreachable_service(tmp_path):

@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import numpy as np
 
 from twinedge.devices.errors import DevicesError
 
@@ -175,8 +176,6 @@ def percentiles_ms(values: array | list[float]) -> dict[str, float | None]:
     """
     if not len(values):
         return {"p50": None, "p99": None}
-    import numpy as np
-
     p50, p99 = np.percentile(np.asarray(values, dtype=float), [50, 99])
     return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
 
@@ -209,6 +208,12 @@ class Device:
         connect_gate: limits the connection attempts in progress across devices.
         max_inflight: reports awaiting their PUBACK at most.
         fallback_after: failed connections to a redirect's broker before going back.
+        keepalive_s: MQTT keep-alive.
+        timeout_s: for connecting, subscribing and disconnecting (a PUBACK is waited
+            for as long as the connection lives).
+
+    Raises:
+        ValueError: ``period_s`` is not positive.
 
     Examples:
         >>> async def demo():

@@ -132,18 +132,23 @@ class FleetMotion:
     def n_entities(self) -> int:
         return self.world.n_entities
 
-    def entities(self, count: int) -> list[Entity]:
+    def entities(self, count: int, source: str | None = None) -> list[Entity]:
         """The first ``count`` entities of the world.
+
+        Parameters:
+            count: how many.
+            source: how to name the scenario in the error (its file; default its name).
 
         Raises:
             ScenarioError: the world has fewer than ``count`` entities (or ``count < 1``).
         """
         w = self.world
         if count < 1 or count > w.n_entities:
+            n = w.n_entities
             raise ScenarioError(
                 [
-                    f"{w.name}: --count: got {count}; expected 1..{w.n_entities} "
-                    f"(the scenario has {w.n_entities:,} entities)"
+                    f"{source or w.name}: --count: got {count}; expected 1..{n} "
+                    f"(the scenario has {n:,} {'entity' if n == 1 else 'entities'})"
                 ]
             )
         tier_name = {code: name for name, code in TIER_CODE.items()}

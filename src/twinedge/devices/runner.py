@@ -312,7 +312,7 @@ async def run_fleet(
     name = source or scenario.name
     seed = scenario.run.seed if options.seed is None else options.seed
     motion = FleetMotion.from_scenario(scenario, seed, name)
-    entities = motion.entities(options.count)
+    entities = motion.entities(options.count, name)
     specs = device_specs(
         entities,
         namespace=options.namespace,
