@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.devices.conftest import (
     PASSWORD,
@@ -123,12 +124,22 @@ def test_follows_newer_redirects_and_ignores_stale_and_malformed_ones(tmp_path):
     assert d.to_json()["redirects_followed"] == 2 and d.stats.errors == 0
 
 
+def exact_topics_only(thing_id: str, topic_filter: str) -> bool:
+    """An ACL that refuses ``+`` but lists ``redirect`` (as the embedded broker's may)."""
+    return topic_filter in (f"twinedge/{thing_id}/redirect", f"twinedge/{thing_id}/errors")
+
+
 @needs_mosquitto
-def test_through_the_embedded_broker_a_redirect_arrives_on_the_plus_subscription(
-    tmp_path, mosquitto
+@pytest.mark.parametrize("acl", ["embedded", "exact-topics"])
+def test_a_redirect_the_service_sends_through_the_embedded_broker(
+    tmp_path, mosquitto, monkeypatch, acl
 ):
-    """The embedded broker refuses a subscription to ``redirect``; the device subscribes
-    to ``+`` instead, and a redirect the service sends reaches it."""
+    """The device's ``twinedge/{thingId}/+`` subscription, which the embedded broker's
+    ACL allows (it does not list ``redirect``), carries a redirect the service sends;
+    under an ACL that refuses ``+`` and lists ``redirect``, the device subscribes to the
+    topic itself."""
+    if acl == "exact-topics":
+        monkeypatch.setattr("twinedge.runtime.mqtt.embedded.may_subscribe", exact_topics_only)
     owner = Principal("key-a", "fleet", "admin")
 
     async def main() -> tuple[Device, list[int], list[int]]:
@@ -167,8 +178,9 @@ def test_through_the_embedded_broker_a_redirect_arrives_on_the_plus_subscription
                 d.stopping.set()
                 await task
                 assert d.stats.acked == d.seq and d.stats.redirects_followed == 1
-                # the refused subscription is expected: no error counted for it
                 assert d.stats.problems == 0 and d.stats.errors == 0
+                refused = broker.metrics["mqtt_rejected_total:forbidden-subscription"]
+                assert refused == (1 if acl == "exact-topics" else 0)  # '+', then exact
                 # PUBACK of the embedded broker = committed: all acked reports are stored
                 await rec.until(lambda r: covered(set(stored) | set(r.seqs(TID)), d.seq))
                 moved = rec.seqs(TID)

@@ -14,10 +14,11 @@ At most ``max_inflight`` reports wait for their PUBACK; a tick that finds the wi
 full is skipped (counted as ``skipped``), so a slow broker slows the device down instead
 of growing its memory.
 
-**Redirects.** The device subscribes to ``twinedge/{thingId}/redirect`` (and to its
-``errors`` topic). A broker that refuses that filter (the embedded broker's ACL lists
-only ``desired``, ``errors``, ``commands/...``, ``+`` and ``#``) gets
-``twinedge/{thingId}/+`` instead, which covers the same topic. A redirect::
+**Redirects.** The device listens on ``twinedge/{thingId}/redirect``: it subscribes to
+``twinedge/{thingId}/+``, which covers that topic and its ``errors`` topic and which the
+embedded broker's ACL allows (it lists ``desired``, ``errors``, ``commands/...``, ``+``
+and ``#``, not ``redirect``); a broker that refuses ``+`` (an ACL of exact topics) gets
+the two topics themselves. A redirect::
 
     {"host": "edge-7", "url": "mqtt://10.0.0.7:1883", "epoch": 4}
 
@@ -427,22 +428,21 @@ class Device:
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.timeout_s)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        """Subscribe to the redirect topic, falling back to ``+`` where the broker
-        refuses it, and to the errors topic (covered by ``+``)."""
-        (code,) = await client.subscribe(self.topic(REDIRECT), 1)
-        if not _refused(code):
-            await client.subscribe(self.topic(ERRORS), 1)
-            return
-        # the embedded broker's ACL has no 'redirect' (yet): '+' covers it
+        """Subscribe to ``twinedge/{thingId}/+``, which covers the redirect and errors
+        topics (and desired state, which is ignored); where the broker refuses that
+        filter, to the two topics themselves."""
         (code,) = await client.subscribe(self.topic("+"), 1)
-        if _refused(code):
+        if not _refused(code):
+            return
+        codes = await client.subscribe([(self.topic(REDIRECT), 1), (self.topic(ERRORS), 1)])
+        if _refused(codes[0]):
             _throttled(
                 logging.WARNING,
                 "subscribe",
                 "%s: the broker refused %s and %s: redirects cannot reach this device",
                 self,
-                self.topic(REDIRECT),
                 self.topic("+"),
+                self.topic(REDIRECT),
             )
 
     async def _read(self, client: aiomqtt.Client) -> Redirect:
@@ -453,7 +453,7 @@ class Device:
                     r = self._consider(m.payload)
                     if r is not None:
                         return r
-                elif m.topic.value == errors_topic and not self._expected_problem(m.payload):
+                elif m.topic.value == errors_topic:
                     self.stats.problems += 1
                     _throttled(
                         logging.WARNING,
@@ -465,19 +465,6 @@ class Device:
         except aiomqtt.MqttError as exc:
             raise _ConnectionLost(str(exc) or type(exc).__name__) from None
         raise _ConnectionLost("the message stream ended")
-
-    def _expected_problem(self, payload: Any) -> bool:
-        """The refusal of the redirect subscription, which :meth:`_subscribe` expects
-        and works around, is no error."""
-        try:
-            doc = json.loads(payload)
-        except (ValueError, TypeError):
-            return False
-        return (
-            isinstance(doc, dict)
-            and doc.get("reason") == "forbidden-subscription"
-            and doc.get("topic") == self.topic(REDIRECT)
-        )
 
     def _consider(self, payload: Any) -> Redirect | None:
         """The redirect to follow, or None (logged and counted) for a stale or
