@@ -548,6 +548,15 @@ def _mount_ledger() -> None:
 _mount_ledger()
 
 
+def _mount_devices() -> None:
+    from twinedge.devices.cli import devices
+
+    app.command(name="devices")(devices)
+
+
+_mount_devices()
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
     # a message may quote input that is not printable text: escape it, never crash on it

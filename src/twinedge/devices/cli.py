@@ -1,0 +1,118 @@
+"""The ``twinedge devices`` command (registered by :mod:`twinedge.cli`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+
+def devices(
+    scenario: Annotated[
+        str, typer.Argument(help="A scenario YAML file, or a built-in name: city, city-small.")
+    ],
+    count: Annotated[
+        int, typer.Option("--count", "-n", help="Devices: the first N entities of the world.")
+    ],
+    url: Annotated[
+        str, typer.Option(help="HTTP address of twinedge serve.")
+    ] = "http://127.0.0.1:8080",
+    mqtt: Annotated[
+        str, typer.Option(help="The broker the devices connect to (mqtt:// or mqtts://).")
+    ] = "mqtt://127.0.0.1:1883",
+    namespace: Annotated[str, typer.Option(help="Thing ids are NAMESPACE:ENTITY_ID.")] = "fleet",
+    domain: Annotated[
+        str | None,
+        typer.Option(
+            help="Owner domain of the things (service admin key only; default: the namespace)."
+        ),
+    ] = None,
+    rate_hz: Annotated[
+        float | None,
+        typer.Option(
+            help="Reports per second of every device (default: each entity's update_hz, at most 10, "
+            "at most 1,000 in all)."
+        ),
+    ] = None,
+    duration_s: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds (default: the scenario's steps x step_s)."),
+    ] = None,
+    reports: Annotated[
+        int | None,
+        typer.Option(help="Stop each device after this many acknowledged reports."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINEDGE_API_KEY",
+            show_envvar=True,
+            help="An admin API key: the service admin token (DATA_DIR/admin.token) or a domain admin key.",
+        ),
+    ] = None,
+    device_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINEDGE_DEVICE_PASSWORD",
+            show_envvar=True,
+            help="One MQTT password for every device (default: a random one each).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Emulate devices that move as the scenario's entities do: provision a thing each,
+    report positions over MQTT, follow redirects to other brokers."""
+    from twinedge.devices.runner import FleetOptions, run_fleet
+    from twinedge.scenario import load_scenario
+
+    logging.basicConfig(
+        level=logging.ERROR if quiet else logging.WARNING,
+        format="twinedge devices: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    options = FleetOptions(
+        count=count,
+        url=url,
+        mqtt=mqtt,
+        api_key=api_key or "",
+        namespace=namespace,
+        domain=domain,
+        rate_hz=rate_hz,
+        duration_s=duration_s,
+        reports=reports,
+        seed=seed,
+        device_password=device_password,
+        progress_s=0.0 if quiet else 5.0,
+    )
+    options.check()  # before the scenario is loaded: option mistakes first
+    sc = load_scenario(scenario)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    summary = asyncio.run(
+        run_fleet(
+            sc, options, source=scenario, progress=None if quiet else progress, handle_signals=True
+        )
+    )
+    t = summary["total"]
+    if json_out:
+        print(json.dumps(summary, indent=1))
+    else:
+        lat = t["latency_ms"]
+        print(
+            f"{t['devices']:,} devices: {t['sent']:,} reports sent, {t['acked']:,} acknowledged "
+            f"(p50 {lat['p50']} ms, p99 {lat['p99']} ms), {t['unacked']:,} unacknowledged, "
+            f"{t['redirects_followed']:,} redirects followed, {t['errors']:,} errors; "
+            f"stopped: {summary['stopped']}"
+        )
+    if t["unacked"] or t["ever_connected"] < t["devices"]:
+        raise typer.Exit(1)
