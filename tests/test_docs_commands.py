@@ -426,6 +426,7 @@ COVERED = {
     "docs/scenario.md",
     "docs/benchmarks.md",
     "docs/live.md",
+    "docs/devices.md",  # run by tests/devices/test_devices_docs.py
 }
 
 
