@@ -96,9 +96,10 @@ class _Documents(Mapping[str, dict[str, Any]]):
 
     def __getitem__(self, twin_id: str) -> dict[str, Any]:
         try:
-            return dict(self.host.twin(twin_id).document)
+            view = self.host.twin(twin_id)
         except EdgeError:
             raise KeyError(twin_id) from None
+        return {**view.document, "_revision": view.revision}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.host.twin_ids())
@@ -419,7 +420,12 @@ def control_app(server: HostServer) -> Any:
 
     @app.post("/twins/{twin_id}/desired")
     async def desired(twin_id: str, request: Request) -> Any:
-        return {"revision": await h().set_desired(twin_id, await body(request))}
+        d = await body(request)
+        revision = await h().set_desired(twin_id, d)
+        if server.broker is not None and isinstance(d, dict) and d:  # the whole desired state
+            fid, props = next(iter(d.items()))
+            await server.broker.publish_desired(twin_id, fid, props)
+        return {"revision": revision}
 
     return app
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from twinedge.errors import Unavailable
+from twinedge.errors import Conflict, Unavailable
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.devices import Devices, Outbound
@@ -76,6 +76,8 @@ class TwinService:
         self.things: dict[str, dict] = {}  # the twins in memory; only the writer changes them
         # the edge tier: (host id, MQTT URL, epoch) of the host process serving a twin, if any
         self.edge_owner: Callable[[str], tuple[str, str, int] | None] | None = None
+        # forwards desired state to that host; returns the thing once the core has it
+        self.edge_desired: Callable[[str, dict], Awaitable[dict]] | None = None
         self._pools = StorePools()
         self._queue = WriteQueue(self._pools, self.metrics, queue_max)
         self._access = Access(
@@ -291,6 +293,7 @@ class TwinService:
     ) -> tuple[dict, bool]:
         """Create or replace a thing; returns (thing, created) (see
         :meth:`.Writes.put_thing`)."""
+        self._edge_guard(thing_id)
         return await self._writes.put_thing(
             p, thing_id, body, if_match=if_match, if_none_match=if_none_match, domain=domain
         )
@@ -306,12 +309,14 @@ class TwinService:
         source: str = "http",
     ) -> dict:
         """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`)."""
+        self._edge_guard(thing_id)
         return await self._writes.patch(p, thing_id, path, patch, if_match=if_match, source=source)
 
     async def put_path(
         self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None
     ) -> tuple[dict, bool]:
         """Create or replace the value at ``path``; returns (thing, created_at_path)."""
+        self._edge_guard(thing_id)
         return await self._writes.put_path(p, thing_id, path, value, if_match=if_match)
 
     async def delete(
@@ -330,7 +335,21 @@ class TwinService:
         if_match: int | None = None,
     ) -> dict:
         """Merge-patch a feature's desired properties; the device gets them over MQTT."""
+        if self.edge_owner is not None and self.edge_owner(thing_id) and self.edge_desired:
+            await self._access.get_visible(p, thing_id, "write")  # the same access rule
+            return await self.edge_desired(thing_id, {feature_id: patch})
         return await self._writes.set_desired(p, thing_id, feature_id, patch, if_match=if_match)
+
+    def _edge_guard(self, thing_id: str) -> None:
+        """A twin served by an edge host process changes there: only its desired state
+        can be written through the core (forwarded to the host)."""
+        owner = self.edge_owner(thing_id) if self.edge_owner else None
+        if owner is not None:
+            raise Conflict(
+                f"twin {thing_id} is served by edge host {owner[0]}: while it runs there, "
+                "its desired state can be written (features/{id}/desiredProperties); its "
+                "device reports its properties"
+            )
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
         """Apply a device's report; returns the new revision once it is durable (see
