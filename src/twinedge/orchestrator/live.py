@@ -442,12 +442,48 @@ class LiveNetwork:
         finally:
             await source.close()
 
+    async def forward_desired(
+        self, twin: str, desired: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict[str, Any]:
+        """Write desired state to the host process serving ``twin`` (it commits it and
+        sends it to the device), then wait until replication has brought the core's copy
+        to that revision (acknowledgement level ``core``); returns the core's document.
+
+        Raises:
+            Unavailable: the host did not answer, or the core's copy did not catch up
+                within ``timeout_s`` (the host has the change; it will arrive).
+        """
+        from twinedge.edge.errors import EdgeError
+        from twinedge.errors import Unavailable
+
+        owner = self.edge_owner(twin)
+        if owner is None:
+            raise Unavailable(f"twin {twin} has no host process")
+        try:
+            revision = await self.hosts[owner[0]].set_desired(twin, desired)
+        except EdgeError as exc:
+            raise Unavailable(f"host {owner[0]}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        positions = getattr(self.service, "edge_positions", {})
+        while (positions.get(twin) or (0, -1))[1] < revision:
+            if loop.time() > deadline:
+                raise Unavailable(
+                    f"host {owner[0]} committed the desired state of {twin} (revision "
+                    f"{revision}); the core has not caught up within {timeout_s:g} s"
+                )
+            await asyncio.sleep(0.005)
+        return dict(self.service.things[twin])
+
     def edge_owner(self, twin: str) -> tuple[str, str, int] | None:
         """``(host id, MQTT URL, epoch)`` of the host process serving ``twin``, if any."""
         doc = self.service.things.get(twin)
         h = doc.get("_host") if doc else None
-        if isinstance(h, str) and h in self.hosts and twin in self.epochs:
-            return h, self.hosts[h].mqtt_url, self.epochs[twin]
+        if isinstance(h, str) and h in self.hosts:
+            pos = getattr(self.service, "edge_positions", {}).get(twin)
+            epoch = max(pos[0] if pos else 0, self.epochs.get(twin, 0))
+            if epoch:
+                return h, self.hosts[h].mqtt_url, int(epoch)
         return None
 
     # --- running ---------------------------------------------------------------------------

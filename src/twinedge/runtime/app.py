@@ -341,6 +341,7 @@ class Server:
         self.live.host_processes = self.host_processes
         assert self.service is not None
         self.service.edge_owner = self.live.edge_owner
+        self.service.edge_desired = self.live.forward_desired
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
