@@ -429,6 +429,13 @@ def serve(
             "(GET /api/2/orchestrator/forecast; default 10; 0: off)."
         ),
     ] = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="local: run a `twinedge host` process per host of the network on this "
+            "machine; the twins' state lives there and migrates between them."
+        ),
+    ] = None,
 ) -> None:
     """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
     --network the orchestrator that places and migrates the live twins."""
@@ -452,11 +459,72 @@ def serve(
         placement_period_s=placement_period_s,
         ledger=ledger,
         forecast_horizon_s=forecast_horizon_s,
+        hosts=hosts,
     )
     err.print(
         f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"
     )
     run_server(cfg)
+
+
+@app.command()
+def host(
+    host_id: Annotated[
+        str, typer.Option("--id", help="The host's id: a host (edge site) of the network.")
+    ],
+    core: Annotated[
+        str, typer.Option(help="The core's HTTP URL (twinedge serve --network).")
+    ] = "http://127.0.0.1:8080",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The hosts token (the core writes DATA_DIR/hosts.token); or TWINEDGE_HOSTS_TOKEN."
+        ),
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the host's log lives.")] = Path(
+        "twinedge-host"
+    ),
+    mqtt_host: Annotated[str, typer.Option(help="Address of the device endpoint.")] = "127.0.0.1",
+    mqtt_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the device endpoint.")
+    ] = 1884,
+    control_host: Annotated[str, typer.Option(help="Address of the control API.")] = "127.0.0.1",
+    control_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the control API.")
+    ] = 8181,
+) -> None:
+    """Run an edge host: it serves the twins the core places on it (their state in memory
+    and in its own durable log), takes their devices' reports over MQTT, and replicates
+    to the core."""
+    import asyncio
+    import logging
+
+    from twinedge.edge.server import HostServer, run_host
+
+    token = os.environ.get("TWINEDGE_HOSTS_TOKEN")
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise TwinedgeError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+    if not token:
+        raise TwinedgeError(
+            "the hosts token is needed: --token-file DATA_DIR/hosts.token or TWINEDGE_HOSTS_TOKEN"
+        )
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transitions", "amqtt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    server = HostServer(
+        host_id,
+        data_dir,
+        core_url=core,
+        token=token,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        control_host=control_host,
+        control_port=control_port,
+    )
+    asyncio.run(run_host(server))
 
 
 @app.command()

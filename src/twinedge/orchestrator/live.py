@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from twinedge.edge.log import TwinStatus
 from twinedge.errors import TwinedgeError
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
@@ -110,6 +111,9 @@ class LiveNetwork:
         clock: seconds (monotonic); tests pass a fake one.
         forecast_horizon_s: every this many seconds (at the end of a cycle) the live
             state is run this far ahead in the simulator (:func:`forecast`); 0: never.
+        hosts: the host processes that serve the twins, by host id
+            (:class:`twinedge.edge.remote.RemoteHost`); without them a twin's host is
+            only recorded (its state stays in the core).
 
     Raises:
         TwinedgeError: the network has no host.
@@ -127,6 +131,7 @@ class LiveNetwork:
         *,
         clock: Callable[[], float] = time.monotonic,
         forecast_horizon_s: float = 10.0,
+        hosts: dict[str, Any] | None = None,
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
@@ -150,6 +155,13 @@ class LiveNetwork:
             np.zeros(world.n_hosts, np.int64),
         )
         self.forecast_horizon_s = float(forecast_horizon_s)
+        self.hosts: dict[str, Any] = dict(hosts or {})
+        self.migrations_failed = 0
+        self.live_migrations = 0
+        self.downtime_s: list[float] = []  # measured, of the recent live migrations
+        self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
+        self.host_processes: Any = None  # HostProcesses on this machine, when serve started them
+        self.recovered: list[dict[str, Any]] = []  # hosts that died and where their twins went
         self.forecast: dict[str, Any] | None = None
         self._forecast_s = 0.0
         self._forecast_due_s = 0.0
@@ -298,6 +310,9 @@ class LiveNetwork:
         answer or an infeasible network: the report carries the error and the twins keep
         their hosts."""
         async with self._lock:
+            if self.host_processes is not None:
+                for dead in self.host_processes.dead():
+                    await self._recover(dead)
             t_start = self.clock()
             t_s = t_start - self.t0
             snap = self.snapshot()
@@ -331,17 +346,109 @@ class LiveNetwork:
             return report
 
     async def _write(self, snap: LiveSnapshot, host: np.ndarray, changed: np.ndarray) -> int:
-        """Write the new hosts through the service's writer; a twin deleted meanwhile is
-        skipped. Returns how many writes failed."""
+        """Carry out the new hosts: with host processes, place or migrate each twin's
+        state; then write the host through the service's writer. A twin deleted
+        meanwhile is skipped. Returns how many twins did not move."""
         ids = self.network.host_ids
-        results = await asyncio.gather(
-            *(self.service.set_host(snap.thing_ids[i], ids[int(host[i])]) for i in changed),
-            return_exceptions=True,
-        )
+
+        async def one(i: int) -> None:
+            twin, new = snap.thing_ids[i], ids[int(host[i])]
+            old = ids[int(snap.host[i])] if snap.host[i] >= 0 else None
+            if self.hosts:
+                await self._move_state(twin, old, new)
+            await self.service.set_host(twin, new)
+
+        results = await asyncio.gather(*(one(int(i)) for i in changed), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         for r in failed[:3]:
             log.info("orchestrator: a host change was not written: %s", r)
         return len(failed)
+
+    async def _move_state(self, twin: str, old: str | None, new: str) -> None:
+        """Put the twin's state on host process ``new``: its first placement (a copy of
+        the core's document, the device redirected from the core's broker) or a live
+        migration from ``old`` (pre-copy, fenced; the device redirected by ``old``)."""
+        from twinedge.edge.migrate import pre_copy
+
+        target = self.hosts[new]
+        if old is None or old not in self.hosts or old == new:
+            doc = self.service.things[twin]
+            content = {k: v for k, v in doc.items() if not k.startswith("_")}
+            revision = int(doc["_revision"])
+            await target.place(twin, content, epoch=1, revision=revision)
+            self.epochs[twin] = 1
+            mark = getattr(self.service, "set_edge_position", None)
+            if mark is not None:
+                await mark(twin, 1, revision)
+            outbound = getattr(self.service, "outbound", None)
+            if outbound is not None and hasattr(outbound, "publish_redirect"):
+                outbound.publish_redirect(twin, {"host": new, "url": target.mqtt_url, "epoch": 1})
+            return
+        try:
+            report = await pre_copy(self.hosts[old], target, twin)
+        except Exception:
+            self.migrations_failed += 1
+            raise
+        self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
+        self.live_migrations += 1
+        self.epochs[twin] = report.epoch
+        await self.hosts[old].redirect(twin)
+
+    async def _recover(self, dead: str) -> None:
+        """A host process died: reopen its log here, send the core what it had not
+        replicated, and move every twin it owned (or was handing over) to the live host
+        process with the most free CPU. Nothing it acknowledged is lost: acknowledged
+        means committed to that log."""
+        from twinedge.edge import wire
+        from twinedge.edge.host import EdgeHost
+        from twinedge.edge.migrate import evacuate
+
+        procs = self.host_processes
+        log.warning("host process %s died; recovering its twins from its log", dead)
+        procs.forget(dead)
+        self.hosts.pop(dead, None)
+        j = self._host_index[dead]
+        self.network.group_allowed[:, j] = False  # nothing is placed there any more
+        source = EdgeHost.open(procs.log_path(dead))
+        try:
+            apply = getattr(self.service, "apply_edge_records", None)
+            while apply is not None and (records := source.pending(limit=1000)):
+                answer = await apply(dead, [wire.record_to(r) for r in records])
+                source.ack_replicated(min(int(answer["acked_seq"]), records[-1].seq))
+            twins = source.twin_ids() + source.twin_ids(TwinStatus.FENCED)
+            if not self.hosts:
+                raise TwinedgeError(f"host {dead} died and no other host process is left")
+            cpu, _, _ = self._load
+            free = {
+                h: float(self.network.host_cpu_ghz[self._host_index[h]] - cpu[self._host_index[h]])
+                for h in self.hosts
+            }
+            target = max(free, key=lambda h: free[h])
+            targets = {}
+            for t in twins:
+                own = source.status(t)
+                targets[t] = (
+                    self.hosts.get(own.owner or "", self.hosts[target])
+                    if own.status == TwinStatus.FENCED
+                    else self.hosts[target]
+                )
+            reports = await evacuate(source, targets)
+            for rep in reports:
+                self.epochs[rep.twin_id] = rep.epoch
+                await self.service.set_host(rep.twin_id, rep.target)
+            self.recovered.append(
+                {"host": dead, "twins": len(reports), "to": sorted({r.target for r in reports})}
+            )
+        finally:
+            await source.close()
+
+    def edge_owner(self, twin: str) -> tuple[str, str, int] | None:
+        """``(host id, MQTT URL, epoch)`` of the host process serving ``twin``, if any."""
+        doc = self.service.things.get(twin)
+        h = doc.get("_host") if doc else None
+        if isinstance(h, str) and h in self.hosts and twin in self.epochs:
+            return h, self.hosts[h].mqtt_url, self.epochs[twin]
+        return None
 
     # --- running ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -415,4 +522,25 @@ class LiveNetwork:
             "migrations_total": self.migrations_total,
             "last_cycle": self.last.to_json() if self.last else None,
             "hosts": hosts,
+            "edge": self._edge_status(),
+        }
+
+    def _edge_status(self) -> dict[str, Any] | None:
+        """The host processes: how many, live migrations, their measured downtime."""
+        if not self.hosts:
+            return None
+        d = np.asarray(self.downtime_s) * 1000.0
+        return {
+            "host_processes": len(self.hosts),
+            "recovered": self.recovered,
+            "live_migrations": self.live_migrations,
+            "migrations_failed": self.migrations_failed,
+            "downtime_ms": None
+            if d.size == 0
+            else {
+                "p50": float(np.percentile(d, 50)),
+                "p99": float(np.percentile(d, 99)),
+                "max": float(d.max()),
+                "window": int(d.size),
+            },
         }

@@ -127,6 +127,9 @@ _CHECKS = {
     "placement_period_s": lambda v: None if v is None else _period(v),
     "ledger": lambda v: None if v is None else _text(v),
     "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
+    "hosts": lambda v: (
+        None if v in (None, "local") else "expected local (host processes on this machine)"
+    ),
 }
 
 
@@ -162,6 +165,7 @@ class ServeConfig:
     placement_period_s: float | None = None
     ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
     forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
+    hosts: str | None = None  # "local": a `twinedge host` process per host of the network
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ServeConfig:
@@ -208,6 +212,11 @@ class ServeConfig:
             for name, check in _CHECKS.items()
             if (why := check(getattr(self, name))) is not None
         ]
+        if self.hosts is not None and self.network is None:
+            problems.append(
+                f"{where.get('hosts', '--hosts')}: hosts: got {self.hosts!r}; host processes "
+                "serve a network: give --network SCENARIO too"
+            )
         if problems:
             raise ConfigError("\n".join(problems))
         self.log_level = self.log_level.lower()
@@ -260,6 +269,8 @@ class Server:
         self.mqtt: Any = None
         self.http: Any = None
         self.live: Any = None
+        self.host_processes: Any = None
+        self.hosts_token: str | None = None
         self.admin_token_file = Path(config.data_dir) / "admin.token"
 
     async def start(self) -> None:
@@ -288,6 +299,8 @@ class Server:
 
         if self.live is not None:
             self.live.service = self.service
+            if cfg.hosts == "local":
+                await self._start_hosts()
         app = create_app(self.service, live=self.live)
         ucfg = uvicorn.Config(
             app,
@@ -306,6 +319,29 @@ class Server:
         if self.live is not None:
             self.live.start()
 
+    async def _start_hosts(self) -> None:
+        """One ``twinedge host`` process per host of the network, on this machine."""
+        from twinedge.orchestrator.hosts import HostProcesses
+
+        cfg = self.config
+        token_file = Path(cfg.data_dir) / "hosts.token"
+        if not token_file.exists():
+            import secrets
+
+            _write_secret(token_file, secrets.token_urlsafe(32))
+        self.hosts_token = token_file.read_text().strip()
+        self.host_processes = HostProcesses(
+            self.live.network.host_ids,
+            Path(cfg.data_dir) / "hosts",
+            f"http://{cfg.host}:{cfg.port}",
+            token_file,
+        )
+        await self.host_processes.start()
+        self.live.hosts = self.host_processes.remotes
+        self.live.host_processes = self.host_processes
+        assert self.service is not None
+        self.service.edge_owner = self.live.edge_owner
+
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
         try:
@@ -319,6 +355,9 @@ class Server:
         if self.live is not None:
             await self.live.stop()
             self.live = None
+        if self.host_processes is not None:
+            await self.host_processes.stop()
+            self.host_processes = None
         if self.mqtt is not None:
             await self.mqtt.stop()
             self.mqtt = None

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twinedge.errors import Unavailable
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.devices import Devices, Outbound
@@ -73,6 +74,8 @@ class TwinService:
         self.clock = clock
         self.metrics: Counter[str] = Counter()  # event counts, by name[:label]
         self.things: dict[str, dict] = {}  # the twins in memory; only the writer changes them
+        # the edge tier: (host id, MQTT URL, epoch) of the host process serving a twin, if any
+        self.edge_owner: Callable[[str], tuple[str, str, int] | None] | None = None
         self._pools = StorePools()
         self._queue = WriteQueue(self._pools, self.metrics, queue_max)
         self._access = Access(
@@ -331,7 +334,19 @@ class TwinService:
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
         """Apply a device's report; returns the new revision once it is durable (see
-        :meth:`.Writes.device_report`)."""
+        :meth:`.Writes.device_report`).
+
+        Raises:
+            Unavailable: the twin is served by an edge host process; the device is sent
+                a redirect to it and the report is not acknowledged (it is re-sent there).
+        """
+        owner = self.edge_owner(thing_id) if self.edge_owner else None
+        if owner is not None:
+            host, url, epoch = owner
+            publish = getattr(self.outbound, "publish_redirect", None)
+            if publish is not None:
+                publish(thing_id, {"host": host, "url": url, "epoch": epoch})
+            raise Unavailable(f"twin {thing_id} is served by edge host {host} at {url}")
         return await self._writes.device_report(thing_id, payload, device=device)
 
     async def set_host(self, thing_id: str, host: str | None) -> dict:

@@ -41,6 +41,7 @@ from twinedge.runtime.things import JSON_LIMITS
 log = logging.getLogger("twinedge.mqtt")
 
 ROOT = "twinedge"
+REDIRECT = "redirect"
 REPORTED, RESPONSES, DESIRED, COMMANDS, ERRORS = (
     "reported",
     "responses",
@@ -313,6 +314,12 @@ class Gateway:
         data = dumps({"correlationId": correlation_id, "payload": payload})
         self._send(topic(thing_id, COMMANDS, subject), data, False)
         self.metrics["mqtt_commands_sent_total"] += 1
+
+    def publish_redirect(self, thing_id: str, doc: dict[str, Any]) -> None:
+        """Tell a device that its twin moved: ``{"host", "url", "epoch"}`` on
+        ``twinedge/{thingId}/redirect`` (QoS 1, not retained; the device reconnects to
+        ``url`` and re-sends what was not acknowledged)."""
+        self._send(topic(thing_id, REDIRECT), dumps(doc), False)
 
     async def publish_error(self, thing_id: str, problem: dict[str, Any]) -> None:
         self._error(thing_id, problem)

@@ -1,0 +1,124 @@
+"""An edge host seen from the core: its control API as a
+:class:`~twinedge.edge.migrate.MigrationPeer`, so the migration protocol runs between
+host processes exactly as between in-process hosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from twinedge.edge import wire
+from twinedge.edge.errors import HostClosedError
+from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
+from twinedge.edge.log import Ownership
+from twinedge.edge.server import error_from
+
+
+class RemoteHost:
+    """The control API of the host process ``host_id`` at ``control_url``.
+
+    Parameters:
+        host_id: the host's id.
+        control_url: ``http://host:port`` of its control API.
+        mqtt_url: where its devices connect (sent with redirects).
+        token: the hosts token.
+        timeout_s: per request.
+
+    Raises (every method):
+        EdgeError: what the host raised (the same class, rebuilt from its answer);
+            :class:`HostClosedError` when the host does not answer.
+    """
+
+    def __init__(
+        self, host_id: str, control_url: str, mqtt_url: str, token: str, timeout_s: float = 10.0
+    ):
+        self._host_id, self.control_url, self.mqtt_url = host_id, control_url.rstrip("/"), mqtt_url
+        self.client = httpx.AsyncClient(
+            base_url=self.control_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    @property
+    def host_id(self) -> str:
+        return self._host_id
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        try:
+            r = await self.client.request(method, path, json=body, params=params or None)
+        except httpx.HTTPError as exc:
+            raise HostClosedError(
+                f"host {self._host_id} at {self.control_url} does not answer: {exc}"
+            ) from None
+        doc = r.json() if r.content else {}
+        if r.status_code != 200:
+            raise error_from(doc)
+        return doc
+
+    # --- the core's calls ----------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        return await self._call("GET", "/status")
+
+    async def set_peers(self, peers: dict[str, str]) -> None:
+        await self._call("PUT", "/peers", peers)
+
+    async def place(
+        self, twin_id: str, document: dict[str, Any], *, epoch: int, revision: int
+    ) -> int:
+        doc = await self._call(
+            "POST",
+            f"/twins/{twin_id}",
+            {"document": document, "epoch": epoch, "revision": revision},
+        )
+        return int(doc["revision"])
+
+    async def redirect(self, twin_id: str) -> bool:
+        return bool((await self._call("POST", f"/twins/{twin_id}/redirect"))["sent"])
+
+    async def set_desired(self, twin_id: str, desired: Any) -> int:
+        return int((await self._call("POST", f"/twins/{twin_id}/desired", desired))["revision"])
+
+    # --- MigrationPeer ---------------------------------------------------------------------------
+    async def ownership(self, twin_id: str) -> Ownership:
+        return wire.ownership_from(await self._call("GET", f"/twins/{twin_id}/ownership"))
+
+    async def export_snapshot(self, twin_id: str) -> TwinSnapshot:
+        return wire.snapshot_from(await self._call("GET", f"/twins/{twin_id}/snapshot"))
+
+    async def export_changes(self, twin_id: str, after_revision: int) -> ChangeSet:
+        return wire.changes_from(
+            await self._call("GET", f"/twins/{twin_id}/changes", after=after_revision)
+        )
+
+    async def abort_export(self, twin_id: str) -> None:
+        await self._call("POST", f"/twins/{twin_id}/abort-export")
+
+    async def fence(self, twin_id: str, epoch: int, owner: str) -> FenceResult:
+        return wire.fence_from(
+            await self._call("POST", f"/twins/{twin_id}/fence", {"epoch": epoch, "owner": owner})
+        )
+
+    async def release(self, twin_id: str) -> None:
+        await self._call("POST", f"/twins/{twin_id}/release")
+
+    async def stage(self, snapshot: TwinSnapshot) -> None:
+        await self._call("POST", f"/twins/{snapshot.twin_id}/stage", wire.snapshot_to(snapshot))
+
+    async def stage_changes(self, changes: ChangeSet) -> int:
+        doc = await self._call(
+            "POST", f"/twins/{changes.twin_id}/stage-changes", wire.changes_to(changes)
+        )
+        return int(doc["revision"])
+
+    async def discard_staged(self, twin_id: str) -> None:
+        await self._call("POST", f"/twins/{twin_id}/discard-staged")
+
+    async def adopt(self, twin_id: str, epoch: int, revision: int) -> int:
+        doc = await self._call(
+            "POST", f"/twins/{twin_id}/adopt", {"epoch": epoch, "revision": revision}
+        )
+        return int(doc["revision"])

@@ -1,0 +1,443 @@
+"""``twinedge host``: an edge host process. It owns the twins the orchestrator places on
+it: their state in memory and in its durable log (:class:`~twinedge.edge.host.EdgeHost`),
+a device endpoint (the embedded MQTT broker; a device's PUBACK comes after the host's
+commit), a control API for the core (placement, the migration steps, redirects), and a
+replicator that pushes every committed record to the core in ``seq`` order.
+
+Control API (HTTP on ``control_host:control_port``, ``Authorization: Bearer <hosts
+token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
+
+    GET  /status                          twins served, replication lag, MQTT URL
+    PUT  /peers                           {host id: MQTT URL} of the other hosts
+    POST /twins/{id}                      place: {document, epoch, revision}
+    GET  /twins/{id}/ownership | /snapshot | /changes?after=N
+    POST /twins/{id}/abort-export | /fence | /release | /stage | /stage-changes
+         /discard-staged | /adopt | /redirect | /desired
+
+An error answers ``{"error": <EdgeError class>, "message", ...its fields}`` with 409 (or
+404 for an unknown twin, 400 for bad input), so a remote caller raises the same
+exception the host raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from twinedge.edge import errors as edge_errors
+from twinedge.edge import wire
+from twinedge.edge.errors import (
+    EdgeError,
+    HostClosedError,
+    InvalidReportError,
+    NotOwnerError,
+    TwinNotReadyError,
+    UnknownTwinError,
+)
+from twinedge.edge.host import EdgeHost
+from twinedge.edge.log import TwinStatus
+from twinedge.errors import InvalidInput, TwinedgeError, Unavailable
+
+log = logging.getLogger("twinedge.host")
+
+STATUS_OF = {
+    UnknownTwinError: 404,
+    InvalidReportError: 400,
+    HostClosedError: 503,
+    TwinNotReadyError: 503,
+}
+
+
+def error_doc(exc: EdgeError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body of an edge error (read back by :func:`error_from`)."""
+    status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 409)
+    fields = {
+        k: v
+        for k, v in vars(exc).items()
+        if isinstance(v, str | int | float | type(None)) and not k.startswith("_")
+    }
+    return status, {"error": type(exc).__name__, "message": str(exc), **fields}
+
+
+def error_from(doc: Any) -> EdgeError:
+    """The exception an error body stands for (a plain :class:`EdgeError` when unknown)."""
+    name = doc.get("error") if isinstance(doc, dict) else None
+    cls = getattr(edge_errors, str(name), None)
+    message = str(doc.get("message", doc)) if isinstance(doc, dict) else str(doc)
+    exc: EdgeError
+    if isinstance(cls, type) and issubclass(cls, EdgeError):
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        for k, v in doc.items():
+            if k not in ("error", "message"):
+                with contextlib.suppress(AttributeError):
+                    setattr(exc, k, v)
+        return exc
+    return EdgeError(message)
+
+
+class _Documents(Mapping[str, dict[str, Any]]):
+    """The host's twins as the MQTT gateway reads them (for desired state)."""
+
+    def __init__(self, host: EdgeHost):
+        self.host = host
+
+    def __getitem__(self, twin_id: str) -> dict[str, Any]:
+        try:
+            return dict(self.host.twin(twin_id).document)
+        except EdgeError:
+            raise KeyError(twin_id) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.host.twin_ids())
+
+    def __len__(self) -> int:
+        return len(self.host.twin_ids())
+
+
+class DeviceSide:
+    """What the MQTT gateway needs from a service, over an edge host: reports applied
+    to the host (the PUBACK after its commit), devices authenticated by the core."""
+
+    def __init__(self, server: HostServer):
+        self.server = server
+        self.metrics: Counter[str] = Counter()
+        self.outbound: Any = None
+        self._auth_cache: dict[tuple[str, str], float] = {}
+
+    @property
+    def things(self) -> Mapping[str, dict[str, Any]]:
+        return _Documents(self.server.host)
+
+    async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
+        try:
+            return await self.server.host.apply(thing_id, payload)
+        except NotOwnerError as e:
+            self.server.redirect(thing_id)
+            raise Unavailable(str(e)) from None  # not acknowledged: resent after the redirect
+        except (UnknownTwinError, TwinNotReadyError, HostClosedError) as e:
+            raise Unavailable(str(e)) from None
+        except InvalidReportError as e:
+            raise InvalidInput(e.detail, e.pointer or None) from None
+
+    def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
+        return False  # commands go through the core
+
+    async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
+        if password is None:
+            return False
+        key = (thing_id, password)
+        if self._auth_cache.get(key, 0.0) > time.monotonic():
+            return True
+        ok = await self.server.core_post(
+            "/internal/authenticate-device", {"thingId": thing_id, "password": password}
+        )
+        if isinstance(ok, dict) and ok.get("ok") is True:
+            self._auth_cache[key] = time.monotonic() + 60.0
+            return True
+        return False
+
+
+class HostServer:
+    """One edge host process.
+
+    Parameters:
+        host_id: the host's id (an edge site of the network).
+        data_dir: where its log lives (``edge.sqlite``).
+        core_url: the core's HTTP base URL.
+        token: the hosts token (the core writes it to ``DATA_DIR/hosts.token``).
+        mqtt_host, mqtt_port: the device endpoint.
+        control_host, control_port: the control API.
+        replicate_batch: records per replication request at most.
+
+    Raises:
+        EdgeLogError: the log cannot be opened.
+    """
+
+    def __init__(
+        self,
+        host_id: str,
+        data_dir: str | Path,
+        *,
+        core_url: str,
+        token: str,
+        mqtt_host: str = "127.0.0.1",
+        mqtt_port: int = 1883,
+        control_host: str = "127.0.0.1",
+        control_port: int = 8181,
+        replicate_batch: int = 1000,
+    ):
+        self.host_id, self.core_url, self.token = host_id, core_url.rstrip("/"), token
+        self.data_dir = Path(data_dir)
+        self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
+        self.control_host, self.control_port = control_host, control_port
+        self.replicate_batch = replicate_batch
+        self.peers: dict[str, str] = {}
+        self.host: EdgeHost = None  # type: ignore[assignment]
+        self.devices = DeviceSide(self)
+        self.broker: Any = None
+        self.http: Any = None
+        self.client: httpx.AsyncClient | None = None
+        self._replicator: asyncio.Task[None] | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.replication_error: str | None = None
+        self.replicated_records = 0
+        self._quiet_until = 0.0
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        import uvicorn
+
+        from twinedge.runtime.mqtt import start_mqtt
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.host = EdgeHost.open(self.data_dir / "edge.sqlite", self.host_id)
+        self.client = httpx.AsyncClient(
+            base_url=self.core_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
+        self.broker = await start_mqtt(self.devices, None, host=self.mqtt_host, port=self.mqtt_port)
+        config = uvicorn.Config(
+            control_app(self), host=self.control_host, port=self.control_port,
+            log_level="warning", lifespan="off",
+        )  # fmt: skip
+        self.http = uvicorn.Server(config)
+        self.http.install_signal_handlers = lambda: None
+        self._http_task = asyncio.create_task(self.http.serve(), name="twinedge-host-control")
+        while not self.http.started:
+            if self._http_task.done():
+                self._http_task.result()
+            await asyncio.sleep(0.01)
+        self._replicator = asyncio.create_task(self._replicate(), name="twinedge-host-replicator")
+
+    async def stop(self) -> None:
+        if self._replicator:
+            self._replicator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replicator
+        if self.http is not None:
+            self.http.should_exit = True
+            if self._http_task:
+                with contextlib.suppress(Exception):
+                    await self._http_task
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.host is not None and not self.host.closed:
+            await self.host.close()
+        if self.client is not None:
+            await self.client.aclose()
+
+    # --- the core ------------------------------------------------------------------------------
+    async def core_post(self, path: str, body: Any) -> Any:
+        assert self.client is not None
+        try:
+            r = await self.client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            self._warn(f"core {self.core_url} unreachable: {exc}")
+            return None
+        if r.status_code != 200:
+            self._warn(f"core answered {r.status_code} to {path}: {r.text[:300]}")
+            return None
+        return r.json()
+
+    def _warn(self, message: str) -> None:
+        """Log at most one warning every 10 s (a core that is down is retried often)."""
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + 10.0
+            log.warning(message)
+
+    async def _replicate(self) -> None:
+        """Push committed records to the core in seq order; ack what it applied."""
+        idle_s = 0.005
+        while True:
+            records = self.host.pending(limit=self.replicate_batch)
+            if not records:
+                await asyncio.sleep(idle_s)
+                continue
+            body = {"host": self.host_id, "records": [wire.record_to(r) for r in records]}
+            answer = await self.core_post("/internal/replicate", body)
+            if not isinstance(answer, dict) or not isinstance(answer.get("acked_seq"), int):
+                self.replication_error = "the core did not take the last batch; retrying"
+                await asyncio.sleep(0.2)
+                continue
+            self.replication_error = None
+            acked = min(int(answer["acked_seq"]), records[-1].seq)
+            if acked >= records[0].seq:
+                self.replicated_records += self.host.ack_replicated(acked)
+
+    # --- devices ---------------------------------------------------------------------------------
+    def redirect(self, twin_id: str) -> bool:
+        """Tell the twin's device where its twin went (after a migration): a message on
+        ``twinedge/{id}/redirect``. Returns whether there was somewhere to send it."""
+        own = self.host.status(twin_id)
+        if own.status not in (TwinStatus.FENCED, TwinStatus.MOVED) or own.owner is None:
+            return False
+        url = self.peers.get(own.owner)
+        if url is None:
+            log.warning(
+                "twin %s moved to %s, whose MQTT URL this host does not know", twin_id, own.owner
+            )
+            return False
+        doc = {"host": own.owner, "url": url, "epoch": own.owner_epoch}
+        self.broker.publish_redirect(twin_id, doc)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        lag = self.host.replication_lag()
+        return {
+            "host": self.host_id,
+            "mqtt": self.mqtt_url,
+            "twins": len(self.host.twin_ids()),
+            "replication": {
+                "acked": lag.acked,
+                "pending": lag.pending,
+                "mean_s": lag.mean_s,
+                "max_s": lag.max_s,
+                "last_s": lag.last_s,
+                "oldest_pending_s": lag.oldest_pending_s,
+                "error": self.replication_error,
+            },
+        }
+
+
+def control_app(server: HostServer) -> Any:
+    """The host's control API (see the module docstring)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {server.token}".encode()):
+            return JSONResponse(
+                {"error": "Unauthenticated", "message": "hosts token required"}, 401
+            )
+        try:
+            return await call_next(request)
+        except EdgeError as exc:
+            status, doc = error_doc(exc)
+            return JSONResponse(doc, status)
+        except (TwinedgeError, ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": "EdgeError", "message": f"bad request: {exc}"}, 400)
+
+    async def body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            raise EdgeError(f"the body is not JSON: {exc}") from None
+
+    h = lambda: server.host  # noqa: E731
+
+    @app.get("/status")
+    async def status() -> Any:
+        return server.status()
+
+    @app.put("/peers")
+    async def peers(request: Request) -> Any:
+        d = await body(request)
+        if not isinstance(d, dict) or not all(isinstance(v, str) for v in d.values()):
+            raise EdgeError("peers: expected {host id: mqtt URL}")
+        server.peers.update(d)
+        return {"peers": len(server.peers)}
+
+    @app.post("/twins/{twin_id}")
+    async def place(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        rev = await h().place(
+            twin_id,
+            d.get("document") or {},
+            epoch=int(d.get("epoch", 1)),
+            revision=int(d.get("revision", 0)),
+            behaviour=str(d.get("behaviour", "default")),
+        )
+        return {"revision": rev}
+
+    @app.get("/twins/{twin_id}/ownership")
+    async def ownership(twin_id: str) -> Any:
+        return wire.ownership_to(await h().ownership(twin_id))
+
+    @app.get("/twins/{twin_id}/snapshot")
+    async def snapshot(twin_id: str) -> Any:
+        return wire.snapshot_to(await h().export_snapshot(twin_id))
+
+    @app.get("/twins/{twin_id}/changes")
+    async def changes(twin_id: str, after: int) -> Any:
+        return wire.changes_to(await h().export_changes(twin_id, after))
+
+    @app.post("/twins/{twin_id}/abort-export")
+    async def abort_export(twin_id: str) -> Any:
+        await h().abort_export(twin_id)
+        return {}
+
+    @app.post("/twins/{twin_id}/fence")
+    async def fence(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        return wire.fence_to(await h().fence(twin_id, int(d["epoch"]), str(d["owner"])))
+
+    @app.post("/twins/{twin_id}/release")
+    async def release(twin_id: str) -> Any:
+        await h().release(twin_id)
+        return {}
+
+    @app.post("/twins/{twin_id}/stage")
+    async def stage(twin_id: str, request: Request) -> Any:
+        await h().stage(wire.snapshot_from(await body(request)))
+        return {}
+
+    @app.post("/twins/{twin_id}/stage-changes")
+    async def stage_changes(twin_id: str, request: Request) -> Any:
+        return {"revision": await h().stage_changes(wire.changes_from(await body(request)))}
+
+    @app.post("/twins/{twin_id}/discard-staged")
+    async def discard_staged(twin_id: str) -> Any:
+        await h().discard_staged(twin_id)
+        return {}
+
+    @app.post("/twins/{twin_id}/adopt")
+    async def adopt(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        return {"revision": await h().adopt(twin_id, int(d["epoch"]), int(d["revision"]))}
+
+    @app.post("/twins/{twin_id}/redirect")
+    async def redirect(twin_id: str) -> Any:
+        return {"sent": server.redirect(twin_id)}
+
+    @app.post("/twins/{twin_id}/desired")
+    async def desired(twin_id: str, request: Request) -> Any:
+        return {"revision": await h().set_desired(twin_id, await body(request))}
+
+    return app
+
+
+async def run_host(server: HostServer) -> None:
+    """Run ``server`` until SIGINT/SIGTERM, then stop it."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    log.warning(
+        "twinedge host %s: devices at %s, control at http://%s:%d",
+        server.host_id, server.mqtt_url, server.control_host, server.control_port,
+    )  # fmt: skip
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,88 @@
+"""Edge host servers over real HTTP: the migration protocol between two host servers
+through their control APIs (RemoteHost), errors crossing the wire as the same classes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.runtime.test_reliability import free_port
+from twinedge.edge.errors import MigrationError, NotOwnerError, UnknownTwinError
+from twinedge.edge.migrate import pre_copy
+from twinedge.edge.remote import RemoteHost
+from twinedge.edge.server import HostServer
+
+TOKEN = "t0ken"
+
+
+async def servers(tmp_path, n=2):
+    out = []
+    for i in range(n):
+        s = HostServer(
+            f"edge-{i + 1}", tmp_path / f"h{i}", core_url="http://127.0.0.1:9", token=TOKEN,
+            mqtt_port=free_port(), control_port=free_port(),
+        )  # fmt: skip
+        await s.start()
+        out.append(s)
+    return out
+
+
+def remote(s: HostServer, token: str = TOKEN) -> RemoteHost:
+    return RemoteHost(s.host_id, f"http://127.0.0.1:{s.control_port}", s.mqtt_url, token)
+
+
+def test_a_twin_migrates_between_host_processes_over_their_control_apis(tmp_path):
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        try:
+            assert (
+                await ra.place("fleet:r1", {"attributes": {"kind": "robot"}}, epoch=1, revision=3)
+                == 3
+            )
+            assert await a.host.apply("fleet:r1", {"position": {"x_m": 1.0}}) == 4
+            await ra.set_peers({"edge-2": b.mqtt_url})
+            report = await pre_copy(ra, rb, "fleet:r1")
+            assert (report.epoch, report.final_revision, report.source, report.target) == (
+                2,
+                4,
+                "edge-1",
+                "edge-2",
+            )
+            # the target serves, the source refuses with the new owner
+            assert await b.host.apply("fleet:r1", {"position": {"x_m": 2.0}}) == 5
+            with pytest.raises(NotOwnerError) as e:
+                await a.host.apply("fleet:r1", {"position": {"x_m": 9.0}})
+            assert e.value.owner == "edge-2"
+            assert b.host.twin("fleet:r1").document["features"]["position"]["properties"] == {
+                "x_m": 2.0
+            }
+            # errors come back as the host's own classes
+            with pytest.raises(UnknownTwinError):
+                await rb.export_snapshot("fleet:nobody")
+            with pytest.raises(MigrationError, match="already owned on host 'edge-2'"):
+                await rb.place("fleet:r1", {}, epoch=1, revision=0)
+            status = await rb.status()
+            assert status["host"] == "edge-2" and status["twins"] == 1
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_the_control_api_wants_the_hosts_token(tmp_path):
+    async def main():
+        (a,) = await servers(tmp_path, 1)
+        bad = remote(a, token="wrong")
+        try:
+            with pytest.raises(Exception, match="hosts token required"):
+                await bad.status()
+        finally:
+            await bad.aclose()
+            await a.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,139 @@
+"""The edge tier end to end, with real processes: ``twinedge serve --network ... --hosts
+local`` starts a ``twinedge host`` process per host; a device is redirected from the
+core's broker to its twin's host, reports there (the PUBACK after the host's commit),
+the reports reach the core by replication, and when the device crosses to the other
+site the orchestrator migrates the twin live to the other host process and the device
+follows the redirect; nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import aiomqtt
+import httpx
+import pytest
+import yaml
+
+from tests.orchestrator.test_live import robot, two_sites
+from tests.runtime.test_reliability import free_port, start_server
+
+pytestmark = pytest.mark.slow
+
+TWIN = "fleet:r1"
+PASSWORD = "pw-robot-1"
+
+
+def wait_for(fn, what: str, tries: int = 400):
+    for _ in range(tries):
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def next_redirect(client: aiomqtt.Client, timeout_s: float = 20.0) -> dict:
+    async def first() -> dict:
+        async for m in client.messages:
+            if m.topic.value.endswith("/redirect"):
+                return json.loads(m.payload)
+        raise AssertionError("no redirect")
+
+    return await asyncio.wait_for(first(), timeout_s)
+
+
+def mqtt_of(url: str) -> tuple[str, int]:
+    host, _, port = url.removeprefix("mqtt://").rpartition(":")
+    return host, int(port)
+
+
+@pytest.fixture
+def served(tmp_path):
+    network = tmp_path / "two-sites.yaml"
+    network.write_text(yaml.safe_dump(two_sites()))
+    data, http, mqtt = tmp_path / "data", free_port(), free_port()
+    extra = [
+        "--network",
+        str(network),
+        "--hosts",
+        "local",
+        "--cycle-s",
+        "0.2",
+        "--forecast-horizon-s",
+        "0",
+    ]
+    proc = start_server(data, http, mqtt, extra=extra)
+    token = (data / "admin.token").read_text().strip()
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        yield client, proc, mqtt
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(served):
+    client, _proc, core_mqtt = served
+    assert (
+        client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}).status_code
+        == 201
+    )
+    r = client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+    wait_for(lambda: doc().get("_host") == "edge-1", "placement on edge-1")
+
+    async def device() -> list[dict]:
+        redirects = []
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+        # 1. at the core's broker: a report is not taken there, a redirect says where to go
+        async with aiomqtt.Client("127.0.0.1", core_mqtt, **kw) as c:
+            await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+            await c.publish(
+                f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 11.0}}), qos=0
+            )
+            redirects.append(await next_redirect(c))
+        # 2. at edge-1: acknowledged after edge-1's commit; then the robot drives away
+        host, port = mqtt_of(redirects[0]["url"])
+        async with aiomqtt.Client(host, port, **kw) as c:
+            await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+            await c.publish(
+                f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 20.0}}), qos=1
+            )
+            await asyncio.to_thread(
+                wait_for,
+                lambda: doc()["features"]["position"]["properties"]["x_m"] == 20.0,
+                "replication",
+            )
+            await c.publish(
+                f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1
+            )
+            redirects.append(await next_redirect(c))
+        # 3. at edge-2, after the live migration
+        host, port = mqtt_of(redirects[1]["url"])
+        async with aiomqtt.Client(host, port, **kw) as c:
+            await c.publish(
+                f"twinedge/{TWIN}/reported", json.dumps({"battery": {"level": 80}}), qos=1
+            )
+        return redirects
+
+    redirects = asyncio.run(device())
+    assert [(r["host"], r["epoch"]) for r in redirects] == [("edge-1", 1), ("edge-2", 2)]
+    final = wait_for(
+        lambda: (d := doc()).get("features", {}).get("battery") and d, "the last report replicated"
+    )
+    assert final["_host"] == "edge-2"
+    assert final["features"]["position"]["properties"] == {"x_m": 2990.0, "y_m": 0.0}
+    assert final["features"]["battery"]["properties"] == {"level": 80}
+    status = client.get("/api/2/orchestrator").json()
+    assert status["migrations_total"] == 1 and status["placements_total"] == 1
+    edge = status["edge"]
+    assert (edge["host_processes"], edge["live_migrations"], edge["migrations_failed"]) == (2, 1, 0)
+    assert 0 < edge["downtime_ms"]["max"] < 10_000
