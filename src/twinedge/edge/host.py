@@ -836,8 +836,8 @@ class EdgeHost:
                 f"host {self.host_id!r} keeps no changes of twin {twin_id!r} (no snapshot "
                 "exported since it opened); export a snapshot first"
             )
-        while tap and tap[0].revision <= after_revision:
-            tap.pop(0)
+        if tap and tap[0].revision <= after_revision:  # the target has these: drop them
+            del tap[: max(0, min(len(tap), after_revision - tap[0].revision + 1))]
         if after_revision > t.revision or (tap and tap[0].revision != after_revision + 1):
             raise MigrationError(
                 f"twin {twin_id!r} on host {self.host_id!r} is at revision {t.revision}; "
