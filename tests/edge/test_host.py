@@ -415,3 +415,22 @@ def test_the_outbox_lists_only_commits_the_host_finished(tmp_path: Path) -> None
             assert [r.seq for r in h.pending()] == [1, 2] and h.last_seq == 2
 
     run(body())
+
+
+def test_an_abandoned_export_stops_growing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import twinedge.edge.host as host_module
+
+    monkeypatch.setattr(host_module, "MAX_TAP_CHANGES", 3)
+
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            await h.place(T)
+            snap = await h.export_snapshot(T)
+            for i in range(3):
+                await h.apply(T, {"f": {"i": i}})
+            assert len(await h.export_changes(T, snap.revision)) == 3
+            await h.apply(T, {"f": {"i": 3}})  # a fourth change: the kept ones are dropped
+            with pytest.raises(MigrationError, match="export a snapshot first"):
+                await h.export_changes(T, snap.revision)
+
+    run(body())

@@ -8,8 +8,13 @@ import asyncio
 import pytest
 
 from tests.runtime.test_reliability import free_port
-from twinedge.edge.errors import MigrationError, NotOwnerError, UnknownTwinError
-from twinedge.edge.migrate import pre_copy
+from twinedge.edge.errors import (
+    MigrationError,
+    NotOwnerError,
+    TwinNotReadyError,
+    UnknownTwinError,
+)
+from twinedge.edge.migrate import pre_copy, stop_and_copy
 from twinedge.edge.remote import RemoteHost
 from twinedge.edge.server import HostServer
 
@@ -84,5 +89,34 @@ def test_the_control_api_wants_the_hosts_token(tmp_path):
         finally:
             await bad.aclose()
             await a.stop()
+
+    asyncio.run(main())
+
+
+def test_stop_and_copy_and_resume_between_host_processes(tmp_path):
+    """Stop-and-copy (what evacuating a dead host uses) over the control APIs: the target
+    is told the twin is coming (``expect``) before the source is fenced."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        try:
+            await ra.place("fleet:r2", {}, epoch=1, revision=0)
+            await a.host.apply("fleet:r2", {"position": {"x_m": 1.0}})
+            report = await stop_and_copy(ra, rb, "fleet:r2")
+            assert (report.method, report.epoch, report.final_revision) == ("stop-and-copy", 2, 1)
+            assert await b.host.apply("fleet:r2", {"position": {"x_m": 2.0}}) == 2
+            # an arrival announced over the wire answers "not ready", then is discarded
+            await ra.expect("fleet:r3", "edge-2")
+            with pytest.raises(TwinNotReadyError):
+                await a.host.apply("fleet:r3", {"position": {"x_m": 1.0}})
+            await ra.discard_staged("fleet:r3")
+            with pytest.raises(UnknownTwinError):
+                await a.host.apply("fleet:r3", {"position": {"x_m": 1.0}})
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
 
     asyncio.run(main())

@@ -65,7 +65,14 @@ from twinedge.edge.errors import (
     TwinNotReadyError,
     UnknownTwinError,
 )
-from twinedge.edge.log import EdgeLog, LogRecord, Ownership, Synchronous, TwinStatus
+from twinedge.edge.log import (
+    EdgeLog,
+    LogRecord,
+    Ownership,
+    RecordKind,
+    Synchronous,
+    TwinStatus,
+)
 from twinedge.runtime.things import json_equal, merge_patch
 
 __all__ = [
@@ -79,6 +86,11 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+
+#: Changes kept per exported twin for a migration's catch-up; a migration whose
+#: coordinator vanished stops costing memory beyond this (its next catch-up asks for a
+#: new snapshot).
+MAX_TAP_CHANGES = 10_000
 
 
 # ---------------------------------------------------------------------------- messages
@@ -241,9 +253,9 @@ class _Batch:
             mine = self.twins[t.own.twin_id] = replace(t)
         return mine
 
-    def record(self, t: _Twin, kind: str, data: bytes) -> None:
+    def record(self, t: _Twin, kind: RecordKind, data: bytes) -> None:
         self.records.append(
-            LogRecord(0, t.own.twin_id, t.own.epoch, t.revision, kind, data, self.now_s)  # type: ignore[arg-type]
+            LogRecord(0, t.own.twin_id, t.own.epoch, t.revision, kind, data, self.now_s)
         )
 
     def own(self, t: _Twin, own: Ownership) -> None:
@@ -488,7 +500,10 @@ class EdgeHost:
                 self._unacked.append((r.seq, r.time_s))
                 tap = self._taps.get(r.twin_id)
                 if tap is not None and r.kind == "change":
-                    tap.append(TwinChange(r.revision, r.epoch, r.data))
+                    if len(tap) >= MAX_TAP_CHANGES:
+                        del self._taps[r.twin_id]
+                    else:
+                        tap.append(TwinChange(r.revision, r.epoch, r.data))
         self._twins.update(b.twins)
         for fn in b.after:
             fn()
@@ -821,8 +836,8 @@ class EdgeHost:
                 f"host {self.host_id!r} keeps no changes of twin {twin_id!r} (no snapshot "
                 "exported since it opened); export a snapshot first"
             )
-        while tap and tap[0].revision <= after_revision:
-            tap.pop(0)
+        if tap and tap[0].revision <= after_revision:  # the target has these: drop them
+            del tap[: max(0, min(len(tap), after_revision - tap[0].revision + 1))]
         if after_revision > t.revision or (tap and tap[0].revision != after_revision + 1):
             raise MigrationError(
                 f"twin {twin_id!r} on host {self.host_id!r} is at revision {t.revision}; "

@@ -68,6 +68,7 @@ __all__ = [
     "EdgeLog",
     "LogRecord",
     "Ownership",
+    "RecordKind",
     "RecoveredTwin",
     "Recovery",
     "Synchronous",

@@ -105,6 +105,9 @@ class RemoteHost:
     async def release(self, twin_id: str) -> None:
         await self._call("POST", f"/twins/{twin_id}/release")
 
+    async def expect(self, twin_id: str, source: str) -> None:
+        await self._call("POST", f"/twins/{twin_id}/expect", {"source": source})
+
     async def stage(self, snapshot: TwinSnapshot) -> None:
         await self._call("POST", f"/twins/{snapshot.twin_id}/stage", wire.snapshot_to(snapshot))
 

@@ -11,7 +11,7 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     PUT  /peers                           {host id: MQTT URL} of the other hosts
     POST /twins/{id}                      place: {document, epoch, revision}
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
-    POST /twins/{id}/abort-export | /fence | /release | /stage | /stage-changes
+    POST /twins/{id}/abort-export | /fence | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /redirect | /desired
 
 An error answers ``{"error": <EdgeError class>, "message", ...its fields}`` with 409 (or
@@ -393,6 +393,11 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:
         await h().release(twin_id)
+        return {}
+
+    @app.post("/twins/{twin_id}/expect")
+    async def expect(twin_id: str, request: Request) -> Any:
+        await h().expect(twin_id, str((await body(request))["source"]))
         return {}
 
     @app.post("/twins/{twin_id}/stage")
