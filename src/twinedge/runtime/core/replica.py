@@ -94,12 +94,14 @@ class HostReplication:
 
 
 class _Halt:
-    """The first record of a batch that was refused: the ones after it are not applied."""
+    """The first record of a batch that was refused (the ones after it are not applied),
+    and what the writer decided for each record it did not apply."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "skipped")
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
         self.index: int | None = None
+        self.skipped: list[str] = ["duplicates"] * n  # "duplicates" or "dropped"
 
     def check(self, rec: _Record) -> None:
         if self.index is not None and rec.index > self.index:
@@ -230,7 +232,7 @@ class Replica:
                     f"/records/{b.index}/seq",
                 )
         actor = Principal(host_id, None, "write", "system")
-        halt = _Halt()
+        halt = _Halt(len(recs))
         ops = [
             Op(
                 r.twin,
@@ -252,7 +254,7 @@ class Replica:
                 error = out
                 break
             assert isinstance(out, Result)
-            key = "applied" if out.changed else ("dropped" if out.thing is None else "duplicates")
+            key = "applied" if out.changed else halt.skipped[r.index]
             counts[key] += 1
             acked = r.seq
             lags.append(now - r.time_s)
@@ -361,18 +363,22 @@ def _decider(
 
     def decide(cur: dict | None, pos: EdgePosition | None) -> EdgePosition | None:
         halt.check(rec)
+        if cur is None or pos is None:
+            halt.skipped[rec.index] = "dropped"  # the thing is gone, or not on an edge host
+            return None
         try:
-            return _decide(rec, cur, pos)
+            out = _decide(rec, pos)
         except ServiceError:
             halt.refused(rec)
             raise
+        if out is None:
+            halt.skipped[rec.index] = "duplicates"
+        return out
 
     return decide
 
 
-def _decide(rec: _Record, cur: dict | None, pos: EdgePosition | None) -> EdgePosition | None:
-    if cur is None or pos is None:
-        return None  # dropped: the thing is gone, or not on an edge host
+def _decide(rec: _Record, pos: EdgePosition) -> EdgePosition | None:
     epoch, rev = pos
     at = f"/records/{rec.index}"
     if rec.kind == "change":
