@@ -36,6 +36,7 @@ from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import SYSTEM
 from twinedge.runtime.core.replica import MAX_RECORDS
 from twinedge.runtime.service import TwinService
+from twinedge.runtime.things import escape_token
 
 __all__ = ["ReplicationCollector", "install", "router"]
 
@@ -69,7 +70,7 @@ def _object(body: Any, fields: dict[str, type]) -> dict[str, Any]:
             raise problem(
                 400,
                 f"unknown field {shorten(str(k))!r}; expected {', '.join(fields)}",
-                pointer=f"/{k}",
+                pointer=f"/{escape_token(str(k))}",
             )
     for k, t in fields.items():
         if k not in body:

@@ -17,6 +17,10 @@ type-strictly. Steps that are not thing mutations but must not interleave with t
 they run alone, after everything queued before them is committed. If the store refuses
 a batch, the writer splits it in halves and commits them in order, so a write the store
 cannot take fails alone.
+
+An op replicating an edge host's record (:attr:`Op.edge`, see :mod:`.replica`) is decided
+here too, against the twin's edge position as the batch left it; when it applies, its
+change carries the new position, which the store commits in the same transaction.
 """
 
 from __future__ import annotations
