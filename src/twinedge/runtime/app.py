@@ -2,7 +2,8 @@
 
 Start-up: open the store (SQLite in the data directory unless ``db`` names PostgreSQL),
 load the twins, create the service admin key on first start (its token is written to
-``DATA_DIR/admin.token``, mode 0600), start MQTT (the embedded broker unless ``mqtt``
+``DATA_DIR/admin.token``, mode 0600), with a network the edge hosts' token (a new one each
+start, in ``DATA_DIR/hosts.token``, mode 0600), start MQTT (the embedded broker unless ``mqtt``
 names an external one), then serve HTTP. Shutdown (SIGINT/SIGTERM): stop taking HTTP
 requests and MQTT messages, let the writer commit everything already accepted, close the
 store — nothing acknowledged is lost.
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -270,8 +272,8 @@ class Server:
         self.http: Any = None
         self.live: Any = None
         self.host_processes: Any = None
-        self.hosts_token: str | None = None
         self.admin_token_file = Path(config.data_dir) / "admin.token"
+        self.hosts_token: str | None = None  # edge hosts' secret (with a network)
 
     async def start(self) -> None:
         from twinedge.runtime.store import open_store
@@ -299,9 +301,14 @@ class Server:
 
         if self.live is not None:
             self.live.service = self.service
+        if cfg.network is not None:  # edge hosts present it to /internal (a new one per start)
+            self.hosts_token = secrets.token_urlsafe(32)
+            hosts_file = Path(cfg.data_dir) / "hosts.token"
+            hosts_file.unlink(missing_ok=True)
+            _write_secret(hosts_file, self.hosts_token)
             if cfg.hosts == "local":
                 await self._start_hosts()
-        app = create_app(self.service, live=self.live)
+        app = create_app(self.service, live=self.live, hosts_token=self.hosts_token)
         ucfg = uvicorn.Config(
             app,
             host=cfg.host,
@@ -325,11 +332,6 @@ class Server:
 
         cfg = self.config
         token_file = Path(cfg.data_dir) / "hosts.token"
-        if not token_file.exists():
-            import secrets
-
-            _write_secret(token_file, secrets.token_urlsafe(32))
-        self.hosts_token = token_file.read_text().strip()
         self.host_processes = HostProcesses(
             self.live.network.host_ids,
             Path(cfg.data_dir) / "hosts",

@@ -4,7 +4,8 @@
 :mod:`twinedge.runtime.core` whose job it is — the single writer (:mod:`~.core.writer`),
 access control (:mod:`~.core.access`), groups (:mod:`~.core.groups`), events
 (:mod:`~.core.events`), the device link (:mod:`~.core.devices`), reads
-(:mod:`~.core.reads`), writes (:mod:`~.core.writes`) and health (:mod:`~.core.health`).
+(:mod:`~.core.reads`), writes (:mod:`~.core.writes`), edge replication
+(:mod:`~.core.replica`) and health (:mod:`~.core.health`).
 Every write goes through the writer. The package docstring of :mod:`twinedge.runtime.core`
 tells how the parts fit.
 
@@ -29,6 +30,7 @@ from twinedge.runtime.core.groups import MAX_GROUP_MEMBERS, GroupIndex, Groups
 from twinedge.runtime.core.health import Health
 from twinedge.runtime.core.pools import StorePools
 from twinedge.runtime.core.reads import MAX_TIME_S, MIN_TIME_S, Reads
+from twinedge.runtime.core.replica import HostReplication, Replica
 from twinedge.runtime.core.writer import MAX_THING_BYTES, Mutator, WriteQueue, Writer, rfc3339
 from twinedge.runtime.core.writes import Writes
 from twinedge.runtime.store.base import Change, Grant, GroupSpec, Scope, SearchPage, Store
@@ -101,6 +103,7 @@ class TwinService:
         )
         self._reads = Reads(store, self._pools, self._access)
         self._writes = Writes(self._queue, self._access, self.things, self.metrics)
+        self._replica = Replica(self._queue, self._writer, store, clock=clock)
         self._health = Health(
             store,
             self._pools,
@@ -109,6 +112,7 @@ class TwinService:
             clock=clock,
             metrics=self.metrics,
             retention_s=retention_s,
+            replication=self._replica.status,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,6 +125,7 @@ class TwinService:
         self.things.update((d["thingId"], d) for d in docs)
         await self._access.load()
         await self._groups.load()
+        await self._replica.load()
         self._writer.start()
         self._health.start()
 
@@ -375,6 +380,49 @@ class TwinService:
             NotFound: the thing does not exist.
         """
         return await self._writes.set_host(thing_id, host)
+
+    # ------------------------------------------------------------------ edge replication
+    async def apply_edge_records(self, host_id: str, records: Sequence[Any]) -> dict[str, Any]:
+        """Apply the records an edge host committed, once each and in order; returns
+        ``{"applied", "duplicates", "dropped", "acked_seq", "lag_s": {"max", "last"}}``
+        (see :meth:`.Replica.apply_edge_records`).
+
+        Raises:
+            InvalidInput: a bad host id or record.
+            Conflict: a record out of order (``expected_revision``: a gap) or from a
+                fenced epoch (``fenced``); ``acked_seq`` says how far the batch got.
+            TooLarge: a record would make its thing too large.
+            Unavailable: shutting down, overloaded, or the store failed; send again.
+        """
+        return await self._replica.apply_edge_records(host_id, records)
+
+    async def set_edge_position(self, thing_id: str, epoch: int, revision: int) -> None:
+        """The orchestrator placed the twin on an edge host: the host's records continue
+        from ``(epoch, revision)`` (see :meth:`.Replica.set_edge_position`).
+
+        Raises:
+            InvalidInput: a bad thing id, epoch or revision.
+            NotFound: the thing does not exist.
+        """
+        await self._replica.set_edge_position(thing_id, epoch, revision)
+
+    async def clear_edge_position(self, thing_id: str) -> None:
+        """The twin came back to the core: edge records of it are dropped from now on.
+
+        Raises:
+            InvalidInput: a bad thing id.
+        """
+        await self._replica.clear_edge_position(thing_id)
+
+    @property
+    def edge_positions(self) -> dict[str, tuple[int, int]]:
+        """Every twin's edge replica position ``(epoch, revision)`` (read only)."""
+        return self._replica.positions
+
+    @property
+    def replication(self) -> dict[str, HostReplication]:
+        """Per edge host that replicated: acked seq, last lag, counts (for ``/metrics``)."""
+        return self._replica.hosts
 
     # ------------------------------------------------------------------ events
     def subscribe(

@@ -9,7 +9,7 @@ document is served at ``/openapi.json``.
 Modules: :mod:`.problems` (RFC 7807 errors), :mod:`.common` (auth, bodies, ETags,
 times), :mod:`.models` (typed shapes for OpenAPI), :mod:`.routes_things`,
 :mod:`.routes_search`, :mod:`.routes_access`, :mod:`.events` (SSE, WebSocket),
-:mod:`.ops` (health, metrics, dashboard).
+:mod:`.ops` (health, metrics, dashboard), :mod:`.routes_internal` (edge hosts).
 
 Why a hand-read JSON body instead of FastAPI's body parameters: a thing body is checked
 by the same validator as an MQTT report (:func:`~twinedge.runtime.things.validate_thing`),
@@ -33,6 +33,7 @@ from twinedge.runtime.api import (
     events,
     ops,
     routes_access,
+    routes_internal,
     routes_orchestrator,
     routes_search,
     routes_things,
@@ -72,6 +73,7 @@ def create_app(
     event_queue_max: int = 10_000,
     keepalive_s: float = 15.0,
     live: Any = None,
+    hosts_token: str | None = None,
 ) -> FastAPI:
     """The HTTP API, event streams, health, metrics and dashboard of ``service``.
 
@@ -86,6 +88,9 @@ def create_app(
         keepalive_s: seconds of silence before an SSE keep-alive comment.
         live: the live orchestrator (:class:`twinedge.orchestrator.live.LiveNetwork`) when
             the service runs one (``/api/2/orchestrator``, host gauges in ``/metrics``).
+        hosts_token: the secret edge hosts present to the internal routes
+            (:mod:`.routes_internal`: replication, device passwords, twins to place);
+            ``None``: no internal routes.
     """
 
     @contextlib.asynccontextmanager
@@ -129,6 +134,7 @@ def create_app(
     app.include_router(events.router, tags=["events"])
     app.include_router(routes_orchestrator.router)
     app.include_router(ops.router)
+    routes_internal.install(app, hosts_token)
     app.mount("/dashboard", StaticFiles(directory=ops.DASHBOARD_DIR), name="dashboard")
 
     def openapi() -> dict[str, Any]:

@@ -27,6 +27,9 @@ Modules, in the order they depend on each other:
   history, search, counts and aggregates.
 * :mod:`.writes` — the mutations of the API (create, replace, patch, delete, desired
   state), device reports and the orchestrator's host changes, all through the writer.
+* :mod:`.replica` — edge replication: the records edge hosts push, applied once each
+  and in order through the writer, with each twin's replica position committed in the
+  same transaction.
 * :mod:`.health` — the health report and history retention.
 
 The core never knows which front end called it: HTTP, WebSocket, MQTT and the

@@ -33,6 +33,7 @@ class Health:
         clock: unix time source.
         metrics: the service's counters.
         retention_s: keep history for this long (``None``: forever).
+        replication: the edge hosts' replication, per host (reported when not empty).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Health:
         clock: Callable[[], float],
         metrics: Counter[str],
         retention_s: float | None = None,
+        replication: Callable[[], dict[str, Any]] | None = None,
     ):
         self.store = store
         self.pools = pools
@@ -53,6 +55,7 @@ class Health:
         self.clock = clock
         self.metrics = metrics
         self.retention_s = retention_s
+        self.replication = replication
         self._prune_task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -76,7 +79,8 @@ class Health:
 
     async def report(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """``{"status": "ok"|"unavailable", "writer", "store", ...}``: the writer task runs
-        and the store answers a read within ``timeout_s`` (``detail`` says what is down)."""
+        and the store answers a read within ``timeout_s`` (``detail`` says what is down);
+        ``replication`` per edge host once one has replicated."""
         writer = self.writer.running
         store, detail = False, None
         try:
@@ -96,6 +100,8 @@ class Health:
             "subscribers": len(self.events.subscriptions),
             "queueDepth": self.writer.queue.depth,
         }
+        if self.replication is not None and (rep := self.replication()):
+            doc["replication"] = rep
         if detail:
             doc["detail"] = detail
         return doc

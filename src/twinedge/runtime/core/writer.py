@@ -17,6 +17,10 @@ type-strictly. Steps that are not thing mutations but must not interleave with t
 they run alone, after everything queued before them is committed. If the store refuses
 a batch, the writer splits it in halves and commits them in order, so a write the store
 cannot take fails alone.
+
+An op replicating an edge host's record (:attr:`Op.edge`, see :mod:`.replica`) is decided
+here too, against the twin's edge position as the batch left it; when it applies, its
+change carries the new position, which the store commits in the same transaction.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from twinedge.errors import (
 from twinedge.runtime import things
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.pools import StorePools
-from twinedge.runtime.store.base import Change, Store
+from twinedge.runtime.store.base import Change, EdgePosition, Store
 
 if TYPE_CHECKING:
     from twinedge.runtime.core.access import Access
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("twinedge.service")
 # a mutation: the new document (None: deleted), or it with its own RFC 6902 operations
 Mutator = Callable[[dict | None], dict | tuple[dict | None, list[dict]] | None]
+# a replicated edge record's decision: from the thing and its edge position (as the batch
+# left them) to the position after the record, or None when the record changes nothing
+EdgeStep = Callable[[dict | None, EdgePosition | None], EdgePosition | None]
 MAX_THING_BYTES = 256_000
 
 
@@ -84,6 +91,10 @@ class Op:
     # an exclusive step (groups, credentials): runs alone, after everything queued before
     # it is committed and before anything queued after it is applied
     barrier: Callable[[], Awaitable[Any]] | None = None
+    # a record replicated from an edge host (see core/replica.py): decides, on the writer,
+    # whether the op applies; one that does always makes a revision and stores the new
+    # edge position with it, in the same transaction
+    edge: EdgeStep | None = None
     future: asyncio.Future[Result] = field(init=False)  # set by WriteQueue.submit
 
 
@@ -146,6 +157,30 @@ class WriteQueue:
             raise Overloaded("the service is overloaded (write queue full); retry") from None
         return await op.future
 
+    def enqueue(self, ops: list[Op]) -> list[asyncio.Future[Result]]:
+        """Queue ``ops`` one after the other, with nothing in between, without waiting;
+        their futures, in order. When the queue fills up (or the service is stopping),
+        the ops that did not fit get a future failed with
+        :class:`~twinedge.errors.Overloaded` (or :class:`~twinedge.errors.Unavailable`);
+        those queued before them go ahead."""
+        loop = asyncio.get_running_loop()
+        out: list[asyncio.Future[Result]] = []
+        refused: ServiceError | None = None
+        if self.stopping:
+            refused = Unavailable("the server is shutting down; retry later")
+        for op in ops:
+            op.future = loop.create_future()
+            out.append(op.future)
+            if refused is None:
+                try:
+                    self.queue.put_nowait(op)
+                    continue
+                except asyncio.QueueFull:
+                    self.metrics["overload_rejected_total"] += 1
+                    refused = Overloaded("the service is overloaded (write queue full); retry")
+            op.future.set_exception(refused)
+        return out
+
     async def exclusive(self, p: Principal, key: str, run: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``run`` through the writer, alone (see :attr:`Op.barrier`); its result.
 
@@ -202,6 +237,9 @@ class Writer:
         self.commit_seconds_total = 0.0  # time spent in store commits, for /metrics
         self.commit_latency_s: list[float] = []  # recent commit times, for /metrics
         self.task: asyncio.Task | None = None
+        # thing id -> edge replica position; the writer alone changes it, after a commit
+        # (or in an exclusive step)
+        self.edge_positions: dict[str, EdgePosition] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -322,10 +360,16 @@ class Writer:
         results: list[tuple[Op, Result | ServiceError]] = []
         membership: dict[str, set[str]] = {}
         claims: dict[str, str] = {}
+        positions: dict[str, EdgePosition | None] = {}  # as the batch leaves them
         for op in batch:
             cur = work[op.thing_id] if op.thing_id in work else self.things.get(op.thing_id)
+            pos = (
+                positions[op.thing_id]
+                if op.thing_id in positions
+                else self.edge_positions.get(op.thing_id)
+            )
             try:
-                res, change = self._apply_one(op, cur, now, membership, stamp, claims)
+                res, change = self._apply_one(op, cur, now, membership, stamp, claims, pos)
             except ServiceError as e:
                 results.append((op, e))
                 continue
@@ -335,6 +379,10 @@ class Writer:
                 continue
             if change is not None:
                 work[op.thing_id] = change.new
+                if change.new is None:
+                    positions[op.thing_id] = None  # a deletion takes the position along
+                elif change.edge is not None:
+                    positions[op.thing_id] = change.edge
                 changes.append(change)
                 olds.append(cur)
             results.append((op, res))
@@ -353,6 +401,11 @@ class Writer:
                     self.things.pop(tid, None)
                 else:
                     self.things[tid] = doc
+            for tid, p in positions.items():
+                if p is None:
+                    self.edge_positions.pop(tid, None)
+                else:
+                    self.edge_positions[tid] = p
             self.groups.commit(membership)
             self.access.namespaces.update(claims)
         for op, outcome in results:
@@ -374,10 +427,12 @@ class Writer:
         membership: dict[str, set[str]],
         stamp: str,
         claims: dict[str, str],
+        position: EdgePosition | None = None,
     ) -> tuple[Result, Change | None]:
         """Apply ``op`` to ``cur`` (the thing as the batch left it so far): the result and
         the change to commit (``None`` when nothing changes). ``membership`` and
-        ``claims`` collect the batch's group changes and namespace claims.
+        ``claims`` collect the batch's group changes and namespace claims; ``position``
+        is the thing's edge replica position as the batch left it (for :attr:`Op.edge`).
 
         Raises:
             NotFound: the thing is missing or not visible to the op's principal.
@@ -405,6 +460,11 @@ class Writer:
                 raise PreconditionFailed(
                     f"thing {op.thing_id} is at revision {rev}, not {op.if_match} (If-Match)"
                 )
+        edge = None
+        if op.edge is not None:
+            edge = op.edge(cur, position)
+            if edge is None:  # a duplicate, or a record of a thing that is gone
+                return Result(cur, False, False), None
         # mutators never modify their input: documents in the cache are shared, not copied
         new = op.mutate(cur)
         known_ops = None
@@ -427,12 +487,17 @@ class Writer:
             )
         if known_ops is not None:
             ops = known_ops
-            if not ops:
+            if not ops and edge is None:
                 return Result(cur, False, False), None
         else:
             old_content = view(cur)
             new_content = view(new)
-            if cur is not None and new is not None and things.json_equal(old_content, new_content):
+            if (
+                edge is None
+                and cur is not None
+                and new is not None
+                and things.json_equal(old_content, new_content)
+            ):
                 return Result(cur, False, False), None
             ops = (
                 things.json_patch(old_content, new_content)
@@ -466,6 +531,7 @@ class Writer:
             op.principal.id,
             tuple(joins),
             tuple(leaves),
+            edge if new is not None else None,
         )
         return Result(new, cur is None, True), change
 

@@ -20,6 +20,9 @@ from typing import Any, Literal, Protocol
 from twinedge.errors import TwinedgeError
 
 Role = Literal["read", "write", "admin"]
+#: Where the core stands in a twin's replication from an edge host: ``(epoch, revision)``
+#: of the last record applied (see :mod:`twinedge.runtime.core.replica`).
+EdgePosition = tuple[int, int]
 
 
 class StoreError(TwinedgeError):
@@ -41,6 +44,9 @@ class Change:
     actor: str  # API key id, device id, ...
     group_joins: tuple[str, ...] = ()  # group keys ("domain/name") the thing joined
     group_leaves: tuple[str, ...] = ()
+    # the thing's edge replica position after this change, stored in the same transaction
+    # (None: unchanged; a deletion always removes it)
+    edge: EdgePosition | None = None
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,16 @@ class Store(Protocol):
         """Apply a batch in one transaction: current documents, history rows, the search
         index of changed fields, group membership, and ``namespaces`` claimed by the batch
         (``(namespace, domain, time)``; an existing claim is kept). A thing deleted in the
-        batch loses its device credentials in the same transaction. Durable when it
-        returns."""
+        batch loses its device credentials and its edge replica position in the same
+        transaction; a change with :attr:`Change.edge` stores that position. Durable when
+        it returns."""
+
+    def load_edge_positions(self) -> dict[str, EdgePosition]:
+        """Every twin's edge replica position (thing id -> ``(epoch, revision)``), for the
+        service's start."""
+
+    def set_edge_position(self, thing_id: str, position: EdgePosition | None) -> None:
+        """Store (``None``: remove) the edge replica position of ``thing_id``, durably."""
 
     def thing_at(
         self, thing_id: str, *, revision: int | None = None, at: float | None = None

@@ -82,6 +82,8 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants (grantee)",
     f"""CREATE TABLE IF NOT EXISTS namespaces (
         ns text {C} PRIMARY KEY, domain text {C} NOT NULL, created double precision NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS edge_replica (
+        thing_id text {C} PRIMARY KEY, epoch bigint NOT NULL, revision bigint NOT NULL)""",
 ]
 
 _FIELD_COLS = "%s::text[], %s::text[], %s::smallint[], %s::float8[], %s::text[]"

@@ -4,7 +4,7 @@
 :class:`CommitPlan`, pure Python, before the store opens its transaction: the current
 documents to insert, update or delete, one ``history`` row per change (with a snapshot of
 the whole document at a creation and every :data:`SNAPSHOT_EVERY` revisions), group
-membership, and the rows of the ``fields`` search index of the *changed paths only*,
+membership, edge replica positions (set by a change, removed with the thing), and the rows of the ``fields`` search index of the *changed paths only*,
 taken from each change's RFC 6902 ``ops`` (a creation or a whole replacement re-indexes
 the thing). The dialects only execute the plan (``sqlite.py``, ``postgres.py``); the tables
 are described in :mod:`twinedge.runtime.store.sql_store`.
@@ -89,6 +89,8 @@ class CommitPlan:
     member_add: list[tuple[str, str]] = field(default_factory=list)
     member_remove: list[tuple[str, str]] = field(default_factory=list)
     member_clear: list[str] = field(default_factory=list)
+    edge_upsert: list[tuple[str, int, int]] = field(default_factory=list)  # id, epoch, revision
+    edge_delete: list[str] = field(default_factory=list)  # deleted things lose their position
 
 
 class _ThingState:
@@ -157,6 +159,7 @@ def build_plan(changes: Sequence[Change], gens: dict[str, tuple[int, bool]]) -> 
     history = plan.history
     states: dict[str, _ThingState] = {}
     membership: dict[tuple[str, str], bool] = {}
+    edge: dict[str, tuple[int, int] | None] = {}  # the batch's last word on each position
     for ch in changes:
         tid = ch.thing_id
         st = states.get(tid)
@@ -215,8 +218,11 @@ def build_plan(changes: Sequence[Change], gens: dict[str, tuple[int, bool]]) -> 
                 membership[(key, tid)] = False
         if doc is None:
             st.deleted = True
+            edge[tid] = None
             for k in [k for k in membership if k[1] == tid]:
                 del membership[k]
+        elif ch.edge is not None:
+            edge[tid] = ch.edge
     for tid, st in states.items():
         if st.deleted:
             plan.member_clear.append(tid)
@@ -249,6 +255,11 @@ def build_plan(changes: Sequence[Change], gens: dict[str, tuple[int, bool]]) -> 
                 _plan_paths(tid, doc, st.paths, plan)
     for (key, tid), joined in membership.items():
         (plan.member_add if joined else plan.member_remove).append((key, tid))
+    for tid, pos in edge.items():
+        if pos is None:
+            plan.edge_delete.append(tid)
+        else:
+            plan.edge_upsert.append((tid, int(pos[0]), int(pos[1])))
     return plan
 
 

@@ -21,6 +21,10 @@ One schema in two dialects (``sqlite.py`` and ``postgres.py`` hold the DDL):
   Event Sourcing pattern, as Ditto's snapshot store does). ``gen`` numbers the
   incarnations of a thing id: a thing deleted and created again starts at revision 1 in
   a new ``gen``.
+* ``edge_replica(thing_id, epoch, revision)`` — where the core stands in the replication
+  of a twin that lives on an edge host (:mod:`twinedge.runtime.core.replica`): written
+  in the transaction of the change that applies a record (:attr:`Change.edge`), so a
+  crash never applies a record twice; removed with the thing.
 * ``groups``, ``group_members``, ``api_keys``, ``device_secrets``, ``grants``,
   ``namespaces`` — plain tables.
 
@@ -46,6 +50,7 @@ from twinedge.runtime import rql
 from twinedge.runtime.store.base import (
     ApiKey,
     Change,
+    EdgePosition,
     Grant,
     GroupSpec,
     Scope,
@@ -185,6 +190,7 @@ class SqlStore:
                         "DELETE FROM device_secrets WHERE thing_id = ?",
                         [(t,) for t in plan.member_clear],
                     )
+                    self._write_edge(conn, plan.edge_delete, plan.edge_upsert)
                     self._many(
                         conn,
                         "INSERT INTO namespaces (ns, domain, created) VALUES (?, ?, ?) "
@@ -206,6 +212,31 @@ class SqlStore:
                     f"commit of {len(changes)} changes failed and was rolled back, nothing of "
                     f"it was stored: {str(e).strip()}{hint}"
                 ) from e
+
+    def _write_edge(
+        self, conn: Any, delete: Sequence[str], upsert: Sequence[tuple[str, int, int]]
+    ) -> None:
+        self._many(conn, "DELETE FROM edge_replica WHERE thing_id = ?", [(t,) for t in delete])
+        self._many(
+            conn,
+            "INSERT INTO edge_replica (thing_id, epoch, revision) VALUES (?, ?, ?) "
+            "ON CONFLICT (thing_id) DO UPDATE SET epoch = excluded.epoch, "
+            "revision = excluded.revision",
+            upsert,
+        )
+
+    def load_edge_positions(self) -> dict[str, EdgePosition]:
+        rows = self._query("SELECT thing_id, epoch, revision FROM edge_replica")
+        return {t: (int(e), int(r)) for t, e, r in rows}
+
+    def set_edge_position(self, thing_id: str, position: EdgePosition | None) -> None:
+        with self._write_lock:
+            conn = self._conn()
+            with self._tx(conn):
+                if position is None:
+                    self._write_edge(conn, [thing_id], [])
+                else:
+                    self._write_edge(conn, [], [(thing_id, int(position[0]), int(position[1]))])
 
     def _is_db_error(self, e: Exception) -> bool:  # pragma: no cover - overridden
         return False

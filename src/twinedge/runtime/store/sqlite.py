@@ -72,6 +72,8 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS grants_grantee ON grants (grantee)",
     """CREATE TABLE IF NOT EXISTS namespaces (
         ns TEXT PRIMARY KEY, domain TEXT NOT NULL, created REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS edge_replica (
+        thing_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, revision INTEGER NOT NULL)""",
 ]
 
 UPSERT_FIELD = (

@@ -1,0 +1,129 @@
+"""The edge tier on this machine: `twinedge serve --network ... --hosts local` (the core
+and one `twinedge host` process per edge site) fed by `twinedge devices`.
+
+Measures, per offered load: reports acknowledged per second (each PUBACK after the host
+process's durable commit), publish -> PUBACK latency at the device (p50/p99, as the
+emulator measures it; it includes each device's first report, which goes to the core's
+broker and is answered with a redirect), and the core's replication lag (host commit ->
+applied in the core, from /healthz).
+
+    python benchmarks/bench_edge.py                       # 2,000 and 10,000 reports/s offered
+    python benchmarks/bench_edge.py --devices 100 --rates 10 --duration-s 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scenario(devices: int) -> str:
+    sc = (HERE / "examples" / "two-sites.yaml").read_text()
+    # the robots of the example network, as many as devices, spread over both sites
+    sc = sc.replace(
+        "    count: 0\n    mobility: {model: static}",
+        f"    count: {devices}\n    mobility: {{model: static}}",
+    )
+    sc = sc.replace(
+        "cpu_ghz: 10, mem_gb: 16", "cpu_ghz: 1000, mem_gb: 1600"
+    )  # room for every robot
+    return sc
+
+
+def run(devices: int, rate_hz: float, duration_s: float, tmp: Path) -> dict:
+    (tmp / "bench.yaml").write_text(scenario(devices))
+    http, mqtt = free_port(), free_port()
+    data = tmp / f"data-{rate_hz}"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "twinedge", "serve", "--network", str(tmp / "bench.yaml"), "--hosts", "local",
+         "--cycle-s", "1", "--forecast-horizon-s", "0", "--data-dir", str(data),
+         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "w"), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        token = (data / "admin.token").read_text().strip()
+        env = {**os.environ, "TWINEDGE_API_KEY": token}
+        out = subprocess.run(
+            [sys.executable, "-m", "twinedge", "devices", str(tmp / "bench.yaml"), "--count", str(devices),
+             "--rate-hz", str(rate_hz), "--duration-s", str(duration_s), "--json", "--quiet",
+             "--url", base, "--mqtt", f"mqtt://127.0.0.1:{mqtt}"],
+            capture_output=True, text=True, env=env, timeout=duration_s + 300,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"twinedge devices failed: {out.stderr[-2000:]}")
+        summary = json.loads(out.stdout)
+        health = httpx.get(base + "/healthz", timeout=5).json()
+        status = httpx.get(
+            base + "/api/2/orchestrator", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    total = summary["total"]
+    return {
+        "devices": devices,
+        "offered_reports_per_s": devices * rate_hz,
+        "duration_s": duration_s,
+        "acked": total.get("acked"),
+        "acked_per_s": round(total.get("acked", 0) / duration_s, 1),
+        "latency_ms": total.get("latency_ms"),
+        "redirects_followed": total.get("redirects_followed"),
+        "replication": health.get("replication"),
+        "host_processes": (status.get("edge") or {}).get("host_processes"),
+        "twins_per_host": {h["id"]: h["twins"] for h in status.get("hosts", [])},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--rates", default="10,50", help="reports/s per device, comma-separated")
+    ap.add_argument("--duration-s", type=float, default=10.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [
+            run(args.devices, float(r), args.duration_s, Path(tmp)) for r in args.rates.split(",")
+        ]
+    print(json.dumps({
+        "benchmark": "edge_tier",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "command": "python " + " ".join(sys.argv),
+        "results": results,
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

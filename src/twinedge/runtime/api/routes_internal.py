@@ -1,0 +1,148 @@
+"""The internal routes edge hosts call (``/internal``), kept out of the OpenAPI document.
+
+Authenticated with the *hosts token* (``Authorization: Bearer <token>``), a secret of its
+own that ``twinedge serve --network`` writes to ``DATA_DIR/hosts.token``, never an API key;
+compared in constant time. An app made without one has no such routes (404, as any
+unknown route); a missing or wrong token gets a 401 problem.
+
+* ``POST /internal/replicate`` ``{"host": str, "records": [record, ...]}`` (at most
+  :data:`~twinedge.runtime.core.replica.MAX_RECORDS`): applies an edge host's committed
+  records (:meth:`~twinedge.runtime.service.TwinService.apply_edge_records`); 200 with
+  ``{"applied", "duplicates", "dropped", "acked_seq", "lag_s": {"max", "last"}}``, 409 for
+  a gap (``expected_revision``) or a fenced epoch (``fenced``), 400 for a malformed body
+  (``pointer`` says where).
+* ``POST /internal/authenticate-device`` ``{"thingId": str, "password": str}``: 200
+  ``{"ok": bool}`` (a host checks the MQTT password of a device it serves).
+* ``GET /internal/things/{thingId}``: the stored document with its service fields
+  (``_revision``...), what the orchestrator hands a host when it places a twin there.
+
+``/metrics`` gets ``twinedge_replication_records_total{host,result}`` (applied, duplicate,
+dropped) and ``twinedge_replication_lag_seconds{host}`` (the largest lag of the host's
+last batch); ``/healthz`` gets ``replication`` (from the service's health report).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from twinedge.runtime.api.common import Service, etag, read_json, shorten, token_from
+from twinedge.runtime.api.problems import problem
+from twinedge.runtime.auth import SYSTEM
+from twinedge.runtime.core.replica import MAX_RECORDS
+from twinedge.runtime.service import TwinService
+from twinedge.runtime.things import escape_token
+
+__all__ = ["ReplicationCollector", "install", "router"]
+
+
+async def require_host(request: Request) -> None:
+    """The caller holds the hosts token (401 problem otherwise); 404 when the app has
+    none."""
+    expected: str | None = getattr(request.app.state, "hosts_token", None)
+    if expected is None:
+        path = request.url.path
+        raise problem(404, f"no route {path}; the API lives under /api/2 (see /openapi.json)")
+    given = token_from(request.headers.get("authorization"))
+    if given is None:
+        raise problem(401, "this route needs 'Authorization: Bearer <hosts token>'")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+        raise problem(401, "the hosts token is wrong (see DATA_DIR/hosts.token of the core)")
+
+
+router = APIRouter(
+    prefix="/internal", include_in_schema=False, dependencies=[Depends(require_host)]
+)
+
+
+def _object(body: Any, fields: dict[str, type]) -> dict[str, Any]:
+    """``body`` as an object with exactly ``fields`` of those types (400 problem
+    otherwise)."""
+    if not isinstance(body, dict):
+        raise problem(400, "the body must be a JSON object", pointer="")
+    for k in body:
+        if k not in fields:
+            raise problem(
+                400,
+                f"unknown field {shorten(str(k))!r}; expected {', '.join(fields)}",
+                pointer=f"/{escape_token(str(k))}",
+            )
+    for k, t in fields.items():
+        if k not in body:
+            raise problem(400, f"the body has no {k}", pointer=f"/{k}")
+        if not isinstance(body[k], t):
+            raise problem(400, f"{k} must be a JSON {_JSON_NAME[t]}", pointer=f"/{k}")
+    return body
+
+
+_JSON_NAME: dict[type, str] = {str: "string", list: "array"}
+
+
+@router.post("/replicate")
+async def replicate(request: Request, service: Service) -> dict[str, Any]:
+    """Apply an edge host's records (see the module docstring)."""
+    body = _object(await read_json(request), {"host": str, "records": list})
+    if len(body["records"]) > MAX_RECORDS:
+        raise problem(
+            400,
+            f"{len(body['records'])} records in one request; send at most {MAX_RECORDS}",
+            pointer="/records",
+        )
+    return await service.apply_edge_records(body["host"], body["records"])
+
+
+@router.post("/authenticate-device")
+async def authenticate_device(request: Request, service: Service) -> dict[str, bool]:
+    """Whether a device's MQTT password is right: ``{"ok": bool}``."""
+    body = _object(await read_json(request), {"thingId": str, "password": str})
+    return {"ok": await service.authenticate_device(body["thingId"], body["password"])}
+
+
+@router.get("/things/{thing_id}")
+async def get_thing(thing_id: str, service: Service) -> JSONResponse:
+    """The stored document with its service fields, and its revision as the ETag."""
+    doc = await service.get_thing(SYSTEM, thing_id)
+    return JSONResponse(doc, headers={"ETag": etag(doc["_revision"])})
+
+
+class ReplicationCollector:
+    """Edge replication in ``/metrics``: records per host and result, each host's lag."""
+
+    def __init__(self, service: TwinService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        hosts = dict(self.service.replication)
+        records = CounterMetricFamily(
+            "twinedge_replication_records",
+            "Records replicated from edge hosts, by host and result (applied, duplicate, "
+            "dropped: the twin is gone or back in the core)",
+            labels=["host", "result"],
+        )
+        lag = GaugeMetricFamily(
+            "twinedge_replication_lag_seconds",
+            "Largest lag (core clock minus the record's time) of each host's last batch",
+            labels=["host"],
+        )
+        for host, st in sorted(hosts.items()):
+            for result in ("applied", "duplicate", "dropped"):
+                records.add_metric([host, result], st.records[result])
+            if st.lag_s is not None:
+                lag.add_metric([host], st.lag_s)
+        yield records
+        yield lag
+
+
+def install(app: FastAPI, hosts_token: str | None) -> None:
+    """Mount the internal routes on ``app`` when there is a ``hosts_token`` (without one
+    there are none: ``/internal/...`` answers as any unknown route, 404) and add
+    replication to its ``/metrics``."""
+    app.state.hosts_token = hosts_token
+    if hosts_token is not None:
+        app.include_router(router)
+    app.state.metrics.registry.register(ReplicationCollector(app.state.service))
