@@ -207,10 +207,13 @@ def build_script(doc: str) -> tuple[str, dict[int, int], list[str]]:
             if doc in ("docs/api.md", "docs/mqtt.md", "README.md"):
                 cmd = [ln.replace("127.0.0.1:8080", "127.0.0.1:$TE_PORT") for ln in cmd]
                 cmd = [ln.replace("-p 1883 ", "-p $TE_MQTT_PORT ") for ln in cmd]
-            if doc == "docs/live.md":  # it starts its own server: on free ports
+            if doc == "docs/live.md":  # it starts its own servers: on free ports
                 cmd = [ln.replace("127.0.0.1:8090", "127.0.0.1:$TE_PORT") for ln in cmd]
                 cmd = [ln.replace("--port 8090", "--port $TE_PORT") for ln in cmd]
                 cmd = [ln.replace("--mqtt-port 1890", "--mqtt-port $TE_MQTT_PORT") for ln in cmd]
+                cmd = [ln.replace("127.0.0.1:8091", "127.0.0.1:$TE_PORT2") for ln in cmd]
+                cmd = [ln.replace("--port 8091", "--port $TE_PORT2") for ln in cmd]
+                cmd = [ln.replace("--mqtt-port 1891", "--mqtt-port $TE_MQTT_PORT2") for ln in cmd]
             for n, (d, pattern, action, reason) in enumerate(SUBSTITUTIONS):
                 if d == doc and re.search(pattern, first.strip()):
                     used.add(n)
@@ -477,13 +480,15 @@ def test_api_commands(server, tmp_path):
 def test_live_commands(tmp_path):
     """live.md starts its own `twinedge serve --network ... &` and stops it itself."""
     cwd = workdir(tmp_path)
-    env = env_for(tmp_path, TE_PORT=str(free_port()), TE_MQTT_PORT=str(free_port()))
-    p, skipped = run_doc("docs/live.md", cwd, env)
+    ports = {k: str(free_port()) for k in ("TE_PORT", "TE_MQTT_PORT", "TE_PORT2", "TE_MQTT_PORT2")}
+    p, skipped = run_doc("docs/live.md", cwd, env_for(tmp_path, **ports))
     assert not skipped
     assert '"_host":"edge-1"' in p.stdout
     status = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith('{"network"')))
     assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
     assert 'twinedge_host_twins{host="edge-2"} 1.0' in p.stdout
+    hosts = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith('{"network"')][-1])
+    assert hosts["edge"]["host_processes"] == 2
 
 
 def test_mqtt_commands(server, tmp_path):

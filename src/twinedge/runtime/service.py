@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from twinedge.errors import Conflict, Unavailable
+from twinedge.runtime import things
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.devices import Devices, Outbound
@@ -321,6 +322,21 @@ class TwinService:
         self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None
     ) -> tuple[dict, bool]:
         """Create or replace the value at ``path``; returns (thing, created_at_path)."""
+        parts = path.split("/")
+        if (
+            self.edge_owner is not None
+            and self.edge_desired is not None
+            and self.edge_owner(thing_id)
+            and len(parts) == 3
+            and parts[0] == "features"
+            and parts[2] == "desiredProperties"
+            and isinstance(value, dict)
+        ):  # replacing a feature's desired state: the same merge patch, sent to the host
+            await self._access.get_visible(p, thing_id, "write")
+            fid = things.unescape_token(parts[1])
+            feature = (self.things.get(thing_id, {}).get("features") or {}).get(fid) or {}
+            old = feature.get("desiredProperties") or {}
+            return await self.edge_desired(thing_id, {fid: replacement_patch(old, value)}), not old
         self._edge_guard(thing_id)
         return await self._writes.put_path(p, thing_id, path, value, if_match=if_match)
 
@@ -480,3 +496,17 @@ class TwinService:
         """``{"status": "ok"|"unavailable", "writer", "store", ...}`` (see
         :meth:`.Health.report`)."""
         return await self._health.report(timeout_s)
+
+
+def replacement_patch(old: dict, new: dict) -> dict:
+    """The JSON merge patch (RFC 7396) that turns ``old`` into exactly ``new``.
+
+    Examples:
+        >>> replacement_patch({"a": {"x": 1}, "b": 2}, {"a": {"y": 2}})
+        {'b': None, 'a': {'x': None, 'y': 2}}
+    """
+    patch: dict = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        o = old.get(k)
+        patch[k] = replacement_patch(o, v) if isinstance(o, dict) and isinstance(v, dict) else v
+    return patch
