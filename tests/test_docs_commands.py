@@ -462,7 +462,7 @@ def test_readme_commands(tmp_path):
     # and out/report.html"
     for f in ("summary.json", "timeseries.csv", "timing.json", "report.html"):
         assert (cwd / "out" / f).is_file(), f
-    assert p.stdout.count("@@served") == 2  # twinedge serve, twinedge serve --network city-small
+    assert p.stdout.count("@@served") == 3  # serve, serve --network, serve --network --hosts local
     assert len(skipped) == 2, skipped
 
 
