@@ -433,7 +433,8 @@ def serve(
         str | None,
         typer.Option(
             help="local: run a `twinedge host` process per host of the network on this "
-            "machine; the twins' state lives there and migrates between them."
+            "machine; ray:ADDRESS: run them as Ray actors, each on the node offering the "
+            "resource named after its host. The twins' state lives there and migrates between them."
         ),
     ] = None,
 ) -> None:

@@ -50,21 +50,35 @@ def mqtt_of(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@pytest.fixture
-def served(tmp_path):
+@pytest.fixture(scope="module")
+def ray_sites():
+    """A real Ray cluster on this machine: a head and one node per edge site, each
+    offering the resource named after its site."""
+    pytest.importorskip("ray")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for site in ("edge-1", "edge-2"):
+        cluster.add_node(num_cpus=1, resources={site: 1})
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+def served(request, tmp_path):
+    hosts = "local"
+    if request.param == "ray":
+        hosts = f"ray:{request.getfixturevalue('ray_sites').address}"
     network = tmp_path / "two-sites.yaml"
     network.write_text(yaml.safe_dump(two_sites()))
     data, http, mqtt = tmp_path / "data", free_port(), free_port()
-    extra = [
-        "--network",
-        str(network),
-        "--hosts",
-        "local",
-        "--cycle-s",
-        "0.2",
-        "--forecast-horizon-s",
-        "0",
-    ]
+    extra = ["--network", str(network), "--hosts", hosts, "--cycle-s", "0.2"]
+    extra += ["--forecast-horizon-s", "0"]
     proc = start_server(data, http, mqtt, extra=extra)
     token = (data / "admin.token").read_text().strip()
     client = httpx.Client(
@@ -139,20 +153,6 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     assert 0 < edge["downtime_ms"]["max"] < 10_000
 
 
-def host_pid(data_dir, host_id: str) -> int:
-    """The pid of the ``twinedge host`` process of ``host_id`` that serve started."""
-    import subprocess
-
-    out = subprocess.run(
-        ["pgrep", "-f", f"twinedge host --id {host_id} .*{data_dir}"],
-        capture_output=True,
-        text=True,
-    )
-    pids = [int(x) for x in out.stdout.split()]
-    assert len(pids) == 1, out
-    return pids[0]
-
-
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):
     import os
 
@@ -184,7 +184,8 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
                 acked.append(n)  # PUBACK: committed to edge-1's log
 
     asyncio.run(device())
-    os.kill(host_pid(tmp_path / "data", "edge-1"), 9)
+    pid = client.get("/api/2/orchestrator").json()["edge"]["pids"]["edge-1"]
+    os.kill(pid, 9)
     final = wait_for(lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2")
     assert final["features"]["counter"]["properties"] == {"n": acked[-1]} == {"n": 50}
     status = client.get("/api/2/orchestrator").json()

@@ -110,6 +110,10 @@ class HostProcesses:
                 p.kill()
         self.procs.clear()
 
+    def pids(self) -> dict[str, int]:
+        """The process id of every host."""
+        return {h: p.pid for h, p in self.procs.items()}
+
     def dead(self) -> list[str]:
         """The hosts whose process has exited."""
         return [h for h, p in self.procs.items() if p.poll() is not None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import time
@@ -311,8 +312,9 @@ class LiveNetwork:
         their hosts."""
         async with self._lock:
             if self.host_processes is not None:
-                for dead in self.host_processes.dead():
-                    await self._recover(dead)
+                dead = self.host_processes.dead()
+                for host in await dead if inspect.isawaitable(dead) else dead:
+                    await self._recover(host)
             t_start = self.clock()
             t_s = t_start - self.t0
             snap = self.snapshot()
@@ -568,6 +570,7 @@ class LiveNetwork:
         d = np.asarray(self.downtime_s) * 1000.0
         return {
             "host_processes": len(self.hosts),
+            "pids": self.host_processes.pids() if self.host_processes is not None else {},
             "recovered": self.recovered,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,

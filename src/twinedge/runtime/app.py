@@ -91,6 +91,12 @@ def _period(v: Any) -> str | None:
     return None if ok else "expected a number of seconds in [0.01, 86400]"
 
 
+def _hosts(v: Any) -> str | None:
+    if v is None or v == "local" or (isinstance(v, str) and v.startswith("ray:") and len(v) > 4):
+        return None
+    return "expected local (host processes on this machine) or ray:ADDRESS (host actors on a Ray cluster)"
+
+
 def _data_dir(v: Any) -> str | None:
     if (why := _text(v)) is not None:
         return why
@@ -129,9 +135,7 @@ _CHECKS = {
     "placement_period_s": lambda v: None if v is None else _period(v),
     "ledger": lambda v: None if v is None else _text(v),
     "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
-    "hosts": lambda v: (
-        None if v in (None, "local") else "expected local (host processes on this machine)"
-    ),
+    "hosts": lambda v: _hosts(v),
 }
 
 
@@ -306,7 +310,7 @@ class Server:
             hosts_file = Path(cfg.data_dir) / "hosts.token"
             hosts_file.unlink(missing_ok=True)
             _write_secret(hosts_file, self.hosts_token)
-            if cfg.hosts == "local":
+            if cfg.hosts is not None:
                 await self._start_hosts()
         app = create_app(self.service, live=self.live, hosts_token=self.hosts_token)
         ucfg = uvicorn.Config(
@@ -327,16 +331,24 @@ class Server:
             self.live.start()
 
     async def _start_hosts(self) -> None:
-        """One ``twinedge host`` process per host of the network, on this machine."""
+        """One host process per host of the network: on this machine (``local``) or as
+        Ray actors on the nodes of the edge sites (``ray:ADDRESS``)."""
         from twinedge.orchestrator.hosts import HostProcesses
+        from twinedge.orchestrator.rayhosts import RayHosts
 
         cfg = self.config
+        assert cfg.hosts is not None
         token_file = Path(cfg.data_dir) / "hosts.token"
-        self.host_processes = HostProcesses(
+        args = (
             self.live.network.host_ids,
-            Path(cfg.data_dir) / "hosts",
+            Path(cfg.data_dir).resolve() / "hosts",
             f"http://{cfg.host}:{cfg.port}",
             token_file,
+        )
+        self.host_processes = (
+            HostProcesses(*args)
+            if cfg.hosts == "local"
+            else RayHosts(cfg.hosts.removeprefix("ray:"), *args)
         )
         await self.host_processes.start()
         self.live.hosts = self.host_processes.remotes
