@@ -191,3 +191,21 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
     status = client.get("/api/2/orchestrator").json()
     assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
     assert status["edge"]["host_processes"] == 1
+
+
+def test_the_ray_cluster_example_of_live_md_runs(tmp_path):
+    """docs/live.md's Ray example, run as written from the repository root."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("ray")
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "live.md").read_text()
+    (block,) = re.findall(r"```python\n(# ray cluster example\n.*?)```", doc, re.S)
+    out = subprocess.run(
+        [sys.executable, "-c", block], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "host actors: 2 ['edge-1', 'edge-2']" in out.stdout
