@@ -30,6 +30,7 @@ from tests.devices.conftest import (
     Recorder,
     Serve,
     env,
+    free_port,
     needs_mosquitto,
     publish,
     static_scenario,
@@ -70,7 +71,7 @@ def runs(seqs: list[int]) -> list[list[int]]:
 
 
 @needs_mosquitto
-def test_follows_newer_redirects_and_ignores_stale_and_malformed_ones(tmp_path):
+def test_follows_newer_redirects_ignores_stale_and_malformed_ones_and_comes_back(tmp_path):
     m1, m2 = Mosquitto(tmp_path / "m1"), Mosquitto(tmp_path / "m2")
     topic = f"twinedge/{TID}/redirect"
 
@@ -102,18 +103,28 @@ def test_follows_newer_redirects_and_ignores_stale_and_malformed_ones(tmp_path):
             await publish(m2.port, topic, redirect("edge-1", m1.url, 6))
             await r1.until(lambda r: max(r.seqs(TID)) > last_on_m2 + 2)
             assert (d.stats.redirects_ignored, d.stats.redirects_followed) == (2, 2)
+            assert (d.host, d.epoch) == ("edge-1", 6)
+            # a redirect to a broker that is not there: after three failed connections
+            # the device is back on m1, where the same epoch is followed again
+            nowhere = f"mqtt://127.0.0.1:{free_port()}"
+            await publish(m1.port, topic, redirect("edge-3", nowhere, 7))
+            await r1.until(lambda r: d.stats.connect_failures >= 3 and str(d.url) == m1.url)
+            assert (d.host, d.epoch, d.stats.connect_failures) == ("edge-1", 6, 3)
+            on_m2_before = len(r2.seqs(TID))
+            await publish(m1.port, topic, redirect("edge-2", m2.url, 7))
+            await r2.until(lambda r: len(r.seqs(TID)) >= on_m2_before + 3)
+            assert (d.host, d.epoch, d.stats.redirects_followed) == ("edge-2", 7, 4)
             d.stopping.set()  # no new reports; leave once all are acknowledged
             await task
             assert d.stats.acked == d.stats.sent == d.seq and not d.unacked
             # every report reached a broker: no acknowledged one is lost
             await r1.until(lambda r: covered(set(r.seqs(TID)) | set(r2.seqs(TID)), d.seq))
             # each connection sends its reports in seq order (the re-sent ones first):
-            # m1 got two unbroken runs (before the first redirect, after the second), m2
-            # one, each going on from where the device left the other broker
-            first, second = runs(r1.seqs(TID))
-            (on_m2,) = runs(r2.seqs(TID))
-            assert first[0] == 1
-            assert on_m2[0] <= first[-1] + 1 and on_m2[0] <= second[0] <= on_m2[-1] + 1
+            # m2 got two unbroken runs (one per visit), the first going on from where
+            # the device left m1
+            first = runs(r1.seqs(TID))[0]
+            m2_first, _ = runs(r2.seqs(TID))
+            assert first[0] == 1 and m2_first[0] <= first[-1] + 1
             return d
 
     try:
@@ -121,7 +132,7 @@ def test_follows_newer_redirects_and_ignores_stale_and_malformed_ones(tmp_path):
     finally:
         m1.stop()
         m2.stop()
-    assert d.to_json()["redirects_followed"] == 2 and d.stats.errors == 0
+    assert d.to_json()["redirects_followed"] == 4 and d.stats.errors == 3  # the 3 failed
 
 
 def exact_topics_only(thing_id: str, topic_filter: str) -> bool:

@@ -33,7 +33,8 @@ integer ``epoch`` >= 0 is logged and ignored (``redirects_malformed``).
 **Failures.** A lost connection is re-established to the same broker with exponential
 back-off (0.25 s up to 8 s). When the broker a redirect named cannot be reached
 ``fallback_after`` times in a row, the device goes back to the last broker it was
-connected to (keeping the epoch), where a newer redirect can reach it.
+connected to, where the redirect can reach it again: a redirect counts as followed (its
+epoch as the last one) once the device is connected to its broker.
 """
 
 from __future__ import annotations
@@ -253,8 +254,9 @@ class Device:
         self.keepalive_s, self.timeout_s = keepalive_s, timeout_s
         self.stats = DeviceStats()
         self.connected = False
-        self.epoch: int | None = None  # of the last redirect followed
+        self.epoch: int | None = None  # of the last redirect followed (connected there)
         self.host: str | None = None  # of the last redirect followed
+        self._moving: Redirect | None = None  # followed, not connected there yet
         self.url = broker  # where it is (or tries to be) connected
         self.seq = 0  # of the last report made
         self.unacked: dict[int, bytes] = {}  # seq -> payload, in seq order
@@ -352,6 +354,7 @@ class Device:
                     logging.WARNING, "connect", "%s: cannot connect to %s: %s", self, url, exc
                 )
                 if url != home and failures >= self.fallback_after:
+                    self._moving = None  # not followed after all: it may come again
                     _throttled(
                         logging.WARNING,
                         "fallback",
@@ -399,6 +402,8 @@ class Device:
             return None
         self.stats.connects += 1
         self.connected = True
+        if self._moving is not None:  # arrived: from now on this is the last one followed
+            self.epoch, self.host, self._moving = self._moving.epoch, self._moving.host, None
         self._broken.clear()
         tasks: list[asyncio.Task] = []
         try:
@@ -486,7 +491,7 @@ class Device:
             self.stats.redirects_ignored += 1
             log.info("%s: redirect of epoch %d ignored (followed %d)", self, r.epoch, self.epoch)
             return None
-        self.epoch, self.host = r.epoch, r.host
+        self._moving = r
         self.stats.redirects_followed += 1
         log.info("%s: redirected to %s (%s), epoch %d", self, r.url, r.host, r.epoch)
         return r
