@@ -77,7 +77,7 @@ class Serve:
     """``twinedge serve`` in a subprocess on loopback (SQLite in ``data``), once its
     ``/healthz`` answers; ``mqtt`` as its ``--mqtt`` (default: the embedded broker)."""
 
-    def __init__(self, data: Path, mqtt: str | None = None):
+    def __init__(self, data: Path, mqtt: str | None = None, extra: tuple[str, ...] = ()):
         self.http_port, self.mqtt_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.mqtt_url = f"mqtt://127.0.0.1:{self.mqtt_port}"
@@ -85,6 +85,7 @@ class Serve:
         args += ["--port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
         if mqtt:
             args += ["--mqtt", mqtt]
+        args += list(extra)
         self.log = data.parent / f"serve-{data.name}.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env())

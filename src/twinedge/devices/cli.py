@@ -67,6 +67,14 @@ def devices(
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Afterwards, put what twinedge run predicts for the same scenario next to what "
+            "was measured (needs serve --network).",
+        ),
+    ] = False,
 ) -> None:
     """Emulate devices that move as the scenario's entities do: provision a thing each,
     report positions over MQTT, follow redirects to other brokers."""
@@ -104,6 +112,13 @@ def devices(
         )
     )
     t = summary["total"]
+    if compare:
+        from twinedge.devices.compare import compare as side_by_side
+        from twinedge.devices.compare import live_status, table
+
+        summary["comparison"] = side_by_side(sc, summary, live_status(url, api_key or ""))
+        if not json_out:
+            print(table(summary["comparison"]))
     if json_out:
         print(json.dumps(summary, indent=1))
     else:
