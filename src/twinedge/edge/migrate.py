@@ -267,6 +267,43 @@ async def pre_copy(
     )
 
 
+async def _copy_fenced(
+    source: MigrationPeer,
+    target: MigrationPeer,
+    twin_id: str,
+    epoch: int,
+    method: str,
+    t0: float,
+    start: float,
+    clock: Clock,
+) -> MigrationReport:
+    """The end of stop-and-copy and of a resume: the source is fenced (since ``t0``);
+    copy its final state, let the target adopt it at ``epoch``, release the source."""
+    t_fenced = clock()
+    snap = await source.export_snapshot(twin_id)
+    await target.stage(snap)
+    t_copied = clock()
+    await target.adopt(twin_id, epoch, snap.revision)
+    t1 = clock()
+    await source.release(twin_id)
+    return MigrationReport(
+        twin_id=twin_id,
+        source=source.host_id,
+        target=target.host_id,
+        method=method,
+        epoch=epoch,
+        final_revision=snap.revision,
+        rounds=0,
+        bytes_copied=snap.nbytes,
+        changes_copied=0,
+        downtime_s=t1 - t0,
+        fence_s=t_fenced - t0,
+        copy_s=t_copied - t_fenced,
+        adopt_s=t1 - t_copied,
+        total_s=clock() - start,
+    )
+
+
 async def stop_and_copy(
     source: MigrationPeer,
     target: MigrationPeer,
@@ -285,33 +322,11 @@ async def stop_and_copy(
     await target.expect(twin_id, source.host_id)
     t0 = clock()
     try:
-        fence = await source.fence(twin_id, epoch, target.host_id)
+        await source.fence(twin_id, epoch, target.host_id)
     except (MigrationError, EpochError, NotOwnerError, UnknownTwinError):
         await _quietly(target.discard_staged(twin_id))  # refused: the source still owns it
         raise
-    t_fenced = clock()
-    snap = await source.export_snapshot(twin_id)
-    await target.stage(snap)
-    t_copied = clock()
-    await target.adopt(twin_id, epoch, snap.revision)
-    t1 = clock()
-    await source.release(twin_id)
-    return MigrationReport(
-        twin_id=twin_id,
-        source=source.host_id,
-        target=target.host_id,
-        method="stop-and-copy",
-        epoch=epoch,
-        final_revision=fence.revision,
-        rounds=0,
-        bytes_copied=snap.nbytes,
-        changes_copied=0,
-        downtime_s=t1 - t0,
-        fence_s=t_fenced - t0,
-        copy_s=t_copied - t_fenced,
-        adopt_s=t1 - t_copied,
-        total_s=clock() - start,
-    )
+    return await _copy_fenced(source, target, twin_id, epoch, "stop-and-copy", t0, start, clock)
 
 
 async def migrate(
@@ -400,29 +415,7 @@ async def resume(
     if tgt.status is TwinStatus.OWNED and tgt.epoch == epoch:
         await source.release(twin_id)  # it adopted before the interruption
         return None
-    t0 = t_fenced = clock()
-    snap = await source.export_snapshot(twin_id)
-    await target.stage(snap)
-    t_copied = clock()
-    await target.adopt(twin_id, epoch, snap.revision)
-    t1 = clock()
-    await source.release(twin_id)
-    return MigrationReport(
-        twin_id=twin_id,
-        source=source.host_id,
-        target=target.host_id,
-        method="resume",
-        epoch=epoch,
-        final_revision=snap.revision,
-        rounds=0,
-        bytes_copied=snap.nbytes,
-        changes_copied=0,
-        downtime_s=t1 - t0,
-        fence_s=t_fenced - t0,
-        copy_s=t_copied - t_fenced,
-        adopt_s=t1 - t_copied,
-        total_s=clock() - start,
-    )
+    return await _copy_fenced(source, target, twin_id, epoch, "resume", clock(), start, clock)
 
 
 async def evacuate(
