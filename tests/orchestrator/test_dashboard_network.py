@@ -8,9 +8,9 @@ import signal
 
 import httpx
 import pytest
-import yaml
 
-from tests.orchestrator.test_live import robot, two_sites
+from tests.orchestrator.serving import serve_two_sites
+from tests.orchestrator.test_live import robot
 from tests.runtime.api.test_api_dashboard_e2e import browser  # noqa: F401  (fixture)
 from tests.runtime.test_reliability import free_port, start_server
 
@@ -20,15 +20,9 @@ pytestmark = pytest.mark.slow
 def test_the_network_panel_shows_hosts_and_follows_a_migration(browser, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
-    network = tmp_path / "two-sites.yaml"
-    network.write_text(yaml.safe_dump(two_sites()))
-    data, port = tmp_path / "data", free_port()
-    proc = start_server(
-        data, port, free_port(), extra=["--network", str(network), "--cycle-s", "0.2"]
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        token = (data / "admin.token").read_text().strip()
+    with serve_two_sites(tmp_path, "--cycle-s", "0.2") as served:
+        base = str(served.client.base_url).rstrip("/")
+        token = (served.data / "admin.token").read_text().strip()
         h = {"Authorization": f"Bearer {token}"}
         r = httpx.put(
             f"{base}/api/2/things/fleet:r1", json={"_domain": "fleet", **robot(10.0)}, headers=h
@@ -58,9 +52,6 @@ def test_the_network_panel_shows_hosts_and_follows_a_migration(browser, tmp_path
             "1 migrations in all", timeout=10_000
         )
         assert errors == []
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_the_network_panel_stays_hidden_without_an_orchestrator(browser, tmp_path):  # noqa: F811

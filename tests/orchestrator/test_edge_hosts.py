@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import time
 
 import aiomqtt
-import httpx
 import pytest
-import yaml
 
-from tests.orchestrator.test_live import robot, two_sites
-from tests.runtime.test_reliability import free_port, start_server
+from tests.orchestrator.serving import serve_two_sites, wait_for
+from tests.orchestrator.test_live import robot
 
 pytestmark = pytest.mark.slow
 
 TWIN = "fleet:r1"
 PASSWORD = "pw-robot-1"
-
-
-def wait_for(fn, what: str, tries: int = 400):
-    for _ in range(tries):
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def next_redirect(client: aiomqtt.Client, timeout_s: float = 20.0) -> dict:
@@ -74,23 +61,9 @@ def served(request, tmp_path):
     hosts = "local"
     if request.param == "ray":
         hosts = f"ray:{request.getfixturevalue('ray_sites').address}"
-    network = tmp_path / "two-sites.yaml"
-    network.write_text(yaml.safe_dump(two_sites()))
-    data, http, mqtt = tmp_path / "data", free_port(), free_port()
-    extra = ["--network", str(network), "--hosts", hosts, "--cycle-s", "0.2"]
-    extra += ["--forecast-horizon-s", "0"]
-    proc = start_server(data, http, mqtt, extra=extra)
-    token = (data / "admin.token").read_text().strip()
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        yield client, proc, mqtt
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+    options = ["--hosts", hosts, "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        yield s.client, s.proc, s.mqtt_port
 
 
 def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(served):

@@ -8,43 +8,19 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-import yaml
 
-from tests.orchestrator.test_live import robot, two_sites
+from tests.orchestrator.serving import serve_two_sites, wait_for
+from tests.orchestrator.test_live import robot
 from tests.runtime.test_reliability import free_port, start_server
-
-
-def wait_for(fn, what: str, tries: int = 300):
-    for _ in range(tries):
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture
 def served(tmp_path):
-    network = tmp_path / "two-sites.yaml"
-    network.write_text(yaml.safe_dump(two_sites()))
-    data, http, mqtt = tmp_path / "data", free_port(), free_port()
-    extra = ["--network", str(network), "--cycle-s", "0.1", "--migration", "threshold"]
-    proc = start_server(data, http, mqtt, extra=extra)
-    token = (data / "admin.token").read_text().strip()
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        yield client, proc, data
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+    with serve_two_sites(tmp_path, "--cycle-s", "0.1", "--migration", "threshold") as s:
+        yield s.client, s.proc, s.data
 
 
 def test_serve_places_and_migrates_live_twins(served):
