@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from twinedge.ledger import LedgerDir
-from twinedge.orchestrator.view import NetworkState as SimState
+from twinedge.orchestrator.view import NetworkState
 from twinedge.world import World
 
 _TIER = ("access", "edge", "region", "cloud")
@@ -109,7 +109,7 @@ class LedgerRecorder:
             self.entries += len(self._pending)
             self._pending = []
 
-    def step_end(self, k: int, t_s: float, world: World, state: SimState) -> None:
+    def step_end(self, k: int, t_s: float, world: World, state: NetworkState) -> None:
         self._flush()
         if self.checkpoint_every and (k + 1) % self.checkpoint_every == 0:
             self.checkpoints = self._open(world).checkpoint_all(witness=True)

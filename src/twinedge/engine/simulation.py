@@ -17,20 +17,13 @@ import numpy as np
 
 from twinedge.engine.check import check_world_memory
 from twinedge.engine.metrics import Metrics
-from twinedge.orchestrator import NetworkState, NetworkView, Orchestrator, Recorder
+from twinedge.orchestrator import NetworkState, Orchestrator, Recorder
 from twinedge.orchestrator.policy import as_policy, policy_name
-from twinedge.policies.placement.base import PlacementProblem
 from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
 
-__all__ = ["Recorder", "RunResult", "Simulation", "move_entities", "placement_problem", "simulate"]
-
-
-def placement_problem(ctx: NetworkView, *, amortise_steps: int | None = None) -> PlacementProblem:
-    """The placement problem of ``ctx`` (see :meth:`NetworkView.placement_problem`)."""
-    view = NetworkView(ctx.world, ctx.state, ctx.step_s, ctx.k, amortise_steps=amortise_steps)
-    return view.placement_problem()
+__all__ = ["Recorder", "RunResult", "Simulation", "move_entities", "simulate"]
 
 
 def move_entities(
@@ -114,11 +107,6 @@ class Simulation:
     @property
     def placements(self) -> list[dict]:
         return self.orchestrator.placements
-
-    @property
-    def ctx(self) -> NetworkView:
-        """The view the policies see now."""
-        return self.orchestrator.view(self.world, self.state)
 
     # --- the loop --------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None) -> RunResult:

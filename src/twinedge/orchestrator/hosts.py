@@ -114,7 +114,7 @@ class HostProcesses:
         """The process id of every host."""
         return {h: p.pid for h, p in self.procs.items()}
 
-    def dead(self) -> list[str]:
+    async def dead(self) -> list[str]:
         """The hosts whose process has exited."""
         return [h for h, p in self.procs.items() if p.poll() is not None]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import math
 import time
@@ -142,7 +141,6 @@ class LiveNetwork:
         self.t0 = clock()
         self.cycles = 0
         self.last: CycleReport | None = None
-        self.history: list[CycleReport] = []
         self.migrations_total = 0
         self.placements_total = 0
         self.server_energy_j = np.zeros(world.n_hosts)
@@ -164,7 +162,6 @@ class LiveNetwork:
         self.host_processes: Any = None  # HostProcesses on this machine, when serve started them
         self.recovered: list[dict[str, Any]] = []  # hosts that died and where their twins went
         self.forecast: dict[str, Any] | None = None
-        self._forecast_s = 0.0
         self._forecast_due_s = 0.0
         self._state: tuple[World, NetworkState] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -255,8 +252,10 @@ class LiveNetwork:
     # --- one cycle -----------------------------------------------------------------------
     def _decide(
         self, snap: LiveSnapshot, t_s: float, k: int
-    ) -> tuple[np.ndarray, CycleOutcome, int]:
-        """Place new twins, then one orchestrator cycle (runs in a worker thread)."""
+    ) -> tuple[np.ndarray, CycleOutcome, int, float]:
+        """Place new twins, then one orchestrator cycle, then the forecast when one is
+        due (runs in a worker thread). Returns the hosts, the cycle's outcome, how many
+        twins were placed and the forecast's time in seconds."""
         orch, world = self.orchestrator, snap.world
         new = int((snap.host < 0).sum())
         host = orch.place_new(world, snap.xy_m, snap.host, t_s) if new else snap.host
@@ -270,13 +269,13 @@ class LiveNetwork:
             orch.recorder.step_end(k, t_s, world, state)
         self._account(world, state, t_s)
         self._state = (world, state)
-        self._forecast_s = 0.0
+        forecast_s = 0.0
         if self.forecast_horizon_s > 0 and t_s >= self._forecast_due_s:
             t_f = time.perf_counter()
             self._forecast_due_s = t_s + self.forecast_horizon_s
             self.forecast = self._run_forecast(world, state)
-            self._forecast_s = time.perf_counter() - t_f
-        return state.host, out, new
+            forecast_s = time.perf_counter() - t_f
+        return state.host, out, new, forecast_s
 
     def _run_forecast(self, world: World, state: NetworkState) -> dict[str, Any]:
         f = forecast(world, state, self.orchestrator, horizon_s=self.forecast_horizon_s or 10.0)
@@ -312,8 +311,7 @@ class LiveNetwork:
         their hosts."""
         async with self._lock:
             if self.host_processes is not None:
-                dead = self.host_processes.dead()
-                for host in await dead if inspect.isawaitable(dead) else dead:
+                for host in await self.host_processes.dead():
                     await self._recover(host)
             t_start = self.clock()
             t_s = t_start - self.t0
@@ -324,14 +322,14 @@ class LiveNetwork:
             if snap.thing_ids:
                 t_d = time.perf_counter()
                 try:
-                    host, out, new = await asyncio.to_thread(self._decide, snap, t_s, k)
+                    host, out, new, forecast_s = await asyncio.to_thread(self._decide, snap, t_s, k)
                 except TwinedgeError as exc:
                     report.error = str(exc)
                     report.unplaced = int((snap.host < 0).sum())
                     log.warning("orchestrator cycle %d: %s", k, exc)
                 else:
-                    report.forecast_s = self._forecast_s
-                    report.decide_s = time.perf_counter() - t_d - report.forecast_s
+                    report.forecast_s = forecast_s
+                    report.decide_s = time.perf_counter() - t_d - forecast_s
                     changed = np.flatnonzero(host != snap.host)
                     report.placed, report.migrations = new, out.migrations
                     report.writes_failed = await self._write(snap, host, changed)
@@ -344,7 +342,6 @@ class LiveNetwork:
             }
             report.duration_s = self.clock() - t_start
             self.last = report
-            self.history = [*self.history[-99:], report]
             return report
 
     async def _write(self, snap: LiveSnapshot, host: np.ndarray, changed: np.ndarray) -> int:
