@@ -189,7 +189,9 @@ class Orchestrator:
         mem_left[world.hosts] -= np.bincount(
             host[placed], weights=world.mem_gb[placed], minlength=m
         )
-        sub = _with_room(world.select(new), np.maximum(cpu_left, 0.0), np.maximum(mem_left, 0.0))
+        sub = world.select(new).evolve(
+            node_cpu_ghz=np.maximum(cpu_left, 0.0), node_mem_gb=np.maximum(mem_left, 0.0)
+        )
         sub_state = NetworkState.at(sub, np.asarray(state_xy_m)[new])
         sub_state.t_s = t_s
         result = self._solve(sub, sub_state, amortise_steps=None)
@@ -266,16 +268,6 @@ class Orchestrator:
         out.src.append(src)
         out.dst.append(hosts)
         return out
-
-
-def _with_room(world: World, node_cpu_ghz: np.ndarray, node_mem_gb: np.ndarray) -> World:
-    """``world`` with other node capacities (what is left for new twins)."""
-    from dataclasses import replace
-
-    out = replace(world, node_cpu_ghz=node_cpu_ghz, node_mem_gb=node_mem_gb)
-    if "_ap_tree" in world.__dict__:
-        out.__dict__["_ap_tree"] = world.__dict__["_ap_tree"]
-    return out
 
 
 def check_moves(

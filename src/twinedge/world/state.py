@@ -129,7 +129,12 @@ class World:
         if len(set(n.values())) > 1:
             raise ValueError(f"with_entities: arrays of different lengths {n}")
         fields: dict[str, Any] = {k: entities[k] for k in ENTITY_FIELDS} | other
-        out = replace(self, mobility=[], **fields)
+        return self.evolve(mobility=[], **fields)
+
+    def evolve(self, **fields: Any) -> World:
+        """A copy with ``fields`` replaced that keeps the access-point index (the network's
+        positions must be the same)."""
+        out = replace(self, **fields)
         if "_ap_tree" in self.__dict__:
             out.__dict__["_ap_tree"] = self.__dict__["_ap_tree"]
         return out
