@@ -121,6 +121,31 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     assert final["features"]["battery"]["properties"] == {"level": 80}
     status = client.get("/api/2/orchestrator").json()
     assert status["migrations_total"] == 1 and status["placements_total"] == 1
+    # writes to a twin on a host: desired state forwarded (with its precondition
+    # checked), a command refused with the reason, a plain attribute write refused
+    rev = final["_revision"]
+    lamp = f"/api/2/things/{TWIN}/features/lamp/desiredProperties"
+    r = client.patch(
+        lamp,
+        json={"on": True},
+        headers={"If-Match": f'"{rev - 1}"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 412, r.text
+    r = client.patch(
+        lamp,
+        json={"on": True},
+        headers={"If-Match": f'"{rev}"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code in (200, 204), r.text
+    assert doc()["features"]["lamp"]["desiredProperties"] == {"on": True}
+    r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot", json={})
+    assert r.status_code == 409 and "commands are not carried to edge hosts" in r.json()["detail"]
+    r = client.patch(
+        f"/api/2/things/{TWIN}/attributes",
+        json={"colour": "red"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 409 and "served by edge host edge-2" in r.json()["detail"]
     edge = status["edge"]
     assert (edge["host_processes"], edge["live_migrations"], edge["migrations_failed"]) == (2, 1, 0)
     assert 0 < edge["downtime_ms"]["max"] < 10_000

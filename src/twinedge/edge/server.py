@@ -116,7 +116,6 @@ class DeviceSide:
         self.server = server
         self.metrics: Counter[str] = Counter()
         self.outbound: Any = None
-        self._auth_cache: dict[tuple[str, str], float] = {}
 
     @property
     def things(self) -> Mapping[str, dict[str, Any]]:
@@ -137,18 +136,14 @@ class DeviceSide:
         return False  # commands go through the core
 
     async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
+        """Asked of the core at every connection (no cache: a password changed or a thing
+        deleted there takes effect here at once)."""
         if password is None:
             return False
-        key = (thing_id, password)
-        if self._auth_cache.get(key, 0.0) > time.monotonic():
-            return True
         ok = await self.server.core_post(
             "/internal/authenticate-device", {"thingId": thing_id, "password": password}
         )
-        if isinstance(ok, dict) and ok.get("ok") is True:
-            self._auth_cache[key] = time.monotonic() + 60.0
-            return True
-        return False
+        return isinstance(ok, dict) and ok.get("ok") is True
 
 
 class HostServer:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from twinedge.errors import Conflict, Unavailable
+from twinedge.errors import Conflict, PreconditionFailed, Unavailable
 from twinedge.runtime import things
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
@@ -332,7 +332,7 @@ class TwinService:
             and parts[2] == "desiredProperties"
             and isinstance(value, dict)
         ):  # replacing a feature's desired state: the same merge patch, sent to the host
-            await self._access.get_visible(p, thing_id, "write")
+            await self._edge_precheck(p, thing_id, if_match)
             fid = things.unescape_token(parts[1])
             feature = (self.things.get(thing_id, {}).get("features") or {}).get(fid) or {}
             old = feature.get("desiredProperties") or {}
@@ -357,9 +357,18 @@ class TwinService:
     ) -> dict:
         """Merge-patch a feature's desired properties; the device gets them over MQTT."""
         if self.edge_owner is not None and self.edge_owner(thing_id) and self.edge_desired:
-            await self._access.get_visible(p, thing_id, "write")  # the same access rule
+            await self._edge_precheck(p, thing_id, if_match)
             return await self.edge_desired(thing_id, {feature_id: patch})
         return await self._writes.set_desired(p, thing_id, feature_id, patch, if_match=if_match)
+
+    async def _edge_precheck(self, p: Principal, thing_id: str, if_match: int | None) -> None:
+        """What the writer checks before a write, for one forwarded to an edge host: the
+        caller may write the thing, and its revision is the one ``If-Match`` names."""
+        doc = await self._access.get_visible(p, thing_id, "write")
+        if if_match is not None and doc["_revision"] != if_match:
+            raise PreconditionFailed(
+                f"thing {thing_id} is at revision {doc['_revision']}, not {if_match} (If-Match)"
+            )
 
     def _edge_guard(self, thing_id: str) -> None:
         """A twin served by an edge host process changes there: only its desired state
@@ -457,7 +466,19 @@ class TwinService:
         self, p: Principal, thing_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0
     ) -> Any:
         """Send a command to the device and wait for its response (see
-        :meth:`.Devices.send_command`)."""
+        :meth:`.Devices.send_command`).
+
+        Raises:
+            Conflict: the twin is served by an edge host process, whose device is not
+                reached from here (commands are not carried to edge hosts).
+        """
+        owner = self.edge_owner(thing_id) if self.edge_owner else None
+        if owner is not None:
+            await self._access.get_visible(p, thing_id, "write")
+            raise Conflict(
+                f"twin {thing_id} is served by edge host {owner[0]}; commands are not "
+                "carried to edge hosts: its device is connected there, not here"
+            )
         return await self._devices.send_command(p, thing_id, subject, payload, timeout_s=timeout_s)
 
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
