@@ -202,7 +202,7 @@ class Orchestrator:
 
     def due(self, k: int) -> bool:
         """Whether cycle ``k`` (0-based) ends a placement period."""
-        return bool(self.period_steps) and (k + 1) % self.period_steps == 0  # type: ignore[operator]
+        return self.period_steps is not None and (k + 1) % self.period_steps == 0
 
     def cycle(
         self, world: World, state: NetworkState, k: int, *, replace: bool | None = None
