@@ -434,3 +434,61 @@ def test_an_abandoned_export_stops_growing(tmp_path: Path, monkeypatch: pytest.M
                 await h.export_changes(T, snap.revision)
 
     run(body())
+
+
+def test_an_application_write_is_a_conditional_merge_patch_of_the_document(tmp_path: Path) -> None:
+    from twinedge.edge import RevisionError
+
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            await h.place(T, {"attributes": {"make": "x", "year": 2020}}, revision=4)
+            assert await h.apply(T, {"battery": {"level": 71}}) == 5
+            # the application wrote on revision 4; the device has moved the twin on since
+            with pytest.raises(RevisionError) as e:
+                await h.write(T, {"attributes": {"make": "y"}}, if_revision=4)
+            assert (e.value.expected, e.value.current) == (4, 5)
+            assert await h.write(T, {"attributes": {"make": "y", "year": None}}, if_revision=5) == 6
+            assert await h.write(T, {"definition": "acme:car:1"}) == 7  # no behaviour hook
+            assert await h.write(T, {"attributes": {"make": "y"}}) == 7  # nothing changes
+            for bad, pointer in (
+                ({"_revision": 9}, "/_revision"),
+                ({"thingId": "a:b"}, "/thingId"),
+            ):
+                with pytest.raises(InvalidReportError) as e2:
+                    await h.write(T, bad)
+                assert e2.value.pointer == pointer
+            with pytest.raises(InvalidReportError):
+                await h.write(T, ["attributes"])
+        async with EdgeHost.open(tmp_path / "h.sqlite") as h:
+            v = h.twin(T)
+            assert v.revision == 7
+            assert v.document["attributes"] == {"make": "y"}
+            assert v.document["definition"] == "acme:car:1"
+            assert v.document["features"]["battery"]["properties"] == {"level": 71}
+
+    run(body())
+
+
+def test_a_retired_twin_is_refused_survives_recovery_and_can_start_again(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            await h.place(T, {}, epoch=3, revision=10)
+            assert await h.apply(T, {"battery": {"level": 71}}) == 11
+            assert await h.retire(T) is True
+            assert await h.retire("fleet:never") is False
+            with pytest.raises(NotOwnerError) as e:
+                await h.apply(T, {"battery": {"level": 70}})
+            assert e.value.owner is None  # moved to no host: nothing to redirect to
+            assert h.twin_ids() == [] and h.status(T).status is TwinStatus.MOVED
+        async with EdgeHost.open(tmp_path / "h.sqlite") as h:  # recovery accepts its records
+            assert h.status(T).status is TwinStatus.MOVED
+            # a new twin of the same id: placed again from epoch 1, revision 1
+            assert await h.place(T, {"attributes": {"new": True}}, epoch=1, revision=1) == 1
+            assert await h.apply(T, {"battery": {"level": 5}}) == 2
+        async with EdgeHost.open(tmp_path / "h.sqlite") as h:
+            v = h.twin(T)
+            assert (v.epoch, v.revision) == (1, 2)
+            assert v.document["attributes"] == {"new": True}
+            assert v.document["features"] == {"battery": {"properties": {"level": 5}}}
+
+    run(body())

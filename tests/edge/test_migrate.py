@@ -16,6 +16,7 @@ from twinedge.edge import (
     BehaviourError,
     ChangeSet,
     EdgeHost,
+    EpochError,
     MigrationError,
     NotOwnerError,
     ReplicaApplier,
@@ -126,32 +127,35 @@ def test_pre_copy_stops_after_max_rounds_under_a_busy_twin(tmp_path: Path) -> No
     async def body() -> None:
         hs = hosts(tmp_path, "a", "b")
         await hs["a"].place(T, behaviour=APPEND)
-        dev = Devices(hs, {T: "a"})
-        load = [asyncio.ensure_future(dev.run(T)) for _ in range(4)]  # 4 devices, one twin
-        await asyncio.sleep(0.01)
-        a, b = SlowLink(hs["a"], 0.003), SlowLink(hs["b"], 0.003)  # updates land meanwhile
-        rep = await pre_copy(a, b, T, max_rounds=3, max_final_changes=0)  # type: ignore[arg-type]
-        dev.stop.set()
-        await asyncio.gather(*load)
-        assert rep.rounds == 3 and rep.changes_copied > 0
-        check_exactly_once(hs["b"], T, dev.acked[T])
+        acked: list[int] = []
+        a = BusyLink(hs["a"], T, acked)  # a report lands before every copy round
+        rep = await pre_copy(a, hs["b"], T, max_rounds=3, max_final_changes=0)  # type: ignore[arg-type]
+        assert rep.rounds == 3 and rep.changes_copied >= 3
+        check_exactly_once(hs["b"], T, acked)
         await close_all(hs)
 
     asyncio.run(body())
 
 
-class SlowLink:
-    """A host behind a link that takes ``latency_s`` (real time) per call."""
+class BusyLink:
+    """The source host of a twin whose device reports just before each change copy is
+    asked for (while the source still serves it): every pre-copy round has work."""
 
-    def __init__(self, host: EdgeHost, latency_s: float):
-        self._host, self._lat = host, latency_s
+    def __init__(self, host: EdgeHost, twin: str, acked: list[int]):
+        self._host, self._twin, self._acked = host, twin, acked
         self.host_id = host.host_id
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._host, name)
 
         async def call(*args: Any) -> Any:
-            await asyncio.sleep(self._lat)
+            if (
+                name == "export_changes"
+                and self._host.status(self._twin).status is TwinStatus.OWNED
+            ):
+                n = len(self._acked)
+                await self._host.apply(self._twin, {"u": {"id": n}})
+                self._acked.append(n)
             return await method(*args)
 
         return call
@@ -352,6 +356,40 @@ def test_resume_to_another_target_checks_the_dead_one(tmp_path: Path) -> None:
             await hs["a"].apply(T, {"u": {"id": 9}})
         await close_all(hs)
         await c.close()
+
+    asyncio.run(body())
+
+
+def test_the_source_serves_again_when_the_target_died_before_adopting(tmp_path: Path) -> None:
+    async def body() -> None:
+        hs, acked = await fenced_then(tmp_path, "b")
+        a, b = hs["a"], hs["b"]
+        # the only host left is the source: it reclaims the twin under a new epoch
+        assert await resume(a, a, T, previous_target=b) is None
+        own = a.status(T)
+        assert (own.status, own.epoch, own.owner) == (TwinStatus.OWNED, 3, None)
+        check_exactly_once(a, T, acked)
+        assert await a.apply(T, {"u": {"id": 8}}) == 9
+        with pytest.raises(MigrationError, match="only a fenced twin is reclaimed"):
+            await a.reclaim(T, 9)
+        await close_all(hs)
+        reopened = EdgeHost.open(tmp_path / "a.sqlite")
+        assert (reopened.status(T).epoch, reopened.twin(T).revision) == (3, 9)
+        await reopened.close()
+
+    asyncio.run(body())
+
+
+def test_a_target_that_adopted_is_not_reclaimed_from(tmp_path: Path) -> None:
+    async def body() -> None:
+        hs, acked = await fenced_then(tmp_path, "b", adopt=True)
+        a, b = hs["a"], hs["b"]
+        assert await resume(a, a, T, previous_target=b) is None  # b has it: a lets go
+        assert a.status(T).status is TwinStatus.MOVED
+        check_exactly_once(b, T, acked)
+        with pytest.raises(EpochError):  # a stale epoch cannot take it back either
+            await b.fence(T, 2, "a")
+        await close_all(hs)
 
     asyncio.run(body())
 

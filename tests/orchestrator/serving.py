@@ -37,12 +37,18 @@ class Served:
     mqtt_port: int
 
 
+def two_sites_file(tmp_path: Path) -> Path:
+    """The two-site network of the tests as a scenario file in ``tmp_path``."""
+    network = tmp_path / "two-sites.yaml"
+    network.write_text(yaml.safe_dump(two_sites()))
+    return network
+
+
 @contextmanager
 def serve_two_sites(tmp_path: Path, *options: str) -> Iterator[Served]:
     """``twinedge serve --network examples/two-sites.yaml OPTIONS``, stopped (SIGTERM)
     at the end if still running."""
-    network = tmp_path / "two-sites.yaml"
-    network.write_text(yaml.safe_dump(two_sites()))
+    network = two_sites_file(tmp_path)
     data, http, mqtt = tmp_path / "data", free_port(), free_port()
     proc = start_server(data, http, mqtt, extra=["--network", str(network), *options])
     token = (data / "admin.token").read_text().strip()

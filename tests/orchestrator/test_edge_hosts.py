@@ -140,15 +140,70 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     assert doc()["features"]["lamp"]["desiredProperties"] == {"on": True}
     r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot", json={})
     assert r.status_code == 409 and "commands are not carried to edge hosts" in r.json()["detail"]
+    # any other write is decided by the core and committed by the host, at the
+    # acknowledgement level asked for
+    merge = {"Content-Type": "application/merge-patch+json"}
+    rev = doc()["_revision"]
+    r = client.patch(
+        f"/api/2/things/{TWIN}/attributes?ack=edge",
+        json={"colour": "red"},
+        headers={**merge, "Prefer": "return=representation", "If-Match": f'"{rev}"'},
+    )
+    assert r.status_code == 200, r.text
+    # committed on the host; the core numbers it when it arrives: no ETag yet
+    assert r.json()["colour"] == "red" and "ETag" not in r.headers
+    r = client.put(f"/api/2/things/{TWIN}/attributes/size", json={"l_m": 1.5})
+    assert r.status_code == 201, r.text
+    assert doc()["attributes"]["size"] == {"l_m": 1.5}  # ack=core: the core's copy has it
     r = client.patch(
         f"/api/2/things/{TWIN}/attributes",
-        json={"colour": "red"},
-        headers={"Content-Type": "application/merge-patch+json"},
+        json={"colour": "blue"},
+        headers={**merge, "If-Match": f'"{rev}"'},
     )
-    assert r.status_code == 409 and "served by edge host edge-2" in r.json()["detail"]
+    assert r.status_code == 412, r.text
+    r = client.put(
+        f"/api/2/things/{TWIN}/attributes/size",
+        content=b"null",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and "null" in r.json()["detail"], r.text
+    assert client.delete(f"/api/2/things/{TWIN}/attributes/size").status_code == 204
+    r = client.patch(f"/api/2/things/{TWIN}/attributes?ack=later", json={"a": 1}, headers=merge)
+    assert r.status_code == 400, r.text
+    after = doc()
+    assert after["attributes"]["colour"] == "red" and "size" not in after["attributes"]
+    assert after["features"]["battery"]["properties"] == {"level": 80}  # the device's, kept
+    assert after["_host"] == "edge-2"
     edge = status["edge"]
     assert (edge["host_processes"], edge["live_migrations"], edge["migrations_failed"]) == (2, 1, 0)
     assert 0 < edge["downtime_ms"]["max"] < 10_000
+    # deleting the twin retires it on its host: its device's reports are no longer taken
+    # there, and a new twin of the same id starts clean on the same host
+    assert client.delete(f"/api/2/things/{TWIN}").status_code == 204
+
+    async def report_after_delete() -> None:
+        kw = {"identifier": TWIN + "-late", "username": TWIN, "password": PASSWORD}
+        host, port = mqtt_of(redirects[1]["url"])
+        async with aiomqtt.Client(host, port, **kw) as c:
+            await c.publish(
+                f"twinedge/{TWIN}/reported", json.dumps({"battery": {"level": 1}}), qos=1
+            )
+
+    with pytest.raises(aiomqtt.MqttError):  # its credentials went with the thing
+        asyncio.run(report_after_delete())
+    assert client.get(f"/api/2/things/{TWIN}").status_code == 404
+    assert (
+        client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(2990.0)}).status_code
+        == 201
+    )
+    again = wait_for(lambda: (d := doc()).get("_host") == "edge-2" and d, "the new twin placed")
+    assert "battery" not in again["features"] and again["attributes"] == {"kind": "robot"}
+    assert [h["revision"] for h in client.get(f"/api/2/things/{TWIN}/history").json()["items"]][
+        :1
+    ] == [1]
+    r = client.patch(f"/api/2/things/{TWIN}/attributes", json={"colour": "green"}, headers=merge)
+    assert r.status_code in (200, 204), r.text
+    assert doc()["attributes"]["colour"] == "green"
 
 
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):
@@ -184,7 +239,9 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
     asyncio.run(device())
     pid = client.get("/api/2/orchestrator").json()["edge"]["pids"]["edge-1"]
     os.kill(pid, 9)
-    final = wait_for(lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2")
+    final = wait_for(
+        lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2", 1200
+    )
     assert final["features"]["counter"]["properties"] == {"n": acked[-1]} == {"n": 50}
     status = client.get("/api/2/orchestrator").json()
     assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
@@ -207,3 +264,193 @@ def test_the_ray_cluster_example_of_live_md_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "host actors: 2 ['edge-1', 'edge-2']" in out.stdout
+
+
+def test_the_core_killed_with_sigkill_mid_load_loses_nothing_and_hosts_keep_serving(tmp_path):
+    """kill -9 of ``serve`` while a device reports to its twin's host: the host keeps
+    acknowledging (its own commits), a ``serve`` started again on the same data directory
+    takes the running host processes over, and replication brings every acknowledged
+    report to the core."""
+    import os
+    import signal
+
+    from tests.orchestrator.serving import free_port, start_server, two_sites_file
+
+    network = two_sites_file(tmp_path)
+    data, mqtt = tmp_path / "data", free_port()
+    opts = ["--network", str(network), "--hosts", "local", "--cycle-s", "0.2"]
+    opts += ["--forecast-horizon-s", "0"]
+    http = free_port()
+    proc = start_server(data, http, mqtt, extra=opts)
+    token = (data / "admin.token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    import httpx
+
+    client = httpx.Client(base_url=f"http://127.0.0.1:{http}", headers=auth)
+    try:
+        assert (
+            client.put(
+                f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}
+            ).status_code
+            == 201
+        )
+        assert (
+            client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
+            == 204
+        )
+        wait_for(
+            lambda: client.get(f"/api/2/things/{TWIN}").json().get("_host") == "edge-1", "placement"
+        )
+        pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
+        acked: list[int] = []
+
+        async def device() -> None:
+            kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+            async with aiomqtt.Client("127.0.0.1", mqtt, **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0
+                )
+                url = (await next_redirect(c))["url"]
+            host, port = mqtt_of(url)
+            async with aiomqtt.Client(host, port, **kw) as c:
+                for n in range(1, 101):
+                    if n == 40:
+                        os.kill(proc.pid, signal.SIGKILL)  # the core, mid-load
+                        await asyncio.to_thread(proc.wait, 30)
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+                    acked.append(n)  # PUBACK from edge-1 after its commit, core or no core
+
+        asyncio.run(device())
+        assert acked == list(range(1, 101))
+        client.close()
+        http = free_port()  # the new core listens elsewhere: the hosts are told
+        proc = start_server(data, http, mqtt, extra=opts)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{http}", headers=auth)
+        final = wait_for(
+            lambda: (
+                (d := client.get(f"/api/2/things/{TWIN}").json())["features"]
+                .get("counter", {})
+                .get("properties")
+                == {"n": 100}
+                and d
+            ),
+            "every acknowledged report in the restarted core",
+        )
+        assert final["_host"] == "edge-1"
+        assert client.get("/api/2/orchestrator").json()["edge"]["pids"] == pids  # taken over
+        items, cursor = [], None
+        while True:
+            page = client.get(
+                f"/api/2/things/{TWIN}/history",
+                params={"limit": 100, "cursor": cursor} if cursor else {"limit": 100},
+            ).json()
+            items += page["items"]
+            if not (cursor := page.get("cursor")):
+                break
+        counters = [
+            o["value"]
+            for h in items
+            for o in h["ops"]
+            if o["path"].endswith("/counter/properties/n")
+        ]
+        assert counters == list(range(2, 101))  # each once, in order (n=1 added the feature)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
+    """The twin's device drives towards edge-2 while edge-2's process is stopped (it
+    accepts connections and never answers): the migration fails before its fence, the
+    twin stays on edge-1 and its device keeps being acknowledged there; once edge-2 is
+    killed, the interrupted migration is finished (edge-1 serves on) and nothing
+    acknowledged is lost."""
+    import os
+    import signal
+
+    with serve_two_sites(
+        tmp_path, "--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"
+    ) as s:
+        client = s.client
+        assert (
+            client.put(
+                f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}
+            ).status_code
+            == 201
+        )
+        assert (
+            client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
+            == 204
+        )
+        doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+        wait_for(lambda: doc().get("_host") == "edge-1", "placement on edge-1")
+        pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
+        os.kill(pids["edge-2"], signal.SIGSTOP)
+        acked: list[int] = []
+        status = lambda: client.get("/api/2/orchestrator").json()["edge"]  # noqa: E731
+
+        async def device() -> None:
+            kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+            async with aiomqtt.Client("127.0.0.1", s.mqtt_port, **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0
+                )
+                url = (await next_redirect(c))["url"]
+            host, port = mqtt_of(url)
+            async with aiomqtt.Client(host, port, **kw) as c:
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1
+                )
+                for n in range(1, 31):
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+                    acked.append(n)
+                await asyncio.to_thread(
+                    wait_for,
+                    lambda: status()["migrations_failed"] >= 1,
+                    "the failed migration",
+                    1200,
+                )
+                os.kill(pids["edge-2"], signal.SIGKILL)
+                for n in range(31, 61):
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+                    acked.append(n)
+
+        asyncio.run(device())
+        final = wait_for(
+            lambda: (
+                (d := doc())["features"].get("counter", {}).get("properties") == {"n": 60} and d
+            ),
+            "every acknowledged report in the core",
+            1200,
+        )
+        assert final["_host"] == "edge-1"
+        edge = wait_for(
+            lambda: (e := status())["host_processes"] == 1 and e, "edge-2 recovered", 1200
+        )
+        assert edge["live_migrations"] == 0 and edge["migrations_failed"] >= 1
+        assert edge["recovered"] == [{"host": "edge-2", "twins": 0, "to": []}]
+        # the core's copy is the device's, in order, each report once
+        items, cursor = [], None
+        while True:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = client.get(f"/api/2/things/{TWIN}/history", params=params).json()
+            items += page["items"]
+            if not (cursor := page.get("cursor")):
+                break
+        counters = [
+            o["value"]
+            for h in items
+            for o in h["ops"]
+            if o["path"].endswith("/counter/properties/n")
+        ]
+        assert counters == list(range(2, 61))

@@ -560,9 +560,13 @@ def test_http_replicate_gap_and_duplicate(hapi):
     assert 'twinedge_replication_records_total{host="edge-1",result="applied"} 1.0' in text
     assert 'twinedge_replication_records_total{host="edge-1",result="duplicate"} 1.0' in text
     assert 'twinedge_replication_lag_seconds{host="edge-1"}' in text
+    assert 'twinedge_replication_lag_quantile_seconds{host="edge-1",quantile="0.99"}' in text
     health = c.get("/healthz").json()
     assert health["replication"]["edge-1"]["acked_seq"] == 1
-    assert set(health["replication"]["edge-1"]) == {"acked_seq", "lag_s", "age_s"}
+    assert set(health["replication"]["edge-1"]) == {"acked_seq", "lag_s", "age_s", "lag"}
+    # the two records handled (one applied, one duplicate); the refused one is not counted
+    lag = health["replication"]["edge-1"]["lag"]
+    assert lag["window"] == 2 and 0 < lag["p50_s"] <= lag["p99_s"] == lag["max_s"]
     # internal routes are not in the API's description
     assert not any(p.startswith("/internal") for p in c.get("/openapi.json").json()["paths"])
 

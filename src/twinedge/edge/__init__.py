@@ -42,6 +42,7 @@ from twinedge.edge.errors import (
     MigrationError,
     NotOwnerError,
     ReplicationGapError,
+    RevisionError,
     TwinNotReadyError,
     UnknownTwinError,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "ReplicaTwin",
     "ReplicationGapError",
     "ReplicationLag",
+    "RevisionError",
     "TickResult",
     "TwinBehaviour",
     "TwinChange",

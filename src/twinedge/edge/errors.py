@@ -13,6 +13,7 @@
         │                          say where it lives now, so the device edge can redirect
         ├── TwinNotReadyError      the twin is arriving here (migration under way); retry soon
         ├── EpochError             a fencing epoch that is stale or does not match
+        ├── RevisionError          a write conditioned on a revision the twin is not at
         ├── InvalidReportError     a malformed report, desired state or behaviour patch;
         │                          ``pointer`` (RFC 6901) says where
         ├── ReplicationGapError    a replica was given revision n+2 before n+1
@@ -43,6 +44,7 @@ __all__ = [
     "MigrationError",
     "NotOwnerError",
     "ReplicationGapError",
+    "RevisionError",
     "TwinNotReadyError",
     "UnknownTwinError",
 ]
@@ -130,6 +132,20 @@ class EpochError(EdgeError):
     def __init__(self, twin_id: str, epoch: int, current: int, what: str):
         self.twin_id, self.epoch, self.current = twin_id, epoch, current
         super().__init__(f"twin {twin_id!r}: {what} (given epoch {epoch}, known epoch {current})")
+
+
+class RevisionError(EdgeError):
+    """A write was conditioned on a revision the twin is not at (it changed meanwhile).
+
+    Attributes:
+        twin_id: the twin.
+        expected: the revision the writer expected.
+        current: the twin's revision on this host.
+    """
+
+    def __init__(self, twin_id: str, expected: int, current: int):
+        self.twin_id, self.expected, self.current = twin_id, expected, current
+        super().__init__(f"twin {twin_id!r} is at revision {current}, not {expected}")
 
 
 class InvalidReportError(EdgeError):

@@ -62,6 +62,7 @@ from twinedge.edge.errors import (
     InvalidReportError,
     MigrationError,
     NotOwnerError,
+    RevisionError,
     TwinNotReadyError,
     UnknownTwinError,
 )
@@ -688,6 +689,45 @@ class EdgeHost:
 
         return int(await self._submit(_Op(prepare)))
 
+    async def write(
+        self, twin_id: str, patch: Any, *, if_revision: int | None = None, epoch: int | None = None
+    ) -> int:
+        """Apply an application's write, forwarded by the core: a JSON merge patch of the
+        twin's document (the core has checked access and validated the result). No
+        behaviour hook runs: it is the twin's owner writing, not its device. Returns the
+        revision once durable.
+
+        Parameters:
+            twin_id: the twin.
+            patch: merge patch of the document; service fields (``thingId``, ``_*``)
+                cannot be written.
+            if_revision: apply only if the twin is at this revision here.
+            epoch: the epoch the sender believes current (checked when given).
+
+        Raises:
+            RevisionError: ``if_revision`` is not the twin's revision (nothing written).
+            InvalidReportError: not an object, a service field, or a twin too large.
+            UnknownTwinError, NotOwnerError, TwinNotReadyError, EpochError,
+            HostClosedError, EdgeLogError: as :meth:`apply`.
+        """
+        self._check_open()
+        if not isinstance(patch, dict):
+            raise InvalidReportError(f"a write must be a JSON object, got {type(patch).__name__}")
+        for key in patch:
+            if not isinstance(key, str) or key.startswith("_") or key == "thingId":
+                raise InvalidReportError(
+                    f"{key!r} is kept by the service and cannot be written", f"/{key}"
+                )
+        self._serving(self._twins.get(twin_id), twin_id, epoch)
+
+        def prepare(b: _Batch) -> int:
+            t = self._serving(b.get(twin_id), twin_id, epoch)
+            if if_revision is not None and t.revision != if_revision:
+                raise RevisionError(twin_id, if_revision, t.revision)
+            return self._change(b, t, patch)
+
+        return int(await self._submit(_Op(prepare)))
+
     async def tick(self) -> TickResult:
         """Run every owned twin's ``on_tick`` once and commit the changes in one batch.
 
@@ -900,6 +940,69 @@ class EdgeHost:
             b.after.append(lambda: self._forget(twin_id))
 
         await self._submit(_Op(prepare))
+
+    async def reclaim(self, twin_id: str, epoch: int) -> int:
+        """Serve a fenced twin here again, under ``epoch``: the migration was interrupted
+        before the host it was fenced to adopted it, and that host is gone (its log shows
+        it never adopted; see :func:`~twinedge.edge.migrate.resume`). Returns the twin's
+        revision once durable.
+
+        Raises:
+            MigrationError: the twin is not fenced here.
+            EpochError: ``epoch`` is not above every epoch this host knows for it.
+            UnknownTwinError, HostClosedError, EdgeLogError.
+        """
+        self._check_open()
+
+        def prepare(b: _Batch) -> int:
+            t = b.get(twin_id)
+            if t is None:
+                self._refuse(t, twin_id)
+            assert t is not None
+            if t.own.status is not TwinStatus.FENCED:
+                raise MigrationError(
+                    f"twin {twin_id!r} is {t.own.status} here; only a fenced twin is reclaimed"
+                )
+            if epoch <= t.own.latest_epoch:
+                raise EpochError(
+                    twin_id, epoch, t.own.latest_epoch, "reclaiming needs a higher epoch"
+                )
+            mine = b.edit(t)
+            b.own(
+                mine,
+                replace(t.own, status=TwinStatus.OWNED, epoch=epoch, owner=None, owner_epoch=0),
+            )
+            return mine.revision
+
+        return int(await self._submit(_Op(prepare)))
+
+    async def retire(self, twin_id: str) -> bool:
+        """The twin was deleted: stop serving it and drop its state here, durably, with no
+        redirect (a report for it is refused as for a twin that moved, to no host). A
+        later incarnation of the same id may be placed here again from epoch 1. Returns
+        whether this host knew the twin (retiring an unknown twin is harmless).
+
+        Raises:
+            HostClosedError, EdgeLogError.
+        """
+        self._check_open()
+
+        def prepare(b: _Batch) -> bool:
+            t = b.get(twin_id)
+            self._staged.pop(twin_id, None)
+            self._expected.pop(twin_id, None)
+            if t is None:
+                return False
+            mine = b.edit(t)
+            b.own(
+                mine,
+                replace(t.own, status=TwinStatus.MOVED, owner=None, owner_epoch=0, epoch=0),
+            )
+            mine.document, mine.behaviour = None, None
+            b.after.append(lambda: self._forget(twin_id))
+            return True
+
+        return bool(await self._submit(_Op(prepare)))
 
     def _forget(self, twin_id: str, staged: _Staged | None = None) -> None:
         """After a release (no staged copy given) or an adoption of ``staged``."""

@@ -625,7 +625,9 @@ class EdgeLog:
                 )
             if kind not in ("change", "snapshot"):
                 raise EdgeLogError(f"edge log {self.path}: {where} has unknown kind {kind!r}")
-            if epoch > own.latest_epoch:
+            retired = own.status is TwinStatus.MOVED and own.owner is None
+            superseded = retired or (tid in base and seq < base[tid][0])
+            if epoch > own.latest_epoch and not superseded:
                 raise EdgeLogError(
                     f"edge log {self.path}: {where} has epoch {epoch}, above the twin's epoch {own.latest_epoch}"
                 )

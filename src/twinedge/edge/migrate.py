@@ -111,6 +111,8 @@ class MigrationPeer(Protocol):
 
     async def adopt(self, twin_id: str, epoch: int, revision: int) -> int: ...
 
+    async def reclaim(self, twin_id: str, epoch: int) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class MigrationReport:
@@ -369,7 +371,9 @@ async def resume(
     * source fenced it to another host: pass that host as ``previous_target`` (reopened
       from its log if it died). If it adopted, the twin lives there: the source is
       released and ``None`` returned. If not, its staged copy is dropped, the twin is
-      fenced again with the next epoch to ``target`` and copied there.
+      fenced again with the next epoch to ``target`` and copied there — or, when
+      ``target`` is the source itself, the source serves it again under the next epoch
+      (``reclaim``; returns ``None``).
 
     Returns:
         A report with ``method="resume"`` when this call copied the twin
@@ -409,6 +413,9 @@ async def resume(
             return None
         await previous_target.discard_staged(twin_id)
         epoch = own.latest_epoch + 1
+        if target.host_id == source.host_id:  # back where it was: serve it again
+            await source.reclaim(twin_id, epoch)
+            return None
         await target.expect(twin_id, source.host_id)
         await source.fence(twin_id, epoch, target.host_id)
     tgt = await target.ownership(twin_id)

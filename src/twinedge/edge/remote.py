@@ -63,6 +63,9 @@ class RemoteHost:
     async def status(self) -> dict[str, Any]:
         return await self._call("GET", "/status")
 
+    async def set_core(self, url: str) -> None:
+        await self._call("PUT", "/core", {"url": url})
+
     async def set_peers(self, peers: dict[str, str]) -> None:
         await self._call("PUT", "/peers", peers)
 
@@ -81,6 +84,19 @@ class RemoteHost:
 
     async def set_desired(self, twin_id: str, desired: Any) -> int:
         return int((await self._call("POST", f"/twins/{twin_id}/desired", desired))["revision"])
+
+    async def write(self, twin_id: str, patch: Any, *, if_revision: int | None = None) -> int:
+        doc = await self._call(
+            "POST", f"/twins/{twin_id}/write", {"patch": patch, "if_revision": if_revision}
+        )
+        return int(doc["revision"])
+
+    async def reclaim(self, twin_id: str, epoch: int) -> int:
+        doc = await self._call("POST", f"/twins/{twin_id}/reclaim", {"epoch": epoch})
+        return int(doc["revision"])
+
+    async def retire(self, twin_id: str) -> bool:
+        return bool((await self._call("POST", f"/twins/{twin_id}/retire"))["known"])
 
     # --- MigrationPeer ---------------------------------------------------------------------------
     async def ownership(self, twin_id: str) -> Ownership:

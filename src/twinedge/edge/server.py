@@ -9,10 +9,11 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
 
     GET  /status                          twins served, replication lag, MQTT URL
     PUT  /peers                           {host id: MQTT URL} of the other hosts
+    PUT  /core                            {url}: the core moved (it restarted elsewhere)
     POST /twins/{id}                      place: {document, epoch, revision}
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /release | /expect | /stage | /stage-changes
-         /discard-staged | /adopt | /redirect | /desired
+         /discard-staged | /adopt | /reclaim | /redirect | /desired | /write | /retire
 
 An error answers ``{"error": <EdgeError class>, "message", ...its fields}`` with 409 (or
 404 for an unknown twin, 400 for bad input), so a remote caller raises the same
@@ -26,6 +27,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -239,6 +241,19 @@ class HostServer:
             await self.client.aclose()
 
     # --- the core ------------------------------------------------------------------------------
+    async def set_core(self, url: str) -> None:
+        """Replicate to (and authenticate devices with) the core at ``url`` from now on: a
+        core that restarted elsewhere and took this running host over."""
+        if not url.startswith(("http://", "https://")):
+            raise EdgeError(f"core URL must be http(s)://host:port, got {url!r}")
+        old = self.client
+        self.core_url = url.rstrip("/")
+        self.client = httpx.AsyncClient(
+            base_url=self.core_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
+        if old is not None:
+            await old.aclose()
+
     async def core_post(self, path: str, body: Any) -> Any:
         assert self.client is not None
         try:
@@ -277,6 +292,23 @@ class HostServer:
             if acked >= records[0].seq:
                 self.replicated_records += self.host.ack_replicated(acked)
 
+    async def replicated(self, seq: int, timeout_s: float = 10.0) -> None:
+        """Return once the core has acknowledged every record up to ``seq``.
+
+        Raises:
+            EdgeError: it has not within ``timeout_s`` (the records are kept; they go on).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.host.replicated_seq < seq:
+            if loop.time() > deadline:
+                raise EdgeError(
+                    f"host {self.host_id}: the core has acknowledged records up to seq "
+                    f"{self.host.replicated_seq}, not {seq}, within {timeout_s:g} s"
+                    + (f" ({self.replication_error})" if self.replication_error else "")
+                )
+            await asyncio.sleep(0.005)
+
     # --- devices ---------------------------------------------------------------------------------
     def redirect(self, twin_id: str) -> bool:
         """Tell the twin's device where its twin went (after a migration): a message on
@@ -300,6 +332,8 @@ class HostServer:
             "host": self.host_id,
             "mqtt": self.mqtt_url,
             "twins": len(self.host.twin_ids()),
+            "pid": os.getpid(),
+            "core": self.core_url,
             "replication": {
                 "acked": lag.acked,
                 "pending": lag.pending,
@@ -342,6 +376,12 @@ def control_app(server: HostServer) -> Any:
     @app.get("/status")
     async def status() -> Any:
         return server.status()
+
+    @app.put("/core")
+    async def core(request: Request) -> Any:
+        d = await body(request)
+        await server.set_core(str(d.get("url", "")) if isinstance(d, dict) else "")
+        return {"core": server.core_url}
 
     @app.put("/peers")
     async def peers(request: Request) -> Any:
@@ -417,6 +457,32 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/redirect")
     async def redirect(twin_id: str) -> Any:
         return {"sent": server.redirect(twin_id)}
+
+    @app.post("/twins/{twin_id}/write")
+    async def write(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        given = d.get("if_revision")
+        if_revision = None if given is None else int(given)
+        patch = d.get("patch")
+        revision = await h().write(twin_id, patch, if_revision=if_revision)
+        features = patch.get("features") if isinstance(patch, dict) else None
+        if server.broker is not None and isinstance(features, dict):  # desired state changed
+            doc = h().twin(twin_id).document
+            for fid, f in features.items():
+                if f is None or (isinstance(f, dict) and "desiredProperties" in f):
+                    props = ((doc.get("features") or {}).get(fid) or {}).get("desiredProperties")
+                    await server.broker.publish_desired(twin_id, fid, props or {})
+        return {"revision": revision}
+
+    @app.post("/twins/{twin_id}/reclaim")
+    async def reclaim(twin_id: str, request: Request) -> Any:
+        return {"revision": await h().reclaim(twin_id, int((await body(request))["epoch"]))}
+
+    @app.post("/twins/{twin_id}/retire")
+    async def retire(twin_id: str) -> Any:
+        known = await h().retire(twin_id)
+        await server.replicated(h().last_seq)  # the core has every record of it before it goes
+        return {"known": known}
 
     @app.post("/twins/{twin_id}/desired")
     async def desired(twin_id: str, request: Request) -> Any:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from twinedge.edge.errors import EdgeError
@@ -18,6 +20,47 @@ from twinedge.edge.remote import RemoteHost
 from twinedge.errors import TwinedgeError
 
 MAX_LOCAL_HOSTS = 16
+PROCESS_FILE = "process.json"  # in a host's data directory: its pid and ports
+
+
+class RunningProcess:
+    """A host process this ``serve`` did not start (an earlier one did), as much of
+    :class:`subprocess.Popen` as :class:`HostProcesses` uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    state = f.read().rpartition(")")[2].split()[0]
+                alive = state not in ("Z", "X")
+            except OSError:
+                try:
+                    os.kill(self.pid, 0)
+                    alive = True
+                except OSError:
+                    alive = False
+            if not alive:
+                self.returncode = 0
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,36 +98,27 @@ class HostProcesses:
             )
         self.host_ids, self.data_dir, self.core_url = host_ids, data_dir, core_url
         self.token_file, self.address = token_file, address
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes] | RunningProcess] = {}
         self.remotes: dict[str, RemoteHost] = {}
 
     async def start(self, timeout_s: float = 30.0) -> None:
+        """Start a process per host, or take over the one still running from an earlier
+        ``serve`` of the same data directory (it kept serving its devices while no core
+        ran; it is told where the core is now).
+
+        Raises:
+            TwinedgeError: a host process did not come up within ``timeout_s``.
+        """
         token = self.token_file.read_text().strip()
-        ports = {}
         for h in self.host_ids:
-            mqtt, control = free_port(self.address), free_port(self.address)
-            ports[h] = (mqtt, control)
-            d = self.data_dir / h
-            d.mkdir(parents=True, exist_ok=True)
-            args = [
-                sys.executable, "-m", "twinedge", "host", "--id", h, "--core", self.core_url,
-                "--token-file", str(self.token_file), "--data-dir", str(d),
-                "--mqtt-host", self.address, "--mqtt-port", str(mqtt),
-                "--control-host", self.address, "--control-port", str(control),
-            ]  # fmt: skip
-            with open(d / "host.log", "ab") as log:  # the process keeps its own handle
-                self.procs[h] = subprocess.Popen(
-                    args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
-            self.remotes[h] = RemoteHost(
-                h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token
-            )
+            if not await self._adopt(h, token):
+                self._spawn(h, token)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for h, remote in self.remotes.items():
             while True:
                 try:
-                    await remote.status()
+                    await remote.set_core(self.core_url)
                     break
                 except EdgeError:
                     if self.procs[h].poll() is not None or loop.time() > deadline:
@@ -95,6 +129,53 @@ class HostProcesses:
                     await asyncio.sleep(0.1)
         peers = {h: r.mqtt_url for h, r in self.remotes.items()}
         await asyncio.gather(*(r.set_peers(peers) for r in self.remotes.values()))
+
+    def _spawn(self, h: str, token: str) -> None:
+        mqtt, control = free_port(self.address), free_port(self.address)
+        d = self.data_dir / h
+        d.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable, "-m", "twinedge", "host", "--id", h, "--core", self.core_url,
+            "--token-file", str(self.token_file), "--data-dir", str(d),
+            "--mqtt-host", self.address, "--mqtt-port", str(mqtt),
+            "--control-host", self.address, "--control-port", str(control),
+        ]  # fmt: skip
+        with open(d / "host.log", "ab") as log:  # the process keeps its own handle
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.procs[h] = proc
+        self.remotes[h] = RemoteHost(
+            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token
+        )
+        (d / PROCESS_FILE).write_text(
+            json.dumps({"pid": proc.pid, "mqtt_port": mqtt, "control_port": control})
+        )
+
+    async def _adopt(self, h: str, token: str) -> bool:
+        """Take over host ``h``'s process if one still runs (its ``process.json`` names a
+        live process that answers as ``h``)."""
+        try:
+            info = json.loads((self.data_dir / h / PROCESS_FILE).read_text())
+            pid, mqtt, control = int(info["pid"]), int(info["mqtt_port"]), int(info["control_port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        proc = RunningProcess(pid)
+        if proc.poll() is not None:
+            return False
+        remote = RemoteHost(
+            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token, 2.0
+        )
+        try:
+            status = await remote.status()
+        except EdgeError:
+            await remote.aclose()
+            return False
+        if status.get("host") != h or status.get("pid") != pid:
+            await remote.aclose()
+            return False
+        self.procs[h], self.remotes[h] = proc, remote
+        return True
 
     async def stop(self) -> None:
         for r in self.remotes.values():

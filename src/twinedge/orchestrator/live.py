@@ -161,6 +161,9 @@ class LiveNetwork:
         self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
         self.host_processes: Any = None  # HostProcesses on this machine, when serve started them
         self.recovered: list[dict[str, Any]] = []  # hosts that died and where their twins went
+        # twin -> (source, target) of a live migration that has not finished (it failed
+        # half-way: finished with ``resume`` when a host dies or the next cycle begins)
+        self.moving: dict[str, tuple[str, str]] = {}
         self.forecast: dict[str, Any] | None = None
         self._forecast_due_s = 0.0
         self._state: tuple[World, NetworkState] | None = None
@@ -313,6 +316,8 @@ class LiveNetwork:
             if self.host_processes is not None:
                 for host in await self.host_processes.dead():
                     await self._recover(host)
+            if self.moving:
+                await self._finish_moves()
             t_start = self.clock()
             t_s = t_start - self.t0
             snap = self.snapshot()
@@ -383,11 +388,13 @@ class LiveNetwork:
             if outbound is not None and hasattr(outbound, "publish_redirect"):
                 outbound.publish_redirect(twin, {"host": new, "url": target.mqtt_url, "epoch": 1})
             return
+        self.moving[twin] = (old, new)  # until it is done: a failure is finished later
         try:
             report = await pre_copy(self.hosts[old], target, twin)
         except Exception:
             self.migrations_failed += 1
             raise
+        del self.moving[twin]
         self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
         self.live_migrations += 1
         self.epochs[twin] = report.epoch
@@ -400,7 +407,7 @@ class LiveNetwork:
         means committed to that log."""
         from twinedge.edge import wire
         from twinedge.edge.host import EdgeHost
-        from twinedge.edge.migrate import evacuate
+        from twinedge.edge.migrate import evacuate, resume
 
         procs = self.host_processes
         log.warning("host process %s died; recovering its twins from its log", dead)
@@ -431,45 +438,182 @@ class LiveNetwork:
                     if own.status == TwinStatus.FENCED
                     else self.hosts[target]
                 )
+            # migrations to the dead host first: if it adopted the twin, the source lets go
+            # (the twin is evacuated from the dead host's log below); if not, the source
+            # serves it again under a new epoch
+            reclaimed = []
+            for twin, (old, new) in list(self.moving.items()):
+                if new == dead and old in self.hosts:
+                    await resume(self.hosts[old], self.hosts[old], twin, previous_target=source)
+                    del self.moving[twin]
+                    own = await self.hosts[old].ownership(twin)
+                    if own.status is TwinStatus.OWNED:
+                        self.epochs[twin] = own.epoch
+                        reclaimed.append((twin, old))
             reports = await evacuate(source, targets)
             for rep in reports:
                 self.epochs[rep.twin_id] = rep.epoch
+                self.moving.pop(rep.twin_id, None)
                 await self.service.set_host(rep.twin_id, rep.target)
+            for twin, old in reclaimed:
+                await self.service.set_host(twin, old)
             self.recovered.append(
                 {"host": dead, "twins": len(reports), "to": sorted({r.target for r in reports})}
             )
         finally:
             await source.close()
 
+    async def _finish_moves(self) -> None:
+        """Finish the live migrations that failed half-way between two live hosts (a host
+        did not answer in time): :func:`~twinedge.edge.migrate.resume` completes a fenced
+        one or drops the target's staged copy of one that was not; either way the core
+        learns where the twin is. One that fails again is tried next cycle."""
+        from twinedge.edge.migrate import resume
+
+        for twin, (old, new) in list(self.moving.items()):
+            if old not in self.hosts or new not in self.hosts:
+                continue  # a dead host: its recovery finishes the move
+            try:
+                report = await resume(self.hosts[old], self.hosts[new], twin)
+                own = await self.hosts[new].ownership(twin)
+            except Exception as exc:
+                log.info("migration of %s from %s to %s still unfinished: %s", twin, old, new, exc)
+                continue
+            del self.moving[twin]
+            if report is not None or own.status is TwinStatus.OWNED:
+                self.epochs[twin] = own.epoch
+                self.live_migrations += 1
+                await self.service.set_host(twin, new)
+                await self.hosts[old].redirect(twin)
+
     async def forward_desired(
-        self, twin: str, desired: dict[str, Any], timeout_s: float = 5.0
+        self, twin: str, desired: dict[str, Any], ack: str = "core", timeout_s: float = 5.0
     ) -> dict[str, Any]:
         """Write desired state to the host process serving ``twin`` (it commits it and
-        sends it to the device), then wait until replication has brought the core's copy
-        to that revision (acknowledgement level ``core``); returns the core's document.
+        sends it to the device) and wait as ``ack`` says (see :meth:`edge_write`).
 
         Raises:
-            Unavailable: the host did not answer, or the core's copy did not catch up
-                within ``timeout_s`` (the host has the change; it will arrive).
+            Unavailable: the host did not answer, or (``core``) the core's copy did not
+                catch up within ``timeout_s`` (the host has the change; it will arrive).
         """
-        from twinedge.edge.errors import EdgeError
+        host = self._owner_host(twin)
+        revision = await self._on_host(host, host.set_desired(twin, desired))
+        return await self._settle(twin, revision, ack, desired, timeout_s)
+
+    async def edge_write(
+        self,
+        twin: str,
+        patch: dict[str, Any],
+        if_revision: int | None,
+        ack: str = "core",
+        timeout_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Have the host process serving ``twin`` commit an application's write (a merge
+        patch of the document, conditioned on the host revision ``if_revision``); then
+        return the thing: at once with ack ``edge`` (the core's copy with the patch
+        applied, without ``_revision``: the core numbers the change when it arrives), or
+        once replication has brought the core's copy to it with ack ``core``.
+
+        Raises:
+            PreconditionFailed: the twin is not at ``if_revision`` on its host.
+            InvalidInput: the host refused the patch.
+            Unavailable: the host did not answer, or (``core``) the core's copy did not
+                catch up within ``timeout_s`` (the host has the change; it will arrive).
+        """
+        host = self._owner_host(twin)
+        revision = await self._on_host(host, host.write(twin, patch, if_revision=if_revision))
+        return await self._settle(twin, revision, ack, patch, timeout_s, whole=True)
+
+    async def retire(self, twin: str) -> None:
+        """The twin is being deleted: every host process drops it (the one serving it
+        first replicates what it committed), so no record of it arrives after the delete
+        and a later twin of the same id starts clean. Waits for a running cycle (it may be
+        moving this twin).
+
+        Raises:
+            Unavailable: the host serving it did not retire it.
+        """
+        async with self._lock:
+            owner = self.edge_owner(twin)
+            if owner is not None:
+                host = self.hosts[owner[0]]
+                await self._on_host(host, host.retire(twin))
+            others = [h for hid, h in self.hosts.items() if owner is None or hid != owner[0]]
+            results = await asyncio.gather(
+                *(h.retire(twin) for h in others), return_exceptions=True
+            )
+            for h, r in zip(others, results, strict=True):
+                if isinstance(r, BaseException):
+                    log.warning("host %s did not retire deleted twin %s: %s", h.host_id, twin, r)
+            self.epochs.pop(twin, None)
+
+    def _owner_host(self, twin: str) -> Any:
         from twinedge.errors import Unavailable
 
         owner = self.edge_owner(twin)
         if owner is None:
             raise Unavailable(f"twin {twin} has no host process")
+        return self.hosts[owner[0]]
+
+    @staticmethod
+    async def _on_host(host: Any, call: Any) -> int:
+        """Await a host call; its refusals as the service's errors."""
+        from twinedge.edge.errors import EdgeError, InvalidReportError, RevisionError
+        from twinedge.errors import InvalidInput, PreconditionFailed, Unavailable
+
         try:
-            revision = await self.hosts[owner[0]].set_desired(twin, desired)
+            return int(await call)
+        except RevisionError as exc:
+            raise PreconditionFailed(
+                f"thing {exc.twin_id} has changed on its edge host since the revision named "
+                f"by If-Match (the core's copy has not caught up yet; edge revision "
+                f"{exc.current}, expected {exc.expected}): read it again and retry"
+            ) from None
+        except InvalidReportError as exc:
+            raise InvalidInput(exc.detail, exc.pointer or None) from None
         except EdgeError as exc:
-            raise Unavailable(f"host {owner[0]}: {exc}") from None
+            raise Unavailable(f"host {host.host_id}: {exc}") from None
+
+    async def _settle(
+        self,
+        twin: str,
+        revision: int,
+        ack: str,
+        patch: dict[str, Any],
+        timeout_s: float,
+        *,
+        whole: bool = False,
+    ) -> dict[str, Any]:
+        """The thing after a change the host committed at ``revision``: with ack ``edge``
+        the core's copy with ``patch`` applied (``whole``: a patch of the document, else
+        of the features' desired properties); with ``core`` the core's copy once it has
+        that revision."""
+        from twinedge.errors import Unavailable
+        from twinedge.runtime.things import merge_patch
+
+        doc = dict(self.service.things.get(twin) or {})
+        if ack == "edge":
+            if whole:
+                meta = {k: v for k, v in doc.items() if k.startswith("_") or k == "thingId"}
+                content = {k: v for k, v in doc.items() if k not in meta}
+                doc = {**merge_patch(content, patch), **meta}
+            else:
+                feats = dict(doc.get("features") or {})
+                for fid, d in patch.items():
+                    f = dict(feats.get(fid) or {})
+                    f["desiredProperties"] = merge_patch(f.get("desiredProperties") or {}, d)
+                    feats[fid] = f
+                doc["features"] = feats
+            doc.pop("_revision", None)  # the core numbers the change when it arrives
+            return doc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         positions = getattr(self.service, "edge_positions", {})
         while (positions.get(twin) or (0, -1))[1] < revision:
             if loop.time() > deadline:
                 raise Unavailable(
-                    f"host {owner[0]} committed the desired state of {twin} (revision "
-                    f"{revision}); the core has not caught up within {timeout_s:g} s"
+                    f"the edge host committed the change of {twin} (revision {revision}); "
+                    f"the core has not caught up within {timeout_s:g} s"
                 )
             await asyncio.sleep(0.005)
         return dict(self.service.things[twin])

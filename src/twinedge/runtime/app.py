@@ -2,7 +2,7 @@
 
 Start-up: open the store (SQLite in the data directory unless ``db`` names PostgreSQL),
 load the twins, create the service admin key on first start (its token is written to
-``DATA_DIR/admin.token``, mode 0600), with a network the edge hosts' token (a new one each
+``DATA_DIR/admin.token``, mode 0600), with a network the edge hosts' token (made on the first
 start, in ``DATA_DIR/hosts.token``, mode 0600), start MQTT (the embedded broker unless ``mqtt``
 names an external one), then serve HTTP. Shutdown (SIGINT/SIGTERM): stop taking HTTP
 requests and MQTT messages, let the writer commit everything already accepted, close the
@@ -305,11 +305,13 @@ class Server:
 
         if self.live is not None:
             self.live.service = self.service
-        if cfg.network is not None:  # edge hosts present it to /internal (a new one per start)
-            self.hosts_token = secrets.token_urlsafe(32)
+        if cfg.network is not None:  # edge hosts present it to /internal
             hosts_file = Path(cfg.data_dir) / "hosts.token"
-            hosts_file.unlink(missing_ok=True)
-            _write_secret(hosts_file, self.hosts_token)
+            kept = hosts_file.read_text().strip() if hosts_file.is_file() else ""
+            # kept across restarts: host processes that outlived a core still hold it
+            self.hosts_token = kept or secrets.token_urlsafe(32)
+            if not kept:
+                _write_secret(hosts_file, self.hosts_token)
             if cfg.hosts is not None:
                 await self._start_hosts()
         app = create_app(self.service, live=self.live, hosts_token=self.hosts_token)
@@ -356,6 +358,8 @@ class Server:
         assert self.service is not None
         self.service.edge_owner = self.live.edge_owner
         self.service.edge_desired = self.live.forward_desired
+        self.service.edge_write = self.live.edge_write
+        self.service.edge_retire = self.live.retire
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
@@ -365,20 +369,27 @@ class Server:
             await self.stop()
 
     async def stop(self) -> None:
+        """Stop every part, each even when an earlier one failed to stop cleanly."""
         if self.http is not None:
             self.http.should_exit = True
-        if self.live is not None:
-            await self.live.stop()
-            self.live = None
-        if self.host_processes is not None:
-            await self.host_processes.stop()
-            self.host_processes = None
-        if self.mqtt is not None:
-            await self.mqtt.stop()
-            self.mqtt = None
-        if self.service is not None:
-            await self.service.stop()
-            self.service = None
+        try:
+            if self.live is not None:
+                live, self.live = self.live, None
+                await live.stop()
+        finally:
+            try:
+                if self.host_processes is not None:
+                    procs, self.host_processes = self.host_processes, None
+                    await procs.stop()
+            finally:
+                try:
+                    if self.mqtt is not None:
+                        mqtt, self.mqtt = self.mqtt, None
+                        await mqtt.stop()
+                finally:
+                    if self.service is not None:
+                        service, self.service = self.service, None
+                        await service.stop()
 
 
 def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:

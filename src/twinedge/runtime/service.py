@@ -26,6 +26,13 @@ from twinedge.runtime import things
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.devices import Devices, Outbound
+from twinedge.runtime.core.edge_writes import (
+    AckLevel,
+    EdgeForward,
+    EdgeWrite,
+    check_ack,
+    replacement_patch,
+)
 from twinedge.runtime.core.events import EVENT_SOURCE, Events, Subscription
 from twinedge.runtime.core.groups import MAX_GROUP_MEMBERS, GroupIndex, Groups
 from twinedge.runtime.core.health import Health
@@ -79,8 +86,12 @@ class TwinService:
         self.things: dict[str, dict] = {}  # the twins in memory; only the writer changes them
         # the edge tier: (host id, MQTT URL, epoch) of the host process serving a twin, if any
         self.edge_owner: Callable[[str], tuple[str, str, int] | None] | None = None
-        # forwards desired state to that host; returns the thing once the core has it
-        self.edge_desired: Callable[[str, dict], Awaitable[dict]] | None = None
+        # forwards desired state to that host; returns the thing after (see AckLevel)
+        self.edge_desired: Callable[[str, dict, AckLevel], Awaitable[dict]] | None = None
+        # forwards an application's write (a merge patch) to that host (see EdgeForward)
+        self.edge_write: EdgeWrite | None = None
+        # the twin was deleted: its host drops it (after replicating what it committed)
+        self.edge_retire: Callable[[str], Awaitable[None]] | None = None
         self._pools = StorePools()
         self._queue = WriteQueue(self._pools, self.metrics, queue_max)
         self._access = Access(
@@ -296,11 +307,12 @@ class TwinService:
         if_match: int | None = None,
         if_none_match: bool = False,
         domain: str | None = None,
+        ack: AckLevel = "core",
     ) -> tuple[dict, bool]:
         """Create or replace a thing; returns (thing, created) (see
-        :meth:`.Writes.put_thing`)."""
-        self._edge_guard(thing_id)
-        return await self._writes.put_thing(
+        :meth:`.Writes.put_thing`; ``ack``: for a twin served by an edge host, see
+        :mod:`.core.edge_writes`)."""
+        return await self._writes_for(thing_id, ack).put_thing(
             p, thing_id, body, if_match=if_match, if_none_match=if_none_match, domain=domain
         )
 
@@ -313,13 +325,22 @@ class TwinService:
         *,
         if_match: int | None = None,
         source: str = "http",
+        ack: AckLevel = "core",
     ) -> dict:
         """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`)."""
-        self._edge_guard(thing_id)
-        return await self._writes.patch(p, thing_id, path, patch, if_match=if_match, source=source)
+        return await self._writes_for(thing_id, ack).patch(
+            p, thing_id, path, patch, if_match=if_match, source=source
+        )
 
     async def put_path(
-        self, p: Principal, thing_id: str, path: str, value: Any, *, if_match: int | None = None
+        self,
+        p: Principal,
+        thing_id: str,
+        path: str,
+        value: Any,
+        *,
+        if_match: int | None = None,
+        ack: AckLevel = "core",
     ) -> tuple[dict, bool]:
         """Create or replace the value at ``path``; returns (thing, created_at_path)."""
         parts = path.split("/")
@@ -336,15 +357,36 @@ class TwinService:
             fid = things.unescape_token(parts[1])
             feature = (self.things.get(thing_id, {}).get("features") or {}).get(fid) or {}
             old = feature.get("desiredProperties") or {}
-            return await self.edge_desired(thing_id, {fid: replacement_patch(old, value)}), not old
-        self._edge_guard(thing_id)
-        return await self._writes.put_path(p, thing_id, path, value, if_match=if_match)
+            patch = {fid: replacement_patch(old, value)}
+            return await self.edge_desired(thing_id, patch, ack), not old
+        return await self._writes_for(thing_id, ack).put_path(
+            p, thing_id, path, value, if_match=if_match
+        )
 
     async def delete(
-        self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None
+        self,
+        p: Principal,
+        thing_id: str,
+        path: str = "",
+        *,
+        if_match: int | None = None,
+        ack: AckLevel = "core",
     ) -> dict | None:
-        """Delete the thing or the value at ``path`` (see :meth:`.Writes.delete`)."""
-        return await self._writes.delete(p, thing_id, path, if_match=if_match)
+        """Delete the thing or the value at ``path`` (see :meth:`.Writes.delete`).
+
+        A twin served by an edge host is first retired there (the host stops taking its
+        device's reports and replicates what it committed), then deleted here.
+
+        Raises:
+            Unavailable: the host did not retire it (nothing was deleted).
+        """
+        if self.edge_retire is not None and self._edge_served(thing_id) and not path.strip("/"):
+            await self._edge_precheck(p, thing_id, if_match)
+            await self.edge_retire(thing_id)
+            # the condition held when the host stopped writing: later replicated records
+            # of the retired twin do not make it fail
+            return await self._writes.delete(p, thing_id, path)
+        return await self._writes_for(thing_id, ack).delete(p, thing_id, path, if_match=if_match)
 
     async def set_desired(
         self,
@@ -354,11 +396,12 @@ class TwinService:
         patch: dict,
         *,
         if_match: int | None = None,
+        ack: AckLevel = "core",
     ) -> dict:
         """Merge-patch a feature's desired properties; the device gets them over MQTT."""
-        if self.edge_owner is not None and self.edge_owner(thing_id) and self.edge_desired:
+        if self.edge_desired is not None and self._edge_served(thing_id):
             await self._edge_precheck(p, thing_id, if_match)
-            return await self.edge_desired(thing_id, {feature_id: patch})
+            return await self.edge_desired(thing_id, {feature_id: patch}, ack)
         return await self._writes.set_desired(p, thing_id, feature_id, patch, if_match=if_match)
 
     async def _edge_precheck(self, p: Principal, thing_id: str, if_match: int | None) -> None:
@@ -370,16 +413,18 @@ class TwinService:
                 f"thing {thing_id} is at revision {doc['_revision']}, not {if_match} (If-Match)"
             )
 
-    def _edge_guard(self, thing_id: str) -> None:
-        """A twin served by an edge host process changes there: only its desired state
-        can be written through the core (forwarded to the host)."""
-        owner = self.edge_owner(thing_id) if self.edge_owner else None
-        if owner is not None:
-            raise Conflict(
-                f"twin {thing_id} is served by edge host {owner[0]}: while it runs there, "
-                "its desired state can be written (features/{id}/desiredProperties); its "
-                "device reports its properties"
-            )
+    def _edge_served(self, thing_id: str) -> bool:
+        """Whether an edge host process serves the twin now."""
+        return self.edge_owner is not None and self.edge_owner(thing_id) is not None
+
+    def _writes_for(self, thing_id: str, ack: AckLevel) -> Writes:
+        """The write operations for this twin: through the core's writer, or decided here
+        and committed by the edge host that serves it (:class:`.EdgeForward`)."""
+        check_ack(ack)
+        if self.edge_write is None or not self._edge_served(thing_id):
+            return self._writes
+        forward = EdgeForward(self.things, self._access, self.edge_write, self.edge_positions, ack)
+        return Writes(forward, self._access, self.things, self.metrics)
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
         """Apply a device's report; returns the new revision once it is durable (see
@@ -517,17 +562,3 @@ class TwinService:
         """``{"status": "ok"|"unavailable", "writer", "store", ...}`` (see
         :meth:`.Health.report`)."""
         return await self._health.report(timeout_s)
-
-
-def replacement_patch(old: dict, new: dict) -> dict:
-    """The JSON merge patch (RFC 7396) that turns ``old`` into exactly ``new``.
-
-    Examples:
-        >>> replacement_patch({"a": {"x": 1}, "b": 2}, {"a": {"y": 2}})
-        {'b': None, 'a': {'x': None, 'y': 2}}
-    """
-    patch: dict = {k: None for k in old if k not in new}
-    for k, v in new.items():
-        o = old.get(k)
-        patch[k] = replacement_patch(o, v) if isinstance(o, dict) and isinstance(v, dict) else v
-    return patch

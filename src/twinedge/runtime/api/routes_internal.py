@@ -129,13 +129,24 @@ class ReplicationCollector:
             "Largest lag (core clock minus the record's time) of each host's last batch",
             labels=["host"],
         )
+        quantiles = GaugeMetricFamily(
+            "twinedge_replication_lag_quantile_seconds",
+            "Lag of each host's recent records (host commit to core commit), by quantile "
+            "(0.5, 0.99, 1 = max) over the last 10,000 records",
+            labels=["host", "quantile"],
+        )
         for host, st in sorted(hosts.items()):
             for result in ("applied", "duplicate", "dropped"):
                 records.add_metric([host, result], st.records[result])
             if st.lag_s is not None:
                 lag.add_metric([host], st.lag_s)
+            q = st.lag_quantiles()
+            if q is not None:
+                for name, key in (("0.5", "p50_s"), ("0.99", "p99_s"), ("1", "max_s")):
+                    quantiles.add_metric([host, name], float(q[key]))
         yield records
         yield lag
+        yield quantiles
 
 
 def install(app: FastAPI, hosts_token: str | None) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -74,6 +74,13 @@ PathParam = Annotated[
 ]
 RevisionQuery = Annotated[
     int | None, Query(ge=1, description="read the value as it was at this revision")
+]
+AckQuery = Annotated[
+    Literal["edge", "core"],
+    Query(
+        description="for a twin served by an edge host: answer once the host has committed "
+        "the write (edge) or once the core's copy has it (core, the default)"
+    ),
 ]
 AtQuery = Annotated[
     str | None,
@@ -175,7 +182,7 @@ def _written(
     request: Request, doc: dict[str, Any] | None, tokens: list[str], created: bool
 ) -> Response:
     headers = {}
-    if doc is not None:
+    if doc is not None and "_revision" in doc:  # not yet numbered: a write at ack=edge
         headers["ETag"] = etag(doc["_revision"])
     if created and doc is not None:
         headers["Location"] = location(request)
@@ -320,19 +327,23 @@ def _add_level(level: Level) -> None:
         return JSONResponse(value_at(doc, tokens), headers={"ETag": tag})
 
     async def put_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
         body = await read_json(request)
         if tokens:
             pre = await preconditions(service, p, request, thingId, tokens)
-            doc, created = await service.put_path(p, thingId, pointer_of(tokens), body, **pre)
+            doc, created = await service.put_path(
+                p, thingId, pointer_of(tokens), body, ack=ack, **pre
+            )
         else:
             if isinstance(body, dict):
                 body.pop("_inSync", None)  # computed; a GET -> PUT round trip must work
             pre = await preconditions(service, p, request, thingId, tokens, creates_thing=True)
-            doc, created = await service.put_thing(p, thingId, body, **pre)
+            doc, created = await service.put_thing(p, thingId, body, ack=ack, **pre)
         return _written(request, doc, tokens, created)
 
     async def patch_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
         body = await read_json(request, media_types=MERGE_PATCH_TYPES)
         if level.patch_object and not isinstance(body, dict):
@@ -343,15 +354,16 @@ def _add_level(level: Level) -> None:
             )
         pre = await preconditions(service, p, request, thingId, tokens)
         if level.name == "DesiredProperties":
-            doc = await service.set_desired(p, thingId, kw["featureId"], body, **pre)
+            doc = await service.set_desired(p, thingId, kw["featureId"], body, ack=ack, **pre)
         else:
-            doc = await service.patch(p, thingId, pointer_of(tokens), body, **pre)
+            doc = await service.patch(p, thingId, pointer_of(tokens), body, ack=ack, **pre)
         return _written(request, doc, tokens, False)
 
     async def delete_(request: Request, service: TwinService, p: Principal, thingId: str, **kw):
+        ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
         pre = await preconditions(service, p, request, thingId, tokens)
-        await service.delete(p, thingId, pointer_of(tokens), **pre)
+        await service.delete(p, thingId, pointer_of(tokens), ack=ack, **pre)
         doc = service.things.get(thingId) if tokens else None
         return _written(request, doc, [], False) if doc else Response(status_code=204)
 
@@ -360,6 +372,9 @@ def _add_level(level: Level) -> None:
         level,
         inspect.Parameter("revision", kw_only, annotation=RevisionQuery, default=None),
         inspect.Parameter("at", kw_only, annotation=AtQuery, default=None),
+    )
+    write_params = _params(
+        level, inspect.Parameter("ack", kw_only, annotation=AckQuery, default="core")
     )
     get_responses: dict[int | str, Any] = {304: {"description": "Not modified (If-None-Match)"}}
     if level.name == "Thing":
@@ -378,7 +393,7 @@ def _add_level(level: Level) -> None:
         put_body = request_body(None, schema=level.put_schema)
     router.add_api_route(
         url,
-        _endpoint(put_, _params(level), f"put{level.name}"),
+        _endpoint(put_, write_params, f"put{level.name}"),
         methods=["PUT"],
         operation_id=f"put{level.name}",
         summary=f"Create or replace {level.label}",
@@ -393,7 +408,7 @@ def _add_level(level: Level) -> None:
     patch_schema = _OBJECT if level.patch_object else _ANY
     router.add_api_route(
         url,
-        _endpoint(patch_, _params(level), f"patch{level.name}"),
+        _endpoint(patch_, write_params, f"patch{level.name}"),
         methods=["PATCH"],
         operation_id=f"patch{level.name}",
         summary=f"Merge-patch {level.label} (RFC 7396; null deletes)",
@@ -406,7 +421,7 @@ def _add_level(level: Level) -> None:
     )
     router.add_api_route(
         url,
-        _endpoint(delete_, _params(level), f"delete{level.name}"),
+        _endpoint(delete_, write_params, f"delete{level.name}"),
         methods=["DELETE"],
         operation_id=f"delete{level.name}",
         summary=f"Delete {level.label}",

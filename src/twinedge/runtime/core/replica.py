@@ -49,7 +49,7 @@ import itertools
 import json
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +83,9 @@ class _Record:
     time_s: float
 
 
+LAG_WINDOW = 10_000  # records whose lag the quantiles are taken over, per host
+
+
 @dataclass
 class HostReplication:
     """What the core knows of one host's replication (for ``/healthz`` and ``/metrics``)."""
@@ -91,6 +94,28 @@ class HostReplication:
     lag_s: float | None = None  # the last batch's largest lag
     last_batch_s: float = 0.0  # core clock at the last batch
     records: Counter[str] = field(default_factory=Counter)  # applied / duplicate / dropped
+    # the lag of each of the last LAG_WINDOW records handled (host commit -> core commit)
+    recent_lags_s: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
+
+    def lag_quantiles(self) -> dict[str, float | int] | None:
+        """p50, p99 and max of the recent records' lag (seconds) and how many there are;
+        ``None`` before the first record.
+
+        Examples:
+            >>> h = HostReplication()
+            >>> h.recent_lags_s.extend([0.01 * i for i in range(1, 101)])
+            >>> h.lag_quantiles()["p50_s"], h.lag_quantiles()["p99_s"]
+            (0.5, 0.99)
+        """
+        if not self.recent_lags_s:
+            return None
+        lags = sorted(self.recent_lags_s)
+        n = len(lags)
+
+        def q(f: float) -> float:  # nearest rank
+            return round(lags[max(0, math.ceil(f * n) - 1)], 6)
+
+        return {"p50_s": q(0.50), "p99_s": q(0.99), "max_s": round(lags[-1], 6), "window": n}
 
 
 class _Halt:
@@ -263,6 +288,7 @@ class Replica:
             applied=counts["applied"], duplicate=counts["duplicates"], dropped=counts["dropped"]
         )
         stats.acked_seq = max(stats.acked_seq, acked)
+        stats.recent_lags_s.extend(lags)
         stats.last_batch_s = now
         if lags:
             stats.lag_s = max(lags)
@@ -279,11 +305,17 @@ class Replica:
         }
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per host that replicated: ``{"acked_seq", "lag_s", "age_s"}`` (``age_s``: since
-        its last batch), for ``/healthz``."""
+        """Per host that replicated: ``{"acked_seq", "lag_s", "age_s", "lag"}`` (``age_s``:
+        since its last batch; ``lag``: :meth:`HostReplication.lag_quantiles`), for
+        ``/healthz``."""
         now = self.clock()
         return {
-            h: {"acked_seq": s.acked_seq, "lag_s": s.lag_s, "age_s": max(0.0, now - s.last_batch_s)}
+            h: {
+                "acked_seq": s.acked_seq,
+                "lag_s": s.lag_s,
+                "age_s": max(0.0, now - s.last_batch_s),
+                "lag": s.lag_quantiles(),
+            }
             for h, s in sorted(self.hosts.items())
         }
 

@@ -13,27 +13,34 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from twinedge.errors import Forbidden, InvalidInput, NotFound
 from twinedge.runtime import things
 from twinedge.runtime.auth import SYSTEM, Principal
 from twinedge.runtime.core.access import Access
-from twinedge.runtime.core.writer import Op, WriteQueue, view
+from twinedge.runtime.core.writer import Op, Result, view
+
+
+class OpSink(Protocol):
+    """Where a write operation's :class:`~.writer.Op` goes: the writer's queue, or the
+    edge host that serves the twin (:class:`~.edge_writes.EdgeForward`)."""
+
+    async def submit(self, op: Op) -> Result: ...
 
 
 class Writes:
     """The write operations of the service, all through the writer.
 
     Parameters:
-        queue: the writer's queue.
+        queue: the writer's queue (or another :class:`OpSink`).
         access: who may write what.
         things: the twins in memory (read only; the writer changes them).
         metrics: the service's counters.
     """
 
     def __init__(
-        self, queue: WriteQueue, access: Access, things: dict[str, dict], metrics: Counter[str]
+        self, queue: OpSink, access: Access, things: dict[str, dict], metrics: Counter[str]
     ):
         self.queue = queue
         self.access = access
