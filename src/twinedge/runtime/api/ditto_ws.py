@@ -216,8 +216,13 @@ class Command:
         rr = self.headers.get("response-required", True)
         self.response_required = rr not in (False, "false")
 
-    def answer(self, status: int, value: Any = None, *, has_value: bool = False, **hdrs: Any):
-        headers = {"correlation-id": self.correlation_id, **hdrs}
+    def answer(
+        self, status: int, value: Any = None, *, has_value: bool = False, etag: str = ""
+    ) -> dict[str, Any]:
+        """The response envelope: this command's topic and path with ``status``."""
+        headers: dict[str, Any] = {"correlation-id": self.correlation_id}
+        if etag:
+            headers["etag"] = etag
         if has_value:
             headers.setdefault("content-type", "application/json")
         env: dict[str, Any] = {
@@ -278,7 +283,10 @@ def tokens_of(path: str) -> list[str]:
     )
     if not ok:
         raise DittoError(
-            400, "protocoladapter:unknown.path", f"the path {shorten(path)} lies outside a thing", where
+            400,
+            "protocoladapter:unknown.path",
+            f"the path {shorten(path)} lies outside a thing",
+            where,
         )
     return tokens
 
@@ -663,15 +671,13 @@ class Session:
         filter_ = params.get("filter") or None
         try:
             await self.service.scope(self.p)  # loads the caller's grants (event visibility)
-            sub = self.service.subscribe(
-                self.p, filter_, max_queue=self.state.event_queue_max
-            )
+            sub = self.service.subscribe(self.p, filter_, max_queue=self.state.event_queue_max)
         except ServiceError as e:
             raise DittoError(
                 400,
                 "rql.expression.invalid",
                 f"filter: {e.detail}",
-                "write the filter in RQL, e.g. eq(attributes/kind,\"car\")",
+                'write the filter in RQL, e.g. eq(attributes/kind,"car")',
             ) from None
         self.stop_events()
         self.sub = sub
@@ -731,7 +737,9 @@ class Session:
             try:
                 node = rql.parse(cond)
             except InvalidInput as e:
-                raise DittoError(400, "things:condition.invalid", f"condition: {e.detail}") from None
+                raise DittoError(
+                    400, "things:condition.invalid", f"condition: {e.detail}"
+                ) from None
             if cur is None:
                 raise NotFound(f"thing {cmd.thing_id} does not exist")
             if not rql.evaluate(node, cur):
@@ -804,7 +812,9 @@ class Session:
             pre = await self.preconditions(cmd, creates=True)
             pre.pop("if_none_match", None)
             try:
-                doc, _ = await s.put_thing(p, tid, _thing_body(cmd.value), if_none_match=True, **pre)
+                doc, _ = await s.put_thing(
+                    p, tid, _thing_body(cmd.value), if_none_match=True, **pre
+                )
             except PreconditionFailed:
                 raise Conflict(f"thing {tid} exists already; use modify to replace it") from None
             return cmd.answer(201, present(doc), has_value=True, etag=_etag(doc))
@@ -828,13 +838,17 @@ class Session:
                 return cmd.answer(204, etag=_etag(doc))
             try:
                 doc = await s.patch(p, tid, pointer, cmd.value, **pre)
-            except NotFound:
+            except NotFound as missing:
                 if tokens or pre or not isinstance(cmd.value, dict):
                     raise
-                # a merge at / creates the thing (Ditto); refused as for a PUT if invisible
+                # a merge at / creates the thing (Ditto); when that is refused too (a thing
+                # the caller may not see, a namespace of another domain) the answer stays
+                # the 404 of the merge, as over HTTP
                 body = things.merge_patch({}, _thing_body(cmd.value))
                 try:
                     doc, _ = await s.put_thing(p, tid, body, if_none_match=True)
+                except (Forbidden, NotFound):
+                    raise missing from None
                 except PreconditionFailed:  # created meanwhile: merge into it
                     doc = await s.patch(p, tid, "", cmd.value)
                 else:
@@ -843,7 +857,7 @@ class Session:
         # delete
         pre = await self.preconditions(cmd)
         after = await s.delete(p, tid, pointer, **pre)
-        return cmd.answer(204, **({"etag": _etag(after)} if tokens and after else {}))
+        return cmd.answer(204, etag=_etag(after) if tokens else "")
 
     async def retrieve_many(self, cmd: Command) -> dict[str, Any]:
         """RetrieveThings: ``{"thingIds": [...]}`` -> the visible ones, in that order."""
