@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests need and run them:
 #   - Debian packages for the real servers the tests start themselves on 127.0.0.1
-#     (PostgreSQL, Mosquitto, Chromium) and the MQTT command-line clients the docs use,
-#     when missing and when we may install them;
+#     (PostgreSQL, Mosquitto, Chromium), the MQTT command-line clients the docs use and
+#     Node.js with npm (for Eclipse Ditto's JavaScript SDK, which the tests install with
+#     npm ci), when missing and when we may install them;
 #   - the package with its test extras;
 # then lint (ruff), type-check (mypy, configured in pyproject.toml) and pytest (extra
 # arguments are passed on).
@@ -14,6 +15,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the docs' examples
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)  # Ditto's JavaScript SDK (tests/ditto_sdk)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     sudo=""

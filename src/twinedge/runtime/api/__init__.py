@@ -9,6 +9,7 @@ document is served at ``/openapi.json``.
 Modules: :mod:`.problems` (RFC 7807 errors), :mod:`.common` (auth, bodies, ETags,
 times), :mod:`.models` (typed shapes for OpenAPI), :mod:`.routes_things`,
 :mod:`.routes_search`, :mod:`.routes_access`, :mod:`.events` (SSE, WebSocket),
+:mod:`.ditto_ws` (the Ditto Protocol over WebSocket),
 :mod:`.ops` (health, metrics, dashboard), :mod:`.routes_internal` (edge hosts).
 
 Why a hand-read JSON body instead of FastAPI's body parameters: a thing body is checked
@@ -30,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twinedge import __version__
 from twinedge.runtime.api import (
+    ditto_ws,
     events,
     ops,
     routes_access,
@@ -119,7 +121,7 @@ def create_app(
     app.state.event_queue_max = event_queue_max
     app.state.keepalive_s = keepalive_s
     app.state.metrics = ops.ApiMetrics(service)
-    app.state.websocket_paths = {events.WS_PATH}
+    app.state.websocket_paths = {events.WS_PATH, ditto_ws.WS_PATH}
     app.state.live = live
     if live is not None:
         app.state.metrics.registry.register(routes_orchestrator.OrchestratorCollector(live))
@@ -132,6 +134,7 @@ def create_app(
     app.include_router(routes_search.router, tags=["search and groups"])
     app.include_router(routes_access.router, tags=["access"])
     app.include_router(events.router, tags=["events"])
+    app.include_router(ditto_ws.router)  # the Ditto Protocol over WebSocket (/ws/2)
     app.include_router(routes_orchestrator.router)
     app.include_router(ops.router)
     routes_internal.install(app, hosts_token)

@@ -1,0 +1,282 @@
+// A Ditto client session against `twinedge serve`, made with Eclipse Ditto's own
+// JavaScript SDK (@eclipse-ditto/ditto-javascript-client-node).
+//
+//   node session.js <http://host:port> <api key>
+//
+// Prints one JSON line per SDK call: {"call": <name>, "ok": true, "value": ..., "status"?,
+// "etag"?} when the SDK resolved, {"call": <name>, "ok": false, "error": {...}} when it
+// rejected. tests/runtime/api/test_ditto_sdk.py checks each line against hand-written
+// expectations. Every call runs even when an earlier one failed.
+//
+// The SDK models no desiredProperties (its Feature keeps definition and properties), so
+// the session adds them the way the SDK is meant to be extended: a Feature subclass that
+// writes them and a custom features handle (builder.withCustomFeaturesHandle) that reads
+// and writes them with the SDK's own request factory.
+'use strict';
+
+const {
+  BasicErrorResponse,
+  DefaultFeaturesHandle,
+  DefaultFieldsOptions,
+  DefaultMatchOptions,
+  DefaultTokenSupplier,
+  DittoNodeClient,
+  Feature,
+  HttpVerb,
+  NodeHttpBearerAuth,
+  Thing,
+} = require('@eclipse-ditto/ditto-javascript-client-node');
+
+const [base, token] = process.argv.slice(2);
+if (!base || !token) {
+  console.error('usage: node session.js <http://host:port> <api key>');
+  process.exit(2);
+}
+const domain = new URL(base).host;
+
+class DesiredFeature extends Feature {
+  constructor(id, definition, properties, desiredProperties) {
+    super(id, definition, properties);
+    this.desiredProperties = desiredProperties;
+  }
+
+  toObject() {
+    const o = super.toObject();
+    if (this.desiredProperties !== undefined) {
+      o.desiredProperties = this.desiredProperties;
+    }
+    return o;
+  }
+}
+
+class DesiredFeaturesHandle extends DefaultFeaturesHandle {
+  getDesiredProperties(featureId, options) {
+    return this.requestFactory.fetchJsonRequest({
+      verb: HttpVerb.GET,
+      parser: o => o,
+      id: this.thingId,
+      path: `features/${featureId}/desiredProperties`,
+      requestOptions: options,
+    });
+  }
+
+  putDesiredProperty(featureId, propertyPath, value, options) {
+    return this.requestFactory.fetchPutRequest({
+      verb: HttpVerb.PUT,
+      parser: o => o,
+      id: this.thingId,
+      path: `features/${featureId}/desiredProperties/${propertyPath}`,
+      requestOptions: options,
+      payload: value,
+    });
+  }
+}
+
+const desiredHandle = (builder, thingId) =>
+  new DesiredFeaturesHandle(builder.buildInstance('things'), thingId);
+
+function plain(x) {
+  if (x === undefined) return null;
+  if (x === null || typeof x !== 'object') return x;
+  if (typeof x.toObject === 'function') return x.toObject();
+  if (Array.isArray(x)) return x.map(plain);
+  if (x instanceof Map) return Object.fromEntries([...x].map(([k, v]) => [k, plain(v)]));
+  const o = {};
+  for (const k of Object.keys(x)) o[k] = plain(x[k]);
+  return o;
+}
+
+function header(headers, name) {
+  if (!(headers instanceof Map)) return null;
+  for (const [k, v] of headers) {
+    if (k.toLowerCase() === name) return v;
+  }
+  return null;
+}
+
+function emit(line) {
+  process.stdout.write(JSON.stringify(line) + '\n');
+}
+
+async function call(name, fn) {
+  try {
+    const res = await fn();
+    const line = { call: name, ok: true };
+    if (res !== null && typeof res === 'object' && 'status' in res && 'headers' in res) {
+      line.status = res.status; // a PutResponse
+      line.value = plain(res.body);
+      line.etag = header(res.headers, 'etag');
+    } else {
+      line.value = plain(res);
+    }
+    emit(line);
+    return res;
+  } catch (e) {
+    let error;
+    if (e instanceof BasicErrorResponse) {
+      error = { status: e.status, body: plain(e.body) };
+    } else if (e instanceof Error) {
+      error = { message: String(e) };
+    } else {
+      error = { body: plain(e) }; // the WebSocket client rejects with the error's value
+    }
+    emit({ call: name, ok: false, error });
+    return undefined;
+  }
+}
+
+function sleep(ms) {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+async function httpSession() {
+  const client = DittoNodeClient.newHttpClient()
+    .withoutTls()
+    .withDomain(domain)
+    .withAuthProvider(NodeHttpBearerAuth.newInstance(new DefaultTokenSupplier(token)))
+    .withCustomFeaturesHandle(desiredHandle)
+    .build();
+  const things = client.getThingsHandle();
+  const car1 = 'sdk:car-1';
+  const car2 = 'sdk:car-2';
+  const engine = id => client.getFeaturesHandle(id);
+
+  // a plain twin: attributes, a feature with reported and desired properties
+  await call('http.putThing', () =>
+    things.putThing(
+      new Thing(car1, undefined, { model: 'roadster', year: 2020 }, {
+        engine: new DesiredFeature('engine', undefined, { rpm: 0 }, { rpm: 900 }),
+      }),
+    ),
+  );
+  // a Ditto thing as pasted from Ditto: policyId, definition, a feature definition
+  await call('http.putThing.ditto', () =>
+    things.putThing(
+      new Thing(
+        car2,
+        'sdk:car-policy',
+        { model: 'van' },
+        {
+          engine: new DesiredFeature('engine', ['sdk:engine:1.0.0'], { rpm: 0 }, { rpm: 700 }),
+        },
+        undefined,
+        undefined,
+        'sdk:vehicle:2.1.0',
+      ),
+    ),
+  );
+  await call('http.getThing.fields', () =>
+    things.getThing(
+      car2,
+      DefaultFieldsOptions.getInstance().withFields(
+        'thingId',
+        'policyId',
+        'definition',
+        'attributes(model)',
+        'features(engine(definition,properties))',
+      ),
+    ),
+  );
+  await call('http.getPolicyId', () => things.getPolicyId(car2));
+  await call('http.getDefinition', () => things.getDefinition(car2));
+  await call('http.getAttributes', () => things.getAttributes(car1));
+  await call('http.getProperties', () => engine(car1).getProperties('engine'));
+  await call('http.getDesiredProperties', () => engine(car1).getDesiredProperties('engine'));
+  await call('http.putProperty', () => engine(car1).putProperty('engine', 'rpm', 1200));
+  await call('http.putDesiredProperty', () => engine(car1).putDesiredProperty('engine', 'rpm', 950));
+  await call('http.patchAttributes', () =>
+    things.patchAttributes(car1, { year: 2021, color: 'red' }),
+  );
+  await call('http.putAttribute', () => things.putAttribute(car1, 'owner', 'ada'));
+  await call('http.patchThing', () =>
+    things.patchThing(new Thing(car1, undefined, { color: null })),
+  );
+  await call('http.getThing', () => things.getThing(car1));
+  return client;
+}
+
+async function wsSession() {
+  const client = DittoNodeClient.newWebSocketClient()
+    .withoutTls()
+    .withDomain(domain)
+    .withAuthProvider(NodeHttpBearerAuth.newInstance(new DefaultTokenSupplier(token)))
+    .withBuffer(100)
+    .twinChannel()
+    .withCustomFeaturesHandle(desiredHandle)
+    .build();
+  const things = client.getThingsHandle();
+  const events = client.getEventsHandle();
+  const seen = [];
+  await call('ws.getThing', () => things.getThing('sdk:car-1'));
+  await call('ws.getAttribute.missing', () => things.getAttribute('sdk:car-1', 'nope'));
+  await call('ws.requestEvents', () => events.requestEvents());
+  await call('ws.subscribeToAllEvents', () => {
+    events.subscribeToAllEvents(e => seen.push(e));
+    return Promise.resolve('subscribed');
+  });
+  await call('ws.putAttribute', () => things.putAttribute('sdk:car-1', 'speed', 42));
+  await call('ws.putProperty', () =>
+    client.getFeaturesHandle('sdk:car-1').putProperty('engine', 'rpm', 1500),
+  );
+  await call('ws.patchAttributes', () =>
+    things.patchAttributes('sdk:car-1', { trip: 12.5, fuel: 'diesel' }),
+  );
+  await call('ws.getDesiredProperties', () =>
+    client.getFeaturesHandle('sdk:car-1').getDesiredProperties('engine'),
+  );
+  await call('ws.createThing', () =>
+    things.createThing(new Thing('sdk:bike-1', undefined, { wheels: 2 })),
+  );
+  await call('ws.createThing.again', () =>
+    things.createThing(new Thing('sdk:bike-1', undefined, { wheels: 3 })),
+  );
+  await call('ws.deleteThing', () => things.deleteThing('sdk:bike-1'));
+  for (let i = 0; i < 100 && seen.length < 5; i++) {
+    await sleep(50);
+  }
+  emit({
+    call: 'ws.events',
+    ok: true,
+    value: seen.map(e => ({ action: e.action, topic: e.topic, path: e.path, value: e.value ?? null })),
+  });
+  await call('ws.stopEvents', () => events.stopEvents());
+  client.close();
+}
+
+async function conditionalSession(client) {
+  const things = client.getThingsHandle();
+  const car1 = 'sdk:car-1';
+  // conditional writes with Ditto's entity tags: car-1 is at revision 9 here (6 after
+  // the HTTP writes, 3 more over the WebSocket)
+  await call('http.putAttribute.ifMatch', () =>
+    things.putAttribute(car1, 'year', 2022, DefaultMatchOptions.getInstance().ifMatch('"rev:9"')),
+  );
+  await call('http.putAttribute.ifMatch.stale', () =>
+    things.putAttribute(car1, 'year', 1999, DefaultMatchOptions.getInstance().ifMatch('"rev:1"')),
+  );
+}
+
+async function main() {
+  const http = await httpSession();
+  await wsSession();
+  await conditionalSession(http);
+  const things = http.getThingsHandle();
+  await call('http.deleteThing', () => things.deleteThing('sdk:car-1'));
+  await call('http.getThing.deleted', () => things.getThing('sdk:car-1'));
+}
+
+// The SDK rejects a promise nobody holds when its WebSocket is closed on purpose
+// ("Reconnect disabled"); that is the end of the session, not a failure.
+process.on('unhandledRejection', reason => {
+  if (reason === 'Reconnect disabled') return;
+  console.error(reason);
+  process.exit(1);
+});
+
+main().then(
+  () => process.exit(0),
+  e => {
+    console.error(e);
+    process.exit(1);
+  },
+);

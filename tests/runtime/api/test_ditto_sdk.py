@@ -1,0 +1,340 @@
+"""Eclipse Ditto's own JavaScript client SDK against a real ``twinedge serve``.
+
+tests/ditto_sdk/session.js runs a Ditto client session with
+``@eclipse-ditto/ditto-javascript-client-node`` (pinned in tests/ditto_sdk/package.json,
+installed on first use with ``npm ci`` from the committed lock file): the HTTP client
+creates, reads (with a field selector), modifies, merges and deletes things; the
+WebSocket client speaks the Ditto Protocol over ``/ws/2`` (retrieve, modify, merge,
+create, delete, and events after ``START-SEND-EVENTS``). Each SDK call prints one JSON
+line; each test below checks the content of one answer against values worked out by
+hand from the session's steps.
+
+Calls marked ``xfail(strict=True)`` need Ditto compatibility of the HTTP API that is not
+there yet (``definition`` and ``policyId``, ``rev:N`` entity tags, the parenthesised
+field selector, Ditto's error body); the reason names what is missing. Strict: once it
+works, the test fails until the mark is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.runtime.test_reliability import free_port, start_server
+
+SDK_DIR = Path(__file__).resolve().parents[2] / "ditto_sdk"
+SDK_PACKAGE = SDK_DIR / "node_modules" / "@eclipse-ditto" / "ditto-javascript-client-node"
+
+NEEDS_DEFINITION = "the HTTP API does not store thing/feature definition and policyId yet"
+NEEDS_FIELDS = "GET on a thing ignores Ditto's fields selector (attributes(model)) today"
+NEEDS_REV_ETAGS = 'the HTTP API refuses Ditto\'s entity tags ("rev:N") in If-Match today'
+NEEDS_ERRORS = "HTTP errors are RFC 7807 documents without Ditto's 'error' code today"
+
+
+def _install_sdk() -> None:
+    if SDK_PACKAGE.is_dir():
+        return
+    npm = shutil.which("npm")
+    assert npm, "node is installed but npm is not; install npm (scripts/test.sh does)"
+    r = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=SDK_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, f"npm ci in {SDK_DIR} failed:\n{r.stdout}\n{r.stderr}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real ``twinedge serve`` and a write key of domain ``sdk``."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the Ditto SDK session needs Node.js 18+")
+    _install_sdk()
+    data = tmp_path_factory.mktemp("ditto-sdk") / "data"
+    data.mkdir()
+    port = free_port()
+    proc = start_server(data, port, free_port())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        admin = (data / "admin.token").read_text().strip()
+        r = httpx.post(
+            f"{base}/api/2/keys",
+            json={"domain": "sdk", "role": "write"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert r.status_code == 201, r.text
+        yield {"base": base, "token": r.json()["token"], "data": data}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def session(server: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The session's answers, by call name."""
+    r = subprocess.run(
+        ["node", str(SDK_DIR / "session.js"), server["base"], server["token"]],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, f"session.js failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    calls = {x["call"]: x for x in lines}
+    assert len(calls) == len(lines), "a call name printed twice"
+    return calls
+
+
+def answer(session: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    assert name in session, f"session.js printed no line for {name}"
+    return session[name]
+
+
+def ok(session: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    a = answer(session, name)
+    assert a["ok"], f"{name} was refused: {a['error']}"
+    return a
+
+
+def refused(session: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    a = answer(session, name)
+    assert not a["ok"], f"{name} was accepted: {a}"
+    return a["error"]
+
+
+def ditto_view(thing: dict[str, Any]) -> dict[str, Any]:
+    """The members of Ditto's thing model (no revision or timestamps)."""
+    keys = ("thingId", "policyId", "definition", "attributes", "features")
+    return {k: thing[k] for k in keys if k in thing}
+
+
+CAR_2 = {
+    "thingId": "sdk:car-2",
+    "policyId": "sdk:car-policy",
+    "definition": "sdk:vehicle:2.1.0",
+    "attributes": {"model": "van"},
+    # the SDK's Feature model keeps definition and properties (desired ones are read below)
+    "features": {"engine": {"definition": ["sdk:engine:1.0.0"], "properties": {"rpm": 0}}},
+}
+# sdk:car-1 after the HTTP writes: year merged to 2021, owner added, color added and
+# merged away again, rpm 0 -> 1200 (desired 900 -> 950, not in the SDK's Feature model)
+CAR_1 = {
+    "thingId": "sdk:car-1",
+    "attributes": {"model": "roadster", "year": 2021, "owner": "ada"},
+    "features": {"engine": {"properties": {"rpm": 1200}}},
+}
+
+
+# --- the HTTP client ----------------------------------------------------------------------
+
+
+def test_http_put_thing_creates(session):
+    a = ok(session, "http.putThing")
+    assert a["status"] == 201
+    assert ditto_view(a["value"]) == {
+        "thingId": "sdk:car-1",
+        "attributes": {"model": "roadster", "year": 2020},
+        "features": {"engine": {"properties": {"rpm": 0}}},
+    }
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
+def test_http_put_thing_with_definition_and_policy_id(session):
+    a = ok(session, "http.putThing.ditto")
+    assert a["status"] == 201
+    assert ditto_view(a["value"]) == CAR_2
+
+
+@pytest.mark.xfail(strict=True, reason=f"{NEEDS_FIELDS}; {NEEDS_DEFINITION}")
+def test_http_get_thing_with_fields(session):
+    assert ok(session, "http.getThing.fields")["value"] == CAR_2
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
+def test_http_get_policy_id(session):
+    assert ok(session, "http.getPolicyId")["value"] == "sdk:car-policy"
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
+def test_http_get_definition(session):
+    assert ok(session, "http.getDefinition")["value"] == "sdk:vehicle:2.1.0"
+
+
+def test_http_get_attributes(session):
+    assert ok(session, "http.getAttributes")["value"] == {"model": "roadster", "year": 2020}
+
+
+def test_http_get_properties(session):
+    assert ok(session, "http.getProperties")["value"] == {"rpm": 0}
+
+
+def test_http_get_desired_properties(session):
+    assert ok(session, "http.getDesiredProperties")["value"] == {"rpm": 900}
+
+
+@pytest.mark.parametrize(
+    "name", ["http.putProperty", "http.putDesiredProperty", "http.patchAttributes"]
+)
+def test_http_writes_that_replace_answer_204(session, name):
+    a = ok(session, name)
+    assert (a["status"], a["value"]) == (204, None)
+
+
+def test_http_put_attribute_creates(session):
+    a = ok(session, "http.putAttribute")
+    assert (a["status"], a["value"]) == (201, "ada")
+
+
+def test_http_patch_thing_merges(session):
+    a = ok(session, "http.patchThing")
+    assert (a["status"], a["value"]) == (204, None)
+
+
+def test_http_get_thing_after_the_writes(session):
+    assert ditto_view(ok(session, "http.getThing")["value"]) == CAR_1
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_REV_ETAGS)
+def test_http_conditional_write_with_current_revision(session):
+    # sdk:car-1 is at revision 9: 6 HTTP writes, then 3 over the WebSocket
+    a = ok(session, "http.putAttribute.ifMatch")
+    assert (a["status"], a["value"]) == (204, None)
+    assert a["etag"] == '"rev:10"'
+
+
+@pytest.mark.xfail(strict=True, reason=f"{NEEDS_REV_ETAGS}; {NEEDS_ERRORS}")
+def test_http_conditional_write_with_stale_revision(session):
+    e = refused(session, "http.putAttribute.ifMatch.stale")
+    assert e["status"] == 412
+    assert e["body"]["status"] == 412
+    assert e["body"]["error"] == "things:precondition.failed"
+
+
+def test_http_delete_thing(session):
+    assert ok(session, "http.deleteThing")["status"] == 204
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_ERRORS)
+def test_http_get_deleted_thing_is_a_ditto_404(session):
+    e = refused(session, "http.getThing.deleted")
+    assert e["status"] == 404
+    assert e["body"]["status"] == 404
+    assert e["body"]["error"] == "things:thing.notfound"
+    assert "sdk:car-1" in e["body"]["message"]
+
+
+# --- the WebSocket client (Ditto Protocol over /ws/2) ----------------------------------------
+
+
+def test_ws_get_thing(session):
+    v = ok(session, "ws.getThing")["value"]
+    assert ditto_view(v) == CAR_1
+    assert v["_revision"] == 6
+
+
+def test_ws_missing_attribute_is_a_ditto_error(session):
+    body = refused(session, "ws.getAttribute.missing")["body"]
+    assert body["status"] == 404
+    assert body["error"] == "things:attribute.notfound"
+    assert "/attributes/nope" in body["message"]
+
+
+@pytest.mark.parametrize("name", ["ws.requestEvents", "ws.stopEvents"])
+def test_ws_start_and_stop_events_are_acknowledged(session, name):
+    assert ok(session, name)["value"] is None
+
+
+def test_ws_modify_answers_with_the_value_or_204(session):
+    a = ok(session, "ws.putAttribute")
+    assert (a["status"], a["value"], a["etag"]) == (201, 42, '"rev:7"')
+    a = ok(session, "ws.putProperty")
+    assert (a["status"], a["value"], a["etag"]) == (204, None, '"rev:8"')
+    a = ok(session, "ws.patchAttributes")
+    assert (a["status"], a["value"], a["etag"]) == (204, None, '"rev:9"')
+
+
+def test_ws_custom_handle_reads_desired_properties(session):
+    # 900 at creation, 950 after http.putDesiredProperty
+    assert ok(session, "ws.getDesiredProperties")["value"] == {"rpm": 950}
+
+
+def test_ws_create_and_create_again(session):
+    a = ok(session, "ws.createThing")
+    assert a["status"] == 201
+    assert ditto_view(a["value"]) == {
+        "thingId": "sdk:bike-1",
+        "attributes": {"wheels": 2},
+        "features": {},
+    }
+    body = refused(session, "ws.createThing.again")["body"]
+    assert (body["status"], body["error"]) == (409, "things:thing.conflict")
+    assert ok(session, "ws.deleteThing")["status"] == 204
+
+
+def test_ws_events_after_start_send_events(session):
+    t = "things/twin/events"
+    assert ok(session, "ws.events")["value"] == [
+        {
+            "action": "created",
+            "topic": f"sdk/car-1/{t}/created",
+            "path": "/attributes/speed",
+            "value": 42,
+        },
+        {
+            "action": "modified",
+            "topic": f"sdk/car-1/{t}/modified",
+            "path": "/features/engine/properties/rpm",
+            "value": 1500,
+        },
+        {
+            "action": "merged",
+            "topic": f"sdk/car-1/{t}/merged",
+            "path": "/attributes",
+            "value": {"trip": 12.5, "fuel": "diesel"},
+        },
+        {
+            "action": "created",
+            "topic": f"sdk/bike-1/{t}/created",
+            "path": "/",
+            "value": {"thingId": "sdk:bike-1", "attributes": {"wheels": 2}, "features": {}},
+        },
+        {"action": "deleted", "topic": f"sdk/bike-1/{t}/deleted", "path": "/", "value": None},
+    ]
+
+
+def test_query_token_is_redacted_in_the_server_log(server, session):
+    """A client that cannot send headers passes ``?token=``; the server's log shows
+    ``token=***`` instead of the key."""
+    import websockets
+
+    token = server["token"]
+    url = server["base"].replace("http://", "ws://") + f"/ws/2?token={token}"
+
+    async def retrieve() -> dict[str, Any]:
+        async with websockets.connect(url) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "topic": "sdk/nothing/things/twin/commands/retrieve",
+                        "path": "/",
+                        "headers": {"correlation-id": "q1"},
+                    }
+                )
+            )
+            return json.loads(await ws.recv())
+
+    env = asyncio.run(retrieve())
+    assert env["status"] == 404 and env["value"]["error"] == "things:thing.notfound"
+    logs = "".join(p.read_text() for p in server["data"].parent.glob("serve-*.log"))
+    assert "/ws/2?token=***" in logs
+    assert token not in logs
