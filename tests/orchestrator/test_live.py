@@ -115,6 +115,36 @@ def test_a_live_twin_is_placed_near_its_device_and_follows_it(tmp_path):
     ]
 
 
+def test_the_live_predictive_policy_avoids_a_host_the_forecast_sees_overloaded(tmp_path):
+    def forecast_of(edge_2_peak: float) -> dict:
+        hosts = [
+            {"id": "edge-1", "peak_utilisation": 0.1, "at_t_s": 0.0},
+            {"id": "edge-2", "peak_utilisation": edge_2_peak, "at_t_s": 5.0},
+        ]
+        return {"t_s": 0.0, "hosts": hosts, "steps": [], "spikes": []}
+
+    async def body(svc):
+        live = live_network(svc, two_sites(), migration="predictive")
+        await svc.put_thing(ADMIN, "fleet:r1", robot(10.0))
+        assert (await live.cycle()).placed == 1
+        assert svc.things["fleet:r1"]["_host"] == "edge-1"
+        # the robot crosses to edge-2's site, but edge-2 is forecast to reach 95 %
+        await svc.device_report("fleet:r1", {"position": {"x_m": 2990.0}})
+        live.forecast = forecast_of(0.95)
+        live.clock.t += 1.0
+        assert (await live.cycle()).migrations == 0
+        assert svc.things["fleet:r1"]["_host"] == "edge-1"
+        # the next forecast sees edge-2 at 10 %: the twin follows its device
+        await svc.device_report("fleet:r1", {"position": {"x_m": 2995.0}})
+        live.forecast = forecast_of(0.1)
+        live.clock.t += 1.0
+        assert (await live.cycle()).migrations == 1
+        assert svc.things["fleet:r1"]["_host"] == "edge-2"
+        await live.stop()
+
+    run(f"sqlite:///{tmp_path / 'twins.db'}", body)
+
+
 def test_the_same_policy_object_drives_a_simulation_and_a_live_network(tmp_path):
     policy = Threshold(hysteresis_ms=0.25)
     sim_sc = two_sites()

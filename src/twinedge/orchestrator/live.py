@@ -265,6 +265,11 @@ class LiveNetwork:
         state = NetworkState.at(world, snap.xy_m, host=host)
         state.prev_xy_m = snap.prev_xy_m
         state.t_s = t_s
+        if self.forecast is not None:  # the last forecast: what the policies may look ahead at
+            peak = {h["id"]: h["peak_utilisation"] for h in self.forecast["hosts"]}
+            state.forecast_peak_utilisation = np.array(
+                [peak.get(h, 0.0) for h in world.host_ids], dtype=float
+            )
         orch.evaluate(world, state)
         # twins placed just now are not re-placed in the same cycle
         out = orch.cycle(world, state, k, replace=False if new else None)

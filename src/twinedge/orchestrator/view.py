@@ -33,6 +33,9 @@ class NetworkState:
         used_cpu_ghz, used_mem_gb: ``(H,)`` load of every host.
         latency_ms: latency of every twin on its host at the last evaluation (without
             migration downtime).
+        forecast_peak_utilisation: ``(H,)`` the CPU utilisation every host is forecast
+            to reach within the forecast's horizon (the network's own twin, live), or
+            ``None`` without a forecast (a simulation).
     """
 
     t_s: float
@@ -46,6 +49,7 @@ class NetworkState:
     used_cpu_ghz: np.ndarray
     used_mem_gb: np.ndarray
     latency_ms: np.ndarray
+    forecast_peak_utilisation: np.ndarray | None = None
 
     @classmethod
     def at(cls, world: World, xy_m: np.ndarray, host: np.ndarray | None = None) -> NetworkState:
@@ -151,6 +155,11 @@ class NetworkView:
     @property
     def free_mem_gb(self) -> np.ndarray:
         return self.world.host_mem_gb - self.state.used_mem_gb
+
+    @property
+    def forecast_peak_utilisation(self) -> np.ndarray | None:
+        """``(H,)`` peak CPU utilisation each host is forecast to reach, or ``None``."""
+        return self.state.forecast_peak_utilisation
 
     @property
     def migrating(self) -> np.ndarray:

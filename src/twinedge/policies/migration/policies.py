@@ -129,18 +129,31 @@ class Predictive(MigrationPolicy):
     Twins are reconsidered when their current or predicted latency exceeds
     ``trigger`` * T_req.
 
+    Live, the view also carries the network's forecast (the live state run ahead in the
+    simulator): a host forecast to reach ``spike_utilisation`` within its horizon is not
+    chosen as a target, so twins do not pile onto a host about to be overloaded.
+
     Parameters:
         horizon_s: how far ahead to extrapolate (default 5).
         trigger: fraction of T_req that triggers a pre-migration (default 0.9).
         hysteresis_ms: minimum improvement of the score to move (default 0.5).
+        spike_utilisation: forecast CPU utilisation from which a host is avoided
+            (default 0.8; only with a forecast).
     """
 
-    def __init__(self, horizon_s: float = 5.0, trigger: float = 0.9, hysteresis_ms: float = 0.5):
+    def __init__(
+        self,
+        horizon_s: float = 5.0,
+        trigger: float = 0.9,
+        hysteresis_ms: float = 0.5,
+        spike_utilisation: float = 0.8,
+    ):
         self.horizon_s, self.trigger, self.hysteresis_ms = (
             float(horizon_s),
             float(trigger),
             float(hysteresis_ms),
         )
+        self.spike_utilisation = float(spike_utilisation)
 
     def __call__(self, ctx: NetworkView, rng: np.random.Generator):
         s, w = ctx.state, ctx.world
@@ -166,6 +179,9 @@ class Predictive(MigrationPolicy):
         cand = np.concatenate([c_now, c_fut], axis=1)
         lat_now = np.concatenate([l_now, ctx.latency_ms(twins, c_fut)], axis=1)
         ok = w.allowed(twins)[np.arange(twins.size)[:, None], cand]
+        peak = ctx.forecast_peak_utilisation
+        if peak is not None:  # live: hosts the forecast sees overloaded are no targets
+            ok &= (peak[cand] < self.spike_utilisation) | (cand == s.host[twins][:, None])
         lat_fut = ctx.latency_ms(twins, cand, ap=f_ap, uplink_ms=f_up)
         score = np.where(ok, np.maximum(lat_now, lat_fut), np.inf)
         cur = np.maximum(s.latency_ms[twins], f_lat_now_host[need])
