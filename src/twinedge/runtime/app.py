@@ -484,6 +484,10 @@ class Server:
 
         cfg = self.config
         _register_url_secrets(cfg.db_url, cfg.mqtt)
+        if cfg.otel:  # OpenTelemetry missing: say so before anything starts
+            from twinedge.runtime.tracing import configure
+
+            configure()
         if cfg.network is not None:  # a bad scenario or policy stops serve before it starts
             self.live = live_network(None, cfg)
         self.socket = _listen(cfg.host, cfg.port, "HTTP", self._where("port"))
