@@ -251,7 +251,7 @@ def test_cli_flag_beats_the_variable(tmp_path):
             doc = wait_healthy(proc, port)
             assert doc["status"] == "ok" and "mqtt" not in doc
         finally:
-            out, err = stop(proc)
+            _out, err = stop(proc)
     assert f"twinedge serve: http://127.0.0.1:{port}/  mqtt: none" in err
 
 
