@@ -534,9 +534,13 @@ def host(
         raise TwinedgeError(
             "the hosts token is needed: --token-file DATA_DIR/hosts.token or TWINEDGE_HOSTS_TOKEN"
         )
+    from twinedge.runtime.api.redact import install_log_redaction, register_secret
+
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("transitions", "amqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    register_secret(token)  # the hosts token never shows in a log line
+    install_log_redaction(*logging.getLogger().handlers)
     server = HostServer(
         host_id,
         data_dir,

@@ -446,3 +446,24 @@ def test_health_and_metrics_report_the_last_commit_error(tmp_path):
         assert doc["commits"]["lastOkAt"] >= doc["commits"]["lastError"]["at"]
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("option", ["--control-port", "--mqtt-port"])
+def test_host_busy_port_is_one_line(tmp_path, option):
+    token = tmp_path / "hosts.token"
+    token.write_text("hosts-secret-token-9\n")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        ports = {"--control-port": free_port(), "--mqtt-port": free_port(), option: busy}
+        p = subprocess.run(
+            [sys.executable, "-m", "twinedge", "host", "--id", "h1", "--token-file", str(token),
+             "--data-dir", str(tmp_path / "h"), *(str(x) for kv in ports.items() for x in kv)],
+            capture_output=True, text=True, timeout=60, env=serve_env(),
+        )  # fmt: skip
+    what = "the control API" if option == "--control-port" else "MQTT"
+    assert one_error_line(p) == (
+        f"error: cannot listen for {what} on 127.0.0.1:{busy}: address already in use ({option})"
+    )
+    assert "hosts-secret-token-9" not in p.stdout + p.stderr

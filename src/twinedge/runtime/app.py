@@ -379,7 +379,7 @@ def _one_line(exc: BaseException) -> str:
     return redact(" ".join(str(exc).split()) or type(exc).__name__)
 
 
-def _os_reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
     """The operating system's reason behind ``exc`` (e.g. "address already in use"), or
     its message."""
     e: BaseException | None = exc
@@ -394,7 +394,7 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listen(host: str, port: int, what: str, where: str) -> socket.socket:
+def listen_tcp(host: str, port: int, what: str, where: str) -> socket.socket:
     """A listening TCP socket on ``host:port`` (as uvicorn would open it).
 
     Raises:
@@ -406,7 +406,7 @@ def _listen(host: str, port: int, what: str, where: str) -> socket.socket:
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise StartupError(
-            f"cannot listen for {what} on {_address(host, port)}: {_os_reason(exc)} ({where})"
+            f"cannot listen for {what} on {_address(host, port)}: {os_reason(exc)} ({where})"
         ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -415,7 +415,7 @@ def _listen(host: str, port: int, what: str, where: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise StartupError(
-            f"cannot listen for {what} on {_address(host, port)}: {_os_reason(exc)} ({where})"
+            f"cannot listen for {what} on {_address(host, port)}: {os_reason(exc)} ({where})"
         ) from None
     sock.set_inheritable(True)
     return sock
@@ -490,7 +490,7 @@ class Server:
             configure()
         if cfg.network is not None:  # a bad scenario or policy stops serve before it starts
             self.live = live_network(None, cfg)
-        self.socket = _listen(cfg.host, cfg.port, "HTTP", self._where("port"))
+        self.socket = listen_tcp(cfg.host, cfg.port, "HTTP", self._where("port"))
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         try:
             store = open_store(cfg.db_url)  # nothing else runs yet
@@ -561,7 +561,7 @@ class Server:
             except Exception as exc:
                 raise StartupError(
                     f"cannot listen for MQTT on {_address(cfg.mqtt_host, cfg.mqtt_port)}: "
-                    f"{_os_reason(exc)} ({self._where('mqtt_port')}; or --mqtt none)"
+                    f"{os_reason(exc)} ({self._where('mqtt_port')}; or --mqtt none)"
                 ) from None
             finally:
                 quiet.setLevel(level)

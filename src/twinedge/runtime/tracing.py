@@ -7,7 +7,9 @@ Enabled with ``--otel`` or ``TWINEDGE_OTEL=1``. Spans:
   stay few), with the semantic-convention attributes ``http.request.method``,
   ``url.path``, ``http.route`` and ``http.response.status_code``; a 5xx answer sets the
   span's status to error. An incoming W3C ``traceparent`` header is honoured, so the
-  request joins its caller's trace.
+  request joins its caller's trace. FastAPI releases with native telemetry make these
+  spans themselves (with spans of the endpoint below them) once a tracer provider is
+  installed; for older ones :class:`TraceMiddleware` makes them.
 * one ``INTERNAL`` span per writer batch, ``twinedge.writer.batch``, with the number of
   mutations (``twinedge.batch.size``), the changes committed (``twinedge.batch.changes``)
   and, when the store failed, the exception. A request's span and the batch that
@@ -93,8 +95,18 @@ def instrument_app(app: Any, service: Any) -> None:
     """
     trace = _require()
     tracer = trace.get_tracer(TRACER_NAME)
-    app.add_middleware(TraceMiddleware, tracer=tracer)
+    if not fastapi_traces_requests():
+        app.add_middleware(TraceMiddleware, tracer=tracer)
     service.trace_batches(BatchTracer(tracer))
+
+
+def fastapi_traces_requests() -> bool:
+    """Whether FastAPI makes the request spans itself (its native telemetry, in recent
+    releases: on as soon as a tracer provider is installed); older releases get
+    :class:`TraceMiddleware`."""
+    import importlib.util
+
+    return importlib.util.find_spec("fastapi.telemetry") is not None
 
 
 class TraceMiddleware:
