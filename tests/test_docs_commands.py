@@ -47,9 +47,10 @@ Skipped, with the reason:
 * mqtt.md ``mosquitto_pub``: only when mosquitto_pub is not installed.
 * scenario.md's EUA block: only when the EUA dataset is absent (``TWINEDGE_DATASETS``).
 
-The four console transcripts (``$ twinedge ...`` and its output in a plain ``` block:
+The five console transcripts (``$ twinedge ...`` and its output in a plain ``` block:
 scenario.md's bad.yaml, shared.yaml, big.yaml, api.md's serve.yaml) run on files made as
-their text describes and must print the documented lines.
+their text describes and must print the documented lines (api.md also has a bad
+``TWINEDGE_PORT``).
 
 mqtt.md's ```python device is run too (its port substituted): it must answer a command
 and report a desired mode back until the twin is in sync.
@@ -641,7 +642,7 @@ def test_console_transcripts_show_what_the_commands_print(tmp_path):
             content if isinstance(content, str) else yaml.safe_dump(content)
         )
     found = transcripts()
-    assert len(found) == 4, found
+    assert len(found) == 5, found
     for doc, command, expected in found:
         p = subprocess.run(
             command,

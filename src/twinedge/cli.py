@@ -370,7 +370,12 @@ def scenario_show(
 @app.command()
 def serve(
     config: Annotated[
-        Path | None, typer.Option(help="YAML configuration file (options below override it).")
+        Path | None,
+        typer.Option(
+            help="YAML configuration file (or TWINEDGE_CONFIG). Every option below can also "
+            "be set as TWINEDGE_<OPTION> (TWINEDGE_PORT, TWINEDGE_DB, ...): options override "
+            "the environment, which overrides the file."
+        ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="HTTP address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
@@ -396,6 +401,22 @@ def serve(
     ] = None,
     retention_s: Annotated[
         float | None, typer.Option(help="Keep twin history this many seconds (default: forever).")
+    ] = None,
+    batch_max: Annotated[
+        int | None, typer.Option(help="Most writes committed in one transaction (default 2000).")
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="critical, error, warning, info (default) or debug."),
+    ] = None,
+    otel: Annotated[
+        bool | None,
+        typer.Option(
+            "--otel/--no-otel",
+            help="OpenTelemetry traces of the HTTP API and the writer (needs twinedge[otel]; "
+            "exporter from the OTEL_* variables).",
+            show_default=False,
+        ),
     ] = None,
     network: Annotated[
         str | None,
@@ -445,6 +466,7 @@ def serve(
 
     cfg = ServeConfig.load(
         config,
+        env=os.environ,
         host=host,
         port=port,
         data_dir=data_dir,
@@ -453,6 +475,9 @@ def serve(
         mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
         retention_s=retention_s,
+        batch_max=batch_max,
+        log_level=log_level,
+        otel=otel,
         network=network,
         placement=placement,
         migration=migration,
@@ -462,10 +487,7 @@ def serve(
         forecast_horizon_s=forecast_horizon_s,
         hosts=hosts,
     )
-    err.print(
-        f"twinedge serve: http://{cfg.host}:{cfg.port}/  mqtt: {cfg.mqtt} (port {cfg.mqtt_port})  db: {cfg.db_url}"
-    )
-    run_server(cfg)
+    run_server(cfg)  # prints where it listens once it does
 
 
 @app.command()
@@ -512,9 +534,13 @@ def host(
         raise TwinedgeError(
             "the hosts token is needed: --token-file DATA_DIR/hosts.token or TWINEDGE_HOSTS_TOKEN"
         )
+    from twinedge.runtime.api.redact import install_log_redaction, register_secret
+
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("transitions", "amqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    register_secret(token)  # the hosts token never shows in a log line
+    install_log_redaction(*logging.getLogger().handlers)
     server = HostServer(
         host_id,
         data_dir,

@@ -202,21 +202,40 @@ class HostServer:
     async def start(self) -> None:
         import uvicorn
 
+        from twinedge.runtime.app import StartupError, listen_tcp, os_reason
         from twinedge.runtime.mqtt import start_mqtt
 
+        # both ports first: a port in use is one line, before the log is opened
+        sock = listen_tcp(self.control_host, self.control_port, "the control API", "--control-port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = EdgeHost.open(self.data_dir / "edge.sqlite", self.host_id)
         self.client = httpx.AsyncClient(
             base_url=self.core_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
         )
-        self.broker = await start_mqtt(self.devices, None, host=self.mqtt_host, port=self.mqtt_port)
+        quiet = logging.getLogger("amqtt.broker")  # it logs a traceback, then raises
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            self.broker = await start_mqtt(
+                self.devices, None, host=self.mqtt_host, port=self.mqtt_port
+            )
+        except Exception as exc:
+            sock.close()
+            raise StartupError(
+                f"cannot listen for MQTT on {self.mqtt_host}:{self.mqtt_port}: "
+                f"{os_reason(exc)} (--mqtt-port)"
+            ) from None
+        finally:
+            quiet.setLevel(level)
         config = uvicorn.Config(
             control_app(self), host=self.control_host, port=self.control_port,
             log_level="warning", lifespan="off",
         )  # fmt: skip
         self.http = uvicorn.Server(config)
         self.http.install_signal_handlers = lambda: None
-        self._http_task = asyncio.create_task(self.http.serve(), name="twinedge-host-control")
+        self._http_task = asyncio.create_task(
+            self.http.serve(sockets=[sock]), name="twinedge-host-control"
+        )
         while not self.http.started:
             if self._http_task.done():
                 self._http_task.result()
@@ -504,7 +523,11 @@ async def run_host(server: HostServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
     log.warning(
         "twinedge host %s: devices at %s, control at http://%s:%d",
         server.host_id, server.mqtt_url, server.control_host, server.control_port,

@@ -1,5 +1,20 @@
 """Wiring and operations of ``twinedge serve``: configuration, start-up, graceful shutdown.
 
+Configuration: one settings model, :class:`ServeConfig`, filled from four layers, each
+over the one before: the defaults, a YAML file (``--config`` or ``TWINEDGE_CONFIG``), the
+environment (``TWINEDGE_`` + the setting's name in capitals: ``TWINEDGE_PORT``,
+``TWINEDGE_DB``, ``TWINEDGE_MQTT``, ...) and the command-line options. Every layer goes
+through the same checks, and a bad value is reported as ``WHERE: setting: got VALUE;
+expected WHAT`` with WHERE the file, the variable or the option. (The settings are few and
+flat, and the checks give messages pydantic's would not, so this is plain code rather
+than a settings library.)
+
+Start-up claims what can fail in the order an operator fixes it, before anything is
+written: the HTTP port, the database, then MQTT (the embedded broker's port, or the first
+connection to an external broker). A failure is one line saying what, where and which
+setting to change (:class:`StartupError`) and a non-zero exit; nothing started so far is
+left running. The admin key is made and the banner printed only once all of them work.
+
 Start-up: open the store (SQLite in the data directory unless ``db`` names PostgreSQL),
 load the twins, create the service admin key on first start (its token is written to
 ``DATA_DIR/admin.token``, mode 0600), with a network the edge hosts' token (made on the first
@@ -17,8 +32,10 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +50,15 @@ log = logging.getLogger("twinedge.serve")
 
 class ConfigError(TwinedgeError):
     """A bad ``twinedge serve`` configuration."""
+
+
+class StartupError(TwinedgeError):
+    """``twinedge serve`` could not start: a port in use, a database or broker out of
+    reach. One line: what failed, where, and the setting that names it."""
+
+
+ENV_PREFIX = "TWINEDGE_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -91,6 +117,14 @@ def _period(v: Any) -> str | None:
     return None if ok else "expected a number of seconds in [0.01, 86400]"
 
 
+def _flag(v: Any) -> str | None:
+    return (
+        None
+        if isinstance(v, bool)
+        else f"expected one of {'/'.join(_TRUE)} or {'/'.join(_FALSE[:-1])}"
+    )
+
+
 def _hosts(v: Any) -> str | None:
     if v is None or v == "local" or (isinstance(v, str) and v.startswith("ray:") and len(v) > 4):
         return None
@@ -136,7 +170,48 @@ _CHECKS = {
     "ledger": lambda v: None if v is None else _text(v),
     "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
     "hosts": lambda v: _hosts(v),
+    "otel": _flag,
 }
+# how a setting is read from an environment variable (text otherwise); "null" (or
+# "none") clears the settings that may be null
+_INTS = {"port", "mqtt_port", "batch_max"}
+_FLOATS = {"retention_s", "cycle_s", "placement_period_s", "forecast_horizon_s"}
+_NULLABLE_NUMBERS = {"retention_s", "placement_period_s"}
+_BOOLS = {"otel"}
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting.
+
+    Examples:
+        >>> env_name("mqtt_port")
+        'TWINEDGE_MQTT_PORT'
+    """
+    return ENV_PREFIX + setting.upper()
+
+
+def _from_env(name: str, text: str) -> Any:
+    """A setting's value from the text of its variable; text that does not convert is
+    kept as it is, so the checks report it with the variable's name."""
+    t = text.strip()
+    if name in _NULLABLE_NUMBERS and t.lower() in ("null", "none"):
+        return None
+    if name in _BOOLS:
+        low = t.lower()
+        return True if low in _TRUE else False if low in _FALSE else text
+    try:
+        if name in _INTS:
+            return int(t)
+        if name in _FLOATS:
+            return float(t)
+    except ValueError:
+        return text
+    return text
+
+
+def _settings(cls: type) -> list[Any]:
+    """The settings of a config class (its dataclass fields taken by ``__init__``)."""
+    return [f for f in fields(cls) if f.init]
 
 
 def _show(v: Any) -> str:
@@ -146,12 +221,24 @@ def _show(v: Any) -> str:
 
 @dataclass
 class ServeConfig:
-    """Settings of ``twinedge serve`` (a YAML file, then command-line options on top).
+    """Settings of ``twinedge serve``: defaults, then a YAML file, then ``TWINEDGE_*``
+    environment variables, then command-line options, each over the one before.
 
     :meth:`load` validates every setting (type, range, unknown keys; the data directory
     must be a directory or creatable) before anything starts, and raises
     :class:`ConfigError` with one ``WHERE: setting: got VALUE; expected WHAT`` line per
-    problem (WHERE is the file, or ``--option`` for a command-line option).
+    problem (WHERE is the file, the ``TWINEDGE_*`` variable, or ``--option`` for a
+    command-line option).
+
+    Examples:
+        >>> cfg = ServeConfig.load(None, env={"TWINEDGE_PORT": "9000", "TWINEDGE_MQTT": "none"}, port=9001)
+        >>> (cfg.port, cfg.mqtt)
+        (9001, 'none')
+        >>> try:
+        ...     ServeConfig.load(None, env={"TWINEDGE_PORT": "http"})
+        ... except ConfigError as e:
+        ...     print(e)
+        TWINEDGE_PORT: port: got 'http'; expected a port number 0..65535
     """
 
     host: str = "127.0.0.1"
@@ -172,13 +259,27 @@ class ServeConfig:
     ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
     forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
     hosts: str | None = None  # "local": a `twinedge host` process per host of the network
+    otel: bool = False  # OpenTelemetry traces (needs twinedge[otel])
+    # where each setting that is not a default came from: a file, variable or --option
+    sources: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def load(cls, path: str | Path | None, **overrides: Any) -> ServeConfig:
-        """Read the YAML file at ``path`` (if any), apply ``overrides`` (``None``: not
-        given), and validate the result."""
+    def load(
+        cls, path: str | Path | None, *, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServeConfig:
+        """Read the YAML file at ``path`` (if any; else ``TWINEDGE_CONFIG`` of ``env``),
+        apply the ``TWINEDGE_*`` variables of ``env`` (``None``: none; the command line
+        passes ``os.environ``; an empty variable counts as not set), then ``overrides``
+        (the command-line options; ``None``: not given), and validate the result.
+
+        Raises:
+            ConfigError: one line per problem, each naming where the value came from.
+        """
+        env = env or {}
         data: dict[str, Any] = {}
         where: dict[str, str] = {}
+        if path is None and env.get(ENV_PREFIX + "CONFIG"):
+            path = env[ENV_PREFIX + "CONFIG"]
         if path is not None:
             p = Path(path)
             if not p.is_file():
@@ -193,11 +294,16 @@ class ServeConfig:
                 raise ConfigError(f"{p}: got {_show(loaded)}; expected a mapping of settings")
             data.update(loaded)
             where.update(dict.fromkeys(loaded, str(p)))
+        for f in _settings(cls):
+            text = env.get(env_name(f.name))
+            if text:
+                data[f.name] = _from_env(f.name, text)
+                where[f.name] = env_name(f.name)
         for k, v in overrides.items():
             if v is not None:
                 data[k] = v
                 where[k] = "--" + str(k).replace("_", "-")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in _settings(cls)}
         problems = [
             f"{where[k]}: unknown setting {k!r}; known: {', '.join(sorted(known))}"
             for k in data
@@ -205,6 +311,7 @@ class ServeConfig:
         ]
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         cfg.check(where, problems)
+        cfg.sources = where
         return cfg
 
     def check(self, where: dict[str, str] | None = None, problems: Sequence[str] = ()) -> None:
@@ -232,7 +339,7 @@ class ServeConfig:
         return self.db or f"sqlite:///{Path(self.data_dir).resolve() / 'twins.db'}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in _settings(type(self))}
 
 
 class _HttpServer(uvicorn.Server):
@@ -265,6 +372,74 @@ def _write_secret(path: Path, text: str) -> None:
         f.write(text + "\n")
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (psycopg's span several), secrets masked."""
+    from twinedge.runtime.api.redact import redact
+
+    return redact(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def os_reason(exc: BaseException) -> str:
+    """The operating system's reason behind ``exc`` (e.g. "address already in use"), or
+    its message."""
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.errno is not None:
+            return os.strerror(e.errno).lower()
+        e = e.__cause__ or e.__context__
+    return _one_line(exc)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_tcp(host: str, port: int, what: str, where: str) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (as uvicorn would open it).
+
+    Raises:
+        StartupError: the port is in use, or the address is not this machine's.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for {what} on {_address(host, port)}: {os_reason(exc)} ({where})"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen for {what} on {_address(host, port)}: {os_reason(exc)} ({where})"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _register_url_secrets(*urls: str | None) -> None:
+    """Mask the passwords of these URLs in every log line."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    from twinedge.runtime.api.redact import register_secret
+
+    for url in urls:
+        if not url or "://" not in url:
+            continue
+        u = urlsplit(url)
+        with contextlib.suppress(ValueError):
+            if u.password:
+                register_secret(unquote(u.password))
+                register_secret(u.password)
+        for k, v in parse_qsl(u.query):
+            if k.lower() in ("password", "token"):
+                register_secret(v)
+
+
 class Server:
     """The running service: store, service, MQTT and HTTP. ``await start()`` then
     ``await run()`` (until a signal) or ``await stop()``."""
@@ -278,31 +453,62 @@ class Server:
         self.host_processes: Any = None
         self.admin_token_file = Path(config.data_dir) / "admin.token"
         self.hosts_token: str | None = None  # edge hosts' secret (with a network)
+        self.socket: socket.socket | None = None  # the HTTP listening socket
 
     async def start(self) -> None:
+        """Claim the HTTP port, open the store, start MQTT, then the rest (see the module
+        docstring); on any failure stop what was started and re-raise.
+
+        Raises:
+            StartupError: a port in use, a database or MQTT broker out of reach.
+            ScenarioError, InputError, PolicyError: the ``network`` cannot be built.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _where(self, name: str) -> str:
+        """Where a setting came from, for a start-up error: the file, variable or option,
+        or how to set it when it is the default."""
+        src = self.config.sources.get(name)
+        if src is not None:
+            return f"from {src}"
+        return f"the default; set --{name.replace('_', '-')} or {env_name(name)}"
+
+    async def _start(self) -> None:
+        from twinedge.runtime.api import create_app
+        from twinedge.runtime.api.redact import install_log_redaction
         from twinedge.runtime.store import open_store
 
         cfg = self.config
+        _register_url_secrets(cfg.db_url, cfg.mqtt)
+        if cfg.otel:  # OpenTelemetry missing: say so before anything starts
+            from twinedge.runtime.tracing import configure
+
+            configure()
         if cfg.network is not None:  # a bad scenario or policy stops serve before it starts
             self.live = live_network(None, cfg)
+        self.socket = listen_tcp(cfg.host, cfg.port, "HTTP", self._where("port"))
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        store = open_store(cfg.db_url)
+        try:
+            store = open_store(cfg.db_url)  # nothing else runs yet
+        except Exception as exc:
+            raise self._db_error(exc) from None
         self.service = TwinService(store, retention_s=cfg.retention_s, batch_max=cfg.batch_max)
-        await self.service.start()
+        try:
+            await self.service.start()
+        except Exception as exc:
+            raise self._db_error(exc) from None
+        if cfg.mqtt not in (None, "none"):
+            self.mqtt = await self._start_mqtt()
         token = await self.service.ensure_admin_key()
         if token is not None:
             if self.admin_token_file.exists():
                 self.admin_token_file.unlink()
             _write_secret(self.admin_token_file, token)
             log.warning("created the service admin key; its token is in %s", self.admin_token_file)
-        if cfg.mqtt not in (None, "none"):
-            from twinedge.runtime.mqtt import start_mqtt
-
-            url = None if cfg.mqtt == "embedded" else cfg.mqtt
-            self.mqtt = await start_mqtt(self.service, url, host=cfg.mqtt_host, port=cfg.mqtt_port)
-        from twinedge.runtime.api import create_app
-        from twinedge.runtime.api.redact import install_log_redaction
-
         if self.live is not None:
             self.live.service = self.service
         if cfg.network is not None:  # edge hosts present it to /internal
@@ -314,23 +520,65 @@ class Server:
                 _write_secret(hosts_file, self.hosts_token)
             if cfg.hosts is not None:
                 await self._start_hosts()
-        app = create_app(self.service, live=self.live, hosts_token=self.hosts_token)
+        app = create_app(self.service, live=self.live, hosts_token=self.hosts_token, mqtt=self.mqtt)
+        if cfg.otel:
+            from twinedge.runtime.tracing import instrument_app
+
+            instrument_app(app, self.service)
         ucfg = uvicorn.Config(
             app,
             host=cfg.host,
-            port=cfg.port,
+            port=self.port,
             log_level=cfg.log_level,
             lifespan="off",
             ws_max_size=1 << 20,
             ws_ping_interval=15,
             timeout_graceful_shutdown=5,
         )
-        # after uvicorn.Config, which (re)configures uvicorn's loggers: no ?token= in logs
+        # after uvicorn.Config, which (re)configures uvicorn's loggers: no secrets in logs
         install_log_redaction(*logging.getLogger().handlers)
         self.http = _HttpServer(ucfg)
         self.http.service = self.service
         if self.live is not None:
             self.live.start()
+
+    def _db_error(self, exc: Exception) -> StartupError:
+        from twinedge.runtime.api.redact import redact_url
+
+        url, why = redact_url(self.config.db_url), _one_line(exc)
+        what = why if url in why else f"cannot open the database {url}: {why}"
+        return StartupError(f"{what} ({self._where('db')})")
+
+    async def _start_mqtt(self) -> Any:
+        from twinedge.runtime.mqtt import start_mqtt
+
+        cfg = self.config
+        assert self.service is not None
+        if cfg.mqtt == "embedded":
+            quiet = logging.getLogger("amqtt.broker")  # it logs a traceback, then raises
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
+            try:
+                return await start_mqtt(self.service, None, host=cfg.mqtt_host, port=cfg.mqtt_port)
+            except Exception as exc:
+                raise StartupError(
+                    f"cannot listen for MQTT on {_address(cfg.mqtt_host, cfg.mqtt_port)}: "
+                    f"{os_reason(exc)} ({self._where('mqtt_port')}; or --mqtt none)"
+                ) from None
+            finally:
+                quiet.setLevel(level)
+        assert cfg.mqtt is not None
+        try:
+            return await start_mqtt(self.service, cfg.mqtt)
+        except (ConnectionError, ValueError) as exc:
+            raise StartupError(f"{_one_line(exc)} ({self._where('mqtt')})") from None
+
+    @property
+    def port(self) -> int:
+        """The HTTP port listened on (the one chosen with ``port: 0``)."""
+        if self.socket is not None:
+            return int(self.socket.getsockname()[1])
+        return self.config.port
 
     async def _start_hosts(self) -> None:
         """One host process per host of the network: on this machine (``local``) or as
@@ -344,7 +592,7 @@ class Server:
         args = (
             self.live.network.host_ids,
             Path(cfg.data_dir).resolve() / "hosts",
-            f"http://{cfg.host}:{cfg.port}",
+            f"http://{cfg.host}:{self.port}",
             token_file,
         )
         self.host_processes = (
@@ -364,32 +612,30 @@ class Server:
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully."""
         try:
-            await self.http.serve()
+            await self.http.serve(sockets=[self.socket] if self.socket is not None else None)
         finally:
             await self.stop()
 
     async def stop(self) -> None:
-        """Stop every part, each even when an earlier one failed to stop cleanly."""
+        """Stop every part, each even when an earlier one failed to stop cleanly (the
+        first failure is raised once all are stopped)."""
         if self.http is not None:
             self.http.should_exit = True
-        try:
-            if self.live is not None:
-                live, self.live = self.live, None
-                await live.stop()
-        finally:
+        errors: list[Exception] = []
+        for name in ("live", "host_processes", "mqtt", "service"):  # in this order
+            part = getattr(self, name)
+            if part is None:
+                continue
+            setattr(self, name, None)
             try:
-                if self.host_processes is not None:
-                    procs, self.host_processes = self.host_processes, None
-                    await procs.stop()
-            finally:
-                try:
-                    if self.mqtt is not None:
-                        mqtt, self.mqtt = self.mqtt, None
-                        await mqtt.stop()
-                finally:
-                    if self.service is not None:
-                        service, self.service = self.service, None
-                        await service.stop()
+                await part.stop()
+            except Exception as exc:  # the next parts are stopped all the same
+                errors.append(exc)
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if errors:
+            raise errors[0]
 
 
 def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
@@ -427,6 +673,19 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
     return LiveNetwork(service, sc, world, orch, forecast_horizon_s=cfg.forecast_horizon_s)
 
 
+def banner(server: Server) -> str:
+    """The start-up line: where the service listens and what it uses (no passwords)."""
+    from twinedge.runtime.api.redact import redact_url
+
+    cfg = server.config
+    if cfg.mqtt == "embedded":
+        mqtt = f"embedded on {_address(cfg.mqtt_host, getattr(server.mqtt, 'port', cfg.mqtt_port))}"
+    else:
+        mqtt = redact_url(str(cfg.mqtt))
+    http = f"http://{_address(cfg.host, server.port)}/"
+    return f"twinedge serve: {http}  mqtt: {mqtt}  db: {redact_url(cfg.db_url)}"
+
+
 def serve(config: ServeConfig) -> None:
     """Run ``twinedge serve`` in the foreground."""
     logging.basicConfig(
@@ -439,6 +698,7 @@ def serve(config: ServeConfig) -> None:
     async def main() -> None:
         server = Server(config)
         await server.start()
+        print(banner(server), file=sys.stderr, flush=True)
         await server.run()
 
     try:  # uvloop's event loop makes the MQTT and HTTP paths markedly cheaper

@@ -187,6 +187,21 @@ class TwinService:
         """Recent commit times, seconds (for ``/metrics``)."""
         return self._writer.commit_latency_s
 
+    def trace_batches(self, tracer: Any) -> None:
+        """Give each writer batch a trace span: ``tracer.batch(size)`` returns the span's
+        context manager (see :mod:`twinedge.runtime.tracing`); ``None``: no spans."""
+        self._writer.batch_tracer = tracer
+
+    @property
+    def last_commit_error(self) -> tuple[float, str] | None:
+        """When the last store commit failed (unix time) and why, if one did."""
+        return self._writer.last_commit_error
+
+    @property
+    def last_commit_ok_s(self) -> float | None:
+        """When the last batch was committed (unix time)."""
+        return self._writer.last_commit_ok_s
+
     @property
     def queue_depth(self) -> int:
         """Mutations waiting for the writer."""

@@ -76,6 +76,7 @@ def create_app(
     keepalive_s: float = 15.0,
     live: Any = None,
     hosts_token: str | None = None,
+    mqtt: Any = None,
 ) -> FastAPI:
     """The HTTP API, event streams, health, metrics and dashboard of ``service``.
 
@@ -93,6 +94,8 @@ def create_app(
         hosts_token: the secret edge hosts present to the internal routes
             (:mod:`.routes_internal`: replication, device passwords, twins to place);
             ``None``: no internal routes.
+        mqtt: the MQTT front end (embedded broker or external bridge) whose state
+            ``/healthz`` and ``/metrics`` report; ``None``: not reported.
     """
 
     @contextlib.asynccontextmanager
@@ -123,6 +126,8 @@ def create_app(
     app.state.metrics = ops.ApiMetrics(service)
     app.state.websocket_paths = {events.WS_PATH, ditto_ws.WS_PATH}
     app.state.live = live
+    app.state.mqtt = mqtt
+    app.state.metrics.mqtt = mqtt
     if live is not None:
         app.state.metrics.registry.register(routes_orchestrator.OrchestratorCollector(live))
 

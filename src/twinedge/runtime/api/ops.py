@@ -1,4 +1,12 @@
-"""Operations: ``/healthz``, ``/metrics`` (Prometheus text) and the dashboard at ``/``."""
+"""Operations: ``/healthz``, ``/metrics`` (Prometheus text) and the dashboard at ``/``.
+
+Both report the service's dependencies as of the request: the store (a read answered in
+time; the last commit and the last commit error) and, when the app was given its MQTT
+front end, the embedded broker (listening) or the bridge to an external broker
+(connected). A dependency that is down makes ``/healthz`` answer 503 with ``detail``
+saying which; ``/metrics`` has ``twinedge_store_up`` and ``twinedge_mqtt_up`` (1 or 0)
+for alerting.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from starlette.types import Scope
 
 from twinedge.runtime.api.models import Health, problem_responses
 from twinedge.runtime.api.problems import PROBLEM_JSON
+from twinedge.runtime.api.redact import redact
 from twinedge.runtime.service import TwinService
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
@@ -39,12 +48,64 @@ _LABELLED = ("updates", "rejected")
 
 
 class ServiceCollector:
-    """Exposes the service's own counters and gauges at scrape time."""
+    """Exposes the service's own counters and gauges at scrape time (and the health of
+    its dependencies, as :attr:`health` holds it: set just before each scrape)."""
 
     def __init__(self, service: TwinService) -> None:
         self.service = service
+        self.health: dict[str, Any] | None = None
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._dependencies()
+        yield from self._counters()
+
+    def _dependencies(self) -> Iterator[Metric]:
+        h = self.health
+        if h is None:
+            return
+        yield GaugeMetricFamily(
+            "twinedge_store_up",
+            "1 when the store answered a read within 2 s at this scrape, else 0",
+            value=1.0 if h.get("store") else 0.0,
+        )
+        err = self.service.last_commit_error
+        if err is not None:
+            yield GaugeMetricFamily(
+                "twinedge_last_commit_error_timestamp_seconds",
+                "Unix time of the last failed store commit",
+                value=err[0],
+            )
+        ok = self.service.last_commit_ok_s
+        if ok is not None:
+            yield GaugeMetricFamily(
+                "twinedge_last_commit_timestamp_seconds",
+                "Unix time of the last committed batch",
+                value=ok,
+            )
+        mq = h.get("mqtt")
+        if isinstance(mq, dict):
+            fam = GaugeMetricFamily(
+                "twinedge_mqtt_up",
+                "1 when the embedded MQTT broker listens / the bridge to the external broker "
+                "is connected, else 0",
+                labels=["mode"],
+            )
+            fam.add_metric([str(mq.get("mode"))], 1.0 if mq.get("up") else 0.0)
+            yield fam
+            if mq.get("mode") == "external":
+                yield CounterMetricFamily(
+                    "twinedge_mqtt_connections",
+                    "Connections the bridge made to the external broker",
+                    value=float(mq.get("connections", 0)),
+                )
+            else:
+                yield GaugeMetricFamily(
+                    "twinedge_mqtt_clients",
+                    "Devices connected to the embedded broker",
+                    value=float(mq.get("clients", 0)),
+                )
+
+    def _counters(self) -> Iterator[Metric]:
         s = self.service
         plain: dict[str, float] = {}
         labelled: dict[str, dict[str, float]] = {b: {} for b in _LABELLED}
@@ -99,8 +160,11 @@ class ApiMetrics:
     """Per-app Prometheus registry (no global state, so several apps can coexist)."""
 
     def __init__(self, service: TwinService) -> None:
+        self.service = service
+        self.mqtt: Any = None  # the MQTT front end, whose state is reported
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ServiceCollector(service))
+        self.collector = ServiceCollector(service)
+        self.registry.register(self.collector)
         self.requests = Counter(
             "twinedge_http_requests",
             "HTTP requests by method, route template and status",
@@ -142,13 +206,34 @@ class ApiMetrics:
             return
         self.event_lag.observe(max(0.0, time.time() - t))
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
+        """The Prometheus text, with the dependencies checked now."""
+        self.collector.health = await health(self.service, mqtt=self.mqtt)
         return _generate_latest(self.registry)
 
 
-async def health(service: TwinService, timeout_s: float = 2.0) -> dict[str, Any]:
-    """See :meth:`TwinService.health`."""
-    return await service.health(timeout_s)
+async def health(service: TwinService, timeout_s: float = 2.0, mqtt: Any = None) -> dict[str, Any]:
+    """See :meth:`TwinService.health`; with ``mqtt`` (an embedded broker or an external
+    bridge) its ``state()`` as ``mqtt``, and ``status`` unavailable when it is not up.
+    Messages are redacted (a store error may quote its URL)."""
+    doc = await service.health(timeout_s)
+    if mqtt is not None:
+        state = mqtt.state()
+        doc["mqtt"] = state
+        if not state.get("up") and doc["status"] == "ok":
+            doc["status"] = "unavailable"
+            doc["detail"] = (
+                f"the MQTT bridge is not connected to the broker at {state.get('broker')} "
+                f"(retrying): {state.get('lastError') or 'connection lost'}"
+                if state.get("mode") == "external"
+                else f"the embedded MQTT broker does not listen on {state.get('listen')}"
+            )
+    err = doc.get("commits", {}).get("lastError")
+    if err:
+        err["message"] = redact(err["message"])
+    if "detail" in doc:
+        doc["detail"] = redact(doc["detail"])
+    return doc
 
 
 @router.get(
@@ -159,11 +244,13 @@ async def health(service: TwinService, timeout_s: float = 2.0) -> dict[str, Any]
     tags=["operations"],
 )
 async def healthz(request: Request) -> JSONResponse:
-    """200 when the writer is alive and the store answers (and, with ``--network``, the
-    orchestrator's cycle task runs: ``orchestrator`` says its network, cycles, the age of
-    the last cycle and its error); 503 otherwise (a problem document with the same
-    fields, ``detail`` saying what is down). Needs no key."""
-    doc = await health(request.app.state.service)
+    """200 when the writer is alive, the store answers, MQTT is up (``mqtt``: the embedded
+    broker listens, or the bridge is connected to the external broker) and, with
+    ``--network``, the orchestrator's cycle task runs (``orchestrator`` says its network,
+    cycles, the age of the last cycle and its error); 503 otherwise (a problem document
+    with the same fields, ``detail`` saying what is down). ``commits`` has the time of
+    the last committed batch and the last commit error. Needs no key."""
+    doc = await health(request.app.state.service, mqtt=getattr(request.app.state, "mqtt", None))
     live = getattr(request.app.state, "live", None)
     if live is not None:
         doc["orchestrator"] = live.health()
@@ -192,7 +279,8 @@ async def healthz(request: Request) -> JSONResponse:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition. Needs no key (protect it at the network edge)."""
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body = await request.app.state.metrics.exposition()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)

@@ -77,10 +77,24 @@ class Health:
                 n = await self.pools.read(self.store.prune_history, self.clock() - retention_s)
                 self.metrics["history_pruned_total"] += n
 
+    def commits(self) -> dict[str, Any]:
+        """The last good commit and the last commit error (RFC 3339 times)."""
+        from twinedge.runtime.core.writer import rfc3339
+
+        w = self.writer
+        err = w.last_commit_error
+        return {
+            "lastOkAt": None if w.last_commit_ok_s is None else rfc3339(w.last_commit_ok_s),
+            "lastError": None if err is None else {"at": rfc3339(err[0]), "message": err[1]},
+        }
+
     async def report(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """``{"status": "ok"|"unavailable", "writer", "store", ...}``: the writer task runs
         and the store answers a read within ``timeout_s`` (``detail`` says what is down);
-        ``replication`` per edge host once one has replicated."""
+        ``replication`` per edge host once one has replicated; ``commits``: when the last
+        batch was committed and the last commit error (time and message, or null; a
+        failed commit alone does not make the service unavailable: the next one may
+        succeed, and the store check says whether it answers)."""
         writer = self.writer.running
         store, detail = False, None
         try:
@@ -99,6 +113,7 @@ class Health:
             "things": len(self.writer.things),
             "subscribers": len(self.events.subscriptions),
             "queueDepth": self.writer.queue.depth,
+            "commits": self.commits(),
         }
         if self.replication is not None and (rep := self.replication()):
             doc["replication"] = rep

@@ -236,6 +236,11 @@ class Writer:
         self.batch_max = batch_max
         self.commit_seconds_total = 0.0  # time spent in store commits, for /metrics
         self.commit_latency_s: list[float] = []  # recent commit times, for /metrics
+        # the last failed commit (unix time, "Class: message") and the last good one
+        self.last_commit_error: tuple[float, str] | None = None
+        self.last_commit_ok_s: float | None = None
+        # with tracing on: ``batch(size)`` gives a span (a context manager) per batch
+        self.batch_tracer: Any = None
         self.task: asyncio.Task | None = None
         # thing id -> edge replica position; the writer alone changes it, after a commit
         # (or in an exclusive step)
@@ -282,7 +287,12 @@ class Writer:
                     break
                 batch.append(nxt)
             try:
-                await self._commit_isolated(batch)
+                if self.batch_tracer is None:
+                    await self._commit_isolated(batch)
+                else:
+                    with self.batch_tracer.batch(len(batch)) as span:
+                        failed = await self._commit_isolated(batch)
+                        span.set_attribute("twinedge.batch.failed", failed)
             finally:
                 for _ in batch:
                     queue.task_done()
@@ -297,6 +307,7 @@ class Writer:
                 op.future.set_exception(e)
         except Exception as e:
             self.metrics["commit_failures_total"] += 1
+            self.last_commit_error = (self.clock(), f"{type(e).__name__}: {e}")
             if not op.future.done():
                 op.future.set_exception(
                     Unavailable(f"the store could not commit ({type(e).__name__}: {e}); retry")
@@ -305,7 +316,7 @@ class Writer:
             if not op.future.done():
                 op.future.set_result(res)
 
-    async def _commit_isolated(self, batch: list[Op]) -> None:
+    async def _commit_isolated(self, batch: list[Op]) -> int:
         """Commit ``batch``; if the store refuses it, split it in halves and commit them
         in order, so one write the store cannot take fails alone instead of failing its
         neighbours.
@@ -315,11 +326,11 @@ class Writer:
         MQTT device is acknowledged and told); when nothing could be stored the store is
         failing and everybody gets :class:`~twinedge.errors.Unavailable` (retry). A
         budget bounds the failed attempts, so a store that is down is not asked 2n
-        times."""
+        times. Returns how many of the batch's mutations failed this way."""
         failed: list[tuple[list[Op], Exception]] = []
         await self._commit_split(batch, [16], failed)
         if not failed:
-            return
+            return 0
         stored_some = sum(len(ops) for ops, _ in failed) < len(batch)
         for ops, exc in failed:
             what = f"{type(exc).__name__}: {exc}"
@@ -335,6 +346,7 @@ class Writer:
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(err)
+        return sum(len(ops) for ops, _ in failed)
 
     async def _commit_split(
         self, batch: list[Op], budget: list[int], failed: list[tuple[list[Op], Exception]]
@@ -343,6 +355,7 @@ class Writer:
             await self._apply_batch(batch)
         except Exception as exc:  # the store failed: nobody in this batch is acknowledged
             self.metrics["commit_failures_total"] += 1
+            self.last_commit_error = (self.clock(), f"{type(exc).__name__}: {exc}")
             budget[0] -= 1
             if len(batch) > 1 and budget[0] > 0:
                 mid = len(batch) // 2
@@ -393,6 +406,7 @@ class Writer:
             dt = time.perf_counter() - t0
             self.commit_latency_s.append(dt)
             self.metrics["commits_total"] += 1
+            self.last_commit_ok_s = now
             self.commit_seconds_total += dt
             if len(self.commit_latency_s) > 1000:
                 del self.commit_latency_s[:500]

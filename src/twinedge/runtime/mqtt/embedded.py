@@ -535,6 +535,33 @@ class EmbeddedBroker(Gateway):
             "embedded MQTT broker (amqtt %s) on %s:%d", self.amqtt_version, self.host, self.port
         )
 
+    @property
+    def listening(self) -> bool:
+        """The broker accepts connections now."""
+        if self._broker is None:
+            return False
+        server = self._broker._servers.get("default")
+        instance = getattr(server, "instance", None)
+        return bool(instance is not None and instance.is_serving())
+
+    def state(self) -> dict[str, Any]:
+        """For ``/healthz``: whether the broker listens, where, and its connected
+        devices."""
+        broker = self._broker
+        clients = 0
+        if broker is not None:
+            clients = sum(
+                1
+                for session, _ in list(broker._sessions.values())
+                if session is not None and session.transitions.state == "connected"
+            )
+        return {
+            "mode": "embedded",
+            "listen": f"{self.host}:{self.port}",
+            "up": self.listening,
+            "clients": clients,
+        }
+
     async def stop(self) -> None:
         if self.service.outbound is self:
             self.service.outbound = None

@@ -92,24 +92,54 @@ class ExternalBridge(Gateway):
         self._connected = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.connections = 0
+        self.last_error: str | None = None  # why the last connection attempt failed or ended
+
+    @property
+    def address(self) -> str:
+        """``mqtt[s]://host:port`` of the broker (no credentials: fit for messages)."""
+        scheme = "mqtts" if self._params["tls_context"] is not None else "mqtt"
+        return f"{scheme}://{self._params['hostname']}:{self._params['port']}"
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     async def start(self) -> None:
-        """Connect (waiting up to ``connect_timeout_s`` for the first connection; after that
-        the bridge keeps retrying in the background with exponential backoff)."""
+        """Connect, waiting up to ``connect_timeout_s`` for the first connection; after
+        that the bridge reconnects on its own, with exponential backoff.
+
+        Raises:
+            ConnectionError: the first connection failed (the broker's or the operating
+                system's reason, e.g. connection refused or not authorised) or did not
+                complete in time; nothing is left running.
+        """
         self.service.outbound = self
-        self._task = asyncio.create_task(self._run(), name="twinedge-mqtt-bridge")
-        try:
-            await asyncio.wait_for(self._connected.wait(), self.connect_timeout_s)
-        except TimeoutError:
-            log.warning(
-                "MQTT broker %s:%s not reachable yet; retrying in the background",
-                self._params["hostname"],
-                self._params["port"],
-            )
+        self.last_error = None
+        self._task = asyncio.create_task(self._run(fail_fast=True), name="twinedge-mqtt-bridge")
+        connected = asyncio.ensure_future(self._connected.wait())
+        await asyncio.wait(
+            {connected, self._task},
+            timeout=self.connect_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        connected.cancel()
+        if self.connected:
+            return
+        why = self.last_error or f"no connection within {self.connect_timeout_s:g} s"
+        await self.stop()
+        raise ConnectionError(f"cannot connect to the MQTT broker at {self.address}: {why}")
+
+    def state(self) -> dict[str, Any]:
+        """For ``/healthz``: whether the bridge is connected to the broker now, how many
+        times it connected, and the last connection error."""
+        return {
+            "mode": "external",
+            "broker": self.address,
+            "up": self.connected,
+            "connected": self.connected,
+            "connections": self.connections,
+            "lastError": self.last_error,
+        }
 
     async def stop(self) -> None:
         if self.service.outbound is self:
@@ -129,7 +159,9 @@ class ExternalBridge(Gateway):
             self._out.put_nowait((topic_name, data, retain))
             self.metrics["mqtt_outbound_dropped_total"] += 1
 
-    async def _run(self) -> None:
+    async def _run(self, fail_fast: bool = False) -> None:
+        """Connect, receive, reconnect. With ``fail_fast``, a failure before the first
+        connection ends the task (:meth:`start` reports it)."""
         backoff = 0.25
         while True:
             client = aiomqtt.Client(
@@ -142,6 +174,7 @@ class ExternalBridge(Gateway):
                 async with client:
                     await client.subscribe(SUBSCRIPTIONS)
                     self.connections += 1
+                    fail_fast = False
                     backoff = 0.25
                     self._resync_desired()
                     self._connected.set()
@@ -154,6 +187,9 @@ class ExternalBridge(Gateway):
                     async for message in client.messages:
                         self.spawn(self._receive(client, message))
             except aiomqtt.MqttError as e:
+                self.last_error = " ".join(str(e).split()) or type(e).__name__
+                if fail_fast:
+                    return
                 self.metrics["mqtt_bridge_disconnects_total"] += 1
                 log.warning("MQTT bridge: %s; reconnecting in %.1f s", e, backoff)
             finally:
