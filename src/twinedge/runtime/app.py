@@ -518,6 +518,9 @@ class Server:
             self.hosts_token = kept or secrets.token_urlsafe(32)
             if not kept:
                 _write_secret(hosts_file, self.hosts_token)
+            from twinedge.runtime.api.redact import register_secret
+
+            register_secret(self.hosts_token)
             if cfg.hosts is not None:
                 await self._start_hosts()
         app = create_app(self.service, live=self.live, hosts_token=self.hosts_token, mqtt=self.mqtt)
