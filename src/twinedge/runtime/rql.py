@@ -233,6 +233,8 @@ def ascii_lower(text: str) -> str:
         'Ärger-abc'
     """
     return text.translate(_ASCII_LOWER)
+
+
 _PATH_STOP = set(',()"') | {" ", "\t", "\r", "\n"}
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DECODER = json.JSONDecoder(parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))

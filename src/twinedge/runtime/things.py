@@ -74,7 +74,11 @@ def check_policy_id(policy_id: Any, pointer: str = "/policyId") -> str:
         >>> check_policy_id("fleet:car-policy")
         'fleet:car-policy'
     """
-    if not isinstance(policy_id, str) or not THING_ID_RE.fullmatch(policy_id) or len(policy_id) > 256:
+    if (
+        not isinstance(policy_id, str)
+        or not THING_ID_RE.fullmatch(policy_id)
+        or len(policy_id) > 256
+    ):
         raise InvalidInput(
             f"policyId {_show(policy_id)} is not valid: expected a string 'namespace:name' "
             "(namespace: letters, digits, '_', '.', '-'; at most 256 characters)",
