@@ -127,7 +127,9 @@ def test_etag_if_match_and_if_none_match(api: Api):
     assert "exists" in doc["detail"]
 
     assert (
-        c.patch(T, json={"attributes": {"a": 1}}, headers=api.h(**{"If-Match": '"rev:1"'})).status_code
+        c.patch(
+            T, json={"attributes": {"a": 1}}, headers=api.h(**{"If-Match": '"rev:1"'})
+        ).status_code
         == 204
     )
     doc = problem_of(
