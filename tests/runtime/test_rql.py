@@ -150,6 +150,11 @@ def ev(text: str, thing: dict = THING) -> bool:
         ('like(attributes/kind,"veh")', False),  # the whole string
         ('like(attributes/n,"*")', False),
         ('like(thingId,"fleet:car-?")', True),
+        ('ilike(attributes/kind,"VEH*")', True),  # ilike ignores the case of A-Z
+        ('ilike(attributes/kind,"v?HICLE")', True),
+        ('ilike(attributes/kind,"veh")', False),  # still the whole string
+        ('ilike(attributes/n,"*")', False),  # strings only
+        ('ilike(thingId,"FLEET:*")', True),
         ("exists(attributes/none)", True),
         ("exists(attributes/tags)", True),
         ("exists(attributes/tags/0)", False),

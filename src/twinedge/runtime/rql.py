@@ -26,6 +26,9 @@ Semantics (identical in Python and SQL; the stores' property test checks it):
 * ``gt``/``ge``/``lt``/``le`` take a number or a string and compare with values of the
   same type only; strings compare by Unicode code point (= UTF-8 byte order).
 * ``like`` matches strings only; ``*`` is any run, ``?`` one character, ``\\`` escapes.
+  ``ilike`` (as in Ditto) is ``like`` ignoring the case of the ASCII letters A-Z: the
+  same on every store (SQLite's ``lower`` folds ASCII only; PostgreSQL's folds by
+  locale, so the SQL folds with ``translate`` over A-Z instead).
 * ``within(p, circle(x, y, r))``: the value at ``p`` is an object with numeric ``x`` and
   ``y`` (metres, local frame) and ``(x-cx)**2 + (y-cy)**2 <= r**2``.
 """
@@ -55,6 +58,7 @@ __all__ = [
     "Or",
     "SqlDialect",
     "Within",
+    "ascii_lower",
     "compile_sql",
     "evaluate",
     "like_to_regex",
@@ -118,6 +122,7 @@ class In(Node):
 class Like(Node):
     path: tuple[str, ...]
     pattern: str
+    ignore_case: bool = False  # ilike: A-Z match a-z
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,20 @@ def like_tokens(pattern: str) -> list[tuple[str, str]]:
 
 _LOGICAL = ("and", "or", "not")
 _COMPARE = ("eq", "ne", "gt", "ge", "lt", "le")
-_OPERATORS = (*_LOGICAL, *_COMPARE, "in", "like", "exists", "within")
+_OPERATORS = (*_LOGICAL, *_COMPARE, "in", "like", "ilike", "exists", "within")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with A-Z as a-z and every other character kept (what ``ilike`` folds).
+
+    Examples:
+        >>> ascii_lower("Ärger-ABC")
+        'Ärger-abc'
+    """
+    return text.translate(_ASCII_LOWER)
+
+
 _PATH_STOP = set(',()"') | {" ", "\t", "\r", "\n"}
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DECODER = json.JSONDecoder(parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
@@ -324,13 +342,13 @@ class _Parser:
                 values.append(self.value())
             self.expect(")", "',' or ')' to close in(")
             return In(path, tuple(values))
-        if name == "like":
+        if name in ("like", "ilike"):
             vpos = self.pos
             value = self.value()
             if not isinstance(value, str):
-                raise self.fail("like at column {col} needs a string pattern", vpos)
-            self.expect(")", "')' to close like( — like takes a path and one pattern")
-            return Like(path, value)
+                raise self.fail(f"{name} at column {{col}} needs a string pattern", vpos)
+            self.expect(")", f"')' to close {name}( — {name} takes a path and one pattern")
+            return Like(path, value, name == "ilike")
         # within
         self.ws()
         cstart = self.pos
@@ -508,7 +526,11 @@ def evaluate(node: Node, thing: dict[str, Any]) -> bool:
     if isinstance(node, Exists):
         return True
     if isinstance(node, Like):
-        return isinstance(v, str) and _like_regex(node.pattern).fullmatch(v) is not None
+        if not isinstance(v, str):
+            return False
+        if node.ignore_case:
+            return _like_regex(ascii_lower(node.pattern)).fullmatch(ascii_lower(v)) is not None
+        return _like_regex(node.pattern).fullmatch(v) is not None
     if isinstance(node, Within):
         if not isinstance(v, dict):
             return False
@@ -741,8 +763,10 @@ class _Compiler:
                 parts.append(("node", lambda: f"f.kind = {K_NULL}"))
             return self.in_fields(path, parts)
         if isinstance(node, Like):
-            pattern = node.pattern
-            return self.in_fields(path, [("str", lambda: self.like("f.str", pattern, TRUE))])
+            pattern, fold = node.pattern, node.ignore_case
+            return self.in_fields(
+                path, [("str", lambda: self.like("f.str", pattern, TRUE, ignore_case=fold))]
+            )
         if isinstance(node, Within):
             # a bounding box on the indexed x and y leaves (widened a hair so rounding can
             # never drop a point the exact test accepts), then the exact test inside a CASE
@@ -775,7 +799,16 @@ class _Compiler:
             )
         raise TypeError(f"not an RQL node: {node!r}")
 
-    def like(self, expr: str, pattern: str, guard: str) -> str:
+    def like(self, expr: str, pattern: str, guard: str, *, ignore_case: bool = False) -> str:
+        if ignore_case:  # no index range: the index holds the values as they are
+            tokens = like_tokens(ascii_lower(pattern))
+            op, pat = self.d.pattern(tokens)
+            folded = (
+                f"lower({expr})"  # SQLite's lower() folds A-Z only
+                if self.d.name == "sqlite"
+                else f"translate({expr}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+            )
+            return _and(guard, f"{folded} {op} {self.p(pat)}")
         tokens = like_tokens(pattern)
         op, pat = self.d.pattern(tokens)
         parts = [guard]
@@ -838,7 +871,7 @@ class _Compiler:
         if isinstance(node, Like):
             if col.kind != K_STR:
                 return FALSE
-            return self.like(c, node.pattern, has_value)
+            return self.like(c, node.pattern, has_value, ignore_case=node.ignore_case)
         if isinstance(node, Within):
             return FALSE
         raise TypeError(f"not an RQL node: {node!r}")

@@ -9,6 +9,12 @@ A thing is::
      "_revision": 3, "_created": "...", "_modified": "...",  # kept by the service
      "_domain": "fleet-op", "_host": "edge-7"}                # owner domain; orchestrated host
 
+and, as in Ditto, optionally ``"policyId": "fleet:car-policy"`` (a namespaced id; stored
+and returned, access is decided by domains and grants), ``"definition":
+"org.example:car:1.0"`` (a ``namespace:name:version`` identifier, an http(s) URL, or
+null) and per feature ``"definition": ["org.example:battery:2.1"]`` (a non-empty list of
+such identifiers).
+
 Everything here is pure and synchronous: merge patch (RFC 7396), JSON Patch generation
 (RFC 6902), JSON Pointer paths (RFC 6901), the desired-vs-reported delta and validation.
 
@@ -23,6 +29,7 @@ which tells ``true`` from ``1`` and ``1`` from ``1.0``.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -35,8 +42,14 @@ THING_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*:[A-Za-z0-9_.:@&=,$%!*'()~-]+
 FEATURE_ID_RE = re.compile(r"[A-Za-z0-9_.:@&=+,$!*'()~-]{1,256}")
 NAMESPACE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Ditto's definition identifier: namespace:name:version (or an http(s) URL)
+DEFINITION_RE = re.compile(r"[_a-zA-Z0-9.-]+:[_a-zA-Z0-9.-]+:[_a-zA-Z0-9.-]+")
+DEFINITION_URL_RE = re.compile(r"https?://[^\s/?#]+[^\s]*")
+MAX_DEFINITION_CHARS = 1024
 META_FIELDS = ("_revision", "_created", "_modified", "_domain", "_host")
-TOP_FIELDS = {"thingId", "attributes", "features", *META_FIELDS}
+DOCUMENT_FIELDS = ("policyId", "definition", "attributes", "features")
+TOP_FIELDS = {"thingId", *DOCUMENT_FIELDS, *META_FIELDS}
+FEATURE_FIELDS = ("definition", "properties", "desiredProperties")
 MAX_DEPTH = 32
 JSON_LIMITS = textinput.Limits(max_depth=None, int_range=textinput.INT64)
 """What the runtime reads and stores: JSON values, integers in the signed 64-bit range;
@@ -50,6 +63,97 @@ def check_thing_id(thing_id: str) -> str:
             "/thingId",
         )
     return thing_id
+
+
+def check_policy_id(policy_id: Any, pointer: str = "/policyId") -> str:
+    """A policy id as Ditto writes it: a namespaced id ``namespace:name`` (the same rule
+    as a thing id). twinedge stores it and returns it; it decides nothing (see
+    docs/api.md, "Where twinedge and Ditto differ").
+
+    Examples:
+        >>> check_policy_id("fleet:car-policy")
+        'fleet:car-policy'
+    """
+    if (
+        not isinstance(policy_id, str)
+        or not THING_ID_RE.fullmatch(policy_id)
+        or len(policy_id) > 256
+    ):
+        raise InvalidInput(
+            f"policyId {_show(policy_id)} is not valid: expected a string 'namespace:name' "
+            "(namespace: letters, digits, '_', '.', '-'; at most 256 characters)",
+            pointer,
+            error="policies:id.invalid",
+        )
+    return policy_id
+
+
+def _is_definition(v: Any) -> bool:
+    return (
+        isinstance(v, str)
+        and len(v) <= MAX_DEFINITION_CHARS
+        and bool(DEFINITION_RE.fullmatch(v) or DEFINITION_URL_RE.fullmatch(v))
+    )
+
+
+def check_definition(definition: Any, pointer: str = "/definition") -> Any:
+    """A thing's definition: ``namespace:name:version`` (e.g. ``org.example:car:1.0``),
+    an http(s) URL, or null.
+
+    Examples:
+        >>> check_definition("org.example:car:1.0"), check_definition(None)
+        ('org.example:car:1.0', None)
+        >>> check_definition("car")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        twinedge.errors.InvalidInput: definition "car" is not valid: ...
+    """
+    if definition is None or _is_definition(definition):
+        return definition
+    raise InvalidInput(
+        f"definition {_show(definition)} is not valid: expected 'namespace:name:version' "
+        "(each part letters, digits, '_', '.', '-'), an http(s) URL, or null",
+        pointer,
+        error="things:definition.identifier.invalid",
+    )
+
+
+def check_feature_definition(definition: Any, pointer: str) -> list[str]:
+    """A feature's definition: a non-empty list of identifiers as for
+    :func:`check_definition` (never null).
+
+    Examples:
+        >>> check_feature_definition(["org.example:battery:2.1"], "/features/b/definition")
+        ['org.example:battery:2.1']
+    """
+    if not isinstance(definition, list) or not definition:
+        raise InvalidInput(
+            f"a feature definition must be a non-empty JSON array of 'namespace:name:version' "
+            f"identifiers, got {_show(definition)}",
+            pointer,
+            error="things:feature.definition.empty"
+            if definition == []
+            else "things:feature.definition.identifier.invalid",
+        )
+    for i, d in enumerate(definition):
+        if not _is_definition(d):
+            raise InvalidInput(
+                f"feature definition identifier {_show(d)} is not valid: expected "
+                "'namespace:name:version' (each part letters, digits, '_', '.', '-') or an "
+                "http(s) URL",
+                f"{pointer}/{i}",
+                error="things:feature.definition.identifier.invalid",
+            )
+    return definition
+
+
+def _show(v: Any, n: int = 60) -> str:
+    """``v`` as JSON, shortened, for a message."""
+    try:
+        text = json.dumps(v, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(v)
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def check_domain(domain: Any, pointer: str = "/domain") -> str:
@@ -229,7 +333,8 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
     extra = sorted(set(doc) - TOP_FIELDS)
     if extra:
         raise InvalidInput(
-            f"unknown top-level field {extra[0]!r}; a thing has thingId, attributes and features",
+            f"unknown top-level field {extra[0]!r}; a thing has thingId, policyId, "
+            "definition, attributes and features",
             f"/{escape_token(extra[0])}",
         )
     if "thingId" in doc and doc["thingId"] != thing_id:
@@ -248,7 +353,14 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
     if too_deep(doc):
         raise InvalidInput(f"the document nests deeper than {MAX_DEPTH} levels", "")
     check_json(doc)
-    return {"thingId": thing_id, "attributes": attrs, "features": feats}
+    out: dict[str, Any] = {"thingId": thing_id}
+    if "policyId" in doc:
+        out["policyId"] = check_policy_id(doc["policyId"])
+    if "definition" in doc:
+        out["definition"] = check_definition(doc["definition"])
+    out["attributes"] = attrs
+    out["features"] = feats
+    return out
 
 
 def check_json(value: Any, pointer: str = "") -> Any:
@@ -286,12 +398,15 @@ def validate_feature(fid: str, f: Any) -> None:
         raise InvalidInput(
             f"feature {fid!r} must be a JSON object", f"/features/{escape_token(fid)}"
         )
-    extra = sorted(set(f) - {"properties", "desiredProperties"})
+    extra = sorted(set(f) - set(FEATURE_FIELDS))
     if extra:
         raise InvalidInput(
-            f"feature {fid!r} has unknown field {extra[0]!r}; a feature has properties and desiredProperties",
+            f"feature {fid!r} has unknown field {extra[0]!r}; a feature has definition, "
+            "properties and desiredProperties",
             f"/features/{escape_token(fid)}/{escape_token(extra[0])}",
         )
+    if "definition" in f:
+        check_feature_definition(f["definition"], f"/features/{escape_token(fid)}/definition")
     for k in ("properties", "desiredProperties"):
         if k in f and not isinstance(f[k], dict):
             raise InvalidInput(
@@ -322,3 +437,168 @@ def json_equal(a: Any, b: Any) -> bool:
     if ta is list:
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+# --- field selectors (Ditto's ``fields`` syntax) ---------------------------------------
+
+MAX_FIELDS_CHARS = 4000
+WILDCARD = "*"
+
+
+def parse_fields(text: str, pointer: str = "/fields") -> list[tuple[str, ...]]:
+    """A field selector as Ditto writes it -> the paths it selects.
+
+    Comma-separated JSON pointers (``/`` between keys, ``~1`` for a ``/`` in a key); a
+    pointer followed by ``(...)`` selects the listed sub-paths below it, at any depth:
+    ``attributes(model,location/lat),features/battery(properties/level)``. ``*`` as the
+    feature id (``features/*/properties/on``) selects that path in every feature.
+
+    Raises:
+        InvalidInput: unbalanced parentheses, an empty path or sub-selector, or a
+            selector longer than :data:`MAX_FIELDS_CHARS` (with ``error``
+            ``json.fieldselector.invalid`` as Ditto names it).
+
+    Examples:
+        >>> parse_fields("thingId,attributes(model,location/lat)")
+        [('thingId',), ('attributes', 'model'), ('attributes', 'location', 'lat')]
+        >>> parse_fields("features/*/properties(on)")
+        [('features', '*', 'properties', 'on')]
+    """
+
+    def fail(why: str) -> InvalidInput:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return InvalidInput(
+            f"fields {shown!r}: {why}; write comma-separated paths such as "
+            "thingId,attributes(model,location),features/battery/properties",
+            pointer,
+            error="json.fieldselector.invalid",
+        )
+
+    if not isinstance(text, str):
+        raise fail("not a string")
+    if len(text) > MAX_FIELDS_CHARS:
+        raise fail(f"longer than {MAX_FIELDS_CHARS} characters")
+    pos = 0
+
+    def selector(prefix: tuple[str, ...], depth: int) -> list[tuple[str, ...]]:
+        nonlocal pos
+        if depth > MAX_DEPTH:
+            raise fail(f"parentheses nest deeper than {MAX_DEPTH} levels")
+        out: list[tuple[str, ...]] = []
+        while True:
+            start = pos
+            while pos < len(text) and text[pos] not in ",()":
+                pos += 1
+            raw = text[start:pos].strip()
+            body = raw[1:] if raw.startswith("/") else raw
+            body = body.rstrip("/")
+            if not body:
+                raise fail(f"empty path at character {start + 1}")
+            tokens = [unescape_token(t) for t in body.split("/")]
+            if any(not t for t in tokens):
+                raise fail(f"empty key in {raw!r} ('//')")
+            path = (*prefix, *tokens)
+            if pos < len(text) and text[pos] == "(":
+                pos += 1
+                out += selector(path, depth + 1)
+                if pos >= len(text) or text[pos] != ")":
+                    raise fail(f"'(' at character {start + len(raw) + 1} is not closed")
+                pos += 1
+            else:
+                out.append(path)
+            if pos >= len(text) or text[pos] == ")":
+                return out
+            if text[pos] == "(":  # pragma: no cover - consumed above
+                raise fail(f"unexpected '(' at character {pos + 1}")
+            pos += 1  # ','
+
+    paths = selector((), 0)
+    if pos < len(text):
+        raise fail(f"unexpected {text[pos]!r} at character {pos + 1} (unbalanced parentheses)")
+    for p in paths:
+        check_text_tokens(p, fail)
+    return paths
+
+
+def check_text_tokens(path: tuple[str, ...], fail: Any) -> None:
+    for t in path:
+        try:
+            check_text(t, "a field")
+        except TextInputError as e:
+            raise fail(e.message) from None
+
+
+def project(doc: Any, paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Only the parts of ``doc`` at ``paths`` (as :func:`parse_fields` gives them), their
+    nesting kept; a path that is missing is left out. ``*`` after ``features`` matches
+    every feature.
+
+    Examples:
+        >>> doc = {"thingId": "a:b", "attributes": {"x": 1, "y": 2},
+        ...        "features": {"f": {"properties": {"on": True, "v": 3}}}}
+        >>> project(doc, [("attributes", "x"), ("features", "*", "properties", "on")])
+        {'attributes': {'x': 1}, 'features': {'f': {'properties': {'on': True}}}}
+    """
+    out: dict[str, Any] = {}
+    for path in paths:
+        if len(path) >= 2 and path[0] == "features" and path[1] == WILDCARD:
+            feats = doc.get("features") if isinstance(doc, dict) else None
+            for fid in feats if isinstance(feats, dict) else ():
+                _copy_path(doc, out, ("features", fid, *path[2:]))
+        else:
+            _copy_path(doc, out, path)
+    return out
+
+
+def _copy_path(doc: Any, out: dict[str, Any], path: tuple[str, ...]) -> None:
+    try:
+        value = get_path(doc, list(path))
+    except KeyError:
+        return
+    cur = out
+    for t in path[:-1]:
+        nxt = cur.get(t)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[t] = nxt
+        cur = nxt
+    cur[path[-1]] = copy.deepcopy(value)  # a whole value holds every part selected before
+
+
+def missing_error(doc: Any, tokens: list[str]) -> str:
+    """Ditto's error code for a read of ``tokens`` that found nothing: that of the first
+    level missing (``things:feature.notfound`` when the feature itself is absent,
+    ``things:feature.property.notfound`` when only the property is).
+
+    Examples:
+        >>> missing_error({"features": {"f": {}}}, ["features", "f", "properties", "x"])
+        'things:feature.properties.notfound'
+        >>> missing_error({"attributes": {}}, ["attributes", "a", "b"])
+        'things:attribute.notfound'
+    """
+    for n in range(1, len(tokens) + 1):
+        try:
+            get_path(doc, tokens[:n])
+        except KeyError:
+            return "things:" + _level_name(tokens[:n]) + ".notfound"
+    return "things:thing.notfound"
+
+
+def _level_name(tokens: list[str]) -> str:
+    head, n = tokens[0], len(tokens)
+    if head == "features":
+        if n == 1:
+            return "features"
+        if n == 2:
+            return "feature"
+        kind = tokens[2]
+        if kind == "definition":
+            return "feature.definition"
+        if kind in ("properties", "desiredProperties"):
+            return f"feature.{kind}" if n == 3 else f"feature.{kind[:-3]}y"
+        return "feature"
+    if head == "attributes":
+        return "attributes" if n == 1 else "attribute"
+    if head in ("policyId", "definition"):
+        return head
+    return "thing"

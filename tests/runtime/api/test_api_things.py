@@ -21,17 +21,17 @@ def test_put_creates_then_replaces_and_get_returns_service_fields(api: Api):
     r = api.client.put(T, json=CAR, headers=api.h())
     assert r.status_code == 201
     assert r.headers["location"] == T
-    assert r.headers["etag"] == '"1"'
+    assert r.headers["etag"] == '"rev:1"'
     doc = r.json()
     assert doc["thingId"] == "fleet:car-7"
     assert doc["_revision"] == 1 and doc["_domain"] == "fleet" and doc["_inSync"] is True
     assert doc["attributes"] == CAR["attributes"]
 
     r = api.client.put(T, json={"attributes": {"kind": "van"}}, headers=api.h())
-    assert r.status_code == 204 and r.headers["etag"] == '"2"' and r.content == b""
+    assert r.status_code == 204 and r.headers["etag"] == '"rev:2"' and r.content == b""
 
     r = api.client.get(T, headers=api.h())
-    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    assert r.status_code == 200 and r.headers["etag"] == '"rev:2"'
     assert r.json()["attributes"] == {"kind": "van"} and r.json()["features"] == {}
 
     r = api.client.put(T, json=CAR, headers=api.h(**{"Prefer": "return=representation"}))
@@ -47,7 +47,7 @@ def test_every_level_get_put_patch_delete(api: Api):
     assert c.get(f"{T}/attributes/name", headers=h).json() == "Seven"
     r = c.put(f"{T}/attributes/owner", json={"name": "Ada"}, headers=h)
     assert r.status_code == 201 and r.headers["location"] == f"{T}/attributes/owner"
-    assert r.json() == {"name": "Ada"} and r.headers["etag"] == '"2"'
+    assert r.json() == {"name": "Ada"} and r.headers["etag"] == '"rev:2"'
     assert c.get(f"{T}/attributes/owner/name", headers=h).json() == "Ada"
     assert c.put(f"{T}/attributes/owner/name", json="Bob", headers=h).status_code == 204
     assert c.get(f"{T}/attributes/owner", headers=h).json() == {"name": "Bob"}
@@ -98,7 +98,7 @@ def test_merge_patch_null_deletes_and_media_types(api: Api):
         content=b'{"attributes": {"name": null, "color": "red"}, "features": {"location": null}}',
         headers={**h, "Content-Type": "application/merge-patch+json"},
     )
-    assert r.status_code == 204 and r.headers["etag"] == '"2"'
+    assert r.status_code == 204 and r.headers["etag"] == '"rev:2"'
     doc = c.get(T, headers=h).json()
     assert doc["attributes"] == {"kind": "car", "tags": ["a"], "color": "red"}
     assert set(doc["features"]) == {"battery"}
@@ -127,11 +127,13 @@ def test_etag_if_match_and_if_none_match(api: Api):
     assert "exists" in doc["detail"]
 
     assert (
-        c.patch(T, json={"attributes": {"a": 1}}, headers=api.h(**{"If-Match": '"1"'})).status_code
+        c.patch(
+            T, json={"attributes": {"a": 1}}, headers=api.h(**{"If-Match": '"rev:1"'})
+        ).status_code
         == 204
     )
     doc = problem_of(
-        c.patch(T, json={"attributes": {"a": 2}}, headers=api.h(**{"If-Match": '"1"'})), 412
+        c.patch(T, json={"attributes": {"a": 2}}, headers=api.h(**{"If-Match": '"rev:1"'})), 412
     )
     assert "revision 2" in doc["detail"]
     # weak and list forms, and *
@@ -153,7 +155,7 @@ def test_etag_if_match_and_if_none_match(api: Api):
     )
     problem_of(c.put("/api/2/things/fleet:none", json={}, headers=api.h(**{"If-Match": "*"})), 412)
     problem_of(c.patch(T, json={}, headers=api.h(**{"If-Match": '"abc"'})), 412)
-    problem_of(c.delete(T, headers=api.h(**{"If-Match": '"1"'})), 412)
+    problem_of(c.delete(T, headers=api.h(**{"If-Match": '"rev:1"'})), 412)
 
     # create-only at a path
     r = c.put(f"{T}/attributes/new", json=1, headers=api.h(**{"If-None-Match": "*"}))
@@ -178,7 +180,7 @@ def test_as_of_reads(api: Api):
     c.patch(f"{T}/attributes", json={"name": "Nine"}, headers=h)
 
     r = c.get(T, params={"revision": 1}, headers=h)
-    assert r.status_code == 200 and r.headers["etag"] == '"1"'
+    assert r.status_code == 200 and r.headers["etag"] == '"rev:1"'
     assert r.json()["attributes"]["name"] == "Seven" and r.json()["_revision"] == 1
     assert "_inSync" in r.json()
     assert c.get(f"{T}/attributes/name", params={"revision": 2}, headers=h).json() == "Eight"
@@ -209,7 +211,7 @@ def test_delta_and_in_sync(api: Api):
     )
     assert r.status_code == 204
     d = c.get(f"{T}/delta", headers=h)
-    assert d.headers["etag"] == '"2"'
+    assert d.headers["etag"] == '"rev:2"'
     assert d.json()["inSync"] is False
     assert d.json()["delta"] == {"battery": {"level": 100, "mode": "eco"}}
     assert c.get(T, headers=h).json()["_inSync"] is False
@@ -270,11 +272,11 @@ def test_service_fields_cannot_be_written(api: Api):
     doc = c.get(T, headers=h).json()
     doc["_revision"] = 99
     r = c.put(T, json=doc, headers=h)
-    assert r.status_code == 204 and r.headers["etag"] == '"1"'  # same content: no new revision
+    assert r.status_code == 204 and r.headers["etag"] == '"rev:1"'  # same content: no new revision
     assert c.get(T, headers=h).json()["_revision"] == 1
     problem_of(c.put(f"{T}/_revision", json=5, headers=h), 404)
     doc = problem_of(
-        c.patch(f"{T}/attributes", json={"x": 1}, headers=api.h(**{"If-Match": '"7"'})), 412
+        c.patch(f"{T}/attributes", json={"x": 1}, headers=api.h(**{"If-Match": '"rev:7"'})), 412
     )
     assert doc["currentRevision"] == 1
 

@@ -35,6 +35,20 @@ EXPECTED = {
     "Unavailable": (503, "service-unavailable"),
     "Overloaded": (503, "service-unavailable"),
 }
+# Ditto's error code of each on a thing's path (a read; a pointer into the body)
+DITTO_ERROR = {
+    "InvalidInput": "things:thing.invalid",
+    "Unauthenticated": "gateway:authentication.failed",
+    "Forbidden": "twinedge:access.forbidden",
+    "NotFound": "things:thing.notfound",
+    "TimedOut": "command.timeout",
+    "Conflict": "things:thing.conflict",
+    "PreconditionFailed": "things:precondition.failed",
+    "TooLarge": "things:thing.toolarge",
+    "OperationFailed": "internalerror",
+    "Unavailable": "things:thing.unavailable",
+    "Overloaded": "things:thing.unavailable",
+}
 
 
 @pytest.mark.parametrize("cls", service_errors(), ids=lambda c: c.__name__)
@@ -51,8 +65,12 @@ def test_every_service_error_maps_to_its_problem(cls):
         "instance": "/api/2/things/a:b",
         "pointer": "/attributes/x",
         "column": 7,
+        "error": DITTO_ERROR[cls.__name__],
+        "message": "what went wrong; what to do",
+        "description": doc["description"],
     }
     assert doc["title"].lower().replace(" ", "-") == kind
+    assert doc["description"] and doc["description"] != doc["message"]
 
 
 def test_the_table_lists_only_classes_of_the_error_tree():
@@ -106,6 +124,9 @@ def test_the_app_answers_service_errors_with_their_problems():
             "status": 404,
             "detail": "thing a:b does not exist",
             "instance": "/missing",
+            "error": "twinedge:resource.notfound",
+            "message": "thing a:b does not exist",
+            "description": "Check the thing id and the path, and that your key may read the thing.",
         }
         assert client.get("/overloaded").json()["status"] == 503
         r = client.get("/strange")

@@ -88,6 +88,9 @@ LEAVES = st.one_of(
         st.lists(SCALARS, min_size=1, max_size=3),
     ),
     st.builds(lambda p, v: f"like({p},{_v(v)})", PATHS, st.text(alphabet="aAbé*?_%\\", max_size=4)),
+    st.builds(
+        lambda p, v: f"ilike({p},{_v(v)})", PATHS, st.text(alphabet="aAbÉé*?_%\\", max_size=4)
+    ),
     st.builds(lambda p: f"exists({p})", PATHS),
     st.builds(
         lambda p, x, y, r: f"within({p},circle({x},{y},{r}))",

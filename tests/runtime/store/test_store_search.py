@@ -92,6 +92,12 @@ FILTERS = [
     'like(attributes/kind,"*")',
     'like(thingId,"fleet:*")',
     'like(thingId,"*-1")',
+    'ilike(attributes/name,"ÉMILE")',  # only A-Z fold: É stays É, é stays é
+    'ilike(attributes/name,"émile")',
+    'ilike(attributes/name,"*E")',
+    'ilike(attributes/kind,"ROB*")',
+    'ilike(thingId,"FLEET:*")',
+    'ilike(_created,"19*")',
     "exists(attributes/none)",
     "exists(attributes/tags)",
     "exists(attributes/a~1b/c)",

@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
@@ -40,6 +40,7 @@ from twinedge.runtime.api import (
     routes_search,
     routes_things,
 )
+from twinedge.runtime.api.common import check_request
 from twinedge.runtime.api.models import REQUEST_MODELS
 from twinedge.runtime.api.problems import GuardMiddleware, install_problem_handlers
 from twinedge.runtime.api.redact import install_log_redaction
@@ -51,7 +52,8 @@ DESCRIPTION = """\
 Live digital twins: things with attributes and features (reported `properties` and
 `desiredProperties`), revisions, history, search, groups, commands and events.
 Every `/api/2` route needs `Authorization: Bearer <token>`. Errors are RFC 7807
-problem documents (`application/problem+json`). See docs/api.md.
+problem documents (`application/problem+json`) that also carry Eclipse Ditto's
+`status`, `error`, `message` and `description`. See docs/api.md.
 """
 
 
@@ -118,6 +120,7 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        dependencies=[Depends(check_request)],  # unknown parameters and headers: 400
     )
     app.state.service = service
     app.state.max_body_bytes = max_body_bytes

@@ -9,8 +9,11 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection
 
 from twinedge import textinput
 from twinedge.runtime.api.problems import invalid_params, problem
@@ -82,6 +85,19 @@ async def read_json(
                 f"send the body as {' or '.join(media_types)}, not {mt}",
                 accept=list(media_types),
             )
+    raw = await read_body(request)
+    if not raw.strip():
+        if required:
+            raise problem(400, f"this request needs a JSON body ({media_types[0]})", pointer="")
+        return None
+    try:
+        return textinput.loads(raw, JSON_LIMITS)
+    except textinput.TextInputError as e:
+        raise problem(400, e.message, pointer=e.pointer, **e.extra) from None
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw request body, size limited (413)."""
     limit = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -92,15 +108,7 @@ async def read_json(
         if size > limit:
             raise problem(413, f"the body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        if required:
-            raise problem(400, f"this request needs a JSON body ({media_types[0]})", pointer="")
-        return None
-    try:
-        return textinput.loads(raw, JSON_LIMITS)
-    except textinput.TextInputError as e:
-        raise problem(400, e.message, pointer=e.pointer, **e.extra) from None
+    return b"".join(chunks)
 
 
 def parse_model(model: type[M], data: Any) -> M:
@@ -125,12 +133,13 @@ _ETAG_RE = re.compile(r'\s*(W/)?"([^"]*)"\s*')
 
 
 def etag(revision: int) -> str:
-    return f'"{revision}"'
+    """The ETag of a thing at ``revision``, as Ditto writes it: ``"rev:3"``."""
+    return f'"rev:{revision}"'
 
 
 def parse_etags(header: str | None) -> list[str] | None:
     """``None`` (absent), ``["*"]``, or the opaque tags (weak ``W/`` prefix dropped,
-    quotes removed; an unquoted number is accepted too)."""
+    quotes removed; an unquoted tag is accepted too)."""
     if header is None:
         return None
     header = header.strip()
@@ -149,21 +158,32 @@ def parse_etags(header: str | None) -> list[str] | None:
 MAX_REVISION_DIGITS = 16  # revisions lie in 0..2**53
 
 
+def tag_revision(tag: str) -> int | bool | None:
+    """The revision an ETag names: ``rev:3`` (Ditto's form, as sent) or ``3`` (the form
+    of earlier versions) -> 3; ``None`` for a tag of more digits than any revision has
+    (it names no revision); ``False`` for a tag this API never sends."""
+    t = tag[4:] if tag.startswith("rev:") else tag
+    if t.isascii() and t.isdigit():
+        return int(t) if len(t) <= MAX_REVISION_DIGITS else None
+    return False
+
+
 def revisions_of(tags: list[str], header: str) -> set[int]:
     """The revisions named by ETags (a 412 problem for a tag this API never sends). A tag of
     more digits than any revision has names no revision: it is left out (so ``If-Match``
     with only such tags fails with 412, and ``If-None-Match`` holds)."""
     out = set()
     for t in tags:
-        if t.isascii() and t.isdigit():
-            if len(t) <= MAX_REVISION_DIGITS:
-                out.add(int(t))
-            continue
-        raise problem(
-            412,
-            f'{header}: {shorten(t)!r} is not an ETag of this API; use "<revision>" as sent '
-            "in the ETag header, or *",
-        )
+        rev = tag_revision(t)
+        if rev is False:
+            raise problem(
+                412,
+                f'{header}: {shorten(t)!r} is not an ETag of this API; use "rev:<revision>" as '
+                "sent in the ETag header, or *",
+                error="things:precondition.failed",
+            )
+        if isinstance(rev, int) and not isinstance(rev, bool):
+            out.add(rev)
     return out
 
 
@@ -215,3 +235,82 @@ def _parse_time(name: str, value: str | None) -> float | None:
         return dt.timestamp()
     except (OverflowError, ValueError):  # outside what the platform's time functions take
         return -math.inf if dt.year < 1970 else math.inf
+
+
+# --- what a request may carry ---------------------------------------------------------------
+
+#: Conditional headers no route evaluates: refused (400) instead of ignored.
+UNSUPPORTED_CONDITIONAL_HEADERS = (
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "if-equal",
+)
+#: The headers only the routes of :data:`CONDITIONAL_OPERATIONS` evaluate.
+CONDITIONAL_HEADERS = ("if-match", "if-none-match", "condition")
+#: Operation ids of the routes that evaluate ``If-Match``, ``If-None-Match`` and
+#: ``condition`` (the levels of a thing); filled as those routes are made.
+CONDITIONAL_OPERATIONS: set[str] = set()
+_ALLOWED_QUERY: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dep: Dependant) -> set[str]:
+    names = {q.alias for q in dep.query_params}
+    for sub in dep.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def allowed_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` declares (its own and its dependencies')."""
+    key = id(route)
+    if key not in _ALLOWED_QUERY:
+        _ALLOWED_QUERY[key] = frozenset(_query_names(route.dependant))
+    return _ALLOWED_QUERY[key]
+
+
+async def check_request(conn: HTTPConnection) -> None:
+    """Refuse (400) what a request carries that its route would not read: a query
+    parameter it does not declare, a conditional header no route evaluates
+    (``If-Modified-Since`` ...), or ``If-Match`` / ``If-None-Match`` / ``condition`` on a
+    route that does not evaluate them. Nothing a client sends is silently ignored."""
+    if conn.scope.get("type") != "http":
+        return
+    route = conn.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = allowed_query(route)
+    unknown = sorted({k for k in conn.query_params if k not in allowed})
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise problem(
+            400,
+            f"unknown query parameter {shorten(unknown[0])!r} on {route.path}; "
+            f"this route takes: {known}",
+            error="twinedge:query.parameter.unknown",
+            **invalid_params(
+                *(
+                    {"name": k, "in": "query", "reason": "not a parameter of this route"}
+                    for k in unknown
+                )
+            ),
+        )
+    for h in UNSUPPORTED_CONDITIONAL_HEADERS:
+        if h in conn.headers:
+            raise problem(
+                400,
+                f"header {h!r} is not supported; use If-Match / If-None-Match with the ETag "
+                '("rev:<revision>") or ?condition=<rql> on a thing',
+                error="header.notsupported",
+                **invalid_params({"name": h, "in": "header", "reason": "not supported"}),
+            )
+    if route.operation_id not in CONDITIONAL_OPERATIONS:
+        for h in CONDITIONAL_HEADERS:
+            if h in conn.headers:
+                raise problem(
+                    400,
+                    f"header {h!r} is not evaluated on {route.path}; only the levels of a "
+                    "thing (/api/2/things/{thingId}/...) take conditions",
+                    error="header.notsupported",
+                    **invalid_params({"name": h, "in": "header", "reason": "not evaluated here"}),
+                )

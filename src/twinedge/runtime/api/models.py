@@ -51,10 +51,34 @@ class Problem(BaseModel):
     pointer: str | None = Field(None, description="JSON pointer into the request body")
 
 
+DEFINITION_PATTERN = r"^([_a-zA-Z0-9\-.]+):([_a-zA-Z0-9\-.]+):([_a-zA-Z0-9\-.]+)$|^https?://"
+DEFINITION_SCHEMA: dict[str, Any] = {
+    "type": ["string", "null"],
+    "description": "'namespace:name:version' or an http(s) URL (Ditto's definition)",
+    "pattern": DEFINITION_PATTERN,
+    "examples": ["org.example:car:1.0"],
+}
+FEATURE_DEFINITION_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "string", "pattern": DEFINITION_PATTERN},
+    "examples": [["org.example:battery:2.1"]],
+}
+POLICY_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": THING_ID_PATTERN,
+    "description": "stored and returned; access is decided by domains and grants",
+    "examples": ["fleet:car-policy"],
+}
+
+
 class Feature(BaseModel):
-    """A feature: what the device reports and what the application wants."""
+    """A feature: its definition, what the device reports and what the application wants."""
 
     model_config = ConfigDict(extra="forbid")
+    definition: list[str] | None = Field(
+        None, json_schema_extra={"minItems": 1}, description="'namespace:name:version' identifiers"
+    )
     properties: dict[str, Any] = Field(default_factory=dict, description="reported by the device")
     desiredProperties: dict[str, Any] = Field(
         default_factory=dict, description="wanted by the application; sent to the device"
@@ -67,6 +91,10 @@ class ThingIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     thingId: str | None = Field(None, description="must equal the id in the URL if given")
+    policyId: str | None = Field(
+        None, description="stored and returned (access is decided by domains and grants)"
+    )
+    definition: str | None = Field(None, description="'namespace:name:version' or null")
     attributes: dict[str, Any] = Field(default_factory=dict)
     features: dict[str, Feature] = Field(default_factory=dict)
     domain: str | None = Field(None, alias="_domain")
@@ -77,6 +105,8 @@ class Thing(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
     thingId: str = Field(examples=["fleet:car-7"])
+    policyId: str | None = None
+    definition: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     features: dict[str, Feature] = Field(default_factory=dict)
     revision: int = Field(alias="_revision")
@@ -123,7 +153,9 @@ class History(BaseModel):
 
 class SearchResult(BaseModel):
     items: list[dict[str, Any]]
-    cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+    cursor: str | None = Field(
+        description="pass back (option=cursor(...) or ?cursor=) for the next page; null at the end"
+    )
 
 
 class AggregateRow(BaseModel):

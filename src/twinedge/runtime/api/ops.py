@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate_latest
@@ -284,5 +284,8 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/", include_in_schema=False)
-async def dashboard() -> FileResponse:
+async def dashboard(
+    token: Annotated[str | None, Query(description="read by the page, not the server")] = None,
+) -> FileResponse:
+    """The dashboard page; its script reads ``?token=`` (the server never does)."""
     return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})

@@ -9,6 +9,13 @@ app as one shape::
      "status": 400, "detail": "what was wrong and what to do", "instance": "/api/2/...",
      "pointer": "/attributes/x"}      # where in the body, when it is about the body
 
+Beside the RFC 7807 members every problem carries those of Eclipse Ditto's error
+(``AdvancedError`` in Ditto's OpenAPI), so that Ditto's clients read it too: ``status``
+(shared), ``error`` (Ditto's error code such as ``things:thing.notfound``, or a
+``twinedge:`` code where Ditto has none), ``message`` (= ``detail``) and ``description``
+(what to do). A raiser names the code with ``error=``; otherwise :func:`ditto_error`
+derives it from the status, the path and the pointer.
+
 Query, path and header parameters are named in ``invalid-params`` (RFC 7807 section 3's
 example extension): ``[{"name": "limit", "in": "query", "reason": "..."}]``.
 A service error becomes the problem of its class in :data:`STATUS_OF` (the one table
@@ -113,8 +120,9 @@ class ProblemError(Exception):
         self.type = type_ or f"https://twinedge.dev/problems/{title.lower().replace(' ', '-')}"
         self.extra = extra
 
-    def to_json(self, instance: str | None = None) -> dict[str, Any]:
-        """The problem document; ``instance`` is the request path it answers."""
+    def to_json(self, instance: str | None = None, method: str | None = None) -> dict[str, Any]:
+        """The problem document; ``instance`` is the request path it answers and
+        ``method`` its method (both choose Ditto's error code when none was named)."""
         doc: dict[str, Any] = {
             "type": self.type,
             "title": self.title,
@@ -126,7 +134,87 @@ class ProblemError(Exception):
         if self.pointer is not None:
             doc["pointer"] = self.pointer
         doc.update(self.extra)
+        doc["error"] = self.extra.get("error") or ditto_error(
+            self.status, instance or "", self.pointer, method
+        )
+        doc["message"] = self.detail
+        doc["description"] = self.extra.get("description") or _DESCRIPTIONS.get(
+            self.status, "Correct the request as the message says and send it again."
+        )
         return doc
+
+
+_DESCRIPTIONS = {
+    400: "Correct the request as the message says and send it again.",
+    401: "Send 'Authorization: Bearer <API key>' with a key of this service.",
+    403: "Use a key whose domain and role allow this, or ask a domain admin for a grant.",
+    404: "Check the thing id and the path, and that your key may read the thing.",
+    405: "Use one of the methods the Allow header lists.",
+    408: "The device did not answer in time; check that it is connected, or wait longer.",
+    409: "Read the current state and retry.",
+    412: "Read the thing again to get its current ETag (or check the condition), then retry.",
+    413: "Send a smaller body.",
+    415: "Send the body with the media type the message names.",
+    429: "Wait and retry.",
+    500: "Retry; report the error id if it persists.",
+    503: "Retry in a moment.",
+}
+
+# (status, path prefix) -> Ditto's error code; the first match wins
+_THINGS, _SEARCH = "/api/2/things", "/api/2/search"
+_POINTER_ERRORS = {
+    "/filter": "rql.expression.invalid",
+    "/sort": "thing-search:search.option.invalid",
+    "/limit": "thing-search:search.option.invalid",
+    "/cursor": "thing-search:search.option.invalid",
+    "/option": "thing-search:search.option.invalid",
+    "/namespaces": "thing-search:search.namespaces.invalid",
+    "/fields": "json.fieldselector.invalid",
+    "/thingId": "things:id.invalid",
+    "/policyId": "policies:id.invalid",
+    "/definition": "things:definition.identifier.invalid",
+}
+
+
+def ditto_error(status: int, path: str, pointer: str | None, method: str | None = None) -> str:
+    """Ditto's error code for a problem no raiser named one for.
+
+    Examples:
+        >>> ditto_error(404, "/api/2/things/a:b", None)
+        'things:thing.notfound'
+        >>> ditto_error(400, "/api/2/search/things", "/filter")
+        'rql.expression.invalid'
+    """
+    things = path.startswith(_THINGS)
+    if status == 400:
+        if pointer in _POINTER_ERRORS:
+            return _POINTER_ERRORS[pointer]
+        return (
+            "things:thing.invalid" if things and pointer is not None else "twinedge:request.invalid"
+        )
+    if status == 403 and things:
+        return (
+            "things:thing.notmodifiable"
+            if method not in (None, "GET", "HEAD")
+            else "twinedge:access.forbidden"
+        )
+    by_status = {
+        401: "gateway:authentication.failed",
+        403: "twinedge:access.forbidden",
+        404: "things:thing.notfound" if things else "twinedge:resource.notfound",
+        405: "gateway:method.notallowed",
+        406: "twinedge:not.acceptable",
+        408: "command.timeout",
+        409: "things:thing.conflict",
+        412: "things:precondition.failed",
+        413: "things:thing.toolarge" if things else "twinedge:request.toolarge",
+        415: "mediatype.unsupported",
+        428: "twinedge:precondition.required",
+        429: "too.many.requests",
+        500: "internalerror",
+        503: "things:thing.unavailable" if things else "gateway:service.unavailable",
+    }
+    return by_status.get(status, f"twinedge:status.{status}")
 
 
 def status_of(exc: ServiceError) -> int | None:
@@ -182,13 +270,16 @@ def problem(status: int, detail: str, *, pointer: str | None = None, **extra: An
 
 
 def problem_response(
-    exc: ProblemError, instance: str | None, headers: dict[str, str] | None = None
+    exc: ProblemError,
+    instance: str | None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
 ) -> JSONResponse:
     hdrs = dict(headers or {})
     if exc.status == 401:
         hdrs.setdefault("WWW-Authenticate", 'Bearer realm="twinedge"')
     return JSONResponse(
-        _printable(exc.to_json(instance)),
+        _printable(exc.to_json(instance, method)),
         status_code=exc.status,
         media_type=PROBLEM_JSON,
         headers=hdrs,
@@ -244,11 +335,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         exc = problem_of(exc)
         if exc.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.detail)
-        return problem_response(exc, request.url.path)
+        return problem_response(exc, request.url.path, method=request.method)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return problem_response(validation_problem(list(exc.errors())), request.url.path)
+        return problem_response(
+            validation_problem(list(exc.errors())), request.url.path, method=request.method
+        )
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -268,7 +361,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         else:
             detail = str(exc.detail)
-        return problem_response(problem(status, detail), request.url.path, dict(exc.headers or {}))
+        return problem_response(
+            problem(status, detail), request.url.path, dict(exc.headers or {}), request.method
+        )
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(ServiceError, on_problem)

@@ -1,14 +1,33 @@
-"""Search, count, aggregate (``/api/2/search/things``) and groups (``/api/2/groups``)."""
+"""Search, count, aggregate (``/api/2/search/things``) and groups (``/api/2/groups``).
+
+Search speaks Ditto's parameters — ``filter`` (RQL), ``option=size(n),sort(+p,-p),cursor(c)``,
+``namespaces=a,b`` and ``fields`` with Ditto's field selector — on ``GET`` and, with the
+same names in an ``application/x-www-form-urlencoded`` body, on ``POST`` (count too).
+twinedge's own ``sort``, ``limit`` and ``cursor`` query parameters still work; naming one
+thing both ways is refused. Namespaces become a filter on ``thingId``, so a cursor is tied
+to them as to the filter.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from twinedge.runtime import things
-from twinedge.runtime.api.common import Caller, Service, location, parse_model, read_json
+from twinedge.runtime import rql, things
+from twinedge.runtime.api.common import (
+    Caller,
+    Service,
+    location,
+    parse_model,
+    read_body,
+    read_json,
+    shorten,
+)
 from twinedge.runtime.api.models import (
     COMMON_RESPONSES,
     AggregateResult,
@@ -20,7 +39,10 @@ from twinedge.runtime.api.models import (
     problem_responses,
     request_body,
 )
-from twinedge.runtime.api.problems import invalid_params, problem
+from twinedge.runtime.api.problems import ProblemError, invalid_params, problem
+from twinedge.runtime.api.routes_things import parse_fields, select
+from twinedge.runtime.auth import Principal
+from twinedge.runtime.service import TwinService
 from twinedge.runtime.store.sql_query import MAX_SORT_KEYS
 
 router = APIRouter(prefix="/api/2", responses=COMMON_RESPONSES)
@@ -33,9 +55,37 @@ FilterQuery = Annotated[
 ]
 
 
-def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
+#: The top-level fields a sort may start with (anything else names nothing a thing holds).
+SORTABLE = (
+    "thingId",
+    "policyId",
+    "definition",
+    "attributes",
+    "features",
+    "_revision",
+    "_created",
+    "_modified",
+    "_domain",
+    "_host",
+)
+MAX_SIZE = 200  # Ditto's largest page (option=size(n))
+MAX_OPTION_CHARS = 60_000
+
+
+def _bad(name: str, message: str, error: str, reason: str) -> ProblemError:
+    return problem(
+        400,
+        message,
+        error=error,
+        **invalid_params({"name": name, "in": "query", "reason": reason}),
+    )
+
+
+def parse_sort(sort: str | None, name: str = "sort") -> list[tuple[str, bool]]:
     """``+attributes/name,-_modified`` -> ``[("attributes/name", True), ("_modified",
-    False)]``. A ``+`` that arrived as a space (form encoding) counts as ``+``."""
+    False)]``. A ``+`` that arrived as a space (form encoding) counts as ``+``; a field
+    without a sign sorts ascending. The first key of each path must be one a thing has
+    (:data:`SORTABLE`)."""
     out: list[tuple[str, bool]] = []
     for raw in (sort or "").split(","):
         if not raw.strip():
@@ -43,36 +93,326 @@ def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
         ascending = not raw.lstrip(" ").startswith("-")
         field = raw.strip().lstrip("+-").strip().strip("/")
         if not field:
-            raise problem(
-                400,
-                f"query parameter 'sort': {raw!r} names no field; use +field or -field, "
-                "comma-separated (e.g. +attributes/name,-_modified)",
-                **invalid_params({"name": "sort", "in": "query", "reason": "empty field"}),
+            raise _bad(
+                name,
+                f"{name}: {raw!r} names no field; use +field or -field, comma-separated "
+                "(e.g. +attributes/name,-_modified)",
+                "thing-search:search.option.invalid",
+                "empty field",
+            )
+        top = field.split("/", 1)[0]
+        if top not in SORTABLE:
+            raise _bad(
+                name,
+                f"{name}: unknown sort path {shorten(field)!r}; a sort path starts with one of "
+                + ", ".join(SORTABLE),
+                "thing-search:search.option.invalid",
+                "unknown sort path",
             )
         out.append((field, ascending))
     if len(out) > MAX_SORT_KEYS:
-        raise problem(
-            400,
-            f"query parameter 'sort': at most {MAX_SORT_KEYS} fields, got {len(out)}",
-            **invalid_params(
-                {"name": "sort", "in": "query", "reason": f"more than {MAX_SORT_KEYS} fields"}
-            ),
+        raise _bad(
+            name,
+            f"{name}: at most {MAX_SORT_KEYS} fields, got {len(out)}",
+            "thing-search:search.option.invalid",
+            f"more than {MAX_SORT_KEYS} fields",
         )
     return out
 
 
-def parse_fields(fields: str | None) -> list[str] | None:
-    if not fields:
+@dataclass
+class Options:
+    """What Ditto's ``option`` parameter says: ``size(n)``, ``sort(...)``, ``cursor(c)``."""
+
+    size: int | None = None
+    sort: list[tuple[str, bool]] | None = None
+    cursor: str | None = None
+
+
+def _split_top(text: str) -> list[str] | None:
+    """``text`` split at the commas outside parentheses (``None``: unbalanced)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
         return None
-    out = [f.strip().strip("/") for f in fields.split(",") if f.strip().strip("/")]
-    return out or None
+    parts.append(text[start:])
+    return parts
 
 
-def _with_sync(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
-    if fields is None or "features" in fields:
-        item = dict(item)
-        item["_inSync"] = things.in_sync(item)
-    return item
+def parse_option(values: list[str]) -> Options:
+    """Ditto's search ``option``: ``size(n)`` (1..200), ``sort(+path,-path)``,
+    ``cursor(c)`` and ``limit(0,n)`` (Ditto's deprecated paging, offset 0 only),
+    comma-separated; the parameter may repeat.
+
+    Raises:
+        ProblemError: 400 (``thing-search:search.option.invalid``) naming what is wrong.
+
+    Examples:
+        >>> parse_option(["size(2),sort(+thingId,-attributes/n)"])
+        Options(size=2, sort=[('thingId', True), ('attributes/n', False)], cursor=None)
+    """
+    opts = Options()
+    seen: set[str] = set()
+    text = ",".join(v for v in values if v.strip())
+    if len(text) > MAX_OPTION_CHARS:
+        raise _bad(
+            "option",
+            f"option is longer than {MAX_OPTION_CHARS} characters",
+            "thing-search:search.option.invalid",
+            "too long",
+        )
+    parts = _split_top(text) if text else []
+    if parts is None:
+        raise _bad(
+            "option",
+            f"option {shorten(text)!r}: unbalanced parentheses; write e.g. "
+            "size(10),sort(+thingId),cursor(<cursor>)",
+            "thing-search:search.option.invalid",
+            "unbalanced parentheses",
+        )
+    for part in parts:
+        item = part.strip()
+        m = _OPTION_RE.fullmatch(item)
+        if not m:
+            raise _bad(
+                "option",
+                f"option {shorten(item)!r} is not name(arguments); the options are size(n), "
+                "sort(+path,-path), cursor(c) and limit(0,n)",
+                "thing-search:search.option.invalid",
+                "malformed",
+            )
+        name, arg = m.group(1), m.group(2)
+        if name not in ("size", "sort", "cursor", "limit"):
+            raise _bad(
+                "option",
+                f"unknown option {name!r}; the options are size(n), sort(+path,-path), "
+                "cursor(c) and limit(0,n)",
+                "thing-search:search.option.invalid",
+                "unknown option",
+            )
+        key = "size" if name == "limit" else name
+        if key in seen:
+            raise _bad(
+                "option",
+                f"option {name} is given twice"
+                + (" (limit and size both set the page size)" if key == "size" else ""),
+                "thing-search:search.option.invalid",
+                "repeated",
+            )
+        seen.add(key)
+        if name == "size":
+            opts.size = _page_size(arg, "size")
+        elif name == "limit":
+            off, _, count = arg.partition(",")
+            if off.strip() != "0":
+                raise _bad(
+                    "option",
+                    f"option limit({shorten(arg)}): only offset 0 is supported; page with "
+                    "size(n) and the cursor of each answer (cursor(c)) instead",
+                    "thing-search:search.option.invalid",
+                    "offset",
+                )
+            opts.size = _page_size(count, "limit")
+        elif name == "sort":
+            opts.sort = parse_sort(arg, "option sort")
+            if not opts.sort:
+                raise _bad(
+                    "option",
+                    "option sort() names no field; e.g. sort(+thingId)",
+                    "thing-search:search.option.invalid",
+                    "empty",
+                )
+        else:
+            c = arg.strip()
+            if not c:
+                raise _bad(
+                    "option",
+                    "option cursor() is empty; pass the cursor of the previous answer",
+                    "thing-search:search.option.invalid",
+                    "empty",
+                )
+            opts.cursor = c
+    return opts
+
+
+_OPTION_RE = re.compile(r"([A-Za-z]+)\((.*)\)", re.S)
+
+
+def _page_size(arg: str, name: str) -> int:
+    a = arg.strip()
+    if not (a.isascii() and a.isdigit() and len(a) <= 6 and 1 <= int(a) <= MAX_SIZE):
+        raise _bad(
+            "option",
+            f"option {name}({shorten(arg)}): the page size must be a whole number from 1 to "
+            f"{MAX_SIZE}",
+            "thing-search:search.option.invalid",
+            "bad size",
+        )
+    return int(a)
+
+
+def namespaces_filter(namespaces: str | None) -> str | None:
+    """Ditto's ``namespaces=a,b`` as an RQL filter on ``thingId`` (``None``: no limit).
+
+    Examples:
+        >>> namespaces_filter("fleet, city")
+        'or(like(thingId,"fleet:*"),like(thingId,"city:*"))'
+    """
+    names = [n.strip() for n in (namespaces or "").split(",") if n.strip()]
+    if not names:
+        return None
+    for n in names:
+        if not things.NAMESPACE_RE.fullmatch(n):
+            raise _bad(
+                "namespaces",
+                f"namespaces: {shorten(n)!r} is not a namespace (letters, digits, '_', '.', '-', "
+                "starting with a letter or '_')",
+                "thing-search:search.namespaces.invalid",
+                "not a namespace",
+            )
+    likes = [f'like(thingId,"{n}:*")' for n in dict.fromkeys(names)]
+    return likes[0] if len(likes) == 1 else f"or({','.join(likes)})"
+
+
+def combined_filter(filter: str | None, namespaces: str | None) -> str | None:
+    """``filter`` and the namespace limit, as one RQL filter."""
+    ns = namespaces_filter(namespaces)
+    f = filter or None
+    if ns is None:
+        return f
+    if f is None:
+        return ns
+    rql.parse(f)  # a syntax error names its column in the filter as written
+    return f"and({f},{ns})"
+
+
+async def _search(
+    p: Principal,
+    service: TwinService,
+    *,
+    filter: str | None,
+    namespaces: str | None,
+    options: list[str],
+    sort: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    fields: str | None = None,
+) -> dict[str, Any]:
+    opts = parse_option(options)
+    for given, name, opt in (
+        (sort, "sort", opts.sort),
+        (limit, "limit", opts.size),
+        (cursor, "cursor", opts.cursor),
+    ):
+        if given is not None and opt is not None:
+            raise _bad(
+                name,
+                f"give the {'page size' if name == 'limit' else name} either as ?{name}= or in "
+                "option=, not both",
+                "thing-search:search.option.invalid",
+                "given twice",
+            )
+    paths = parse_fields(fields)
+    page = await service.search(
+        p,
+        filter=combined_filter(filter, namespaces),
+        sort=opts.sort if opts.sort is not None else parse_sort(sort),
+        limit=opts.size or limit or 25,
+        cursor=(opts.cursor or cursor) or None,
+    )
+    out: dict[str, Any] = {"items": [select(i, paths) for i in page.items], "cursor": page.cursor}
+    if page.total is not None:
+        out["total"] = page.total
+    return out
+
+
+OptionQuery = Annotated[
+    list[str] | None,
+    Query(
+        description="Ditto's search options, comma-separated (the parameter may repeat): "
+        "`size(n)` (1..200, default 25), `sort(+path,-path)`, `cursor(c)` (from the previous "
+        "answer), `limit(0,n)`; e.g. `size(10),sort(+thingId)`"
+    ),
+]
+NamespacesQuery = Annotated[
+    str | None,
+    Query(description="comma-separated namespaces to search in, e.g. `fleet,city`"),
+]
+FieldsQuery = Annotated[
+    str | None,
+    Query(
+        description="Ditto's field selector: comma-separated paths, `(...)` groups sub-paths, "
+        "`*` stands for every feature id; e.g. `thingId,attributes(name,kind)`"
+    ),
+]
+FORM_TYPES = ("application/x-www-form-urlencoded",)
+_FORM_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            FORM_TYPES[0]: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "filter": {"type": "string"},
+                        "option": {"type": "string"},
+                        "namespaces": {"type": "string"},
+                        "fields": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def read_form(request: Request, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """An ``application/x-www-form-urlencoded`` body (415 for another media type; 400 for
+    a field other than ``allowed``, or one given twice other than ``option``)."""
+    ctype = request.headers.get("content-type")
+    mt = ctype.split(";", 1)[0].strip().lower() if ctype else None
+    if mt is not None and mt not in FORM_TYPES:
+        raise problem(
+            415,
+            f"send the search as {FORM_TYPES[0]} (filter=...&option=...), not {mt}",
+            accept=list(FORM_TYPES),
+        )
+    raw = await read_body(request)
+    try:
+        form = parse_qs(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise problem(
+            400,
+            "the form body is not URL-encoded UTF-8 text; percent-encode every byte outside ASCII",
+            pointer="",
+        ) from None
+    for k, vs in form.items():
+        if k not in allowed:
+            raise problem(
+                400,
+                f"unknown form field {shorten(k)!r}; this search takes {', '.join(allowed)}",
+                pointer="",
+                error="twinedge:form.field.unknown",
+            )
+        if len(vs) > 1 and k != "option":
+            raise problem(
+                400, f"form field {k!r} is given {len(vs)} times; give it once", pointer=""
+            )
+    return form
+
+
+def _one(form: dict[str, list[str]], key: str) -> str | None:
+    vs = form.get(key)
+    return vs[0] if vs else None
 
 
 @router.get("/search/things", operation_id="searchThings", response_model=SearchResult)
@@ -80,33 +420,52 @@ async def search_things(
     p: Caller,
     service: Service,
     filter: FilterQuery = None,
+    option: OptionQuery = None,
+    namespaces: NamespacesQuery = None,
+    fields: FieldsQuery = None,
     sort: Annotated[
         str | None,
         Query(
-            description="comma-separated `+field` / `-field`, e.g. `+attributes/name,-_modified`"
+            description="comma-separated `+field` / `-field`, e.g. `+attributes/name,-_modified` "
+            "(or option=sort(...))"
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 25,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default 25)")] = None,
     cursor: Annotated[str | None, Query(description="from the previous page")] = None,
-    fields: Annotated[
-        str | None,
-        Query(description="comma-separated JSON pointers to return, e.g. `thingId,attributes`"),
-    ] = None,
 ) -> dict[str, Any]:
     """Things visible to the caller that match ``filter``, a page at a time."""
-    fl = parse_fields(fields)
-    page = await service.search(
+    return await _search(
         p,
-        filter=filter or None,
-        sort=parse_sort(sort),
+        service,
+        filter=filter,
+        namespaces=namespaces,
+        options=option or [],
+        sort=sort,
         limit=limit,
-        cursor=cursor or None,
-        fields=fl,
+        cursor=cursor,
+        fields=fields,
     )
-    out: dict[str, Any] = {"items": [_with_sync(i, fl) for i in page.items], "cursor": page.cursor}
-    if page.total is not None:
-        out["total"] = page.total
-    return out
+
+
+@router.post(
+    "/search/things",
+    operation_id="searchThingsPost",
+    response_model=SearchResult,
+    responses=problem_responses(415),
+    openapi_extra=_FORM_BODY,
+)
+async def search_things_post(request: Request, p: Caller, service: Service) -> dict[str, Any]:
+    """The search of ``GET /search/things`` with its parameters in a form body (for
+    filters too long for a URL): ``filter``, ``option``, ``namespaces``, ``fields``."""
+    form = await read_form(request, ("filter", "option", "namespaces", "fields"))
+    return await _search(
+        p,
+        service,
+        filter=_one(form, "filter"),
+        namespaces=_one(form, "namespaces"),
+        options=form.get("option", []),
+        fields=_one(form, "fields"),
+    )
 
 
 @router.get(
@@ -115,9 +474,25 @@ async def search_things(
     response_model=int,
     responses={200: {"description": "The number of matching things"}},
 )
-async def count_things(p: Caller, service: Service, filter: FilterQuery = None) -> int:
+async def count_things(
+    p: Caller, service: Service, filter: FilterQuery = None, namespaces: NamespacesQuery = None
+) -> int:
     """How many visible things match ``filter``."""
-    return await service.count(p, filter or None)
+    return await service.count(p, combined_filter(filter, namespaces))
+
+
+@router.post(
+    "/search/things/count",
+    operation_id="countThingsPost",
+    response_model=int,
+    responses={200: {"description": "The number of matching things"}, **problem_responses(415)},
+    openapi_extra=_FORM_BODY,
+)
+async def count_things_post(request: Request, p: Caller, service: Service) -> int:
+    """The count of ``GET /search/things/count`` with ``filter`` and ``namespaces`` in a
+    form body."""
+    form = await read_form(request, ("filter", "namespaces"))
+    return await service.count(p, combined_filter(_one(form, "filter"), _one(form, "namespaces")))
 
 
 @router.get(

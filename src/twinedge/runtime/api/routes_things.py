@@ -11,10 +11,17 @@ feature, its ``properties`` / ``desiredProperties`` and any path below them — 
 * ``PATCH`` answers ``204`` (or ``200`` with ``Prefer: return=representation``).
 * ``DELETE`` answers ``204``.
 * Reads accept ``?revision=N`` or ``?at=<RFC 3339 | unix seconds>`` for the value as it
-  was, and ``If-None-Match`` (``304``).
-* Writes accept ``If-Match: "<revision>"`` / ``*`` and ``If-None-Match: *``. A
-  precondition is evaluated against the current revision N and the write is then sent
-  to the service with ``if_match=N``, so check and write are atomic.
+  was, ``?fields=`` (Ditto's field selector, relative to the level) and
+  ``If-None-Match`` (``304``).
+* Writes accept ``If-Match: "rev:<revision>"`` / ``*`` and ``If-None-Match: *``.
+* Every method accepts ``?condition=<rql>`` (or a ``condition`` header), evaluated on
+  the current thing as Ditto does: ``412`` when false. A precondition or condition is
+  evaluated against the current revision N and a write is then sent to the service with
+  ``if_match=N``, so check and write are atomic.
+
+The levels are Ditto's: besides attributes and features, ``/policyId`` (no DELETE, as in
+Ditto), ``/definition`` and ``/features/{featureId}/definition``. ``GET /api/2/things?ids=``
+lists the visible things of a list of ids.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from twinedge.errors import NotFound
-from twinedge.runtime import things
+from twinedge.errors import InvalidInput, NotFound
+from twinedge.runtime import rql, things
 from twinedge.runtime.api.common import (
+    CONDITIONAL_OPERATIONS,
     MERGE_PATCH_TYPES,
     Caller,
     Service,
@@ -40,9 +48,13 @@ from twinedge.runtime.api.common import (
     read_json,
     revisions_of,
     shorten,
+    tag_revision,
 )
 from twinedge.runtime.api.models import (
     COMMON_RESPONSES,
+    DEFINITION_SCHEMA,
+    FEATURE_DEFINITION_SCHEMA,
+    POLICY_ID_SCHEMA,
     THING_ID_PATTERN,
     CredentialsIn,
     Delta,
@@ -53,7 +65,7 @@ from twinedge.runtime.api.models import (
     problem_responses,
     request_body,
 )
-from twinedge.runtime.api.problems import problem
+from twinedge.runtime.api.problems import invalid_params, problem
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.service import TwinService
 
@@ -86,6 +98,22 @@ AtQuery = Annotated[
     str | None,
     Query(description="read the value as it was at this time (RFC 3339 or unix seconds)"),
 ]
+FieldsQuery = Annotated[
+    str | None,
+    Query(
+        description="Ditto's field selector, relative to this level: comma-separated paths, "
+        "`(...)` groups sub-paths, `*` stands for every feature id; e.g. "
+        "`thingId,attributes(model,location),features/*/properties/on`"
+    ),
+]
+ConditionQuery = Annotated[
+    str | None,
+    Query(
+        description="an RQL condition on the current thing (as Ditto's `condition`); "
+        "412 when false, e.g. `gt(features/battery/properties/level,20)`"
+    ),
+]
+MAX_IDS = 200
 
 
 def present(doc: dict[str, Any]) -> dict[str, Any]:
@@ -95,19 +123,88 @@ def present(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_fields(text: str | None) -> list[tuple[str, ...]] | None:
+    """The paths of a ``fields`` query parameter (``None`` when absent or empty)."""
+    if text is None or not text.strip():
+        return None
+    return things.parse_fields(text)
+
+
+def select(doc: dict[str, Any], paths: list[tuple[str, ...]] | None) -> dict[str, Any]:
+    """A thing as the API shows it, projected on ``paths``. ``_inSync`` comes with the
+    whole thing, with ``features`` whole, or when selected by name."""
+    if paths is None:
+        return present(doc)
+    out = things.project(doc, paths)
+    if ("features",) in paths or ("_inSync",) in paths:
+        out["_inSync"] = things.in_sync(doc)
+    return out
+
+
+def condition_of(request: Request, query: str | None) -> rql.Node | None:
+    """The parsed ``condition`` (query parameter or header; not both)."""
+    header = request.headers.get("condition")
+    if header is not None and query is not None:
+        raise problem(
+            400,
+            "give the condition either as ?condition= or as the condition header, not both",
+            error="things:condition.invalid",
+        )
+    text = query if query is not None else header
+    if text is None:
+        return None
+    try:
+        return rql.parse(text)
+    except InvalidInput as e:
+        raise problem(
+            400,
+            f"condition: {e.detail}",
+            error="things:condition.invalid",
+            **invalid_params({"name": "condition", "in": "query", "reason": "not RQL"}),
+        ) from None
+
+
+def check_condition(doc: dict[str, Any], cond: rql.Node, text: str) -> None:
+    """412 (``things:condition.failed``) unless ``cond`` holds on the current ``doc``."""
+    if not rql.evaluate(cond, doc):
+        raise problem(
+            412,
+            f"the condition {shorten(text)!r} does not hold on thing {doc.get('thingId')} "
+            f"at revision {doc['_revision']}; nothing was done",
+            error="things:condition.failed",
+            currentRevision=doc["_revision"],
+        )
+
+
 def pointer_of(tokens: list[str]) -> str:
     return "/".join(things.escape_token(t) for t in tokens)
 
 
-def value_at(doc: dict[str, Any], tokens: list[str]) -> Any:
+def value_at(
+    doc: dict[str, Any], tokens: list[str], paths: list[tuple[str, ...]] | None = None
+) -> Any:
+    """The value at ``tokens`` of ``doc`` (projected on ``paths``); 404 when missing."""
     if not tokens:
-        return present(doc)
+        return select(doc, paths)
     try:
-        return things.get_path(doc, tokens)
+        value = things.get_path(doc, tokens)
     except KeyError:
         raise problem(
-            404, f"thing {doc.get('thingId')} has nothing at /{pointer_of(tokens)}"
+            404,
+            f"thing {doc.get('thingId')} has nothing at /{pointer_of(tokens)}",
+            error=things.missing_error(doc, tokens),
         ) from None
+    if paths is None:
+        return value
+    if not isinstance(value, dict):
+        raise problem(
+            400,
+            f"fields selects inside an object, and /{pointer_of(tokens)} of "
+            f"{doc.get('thingId')} is not one; leave out ?fields=",
+            error="json.fieldselector.invalid",
+            **invalid_params({"name": "fields", "in": "query", "reason": "not an object"}),
+        )
+    return things.project(value, paths)
 
 
 def _exists(doc: dict[str, Any], tokens: list[str]) -> bool:
@@ -126,18 +223,44 @@ async def preconditions(
     tokens: list[str],
     *,
     creates_thing: bool = False,
+    condition: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``If-Match`` / ``If-None-Match`` and return the keyword arguments for the
-    service (``if_match`` = the revision the check was made against)."""
+    """Evaluate ``If-Match`` / ``If-None-Match``, then the ``condition`` (query or header),
+    and return the keyword arguments for the service (``if_match`` = the revision the
+    checks were made against)."""
     im_header = request.headers.get("if-match")
     inm_header = request.headers.get("if-none-match")
     im, inm = parse_etags(im_header), parse_etags(inm_header)
-    if im is None and inm is None:
+    cond = condition_of(request, condition)
+    if im is None and inm is None and cond is None:
         return {}
     try:
         cur: dict[str, Any] | None = await service.get_thing(p, thing_id)
     except NotFound:
         cur = None
+    out = _etag_checks(cur, im, im_header, inm, thing_id, tokens, creates_thing)
+    if cond is not None:
+        if cur is None:
+            raise problem(
+                404,
+                f"thing {thing_id} does not exist (or is not visible to this key); a "
+                "condition is evaluated on the current thing",
+                error="things:thing.notfound",
+            )
+        check_condition(cur, cond, condition or request.headers.get("condition", ""))
+        out["if_match"] = cur["_revision"]
+    return out
+
+
+def _etag_checks(
+    cur: dict[str, Any] | None,
+    im: list[str] | None,
+    im_header: str | None,
+    inm: list[str] | None,
+    thing_id: str,
+    tokens: list[str],
+    creates_thing: bool,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if im is not None and im_header is not None:  # the one implies the other
         if cur is None:
@@ -208,6 +331,7 @@ class Level:
     put_schema: dict[str, Any] | None = None
     put_model: type | None = None
     patch_object: bool = True  # the merge patch document is an object
+    delete: bool = True  # answers DELETE (Ditto has no DELETE of the policy id)
 
     def tokens(self, kw: dict[str, Any]) -> list[str]:
         out = list(self.head)
@@ -225,6 +349,23 @@ _FEATURES = {"type": "object", "additionalProperties": {"$ref": "#/components/sc
 
 LEVELS = [
     Level("", "Thing", "a thing", put_model=ThingIn),
+    Level(
+        "/policyId",
+        "PolicyId",
+        "the policy id (stored; access is decided by domains and grants)",
+        ("policyId",),
+        put_schema=POLICY_ID_SCHEMA,
+        patch_object=False,
+        delete=False,
+    ),
+    Level(
+        "/definition",
+        "Definition",
+        "the thing's definition",
+        ("definition",),
+        put_schema=DEFINITION_SCHEMA,
+        patch_object=False,
+    ),
     Level("/attributes", "Attributes", "the attributes", ("attributes",), put_schema=_OBJECT),
     Level(
         "/attributes/{path:path}",
@@ -243,6 +384,16 @@ LEVELS = [
         ("features",),
         feature=True,
         put_model=Feature,
+    ),
+    Level(
+        "/features/{featureId}/definition",
+        "FeatureDefinition",
+        "a feature's definition",
+        ("features",),
+        True,
+        ("definition",),
+        put_schema=FEATURE_DEFINITION_SCHEMA,
+        patch_object=False,
     ),
     Level(
         "/features/{featureId}/properties",
@@ -316,33 +467,42 @@ def _add_level(level: Level) -> None:
 
     async def get_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
         revision, at = kw.pop("revision", None), parse_time("at", kw.pop("at", None))
+        paths = parse_fields(kw.pop("fields", None))
+        cond = condition_of(request, condition := kw.pop("condition", None))
         if revision is not None and at is not None:
             raise problem(400, "give either ?revision= or ?at=, not both")
         tokens = level.tokens(kw)
         doc = await service.get_thing(p, thingId, revision=revision, at=at)
         tag = etag(doc["_revision"])
         inm = parse_etags(request.headers.get("if-none-match"))
-        if inm and ("*" in inm or str(doc["_revision"]) in inm):
+        if inm and ("*" in inm or any(tag_revision(t) == doc["_revision"] for t in inm)):
             return Response(status_code=304, headers={"ETag": tag})
-        return JSONResponse(value_at(doc, tokens), headers={"ETag": tag})
+        if cond is not None:  # on the current thing, also for an as-of read (as Ditto)
+            cur = doc if revision is None and at is None else await service.get_thing(p, thingId)
+            check_condition(cur, cond, condition or request.headers.get("condition", ""))
+        return JSONResponse(value_at(doc, tokens, paths), headers={"ETag": tag})
 
     async def put_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        condition = kw.pop("condition", None)
         ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
         body = await read_json(request)
         if tokens:
-            pre = await preconditions(service, p, request, thingId, tokens)
+            pre = await preconditions(service, p, request, thingId, tokens, condition=condition)
             doc, created = await service.put_path(
                 p, thingId, pointer_of(tokens), body, ack=ack, **pre
             )
         else:
             if isinstance(body, dict):
                 body.pop("_inSync", None)  # computed; a GET -> PUT round trip must work
-            pre = await preconditions(service, p, request, thingId, tokens, creates_thing=True)
+            pre = await preconditions(
+                service, p, request, thingId, tokens, creates_thing=True, condition=condition
+            )
             doc, created = await service.put_thing(p, thingId, body, ack=ack, **pre)
         return _written(request, doc, tokens, created)
 
     async def patch_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
+        condition = kw.pop("condition", None)
         ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
         body = await read_json(request, media_types=MERGE_PATCH_TYPES)
@@ -352,7 +512,7 @@ def _add_level(level: Level) -> None:
                 f"a merge patch of {level.label} must be a JSON object, got {type(body).__name__}",
                 pointer="",
             )
-        pre = await preconditions(service, p, request, thingId, tokens)
+        pre = await preconditions(service, p, request, thingId, tokens, condition=condition)
         if level.name == "DesiredProperties":
             doc = await service.set_desired(p, thingId, kw["featureId"], body, ack=ack, **pre)
         else:
@@ -360,21 +520,28 @@ def _add_level(level: Level) -> None:
         return _written(request, doc, tokens, False)
 
     async def delete_(request: Request, service: TwinService, p: Principal, thingId: str, **kw):
+        condition = kw.pop("condition", None)
         ack = kw.pop("ack", "core")
         tokens = level.tokens(kw)
-        pre = await preconditions(service, p, request, thingId, tokens)
+        pre = await preconditions(service, p, request, thingId, tokens, condition=condition)
         await service.delete(p, thingId, pointer_of(tokens), ack=ack, **pre)
         doc = service.things.get(thingId) if tokens else None
         return _written(request, doc, [], False) if doc else Response(status_code=204)
 
     url = "/{thingId}" + level.suffix
+    cond_param = inspect.Parameter("condition", kw_only, annotation=ConditionQuery, default=None)
     read_params = _params(
         level,
         inspect.Parameter("revision", kw_only, annotation=RevisionQuery, default=None),
         inspect.Parameter("at", kw_only, annotation=AtQuery, default=None),
+        inspect.Parameter("fields", kw_only, annotation=FieldsQuery, default=None),
+        cond_param,
     )
     write_params = _params(
-        level, inspect.Parameter("ack", kw_only, annotation=AckQuery, default="core")
+        level, cond_param, inspect.Parameter("ack", kw_only, annotation=AckQuery, default="core")
+    )
+    CONDITIONAL_OPERATIONS.update(
+        f"{verb}{level.name}" for verb in ("get", "put", "patch", "delete")
     )
     get_responses: dict[int | str, Any] = {304: {"description": "Not modified (If-None-Match)"}}
     if level.name == "Thing":
@@ -419,6 +586,8 @@ def _add_level(level: Level) -> None:
         },
         openapi_extra=request_body(None, MERGE_PATCH_TYPES, schema=patch_schema),
     )
+    if not level.delete:
+        return
     router.add_api_route(
         url,
         _endpoint(delete_, write_params, f"delete{level.name}"),
@@ -428,6 +597,59 @@ def _add_level(level: Level) -> None:
         status_code=204,
         responses=problem_responses(412),
     )
+
+
+@router.get(
+    "",
+    operation_id="getThings",
+    response_model=list[Thing],
+    responses=problem_responses(400),
+)
+async def get_things(
+    p: Caller,
+    service: Service,
+    ids: Annotated[
+        str | None,
+        Query(description=f"comma-separated thing ids (at most {MAX_IDS}), e.g. `fleet:a,fleet:b`"),
+    ] = None,
+    fields: FieldsQuery = None,
+) -> JSONResponse:
+    """The things of ``ids`` that exist and are visible to the caller, in the order of
+    ``ids`` (as Ditto: the others are left out, without an error)."""
+    if ids is None or not ids.strip():
+        raise problem(
+            400,
+            "name the things with ?ids=<id>,<id>,...; to list things by content use "
+            "/api/2/search/things",
+            error="things:things.ids.missing",
+            **invalid_params({"name": "ids", "in": "query", "reason": "missing"}),
+        )
+    wanted = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))
+    if len(wanted) > MAX_IDS:
+        raise problem(
+            400,
+            f"ids names {len(wanted)} things; at most {MAX_IDS} at once (use search for more)",
+            **invalid_params({"name": "ids", "in": "query", "reason": "too many"}),
+        )
+    for i in wanted:
+        try:
+            things.check_thing_id(i)
+        except InvalidInput as e:
+            raise problem(
+                400,
+                f"ids: {e.detail}",
+                error="things:id.invalid",
+                **invalid_params({"name": "ids", "in": "query", "reason": "not a thing id"}),
+            ) from None
+    paths = parse_fields(fields)
+    out = []
+    for i in wanted:
+        try:
+            doc = await service.get_thing(p, i)
+        except NotFound:
+            continue
+        out.append(select(doc, paths))
+    return JSONResponse(out)
 
 
 # Fixed sub-resources first, so that e.g. /{thingId}/delta never reaches a level route.

@@ -85,10 +85,14 @@ class Reads:
             NotFound: the thing or the path does not exist (or is not visible).
         """
         doc = await self.access.get_visible(p, thing_id)
+        tokens = things.split_path(path)
         try:
-            return things.get_path(doc, things.split_path(path))
+            return things.get_path(doc, tokens)
         except KeyError:
-            raise NotFound(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+            raise NotFound(
+                f"thing {thing_id} has nothing at /{path.strip('/')}",
+                error=things.missing_error(doc, tokens),
+            ) from None
 
     async def delta(self, p: Principal, thing_id: str) -> dict:
         """The desired properties the device has not reported yet, per feature.

@@ -4,13 +4,15 @@ Each operation checks what it can before queueing (the caller's role, the thing 
 body), then hands the writer a :data:`~.writer.Mutator`: a function from the current
 document to the new one that never modifies its input (documents in memory are shared).
 The writer checks access and conditions again on the document the mutation applies to.
-The service fields (``_revision``, ``_created``, ``_modified``, ``_domain``, ``_host``)
+A client writes ``policyId``, ``definition``, ``attributes`` and ``features``. The
+service fields (``_revision``, ``_created``, ``_modified``, ``_domain``, ``_host``)
 and ``thingId`` are the service's: a client cannot write them, and only the orchestrator
 changes ``_host`` (:meth:`Writes.set_host`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 from typing import Any, Protocol
@@ -144,7 +146,10 @@ class Writes:
             except KeyError:
                 old = None
             new_val = things.merge_patch(old, patch)
-            if tokens:
+            if tokens and patch is None:  # null deletes, at any level (RFC 7396, as Ditto)
+                with contextlib.suppress(KeyError):
+                    things.delete_path(content, tokens)
+            elif tokens:
                 things.set_path(content, tokens, new_val)
             else:
                 if not isinstance(new_val, dict):
@@ -214,7 +219,10 @@ class Writes:
             try:
                 things.delete_path(content, tokens)
             except KeyError:
-                raise NotFound(f"thing {thing_id} has nothing at /{path.strip('/')}") from None
+                raise NotFound(
+                    f"thing {thing_id} has nothing at /{path.strip('/')}",
+                    error=things.missing_error(content, tokens),
+                ) from None
             return _with_meta(content, cur)
 
         return (await self.queue.submit(Op(thing_id, mutate, p, "http", if_match))).thing
@@ -335,5 +343,13 @@ def _check_writable(tokens: list[str]) -> None:
             f"/{tokens[0]} is kept by the service and cannot be written",
             pointer=f"/{tokens[0]}",
         )
-    if tokens and tokens[0] not in ("attributes", "features"):
-        raise NotFound(f"a thing has no /{tokens[0]}; write under /attributes or /features")
+    if tokens and tokens[0] not in things.DOCUMENT_FIELDS:
+        raise NotFound(
+            f"a thing has no /{tokens[0]}; write /policyId, /definition, or under "
+            "/attributes or /features"
+        )
+    if tokens and tokens[0] in ("policyId", "definition") and len(tokens) > 1:
+        raise NotFound(
+            f"/{tokens[0]} is a single value; nothing lies below it",
+            error=f"things:{tokens[0]}.notfound",
+        )
