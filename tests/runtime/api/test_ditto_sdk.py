@@ -8,11 +8,6 @@ WebSocket client speaks the Ditto Protocol over ``/ws/2`` (retrieve, modify, mer
 create, delete, and events after ``START-SEND-EVENTS``). Each SDK call prints one JSON
 line; each test below checks the content of one answer against values worked out by
 hand from the session's steps.
-
-Calls marked ``xfail(strict=True)`` need Ditto compatibility of the HTTP API that is not
-there yet (``definition`` and ``policyId``, ``rev:N`` entity tags, the parenthesised
-field selector, Ditto's error body); the reason names what is missing. Strict: once it
-works, the test fails until the mark is removed.
 """
 
 from __future__ import annotations
@@ -32,11 +27,6 @@ from tests.runtime.test_reliability import free_port, start_server
 
 SDK_DIR = Path(__file__).resolve().parents[2] / "ditto_sdk"
 SDK_PACKAGE = SDK_DIR / "node_modules" / "@eclipse-ditto" / "ditto-javascript-client-node"
-
-NEEDS_DEFINITION = "the HTTP API does not store thing/feature definition and policyId yet"
-NEEDS_FIELDS = "GET on a thing ignores Ditto's fields selector (attributes(model)) today"
-NEEDS_REV_ETAGS = 'the HTTP API refuses Ditto\'s entity tags ("rev:N") in If-Match today'
-NEEDS_ERRORS = "HTTP errors are RFC 7807 documents without Ditto's 'error' code today"
 
 
 def _install_sdk() -> None:
@@ -148,24 +138,20 @@ def test_http_put_thing_creates(session):
     }
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
 def test_http_put_thing_with_definition_and_policy_id(session):
     a = ok(session, "http.putThing.ditto")
     assert a["status"] == 201
     assert ditto_view(a["value"]) == CAR_2
 
 
-@pytest.mark.xfail(strict=True, reason=f"{NEEDS_FIELDS}; {NEEDS_DEFINITION}")
 def test_http_get_thing_with_fields(session):
     assert ok(session, "http.getThing.fields")["value"] == CAR_2
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
 def test_http_get_policy_id(session):
     assert ok(session, "http.getPolicyId")["value"] == "sdk:car-policy"
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_DEFINITION)
 def test_http_get_definition(session):
     assert ok(session, "http.getDefinition")["value"] == "sdk:vehicle:2.1.0"
 
@@ -204,7 +190,6 @@ def test_http_get_thing_after_the_writes(session):
     assert ditto_view(ok(session, "http.getThing")["value"]) == CAR_1
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_REV_ETAGS)
 def test_http_conditional_write_with_current_revision(session):
     # sdk:car-1 is at revision 9: 6 HTTP writes, then 3 over the WebSocket
     a = ok(session, "http.putAttribute.ifMatch")
@@ -212,7 +197,6 @@ def test_http_conditional_write_with_current_revision(session):
     assert a["etag"] == '"rev:10"'
 
 
-@pytest.mark.xfail(strict=True, reason=f"{NEEDS_REV_ETAGS}; {NEEDS_ERRORS}")
 def test_http_conditional_write_with_stale_revision(session):
     e = refused(session, "http.putAttribute.ifMatch.stale")
     assert e["status"] == 412
@@ -224,7 +208,6 @@ def test_http_delete_thing(session):
     assert ok(session, "http.deleteThing")["status"] == 204
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_ERRORS)
 def test_http_get_deleted_thing_is_a_ditto_404(session):
     e = refused(session, "http.getThing.deleted")
     assert e["status"] == 404
