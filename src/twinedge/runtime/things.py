@@ -565,6 +565,31 @@ def _copy_path(doc: Any, out: dict[str, Any], path: tuple[str, ...]) -> None:
     cur[path[-1]] = copy.deepcopy(value)  # a whole value holds every part selected before
 
 
+def null_pointer(v: Any, at: str = "") -> str | None:
+    """The JSON pointer of the first ``null`` in ``v`` (``"/"`` for ``v`` itself), or
+    ``None`` when it holds none.
+
+    Examples:
+        >>> null_pointer({"a": [1, {"b": None}]})
+        '/a/1/b'
+        >>> null_pointer({"a": 1}) is None
+        True
+    """
+    if v is None:
+        return at or "/"
+    if isinstance(v, dict):
+        items: Any = ((escape_token(str(k)), x) for k, x in v.items())
+    elif isinstance(v, list):
+        items = ((str(i), x) for i, x in enumerate(v))
+    else:
+        return None
+    for k, x in items:
+        found = null_pointer(x, f"{at}/{k}")
+        if found:
+            return found
+    return None
+
+
 def missing_error(doc: Any, tokens: list[str]) -> str:
     """Ditto's error code for a read of ``tokens`` that found nothing: that of the first
     level missing (``things:feature.notfound`` when the feature itself is absent,

@@ -373,8 +373,13 @@ def test_shutdown_closes_with_going_away(api: Api):
 
 
 def test_parse_fields():
-    assert parse_fields("thingId") == ["thingId"]
-    assert parse_fields("a(b,c(d,e)),f/g") == ["a/b", "a/c/d", "a/c/e", "f/g"]
+    assert parse_fields("thingId") == [("thingId",)]
+    assert parse_fields("a(b,c(d,e)),f/g") == [
+        ("a", "b"),
+        ("a", "c", "d"),
+        ("a", "c", "e"),
+        ("f", "g"),
+    ]
     for bad in ("a(", "a)", "(a)", "a,,b", "a(b)c"):
         with pytest.raises(DittoError):
             parse_fields(bad)

@@ -81,7 +81,7 @@ from twinedge.errors import (
     ServiceError,
 )
 from twinedge.runtime import rql, things
-from twinedge.runtime.api.common import parse_time, token_from
+from twinedge.runtime.api.common import etag, parse_etags, parse_time, tag_revision, token_from
 from twinedge.runtime.api.events import (
     WS_GOING_AWAY,
     WS_POLICY,
@@ -89,12 +89,11 @@ from twinedge.runtime.api.events import (
     close_reason,
     next_events,
 )
-from twinedge.runtime.api.problems import ProblemError, problem_of, status_of
+from twinedge.runtime.api.problems import ProblemError, ditto_error, problem_of, status_of
 from twinedge.runtime.api.routes_things import present
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.core.events import Subscription
 from twinedge.runtime.service import TwinService
-from twinedge.runtime.store.sql_query import project
 
 __all__ = ["WS_PATH", "DittoError", "ditto_events", "parse_fields", "router"]
 
@@ -291,90 +290,32 @@ def tokens_of(path: str) -> list[str]:
     return tokens
 
 
-def parse_fields(text: str) -> list[str]:
-    """Ditto's field selector -> JSON pointers: ``"thingId,attributes(a,b/c)"`` ->
-    ``["thingId", "attributes/a", "attributes/b/c"]`` (parentheses nest).
+def parse_fields(text: str) -> list[tuple[str, ...]]:
+    """Ditto's field selector -> the paths it selects (:func:`twinedge.runtime.things.parse_fields`,
+    the parser of the HTTP API), its refusal as a Ditto error.
 
     Raises:
-        DittoError: unbalanced parentheses or an empty field.
+        DittoError: unbalanced parentheses, an empty field, a selector too long.
 
     Examples:
-        >>> parse_fields("thingId,attributes(location,model),features(engine(properties))")
-        ['thingId', 'attributes/location', 'attributes/model', 'features/engine/properties']
+        >>> parse_fields("thingId,attributes(location,model)")
+        [('thingId',), ('attributes', 'location'), ('attributes', 'model')]
     """
-    out: list[str] = []
-
-    def bad(why: str) -> DittoError:
-        return DittoError(
+    try:
+        return things.parse_fields(text)
+    except InvalidInput as e:
+        raise DittoError(
             400,
             "json.fieldselector.invalid",
-            f"the field selector {shorten(text)!r} is not valid: {why}",
+            e.detail,
             "write fields as a comma-separated list of paths, e.g. thingId,attributes(a,b)",
-        )
-
-    def walk(i: int, prefix: str, depth: int) -> int:
-        cur = ""
-        while i <= len(text):
-            c = text[i] if i < len(text) else ","
-            if c == "(":
-                if not cur.strip("/"):
-                    raise bad("'(' needs a field before it")
-                i = walk(i + 1, f"{prefix}{cur.strip('/')}/", depth + 1)
-                cur = ""
-                if i < len(text) and text[i] not in ",)":
-                    raise bad(f"expected ',' or ')' at position {i}")
-                continue
-            if c in ",)":
-                field = cur.strip().strip("/")
-                if field:
-                    out.append(prefix + field)
-                elif not (i > 0 and text[i - 1] == ")"):
-                    raise bad(f"an empty field at position {i}")
-                cur = ""
-                if c == ")":
-                    if depth == 0:
-                        raise bad(f"')' without '(' at position {i}")
-                    return i + 1
-                i += 1
-                if i > len(text):
-                    break
-                continue
-            cur += c
-            i += 1
-        if depth:
-            raise bad("'(' without ')'")
-        return i
-
-    walk(0, "", 0)
-    return out
+        ) from None
 
 
 def not_found_code(doc: dict[str, Any] | None, tokens: list[str]) -> str:
     """Ditto's code for a missing value: named after the first level of ``tokens`` that
     ``doc`` lacks (the thing itself when ``doc`` is None)."""
-    if doc is None:
-        return "things:thing.notfound"
-    n = len(tokens)
-    for i in range(1, len(tokens) + 1):
-        try:
-            things.get_path(doc, tokens[:i])
-        except KeyError:
-            n = i
-            break
-    t = tokens[:n]
-    if t[0] == "attributes":
-        return "things:attributes.notfound" if n == 1 else "things:attribute.notfound"
-    if t[0] in ("definition", "policyId"):
-        return f"things:{t[0]}.notfound"
-    if n == 1:
-        return "things:features.notfound"
-    if n == 2:
-        return "things:feature.notfound"
-    if t[2] == "definition":
-        return "things:feature.definition.notfound"
-    kind = "desiredProperties" if t[2] == "desiredProperties" else "properties"
-    single = "desiredProperty" if kind == "desiredProperties" else "property"
-    return f"things:feature.{kind}.notfound" if n == 3 else f"things:feature.{single}.notfound"
+    return "things:thing.notfound" if doc is None else things.missing_error(doc, tokens)
 
 
 async def to_ditto_error(
@@ -386,17 +327,10 @@ async def to_ditto_error(
     detail = prob.detail
     if isinstance(exc, ServiceError):
         status = status_of(exc) or status
-    code = {
-        400: "things:thing.invalid",
-        401: "gateway:authentication.failed",
-        403: "things:thing.notmodifiable",
-        404: "things:thing.notfound",
-        408: "things:thing.timeout",
-        409: "things:thing.conflict",
-        412: "things:precondition.failed",
-        413: "things:thing.toolarge",
-        503: "things:thing.unavailable",
-    }.get(status, "things:internalerror")
+    method = {"retrieve": "GET", "delete": "DELETE"}.get(cmd.action if cmd else "", "PUT")
+    code = prob.extra.get("error") or ditto_error(
+        status, f"/api/2/things/{cmd.thing_id if cmd else '_'}", prob.pointer, method
+    )
     hint = {
         400: "correct the command as the message says",
         403: "use a key of the thing's domain with the write role",
@@ -418,16 +352,6 @@ async def to_ditto_error(
 
 
 # --- events -------------------------------------------------------------------------------
-
-
-def _has_null(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, dict):
-        return any(_has_null(x) for x in v.values())
-    if isinstance(v, list):
-        return any(_has_null(x) for x in v)
-    return False
 
 
 def _pointer(tokens: list[str]) -> str:
@@ -499,7 +423,7 @@ def ditto_events(ev: dict[str, Any]) -> list[dict[str, Any]]:
             n += 1
         prefix = prefix[:n]
     mergeable = all(
-        len(tokens) > len(prefix) and (op == "remove" or not _has_null(value))
+        len(tokens) > len(prefix) and (op == "remove" or things.null_pointer(value) is None)
         for op, tokens, value in ops
     )
     if not mergeable:  # a merge patch cannot say it: one event per change
@@ -799,7 +723,7 @@ class Session:
             else:
                 value = present(doc)
             if cmd.fields is not None and isinstance(value, dict):
-                value = project(value, cmd.fields)
+                value = things.project(value, cmd.fields)
             return cmd.answer(200, value, has_value=True, etag=_etag(doc))
         if cmd.action == "create":
             if tokens:
@@ -888,7 +812,7 @@ class Session:
                 doc = await self.service.get_thing(self.p, things.check_thing_id(i))
             except NotFound:
                 continue
-            out.append(project(present(doc), cmd.fields) if cmd.fields else present(doc))
+            out.append(things.project(present(doc), cmd.fields) if cmd.fields else present(doc))
         return cmd.answer(200, out, has_value=True)
 
 
@@ -902,7 +826,7 @@ def _errors_topic(env: dict[str, Any]) -> str:
 
 
 def _etag(doc: dict[str, Any] | None) -> str:
-    return f'"rev:{doc["_revision"]}"' if doc else ""
+    return etag(doc["_revision"]) if doc else ""
 
 
 def _thing_body(value: Any) -> Any:
@@ -920,15 +844,16 @@ def _revisions(header: Any, name: str) -> set[int] | str:
     if header.strip() == "*":
         return "*"
     out = set()
-    for part in header.split(","):
-        tag = part.strip().removeprefix("W/").strip('"').removeprefix("rev:")
-        if not (tag.isascii() and tag.isdigit() and len(tag) <= 16):
+    for tag in parse_etags(header) or []:
+        rev = tag_revision(tag)
+        if rev is False:
             raise DittoError(
                 400,
                 "header.invalid",
-                f'{name}: {shorten(part.strip())!r} is not an entity tag of twinedge; use "rev:N" or *',
+                f'{name}: {shorten(tag)!r} is not an entity tag of twinedge; use "rev:N" or *',
             )
-        out.add(int(tag))
+        if rev is not None:
+            out.add(rev)
     return out
 
 

@@ -21,7 +21,7 @@ JSON ``null`` in a twin served at the edge is refused.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from twinedge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, TooLarge
 from twinedge.runtime import things
@@ -74,23 +74,6 @@ def replacement_patch(old: dict, new: dict) -> dict:
         elif k not in old or not things.json_equal(o, v):
             patch[k] = v
     return patch
-
-
-def _null_at(v: Any, at: str = "") -> str | None:
-    """The JSON pointer of the first ``null`` in ``v``, if any."""
-    if v is None:
-        return at or "/"
-    if isinstance(v, dict):
-        items: Any = ((things.escape_token(str(k)), x) for k, x in v.items())
-    elif isinstance(v, list):
-        items = ((str(i), x) for i, x in enumerate(v))
-    else:
-        return None
-    for k, x in items:
-        found = _null_at(x, f"{at}/{k}")
-        if found:
-            return found
-    return None
 
 
 class EdgeForward:
@@ -154,7 +137,7 @@ class EdgeForward:
             things.validate_thing(new_c, op.thing_id)
         if things.json_equal(old_c, new_c):
             return Result(cur, False, False)
-        null = _null_at(new_c)
+        null = things.null_pointer(new_c)
         if null is not None:
             raise InvalidInput(
                 f"twin {op.thing_id} runs on an edge host, whose changes are JSON merge "
