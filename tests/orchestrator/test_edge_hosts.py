@@ -32,6 +32,34 @@ async def next_redirect(client: aiomqtt.Client, timeout_s: float = 20.0) -> dict
     return await asyncio.wait_for(first(), timeout_s)
 
 
+def robot_on_edge_1(client) -> None:
+    """Create the robot twin at x = 10 m with its device's password; wait until the
+    orchestrator has placed it on edge-1."""
+    r = client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)})
+    assert r.status_code == 201, r.text
+    r = client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    wait_for(
+        lambda: client.get(f"/api/2/things/{TWIN}").json().get("_host") == "edge-1",
+        "placement on edge-1",
+    )
+
+
+def counter_history(client) -> list[int]:
+    """Every value ``features/counter/properties/n`` took in the core's history of the
+    twin, in order (all pages)."""
+    items, cursor = [], None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/api/2/things/{TWIN}/history", params=params).json()
+        items += page["items"]
+        if not (cursor := page.get("cursor")):
+            break
+    return [
+        o["value"] for h in items for o in h["ops"] if o["path"].endswith("/counter/properties/n")
+    ]
+
+
 def mqtt_of(url: str) -> tuple[str, int]:
     host, _, port = url.removeprefix("mqtt://").rpartition(":")
     return host, int(port)
@@ -210,16 +238,8 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
     import os
 
     client, _proc, core_mqtt = served
-    assert (
-        client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}).status_code
-        == 201
-    )
-    assert (
-        client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
-        == 204
-    )
+    robot_on_edge_1(client)
     doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
-    wait_for(lambda: doc().get("_host") == "edge-1", "placement on edge-1")
     acked = []
 
     async def device() -> None:
@@ -288,19 +308,7 @@ def test_the_core_killed_with_sigkill_mid_load_loses_nothing_and_hosts_keep_serv
 
     client = httpx.Client(base_url=f"http://127.0.0.1:{http}", headers=auth)
     try:
-        assert (
-            client.put(
-                f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}
-            ).status_code
-            == 201
-        )
-        assert (
-            client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
-            == 204
-        )
-        wait_for(
-            lambda: client.get(f"/api/2/things/{TWIN}").json().get("_host") == "edge-1", "placement"
-        )
+        robot_on_edge_1(client)
         pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
         acked: list[int] = []
 
@@ -341,21 +349,7 @@ def test_the_core_killed_with_sigkill_mid_load_loses_nothing_and_hosts_keep_serv
         )
         assert final["_host"] == "edge-1"
         assert client.get("/api/2/orchestrator").json()["edge"]["pids"] == pids  # taken over
-        items, cursor = [], None
-        while True:
-            page = client.get(
-                f"/api/2/things/{TWIN}/history",
-                params={"limit": 100, "cursor": cursor} if cursor else {"limit": 100},
-            ).json()
-            items += page["items"]
-            if not (cursor := page.get("cursor")):
-                break
-        counters = [
-            o["value"]
-            for h in items
-            for o in h["ops"]
-            if o["path"].endswith("/counter/properties/n")
-        ]
+        counters = counter_history(client)
         assert counters == list(range(2, 101))  # each once, in order (n=1 added the feature)
     finally:
         client.close()
@@ -377,18 +371,8 @@ def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
         tmp_path, "--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"
     ) as s:
         client = s.client
-        assert (
-            client.put(
-                f"/api/2/things/{TWIN}", json={"_domain": "fleet", **robot(10.0)}
-            ).status_code
-            == 201
-        )
-        assert (
-            client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD}).status_code
-            == 204
-        )
+        robot_on_edge_1(client)
         doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
-        wait_for(lambda: doc().get("_host") == "edge-1", "placement on edge-1")
         pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
         os.kill(pids["edge-2"], signal.SIGSTOP)
         acked: list[int] = []
@@ -440,17 +424,5 @@ def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
         assert edge["live_migrations"] == 0 and edge["migrations_failed"] >= 1
         assert edge["recovered"] == [{"host": "edge-2", "twins": 0, "to": []}]
         # the core's copy is the device's, in order, each report once
-        items, cursor = [], None
-        while True:
-            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-            page = client.get(f"/api/2/things/{TWIN}/history", params=params).json()
-            items += page["items"]
-            if not (cursor := page.get("cursor")):
-                break
-        counters = [
-            o["value"]
-            for h in items
-            for o in h["ops"]
-            if o["path"].endswith("/counter/properties/n")
-        ]
+        counters = counter_history(client)
         assert counters == list(range(2, 61))
