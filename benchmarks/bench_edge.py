@@ -4,11 +4,14 @@ and one `twinedge host` process per edge site) fed by `twinedge devices`.
 Measures, per offered load: reports acknowledged per second (each PUBACK after the host
 process's durable commit), publish -> PUBACK latency at the device (p50/p99, as the
 emulator measures it; it includes each device's first report, which goes to the core's
-broker and is answered with a redirect), and the core's replication lag (host commit ->
-applied in the core, from /healthz).
+broker and is answered with a redirect), the core's replication lag per host (host
+commit -> committed in the core: p50/p99/max over the last 10,000 records, from
+/healthz), and, with moving devices (``--speed-mps``), the live migrations between the
+two host processes and their downtime (fence -> the target serves, measured by the core).
 
     python benchmarks/bench_edge.py                       # 2,000 and 10,000 reports/s offered
     python benchmarks/bench_edge.py --devices 100 --rates 10 --duration-s 5
+    python benchmarks/bench_edge.py --rates 10 --duration-s 30 --speed-mps 150   # migrations under load
 """
 
 from __future__ import annotations
@@ -37,12 +40,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def scenario(devices: int) -> str:
+def scenario(devices: int, speed_mps: float = 0.0) -> str:
     sc = (HERE / "examples" / "two-sites.yaml").read_text()
-    # the robots of the example network, as many as devices, spread over both sites
+    # the robots of the example network, as many as devices, spread over both sites;
+    # moving between them at speed_mps (random waypoints) when it is above 0
+    mobility = (
+        f"{{model: random_waypoint, speed_mps: [{speed_mps}, {speed_mps}], pause_s: [0, 0]}}"
+        if speed_mps > 0
+        else "{model: static}"
+    )
     sc = sc.replace(
         "    count: 0\n    mobility: {model: static}",
-        f"    count: {devices}\n    mobility: {{model: static}}",
+        f"    count: {devices}\n    mobility: {mobility}",
     )
     sc = sc.replace(
         "cpu_ghz: 10, mem_gb: 16", "cpu_ghz: 1000, mem_gb: 1600"
@@ -50,8 +59,8 @@ def scenario(devices: int) -> str:
     return sc
 
 
-def run(devices: int, rate_hz: float, duration_s: float, tmp: Path) -> dict:
-    (tmp / "bench.yaml").write_text(scenario(devices))
+def run(devices: int, rate_hz: float, duration_s: float, tmp: Path, speed_mps: float = 0.0) -> dict:
+    (tmp / "bench.yaml").write_text(scenario(devices, speed_mps))
     http, mqtt = free_port(), free_port()
     data = tmp / f"data-{rate_hz}"
     serve = subprocess.Popen(
@@ -88,6 +97,8 @@ def run(devices: int, rate_hz: float, duration_s: float, tmp: Path) -> dict:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
     total = summary["total"]
+    edge = status.get("edge") or {}
+    lag = {h: r.get("lag") for h, r in (health.get("replication") or {}).items()}
     return {
         "devices": devices,
         "offered_reports_per_s": devices * rate_hz,
@@ -96,8 +107,12 @@ def run(devices: int, rate_hz: float, duration_s: float, tmp: Path) -> dict:
         "acked_per_s": round(total.get("acked", 0) / duration_s, 1),
         "latency_ms": total.get("latency_ms"),
         "redirects_followed": total.get("redirects_followed"),
-        "replication": health.get("replication"),
-        "host_processes": (status.get("edge") or {}).get("host_processes"),
+        "replication_lag_s": lag,
+        "speed_mps": speed_mps,
+        "live_migrations": edge.get("live_migrations"),
+        "migrations_failed": edge.get("migrations_failed"),
+        "migration_downtime_ms": edge.get("downtime_ms"),
+        "host_processes": edge.get("host_processes"),
         "twins_per_host": {h["id"]: h["twins"] for h in status.get("hosts", [])},
     }
 
@@ -109,10 +124,14 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--rates", default="10,50", help="reports/s per device, comma-separated")
     ap.add_argument("--duration-s", type=float, default=10.0)
+    ap.add_argument(
+        "--speed-mps", type=float, default=0.0, help="devices move between the sites (0: static)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = [
-            run(args.devices, float(r), args.duration_s, Path(tmp)) for r in args.rates.split(",")
+            run(args.devices, float(r), args.duration_s, Path(tmp), args.speed_mps)
+            for r in args.rates.split(",")
         ]
     print(json.dumps({
         "benchmark": "edge_tier",
