@@ -476,7 +476,8 @@ def _problems(exc: TwinedgeError, file: str) -> list[dict[str, Any]]:
     """The problems of an error as JSON objects; one without a file of its own is
     about ``file``."""
     if isinstance(exc, ScenarioError):
-        details = exc.details
+        # a line parsed without knowing the file: again, now that it is known
+        details = [p if p.file else Problem.parse(p.message, file) for p in exc.details]
     else:
         details = [Problem.parse(line, file) for line in str(exc).splitlines() or [repr(exc)]]
     return [{**p.to_json(), "file": p.file or file} for p in details]

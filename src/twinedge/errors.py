@@ -41,8 +41,13 @@ class TwinedgeError(Exception):
     """Base class of every error twinedge raises on purpose."""
 
 
-# a field of a problem line: a dotted path with [i] indices, ``(top level)`` or a ``--option``
-_FIELD = re.compile(r"\(top level\)|--[\w-]+|[A-Za-z_][\w-]*(?:\[\d+\])*(?:\.[\w-]+(?:\[\d+\])*)*")
+# a field of a problem line: a dotted path with [i] indices, ``(top level)``, a
+# ``--option`` or ``line N`` of a CSV file
+_FIELD = re.compile(
+    r"\(top level\)|--[\w-]+|line \d+|[A-Za-z_][\w-]*(?:\[\d+\])*(?:\.[\w-]+(?:\[\d+\])*)*"
+)
+# the start of a line that names a file: a path with a folder or a file extension
+_PATHLIKE = re.compile(r"^(?:builtin:[\w-]+|.*[/\\].*|.*\.[A-Za-z]\w{0,4})$")
 _GOT = re.compile(r"got (?P<value>[^;]*?)(?:; (?P<rest>.*))?$", re.S)
 _EXPECTED = re.compile(r"(?:^|;\s)expected (?P<expected>.*)$", re.S)
 
@@ -59,8 +64,8 @@ def _json_value(value: Any) -> Any:
 @dataclass(frozen=True)
 class Problem:
     """One problem of an input, in the parts a program needs: ``file`` (where the input
-    came from), ``field`` (a dotted path with ``[i]`` indices, ``(top level)`` or a
-    ``--option``), ``value`` (the value found, as JSON can carry it; ``None`` when it is
+    came from), ``field`` (a dotted path with ``[i]`` indices, ``(top level)``, a
+    ``--option`` or ``line N`` of a CSV file), ``value`` (the value found, as JSON can carry it; ``None`` when it is
     missing or not known), ``expected`` (what would be accepted) and ``message`` (the whole
     line a person reads: ``FILE: FIELD: got VALUE; expected WHAT``). A part that is not
     known is ``None``.
@@ -114,6 +119,8 @@ class Problem:
         if sep and _FIELD.fullmatch(head):
             field, rest = head, tail
         if field is None:
+            if where is None and sep and _PATHLIKE.match(head):
+                where = head
             return cls(where or file, None, None, None, line)
         value: Any = None
         got = _GOT.match(rest)

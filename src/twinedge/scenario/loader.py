@@ -146,7 +146,18 @@ def load_scenario(path: str | Path) -> Scenario:
             return parse_scenario(load_yaml(text, f"builtin:{path}"), f"builtin:{path}", Path.cwd())
         p = Path(path)
         if not p.is_file():
-            raise ScenarioError([f"{p}: no such file (built-in scenarios: {', '.join(BUILTIN)})"])
+            names = ", ".join(BUILTIN)
+            raise ScenarioError(
+                [
+                    Problem(
+                        str(p),
+                        None,
+                        None,
+                        f"a scenario file, or a built-in scenario: {names}",
+                        f"{p}: no such file (built-in scenarios: {names})",
+                    )
+                ]
+            )
         data = load_yaml(read_text(p), str(p))
     except InputError as exc:
         raise ScenarioError([str(exc)]) from None
