@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests need and run them:
 #   - Debian packages for the real servers the tests start themselves on 127.0.0.1
-#     (PostgreSQL, Mosquitto, Chromium) and the MQTT command-line clients the docs use,
-#     when missing and when we may install them;
+#     (PostgreSQL, Mosquitto, Chromium), the MQTT command-line clients the docs use and
+#     the shells whose completion is tested (zsh, fish), when missing and when we may
+#     install them;
 #   - the package with its test extras;
 # then lint (ruff), type-check (mypy, configured in pyproject.toml) and pytest (extra
 # arguments are passed on).
@@ -14,6 +15,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the docs' examples
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)    # the shell completion tests
+command -v fish >/dev/null 2>&1 || need+=(fish)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     sudo=""
