@@ -3,7 +3,8 @@
 #   - Debian packages for the real servers the tests start themselves on 127.0.0.1
 #     (PostgreSQL, Mosquitto, Chromium), the MQTT command-line clients the docs use and
 #     Node.js with npm (for Eclipse Ditto's JavaScript SDK, which the tests install with
-#     npm ci), when missing and when we may install them;
+#     npm ci) and the shells whose completion is tested (zsh, fish), when missing and
+#     when we may install them;
 #   - the package with its test extras;
 # then lint (ruff), type-check (mypy, configured in pyproject.toml) and pytest (extra
 # arguments are passed on).
@@ -17,6 +18,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the doc
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # Ditto's JavaScript SDK (tests/ditto_sdk)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)    # the shell completion tests
+command -v fish >/dev/null 2>&1 || need+=(fish)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     sudo=""

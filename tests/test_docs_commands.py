@@ -12,9 +12,11 @@ What the documents assume is started by the test itself:
 * api.md and mqtt.md: a real ``twinedge serve --port P --mqtt-port Q --data-dir
   twinedge-data`` on 127.0.0.1 with free ports, stopped (SIGINT, exit status 0) at the
   end; ``127.0.0.1:8080`` in the text becomes ``127.0.0.1:P`` and ``-p 1883`` becomes
-  ``-p Q``.
-* mqtt.md: the thing ``fleet:car-7`` with the device password ``s3cret-pass`` its
-  example logs in with (made through the HTTP API before the blocks run).
+  ``-p Q``. Everything else each document makes itself (mqtt.md its thing and device
+  password, with the password api.md sets).
+* README's "Using it": the reader's own files, made from the docs (my-scenario.yaml,
+  instance.json, mypkg/policies.py); the policy modules are found in the current folder,
+  with no ``PYTHONPATH``.
 
 Claims: a comment ``# NNN ...`` (NNN an HTTP status) after a ``curl`` command, on its
 line or the next, is checked against the status the command received (the test's
@@ -447,18 +449,39 @@ def test_readme_commands(tmp_path):
     # The README's "Using it" names the reader's own files; the test writes them from the
     # docs: my-scenario.yaml = docs/scenario.md's complete example, instance.json =
     # docs/placement.md's example instance, mypkg.policies:my_placement =
-    # docs/policies.md's cheapest_with_room (examples/mypolicies.py).
+    # docs/policies.md's cheapest_with_room (examples/mypolicies.py), in a package of the
+    # current folder (found there as `python -m` would, without PYTHONPATH).
     (cwd / "my-scenario.yaml").write_text(doc_block("docs/scenario.md", "yaml", "version: 1"))
     (cwd / "instance.json").write_text(doc_block("docs/placement.md", "json", '{\n  "latency_ms"'))
     (cwd / "mypkg").mkdir()
     (cwd / "mypkg" / "__init__.py").write_text("")
     (cwd / "mypkg" / "policies.py").write_text(
-        "from mypolicies import cheapest_with_room as my_placement\n"
+        (ROOT / "examples" / "mypolicies.py").read_text()
+        + "\n\nmy_placement = cheapest_with_room\n"
     )
     env = env_for(tmp_path)
-    env["PYTHONPATH"] += os.pathsep + os.pathsep.join([str(cwd), str(cwd / "examples")])
+    assert env["PYTHONPATH"] == str(ROOT / "src")
     p, skipped = run_doc("README.md", cwd, env)
     assert '"status": "optimal"' in p.stdout, p.stdout[-3000:]
+    # the command line: the version, completion registered by the eval, validate --json
+    assert re.search(r"^twinedge \d+\.\d+\.\d+\S*$", p.stdout, re.M), p.stdout[-3000:]
+    assert '"ok": true' in p.stdout and '"problems": []' in p.stdout
+    # "twinedge run city --ledger out/ledger ... then: twinedge ledger verify <path>": the
+    # path is one of the run's ledgers, and the folder above it names them when given
+    verified = re.findall(r"^twinedge ledger verify (\S+)", (ROOT / "README.md").read_text(), re.M)
+    assert verified == ["out/ledger/greedy+threshold"], verified
+    assert re.search(r"^ok: city-net: \d+ entries, checkpoint at size \d+ verified", p.stdout, re.M)
+    parent = subprocess.run(
+        ["twinedge", "ledger", "verify", "out/ledger"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert parent.returncode == 2, parent.stderr
+    assert "holds 4 ledger dirs" in parent.stderr and "greedy+threshold" in parent.stderr
+    assert "ledger init" not in parent.stderr, parent.stderr
     # "The first command ... writes out/summary.json, out/timeseries.csv, out/timing.json
     # and out/report.html"
     for f in ("summary.json", "timeseries.csv", "timing.json", "report.html"):
@@ -493,18 +516,9 @@ def test_live_commands(tmp_path):
 
 
 def test_mqtt_commands(server, tmp_path):
-    # what the document assumes: the thing fleet:car-7 and its device password
-    code, body = http(
-        "PUT", f"{server.url}/api/2/things/fleet:car-7", server.admin, {"_domain": "fleet"}
-    )
-    assert code == 201, body
-    code, body = http(
-        "PUT",
-        f"{server.url}/api/2/things/fleet:car-7/credentials",
-        server.admin,
-        {"password": "s3cret-pass"},
-    )
-    assert code == 204, body
+    # the document makes its thing fleet:car-7 and sets its device password itself
+    code, _ = http("GET", f"{server.url}/api/2/things/fleet:car-7", server.admin)
+    assert code == 404
     _, skipped = run_doc("docs/mqtt.md", tmp_path, served_env(tmp_path, server))
     assert len(skipped) == (1 if shutil.which("mosquitto_pub") else 2), skipped
     if shutil.which("mosquitto_pub"):
@@ -550,6 +564,23 @@ def test_mqtt_commands(server, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def device_passwords(doc: str) -> set[str]:
+    """Every device password the code blocks of a document set or log in with."""
+    code = re.findall(r"^```\w*\n(.*?)^```", (ROOT / doc).read_text(), re.S | re.M)
+    text = "\n".join(code)
+    return set(
+        re.findall(r'"password": "([^"]+)"', text)
+        + re.findall(r"-P '([^']+)'", text)
+        + re.findall(r'password="([^"]+)"', text)
+    )
+
+
+def test_api_and_mqtt_docs_use_one_device_password():
+    """A reader who sets the password of api.md logs the device of mqtt.md in with it."""
+    api, mqtt = device_passwords("docs/api.md"), device_passwords("docs/mqtt.md")
+    assert len(api) == 1 and api == mqtt, (api, mqtt)
 
 
 def test_ledger_commands(tmp_path):

@@ -5,4 +5,9 @@ place and migrate the digital twins of moving entities, and record every decisio
 in a verifiable ledger.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("twinedge")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,10 +1,24 @@
-"""The ``twinedge`` command: run, compare, place, scenario, ledger."""
+"""The ``twinedge`` command: run, compare, place, scenario, ledger, serve, host, devices.
+
+Conventions every sub-command keeps: ``--json`` prints one JSON document on stdout and
+nothing else there (progress and errors go to stderr); a user mistake is one line
+``error: ...`` on stderr and a non-zero exit, never a traceback; long work shows a rich
+progress bar on a terminal and, when stderr is a file or pipe, a plain line every few
+seconds (:mod:`twinedge.progress`; ``TWINEDGE_PROGRESS_EVERY_S`` sets how often);
+``NO_COLOR`` turns colour off. ``twinedge completion SHELL`` prints a completion script
+that asks this command itself for the candidates, so it always knows the options of the
+installed version.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import threading
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +27,8 @@ import typer
 from rich.console import Console
 
 from twinedge import __version__
-from twinedge.errors import InfeasibleError, ScenarioError, TwinedgeError
+from twinedge.errors import InfeasibleError, Problem, ScenarioError, TwinedgeError
+from twinedge.progress import EVERY_S, ProgressLines
 
 app = typer.Typer(
     name="twinedge",
@@ -28,9 +43,55 @@ app.add_typer(scenario_app, name="scenario")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+#: The environment variable a completion script sets when it asks for candidates.
+COMPLETE_VAR = "_TWINEDGE_COMPLETE"
 
-def _show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"twinedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    """Digital twin edge networks: simulate, place and migrate twins, verify the ledger."""
+
+
+def _progress_mode(quiet: bool) -> str:
+    """``bar`` on a terminal, ``lines`` when stderr is a file or pipe (or under CI),
+    ``none`` with ``--quiet``."""
+    if quiet:
+        return "none"
+    if sys.stderr.isatty() and not os.environ.get("CI"):
+        return "bar"
+    return "lines"
+
+
+def _progress_every_s() -> float:
+    """Seconds between progress lines: ``TWINEDGE_PROGRESS_EVERY_S`` or the default."""
+    raw = os.environ.get("TWINEDGE_PROGRESS_EVERY_S", "").strip()
+    if not raw:
+        return EVERY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise TwinedgeError(
+            f"TWINEDGE_PROGRESS_EVERY_S: got {raw!r}; expected a positive number of seconds"
+        )
+    return value
 
 
 ScenarioArg = Annotated[
@@ -49,6 +110,7 @@ def _run_many(
     ledger_every: int = 0,
     workers: int = 1,
     ray: str | None = None,
+    command: str = "run",
 ):
     from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
@@ -62,7 +124,7 @@ def _run_many(
     seed = sc.run.seed if seed is None else seed
     steps = steps or sc.run.steps
     combos = [(p, m) for p in placements for m in migrations]
-    show = _show_progress(quiet)
+    mode = _progress_mode(quiet)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -85,13 +147,17 @@ def _run_many(
         )
         for p, m in combos
     ]
+    if mode == "lines":
+        done = _run_logged(sc, jobs, steps, workers, ray, f"twinedge {command}")
+        results = [r for r, _ in done]
+        return sc, seed, steps, results, [rec for _, rec in done if rec is not None]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
-        disable=not show,
+        disable=mode != "bar",
         transient=False,
     ) as bar:
         if workers > 1 or ray is not None:  # whole runs in parallel: progress per run
@@ -116,6 +182,59 @@ def _run_many(
     results = [r for r, _ in done]
     recorders = [rec for _, rec in done if rec is not None]
     return sc, seed, steps, results, recorders
+
+
+def _run_logged(sc, jobs, steps: int, workers: int, ray: str | None, prefix: str) -> list:
+    """Run the jobs with progress lines on stderr: steps when they run here one after
+    the other, finished runs (and a heartbeat) when they run in parallel."""
+    from twinedge.engine.parallel import run_job, run_jobs
+
+    every_s = _progress_every_s()
+    if workers > 1 or ray is not None:
+        lines = ProgressLines(len(jobs), "runs", stream=sys.stderr, every_s=every_s, prefix=prefix)
+        finished = 0
+
+        def on_done(job, res) -> None:
+            nonlocal finished
+            finished += 1
+            lines.update(finished, f"{job.label} done")
+
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(every_s):
+                lines.tick()
+
+        beat = threading.Thread(target=heartbeat, name="progress-lines", daemon=True)
+        beat.start()
+        try:
+            done = run_jobs(sc, jobs, workers=workers, ray_address=ray, on_done=on_done)
+        finally:
+            stop.set()
+            beat.join()
+    else:
+        lines = ProgressLines(
+            steps * len(jobs), "steps", stream=sys.stderr, every_s=every_s, prefix=prefix
+        )
+        done = []
+        for i, job in enumerate(jobs):
+
+            def advance(k: int, i: int = i, label: str = job.label) -> None:
+                lines.update(i * steps + k, f"{label}: step {k}/{steps}")
+
+            done.append(run_job(sc, job, advance))
+    lines.finish()
+    return done
+
+
+def _results_json(results, scenario_name: str, seed: int, steps: int) -> dict[str, Any]:
+    """The summary of the runs (as summary.json) with each run's wall time."""
+    from twinedge.report.outputs import summary_dict
+
+    d = summary_dict(results, scenario_name, seed, steps)
+    for r in results:
+        d["policies"][r.label]["wall_s"] = round(r.wall_s, 3)
+    return d
 
 
 @app.command()
@@ -146,6 +265,13 @@ def run(
     ] = 0,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the summary, the files written and the ledgers as JSON (instead of the table).",
+        ),
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
     workers: Annotated[
@@ -179,7 +305,12 @@ def run(
         extra=extra,
         report=not no_report,
     )
-    if not quiet:
+    if as_json:
+        doc = _results_json(results, sc.name, seed, steps)
+        doc["files"] = {name: str(p) for name, p in paths.items()}
+        doc["ledgers"] = [str(r.path) for r in recorders]
+        print(json.dumps(doc, indent=2))
+    elif not quiet:
         out.print(summary_table(results))
         for name, p in paths.items():
             out.print(f"{name}: {p}")
@@ -200,7 +331,9 @@ def compare(
         int | None, typer.Option(min=0, help="Random seed (default: the scenario's).")
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Number of steps.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (instead of the table).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     workers: Annotated[
         int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
@@ -215,16 +348,20 @@ def compare(
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table."""
     from twinedge.report import summary_table
-    from twinedge.report.outputs import summary_dict
 
     sc, seed, steps, results, _ = _run_many(
-        scenario, placement, migration, seed, steps, quiet or as_json, workers=workers, ray=ray
+        scenario,
+        placement,
+        migration,
+        seed,
+        steps,
+        quiet,
+        workers=workers,
+        ray=ray,
+        command="compare",
     )
     if as_json:
-        d = summary_dict(results, sc.name, seed, steps)
-        for r in results:
-            d["policies"][r.label]["wall_s"] = round(r.wall_s, 3)
-        print(json.dumps(d, indent=2))
+        print(json.dumps(_results_json(results, sc.name, seed, steps), indent=2))
     else:
         out.print(summary_table(results))
 
@@ -295,16 +432,55 @@ def _placement_class(spec: str):
 
 
 @scenario_app.command("validate")
-def scenario_validate(file: ScenarioArg) -> None:
+def scenario_validate(
+    file: ScenarioArg,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the result as JSON: ok, and every problem as an object with "
+            "file, field, value, expected and message (exit status 2 when there are any).",
+        ),
+    ] = False,
+) -> None:
     """Check a scenario file as `twinedge run` would; print one line per problem."""
     from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
 
-    sc = load_scenario(file)
-    w = check_run(sc, file)
+    try:
+        sc = load_scenario(file)
+        w = check_run(sc, file)
+    except TwinedgeError as exc:
+        if not as_json:
+            raise
+        print(json.dumps({"file": file, "ok": False, "problems": _problems(exc, file)}, indent=2))
+        raise typer.Exit(2) from None
+    if as_json:
+        doc = {
+            "file": file,
+            "ok": True,
+            "nodes": len(w.node_ids),
+            "hosts": w.n_hosts,
+            "entities": w.n_entities,
+            "steps": sc.run.steps,
+            "problems": [],
+        }
+        print(json.dumps(doc, indent=2))
+        return
     out.print(
         f"ok: {file}: {len(w.node_ids)} nodes, {w.n_hosts} hosts, {w.n_entities} entities, {sc.run.steps} steps"
     )
+
+
+def _problems(exc: TwinedgeError, file: str) -> list[dict[str, Any]]:
+    """The problems of an error as JSON objects; one without a file of its own is
+    about ``file``."""
+    if isinstance(exc, ScenarioError):
+        # a line parsed without knowing the file: again, now that it is known
+        details = [p if p.file else Problem.parse(p.message, file) for p in exc.details]
+    else:
+        details = [Problem.parse(line, file) for line in str(exc).splitlines() or [repr(exc)]]
+    return [{**p.to_json(), "file": p.file or file} for p in details]
 
 
 @scenario_app.command("show")
@@ -554,6 +730,31 @@ def host(
     asyncio.run(run_host(server))
 
 
+class Shell(StrEnum):
+    """A shell ``twinedge completion`` writes a script for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(help="The shell: bash, zsh or fish.")],
+) -> None:
+    """Print the shell completion script (commands, options, choices of this version).
+
+    The script asks `twinedge` itself for the candidates at each Tab, so it never lists
+    options the installed version does not have. Enable it with, in ~/.bashrc:
+    eval "$(twinedge completion bash)"; in ~/.zshrc (after compinit):
+    eval "$(twinedge completion zsh)"; for fish:
+    twinedge completion fish > ~/.config/fish/completions/twinedge.fish
+    """
+    from typer.completion import get_completion_script
+
+    print(get_completion_script(prog_name="twinedge", complete_var=COMPLETE_VAR, shell=shell.value))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -584,8 +785,15 @@ def _mount_devices() -> None:
 _mount_devices()
 
 
-def main() -> None:
-    """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: user mistakes print one line and exit non-zero, never a traceback.
+
+    Parameters:
+        argv: the arguments after the command name (default: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: with the exit status when it is not 0 (and for ``--help``).
+    """
     # a message may quote input that is not printable text: escape it, never crash on it
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
@@ -595,8 +803,18 @@ def main() -> None:
     # as with `python -m twinedge`; appended, so it never shadows an installed module
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
+    if os.environ.get(COMPLETE_VAR):
+        # a completion script asks for candidates: answer in the form the scripts expect
+        from typer.completion import completion_init
+
+        completion_init()
     try:
-        rc = app(standalone_mode=False)
+        rc = app(
+            args=None if argv is None else list(argv),
+            prog_name="twinedge",
+            complete_var=COMPLETE_VAR,
+            standalone_mode=False,
+        )
         # without standalone mode a raised typer.Exit comes back as the return value
         if isinstance(rc, int) and rc:
             sys.exit(rc)

@@ -29,6 +29,11 @@ FastAPI's exception handlers), the HTTP API to RFC 7807 problem documents
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -36,11 +41,115 @@ class TwinedgeError(Exception):
     """Base class of every error twinedge raises on purpose."""
 
 
-class ScenarioError(TwinedgeError):
-    """A scenario file or instance is malformed; ``problems`` holds one line per problem."""
+# a field of a problem line: a dotted path with [i] indices, ``(top level)``, a
+# ``--option`` or ``line N`` of a CSV file
+_FIELD = re.compile(
+    r"\(top level\)|--[\w-]+|line \d+|[A-Za-z_][\w-]*(?:\[\d+\])*(?:\.[\w-]+(?:\[\d+\])*)*"
+)
+# the start of a line that names a file: a path with a folder or a file extension
+_PATHLIKE = re.compile(r"^(?:builtin:[\w-]+|.*[/\\].*|.*\.[A-Za-z]\w{0,4})$")
+_GOT = re.compile(r"got (?P<value>[^;]*?)(?:; (?P<rest>.*))?$", re.S)
+_EXPECTED = re.compile(r"(?:^|;\s)expected (?P<expected>.*)$", re.S)
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+
+def _json_value(value: Any) -> Any:
+    """``value`` if JSON can carry it as it is, else its ``repr``."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of an input, in the parts a program needs: ``file`` (where the input
+    came from), ``field`` (a dotted path with ``[i]`` indices, ``(top level)``, a
+    ``--option`` or ``line N`` of a CSV file), ``value`` (the value found, as JSON can carry it; ``None`` when it is
+    missing or not known), ``expected`` (what would be accepted) and ``message`` (the whole
+    line a person reads: ``FILE: FIELD: got VALUE; expected WHAT``). A part that is not
+    known is ``None``.
+
+    Examples:
+        >>> p = Problem.parse("s.yaml: run.steps: got 0; expected Input should be greater than or equal to 1")
+        >>> p.file, p.field, p.value, p.expected
+        ('s.yaml', 'run.steps', 0, 'Input should be greater than or equal to 1')
+        >>> Problem.parse("infrastructure: no access points (tier: access)", file="s.yaml").to_json()
+        {'file': 's.yaml', 'field': 'infrastructure', 'value': None, 'expected': None, 'message': 'infrastructure: no access points (tier: access)'}
+    """
+
+    file: str | None
+    field: str | None
+    value: Any
+    expected: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        """The problem as a JSON object: file, field, value, expected, message."""
+        return {
+            "file": self.file,
+            "field": self.field,
+            "value": _json_value(self.value),
+            "expected": self.expected,
+            "message": self.message,
+        }
+
+    @classmethod
+    def parse(cls, line: str, file: str | None = None) -> Problem:
+        """The parts of a problem line ``FILE: FIELD: got VALUE; expected WHAT``.
+
+        A ``VALUE`` shown as a Python literal (``'fast'``, ``-3``, ``[1, 2]``) becomes
+        that value, ``missing`` becomes ``None``, anything else stays the text shown.
+        ``file`` is the input the line is about, used when the line does not start with
+        a file of its own. A line of another form keeps only its message (and ``file``).
+        """
+        rest, where = line, None
+        if file and line.startswith(f"{file}: "):
+            where, rest = file, line[len(file) + 2 :]
+        else:
+            head, sep, tail = line.partition(": ")
+            nxt, sep2, _ = tail.partition(": ")
+            if sep and sep2 and _FIELD.fullmatch(nxt):
+                where, rest = head, tail
+        field = None
+        head, sep, tail = rest.partition(": ")
+        if sep and _FIELD.fullmatch(head):
+            field, rest = head, tail
+        if field is None:
+            if where is None and sep and _PATHLIKE.match(head):
+                where = head
+            return cls(where or file, None, None, None, line)
+        value: Any = None
+        got = _GOT.match(rest)
+        if got is not None:
+            shown = got.group("value")
+            rest = got.group("rest") or ""
+            if shown != "missing":
+                try:
+                    value = ast.literal_eval(shown)
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    value = shown
+        expected = None
+        m = _EXPECTED.search(rest)
+        if m is not None:
+            expected = m.group("expected")
+            before = rest[: m.start()].strip().rstrip(";").strip()
+            if before:
+                expected = f"{expected} ({before})"
+        return cls(where or file, field, value, expected, line)
+
+
+class ScenarioError(TwinedgeError):
+    """A scenario file or instance is malformed; ``problems`` holds one line per problem
+    and ``details`` the same problems as :class:`Problem` objects (file, field, value,
+    expected), given by the raiser or parsed from its lines."""
+
+    def __init__(self, problems: Sequence[str | Problem]):
+        self.details = [p if isinstance(p, Problem) else Problem.parse(p) for p in problems]
+        self.problems = [str(p) for p in problems]
         super().__init__("\n".join(self.problems))
 
 

@@ -86,6 +86,34 @@ def test_unknown_dir_and_domain(tmp_path: Path, ldir: Path) -> None:
     )
 
 
+def test_a_folder_of_ledger_dirs_names_them(tmp_path: Path) -> None:
+    """`twinedge run --ledger out/ledger` writes one ledger dir per policy combination;
+    the folder above them is no ledger dir, and says which ones it holds."""
+    runs = tmp_path / "ledger"
+    for combo in ("greedy+never", "greedy+threshold"):
+        assert run("init", str(runs / combo), "-d", "city-net")[0] == 0
+    (runs / "notes").mkdir()  # a folder without logs is not named
+    code, out = run("verify", str(runs))
+    assert code == 2 and out.strip() == (
+        f"error: ledger dir {runs} has no domains of its own but holds 2 ledger dirs "
+        "(twinedge run --ledger writes one per policy combination): greedy+never, "
+        f"greedy+threshold; name one of them, e.g. {runs / 'greedy+never'}"
+    )
+    code, out = run("verify", str(runs / "greedy+never"))
+    assert code == 0, out
+    for k in range(5):
+        assert run("init", str(runs / f"more{k}"), "-d", "d")[0] == 0
+    code, out = run("show", str(runs))
+    assert code == 2 and "holds 7 ledger dirs" in out and ", more3 and 1 more;" in out
+    # an empty folder: nothing to name, so how to make a ledger there
+    (tmp_path / "empty").mkdir()
+    code, out = run("show", str(tmp_path / "empty"))
+    assert code == 2 and out.strip() == (
+        f"error: ledger dir {tmp_path / 'empty'} has no domains (no DOMAIN/log.sqlite inside); "
+        f"create one with: twinedge ledger init {tmp_path / 'empty'} --domain NAME"
+    )
+
+
 def test_checkpoint_prove_verify_audit(ldir: Path) -> None:
     entries = "\n".join(json.dumps(make_entry("a", i)) for i in range(13))
     assert run("append", str(ldir), "-", input=entries)[0] == 0

@@ -92,6 +92,28 @@ class WitnessRecord:
         return f"witnessed in domain {self.witness!r} entry {self.index}"
 
 
+def _no_domains(path: Path) -> str:
+    """Why ``path`` is not a ledger directory, and what to open or do instead: a folder
+    of ledger directories (``twinedge run --ledger`` writes one per policy combination)
+    names them; anything else is told how to make one."""
+    inner = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.is_dir() and any((q / LOG_FILE).is_file() for q in p.iterdir() if q.is_dir())
+    )
+    if inner:
+        shown = ", ".join(inner[:6]) + (f" and {len(inner) - 6} more" if len(inner) > 6 else "")
+        return (
+            f"ledger dir {path} has no domains of its own but holds {len(inner)} ledger "
+            f"dir{'s' if len(inner) > 1 else ''} (twinedge run --ledger writes one per "
+            f"policy combination): {shown}; name one of them, e.g. {path / inner[0]}"
+        )
+    return (
+        f"ledger dir {path} has no domains (no DOMAIN/{LOG_FILE} inside); create one with: "
+        f"twinedge ledger init {path} --domain NAME"
+    )
+
+
 class LedgerDir:
     """A directory of per-domain logs with their keys and checkpoints."""
 
@@ -134,10 +156,7 @@ class LedgerDir:
             )
         ld = cls(path, synchronous=synchronous)
         if not ld.domains:
-            raise LedgerError(
-                f"ledger dir {path} has no domains; create one with: "
-                f"twinedge ledger init {path} --domain NAME"
-            )
+            raise LedgerError(_no_domains(path))
         return ld
 
     def close(self) -> None:

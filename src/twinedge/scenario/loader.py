@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from twinedge.errors import InputError, ScenarioError
+from twinedge.errors import InputError, Problem, ScenarioError
 from twinedge.scenario.inputs import load_yaml, read_text
 from twinedge.scenario.schema import EntityGroup, Scenario, Trace
 
@@ -52,26 +52,40 @@ def _is_tag(part: Any) -> bool:
     )
 
 
-def format_validation_error(err: ValidationError, source: str) -> list[str]:
-    """One line per problem: ``source: field.path: got VALUE; expected WHAT``.
+def validation_problems(err: ValidationError, source: str) -> list[Problem]:
+    """One :class:`Problem` per problem (file, field, value, expected), its line
+    ``source: field.path: got VALUE; expected WHAT``.
 
     Errors of the members of a union (a number or a ``[min, max]`` range, say) at one
-    location are merged into one line.
+    location are merged into one problem.
     """
-    merged: dict[str, tuple[str, list[str]]] = {}
+    merged: dict[str, tuple[Any, str, list[str]]] = {}
     for e in err.errors():
         loc = _loc(tuple(p for p in e["loc"] if not _is_tag(p)))
-        got = "missing" if e["type"] == "missing" else _short(e.get("input"))
+        missing = e["type"] == "missing"
+        got = "missing" if missing else _short(e.get("input"))
         msg = e["msg"].removeprefix("Value error, ")
         if loc in merged:
-            if msg not in merged[loc][1]:
-                merged[loc][1].append(msg)
+            if msg not in merged[loc][2]:
+                merged[loc][2].append(msg)
         else:
-            merged[loc] = (got, [msg])
+            merged[loc] = (None if missing else e.get("input"), got, [msg])
     return [
-        f"{source}: {loc}: got {got}; expected {' or '.join(msgs)}"
-        for loc, (got, msgs) in merged.items()
+        Problem(
+            source,
+            loc,
+            value,
+            " or ".join(msgs),
+            f"{source}: {loc}: got {got}; expected {' or '.join(msgs)}",
+        )
+        for loc, (value, got, msgs) in merged.items()
     ]
+
+
+def format_validation_error(err: ValidationError, source: str) -> list[str]:
+    """One line per problem: ``source: field.path: got VALUE; expected WHAT`` (the
+    messages of :func:`validation_problems`)."""
+    return [p.message for p in validation_problems(err, source)]
 
 
 def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
@@ -103,7 +117,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(format_validation_error(err, source)) from None
+        raise ScenarioError(validation_problems(err, source)) from None
     sc = _resolve_paths(sc, base or Path.cwd())
     missing = []
     if sc.infrastructure.eua is not None and not sc.infrastructure.eua.sites_csv.is_file():
@@ -132,7 +146,18 @@ def load_scenario(path: str | Path) -> Scenario:
             return parse_scenario(load_yaml(text, f"builtin:{path}"), f"builtin:{path}", Path.cwd())
         p = Path(path)
         if not p.is_file():
-            raise ScenarioError([f"{p}: no such file (built-in scenarios: {', '.join(BUILTIN)})"])
+            names = ", ".join(BUILTIN)
+            raise ScenarioError(
+                [
+                    Problem(
+                        str(p),
+                        None,
+                        None,
+                        f"a scenario file, or a built-in scenario: {names}",
+                        f"{p}: no such file (built-in scenarios: {names})",
+                    )
+                ]
+            )
         data = load_yaml(read_text(p), str(p))
     except InputError as exc:
         raise ScenarioError([str(exc)]) from None
