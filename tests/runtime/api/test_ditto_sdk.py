@@ -16,11 +16,13 @@ import asyncio
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 
 from tests.runtime.test_reliability import free_port, start_server
@@ -52,8 +54,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     _install_sdk()
     data = tmp_path_factory.mktemp("ditto-sdk") / "data"
     data.mkdir()
-    port = free_port()
-    proc = start_server(data, port, free_port())
+    port, mqtt_port = free_port(), free_port()
+    proc = start_server(data, port, mqtt_port)
     try:
         base = f"http://127.0.0.1:{port}"
         admin = (data / "admin.token").read_text().strip()
@@ -63,14 +65,75 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             headers={"Authorization": f"Bearer {admin}"},
         )
         assert r.status_code == 201, r.text
-        yield {"base": base, "token": r.json()["token"], "data": data}
+        yield {
+            "base": base,
+            "token": r.json()["token"],
+            "admin": admin,
+            "data": data,
+            "mqtt_port": mqtt_port,
+        }
     finally:
         proc.terminate()
         proc.wait(30)
 
 
+class Lamp:
+    """The device of ``sdk:lamp-1`` on the server's MQTT broker: it answers the command
+    ``switch`` with ``{"switched": <payload's on>, "level": <payload's level>}`` and never
+    answers any other; ``commands`` lists every (subject, payload) it received."""
+
+    THING = "sdk:lamp-1"
+    PASSWORD = "lamp-pass-1"
+
+    def __init__(self, port: int) -> None:
+        self.commands: list[tuple[str, Any]] = []
+        self.ready = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.THING)
+        c.username_pw_set(self.THING, self.PASSWORD)
+        c.on_connect = lambda c, *_: c.subscribe(f"twinedge/{self.THING}/commands/+", qos=1)
+        c.on_subscribe = lambda *_: self.ready.set()
+        c.on_message = self._on_message
+        self.client = c
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+
+    def _on_message(self, c: Any, _userdata: Any, m: Any) -> None:
+        doc = json.loads(m.payload)
+        subject = m.topic.rsplit("/", 1)[1]
+        self.commands.append((subject, doc["payload"]))
+        if subject == "switch":
+            answer = {"switched": doc["payload"]["on"], "level": doc["payload"]["level"]}
+            c.publish(
+                f"twinedge/{self.THING}/responses/{doc['correlationId']}", json.dumps(answer), qos=1
+            )
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 @pytest.fixture(scope="module")
-def session(server: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def lamp(server: dict[str, Any]) -> Iterator[Lamp]:
+    """``sdk:lamp-1`` with its device connected (the target of the session's messages)."""
+    base, write = server["base"], {"Authorization": f"Bearer {server['token']}"}
+    r = httpx.put(f"{base}/api/2/things/{Lamp.THING}", json={}, headers=write)
+    assert r.status_code == 201, r.text
+    r = httpx.put(
+        f"{base}/api/2/things/{Lamp.THING}/credentials",
+        json={"password": Lamp.PASSWORD},
+        headers={"Authorization": f"Bearer {server['admin']}"},
+    )
+    assert r.status_code == 204, r.text
+    device = Lamp(server["mqtt_port"])
+    try:
+        assert device.ready.wait(30), "the lamp's device did not subscribe to its commands"
+        yield device
+    finally:
+        device.stop()
+
+
+@pytest.fixture(scope="module")
+def session(server: dict[str, Any], lamp: Lamp) -> dict[str, dict[str, Any]]:
     """The session's answers, by call name."""
     r = subprocess.run(
         ["node", str(SDK_DIR / "session.js"), server["base"], server["token"]],
@@ -321,3 +384,8 @@ def test_query_token_is_redacted_in_the_server_log(server, session):
     logs = "".join(p.read_text() for p in server["data"].parent.glob("serve-*.log"))
     assert "/ws/2?token=***" in logs
     assert token not in logs
+
+
+def test_dump(session):
+    for k, v in session.items():
+        print(json.dumps(v))
