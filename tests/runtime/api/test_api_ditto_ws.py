@@ -262,7 +262,10 @@ def test_an_envelope_twinedge_does_not_serve_is_answered_to_its_correlation_id(a
     with _ws(api) as ws:
         a = _ask(ws, live)
         _error(a, 400, "protocoladapter:unknown.channel")
-        assert (a["topic"], a["headers"]["correlation-id"]) == ("fleet/car-1/things/twin/errors", "m-1")
+        assert (a["topic"], a["headers"]["correlation-id"]) == (
+            "fleet/car-1/things/twin/errors",
+            "m-1",
+        )
         a = _ask(ws, upsert)
         _error(a, 400, "protocoladapter:unknown.command")
         assert a["headers"]["correlation-id"] == "m-2"
