@@ -16,9 +16,13 @@
 
 const {
   BasicErrorResponse,
+  DefaultCountOptions,
   DefaultFeaturesHandle,
   DefaultFieldsOptions,
+  DefaultGetThingsOptions,
   DefaultMatchOptions,
+  DefaultMessagesOptions,
+  DefaultSearchOptions,
   DefaultTokenSupplier,
   DittoNodeClient,
   Feature,
@@ -256,10 +260,181 @@ async function conditionalSession(client) {
   );
 }
 
+// A search answer as plain JSON: the items as the SDK parsed them and the cursor (null
+// or absent on the last page) and nextPageOffset exactly as the server sent them.
+function page(res) {
+  return {
+    items: res.items.map(plain),
+    cursor: res._cursor === undefined ? '(absent)' : res._cursor,
+    nextPageOffset: res._nextPageOffset === undefined ? '(absent)' : res._nextPageOffset,
+  };
+}
+
+// seats and makes of the things searched below: ilike(attributes/make,"acme*") matches
+// all but lot:a3; the namespace yard holds one more match
+const LOT = [
+  ['lot:a1', 'ACME Motors', 4],
+  ['lot:a2', 'acme trucks', 2],
+  ['lot:a3', 'Other', 7],
+  ['lot:a4', 'ACMEX', 5],
+  ['lot:a5', 'Acme', 3],
+  ['lot:a6', 'acme', 1],
+  ['yard:b1', 'ACME yard', 9],
+];
+
+async function searchSession(client) {
+  const things = client.getThingsHandle();
+  const search = client.getSearchHandle();
+  for (const [id, make, seats] of LOT) {
+    await call(`http.putThing.${id}`, () =>
+      things.putThing(new Thing(id, undefined, { make, seats, color: 'grey' })),
+    );
+  }
+  // GET /search/things, every page: size 2, most seats first, lot only, two fields
+  const acme = () =>
+    DefaultSearchOptions.getInstance()
+      .withRawFilter('ilike(attributes/make,"acme*")')
+      .withNamespaces('lot')
+      .withFields('thingId', 'attributes(seats,make)')
+      .withPageSize(2)
+      .withSort('-attributes/seats');
+  let cursor = null;
+  for (let n = 1; n <= 4; n++) {
+    const options = cursor ? acme().withCursor(cursor) : acme();
+    const res = await call(`http.search.page${n}`, async () => page(await search.search(options)));
+    cursor = res && typeof res.cursor === 'string' && res.cursor !== '(absent)' ? res.cursor : null;
+    if (!cursor) break;
+  }
+  // POST /search/things with a form body, paged with size 1 across two namespaces
+  const seats = () =>
+    DefaultSearchOptions.getInstance()
+      .withRawFilter('in(attributes/seats,2,9)')
+      .withNamespaces('lot', 'yard')
+      .withFields('thingId')
+      .withPageSize(1)
+      .withSort('+thingId');
+  cursor = null;
+  for (let n = 1; n <= 3; n++) {
+    const options = cursor ? seats().withCursor(cursor) : seats();
+    const res = await call(`http.postSearch.page${n}`, async () =>
+      page(await search.postSearch(options)),
+    );
+    cursor = res && typeof res.cursor === 'string' && res.cursor !== '(absent)' ? res.cursor : null;
+    if (!cursor) break;
+  }
+  // Ditto's older paging: limit(offset,count), fewest seats first
+  await call('http.search.limit', async () =>
+    page(
+      await search.search(
+        DefaultSearchOptions.getInstance()
+          .withNamespaces('lot')
+          .withFields('thingId')
+          .withLimit(0, 3)
+          .withSort('+attributes/seats'),
+      ),
+    ),
+  );
+  await call('http.count', () =>
+    search.count(
+      DefaultCountOptions.getInstance()
+        .withRawFilter('ilike(attributes/make,"ACME*")')
+        .withNamespaces('lot', 'yard'),
+    ),
+  );
+  await call('http.postCount', () =>
+    search.postCount(DefaultCountOptions.getInstance().withNamespaces('lot')),
+  );
+  await call('http.postCount.filter', () =>
+    search.postCount(
+      DefaultCountOptions.getInstance().withRawFilter('ilike(attributes/make,"*Motors")'),
+    ),
+  );
+  // several things by id: the visible ones, in the order asked, projected
+  await call('http.getThings', () =>
+    things.getThings(
+      ['lot:a3', 'lot:nope', 'yard:b1', 'lot:a1'],
+      DefaultGetThingsOptions.getInstance().withFields('thingId', 'attributes/make'),
+    ),
+  );
+  // conditional writes with condition=: the SDK has no builder method for it, so it goes
+  // as a request parameter (and as Ditto's `condition` header) of the match options
+  const when = rql =>
+    DefaultMatchOptions.getInstance().addRequestParameter('condition', encodeURIComponent(rql));
+  await call('http.putAttribute.condition', () =>
+    things.putAttribute('lot:a3', 'seats', 8, when('eq(attributes/seats,7)')),
+  );
+  await call('http.putAttribute.condition.false', () =>
+    things.putAttribute('lot:a3', 'seats', 6, when('eq(attributes/seats,7)')),
+  );
+  await call('http.patchAttributes.conditionHeader', () =>
+    things.patchAttributes(
+      'lot:a3',
+      { color: 'blue' },
+      DefaultMatchOptions.getInstance().addHeader('condition', 'lt(attributes/seats,10)'),
+    ),
+  );
+  await call('http.patchAttributes.conditionHeader.false', () =>
+    things.patchAttributes(
+      'lot:a3',
+      { color: 'red' },
+      DefaultMatchOptions.getInstance().addHeader('condition', 'eq(attributes/color,"grey")'),
+    ),
+  );
+  await call('http.getAttributes.afterConditions', () => things.getAttributes('lot:a3'));
+}
+
+// Messages to a thing's inbox: twinedge sends them to the device over MQTT as a command
+// and answers with the device's reply. The test connects a device for sdk:lamp-1 that
+// answers `switch` and never answers `ignore`.
+async function messagesSession(client) {
+  const messages = client.getMessagesHandle();
+  await call('http.messageToThing', () =>
+    messages.messageToThing(
+      'sdk:lamp-1',
+      'switch',
+      { on: true, level: 80 },
+      'application/json',
+      DefaultMessagesOptions.getInstance().withTimeout(10),
+    ),
+  );
+  await call('http.messageToThing.timeout', () =>
+    messages.messageToThing(
+      'sdk:lamp-1',
+      'ignore',
+      { on: false },
+      'application/json',
+      DefaultMessagesOptions.getInstance().withTimeout(1),
+    ),
+  );
+}
+
+// The same message over the WebSocket, as Ditto's live channel carries it.
+async function wsMessagesSession() {
+  const client = DittoNodeClient.newWebSocketClient()
+    .withoutTls()
+    .withDomain(domain)
+    .withAuthProvider(NodeHttpBearerAuth.newInstance(new DefaultTokenSupplier(token)))
+    .withBuffer(10)
+    .liveChannel()
+    .build();
+  await call('ws.live.messageToThing', () =>
+    Promise.race([
+      client
+        .getMessagesHandle()
+        .messageToThing('sdk:lamp-1', 'switch', { on: false, level: 20 }, 'application/json'),
+      sleep(15000).then(() => Promise.reject(new Error('no answer within 15 s'))),
+    ]),
+  );
+  client.close();
+}
+
 async function main() {
   const http = await httpSession();
   await wsSession();
   await conditionalSession(http);
+  await searchSession(http);
+  await messagesSession(http);
+  await wsMessagesSession();
   const things = http.getThingsHandle();
   await call('http.deleteThing', () => things.deleteThing('sdk:car-1'));
   await call('http.getThing.deleted', () => things.getThing('sdk:car-1'));

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import Api, problem_of
+from .test_api_commands_ops import SilentDevice
 
 T = "/api/2/things/fleet:lamp-1"
 S = "/api/2/search/things"
@@ -572,6 +573,20 @@ def test_errors_keep_rfc7807_beside_dittos_members(api: Api):
         "description": "Check the thing id and the path, and that your key may read the thing.",
     }
     assert "fleet:lamp-1" in doc["detail"]
+
+
+def test_an_unanswered_message_is_dittos_message_timeout(api: Api):
+    """A message to a thing's inbox that the device leaves unanswered is a 408 with
+    Ditto's ``messages:message.timeout``; the device did get it."""
+    api.put_thing("fleet:lamp-1", DITTO_THING)
+    device = SilentDevice()
+    api.service.outbound = device
+    url = f"{T}/inbox/messages/switch"
+    r = api.client.post(url, params={"timeout": 0.2}, json={"on": False}, headers=api.h())
+    doc = _ditto_error(r, 408, "messages:message.timeout")
+    assert doc["instance"] == url
+    assert "did not answer command 'switch'" in doc["detail"]
+    assert device.commands == [("fleet:lamp-1", "switch", {"on": False})]
 
 
 # --- unknown parameters and headers -------------------------------------------------------

@@ -247,6 +247,37 @@ def test_bad_input_answers_an_error_envelope(api: Api, message: str, status: int
         assert ws.receive_text() == "STOP-SEND-EVENTS:ACK"
 
 
+def test_an_envelope_twinedge_does_not_serve_is_answered_to_its_correlation_id(api: Api):
+    """A message to a device over the live channel (as Ditto's SDK sends it), an unknown
+    command or criterion: the error carries the envelope's correlation-id (any case), so
+    the client's request ends at once instead of waiting for an answer that never comes."""
+    live = {
+        "topic": "fleet/car-1/things/live/messages/switch",
+        "path": "/inbox/messages/switch",
+        "headers": {"correlation-id": "m-1", "content-type": "application/json"},
+        "value": {"on": True},
+    }
+    upsert = {"topic": f"fleet/car-1/{CMD}/upsert", "headers": {"Correlation-Id": "m-2"}}
+    events = {"topic": "fleet/car-1/things/twin/events/modified", "headers": {"correlation-id": 7}}
+    with _ws(api) as ws:
+        a = _ask(ws, live)
+        _error(a, 400, "protocoladapter:unknown.channel")
+        assert (a["topic"], a["headers"]["correlation-id"]) == (
+            "fleet/car-1/things/twin/errors",
+            "m-1",
+        )
+        a = _ask(ws, upsert)
+        _error(a, 400, "protocoladapter:unknown.command")
+        assert a["headers"]["correlation-id"] == "m-2"
+        a = _ask(ws, events)
+        _error(a, 400, "protocoladapter:unknown.topicpath")
+        assert a["headers"]["correlation-id"] == "7"
+        # none sent, none made up
+        a = _ask(ws, {"topic": "fleet/car-1/things/live/commands/modify"})
+        _error(a, 400, "protocoladapter:unknown.channel")
+        assert "correlation-id" not in a["headers"]
+
+
 def test_connection_survives_bad_input(api: Api):
     with _ws(api) as ws:
         _error(_ask(ws, "{"), 400, "json.invalid")

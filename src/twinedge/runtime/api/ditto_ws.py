@@ -463,9 +463,19 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.ws.close(code, close_reason(reason))
 
-    async def error(self, err: DittoError, cmd: Command | None = None, topic: str = "") -> None:
-        """Answer ``err`` as an error envelope (about ``cmd`` when it was parsed)."""
+    async def error(
+        self,
+        err: DittoError,
+        cmd: Command | None = None,
+        topic: str = "",
+        correlation_id: str | None = None,
+    ) -> None:
+        """Answer ``err`` as an error envelope (about ``cmd`` when it was parsed; else with
+        ``correlation_id``, that of an envelope that is no command twinedge serves, so that
+        the client can match the error to what it sent)."""
         headers: dict[str, Any] = {"content-type": "application/json"}
+        if correlation_id is not None:
+            headers["correlation-id"] = correlation_id
         path = "/"
         if cmd is not None:
             headers["correlation-id"] = cmd.correlation_id
@@ -539,7 +549,7 @@ class Session:
             cmd = Command(env)
             answer = await self.execute(cmd)
         except DittoError as e:
-            await self.error(e, cmd, _errors_topic(env))
+            await self.error(e, cmd, _errors_topic(env), _correlation_id(env))
             return
         except (ServiceError, ProblemError) as e:
             await self.error(await to_ditto_error(e, self.service, self.p, cmd), cmd)
@@ -814,6 +824,16 @@ class Session:
                 continue
             out.append(things.project(present(doc), cmd.fields) if cmd.fields else present(doc))
         return cmd.answer(200, out, has_value=True)
+
+
+def _correlation_id(env: dict[str, Any]) -> str | None:
+    """The ``correlation-id`` header of an envelope, if it has one (any case)."""
+    headers = env.get("headers")
+    if isinstance(headers, dict):
+        for k, v in headers.items():
+            if str(k).lower() == "correlation-id" and v is not None:
+                return str(v)
+    return None
 
 
 def _errors_topic(env: dict[str, Any]) -> str:

@@ -184,6 +184,8 @@ def ditto_error(status: int, path: str, pointer: str | None, method: str | None 
         'things:thing.notfound'
         >>> ditto_error(400, "/api/2/search/things", "/filter")
         'rql.expression.invalid'
+        >>> ditto_error(408, "/api/2/things/a:b/inbox/messages/reboot", None)
+        'messages:message.timeout'
     """
     things = path.startswith(_THINGS)
     if status == 400:
@@ -204,7 +206,8 @@ def ditto_error(status: int, path: str, pointer: str | None, method: str | None 
         404: "things:thing.notfound" if things else "twinedge:resource.notfound",
         405: "gateway:method.notallowed",
         406: "twinedge:not.acceptable",
-        408: "command.timeout",
+        # a message to a thing's inbox that its device did not answer, as Ditto names it
+        408: "messages:message.timeout" if "/inbox/messages/" in path else "command.timeout",
         409: "things:thing.conflict",
         412: "things:precondition.failed",
         413: "things:thing.toolarge" if things else "twinedge:request.toolarge",
