@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +170,9 @@ class LiveNetwork:
         self._state: tuple[World, NetworkState] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # held by a decision in its worker thread, which a cancelled cycle does not stop:
+        # the recorder is closed only once no decision is writing to it
+        self._deciding = threading.Lock()
 
     # --- reading the live twins --------------------------------------------------------
     def _group_defaults(self, scenario: Scenario) -> list[dict[str, Any]]:
@@ -259,6 +263,12 @@ class LiveNetwork:
         """Place new twins, then one orchestrator cycle, then the forecast when one is
         due (runs in a worker thread). Returns the hosts, the cycle's outcome, how many
         twins were placed and the forecast's time in seconds."""
+        with self._deciding:
+            return self._decide_now(snap, t_s, k)
+
+    def _decide_now(
+        self, snap: LiveSnapshot, t_s: float, k: int
+    ) -> tuple[np.ndarray, CycleOutcome, int, float]:
         orch, world = self.orchestrator, snap.world
         new = int((snap.host < 0).sum())
         host = orch.place_new(world, snap.xy_m, snap.host, t_s) if new else snap.host
@@ -658,9 +668,13 @@ class LiveNetwork:
             self._task = None
         rec: Recorder | None = self.orchestrator.recorder
         if rec is not None:
-            await asyncio.to_thread(
-                rec.end, self.clock() - self.t0, self.network, self.server_energy_j
-            )
+            t_s = self.clock() - self.t0
+
+            def end() -> None:
+                with self._deciding:  # after a decision still running in its thread
+                    rec.end(t_s, self.network, self.server_energy_j)
+
+            await asyncio.to_thread(end)
 
     # --- what is seen ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

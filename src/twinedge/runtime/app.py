@@ -633,6 +633,7 @@ class Server:
             try:
                 await part.stop()
             except Exception as exc:  # the next parts are stopped all the same
+                log.error("stopping the %s failed", name.replace("_", " "), exc_info=exc)
                 errors.append(exc)
         if self.socket is not None:
             self.socket.close()
