@@ -86,9 +86,10 @@ def run(devices: int, rate_hz: float, duration_s: float, tmp: Path, speed_mps: f
              "--url", base, "--mqtt", f"mqtt://127.0.0.1:{mqtt}"],
             capture_output=True, text=True, env=env, timeout=duration_s + 300,
         )  # fmt: skip
-        if out.returncode != 0:
-            raise SystemExit(f"twinedge devices failed: {out.stderr[-2000:]}")
-        summary = json.loads(out.stdout)
+        try:  # exit 1 with a summary: some reports were still unacknowledged at the end
+            summary = json.loads(out.stdout)
+        except ValueError:
+            raise SystemExit(f"twinedge devices failed: {out.stderr[-2000:]}") from None
         health = httpx.get(base + "/healthz", timeout=5).json()
         status = httpx.get(
             base + "/api/2/orchestrator", headers={"Authorization": f"Bearer {token}"}
@@ -105,6 +106,9 @@ def run(devices: int, rate_hz: float, duration_s: float, tmp: Path, speed_mps: f
         "duration_s": duration_s,
         "acked": total.get("acked"),
         "acked_per_s": round(total.get("acked", 0) / duration_s, 1),
+        "unacked_at_end": total.get("unacked"),
+        "device_errors": total.get("errors"),
+        "emulator_exit": out.returncode,
         "latency_ms": total.get("latency_ms"),
         "redirects_followed": total.get("redirects_followed"),
         "replication_lag_s": lag,

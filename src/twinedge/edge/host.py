@@ -914,6 +914,18 @@ class EdgeHost:
         result: FenceResult = await self._submit(_Op(prepare))
         return result
 
+    async def fence_and_export(
+        self, twin_id: str, epoch: int, owner: str, after_revision: int
+    ) -> tuple[FenceResult, ChangeSet]:
+        """:meth:`fence`, then :meth:`export_changes` after ``after_revision``: the last
+        changes of a pre-copy come back with the fence (one round trip between processes).
+
+        Raises:
+            As :meth:`fence` and :meth:`export_changes`.
+        """
+        fence = await self.fence(twin_id, epoch, owner)
+        return fence, await self.export_changes(twin_id, after_revision)
+
     async def release(self, twin_id: str) -> None:
         """After the new owner adopted the twin: drop its state here (durably), keep only
         the redirect. Releasing twice is harmless.
@@ -940,6 +952,17 @@ class EdgeHost:
             b.after.append(lambda: self._forget(twin_id))
 
         await self._submit(_Op(prepare))
+
+    async def adopt_changes(self, changes: ChangeSet, epoch: int, revision: int) -> int:
+        """:meth:`stage_changes`, then :meth:`adopt` at ``revision``: the end of a
+        pre-copy in one call. Returns ``revision`` once durable.
+
+        Raises:
+            As :meth:`stage_changes` and :meth:`adopt` (a staged copy that does not reach
+            ``revision`` is not adopted).
+        """
+        await self.stage_changes(changes)
+        return await self.adopt(changes.twin_id, epoch, revision)
 
     async def reclaim(self, twin_id: str, epoch: int) -> int:
         """Serve a fenced twin here again, under ``epoch``: the migration was interrupted

@@ -15,10 +15,9 @@ Two methods, after Clark et al., "Live Migration of Virtual Machines" (NSDI 2005
     2. export_changes   ─── changes r0+1..r1 ───────▶  stage_changes   } rounds until at
        export_changes   ─── changes r1+1..r2 ───────▶  stage_changes   } most max_final_
                                                                        } changes remain
-    3. fence(e+1, B)    durable: A refuses from now       ◀── downtime starts
-    4. export_changes   ─── changes ..r_final ──────▶  stage_changes
-    5.                                                 adopt(e+1, r_final)   durable: B serves
-                                                                          ◀── downtime ends
+    3. fence_and_export(e+1, B)   durable: A refuses from now ◀── downtime starts
+                        ─── changes ..r_final ──────▶  adopt_changes(e+1, r_final)
+                                                       durable: B serves  ◀── downtime ends
     6. release          A drops the state, keeps the redirect (moved)
 
 **stop-and-copy** (:func:`stop_and_copy`), the baseline — fence first, then copy it all:
@@ -99,6 +98,10 @@ class MigrationPeer(Protocol):
 
     async def fence(self, twin_id: str, epoch: int, owner: str) -> FenceResult: ...
 
+    async def fence_and_export(
+        self, twin_id: str, epoch: int, owner: str, after_revision: int
+    ) -> tuple[FenceResult, ChangeSet]: ...
+
     async def release(self, twin_id: str) -> None: ...
 
     async def expect(self, twin_id: str, source: str) -> None: ...
@@ -110,6 +113,8 @@ class MigrationPeer(Protocol):
     async def discard_staged(self, twin_id: str) -> None: ...
 
     async def adopt(self, twin_id: str, epoch: int, revision: int) -> int: ...
+
+    async def adopt_changes(self, changes: ChangeSet, epoch: int, revision: int) -> int: ...
 
     async def reclaim(self, twin_id: str, epoch: int) -> int: ...
 
@@ -129,9 +134,10 @@ class MigrationReport:
         changes_copied: changes sent after the snapshot.
         downtime_s: fence requested -> target serving; the sum of the three below.
         fence_s: fence requested -> fence durable (waits for the source's commit in
-            progress, then commits the fence).
-        copy_s: what is copied inside the downtime (pre-copy: the last changes;
-            stop-and-copy: the whole snapshot).
+            progress, then commits the fence; pre-copy: and the last changes exported
+            with it).
+        copy_s: what is copied inside the downtime on its own (stop-and-copy: the whole
+            snapshot; pre-copy: 0, its last changes travel with the fence and adoption).
         adopt_s: adopt requested -> durable on the target.
         total_s: the whole migration.
     """
@@ -236,20 +242,16 @@ async def pre_copy(
         await _quietly(target.discard_staged(twin_id))
         raise
     epoch = max(own.latest_epoch, snap.epoch) + 1
+    # the downtime: two calls, the last changes travelling with the fence's answer and
+    # with the adoption (one round trip each between processes)
     t0 = clock()
-    fence = await source.fence(twin_id, epoch, target.host_id)
+    fence, cs = await source.fence_and_export(twin_id, epoch, target.host_id, rev)
     t_fenced = clock()
-    cs = await source.export_changes(twin_id, rev)
-    rev = await target.stage_changes(cs)
     copied += cs.nbytes
     changes += len(cs)
-    if rev != fence.revision:
-        raise MigrationError(
-            f"twin {twin_id!r}: copied up to revision {rev}, the source ended at {fence.revision}"
-        )
-    t_copied = clock()
-    await target.adopt(twin_id, epoch, fence.revision)
+    await target.adopt_changes(cs, epoch, fence.revision)
     t1 = clock()
+    t_copied = t_fenced
     await source.release(twin_id)
     return MigrationReport(
         twin_id=twin_id,

@@ -118,6 +118,24 @@ class RemoteHost:
             await self._call("POST", f"/twins/{twin_id}/fence", {"epoch": epoch, "owner": owner})
         )
 
+    async def fence_and_export(
+        self, twin_id: str, epoch: int, owner: str, after_revision: int
+    ) -> tuple[FenceResult, ChangeSet]:
+        doc = await self._call(
+            "POST",
+            f"/twins/{twin_id}/fence-export",
+            {"epoch": epoch, "owner": owner, "after": after_revision},
+        )
+        return wire.fence_from(doc["fence"]), wire.changes_from(doc["changes"])
+
+    async def adopt_changes(self, changes: ChangeSet, epoch: int, revision: int) -> int:
+        doc = await self._call(
+            "POST",
+            f"/twins/{changes.twin_id}/adopt-changes",
+            {"changes": wire.changes_to(changes), "epoch": epoch, "revision": revision},
+        )
+        return int(doc["revision"])
+
     async def release(self, twin_id: str) -> None:
         await self._call("POST", f"/twins/{twin_id}/release")
 

@@ -12,8 +12,8 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     PUT  /core                            {url}: the core moved (it restarted elsewhere)
     POST /twins/{id}                      place: {document, epoch, revision}
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
-    POST /twins/{id}/abort-export | /fence | /release | /expect | /stage | /stage-changes
-         /discard-staged | /adopt | /reclaim | /redirect | /desired | /write | /retire
+    POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
+         /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
 
 An error answers ``{"error": <EdgeError class>, "message", ...its fields}`` with 409 (or
 404 for an unknown twin, 400 for bad input), so a remote caller raises the same
@@ -443,6 +443,22 @@ def control_app(server: HostServer) -> Any:
     async def fence(twin_id: str, request: Request) -> Any:
         d = await body(request)
         return wire.fence_to(await h().fence(twin_id, int(d["epoch"]), str(d["owner"])))
+
+    @app.post("/twins/{twin_id}/fence-export")
+    async def fence_export(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        fence, changes = await h().fence_and_export(
+            twin_id, int(d["epoch"]), str(d["owner"]), int(d["after"])
+        )
+        return {"fence": wire.fence_to(fence), "changes": wire.changes_to(changes)}
+
+    @app.post("/twins/{twin_id}/adopt-changes")
+    async def adopt_changes(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        changes = wire.changes_from(d["changes"])
+        if changes.twin_id != twin_id:
+            raise EdgeError(f"changes of twin {changes.twin_id!r} sent for {twin_id!r}")
+        return {"revision": await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))}
 
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:

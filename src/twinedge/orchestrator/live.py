@@ -42,6 +42,7 @@ from twinedge.world.state import World
 log = logging.getLogger("twinedge.orchestrator")
 
 POSITION = "position"
+MIGRATIONS_AT_ONCE = 2  # live migrations between host processes running at the same time
 
 
 def _mid(v: Any) -> float:
@@ -173,6 +174,7 @@ class LiveNetwork:
         # held by a decision in its worker thread, which a cancelled cycle does not stop:
         # the recorder is closed only once no decision is writing to it
         self._deciding = threading.Lock()
+        self._migration_slots = asyncio.Semaphore(MIGRATIONS_AT_ONCE)
 
     # --- reading the live twins --------------------------------------------------------
     def _group_defaults(self, scenario: Scenario) -> list[dict[str, Any]]:
@@ -405,7 +407,10 @@ class LiveNetwork:
             return
         self.moving[twin] = (old, new)  # until it is done: a failure is finished later
         try:
-            report = await pre_copy(self.hosts[old], target, twin)
+            # a few at a time: each one's downtime is its fence, copy and adoption, which
+            # queue behind every other migration's on the same hosts
+            async with self._migration_slots:
+                report = await pre_copy(self.hosts[old], target, twin)
         except Exception:
             self.migrations_failed += 1
             raise
