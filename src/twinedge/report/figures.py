@@ -15,7 +15,7 @@ What makes them fit for print:
   line style or marker, so they stay apart without colour. The utilisation heat maps use
   ``magma``, whose lightness rises monotonically.
 * **Readable log axes.** Log-scale ticks are plain numbers (``1``, ``2``, ``5``,
-  ``10``...), never ``10^0.3``; the axis limits snap outward to labelled ticks.
+  ``10``..., ``1e5`` from 100,000 on), never ``10^0.3``; the axis limits snap outward to labelled ticks.
 * **No overlapping text.** Constrained layout places titles, labels, colour bars and the
   legend (above the plot, outside the axes) so no two texts overlap.
 * **Reproducible files.** No creation dates, fixed SVG ids: the same run gives
@@ -164,9 +164,13 @@ def paper_style() -> Iterator[None]:
 
 
 def _plain(x: float, _pos: Any = None) -> str:
-    """A log-axis tick as a plain number: 0.5, 2, 1,000."""
+    """A log-axis tick as a plain number: 0.5, 2, 1,000, 20,000; from 100,000 on as
+    1e5, 2e6 (short enough for a one-column axis)."""
     if x <= 0 or not math.isfinite(x):
         return ""
+    if x >= 1e5:
+        e = math.floor(math.log10(x) + 1e-9)
+        return f"{x / 10.0**e:.6g}e{e}"
     if x >= 1000:
         return f"{x:,.0f}"
     return f"{x:.6g}"
@@ -189,7 +193,8 @@ def _log_axis(ax: Axes, lo: float, hi: float) -> None:
     )
     ax.set_xscale("log")
     ax.set_xlim(ticks[ticks <= lo * 1.0000001].max(), ticks[ticks >= hi / 1.0000001].min())
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=40))
+    # beyond four decades every other power of ten is labelled (numticks caps the count)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=40 if decades <= 4 else 6))
     ax.xaxis.set_major_formatter(FuncFormatter(_plain))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=40))
     ax.xaxis.set_minor_formatter(NullFormatter())
