@@ -28,7 +28,7 @@ from tests.conftest import tiny_scenario
 from twinedge.engine import simulate
 from twinedge.errors import ScenarioError
 from twinedge.report import figures
-from twinedge.scenario import load_scenario, parse_scenario
+from twinedge.scenario import load_scenario
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAIN_NUMBER = re.compile(r"^(\d{1,3}(,\d{3})*(\.\d+)?|\d(\.\d+)?e\d+)$")
@@ -113,7 +113,9 @@ def test_cli_figures_csv_holds_the_runs_numbers(tmp_path):
     assert p.returncode == 0, p.stderr
     fig_dir = tmp_path / "out" / "figures"
     assert sorted(x.name for x in fig_dir.iterdir()) == sorted(
-        f"{n}.{e}" for n in ("latency_cdf", "over_time", "utilisation", "map") for e in ("png", "csv")
+        f"{n}.{e}"
+        for n in ("latency_cdf", "over_time", "utilisation", "map")
+        for e in ("png", "csv")
     )
     summary = yaml.safe_load((tmp_path / "out" / "summary.json").read_text())["policies"]
     series = read_csv(tmp_path / "out" / "timeseries.csv")
@@ -162,12 +164,18 @@ def test_cli_figures_csv_holds_the_runs_numbers(tmp_path):
     assert float(thr[-1]["latency_ms"]) == pytest.approx(
         summary["nearest+threshold"]["p99_latency_ms"], rel=1e-9
     )
-    dl = [(float(r["latency_ms"]), float(r["cumulative_fraction"])) for r in cdf if r["series"] == "deadline"]
+    dl = [
+        (float(r["latency_ms"]), float(r["cumulative_fraction"]))
+        for r in cdf
+        if r["series"] == "deadline"
+    ]
     assert dl == [(5.0, 0.0), (5.0, 1.0)]
 
     # the map: the three nodes where the scenario puts them, the trail's three steps
     mp = read_csv(fig_dir / "map.csv")
-    nodes = [(r["layer"], r["id"], float(r["x_m"]), float(r["y_m"])) for r in mp if r["layer"] != "trail"]
+    nodes = [
+        (r["layer"], r["id"], float(r["x_m"]), float(r["y_m"])) for r in mp if r["layer"] != "trail"
+    ]
     assert nodes == [
         ("access point", "ap", 0, 0),
         ("edge server", "edge", 0, 0),
@@ -218,7 +226,9 @@ def greyscale_keys(fig: Figure) -> list[tuple[str, str]]:
 
 @given(st.integers(min_value=1, max_value=28))
 def test_first_28_series_differ_in_linestyle_or_marker(n):
-    keys = [(figures.series_style(i)["linestyle"], figures.series_style(i)["marker"]) for i in range(n)]
+    keys = [
+        (figures.series_style(i)["linestyle"], figures.series_style(i)["marker"]) for i in range(n)
+    ]
     assert len(set(keys)) == n
 
 
@@ -397,7 +407,11 @@ def test_compare_writes_figures_into_out(tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     names = sorted(x.name for x in (tmp_path / "paper" / "figures").iterdir())
-    assert names == sorted(f"{n}.{e}" for n in ("latency_cdf", "map", "over_time", "utilisation") for e in ("csv", "svg"))
+    assert names == sorted(
+        f"{n}.{e}"
+        for n in ("latency_cdf", "map", "over_time", "utilisation")
+        for e in ("csv", "svg")
+    )
     root = ET.fromstring((tmp_path / "paper" / "figures" / "map.svg").read_bytes())
     assert float(root.attrib["width"].removesuffix("pt")) == pytest.approx(72 * 7.16)
 

@@ -159,7 +159,8 @@ def series_style(i: int) -> dict[str, Any]:
 @contextmanager
 def paper_style() -> Iterator[None]:
     """The rc settings figures are built and saved under."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context():
+        matplotlib.rcParams.update(_RC)
         yield
 
 
@@ -189,7 +190,11 @@ def _log_axis(ax: Axes, lo: float, hi: float) -> None:
     else:
         subs = (1,)
     ticks = np.array(
-        [s * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 2) for s in subs]
+        [
+            s * 10.0**e
+            for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 2)
+            for s in subs
+        ]
     )
     ax.set_xscale("log")
     ax.set_xlim(ticks[ticks <= lo * 1.0000001].max(), ticks[ticks >= hi / 1.0000001].min())
@@ -209,7 +214,9 @@ def _legend(fig: Figure, ax: Axes, columns: int, n: int) -> None:
 
 def latency_cdf(results: Sequence[RunResult], columns: int = 1) -> PaperFigure:
     """The latency CDF over all twin-steps, one line per policy, deadlines dotted."""
-    fig = plt.figure(figsize=(WIDTH_IN[columns], 2.6 if columns == 1 else 3.0), layout="constrained")
+    fig = plt.figure(
+        figsize=(WIDTH_IN[columns], 2.6 if columns == 1 else 3.0), layout="constrained"
+    )
     ax = fig.add_subplot()
     centres = np.sqrt(HIST_EDGES_MS[:-1] * HIST_EDGES_MS[1:])
     rows: list[tuple[Any, ...]] = []
@@ -304,7 +311,9 @@ def utilisation(results: Sequence[RunResult], columns: int = 1) -> PaperFigure:
         ax.set_title(r.label)
         for rank, h in enumerate(order):
             name = ids[h]
-            rows.extend((r.label, rank, name, float(t[k]), float(u[rank, k])) for k in range(t.size))
+            rows.extend(
+                (r.label, rank, name, float(t[k]), float(u[rank, k])) for k in range(t.size)
+            )
     axes[-1, 0].set_xlabel("virtual time (s)")
     if im is not None:
         fig.colorbar(im, ax=axes[:, 0].tolist(), label="CPU utilisation")
@@ -334,7 +343,8 @@ def infrastructure_map(r: RunResult, columns: int = 1) -> PaperFigure:
             xy = w.node_xy_m[idx]
             ax.scatter(xy[:, 0], xy[:, 1], s=size, marker=marker, c=color, label=name, zorder=2)
             rows.extend(
-                (name, w.node_ids[n], "", float(x), float(y)) for n, (x, y) in zip(idx, xy, strict=True)
+                (name, w.node_ids[n], "", float(x), float(y))
+                for n, (x, y) in zip(idx, xy, strict=True)
             )
     trails = r.metrics.trails
     for k in range(trails.shape[1]):

@@ -19,7 +19,6 @@ from twinedge.engine.simulation import RunResult
 from twinedge.report import figures
 
 
-
 def _svg(pf: figures.PaperFigure) -> str:
     """A paper figure (two-column width) as inline SVG."""
     try:
