@@ -160,7 +160,8 @@ def series_style(i: int) -> dict[str, Any]:
 def paper_style() -> Iterator[None]:
     """The rc settings figures are built and saved under."""
     with matplotlib.rc_context():
-        matplotlib.rcParams.update(_RC)
+        for key, value in _RC.items():
+            matplotlib.rcParams[key] = value  # type: ignore[index]
         yield
 
 
