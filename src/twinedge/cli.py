@@ -237,6 +237,25 @@ def _results_json(results, scenario_name: str, seed: int, steps: int) -> dict[st
     return d
 
 
+FiguresOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--figures",
+        help="Also write each figure as these formats (comma-separated: pdf, svg, png) with "
+        "its data as CSV into OUT/figures/ (default: none).",
+    ),
+]
+FigureColumnsOpt = Annotated[
+    int,
+    typer.Option(
+        "--figure-columns",
+        min=1,
+        max=2,
+        help="Figure width: 1 column (3.5 in) or 2 columns (7.16 in) of a two-column paper.",
+    ),
+]
+
+
 @app.command()
 def run(
     scenario: ScenarioArg = "city",
@@ -284,9 +303,14 @@ def run(
             "'auto', or 'local' to start Ray here (needs twinedge[ray])."
         ),
     ] = None,
+    figures: FiguresOpt = None,
+    figure_columns: FigureColumnsOpt = 1,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
     from twinedge.report import summary_table, write_outputs
+    from twinedge.report.figures import parse_formats
+
+    figure_formats = parse_formats(figures)  # a bad list fails before the run
 
     sc, seed, steps, results, recorders = _run_many(
         scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
@@ -304,6 +328,8 @@ def run(
         steps=steps,
         extra=extra,
         report=not no_report,
+        figure_formats=figure_formats,
+        figure_columns=figure_columns,
     )
     if as_json:
         doc = _results_json(results, sc.name, seed, steps)
@@ -345,9 +371,17 @@ def compare(
             "'auto', or 'local' to start Ray here (needs twinedge[ray])."
         ),
     ] = None,
+    figures: FiguresOpt = None,
+    figure_columns: FigureColumnsOpt = 1,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Output folder of --figures (OUT/figures/).")
+    ] = Path("out"),
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table."""
     from twinedge.report import summary_table
+    from twinedge.report.figures import parse_formats, write_figures
+
+    figure_formats = parse_formats(figures)  # a bad list fails before the run
 
     sc, seed, steps, results, _ = _run_many(
         scenario,
@@ -360,10 +394,14 @@ def compare(
         ray=ray,
         command="compare",
     )
+    if figure_formats:
+        write_figures(results, out_dir / "figures", figure_formats, figure_columns)
     if as_json:
         print(json.dumps(_results_json(results, sc.name, seed, steps), indent=2))
     else:
         out.print(summary_table(results))
+        if figure_formats:
+            out.print(f"figures: {out_dir / 'figures'}")
 
 
 @app.command()

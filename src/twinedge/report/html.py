@@ -1,9 +1,11 @@
-"""The HTML report: one self-contained file (inline SVG plots, no network access)."""
+"""The HTML report: one self-contained file (inline SVG plots, no network access).
+
+The plots are the paper figures of :mod:`twinedge.report.figures` at two-column width.
+"""
 
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
 import matplotlib
@@ -13,105 +15,37 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from twinedge import __version__
-from twinedge.engine.metrics import HIST_EDGES_MS, STEP_COLUMNS
 from twinedge.engine.simulation import RunResult
-
-_COL = {c: i for i, c in enumerate(STEP_COLUMNS)}
-_TIER_STYLE = {1: ("edge server", "s", "#1f77b4", 30), 2: ("region hub", "D", "#d62728", 70)}
+from twinedge.report import figures
 
 
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
+def _svg(pf: figures.PaperFigure) -> str:
+    """A paper figure (two-column width) as inline SVG."""
+    try:
+        text = figures.render(pf, "svg").decode()
+    finally:
+        plt.close(pf.figure)
     return text[text.index("<svg") :]
 
 
 def _cdf(results: list[RunResult]) -> str:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    centres = np.sqrt(HIST_EDGES_MS[:-1] * HIST_EDGES_MS[1:])
-    for r in results:
-        c = np.cumsum(r.metrics.hist) / max(r.metrics.hist.sum(), 1)
-        nz = np.flatnonzero(r.metrics.hist)
-        lo, hi = nz[0], nz[-1] + 1
-        ax.plot(centres[lo:hi], c[lo:hi], label=r.label)
-    req = np.unique(results[0].world.latency_req_ms)
-    for v in req[:4]:
-        ax.axvline(v, color="grey", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("twin latency (ms, log scale); dotted: deadlines")
-    ax.set_ylabel("fraction of twin-steps")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _svg(fig)
+    with figures.paper_style():
+        return _svg(figures.latency_cdf(results, columns=2))
 
 
 def _over_time(results: list[RunResult]) -> str:
-    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    for r in results:
-        v = r.metrics.step_values
-        t = v[:, _COL["t_s"]]
-        axes[0].plot(t, v[:, _COL["migrations"]], lw=1, label=r.label)
-        axes[1].plot(t, v[:, _COL["deadline_misses"]] / r.world.n_entities, lw=1, label=r.label)
-    axes[0].set_ylabel("migrations per step")
-    axes[1].set_ylabel("deadline-miss ratio")
-    axes[1].set_xlabel("virtual time (s)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return _svg(fig)
+    with figures.paper_style():
+        return _svg(figures.over_time(results, columns=2))
 
 
 def _heatmaps(results: list[RunResult]) -> str:
-    shown = results[:4]
-    fig, axes = plt.subplots(len(shown), 1, figsize=(7, 2.4 * len(shown)), squeeze=False)
-    w = shown[0].world
-    order = np.lexsort((w.host_cpu_ghz, w.host_tier))
-    for ax, r in zip(axes[:, 0], shown, strict=True):
-        u = r.metrics.utilisation[:, order].T
-        t_end = r.metrics.step_values[-1, _COL["t_s"]]
-        im = ax.imshow(
-            u,
-            aspect="auto",
-            origin="lower",
-            vmin=0,
-            vmax=1,
-            cmap="magma",
-            extent=(0, t_end, 0, u.shape[0]),
-            interpolation="nearest",
-        )
-        ax.set_ylabel("host")
-        ax.set_title(r.label, fontsize=9)
-    axes[-1, 0].set_xlabel("virtual time (s)")
-    fig.colorbar(im, ax=axes[:, 0].tolist(), label="CPU utilisation")
-    return _svg(fig)
+    with figures.paper_style():
+        return _svg(figures.utilisation(results, columns=2))
 
 
 def _map(r: RunResult) -> str:
-    w = r.world
-    fig, ax = plt.subplots(figsize=(6.5, 6.5))
-    acc = w.node_xy_m[w.access]
-    ax.scatter(acc[:, 0], acc[:, 1], s=6, c="#999999", label="access point", zorder=1)
-    lo, hi = w.bounds_m[:2], w.bounds_m[2:]
-    for code, (name, marker, color, size) in _TIER_STYLE.items():
-        idx = np.flatnonzero(w.node_tier == code)
-        idx = idx[np.all((w.node_xy_m[idx] >= lo - 1) & (w.node_xy_m[idx] <= hi + 1), axis=1)]
-        if idx.size:
-            xy = w.node_xy_m[idx]
-            ax.scatter(xy[:, 0], xy[:, 1], s=size, marker=marker, c=color, label=name, zorder=2)
-    trails = r.metrics.trails
-    for k in range(trails.shape[1]):
-        ax.plot(trails[:, k, 0], trails[:, k, 1], lw=0.8, alpha=0.8, zorder=3)
-        ax.plot(trails[-1, k, 0], trails[-1, k, 1], "o", ms=3, c="black", zorder=4)
-    ax.set_xlim(lo[0], hi[0])
-    ax.set_ylim(lo[1], hi[1])
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(f"infrastructure and {trails.shape[1]} sample entity trails", fontsize=9)
-    return _svg(fig)
+    with figures.paper_style():
+        return _svg(figures.infrastructure_map(r, columns=2))
 
 
 _CSS = """

@@ -1,5 +1,6 @@
-"""Write a run's results: ``summary.json``, ``timeseries.csv``, ``timing.json`` and
-``report.html``.
+"""Write a run's results: ``summary.json``, ``timeseries.csv``, ``timing.json``,
+``report.html`` and, when asked, ``figures/`` (each figure as PDF/SVG/PNG with its data
+as CSV; see :mod:`twinedge.report.figures`).
 
 ``summary.json`` holds only what the seed determines, so the same seed gives a
 byte-identical file; wall-clock times go to ``timing.json`` (and the table and report).
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +63,15 @@ def write_outputs(
     steps: int,
     extra: dict | None = None,
     report: bool = True,
+    figure_formats: Sequence[str] = (),
+    figure_columns: int = 1,
 ) -> dict[str, Path]:
-    """Write every output file of a run into ``out_dir``; return their paths."""
+    """Write every output file of a run into ``out_dir``; return their paths.
+
+    ``figure_formats`` (some of ``pdf``, ``svg``, ``png``) also writes every figure in
+    those formats, with its data as CSV, into ``out_dir/figures`` at the width of
+    ``figure_columns`` (1: 3.5 in, 2: 7.16 in); the returned ``figures`` is that folder.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "summary": out_dir / "summary.json",
@@ -92,6 +101,11 @@ def write_outputs(
         paths["report"] = write_report(
             results, out_dir / "report.html", summary=summary, extra=extra or {}
         )
+    if figure_formats:
+        from twinedge.report.figures import write_figures
+
+        write_figures(results, out_dir / "figures", figure_formats, figure_columns)
+        paths["figures"] = out_dir / "figures"
     return paths
 
 
