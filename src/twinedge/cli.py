@@ -237,6 +237,78 @@ def _results_json(results, scenario_name: str, seed: int, steps: int) -> dict[st
     return d
 
 
+def _sweep(
+    scenario: str,
+    placement: str | None,
+    migration: str | None,
+    seed: int | None,
+    seeds: str | None,
+    params: list[str] | None,
+    steps: int | None,
+    quiet: bool,
+    workers: int,
+    ray: str | None,
+    out_dir: Path | None,
+    command: str,
+):
+    """Run a sweep of seeds and parameters with progress on stderr."""
+    from twinedge.engine import check_run
+    from twinedge.engine.sweep import parse_param, parse_seeds, run_sweep
+    from twinedge.scenario import load_scenario
+
+    if seed is not None and seeds is not None:
+        raise TwinedgeError("give --seed or --seeds, not both")
+    sc = load_scenario(scenario)
+    check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
+    seed_list = parse_seeds(seeds) if seeds is not None else [sc.run.seed]
+    grid = [parse_param(p, sc) for p in params or []]
+    pol = sc.policies
+    mode = _progress_mode(quiet)
+    lines: list[ProgressLines] = []
+
+    def on_done(finished: int, total: int, name: str) -> None:
+        if mode == "none":
+            return
+        if not lines:
+            lines.append(
+                ProgressLines(total, "runs", stream=sys.stderr, every_s=_progress_every_s(),
+                              prefix=f"twinedge {command}")  # fmt: skip
+            )
+        lines[0].update(finished, name)
+
+    result = run_sweep(
+        sc,
+        seeds=seed_list,
+        placements=pol.as_list(placement or pol.placement),
+        migrations=pol.as_list(migration or pol.migration),
+        params=grid,
+        steps=steps,
+        out_dir=out_dir,
+        workers=workers,
+        ray_address=ray,
+        on_done=on_done,
+    )
+    if lines:
+        lines[0].finish()
+    return result
+
+
+def _print_sweep(result, paths: dict[str, Path], as_json: bool, quiet: bool) -> None:
+    if as_json:
+        doc = result.summary_json()
+        doc["files"] = {name: str(p) for name, p in paths.items()}
+        print(json.dumps(doc, indent=2))
+        return
+    if quiet:
+        return
+    from twinedge.report.sweep import sweep_table
+
+    out.print(sweep_table(result))
+    out.print(f"runs: {len(result.records)} ({result.kept} kept from an earlier start, {result.ran} run now)")
+    for name, p in paths.items():
+        out.print(f"{name}: {p}")
+
+
 @app.command()
 def run(
     scenario: ScenarioArg = "city",
@@ -284,9 +356,40 @@ def run(
             "'auto', or 'local' to start Ray here (needs twinedge[ray])."
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
+            "lists, e.g. 0..31 or 0..3,10."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
+            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
+        ),
+    ] = None,
 ) -> None:
-    """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
+    """Simulate a scenario and write summary.json, timeseries.csv and report.html.
+
+    With --seeds or --param it runs a sweep: results.parquet/.csv (one row per run and
+    metric), summary.parquet/.csv and summary.json (mean ± 95 % CI across seeds) and
+    report.html; finished runs are kept in OUT/runs, so the same command run again
+    resumes an interrupted sweep.
+    """
     from twinedge.report import summary_table, write_outputs
+
+    if seeds is not None or param:
+        if ledger is not None:
+            raise TwinedgeError("--ledger records one run: it cannot be combined with --seeds or --param")
+        result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
+                        workers, ray, out_dir, "run")  # fmt: skip
+        from twinedge.engine.sweep import write_sweep
+
+        paths = write_sweep(result, out_dir, report=not no_report)
+        _print_sweep(result, paths, as_json, quiet)
+        return
 
     sc, seed, steps, results, recorders = _run_many(
         scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
@@ -335,6 +438,14 @@ def compare(
         bool, typer.Option("--json", help="Print the summary as JSON (instead of the table).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="With --seeds or --param: keep the runs and the tables in this folder "
+            "(an interrupted sweep resumes from it).",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
     ] = 1,
@@ -345,9 +456,37 @@ def compare(
             "'auto', or 'local' to start Ray here (needs twinedge[ray])."
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
+            "lists, e.g. 0..31 or 0..3,10."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
+            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
+        ),
+    ] = None,
 ) -> None:
-    """Run every placement x migration combination on the same seed and print a table."""
+    """Run every placement x migration combination on the same seed and print a table
+    (with --seeds or --param: mean ± 95 % CI across seeds per policy and parameter point)."""
     from twinedge.report import summary_table
+
+    if seeds is not None or param:
+        result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
+                        workers, ray, out_dir, "compare")  # fmt: skip
+        paths = {}
+        if out_dir is not None:
+            from twinedge.engine.sweep import write_sweep
+
+            paths = write_sweep(result, out_dir, report=False)
+        _print_sweep(result, paths, as_json, False)
+        return
+    if out_dir is not None:
+        raise TwinedgeError("--out keeps the runs of a sweep: give --seeds or --param too")
 
     sc, seed, steps, results, _ = _run_many(
         scenario,

@@ -110,3 +110,32 @@ def _seeds_text(seeds: list[int]) -> str:
     if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
         return f"{seeds[0]}..{seeds[-1]}"
     return ",".join(map(str, seeds))
+
+
+def sweep_table(result: SweepResult):
+    """A rich table of a sweep: one row per policy and parameter point, each metric as
+    ``mean ± ci95`` across seeds."""
+    from rich.table import Table
+
+    from twinedge.engine.sweep import ci95
+
+    cols = (
+        ("mean ms", "mean_latency_ms", "{:.2f}", 1.0),
+        ("p95 ms", "p95_latency_ms", "{:.2f}", 1.0),
+        ("miss %", "deadline_miss_ratio", "{:.2f}", 100.0),
+        ("migrations", "migrations", "{:.0f}", 1.0),
+        ("GB moved", "bytes_migrated", "{:.1f}", 1e-9),
+        ("server MJ", "server_energy_j", "{:.2f}", 1e-6),
+    )
+    t = Table(title="twinedge: mean ± 95 % CI across seeds", header_style="bold")
+    t.add_column("policy", justify="left")
+    t.add_column("seeds", justify="right")
+    for name, *_ in cols:
+        t.add_column(name, justify="right")
+    for k, runs in result.groups().items():
+        cells = []
+        for _, key, fmt, scale in cols:
+            mean, half = ci95([r.summary[key] * scale for r in runs])
+            cells.append(fmt.format(mean) + ("" if math.isnan(half) else " ± " + fmt.format(half)))
+        t.add_row(_group_label(k, result.param_paths), str(len(runs)), *cells)
+    return t
