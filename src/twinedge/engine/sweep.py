@@ -130,6 +130,8 @@ def ci95(values: Sequence[float]) -> tuple[float, float]:
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan
+    if np.ptp(x) == 0:  # equal values: exactly no spread (not a rounding residue)
+        return mean, 0.0
     s = float(x.std(ddof=1))
     return mean, float(t.ppf(0.975, n - 1) * s / math.sqrt(n))
 
