@@ -271,8 +271,13 @@ def _sweep(
             return
         if not lines:
             lines.append(
-                ProgressLines(total, "runs", stream=sys.stderr, every_s=_progress_every_s(),
-                              prefix=f"twinedge {command}")  # fmt: skip
+                ProgressLines(
+                    total,
+                    "runs",
+                    stream=sys.stderr,
+                    every_s=_progress_every_s(),
+                    prefix=f"twinedge {command}",
+                )
             )
         lines[0].update(finished, name)
 
@@ -304,7 +309,9 @@ def _print_sweep(result, paths: dict[str, Path], as_json: bool, quiet: bool) -> 
     from twinedge.report.sweep import sweep_table
 
     out.print(sweep_table(result))
-    out.print(f"runs: {len(result.records)} ({result.kept} kept from an earlier start, {result.ran} run now)")
+    out.print(
+        f"runs: {len(result.records)} ({result.kept} kept from an earlier start, {result.ran} run now)"
+    )
     for name, p in paths.items():
         out.print(f"{name}: {p}")
 
@@ -382,7 +389,9 @@ def run(
 
     if seeds is not None or param:
         if ledger is not None:
-            raise TwinedgeError("--ledger records one run: it cannot be combined with --seeds or --param")
+            raise TwinedgeError(
+                "--ledger records one run: it cannot be combined with --seeds or --param"
+            )
         result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
                         workers, ray, out_dir, "run")  # fmt: skip
         from twinedge.engine.sweep import write_sweep

@@ -136,9 +136,17 @@ def test_params_are_typed_by_their_policy_or_field(small):
 
 def test_entities_count_is_shared_in_proportion():
     city = load_scenario("city")  # 1200 vehicles, 600 pedestrians, 200 sensors
-    assert [g.count for g in apply_overrides(city, {"entities.count": 1000}).entities] == [600, 300, 100]
+    assert [g.count for g in apply_overrides(city, {"entities.count": 1000}).entities] == [
+        600,
+        300,
+        100,
+    ]
     # 600.6, 300.3, 100.1: the one left over goes to the largest remainder
-    assert [g.count for g in apply_overrides(city, {"entities.count": 1001}).entities] == [601, 300, 100]
+    assert [g.count for g in apply_overrides(city, {"entities.count": 1001}).entities] == [
+        601,
+        300,
+        100,
+    ]
 
 
 @given(st.integers(0, 100_000))
@@ -197,7 +205,7 @@ def test_the_json_summary_is_mean_and_interval_of_the_runs(sweep):
 
 
 def test_the_tidy_tables_load_with_pandas(sweep):
-    res, out, paths = sweep
+    _, _, paths = sweep
     pq = pd.read_parquet(paths["results_parquet"])
     cs = pd.read_csv(paths["results_csv"])
     assert len(pq) == len(cs) == 9 * len(METRICS)

@@ -66,8 +66,14 @@ def run_job(
     pol = sc.policies
     res = simulate(
         sc,
-        placement_params={**pol.placement_params.get(job.placement, {}), **dict(job.placement_params)},
-        migration_params={**pol.migration_params.get(job.migration, {}), **dict(job.migration_params)},
+        placement_params={
+            **pol.placement_params.get(job.placement, {}),
+            **dict(job.placement_params),
+        },
+        migration_params={
+            **pol.migration_params.get(job.migration, {}),
+            **dict(job.migration_params),
+        },
         seed=job.seed,
         steps=job.steps,
         placement=job.placement,
@@ -101,7 +107,7 @@ def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
 
 def run_jobs(
     sc: Scenario,
-    jobs: Sequence[Job],
+    jobs: Sequence[Any],
     *,
     workers: int = 1,
     ray_address: str | None = None,

@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import yaml
@@ -216,7 +216,7 @@ def parse_param(text: str, sc: Scenario) -> Param:
 
         for v in values:  # the policy's own range checks, before anything runs
             try:
-                as_policy(head, kind, **{rest: v})
+                as_policy(head, cast(Literal["placement", "migration"], kind), **{rest: v})
             except PolicyError as exc:
                 raise TwinedgeError(f"--param {text}: {exc}") from None
         return Param(path, values, head, kind)
@@ -333,9 +333,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunRecord:
-        return cls(
-            d["key"], d["summary"], d["step_values"], d["wall_s"], d["entities"], d["hosts"]
-        )
+        return cls(d["key"], d["summary"], d["step_values"], d["wall_s"], d["entities"], d["hosts"])
 
 
 def run_name(key: dict[str, Any]) -> str:
@@ -505,10 +503,14 @@ def plan(
             point = dict(zip((q.path for q in own), values, strict=True))
             scen = {q.path: point[q.path] for q in own if q.policy is None}
             p_params = {
-                q.path.partition(".")[2]: point[q.path] for q in own if q.policy == p and q.kind == "placement"
+                q.path.partition(".")[2]: point[q.path]
+                for q in own
+                if q.policy == p and q.kind == "placement"
             }
             m_params = {
-                q.path.partition(".")[2]: point[q.path] for q in own if q.policy == m and q.kind == "migration"
+                q.path.partition(".")[2]: point[q.path]
+                for q in own
+                if q.policy == m and q.kind == "migration"
             }
             for seed in seeds:
                 key = {
