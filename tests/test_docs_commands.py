@@ -431,6 +431,7 @@ COVERED = {
     "docs/policies.md",
     "docs/scenario.md",
     "docs/benchmarks.md",
+    "docs/experiments.md",
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
 }
@@ -600,6 +601,15 @@ def test_policies_commands(tmp_path):
     shutil.copy(cwd / "examples" / "mypolicies.py", cwd / "mypolicies.py")
     p, _ = run_doc("docs/policies.md", cwd, env_for(tmp_path))
     assert "mypolicies:cheapest_with_room" in p.stdout
+
+
+def test_experiments_commands(tmp_path):
+    cwd = workdir(tmp_path)
+    p, _ = run_doc("docs/experiments.md", cwd, env_for(tmp_path))
+    assert "mean ± 95 % CI across seeds" in p.stdout
+    assert "greedy+utility (utility.beta=0.3)" in p.stdout
+    doc = (cwd / "sweep" / "summary.json").read_text()
+    assert '"kept": 0' in doc and '"ran": 8' in doc
 
 
 @pytest.mark.slow  # ~45 s: the EUA scenario runs optimal (20 s time limit) twice

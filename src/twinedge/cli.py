@@ -256,6 +256,85 @@ FigureColumnsOpt = Annotated[
 ]
 
 
+def _sweep(
+    scenario: str,
+    placement: str | None,
+    migration: str | None,
+    seed: int | None,
+    seeds: str | None,
+    params: list[str] | None,
+    steps: int | None,
+    quiet: bool,
+    workers: int,
+    ray: str | None,
+    out_dir: Path | None,
+    command: str,
+):
+    """Run a sweep of seeds and parameters with progress on stderr."""
+    from twinedge.engine import check_run
+    from twinedge.engine.sweep import parse_param, parse_seeds, run_sweep
+    from twinedge.scenario import load_scenario
+
+    if seed is not None and seeds is not None:
+        raise TwinedgeError("give --seed or --seeds, not both")
+    sc = load_scenario(scenario)
+    check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
+    seed_list = parse_seeds(seeds) if seeds is not None else [sc.run.seed]
+    grid = [parse_param(p, sc) for p in params or []]
+    pol = sc.policies
+    mode = _progress_mode(quiet)
+    lines: list[ProgressLines] = []
+
+    def on_done(finished: int, total: int, name: str) -> None:
+        if mode == "none":
+            return
+        if not lines:
+            lines.append(
+                ProgressLines(
+                    total,
+                    "runs",
+                    stream=sys.stderr,
+                    every_s=_progress_every_s(),
+                    prefix=f"twinedge {command}",
+                )
+            )
+        lines[0].update(finished, name)
+
+    result = run_sweep(
+        sc,
+        seeds=seed_list,
+        placements=pol.as_list(placement or pol.placement),
+        migrations=pol.as_list(migration or pol.migration),
+        params=grid,
+        steps=steps,
+        out_dir=out_dir,
+        workers=workers,
+        ray_address=ray,
+        on_done=on_done,
+    )
+    if lines:
+        lines[0].finish()
+    return result
+
+
+def _print_sweep(result, paths: dict[str, Path], as_json: bool, quiet: bool) -> None:
+    if as_json:
+        doc = result.summary_json()
+        doc["files"] = {name: str(p) for name, p in paths.items()}
+        print(json.dumps(doc, indent=2))
+        return
+    if quiet:
+        return
+    from twinedge.report.sweep import sweep_table
+
+    out.print(sweep_table(result))
+    out.print(
+        f"runs: {len(result.records)} ({result.kept} kept from an earlier start, {result.ran} run now)"
+    )
+    for name, p in paths.items():
+        out.print(f"{name}: {p}")
+
+
 @app.command()
 def run(
     scenario: ScenarioArg = "city",
@@ -305,12 +384,45 @@ def run(
     ] = None,
     figures: FiguresOpt = None,
     figure_columns: FigureColumnsOpt = 1,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
+            "lists, e.g. 0..31 or 0..3,10."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
+            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
+        ),
+    ] = None,
 ) -> None:
-    """Simulate a scenario and write summary.json, timeseries.csv and report.html."""
+    """Simulate a scenario and write summary.json, timeseries.csv and report.html.
+
+    With --seeds or --param it runs a sweep: results.parquet/.csv (one row per run and
+    metric), summary.parquet/.csv and summary.json (mean ± 95 % CI across seeds) and
+    report.html; finished runs are kept in OUT/runs, so the same command run again
+    resumes an interrupted sweep.
+    """
     from twinedge.report import summary_table, write_outputs
     from twinedge.report.figures import parse_formats
 
     figure_formats = parse_formats(figures)  # a bad list fails before the run
+
+    if seeds is not None or param:
+        if ledger is not None:
+            raise TwinedgeError(
+                "--ledger records one run: it cannot be combined with --seeds or --param"
+            )
+        result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
+                        workers, ray, out_dir, "run")  # fmt: skip
+        from twinedge.engine.sweep import write_sweep
+
+        paths = write_sweep(result, out_dir, report=not no_report)
+        _print_sweep(result, paths, as_json, quiet)
+        return
 
     sc, seed, steps, results, recorders = _run_many(
         scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
@@ -361,6 +473,15 @@ def compare(
         bool, typer.Option("--json", help="Print the summary as JSON (instead of the table).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="With --seeds or --param: keep the runs and the tables in this folder "
+            "(an interrupted sweep resumes from it); with --figures: write OUT/figures/ "
+            "(default: out).",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
     ] = 1,
@@ -373,15 +494,44 @@ def compare(
     ] = None,
     figures: FiguresOpt = None,
     figure_columns: FigureColumnsOpt = 1,
-    out_dir: Annotated[
-        Path, typer.Option("--out", help="Output folder of --figures (OUT/figures/).")
-    ] = Path("out"),
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
+            "lists, e.g. 0..31 or 0..3,10."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
+            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
+        ),
+    ] = None,
 ) -> None:
-    """Run every placement x migration combination on the same seed and print a table."""
+    """Run every placement x migration combination on the same seed and print a table
+    (with --seeds or --param: mean ± 95 % CI across seeds per policy and parameter point)."""
     from twinedge.report import summary_table
     from twinedge.report.figures import parse_formats, write_figures
 
     figure_formats = parse_formats(figures)  # a bad list fails before the run
+
+    if seeds is not None or param:
+        result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
+                        workers, ray, out_dir, "compare")  # fmt: skip
+        paths = {}
+        if out_dir is not None:
+            from twinedge.engine.sweep import write_sweep
+
+            paths = write_sweep(result, out_dir, report=False)
+        _print_sweep(result, paths, as_json, False)
+        return
+    if out_dir is not None and not figure_formats:
+        raise TwinedgeError(
+            "--out keeps the runs of a sweep or the files of --figures: give --seeds, "
+            "--param or --figures too"
+        )
+    fig_dir = (out_dir or Path("out")) / "figures"
 
     sc, seed, steps, results, _ = _run_many(
         scenario,
@@ -395,13 +545,13 @@ def compare(
         command="compare",
     )
     if figure_formats:
-        write_figures(results, out_dir / "figures", figure_formats, figure_columns)
+        write_figures(results, fig_dir, figure_formats, figure_columns)
     if as_json:
         print(json.dumps(_results_json(results, sc.name, seed, steps), indent=2))
     else:
         out.print(summary_table(results))
         if figure_formats:
-            out.print(f"figures: {out_dir / 'figures'}")
+            out.print(f"figures: {fig_dir}")
 
 
 @app.command()

@@ -101,3 +101,17 @@ def test_the_cli_runs_a_sweep_on_the_cluster(ray_cluster, tmp_path):
 def test_a_bad_ray_address_fails_fast_with_one_line(address, message):
     with pytest.raises(TwinedgeError, match=message):
         check_ray_address(address, timeout_s=1.0)
+
+
+def test_a_sweep_on_the_cluster_gives_the_sequential_records(ray_cluster, tmp_path):
+    from twinedge.engine.sweep import parse_param, run_sweep
+
+    sc = load_scenario("city-small")
+    grid = [parse_param("utility.beta=0.2,0.8", sc)]
+    kw = dict(seeds=[0, 1], placements=["nearest"], migrations=["utility"], params=grid, steps=4)
+    here = run_sweep(sc, **kw)
+    there = run_sweep(sc, **kw, ray_address=ray_cluster.address, out_dir=tmp_path)
+    assert [{**r.to_json(), "wall_s": 0} for r in there.records] == [
+        {**r.to_json(), "wall_s": 0} for r in here.records
+    ]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4

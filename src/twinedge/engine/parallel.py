@@ -26,7 +26,12 @@ from twinedge.scenario.schema import Scenario
 
 @dataclass(frozen=True)
 class Job:
-    """One simulation: a policy combination on a seed, with an optional ledger."""
+    """One simulation: a policy combination on a seed, with an optional ledger.
+
+    ``overrides`` replace dotted scenario fields (see
+    :func:`twinedge.engine.sweep.apply_overrides`); ``placement_params`` and
+    ``migration_params`` are added to the scenario's parameters of the two policies.
+    """
 
     placement: str
     migration: str
@@ -34,6 +39,9 @@ class Job:
     steps: int
     ledger: Path | None = None
     ledger_every: int = 0
+    overrides: tuple[tuple[str, Any], ...] = ()
+    placement_params: tuple[tuple[str, Any], ...] = ()
+    migration_params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -51,8 +59,21 @@ def run_job(
         recorder = LedgerRecorder(
             job.ledger, actor=f"twinedge-run/{job.label}", checkpoint_every=job.ledger_every
         )
+    if job.overrides:
+        from twinedge.engine.sweep import apply_overrides
+
+        sc = apply_overrides(sc, dict(job.overrides))
+    pol = sc.policies
     res = simulate(
         sc,
+        placement_params={
+            **pol.placement_params.get(job.placement, {}),
+            **dict(job.placement_params),
+        },
+        migration_params={
+            **pol.migration_params.get(job.migration, {}),
+            **dict(job.migration_params),
+        },
         seed=job.seed,
         steps=job.steps,
         placement=job.placement,
@@ -86,12 +107,13 @@ def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
 
 def run_jobs(
     sc: Scenario,
-    jobs: Sequence[Job],
+    jobs: Sequence[Any],
     *,
     workers: int = 1,
     ray_address: str | None = None,
-    on_done: Callable[[Job, RunResult], None] | None = None,
-) -> list[tuple[RunResult, Any]]:
+    on_done: Callable[[Any, Any], None] | None = None,
+    task: Callable[[Scenario, Any], Any] = run_job,
+) -> list[Any]:
     """Run ``jobs`` and return ``(result, recorder)`` per job, in the order given.
 
     Parameters:
@@ -100,38 +122,41 @@ def run_jobs(
         workers: local worker processes (1: run here, one after the other).
         ray_address: run the jobs as Ray tasks instead (one CPU each).
         on_done: called as each job finishes (for progress lines).
+        task: what runs a job in a worker (default :func:`run_job`); a module-level
+            function of ``(scenario, job)`` whose answer is what is returned per job.
 
     Raises:
         TwinedgeError: Ray is not installed or its head does not answer; a job's own
             error (e.g. a policy error) is raised as it was.
     """
     if ray_address is not None:
-        return _run_ray(sc, jobs, ray_address, on_done)
+        return _run_ray(sc, jobs, ray_address, on_done, task)
     if workers <= 1 or len(jobs) <= 1:
         out = []
         for job in jobs:
-            r = run_job(sc, job)
+            r = task(sc, job)
             if on_done:
-                on_done(job, r[0])
+                on_done(job, r[0] if task is run_job else r)
             out.append(r)
         return out
-    results: dict[int, tuple[RunResult, Any]] = {}
+    results: dict[int, Any] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, sc, job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(task, sc, job): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             i = futures[fut]
             results[i] = fut.result()
             if on_done:
-                on_done(jobs[i], results[i][0])
+                on_done(jobs[i], results[i][0] if task is run_job else results[i])
     return [results[i] for i in range(len(jobs))]
 
 
 def _run_ray(
     sc: Scenario,
-    jobs: Sequence[Job],
+    jobs: Sequence[Any],
     address: str,
-    on_done: Callable[[Job, RunResult], None] | None,
-) -> list[tuple[RunResult, Any]]:
+    on_done: Callable[[Any, Any], None] | None,
+    task_fn: Callable[[Scenario, Any], Any] = run_job,
+) -> list[Any]:
     try:
         import ray
     except ImportError:
@@ -148,10 +173,10 @@ def _run_ray(
             log_to_driver=False,
         )
     try:
-        task = ray.remote(num_cpus=1)(run_job)
+        task = ray.remote(num_cpus=1)(task_fn)
         refs = [task.remote(sc, job) for job in jobs]
         index = {ref: i for i, ref in enumerate(refs)}
-        results: dict[int, tuple[RunResult, Any]] = {}
+        results: dict[int, Any] = {}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -163,7 +188,7 @@ def _run_ray(
                     raise exc.cause from None
                 raise
             if on_done:
-                on_done(jobs[i], results[i][0])
+                on_done(jobs[i], results[i][0] if task_fn is run_job else results[i])
         return [results[i] for i in range(len(jobs))]
     finally:
         if started:
