@@ -107,7 +107,7 @@ def test_all_policies_see_the_same_movements():
     assert np.array_equal(trails[0], trails[1]) and np.array_equal(trails[0], trails[2])
 
 
-def line_scenario(migration: str, **params) -> Simulation:
+def line_scenario(migration: str, steps: int = 50, **params) -> Simulation:
     """Two edge sites 1 km apart; one entity drives from the first to the second at 20 m/s."""
     sc = tiny_scenario()
     sc["area_m"] = [2000, 100]
@@ -165,7 +165,7 @@ def line_scenario(migration: str, **params) -> Simulation:
         world,
         resolve_placement("nearest"),
         resolve_migration(migration, **params),
-        steps=50,
+        steps=steps,
         step_s=1.0,
         placement_period_s=None,
         rng=np.random.default_rng(0),
@@ -230,3 +230,61 @@ def test_user_policies_by_import_path_and_bad_answers_are_rejected():
         simulate(sc, migration="tests.engine.user_policies:missing")
     with pytest.raises(PolicyError, match="cannot import module"):
         simulate(sc, migration="no.such.module:f")
+
+
+class Alternating:
+    """A placement that puts every twin on host 0, then 1, then 0 ... one call after the
+    other, and remembers the period each re-placement amortised its moves over."""
+
+    name, kind = "alternating", "placement"
+
+    def __init__(self) -> None:
+        self.calls: list[int | None] = []
+
+    def decide(self, view, rng):
+        from twinedge.policies.placement import PlacementResult
+
+        host = len(self.calls) % 2
+        self.calls.append(view.amortise_steps)
+        return PlacementResult("feasible", np.full(view.world.n_entities, host), 0.0)
+
+
+def three_twins(steps: int, period_s: float) -> dict:
+    sc = tiny_scenario()
+    sc["entities"][0]["count"] = 3
+    sc["entities"][0]["twin"]["cpu_ghz"] = 1.0
+    sc["run"]["steps"] = steps
+    sc["policies"]["placement_period_s"] = period_s
+    return sc
+
+
+def test_no_decision_is_made_or_counted_after_the_horizon():
+    # 6 one-second steps, re-placement every 2 s: periods end after steps 1, 3 and 5;
+    # the one after step 5 would act from step 6, which the run does not have
+    pol = Alternating()
+    res = simulate(parse_scenario(three_twins(6, 2.0)), placement=pol)
+    assert [p["t_s"] for p in res.placements] == [0.0, 2.0, 4.0]
+    assert pol.calls == [None, 2, 2]
+    mig = res.metrics.step_values[:, 4].tolist()
+    assert mig == [0, 3, 0, 3, 0, 0]  # 3 twins edge -> region, then back; none at the end
+    assert res.summary["migrations"] == res.summary["replacement_migrations"] == 6
+
+
+def test_a_replacement_near_the_horizon_amortises_over_the_steps_left():
+    # 7 steps, period 3 s: re-placements after steps 2 (4 steps left: a full period of 3)
+    # and 5 (1 step left); none after step 6, the last
+    pol = Alternating()
+    res = simulate(parse_scenario(three_twins(7, 3.0)), placement=pol)
+    assert pol.calls == [None, 3, 1]
+    assert res.metrics.step_values[:, 4].tolist() == [0, 0, 3, 0, 0, 3, 0]
+
+
+def test_the_last_step_decides_no_migration():
+    # threshold moves the car's twin as soon as it is late; with the run cut at the step
+    # where it first becomes late, the move would only act after the run: none is made
+    thr = line_scenario("threshold")
+    late = first_migration_step(thr)
+    assert late is not None
+    cut = line_scenario("threshold", steps=late)
+    cut.run()
+    assert cut.metrics.step_values[:, 4].sum() == 0
