@@ -288,3 +288,70 @@ def test_the_last_step_decides_no_migration():
     cut = line_scenario("threshold", steps=late)
     cut.run()
     assert cut.metrics.step_values[:, 4].sum() == 0
+
+
+def full_edge_scenario(migration: str) -> Simulation:
+    """The car of :func:`line_scenario` drives from edge-a to edge-b, but a static twin
+    fills edge-b; a regional hub half-way is 3 ms from both edges. Each access point
+    offers one nearest host (``candidates_k=1``) and, above it, the hub."""
+    sc = tiny_scenario()
+    sc["area_m"] = [2000, 100]
+    edge = {"tier": "edge", "y_m": 50, "cpu_ghz": 10, "mem_gb": 16, "idle_w": 1, "max_w": 2}
+    sc["infrastructure"]["nodes"] = [
+        {"id": "ap-a", "tier": "access", "x_m": 0, "y_m": 50},
+        {"id": "ap-b", "tier": "access", "x_m": 1000, "y_m": 50},
+        {"id": "edge-a", "x_m": 0, **edge},
+        {"id": "edge-b", "x_m": 1000, **edge},
+        {"id": "hub", "x_m": 500, **edge, "tier": "region", "cpu_ghz": 100},
+    ]
+    sc["infrastructure"]["link_rules"] = {
+        "access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_edge": {"latency_ms": 8, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_mesh_k": 1,
+        "edge_region": {"latency_ms": 3, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "region_cloud": None,
+    }
+    car = sc["entities"][0]
+    car["twin"].update(latency_req_ms=6.0, cpu_ghz=6.0, work_gcycles=0.005, state_bytes=1e5)
+    filler = {**car, "kind": "filler", "twin": {**car["twin"], "latency_req_ms": 1000.0}}
+    sc["entities"] = [car, filler]  # two twins do not fit on one edge host
+    world = build_world(parse_scenario(sc), np.random.default_rng(0))
+    world.xy_m[:] = [[0.0, 50.0], [1000.0, 50.0]]
+    from twinedge.scenario.schema import Trace
+    from twinedge.world.mobility import TraceReplay
+
+    car_trace = TraceReplay(
+        Trace(file="x"),
+        ["car"],
+        np.array([0, 2]),
+        np.array([0.0, 50.0]),
+        np.array([[0.0, 50.0], [1000.0, 50.0]]),
+    )
+    world.mobility = [(slice(0, 1), car_trace)]  # the filler does not move
+    return Simulation(
+        world,
+        resolve_placement("nearest"),
+        resolve_migration(migration),
+        steps=50,
+        step_s=1.0,
+        placement_period_s=None,
+        rng=np.random.default_rng(0),
+        mobility_rng=np.random.default_rng(0),
+        candidates_k=1,
+    )
+
+
+@pytest.mark.parametrize("migration", ["threshold", "utility", "predictive"])
+def test_a_full_edge_sends_late_twins_up_to_the_regional_hub(migration):
+    never = full_edge_scenario("never")
+    never.run()
+    hosts = never.world.host_ids
+    assert [hosts[h] for h in never.state.host] == ["edge-a", "edge-b"]
+    # at ap-b the car is 0.5 + 6 ms (via the hub) from edge-a: late from the handover on
+    assert never.metrics.misses >= 20
+    sim = full_edge_scenario(migration)
+    sim.run()
+    # edge-b stays full, so the car's twin goes up to the hub (0.5 + 3 ms from ap-b)
+    assert [hosts[h] for h in sim.state.host] == ["hub", "edge-b"]
+    assert sim.metrics.step_values[:, 4].sum() == 1
+    assert sim.metrics.misses < never.metrics.misses

@@ -14,7 +14,7 @@ import numpy as np
 
 from twinedge.errors import PolicyError
 from twinedge.orchestrator.policy import as_policy, decide, policy_name
-from twinedge.orchestrator.view import NetworkState, NetworkView, latency_ms, nearest_hosts
+from twinedge.orchestrator.view import NetworkState, NetworkView, candidate_hosts, latency_ms
 from twinedge.policies.base import Moves
 from twinedge.policies.placement import PlacementResult
 from twinedge.world.state import World
@@ -152,7 +152,7 @@ class Orchestrator:
         """The read-only view of ``state`` every policy receives."""
         key = id(world.ap_host_ms)
         if self._cand_cache is None or self._cand_cache[0] != key:
-            self._cand_cache = (key, nearest_hosts(world, self.candidates_k))
+            self._cand_cache = (key, candidate_hosts(world, self.candidates_k))
         return NetworkView(
             world,
             state,
