@@ -212,10 +212,14 @@ class NetworkView:
         ``j != host_i``. The objective is then the average latency over the coming period
         including the moves it causes, so a re-placement does not reshuffle twins for
         sub-millisecond gains.
+
+        ``service_ms`` holds the idle service times, for policies with a load-aware
+        objective (:meth:`PlacementProblem.with_utilisation_cap`).
         """
         w, s = self.world, self.state
         lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
-        lat += models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        svc = models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        lat += svc
         if self.amortise_steps:
             down_s = models.migration_downtime_s(
                 w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
@@ -223,7 +227,9 @@ class NetworkView:
             down_s[np.arange(w.n_entities), s.host] = 0.0
             lat += 1000.0 * down_s / self.amortise_steps
         lat[~w.allowed()] = np.inf
-        return PlacementProblem(lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb)
+        return PlacementProblem(
+            lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb, service_ms=svc
+        )
 
 
 def nearest_hosts(world: World, k: int) -> np.ndarray:
