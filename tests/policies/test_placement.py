@@ -377,9 +377,7 @@ def test_utilisation_cap_errors():
     with pytest.raises(ValueError, match="got 0"):
         two_twins_two_hosts().with_utilisation_cap(0)
     with pytest.raises(ScenarioError, match="service_ms: expected shape"):
-        PlacementProblem(
-            [[1.0]], [1.0], [1.0], [1.0], [1.0], service_ms=np.ones((2, 1))
-        )
+        PlacementProblem([[1.0]], [1.0], [1.0], [1.0], [1.0], service_ms=np.ones((2, 1)))
     # both twins (2 GHz) do not fit in half of a 2 GHz host and nothing else is allowed
     lone = PlacementProblem([[1.0], [1.0]], [1.0, 1.0], [1.0, 1.0], [2.0], [8.0])
     with pytest.raises(InfeasibleError, match="cpu_ghz"):
@@ -403,9 +401,7 @@ def test_capped_objective_bounds_the_loaded_latency(seed, cap):
     problem = PlacementProblem(
         net + svc, cpu, np.ones(n), np.full(m, cpu.sum() / m * 2.5), np.full(m, 100.0), svc
     )
-    res = solve_placement(
-        resolve_placement("greedy", utilisation_cap=cap), problem, rng
-    )
+    res = solve_placement(resolve_placement("greedy", utilisation_cap=cap), problem, rng)
     rho = np.bincount(res.hosts, weights=cpu, minlength=m) / problem.capacity_cpu_ghz
     assert rho.max() <= cap + 1e-9
     i = np.arange(n)
