@@ -50,6 +50,7 @@ def test_run_writes_every_output_and_is_deterministic(tmp_path):
         "p99_latency_ms",
         "deadline_miss_ratio",
         "migrations",
+        "replacement_migrations",
         "migration_downtime_s",
         "bytes_migrated",
         "device_energy_j",

@@ -107,7 +107,7 @@ def test_all_policies_see_the_same_movements():
     assert np.array_equal(trails[0], trails[1]) and np.array_equal(trails[0], trails[2])
 
 
-def line_scenario(migration: str, **params) -> Simulation:
+def line_scenario(migration: str, steps: int = 50, **params) -> Simulation:
     """Two edge sites 1 km apart; one entity drives from the first to the second at 20 m/s."""
     sc = tiny_scenario()
     sc["area_m"] = [2000, 100]
@@ -165,7 +165,7 @@ def line_scenario(migration: str, **params) -> Simulation:
         world,
         resolve_placement("nearest"),
         resolve_migration(migration, **params),
-        steps=50,
+        steps=steps,
         step_s=1.0,
         placement_period_s=None,
         rng=np.random.default_rng(0),
@@ -230,3 +230,128 @@ def test_user_policies_by_import_path_and_bad_answers_are_rejected():
         simulate(sc, migration="tests.engine.user_policies:missing")
     with pytest.raises(PolicyError, match="cannot import module"):
         simulate(sc, migration="no.such.module:f")
+
+
+class Alternating:
+    """A placement that puts every twin on host 0, then 1, then 0 ... one call after the
+    other, and remembers the period each re-placement amortised its moves over."""
+
+    name, kind = "alternating", "placement"
+
+    def __init__(self) -> None:
+        self.calls: list[int | None] = []
+
+    def decide(self, view, rng):
+        from twinedge.policies.placement import PlacementResult
+
+        host = len(self.calls) % 2
+        self.calls.append(view.amortise_steps)
+        return PlacementResult("feasible", np.full(view.world.n_entities, host), 0.0)
+
+
+def three_twins(steps: int, period_s: float) -> dict:
+    sc = tiny_scenario()
+    sc["entities"][0]["count"] = 3
+    sc["entities"][0]["twin"]["cpu_ghz"] = 1.0
+    sc["run"]["steps"] = steps
+    sc["policies"]["placement_period_s"] = period_s
+    return sc
+
+
+def test_no_decision_is_made_or_counted_after_the_horizon():
+    # 6 one-second steps, re-placement every 2 s: periods end after steps 1, 3 and 5;
+    # the one after step 5 would act from step 6, which the run does not have
+    pol = Alternating()
+    res = simulate(parse_scenario(three_twins(6, 2.0)), placement=pol)
+    assert [p["t_s"] for p in res.placements] == [0.0, 2.0, 4.0]
+    assert pol.calls == [None, 2, 2]
+    mig = res.metrics.step_values[:, 4].tolist()
+    assert mig == [0, 3, 0, 3, 0, 0]  # 3 twins edge -> region, then back; none at the end
+    assert res.summary["migrations"] == res.summary["replacement_migrations"] == 6
+
+
+def test_a_replacement_near_the_horizon_amortises_over_the_steps_left():
+    # 7 steps, period 3 s: re-placements after steps 2 (4 steps left: a full period of 3)
+    # and 5 (1 step left); none after step 6, the last
+    pol = Alternating()
+    res = simulate(parse_scenario(three_twins(7, 3.0)), placement=pol)
+    assert pol.calls == [None, 3, 1]
+    assert res.metrics.step_values[:, 4].tolist() == [0, 0, 3, 0, 0, 3, 0]
+
+
+def test_the_last_step_decides_no_migration():
+    # threshold moves the car's twin as soon as it is late; with the run cut at the step
+    # where it first becomes late, the move would only act after the run: none is made
+    thr = line_scenario("threshold")
+    late = first_migration_step(thr)
+    assert late is not None
+    cut = line_scenario("threshold", steps=late)
+    cut.run()
+    assert cut.metrics.step_values[:, 4].sum() == 0
+
+
+def full_edge_scenario(migration: str) -> Simulation:
+    """The car of :func:`line_scenario` drives from edge-a to edge-b, but a static twin
+    fills edge-b; a regional hub half-way is 3 ms from both edges. Each access point
+    offers one nearest host (``candidates_k=1``) and, above it, the hub."""
+    sc = tiny_scenario()
+    sc["area_m"] = [2000, 100]
+    edge = {"tier": "edge", "y_m": 50, "cpu_ghz": 10, "mem_gb": 16, "idle_w": 1, "max_w": 2}
+    sc["infrastructure"]["nodes"] = [
+        {"id": "ap-a", "tier": "access", "x_m": 0, "y_m": 50},
+        {"id": "ap-b", "tier": "access", "x_m": 1000, "y_m": 50},
+        {"id": "edge-a", "x_m": 0, **edge},
+        {"id": "edge-b", "x_m": 1000, **edge},
+        {"id": "hub", "x_m": 500, **edge, "tier": "region", "cpu_ghz": 100},
+    ]
+    sc["infrastructure"]["link_rules"] = {
+        "access_edge": {"latency_ms": 0.5, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_edge": {"latency_ms": 8, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "edge_mesh_k": 1,
+        "edge_region": {"latency_ms": 3, "latency_ms_per_km": 0, "bandwidth_mbps": 1000},
+        "region_cloud": None,
+    }
+    car = sc["entities"][0]
+    car["twin"].update(latency_req_ms=6.0, cpu_ghz=6.0, work_gcycles=0.005, state_bytes=1e5)
+    filler = {**car, "kind": "filler", "twin": {**car["twin"], "latency_req_ms": 1000.0}}
+    sc["entities"] = [car, filler]  # two twins do not fit on one edge host
+    world = build_world(parse_scenario(sc), np.random.default_rng(0))
+    world.xy_m[:] = [[0.0, 50.0], [1000.0, 50.0]]
+    from twinedge.scenario.schema import Trace
+    from twinedge.world.mobility import TraceReplay
+
+    car_trace = TraceReplay(
+        Trace(file="x"),
+        ["car"],
+        np.array([0, 2]),
+        np.array([0.0, 50.0]),
+        np.array([[0.0, 50.0], [1000.0, 50.0]]),
+    )
+    world.mobility = [(slice(0, 1), car_trace)]  # the filler does not move
+    return Simulation(
+        world,
+        resolve_placement("nearest"),
+        resolve_migration(migration),
+        steps=50,
+        step_s=1.0,
+        placement_period_s=None,
+        rng=np.random.default_rng(0),
+        mobility_rng=np.random.default_rng(0),
+        candidates_k=1,
+    )
+
+
+@pytest.mark.parametrize("migration", ["threshold", "utility", "predictive"])
+def test_a_full_edge_sends_late_twins_up_to_the_regional_hub(migration):
+    never = full_edge_scenario("never")
+    never.run()
+    hosts = never.world.host_ids
+    assert [hosts[h] for h in never.state.host] == ["edge-a", "edge-b"]
+    # at ap-b the car is 0.5 + 6 ms (via the hub) from edge-a: late from the handover on
+    assert never.metrics.misses >= 20
+    sim = full_edge_scenario(migration)
+    sim.run()
+    # edge-b stays full, so the car's twin goes up to the hub (0.5 + 3 ms from ap-b)
+    assert [hosts[h] for h in sim.state.host] == ["hub", "edge-b"]
+    assert sim.metrics.step_values[:, 4].sum() == 1
+    assert sim.metrics.misses < never.metrics.misses

@@ -271,3 +271,33 @@ def test_the_check_policy_example_of_the_docs_runs():
     lines = out.stdout.splitlines()
     assert lines[0].startswith("['resolves', 'params', 'valid decisions'")
     assert lines[2] == "greedy+stay_put 0"
+
+
+@given(k=st.integers(1, 12))
+def test_candidates_are_the_k_nearest_and_the_nearest_of_every_tier_above(k):
+    from twinedge.orchestrator.view import candidate_hosts, nearest_hosts
+
+    world = CITY_SMALL
+    cand = candidate_hosts(world, k)
+    tiers = world.host_tier
+    upper = sorted(set(tiers[tiers > tiers.min()].tolist()))  # region, cloud
+    assert upper == [2, 3]
+    assert cand.shape == (len(world.access), min(k + len(upper), world.n_hosts))
+    near = nearest_hosts(world, k)
+    for a, row in enumerate(cand):
+        assert len(set(row.tolist())) == row.size  # distinct hosts
+        assert set(near[a].tolist()) <= set(row.tolist())
+        for t in upper:
+            of_t = np.flatnonzero(tiers == t)
+            assert of_t[np.argmin(world.ap_host_ms[a, of_t])] in row
+        assert (np.diff(world.ap_host_ms[a, row]) >= 0).all()  # nearest first
+
+
+def test_candidates_without_tiers_above_are_the_k_nearest():
+    from twinedge.orchestrator.view import candidate_hosts, nearest_hosts
+
+    world = CITY_SMALL.evolve(node_tier=np.where(CITY_SMALL.node_tier > 0, 1, 0))
+    assert (candidate_hosts(world, 3) == nearest_hosts(world, 3)).all()
+
+
+CITY_SMALL = build_world(load_scenario("city-small"), np.random.default_rng(0))

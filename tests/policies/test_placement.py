@@ -339,3 +339,73 @@ def test_problem_from_json_collects_every_problem():
 def test_missing_file(tmp_path):
     with pytest.raises(ScenarioError, match="no such file"):
         load_instance(tmp_path / "absent.json")
+
+
+def two_twins_two_hosts() -> PlacementProblem:
+    """Host A: 1 ms away, 1 ms of service, 2 GHz; host B: 3 ms away, 0.5 ms of service,
+    4 GHz; two twins of 1 GHz. Idle service time: both on A, 2 x (1 + 1) = 4 ms, at
+    utilisation 1. Capped at 0.5 (factor 1 / (1 - 0.5) = 2): A holds one twin at
+    1 + 2 x 1 = 3 ms, B the other at 3 + 2 x 0.5 = 4 ms, 7 ms in all."""
+    return PlacementProblem(
+        latency_ms=np.array([[2.0, 3.5], [2.0, 3.5]]),
+        demand_cpu_ghz=np.array([1.0, 1.0]),
+        demand_mem_gb=np.array([1.0, 1.0]),
+        capacity_cpu_ghz=np.array([2.0, 4.0]),
+        capacity_mem_gb=np.array([8.0, 8.0]),
+        service_ms=np.array([[1.0, 0.5], [1.0, 0.5]]),
+    )
+
+
+@pytest.mark.parametrize("name", ["greedy", "optimal"])
+def test_utilisation_cap_gives_the_hand_computed_load_aware_optimum(name):
+    problem = two_twins_two_hosts()
+    plain = solve_placement(resolve_placement(name), problem, np.random.default_rng(0))
+    assert plain.hosts.tolist() == [0, 0] and plain.objective_ms == pytest.approx(4.0)
+    capped = solve_placement(
+        resolve_placement(name, utilisation_cap=0.5), problem, np.random.default_rng(0)
+    )
+    assert sorted(capped.hosts.tolist()) == [0, 1]
+    assert capped.objective_ms == pytest.approx(7.0)
+    if name == "optimal":  # the bound certifies the capped problem
+        assert capped.status == "optimal" and capped.gap == 0.0
+        assert capped.lower_bound_ms == pytest.approx(7.0)
+
+
+def test_utilisation_cap_errors():
+    with pytest.raises(PolicyError, match=r"utilisation_cap must lie in \(0, 1\], got 1.5"):
+        resolve_placement("greedy", utilisation_cap=1.5)
+    with pytest.raises(ValueError, match="got 0"):
+        two_twins_two_hosts().with_utilisation_cap(0)
+    with pytest.raises(ScenarioError, match="service_ms: expected shape"):
+        PlacementProblem([[1.0]], [1.0], [1.0], [1.0], [1.0], service_ms=np.ones((2, 1)))
+    # both twins (2 GHz) do not fit in half of a 2 GHz host and nothing else is allowed
+    lone = PlacementProblem([[1.0], [1.0]], [1.0, 1.0], [1.0, 1.0], [2.0], [8.0])
+    with pytest.raises(InfeasibleError, match="cpu_ghz"):
+        solve_placement(
+            resolve_placement("greedy", utilisation_cap=0.5), lone, np.random.default_rng(0)
+        )
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), cap=st.sampled_from([0.5, 0.7, 0.9]))
+def test_capped_objective_bounds_the_loaded_latency(seed, cap):
+    """Every twin's latency at its host's load after the capped placement (M/M/1, the
+    engine's formula) is at most what the capped objective charged it."""
+    from twinedge.world import models
+
+    rng = np.random.default_rng(seed)
+    n, m = 12, 4
+    net = rng.uniform(0.5, 5.0, (n, m))
+    svc = rng.uniform(0.1, 2.0, (n, m))
+    cpu = rng.uniform(0.2, 1.0, n)
+    problem = PlacementProblem(
+        net + svc, cpu, np.ones(n), np.full(m, cpu.sum() / m * 2.5), np.full(m, 100.0), svc
+    )
+    res = solve_placement(resolve_placement("greedy", utilisation_cap=cap), problem, rng)
+    rho = np.bincount(res.hosts, weights=cpu, minlength=m) / problem.capacity_cpu_ghz
+    assert rho.max() <= cap + 1e-9
+    i = np.arange(n)
+    seen = net[i, res.hosts] + svc[i, res.hosts] * models.queue_factor(rho[res.hosts])
+    charged = net[i, res.hosts] + svc[i, res.hosts] / (1 - cap)
+    assert (seen <= charged + 1e-9).all()
+    assert res.objective_ms == pytest.approx(charged.sum())

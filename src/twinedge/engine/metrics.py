@@ -27,6 +27,7 @@ STEP_COLUMNS = (
     "server_energy_j",
     "mean_utilisation",
     "max_utilisation",
+    "replacement_migrations",
 )
 
 
@@ -77,7 +78,9 @@ class Metrics:
         device_j: float,
         server_j: float,
         trail_xy: np.ndarray,
+        replaced: int = 0,
     ) -> None:
+        """Record step ``k``; ``replaced`` of the ``migrations`` came from a re-placement."""
         miss = int(np.count_nonzero(latency_ms > req_ms))
         self.hist += np.bincount(histogram_bins(latency_ms), minlength=_N_BINS)
         self.latency_sum_ms += float(latency_ms.sum())
@@ -97,6 +100,7 @@ class Metrics:
             server_j,
             util.mean(),
             util.max(),
+            replaced,
         )
         self.utilisation[k] = util
         self.trails[k] = trail_xy
@@ -110,6 +114,8 @@ class Metrics:
             "p99_latency_ms": histogram_quantile(self.hist, 0.99),
             "deadline_miss_ratio": self.misses / max(self.twin_steps, 1),
             "migrations": int(col["migrations"].sum()),
+            # the spikes at the end of each placement period: moves the re-placement made
+            "replacement_migrations": int(col["replacement_migrations"].sum()),
             "migration_downtime_s": float(col["migration_downtime_s"].sum()),
             "bytes_migrated": float(col["bytes_migrated"].sum()),
             "device_energy_j": float(col["device_energy_j"].sum()),

@@ -97,6 +97,7 @@ class Simulation:
             rng=rng,
             recorder=recorder,
             candidates_k=candidates_k,
+            horizon_steps=steps,
         )
         n = world.n_entities
         self.trail_ids = np.linspace(0, n - 1, min(trails, n)).astype(np.int64)
@@ -129,7 +130,8 @@ class Simulation:
                 * self.step_s
             )
             np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
-            # 2. decisions on what was observed; they take effect from the next step
+            # 2. decisions on what was observed; they take effect from the next step, so
+            #    the orchestrator (told the horizon) decides nothing in the last one
             out = orch.cycle(w, s, k)
             self.metrics.record(
                 k,
@@ -143,6 +145,7 @@ class Simulation:
                 device_j,
                 float(server_j.sum()),
                 s.xy_m[self.trail_ids],
+                replaced=out.replaced,
             )
             if self.recorder:
                 self.recorder.step_end(k, s.t_s, w, s)

@@ -14,7 +14,7 @@ import numpy as np
 
 from twinedge.errors import PolicyError
 from twinedge.orchestrator.policy import as_policy, decide, policy_name
-from twinedge.orchestrator.view import NetworkState, NetworkView, latency_ms, nearest_hosts
+from twinedge.orchestrator.view import NetworkState, NetworkView, candidate_hosts, latency_ms
 from twinedge.policies.base import Moves
 from twinedge.policies.placement import PlacementResult
 from twinedge.world.state import World
@@ -52,9 +52,12 @@ class CycleOutcome:
         moves: every move, in the order applied (twin indices and destination hosts,
             with ``src`` the hosts they left).
         placement: the re-placement's certificate when one ran this cycle.
+        replaced: how many of ``migrations`` the re-placement made (the rest are the
+            migration policy's).
     """
 
     migrations: int = 0
+    replaced: int = 0
     downtime_s: float = 0.0
     bytes_moved: float = 0.0
     twins: list[np.ndarray] = field(default_factory=list)
@@ -81,7 +84,13 @@ class Orchestrator:
             initial placement).
         rng: the policies' random stream.
         recorder: receives every decision (e.g. the ledger).
-        candidates_k: hosts offered per twin by ``view.candidates``.
+        candidates_k: nearest hosts offered per twin by ``view.candidates`` (the tiers
+            above the edge are offered as well, see :func:`candidate_hosts`).
+        horizon_steps: the number of cycles the driver will run (a simulation's steps), or
+            ``None`` for an open-ended driver (the live runtime). A decision takes effect
+            from the cycle after it, so cycle ``horizon_steps - 1`` and later decide nothing,
+            and a re-placement spreads its moves' downtime over the cycles left, not over a
+            period that ends after the horizon.
 
     Raises:
         PolicyError: a policy cannot be resolved, raises, or returns an invalid decision.
@@ -111,6 +120,7 @@ class Orchestrator:
         candidates_k: int = 8,
         placement_params: dict[str, Any] | None = None,
         migration_params: dict[str, Any] | None = None,
+        horizon_steps: int | None = None,
     ):
         if not step_s > 0:
             raise PolicyError(f"step_s must be > 0, got {step_s}")
@@ -128,6 +138,9 @@ class Orchestrator:
         self.period_steps = (
             None if placement_period_s is None else max(1, round(placement_period_s / step_s))
         )
+        if horizon_steps is not None and horizon_steps < 1:
+            raise PolicyError(f"horizon_steps must be >= 1, got {horizon_steps}")
+        self.horizon_steps = horizon_steps
         self.rng, self.recorder, self.candidates_k = rng, recorder, candidates_k
         self.placements: list[dict[str, Any]] = []
         self._cand_cache: tuple[int, np.ndarray] | None = None
@@ -139,7 +152,7 @@ class Orchestrator:
         """The read-only view of ``state`` every policy receives."""
         key = id(world.ap_host_ms)
         if self._cand_cache is None or self._cand_cache[0] != key:
-            self._cand_cache = (key, nearest_hosts(world, self.candidates_k))
+            self._cand_cache = (key, candidate_hosts(world, self.candidates_k))
         return NetworkView(
             world,
             state,
@@ -204,18 +217,29 @@ class Orchestrator:
         """Whether cycle ``k`` (0-based) ends a placement period."""
         return self.period_steps is not None and (k + 1) % self.period_steps == 0
 
+    def steps_left(self, k: int) -> int | None:
+        """How many cycles after cycle ``k`` a decision taken in it still acts on
+        (``None``: no horizon)."""
+        return None if self.horizon_steps is None else max(0, self.horizon_steps - 1 - k)
+
     def cycle(
         self, world: World, state: NetworkState, k: int, *, replace: bool | None = None
     ) -> CycleOutcome:
         """One cycle at the end of step ``k``: re-place if a period ends (or as
         ``replace`` says), then ask the migration policy; validate, apply and record
-        every move."""
+        every move. With a horizon, the last cycle decides nothing: its decisions would
+        take effect after the run."""
         out = CycleOutcome()
+        left = self.steps_left(k)
+        if left == 0:
+            return out
         if self.due(k) if replace is None else replace:
-            result = self._solve(world, state, amortise_steps=self.period_steps)
+            amortise = self.period_steps if left is None else min(self.period_steps or left, left)
+            result = self._solve(world, state, amortise_steps=amortise)
             out.placement = self.placements[-1]
             changed = np.flatnonzero(result.hosts != state.host)
             self.apply(world, state, Moves(changed, result.hosts[changed]), out, check=False)
+            out.replaced = out.migrations
             self.evaluate(world, state)
         moves = decide(self.migration, self.view(world, state), self.rng)
         assert isinstance(moves, Moves)

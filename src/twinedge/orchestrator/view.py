@@ -111,12 +111,13 @@ class NetworkView:
         world: the network and its twins.
         state: the current state (made read-only here).
         step_s: the period between two decisions, in seconds.
-        candidates_k: how many hosts :meth:`candidates` offers per twin.
+        candidates_k: how many nearest hosts :meth:`candidates` offers per twin (besides
+            the nearest host of every tier above, see :func:`candidate_hosts`).
         amortise_steps: for a re-placement, the number of steps until the next one (the
             placement problem then charges each move its downtime spread over them);
             ``None`` for an initial placement.
-        ap_candidates: precomputed ``(A, k)`` nearest hosts of every access point (the
-            orchestrator caches them across cycles); computed when ``None``.
+        ap_candidates: precomputed candidate hosts of every access point, ``(A, c)`` (the
+            orchestrator caches them across cycles); :func:`candidate_hosts` when ``None``.
 
     Examples:
         >>> from twinedge.scenario import load_scenario
@@ -144,7 +145,7 @@ class NetworkView:
         self.k = min(candidates_k, world.n_hosts)
         self.amortise_steps = amortise_steps
         if ap_candidates is None:
-            ap_candidates = nearest_hosts(world, self.k)
+            ap_candidates = candidate_hosts(world, self.k)
         self.ap_candidates = ap_candidates
 
     # --- state -------------------------------------------------------------------------
@@ -183,8 +184,9 @@ class NetworkView:
     def candidates(
         self, twins: np.ndarray, ap: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest hosts of each twin's access point and the latency on each
-        (``inf`` where the twin may not run there)."""
+        """The candidate hosts of each twin's access point (the k nearest, and the
+        nearest of every tier above them: a regional hub, the cloud) and the latency on
+        each (``inf`` where the twin may not run there)."""
         ap = self.state.ap[twins] if ap is None else ap
         cand = self.ap_candidates[ap]
         lat = self.latency_ms(twins, cand, ap=ap)
@@ -210,10 +212,14 @@ class NetworkView:
         ``j != host_i``. The objective is then the average latency over the coming period
         including the moves it causes, so a re-placement does not reshuffle twins for
         sub-millisecond gains.
+
+        ``service_ms`` holds the idle service times, for policies with a load-aware
+        objective (:meth:`PlacementProblem.with_utilisation_cap`).
         """
         w, s = self.world, self.state
         lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
-        lat += models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        svc = models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        lat += svc
         if self.amortise_steps:
             down_s = models.migration_downtime_s(
                 w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
@@ -221,12 +227,55 @@ class NetworkView:
             down_s[np.arange(w.n_entities), s.host] = 0.0
             lat += 1000.0 * down_s / self.amortise_steps
         lat[~w.allowed()] = np.inf
-        return PlacementProblem(lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb)
+        return PlacementProblem(
+            lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb, service_ms=svc
+        )
 
 
 def nearest_hosts(world: World, k: int) -> np.ndarray:
     """The ``k`` hosts with the lowest backbone latency from every access point."""
     return np.argsort(world.ap_host_ms, axis=1, kind="stable")[:, : min(k, world.n_hosts)]
+
+
+def candidate_hosts(world: World, k: int) -> np.ndarray:
+    """The candidate hosts of every access point, ``(A, c)``, nearest (lowest backbone
+    latency) first: its ``k`` nearest hosts and, for every tier above the lowest host
+    tier (a regional hub, the cloud), the nearest host of that tier. Where a tier's
+    nearest host is among the ``k`` already, the next nearest host fills its column, so
+    every row has ``c = min(k + tiers above, hosts)`` distinct hosts.
+
+    The tiers above keep a twin a way out when every edge host near it is full: it moves
+    up and its latency grows, instead of finding no candidate with room.
+
+    Examples:
+        >>> from twinedge.scenario import load_scenario
+        >>> from twinedge.world import build_world
+        >>> world = build_world(load_scenario("city-small"), np.random.default_rng(0))
+        >>> cand = candidate_hosts(world, 2)
+        >>> cand.shape[1], sorted(set(world.host_tier[cand[0]].tolist()))
+        (4, [1, 2, 3])
+    """
+    a, h = world.ap_host_ms.shape
+    if a == 0 or h == 0:
+        return np.zeros((a, 0), dtype=np.int64)
+    order = np.argsort(world.ap_host_ms, axis=1, kind="stable")
+    k = min(k, h)
+    tier = world.host_tier
+    upper = np.unique(tier[tier > tier.min()])
+    width = min(k + upper.size, h)
+    rows = np.arange(a)[:, None]
+    rank = np.empty_like(order)
+    rank[rows, order] = np.arange(h)[None, :]
+    chosen = np.zeros((a, h), dtype=bool)
+    chosen[rows, order[:, :k]] = True
+    for t in upper:
+        first = np.argmax(tier[order] == t, axis=1)  # rank of the tier's nearest host
+        chosen[np.arange(a), order[np.arange(a), first]] = True
+    # the chosen hosts first, then the nearest others to fill the row; nearest first
+    pick = np.argsort(np.where(chosen, rank, h + rank), axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(
+        pick, np.argsort(np.take_along_axis(rank, pick, 1), axis=1, kind="stable"), 1
+    )
 
 
 def latency_ms(

@@ -17,6 +17,7 @@ import numpy as np
 from twinedge import __version__
 from twinedge.engine.simulation import RunResult
 from twinedge.report import figures
+from twinedge.report.ranking import POLICY_INDEPENDENT, all_equal, unique_best
 
 
 def _svg(pf: figures.PaperFigure) -> str:
@@ -51,7 +52,7 @@ def _map(r: RunResult) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;padding:0 1em}
 table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.best{color:#0a7d2c;font-weight:600}
+td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.best{color:#0a7d2c;font-weight:600}td.note{text-align:left;color:#666;font-size:0.9em}
 code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow-x:auto}
 figure{margin:1.5em 0}figcaption{font-size:0.9em;color:#555}
 """
@@ -63,6 +64,7 @@ _ROWS = (
     ("p99 (ms)", "p99_latency_ms", "{:.2f}", min),
     ("deadline-miss ratio", "deadline_miss_ratio", "{:.4f}", min),
     ("migrations", "migrations", "{:d}", min),
+    ("migrations by re-placement", "replacement_migrations", "{:d}", None),
     ("migration downtime (s)", "migration_downtime_s", "{:.1f}", min),
     ("GB migrated", "bytes_migrated", "{:.2f}", min),
     ("device energy (J)", "device_energy_j", "{:.1f}", min),
@@ -73,23 +75,32 @@ _ROWS = (
 
 
 def _table(results: list[RunResult]) -> str:
+    """The comparison table: one policy alone at the best value is marked best (a tie is
+    no winner); a metric that is the same for every policy says so, and why when it
+    cannot differ."""
     head = "".join(f"<th>{html.escape(r.label)}</th>" for r in results)
     rows = []
     for title, key, fmt, best in _ROWS:
         vals = [r.summary[key] for r in results]
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
-        b = best(vals) if best and len(results) > 1 else None
+
+        def shown(v: float, fmt: str = fmt, scale: float = scale) -> str:
+            return fmt.format(int(v) if fmt == "{:d}" else v * scale)
+
+        b = unique_best(vals, shown, best) if best else None
         cells = "".join(
-            f'<td class="{"best" if v == b else ""}">{fmt.format(int(v) if fmt == "{:d}" else v * scale)}</td>'
-            for v in vals
+            f'<td class="{"best" if i == b else ""}">{shown(v)}</td>' for i, v in enumerate(vals)
         )
-        rows.append(f"<tr><td>{title}</td>{cells}</tr>")
+        note = POLICY_INDEPENDENT.get(key, "")
+        if not note and all_equal(vals, shown):
+            note = "equal for every policy in this run"
+        rows.append(f"<tr><td>{title}</td>{cells}<td class='note'>{html.escape(note)}</td></tr>")
     rows.append(
         "<tr><td>wall time (s)</td>"
         + "".join(f"<td>{r.wall_s:.2f}</td>" for r in results)
-        + "</tr>"
+        + "<td></td></tr>"
     )
-    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<table><tr><th>metric</th>{head}<th></th></tr>{''.join(rows)}</table>"
 
 
 def write_report(results: list[RunResult], path: Path, *, summary: dict, extra: dict) -> Path:
@@ -107,7 +118,9 @@ def write_report(results: list[RunResult], path: Path, *, summary: dict, extra: 
         "<h2>Policies compared</h2>",
         _table(results),
         "<p>Latency is the time from a device's state update to its processing by the twin: uplink + backbone + host processing (with queueing), "
-        "plus any remaining migration downtime. A deadline miss is a twin-step above the twin's <code>latency_req_ms</code>.</p>",
+        "plus any remaining migration downtime. A deadline miss is a twin-step above the twin's <code>latency_req_ms</code>. "
+        "A value is marked best only when one policy alone reaches it. Migrations include the moves of every periodic re-placement "
+        "(the spikes at the end of each placement period); no decision is taken in the last step, whose effect would fall after the run.</p>",
         f"<figure>{_cdf(results)}<figcaption>Latency CDF over all twin-steps, per policy.</figcaption></figure>",
         f"<figure>{_over_time(results)}<figcaption>Migrations and deadline misses over time.</figcaption></figure>",
         f"<figure>{_heatmaps(results)}<figcaption>CPU utilisation of every host over time (hosts sorted by tier, then capacity).</figcaption></figure>",

@@ -31,7 +31,8 @@ class Threshold(MigrationPolicy):
     """Migrate a twin when its latency exceeds its requirement ``latency_req_ms``.
 
     The twin moves to the lowest-latency candidate host with room (the ``k`` hosts nearest
-    its access point), if that beats its current latency by at least ``hysteresis_ms``.
+    its access point and the nearest regional hub and cloud), if that beats its current
+    latency by at least ``hysteresis_ms``.
     Twins that miss their deadline by the most go first.
 
     Parameters:

@@ -104,7 +104,9 @@ def solve_placement(
 
     A bare host array is wrapped as a ``"feasible"`` result with its objective and no
     bound. Any answer that breaks a capacity, uses a disallowed pair or has the wrong
-    shape raises :class:`PolicyError` naming the host and resource.
+    shape raises :class:`PolicyError` naming the host and resource. A result whose
+    ``info`` names a ``utilisation_cap`` is checked and scored on the load-aware problem
+    it solved (:meth:`PlacementProblem.with_utilisation_cap`).
     :class:`InfeasibleError` from the policy propagates unchanged.
     """
     label = _policy_label(policy)
@@ -137,6 +139,9 @@ def solve_placement(
             raw = raw.astype(np.int64)
         result = PlacementResult(status="feasible", hosts=raw, objective_ms=float("nan"))
     hosts = np.asarray(result.hosts)
+    cap = result.info.get("utilisation_cap")
+    if cap is not None:  # a load-aware policy: its objective and bound are of this problem
+        problem = problem.with_utilisation_cap(float(cap))
     try:
         problem.check(hosts)
     except InfeasibleError as exc:

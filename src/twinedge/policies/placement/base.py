@@ -26,6 +26,9 @@ class PlacementProblem:
             ``inf`` (or NaN on input) marks a pair that is not allowed.
         demand_cpu_ghz, demand_mem_gb: ``(n_twins,)`` resource demand of each twin.
         capacity_cpu_ghz, capacity_mem_gb: ``(n_hosts,)`` capacity of each host.
+        service_ms: optional ``(n_twins, n_hosts)`` part of ``latency_ms`` that is
+            processing time on an idle host, the part that grows with the host's load
+            (the network view fills it; :meth:`with_utilisation_cap` uses it).
     """
 
     latency_ms: np.ndarray
@@ -33,6 +36,7 @@ class PlacementProblem:
     demand_mem_gb: np.ndarray
     capacity_cpu_ghz: np.ndarray
     capacity_mem_gb: np.ndarray
+    service_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         lat = np.asarray(self.latency_ms, dtype=float)
@@ -58,6 +62,14 @@ class PlacementProblem:
             arrays[name] = a
         if np.any(lat < 0):
             problems.append("latency_ms: latencies must be >= 0")
+        if self.service_ms is not None:
+            svc = np.asarray(self.service_ms, dtype=float)
+            if svc.shape != lat.shape:
+                problems.append(f"service_ms: expected shape {lat.shape}, got {svc.shape}")
+            elif np.any(svc[np.isfinite(svc)] < 0):
+                problems.append("service_ms: service times must be >= 0")
+            else:
+                object.__setattr__(self, "service_ms", svc)
         if problems:
             raise ScenarioError(problems)
         object.__setattr__(self, "latency_ms", lat)
@@ -76,6 +88,38 @@ class PlacementProblem:
     def allowed(self) -> np.ndarray:
         """Boolean ``(n_twins, n_hosts)`` mask of allowed pairs."""
         return np.isfinite(self.latency_ms)
+
+    def with_utilisation_cap(self, cap: float) -> PlacementProblem:
+        """The load-aware problem: every host's CPU filled to at most ``cap`` of its
+        capacity, and every twin's service time charged at the M/M/1 queueing factor
+        ``1 / (1 - cap)`` that load can reach, ``T'_ij = T_ij + service_ij * cap / (1 -
+        cap)``. Its objective bounds from above the latency the twins see right after
+        the placement (their host's utilisation is at most ``cap``); a solver's bound
+        and gap certify this problem. Without ``service_ms`` only the cap applies.
+
+        Raises:
+            ValueError: ``cap`` outside (0, 1].
+
+        Examples:
+            >>> p = PlacementProblem([[1.0, 3.0]], [2.0], [1.0], [4.0, 4.0], [8.0, 8.0],
+            ...                      service_ms=[[0.5, 0.5]])
+            >>> q = p.with_utilisation_cap(0.5)
+            >>> q.latency_ms.tolist(), q.capacity_cpu_ghz.tolist()
+            ([[1.5, 3.5]], [2.0, 2.0])
+        """
+        if not 0.0 < cap <= 1.0:
+            raise ValueError(f"utilisation_cap must lie in (0, 1], got {cap}")
+        lat = self.latency_ms
+        if self.service_ms is not None and cap < 1.0:
+            lat = lat + self.service_ms * (cap / (1.0 - cap))
+        return PlacementProblem(
+            lat,
+            self.demand_cpu_ghz,
+            self.demand_mem_gb,
+            self.capacity_cpu_ghz * cap,
+            self.capacity_mem_gb,
+            None if self.service_ms is None else self.service_ms,
+        )
 
     def objective_ms(self, hosts: np.ndarray) -> float:
         """Sum of the latency of the chosen pairs."""

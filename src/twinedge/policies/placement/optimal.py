@@ -276,6 +276,10 @@ class OptimalPlacement(PlacementPolicy):
         lns_time_s: time limit of one neighbourhood MILP (default 2).
         max_lns_iter: cap on neighbourhood steps (default None: until the time
             limit); set it for runs that must not depend on machine speed.
+        utilisation_cap: load-aware objective: fill every host's CPU to at most this
+            fraction and charge service time at the queueing factor ``1 / (1 - cap)``
+            (see :meth:`PlacementProblem.with_utilisation_cap`); the bound and gap are
+            those of that problem. ``None`` (default): idle service time, full capacity.
 
     References: Fisher, Jaikumar & Van Wassenhove, Management Science 32(9), 1986;
     Benders & van Nunen, Operations Research Letters 2(2), 1983; Shaw, CP 1998.
@@ -292,9 +296,13 @@ class OptimalPlacement(PlacementPolicy):
         lns_hosts: int = 8,
         lns_time_s: float = 2.0,
         max_lns_iter: int | None = None,
+        utilisation_cap: float | None = None,
     ) -> None:
         if time_limit_s <= 0:
             raise ValueError("time_limit_s must be > 0")
+        if utilisation_cap is not None and not 0.0 < utilisation_cap <= 1.0:
+            raise ValueError(f"utilisation_cap must lie in (0, 1], got {utilisation_cap}")
+        self.utilisation_cap = utilisation_cap
         if k_candidates < 1:
             raise ValueError("k_candidates must be >= 1")
         self.time_limit_s = time_limit_s
@@ -306,9 +314,10 @@ class OptimalPlacement(PlacementPolicy):
         self.max_lns_iter = max_lns_iter
 
     def __repr__(self) -> str:
+        cap = "" if self.utilisation_cap is None else f", utilisation_cap={self.utilisation_cap}"
         return (
             f"OptimalPlacement(time_limit_s={self.time_limit_s}, k_candidates={self.k_candidates},"
-            f" rel_gap_tol={self.rel_gap_tol})"
+            f" rel_gap_tol={self.rel_gap_tol}{cap})"
         )
 
     # -- phases ---------------------------------------------------------------------
@@ -561,6 +570,9 @@ class OptimalPlacement(PlacementPolicy):
         t0 = time.perf_counter()
         deadline = t0 + self.time_limit_s
         info: dict = {"_t0": t0}
+        if self.utilisation_cap is not None:  # the load-aware problem is the one solved
+            problem = problem.with_utilisation_cap(self.utilisation_cap)
+            info["utilisation_cap"] = self.utilisation_cap
         check_totals(problem)
         n, m = problem.n_twins, problem.n_hosts
         lat = problem.latency_ms
