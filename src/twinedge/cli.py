@@ -237,6 +237,30 @@ def _results_json(results, scenario_name: str, seed: int, steps: int) -> dict[st
     return d
 
 
+SeedsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
+        "lists, e.g. 0..31 or 0..3,10."
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
+        "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
+        "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+    ),
+]
 FiguresOpt = Annotated[
     str | None,
     typer.Option(
@@ -372,32 +396,12 @@ def run(
         ),
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
-    ] = 1,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
-            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
-        ),
-    ] = None,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
     figures: FiguresOpt = None,
     figure_columns: FigureColumnsOpt = 1,
-    seeds: Annotated[
-        str | None,
-        typer.Option(
-            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
-            "lists, e.g. 0..31 or 0..3,10."
-        ),
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
-            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
-        ),
-    ] = None,
+    seeds: SeedsOpt = None,
+    param: ParamOpt = None,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html.
 
@@ -482,32 +486,12 @@ def compare(
             "(default: out).",
         ),
     ] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
-    ] = 1,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
-            "'auto', or 'local' to start Ray here (needs twinedge[ray])."
-        ),
-    ] = None,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
     figures: FiguresOpt = None,
     figure_columns: FigureColumnsOpt = 1,
-    seeds: Annotated[
-        str | None,
-        typer.Option(
-            help="Run every policy on these seeds and report mean ± 95 % CI: ranges and "
-            "lists, e.g. 0..31 or 0..3,10."
-        ),
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A parameter grid, repeatable: policy.parameter=V1,V2 (utility.beta=0.3,0.7) "
-            "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
-        ),
-    ] = None,
+    seeds: SeedsOpt = None,
+    param: ParamOpt = None,
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table
     (with --seeds or --param: mean ± 95 % CI across seeds per policy and parameter point)."""

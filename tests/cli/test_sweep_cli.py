@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.cli.test_cli import twinedge
+from twinedge.engine.metrics import SUMMARY_KEYS
 
 
 @pytest.mark.parametrize(
@@ -77,4 +78,4 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     a = pd.read_parquet(out / "results.parquet")
     b = pd.read_parquet(fresh / "results.parquet")
     pd.testing.assert_frame_equal(a, b)
-    assert len(a) == 20 * 12
+    assert len(a) == 20 * len(SUMMARY_KEYS)  # 20 runs, one row per metric

@@ -30,6 +30,23 @@ STEP_COLUMNS = (
     "replacement_migrations",
 )
 
+#: The numbers of a run's summary, in the order of the tables (the keys of ``summary.json``).
+SUMMARY_KEYS = (
+    "mean_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "deadline_miss_ratio",
+    "migrations",
+    "replacement_migrations",
+    "migration_downtime_s",
+    "bytes_migrated",
+    "device_energy_j",
+    "server_energy_j",
+    "mean_utilisation",
+    "max_utilisation",
+)
+
 
 def histogram_bins(latency_ms: np.ndarray) -> np.ndarray:
     """Bin index of every latency (clipped into the histogram's range)."""

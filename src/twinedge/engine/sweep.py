@@ -48,26 +48,13 @@ from typing import Any, Literal, cast
 import numpy as np
 import yaml
 
-from twinedge.engine.metrics import STEP_COLUMNS
+from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.parallel import Job, run_job, run_jobs
 from twinedge.errors import PolicyError, TwinedgeError
 from twinedge.scenario.schema import Scenario
 
 #: The metrics of a run, in the order of the tables (the keys of ``summary.json``).
-METRICS = (
-    "mean_latency_ms",
-    "p50_latency_ms",
-    "p95_latency_ms",
-    "p99_latency_ms",
-    "deadline_miss_ratio",
-    "migrations",
-    "migration_downtime_s",
-    "bytes_migrated",
-    "device_energy_j",
-    "server_energy_j",
-    "mean_utilisation",
-    "max_utilisation",
-)
+METRICS = SUMMARY_KEYS
 
 _SEED_PART = re.compile(r"^\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?$")
 

@@ -185,7 +185,7 @@ def _log_axis(ax: Axes, lo: float, hi: float) -> None:
     decades = math.log10(hi / lo)
     subs: tuple[float, ...]
     if decades < 0.6:
-        subs = (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)
+        subs = (1, 1.5, 2, 3, 4, 5, 6, 8)  # 7 and 9 would crowd 6, 8 and 10
     elif decades <= 1.6:
         subs = (1, 2, 5)
     else:

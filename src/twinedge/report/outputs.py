@@ -17,25 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from twinedge import __version__
-from twinedge.engine.metrics import STEP_COLUMNS
+from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.simulation import RunResult
 from twinedge.report.ranking import POLICY_INDEPENDENT, unique_best
-
-SUMMARY_KEYS = (
-    "mean_latency_ms",
-    "p50_latency_ms",
-    "p95_latency_ms",
-    "p99_latency_ms",
-    "deadline_miss_ratio",
-    "migrations",
-    "replacement_migrations",
-    "migration_downtime_s",
-    "bytes_migrated",
-    "device_energy_j",
-    "server_energy_j",
-    "mean_utilisation",
-    "max_utilisation",
-)
 
 
 def _round(v):
