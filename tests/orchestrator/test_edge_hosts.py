@@ -32,6 +32,15 @@ async def next_redirect(client: aiomqtt.Client, timeout_s: float = 20.0) -> dict
     return await asyncio.wait_for(first(), timeout_s)
 
 
+async def host_of_twin(core_mqtt: int, kw: dict) -> tuple[str, int]:
+    """Where the twin's device is sent: it reports to the core's broker (not taken
+    there) and returns the MQTT address of the redirect it gets."""
+    async with aiomqtt.Client("127.0.0.1", core_mqtt, **kw) as c:
+        await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
+        await c.publish(f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0)
+        return mqtt_of((await next_redirect(c))["url"])
+
+
 def robot_on_edge_1(client) -> None:
     """Create the robot twin at x = 10 m with its device's password; wait until the
     orchestrator has placed it on edge-1."""
@@ -244,11 +253,7 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
 
     async def device() -> None:
         kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
-        async with aiomqtt.Client("127.0.0.1", core_mqtt, **kw) as c:
-            await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
-            await c.publish(f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0)
-            url = (await next_redirect(c))["url"]
-        host, port = mqtt_of(url)
+        host, port = await host_of_twin(core_mqtt, kw)
         async with aiomqtt.Client(host, port, **kw) as c:
             for n in range(1, 51):
                 await c.publish(
@@ -314,13 +319,7 @@ def test_the_core_killed_with_sigkill_mid_load_loses_nothing_and_hosts_keep_serv
 
         async def device() -> None:
             kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
-            async with aiomqtt.Client("127.0.0.1", mqtt, **kw) as c:
-                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
-                await c.publish(
-                    f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0
-                )
-                url = (await next_redirect(c))["url"]
-            host, port = mqtt_of(url)
+            host, port = await host_of_twin(mqtt, kw)
             async with aiomqtt.Client(host, port, **kw) as c:
                 for n in range(1, 101):
                     if n == 40:
@@ -380,13 +379,7 @@ def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
 
         async def device() -> None:
             kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
-            async with aiomqtt.Client("127.0.0.1", s.mqtt_port, **kw) as c:
-                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)
-                await c.publish(
-                    f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": 0}}), qos=0
-                )
-                url = (await next_redirect(c))["url"]
-            host, port = mqtt_of(url)
+            host, port = await host_of_twin(s.mqtt_port, kw)
             async with aiomqtt.Client(host, port, **kw) as c:
                 await c.publish(
                     f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1

@@ -516,7 +516,8 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/retire")
     async def retire(twin_id: str) -> Any:
         known = await h().retire(twin_id)
-        await server.replicated(h().last_seq)  # the core has every record of it before it goes
+        if known:  # the core has every record of it before it goes
+            await server.replicated(h().last_seq)
         return {"known": known}
 
     @app.post("/twins/{twin_id}/desired")

@@ -30,11 +30,16 @@ from typing import Any
 
 import numpy as np
 
+from twinedge.edge import wire
+from twinedge.edge.errors import EdgeError, InvalidReportError, RevisionError
+from twinedge.edge.host import EdgeHost
 from twinedge.edge.log import TwinStatus
-from twinedge.errors import TwinedgeError
+from twinedge.edge.migrate import evacuate, pre_copy, resume
+from twinedge.errors import InvalidInput, PreconditionFailed, TwinedgeError, Unavailable
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
+from twinedge.runtime.things import merge_patch
 from twinedge.scenario.schema import DEMAND_FIELDS, Scenario, TwinDemand
 from twinedge.world import models
 from twinedge.world.state import World
@@ -389,7 +394,6 @@ class LiveNetwork:
         """Put the twin's state on host process ``new``: its first placement (a copy of
         the core's document, the device redirected from the core's broker) or a live
         migration from ``old`` (pre-copy, fenced; the device redirected by ``old``)."""
-        from twinedge.edge.migrate import pre_copy
 
         target = self.hosts[new]
         if old is None or old not in self.hosts or old == new:
@@ -425,9 +429,6 @@ class LiveNetwork:
         replicated, and move every twin it owned (or was handing over) to the live host
         process with the most free CPU. Nothing it acknowledged is lost: acknowledged
         means committed to that log."""
-        from twinedge.edge import wire
-        from twinedge.edge.host import EdgeHost
-        from twinedge.edge.migrate import evacuate, resume
 
         procs = self.host_processes
         log.warning("host process %s died; recovering its twins from its log", dead)
@@ -488,7 +489,6 @@ class LiveNetwork:
         did not answer in time): :func:`~twinedge.edge.migrate.resume` completes a fenced
         one or drops the target's staged copy of one that was not; either way the core
         learns where the twin is. One that fails again is tried next cycle."""
-        from twinedge.edge.migrate import resume
 
         for twin, (old, new) in list(self.moving.items()):
             if old not in self.hosts or new not in self.hosts:
@@ -568,7 +568,6 @@ class LiveNetwork:
             self.epochs.pop(twin, None)
 
     def _owner_host(self, twin: str) -> Any:
-        from twinedge.errors import Unavailable
 
         owner = self.edge_owner(twin)
         if owner is None:
@@ -578,8 +577,6 @@ class LiveNetwork:
     @staticmethod
     async def _on_host(host: Any, call: Any) -> int:
         """Await a host call; its refusals as the service's errors."""
-        from twinedge.edge.errors import EdgeError, InvalidReportError, RevisionError
-        from twinedge.errors import InvalidInput, PreconditionFailed, Unavailable
 
         try:
             return int(await call)
@@ -608,8 +605,6 @@ class LiveNetwork:
         the core's copy with ``patch`` applied (``whole``: a patch of the document, else
         of the features' desired properties); with ``core`` the core's copy once it has
         that revision."""
-        from twinedge.errors import Unavailable
-        from twinedge.runtime.things import merge_patch
 
         doc = dict(self.service.things.get(twin) or {})
         if ack == "edge":
