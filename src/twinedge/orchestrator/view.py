@@ -201,6 +201,29 @@ class NetworkView:
             w.state_bytes[twins], w.host_host_mbps[frm, to_hosts], w.host_host_ms[frm, to_hosts]
         )
 
+    def load_limit_ghz(self) -> np.ndarray:
+        """``(H,)`` the CPU load each host can carry before a twin on it that meets its
+        latency requirement now would miss it; the host's capacity where no twin limits it.
+
+        A twin on host j meets its requirement while ``up + back + svc * 1 / (1 - rho) <=
+        req``, that is while ``rho <= 1 - svc / (req - up - back)``; the host's limit is
+        the least of these over its twins on time (no limit once the queueing factor is
+        held at :data:`~twinedge.world.models.RHO_CAP`). Migration policies use it so
+        twins moving in do not push twins already there past their deadline.
+        """
+        w, s = self.world, self.state
+        cap = w.host_cpu_ghz
+        if w.n_entities == 0:
+            return cap.astype(float).copy()
+        limit_rho = models.utilisation_limit(
+            w.latency_req_ms - s.uplink_ms - w.ap_host_ms[s.ap, s.host],
+            models.service_ms(w.work_gcycles, cap[s.host]),
+        )
+        on_time = s.latency_ms <= w.latency_req_ms
+        out = np.full(w.n_hosts, np.inf)
+        np.minimum.at(out, s.host[on_time], limit_rho[on_time] * cap[s.host[on_time]])
+        return np.minimum(out, cap)
+
     def placement_problem(self) -> PlacementProblem:
         """The seed-000 placement problem for every twin at its current access point:
         ``T_ij = uplink_i + backbone(ap_i, j) + service_ij`` with the idle service time

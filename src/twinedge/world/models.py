@@ -50,6 +50,23 @@ def queue_factor(rho: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 - np.minimum(np.asarray(rho, dtype=float), RHO_CAP))
 
 
+def utilisation_limit(room_ms: np.ndarray, service_ms: np.ndarray) -> np.ndarray:
+    """The highest utilisation rho at which ``service_ms * queue_factor(rho)`` still fits
+    in ``room_ms``: ``1 - service / room``; ``inf`` when it fits even at the held factor
+    (rho at :data:`RHO_CAP`), ``-inf`` when it does not fit on an idle host.
+
+    Examples:
+        >>> float(utilisation_limit(np.array(4.0), np.array(1.0)))  # 1 / (1 - rho) <= 4
+        0.75
+    """
+    room = np.asarray(room_ms, dtype=float)
+    svc = np.asarray(service_ms, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - svc / room
+    rho = np.where(room >= svc * queue_factor(np.asarray(RHO_CAP)), np.inf, rho)
+    return np.where(room < svc, -np.inf, rho)
+
+
 def device_energy_j(tx_power_w: np.ndarray, tx_time_s: np.ndarray) -> np.ndarray:
     """Seed 000's device energy ``E = p * t`` (transmit power times transmit time), in J."""
     return np.asarray(tx_power_w, dtype=float) * np.asarray(tx_time_s, dtype=float)

@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from twinedge.orchestrator.view import NetworkView
 
 
-def _moves(ctx: NetworkView, twins, cand, score, priority) -> Moves:
-    """Assign under capacity and drop no-op moves (to the twin's own host)."""
-    t, h = assign_under_capacity(ctx, twins, cand, score, priority)
+def _moves(ctx: NetworkView, twins, cand, score, priority, bound_ms) -> Moves:
+    """Assign under capacity, load-aware (no move may leave a twin above ``bound_ms`` or
+    push a twin on time past its deadline), and drop no-op moves (to the twin's own host)."""
+    t, h = assign_under_capacity(ctx, twins, cand, score, priority, bound_ms=bound_ms)
     keep = h != ctx.state.host[t]
     return Moves(t[keep], h[keep])
 
@@ -49,7 +50,14 @@ class Threshold(MigrationPolicy):
             return NO_MOVES
         cand, lat = ctx.candidates(twins)
         lat = np.where(lat < s.latency_ms[twins, None] - self.hysteresis_ms, lat, np.inf)
-        return _moves(ctx, twins, cand, lat, s.latency_ms[twins] - w.latency_req_ms[twins])
+        return _moves(
+            ctx,
+            twins,
+            cand,
+            lat,
+            s.latency_ms[twins] - w.latency_req_ms[twins],
+            s.latency_ms[twins] - self.hysteresis_ms,
+        )
 
 
 class Utility(MigrationPolicy):
@@ -119,7 +127,7 @@ class Utility(MigrationPolicy):
         u = self.utility(lat, req[:, None], energy)
         u_now = self.utility(s.latency_ms[twins], req, base_mj)
         score = np.where(np.isfinite(lat) & (u > u_now[:, None] + self.margin), -u, np.inf)
-        return _moves(ctx, twins, cand, score, u_now.max() - u_now)
+        return _moves(ctx, twins, cand, score, u_now.max() - u_now, s.latency_ms[twins])
 
 
 class Predictive(MigrationPolicy):
@@ -202,4 +210,6 @@ class Predictive(MigrationPolicy):
             & (fut_score < f_lat_now_host[need][:, None] - self.hysteresis_ms)
         )
         score = np.where(improves, score, np.where(fallback, fut_score, np.inf))
-        return _moves(ctx, twins, cand, score, cur - w.latency_req_ms[twins])
+        # an improving move must stay better now; a move for then may be worse now
+        bound = np.where(improves.any(axis=1), cur - self.hysteresis_ms, np.inf)
+        return _moves(ctx, twins, cand, score, cur - w.latency_req_ms[twins], bound)
