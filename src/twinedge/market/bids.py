@@ -35,7 +35,7 @@ def _prices(a: Any, side: str, what: str) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise MarketError(
-            f"{side}: bid {i}: {what} got {arr[i]!r}; expected a finite number in "
+            f"{side}: bid {i}: {what} got {float(arr[i])!r}; expected a finite number in "
             f"[0, {MAX_PRICE:g}]"
         )
     return arr
@@ -53,7 +53,9 @@ def _units(a: Any, n: int, side: str) -> np.ndarray:
         whole = np.isfinite(arr) & (arr == np.round(arr))
         if not whole.all():
             i = int(np.flatnonzero(~whole)[0])
-            raise MarketError(f"{side}: bid {i}: units got {arr[i]!r}; expected an integer >= 1")
+            raise MarketError(
+                f"{side}: bid {i}: units got {float(arr[i])!r}; expected an integer >= 1"
+            )
         arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "iu" or arr.dtype.kind == "b":
         raise MarketError(f"{side}: units must be integers, got dtype {arr.dtype}")

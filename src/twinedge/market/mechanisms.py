@@ -240,10 +240,18 @@ class PostedPrice(Mechanism):
             )
         return p
 
-    def _take(self, rows: np.ndarray, units: np.ndarray, q: int, rng: np.random.Generator) -> np.ndarray:
-        """Unit rows of the first ``q`` units of the willing ``rows`` in rationing order."""
+    def _take(
+        self, willing: np.ndarray, units: np.ndarray, q: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Unit rows of the first ``q`` units of the ``willing`` bids in rationing order.
+
+        The random order is drawn over *all* bids of the side, willing or not, so it does
+        not depend on anyone's report (a report only decides whether a bid is in it)."""
         if self.rationing == "random":
-            rows = rows[rng.permutation(rows.size)]
+            order = rng.permutation(units.size)
+            rows = order[willing[order]]
+        else:
+            rows = np.flatnonzero(willing)
         u = units[rows]
         before = np.cumsum(u) - u
         take = np.clip(q - before, 0, u)
@@ -253,8 +261,8 @@ class PostedPrice(Mechanism):
         p = self._validated()
         bids = _check_bids(bids, "PostedPrice")
         r = _Ranked.of(bids)
-        wb = np.flatnonzero(bids.values >= p)
-        ws = np.flatnonzero(bids.costs <= p)
+        wb = bids.values >= p
+        ws = bids.costs <= p
         q = int(min(bids.buyer_units[wb].sum(), bids.seller_units[ws].sum()))
         if q == 0:
             return _clearing(self.name, bids, r, r.b_row[:0], r.s_row[:0], None, None)
