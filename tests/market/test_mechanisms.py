@@ -179,7 +179,7 @@ def test_bad_mechanisms_raise_market_errors():
         resolve_mechanism("vickrey")
     with pytest.raises(MarketError, match="mechanism 'mcafee'"):
         resolve_mechanism("mcafee", price=1.0)
-    with pytest.raises(MarketError, match="bids must be a twinedge.market.Bids"):
+    with pytest.raises(MarketError, match=r"bids must be a twinedge\.market\.Bids"):
         McAfee().clear(([1.0], [1.0]), RNG(0))  # type: ignore[arg-type]
 
 

@@ -30,8 +30,12 @@ def markets(draw, multi_unit: bool = False):
     values, costs = draw(SIDE), draw(SIDE)
     kw = {}
     if multi_unit:
-        kw["buyer_units"] = draw(st.lists(st.integers(1, 4), min_size=len(values), max_size=len(values)))
-        kw["seller_units"] = draw(st.lists(st.integers(1, 4), min_size=len(costs), max_size=len(costs)))
+        kw["buyer_units"] = draw(
+            st.lists(st.integers(1, 4), min_size=len(values), max_size=len(values))
+        )
+        kw["seller_units"] = draw(
+            st.lists(st.integers(1, 4), min_size=len(costs), max_size=len(costs))
+        )
     return Bids(values, costs, **kw)
 
 
@@ -41,7 +45,9 @@ MECHS = [McAfee(), Greedy(), PostedPrice(5.0), PostedPrice(5.5, rationing="order
 def check_consistent(bids: Bids, c) -> None:
     assert c.trade_units.sum() == c.buyer_units.sum() == c.seller_units.sum() == c.units_traded
     assert np.array_equal(np.bincount(c.trade_buyer, c.trade_units, bids.n_buyers), c.buyer_units)
-    assert np.array_equal(np.bincount(c.trade_seller, c.trade_units, bids.n_sellers), c.seller_units)
+    assert np.array_equal(
+        np.bincount(c.trade_seller, c.trade_units, bids.n_sellers), c.seller_units
+    )
     assert (c.buyer_units <= bids.buyer_units).all() and (c.seller_units <= bids.seller_units).all()
     assert (c.trade_units >= 1).all()
 
@@ -68,7 +74,10 @@ def test_individually_rational_and_weakly_budget_balanced(bids, seed):
 @settings(max_examples=300, deadline=None)
 @given(markets(multi_unit=True))
 def test_welfare_bounds(bids):
-    m, g = McAfee().clear(bids, np.random.default_rng(0)), Greedy().clear(bids, np.random.default_rng(0))
+    m, g = (
+        McAfee().clear(bids, np.random.default_rng(0)),
+        Greedy().clear(bids, np.random.default_rng(0)),
+    )
     k = m.efficient_units
     assert g.units_traded == k and abs(g.welfare - g.optimal_welfare) <= 1e-9
     assert m.units_traded in (k, max(k - 1, 0))
@@ -137,10 +146,14 @@ def test_mcafee_is_not_truthful_for_a_multi_unit_buyer_hand_computed():
     # Truthful: b = 10 10 1, s = 1 2 11, k = 2, p0 = (1 + 11) / 2 = 6 in [2, 10]:
     # buyer 0 buys 2 at 6, utility 8. Bidding for 1 unit (demand reduction): b = 10 1,
     # k = 1, p0 = (1 + 2) / 2 = 1.5 in [1, 10]: 1 unit at 1.5, utility 8.5 > 8.
-    truthful = McAfee().clear(Bids([10, 1], [1, 2, 11], buyer_units=[2, 1]), np.random.default_rng(0))
+    truthful = McAfee().clear(
+        Bids([10, 1], [1, 2, 11], buyer_units=[2, 1]), np.random.default_rng(0)
+    )
     assert (truthful.buyer_units[0], truthful.buyer_price) == (2, 6.0)
     assert truthful.utility([10, 1], [1, 2, 11])[0] == 8.0
-    reduced = McAfee().clear(Bids([10, 1], [1, 2, 11], buyer_units=[1, 1]), np.random.default_rng(0))
+    reduced = McAfee().clear(
+        Bids([10, 1], [1, 2, 11], buyer_units=[1, 1]), np.random.default_rng(0)
+    )
     assert (reduced.buyer_units[0], reduced.buyer_price) == (1, 1.5)
     assert reduced.utility([10, 1], [1, 2, 11])[0] == 8.5
 

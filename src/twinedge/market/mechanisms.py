@@ -39,7 +39,7 @@ from twinedge.errors import MarketError
 from twinedge.market.bids import Bids, Clearing
 from twinedge.policies.base import BasePolicy
 
-__all__ = ["MECHANISMS", "Greedy", "Mechanism", "McAfee", "PostedPrice", "resolve_mechanism"]
+__all__ = ["MECHANISMS", "Greedy", "McAfee", "Mechanism", "PostedPrice", "resolve_mechanism"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,9 @@ class PostedPrice(Mechanism):
         except (TypeError, ValueError):
             p = float("nan")
         if not np.isfinite(p) or p < 0:
-            raise MarketError(f"PostedPrice: price got {self.price!r}; expected a finite number >= 0")
+            raise MarketError(
+                f"PostedPrice: price got {self.price!r}; expected a finite number >= 0"
+            )
         if self.rationing not in ("random", "order"):
             raise MarketError(
                 f"PostedPrice: rationing got {self.rationing!r}; expected 'random' or 'order'"

@@ -108,7 +108,7 @@ def period_bids(
         costs = _draw(spec.cost_per_unit, hosts.size, rng)
     else:
         unit_ghz_s = spec.unit_cpu_ghz * spec.period_s
-        tier_price = np.array([spec.per_cpu_ghz_s.get(t, 0.0) for t in tiers])  # type: ignore[call-overload]
+        tier_price = np.array([spec.per_cpu_ghz_s.get(t, 0.0) for t in tiers])
         j_per_ghz_s = (w.node_max_w[hosts] - w.node_idle_w[hosts]) / np.maximum(cpu, 1e-12)
         noise = rng.uniform(1 - spec.cost_spread, 1 + spec.cost_spread, size=hosts.size)
         costs = unit_ghz_s * (tier_price + j_per_ghz_s / _J_PER_KWH * spec.per_kwh) * noise

@@ -319,6 +319,9 @@ class Policies(_Model):
         return [x.strip() for x in items if x.strip()]
 
 
+_TIER_PRICES: dict[Tier, float] = {"edge": 1e-4, "region": 8e-5, "cloud": 5e-5}
+
+
 class Market(_Model):
     """A compute market cleared every ``period_s`` (docs/market.md): twins buy units of
     ``unit_cpu_ghz`` GHz for one period from the hosts. A twin's value per unit is
@@ -336,9 +339,7 @@ class Market(_Model):
     latency_ref_ms: Annotated[float, Field(gt=0)] = 20.0
     value_spread: Annotated[float, Field(ge=0, lt=1)] = 0.5
     cost_per_unit: Range | None = None
-    per_cpu_ghz_s: dict[Tier, NonNeg] = Field(
-        default_factory=lambda: {"edge": 1e-4, "region": 8e-5, "cloud": 5e-5}
-    )
+    per_cpu_ghz_s: dict[Tier, NonNeg] = Field(default_factory=lambda: dict(_TIER_PRICES))
     per_kwh: NonNeg = 0.30
     cost_spread: Annotated[float, Field(ge=0, lt=1)] = 0.2
 
