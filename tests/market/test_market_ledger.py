@@ -254,3 +254,43 @@ def test_scenario_market_section(view):
         Market(posted_price=1.0)
     with pytest.raises(ValueError, match="min > max"):
         Market(value_per_unit=(2.0, 1.0))
+
+
+def test_market_periods_recorded_by_the_run_recorder_settle_with_the_rest(view, tmp_path):
+    from twinedge.engine.record import LedgerRecorder
+    from twinedge.orchestrator import Orchestrator
+
+    w = view.world
+    state = NetworkState.at(w, w.xy_m)
+    rec = LedgerRecorder(tmp_path / "L")
+    orch = Orchestrator("greedy", "never", step_s=1.0, rng=np.random.default_rng(0), recorder=rec)
+    orch.place(w, state)
+    rng = np.random.default_rng(7)
+    expected = Decimal(0)
+    for k in range(3):  # three 60 s market periods
+        state.t_s = 60.0 * (k + 1)
+        period = clear_period(orch.view(w, state), rng, Market(mechanism="greedy"))
+        entries = period.entries(state.t_s)
+        expected += sum(
+            (Decimal(repr(e["body"]["seller_price"])) * e["body"]["units"] for e in entries),
+            Decimal(0),
+        )
+        rec.trades(state.t_s, w, entries)
+        rec.step_end(k, state.t_s, w, state)
+    rec.end(180.0, w, np.zeros(w.n_hosts))
+    tier = {
+        "per_cpu_ghz_s": "0.0001",
+        "per_mem_gb_s": "0.00002",
+        "per_migrated_gb": "0.02",
+        "per_kwh": "0.30",
+    }
+    table = PriceTable.from_dict(
+        {"currency": "EUR", "tiers": {t: tier for t in ("edge", "region", "cloud")}}
+    )
+    bills = settle(tmp_path / "L", table)
+    market = [li for li in bills.lines if li.kind == "market"]
+    assert {li.kind for li in bills.lines} >= {"cpu", "memory", "market"}
+    assert "market_surplus" not in {li.kind for li in bills.lines}  # greedy: one price
+    assert abs(sum(li.amount_micro for li in market) - expected * 1_000_000) <= len(market)
+    # three periods of one clearing each: three unit prices per (payer, payee, tier) at most
+    assert len({li.unit_price for li in market}) == 3
