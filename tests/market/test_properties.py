@@ -168,3 +168,12 @@ def test_the_deviation_search_finds_greedy_manipulable_on_random_markets():
         found += best_deviation(Greedy(), bids, 0, []) > 1e-9
         assert best_deviation(McAfee(), bids, 0, []) <= 1e-9
     assert found >= 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(-1e15, 1e15)), max_size=80))
+def test_the_fast_stable_order_is_numpys_stable_argsort(xs):
+    from twinedge.market.mechanisms import _stable_order
+
+    x = np.asarray(xs, dtype=float)
+    assert np.array_equal(_stable_order(x), np.argsort(x, kind="stable"))

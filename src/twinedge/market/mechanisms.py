@@ -42,6 +42,23 @@ from twinedge.policies.base import BasePolicy
 __all__ = ["MECHANISMS", "Greedy", "McAfee", "Mechanism", "PostedPrice", "resolve_mechanism"]
 
 
+def _stable_order(x: np.ndarray) -> np.ndarray:
+    """The order that sorts ``x`` ascending, equal values in index order: the same as
+    ``np.argsort(x, kind="stable")``, but from two unstable (SIMD) sorts, which are
+    several times faster than numpy's stable sort for floats. Equal values get one rank;
+    ``rank * n + index`` is then a unique key, so any sort orders it the same way."""
+    n = x.size
+    if n < 2:
+        return np.arange(n)
+    o = np.argsort(x)
+    xs = x[o]
+    rank = np.empty(n, dtype=np.int64)
+    rank[o[0]] = 0
+    rank[o[1:]] = np.cumsum(xs[1:] != xs[:-1])
+    key = np.sort(rank * n + np.arange(n, dtype=np.int64))
+    return key % n
+
+
 @dataclass(frozen=True)
 class _Ranked:
     """Unit bids ranked: ``b`` descending values with their buyer rows ``b_row``, ``s``
@@ -59,9 +76,9 @@ class _Ranked:
         s_row = np.repeat(np.arange(bids.n_sellers), bids.seller_units)
         b_all = bids.values[b_row]
         s_all = bids.costs[s_row]
-        # stable sorts: equal prices keep the bids' order (lower row first)
-        ob = np.argsort(-b_all, kind="stable")
-        os_ = np.argsort(s_all, kind="stable")
+        # stable orders: equal prices keep the bids' order (lower row first)
+        ob = _stable_order(-b_all)
+        os_ = _stable_order(s_all)
         b, s = b_all[ob], s_all[os_]
         n = min(b.size, s.size)
         k = int(np.count_nonzero(b[:n] >= s[:n]))
@@ -96,7 +113,8 @@ def _clearing(
         tu = np.diff(np.append(starts, q))
     bu = np.bincount(buy_rows, minlength=bids.n_buyers).astype(np.int64)
     su = np.bincount(sell_rows, minlength=bids.n_sellers).astype(np.int64)
-    welfare = float(bids.values @ bu - bids.costs @ su)
+    # (x * u).sum(), not x @ u: a BLAS dot may start threads, slow on a busy machine
+    welfare = float((bids.values * bu).sum() - (bids.costs * su).sum())
     return Clearing(
         mechanism=name,
         buyer_units=bu,
