@@ -294,3 +294,27 @@ def test_market_periods_recorded_by_the_run_recorder_settle_with_the_rest(view, 
     assert abs(sum(li.amount_micro for li in market) - expected * 1_000_000) <= len(market)
     # three periods of one clearing each: three unit prices per (payer, payee, tier) at most
     assert len({li.unit_price for li in market}) == 3
+
+
+@pytest.mark.parametrize(
+    ("market", "problem"),
+    [
+        ({"mechanism": "vickrey"}, "s.yaml: market.mechanism: got 'vickrey'; expected"),
+        ({"mechanism": "posted"}, "expected posted_price is given with, and only with"),
+        ({"unit_cpu_ghz": 0}, "s.yaml: market.unit_cpu_ghz: got 0; expected"),
+        ({"per_cpu_ghz_s": {"edge": -1}}, "s.yaml: market.per_cpu_ghz_s.edge: got -1; expected"),
+        ({"cost_spread": 1.0}, "s.yaml: market.cost_spread: got 1.0; expected"),
+        ({"value_per_unit": float("nan")}, "s.yaml: market.value_per_unit"),
+    ],
+)
+def test_a_bad_market_section_names_the_field(market, problem):
+    from twinedge.errors import ScenarioError
+    from twinedge.scenario.loader import parse_scenario
+
+    data = load_scenario("city-small").model_dump(mode="json", exclude_none=True)
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario({**data, "market": market}, "s.yaml")
+    assert problem in str(exc.value)
+    assert parse_scenario({**data, "market": {"mechanism": "greedy"}}, "s.yaml").market == Market(
+        mechanism="greedy"
+    )
