@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["bids", "mechanisms", "ledger", "period"]
+MODULES = ["bids", "mechanisms", "ledger", "period", "check"]
 
 
 @pytest.mark.parametrize("name", MODULES)
