@@ -171,6 +171,12 @@ class LedgerError(TwinedgeError):
     """A ledger operation failed (bad key, bad proof input, tampered storage...)."""
 
 
+class MarketError(TwinedgeError):
+    """A compute market was given bad bids (a value that is not a finite non-negative
+    number, units that are not positive integers, an empty side) or an unknown
+    mechanism; the message names the side, the bid and the value."""
+
+
 class ServiceError(TwinedgeError):
     """The live service refused or could not carry out a request (see the module
     docstring for the tree and how the edges answer each kind).

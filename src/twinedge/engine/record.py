@@ -103,6 +103,12 @@ class LedgerRecorder:
             }
             self._add("migration", d_doms[k], t_s, body)
 
+    def trades(self, t_s: float, world: World, entries: list[dict]) -> None:
+        """Record a market period's ``trade`` entries (``MarketPeriod.entries(t_s)`` of
+        :mod:`twinedge.market.period`); they are appended with the step's decisions."""
+        self._open(world)
+        self._pending.extend(entries)
+
     def _flush(self) -> None:
         if self._pending and self.ledger is not None:
             self.ledger.append_many(self._pending)

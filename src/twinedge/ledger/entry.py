@@ -2,7 +2,7 @@
 
 An entry is a JSON object with exactly the fields ``type`` (non-empty string such as
 ``placement``, ``migration``, ``offload``, ``settlement``, ``policy``, ``provenance``,
-``usage``, ``witness``), ``domain`` (the owner domain whose log holds it), ``time``
+``usage``, ``witness``, ``trade``), ``domain`` (the owner domain whose log holds it), ``time``
 (seconds, a finite number), ``actor`` (who wrote it) and ``body`` (an object).
 
 The stored bytes are canonical JSON in the style of RFC 8785 (JSON Canonicalization
@@ -48,6 +48,7 @@ KNOWN_TYPES = frozenset(
         "policy",
         "provenance",
         "usage",
+        "trade",
         "witness",
     }
 )

@@ -9,6 +9,11 @@ Bill model (docs/ledger.md has the entry bodies it reads):
   entry with ``body.event == "end"``, or ``until``);
 * migration — the owner pays the destination domain ``bytes / 1e9`` GB at the
   destination tier's ``per_migrated_gb``;
+* market — for every ``trade`` (a cleared market trade, :mod:`twinedge.market`) the
+  buyer's domain pays the seller's domain ``units * seller_price``, and, when
+  ``buyer_price > seller_price``, the ``operator`` ``units * (buyer_price -
+  seller_price)`` (the market's budget surplus); prices come from the entry, not the
+  price table, and lines are kept apart per unit price;
 * a line whose payer is also its payee (a domain hosting its own twins) is listed
   but counts in neither ``owes`` nor ``earns``;
 * energy — a host's domain pays ``energy_j / 3.6e6`` kWh at the host tier's
@@ -41,6 +46,8 @@ from twinedge.textinput import TextInputError
 __all__ = ["Bills", "DomainBill", "LineItem", "PriceTable", "TierPrices", "settle"]
 
 GRID = "(grid)"
+#: The default market operator of ``trade`` entries (a party without a log, like GRID).
+MARKET = "(market)"
 _MICRO = Decimal(1_000_000)
 _J_PER_KWH = Decimal(3_600_000)
 _BYTES_PER_GB = Decimal(1_000_000_000)
@@ -64,7 +71,14 @@ PRICE_LIMITS = textinput.Limits(
 _MAX_PRICE_DIGITS = 12
 _MAX_PRICE_PLACES = 18
 _MAX_NAME = 64
-_UNITS = {"cpu": "GHz*s", "memory": "GB*s", "migration": "GB", "energy": "kWh"}
+_UNITS = {
+    "cpu": "GHz*s",
+    "memory": "GB*s",
+    "migration": "GB",
+    "energy": "kWh",
+    "market": "unit",
+    "market_surplus": "unit",
+}
 
 
 def _show(value: Any) -> str:
@@ -406,6 +420,7 @@ def _settle(
 ) -> Bills:
     events: list[tuple[Decimal, int, str, int, dict[str, Any]]] = []
     usages: list[tuple[str, int, dict[str, Any]]] = []
+    trades: list[tuple[str, int, dict[str, Any]]] = []
     ends: list[Decimal] = []
     inputs: dict[str, dict[str, Any]] = {}
     unknown = sorted(set(sizes) - set(ld.domains))
@@ -426,6 +441,8 @@ def _settle(
                 events.append((_dec(e["time"], "time"), 1, d, idx, e))
             elif t == "usage":
                 usages.append((d, idx, e))
+            elif t == "trade":
+                trades.append((d, idx, e))
             elif t == "policy" and isinstance(e.get("body"), dict):
                 if e["body"].get("event") == "end":
                     ends.append(_dec(e["time"], "time"))
@@ -483,6 +500,30 @@ def _settle(
     for run in running.values():
         close(run, end)
 
+    # market trades: priced by the entry, one line per (kind, payer, payee, tier, price)
+    priced: dict[tuple[str, str, str, str, Decimal], Decimal] = {}
+
+    def add_priced(kind: str, payer: str, payee: str, tier: str, q: Decimal, p: Decimal) -> None:
+        if q:
+            key = (kind, payer, payee, tier, p)
+            priced[key] = priced.get(key, Decimal(0)) + q
+
+    for d, idx, e in trades:
+        if _dec(e["time"], "time") > end:
+            continue
+        r = _Reader(d, idx, e)
+        units, pb, ps = r.num("units"), r.num("buyer_price"), r.num("seller_price")
+        if ps > pb:
+            raise LedgerError(
+                f"{r.where}: seller_price {ps} exceeds buyer_price {pb}; a trade's buyer pays "
+                "at least what its seller receives"
+            )
+        buyer, tier = r.text("buyer_domain"), r.text("tier")
+        add_priced("market", buyer, r.text("seller_domain"), tier, units, ps)
+        if pb > ps:
+            operator = r.text("operator") if "operator" in r.body else MARKET
+            add_priced("market_surplus", buyer, operator, tier, units, pb - ps)
+
     for d, idx, e in usages:
         r = _Reader(d, idx, e)
         t1 = _dec(e["time"], "time")
@@ -498,7 +539,8 @@ def _settle(
 
     bills = {d: DomainBill(d) for d in ld.domains}
     lines: list[LineItem] = []
-    for (kind, payer, payee, tier), q in sorted(qty.items()):
+    items: list[tuple[str, str, str, str, Decimal, Decimal]] = []
+    for (kind, payer, payee, tier), q in qty.items():
         p = table.tiers[tier]
         price = {
             "cpu": p.per_cpu_ghz_s,
@@ -506,11 +548,14 @@ def _settle(
             "migration": p.per_migrated_gb,
             "energy": p.per_kwh,
         }[kind]
+        items.append((kind, payer, payee, tier, price, q))
+    items.extend((*key, q) for key, q in priced.items())
+    for kind, payer, payee, tier, price, q in sorted(items):
         amount = int((q * price * _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
         li = LineItem(kind, payer, payee, tier, q, price, amount)
         lines.append(li)
         for party in sorted({payer, payee}):
-            if party not in bills and party != GRID:
+            if party not in bills and party not in (GRID, MARKET):
                 bills[party] = DomainBill(party)
                 warnings.append(f"domain {party!r} appears in entries but has no log here")
         if payer == payee:  # a domain hosting its own twins: listed, not owed or earned

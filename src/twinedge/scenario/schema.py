@@ -319,6 +319,40 @@ class Policies(_Model):
         return [x.strip() for x in items if x.strip()]
 
 
+_TIER_PRICES: dict[Tier, float] = {"edge": 1e-4, "region": 8e-5, "cloud": 5e-5}
+
+
+class Market(_Model):
+    """A compute market cleared every ``period_s`` (docs/market.md): twins buy units of
+    ``unit_cpu_ghz`` GHz for one period from the hosts. A twin's value per unit is
+    ``value_per_unit`` when given (fixed or ``[min, max]`` uniform), else
+    ``value_at_ref * latency_ref_ms / latency_req_ms`` times U(1 +- value_spread); a
+    host's cost per unit is ``cost_per_unit`` when given, else its tier's
+    ``per_cpu_ghz_s`` plus its marginal energy at ``per_kwh``, times U(1 +- cost_spread)."""
+
+    mechanism: Literal["mcafee", "greedy", "posted"] = "mcafee"
+    posted_price: NonNeg | None = None
+    period_s: Annotated[float, Field(gt=0)] = 60.0
+    unit_cpu_ghz: Annotated[float, Field(gt=0)] = 0.5
+    value_per_unit: Range | None = None
+    value_at_ref: NonNeg = 0.004
+    latency_ref_ms: Annotated[float, Field(gt=0)] = 20.0
+    value_spread: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    cost_per_unit: Range | None = None
+    per_cpu_ghz_s: dict[Tier, NonNeg] = Field(default_factory=lambda: dict(_TIER_PRICES))
+    per_kwh: NonNeg = 0.30
+    cost_spread: Annotated[float, Field(ge=0, lt=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _check(self) -> Market:
+        for v in (self.value_per_unit, self.cost_per_unit):
+            if v is not None:
+                _check_range(v)
+        if (self.mechanism == "posted") != (self.posted_price is not None):
+            raise ValueError("posted_price is given with, and only with, mechanism: posted")
+        return self
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -330,3 +364,4 @@ class Scenario(_Model):
     radio: Radio = Radio()
     run: Run = Run()
     policies: Policies = Policies()
+    market: Market | None = None
