@@ -25,9 +25,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import twinedge.gym  # registers twinedge/Migration-v0
 from twinedge.engine.sweep import run_sweep
-from twinedge.gym import LINEAR_FEATURES, LinearMigrationPolicy, linear_actions
+from twinedge.gym import (  # registers the envs
+    LINEAR_FEATURES,
+    LinearMigrationPolicy,
+    linear_actions,
+)
 from twinedge.report.sweep import sweep_table
 from twinedge.scenario import load_scenario
 
@@ -63,7 +66,7 @@ def episode_return(env: gym.Env, weights: np.ndarray, seed: int) -> float:
 def train(
     env: gym.Env,
     seeds: list[int],
-    iterations: int = 8,
+    iterations: int = 10,
     population: int = 16,
     elite: int = 4,
     rng_seed: int = 0,
@@ -89,16 +92,16 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="city-small")
-    ap.add_argument("--steps", type=int, default=30, help="steps per training episode")
+    ap.add_argument("--steps", type=int, default=20, help="steps per training episode")
     ap.add_argument(
         "--migration-cost",
         type=float,
-        default=0.2,
+        default=0.1,
         help="reward weight of a migration (per twin; see docs/gym.md)",
     )
-    ap.add_argument("--iterations", type=int, default=8)
+    ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--population", type=int, default=16)
-    ap.add_argument("--train-seeds", default="100,101", help="comma-separated")
+    ap.add_argument("--train-seeds", default="100,101,102,103", help="comma-separated")
     ap.add_argument("--eval-seeds", default="0,1,2,3,4,5,6,7", help="comma-separated")
     ap.add_argument("--eval-steps", type=int, default=None, help="default: the scenario's")
     ap.add_argument("--save", default=DEFAULT_PATH, help="where to write the trained policy")

@@ -18,7 +18,7 @@ stays is the run of the ``never`` migration policy, number for number.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -42,7 +42,7 @@ from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world
 
 #: ``placement_period_s="scenario"``: re-place as the scenario's ``policies.placement_period_s`` says
-FROM_SCENARIO = "scenario"
+FROM_SCENARIO: Literal["scenario"] = "scenario"
 
 
 def step_reward(
@@ -103,7 +103,7 @@ def _check_action(action: Any, nvec: np.ndarray) -> np.ndarray:
 
 
 class _Base(gym.Env[np.ndarray, np.ndarray]):
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it an instance attribute)
 
     def __init__(
         self,
@@ -246,7 +246,7 @@ class MigrationEnv(_Base):
         n_candidates: int = 8,
         *,
         placement: Any = None,
-        placement_period_s: float | None | Literal["scenario"] = FROM_SCENARIO,
+        placement_period_s: float | Literal["scenario"] | None = FROM_SCENARIO,
         violation_weight: float = 0.1,
         migration_cost: float = 0.0,
         render_mode: str | None = None,
@@ -264,7 +264,7 @@ class MigrationEnv(_Base):
         self.placement_params = (
             pol.placement_params.get(self.placement, {}) if isinstance(self.placement, str) else {}
         )
-        self.placement_period_s = (
+        self.placement_period_s: float | None = (
             pol.placement_period_s if placement_period_s == FROM_SCENARIO else placement_period_s
         )
         c = self.n_candidates
@@ -273,7 +273,8 @@ class MigrationEnv(_Base):
             np.broadcast_to(feature_high("migration", c), (self.n_twins, 5 + 5 * c)).copy(),
             dtype=np.float32,
         )
-        self.action_space = spaces.MultiDiscrete(np.full(self.n_twins, c + 1, dtype=np.int64))
+        self._nvec = np.full(self.n_twins, c + 1, dtype=np.int64)
+        self.action_space = spaces.MultiDiscrete(self._nvec)
         self._agent = _ActionMigration()
 
     def reset(
@@ -312,7 +313,7 @@ class MigrationEnv(_Base):
         sim = self._sim()
         if sim.k >= self.steps - 1:
             raise gym.error.ResetNeeded("the episode has ended: call reset()")
-        self._agent.pending = _check_action(action, self.action_space.nvec)
+        self._agent.pending = _check_action(action, self._nvec)
         out = sim.decide()
         sim.observe()
         reward, eff = self._reward(out.migrations)
@@ -431,7 +432,8 @@ class PlacementEnv(_Base):
             np.broadcast_to(feature_high("placement", c), (self.n_twins, 2 + 5 * c)).copy(),
             dtype=np.float32,
         )
-        self.action_space = spaces.MultiDiscrete(np.full(self.n_twins, c, dtype=np.int64))
+        self._nvec = np.full(self.n_twins, c, dtype=np.int64)
+        self.action_space = spaces.MultiDiscrete(self._nvec)
         self._agent = _ActionPlacement(self.fallback)
 
     def reset(
@@ -469,7 +471,7 @@ class PlacementEnv(_Base):
         sim = self._sim()
         if sim.done:
             raise gym.error.ResetNeeded("the episode has ended: call reset()")
-        self._agent.pending = _check_action(action, self.action_space.nvec)
+        self._agent.pending = _check_action(action, self._nvec)
         if not self._started:
             sim.reset()
             self._started = True

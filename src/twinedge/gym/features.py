@@ -83,6 +83,8 @@ def feature_names(kind: str, c: int) -> list[str]:
     """
     if c < 0:
         raise ValueError(f"c must be >= 0, got {c}")
+    own: tuple[str, ...]
+    per: tuple[str, ...]
     if kind == "migration":
         own, per = MIGRATION_TWIN_FEATURES, MIGRATION_CANDIDATE_FEATURES
     elif kind == "placement":
