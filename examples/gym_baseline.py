@@ -1,8 +1,9 @@
 """Train a migration policy in twinedge's Gymnasium environment, then compare it with
 the built-in policies in the table of ``twinedge compare --seeds``.
 
-    python3 examples/gym_baseline.py                  # trains (well under a minute), writes gym-policy.json
-    PYTHONPATH=examples twinedge compare city-small --seeds 0..3 --migration never,threshold,gym_baseline:Trained
+    cd examples
+    python3 gym_baseline.py          # trains (well under a minute), writes gym-policy.json here
+    twinedge compare city-small --seeds 0..3 --migration never,threshold,gym_baseline:Trained
 
 The learner is the cross-entropy method (NumPy only) over the 8 weights of
 :class:`twinedge.gym.LinearMigrationPolicy`: every iteration draws a population of
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-seeds", default="100,101,102,103", help="comma-separated")
     ap.add_argument("--eval-seeds", default="0,1,2,3,4,5,6,7", help="comma-separated")
     ap.add_argument("--eval-steps", type=int, default=None, help="default: the scenario's")
+    ap.add_argument("--seed", type=int, default=0, help="the learner's random seed")
     ap.add_argument("--save", default=DEFAULT_PATH, help="where to write the trained policy")
     args = ap.parse_args(argv)
 
@@ -113,16 +115,17 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         migration_cost=args.migration_cost,
     )
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     weights, _ = train(
         env,
         [int(s) for s in args.train_seeds.split(",")],
         iterations=args.iterations,
         population=args.population,
+        rng_seed=args.seed,
     )
-    train_s = time.perf_counter() - t0
+    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     path = LinearMigrationPolicy(weights).save(args.save)
-    print(f"trained in {train_s:.1f} s; weights saved to {path}:")
+    print(f"trained in {train_s:.1f} s ({cpu_s:.1f} s of CPU); weights saved to {path}:")
     for name, w in zip(LINEAR_FEATURES, weights, strict=True):
         print(f"  {name:>15} {w:+.3f}")
 

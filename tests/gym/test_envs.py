@@ -152,9 +152,12 @@ def test_a_linear_policy_in_the_env_is_the_same_policy_in_a_run():
     assert info["summary"] == ref.summary
     # ... which is threshold's run: moving late twins to the best candidate with room
     thr = simulate(load_scenario("city-small"), seed=2, steps=25, migration="threshold")
-    assert ref.summary["deadline_miss_ratio"] < simulate(
-        load_scenario("city-small"), seed=2, steps=25, migration="never"
-    ).summary["deadline_miss_ratio"]
+    assert (
+        ref.summary["deadline_miss_ratio"]
+        < simulate(load_scenario("city-small"), seed=2, steps=25, migration="never").summary[
+            "deadline_miss_ratio"
+        ]
+    )
     assert thr.summary["migrations"] > 0
 
 
