@@ -71,7 +71,7 @@ def step_reward(
     ratio = experienced_ms / req_ms
     late = np.count_nonzero(ratio > 1.0) / n
     violation = float(np.minimum(np.maximum(ratio - 1.0, 0.0), RATIO_MAX).sum()) / n
-    return -(late + violation_weight * violation + migration_cost * migrations / n)
+    return -float(late + violation_weight * violation + migration_cost * migrations / n)
 
 
 def _scenario(scenario: str | Scenario) -> Scenario:
