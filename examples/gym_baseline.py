@@ -2,7 +2,7 @@
 the built-in policies in the table of ``twinedge compare --seeds``.
 
     cd examples
-    python3 gym_baseline.py          # trains (well under a minute), writes gym-policy.json here
+    python3 gym_baseline.py          # trains (about 20 s of CPU), writes gym-policy.json here
     twinedge compare city-small --seeds 0..3 --migration never,threshold,gym_baseline:Trained
 
 The learner is the cross-entropy method (NumPy only) over the 8 weights of
