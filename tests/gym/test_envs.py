@@ -237,18 +237,31 @@ def test_any_migration_action_keeps_capacity_and_the_box(seed, actions_seed, bia
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 1000), actions_seed=st.integers(0, 2**32 - 1))
-def test_any_placement_action_keeps_capacity_and_the_box(seed, actions_seed):
+@given(
+    seed=st.integers(0, 1000),
+    actions_seed=st.integers(0, 2**32 - 1),
+    crowd=st.floats(0.0, 1.0),
+)
+def test_any_placement_action_keeps_capacity_and_the_box(seed, actions_seed, crowd):
+    """``crowd`` of the twins choose their nearest candidate (the rest at random), so
+    edge servers overflow and the fallback places the refused twins."""
     rng = np.random.default_rng(actions_seed)
     obs, _ = PLACE.reset(seed=seed)
     done, decisions = False, 0
     while not done:
         assert PLACE.observation_space.contains(obs)
-        obs, _, done, _, info = PLACE.step(rng.integers(0, PLACE.action_space.nvec))
+        a = np.where(rng.random(PLACE.n_twins) < crowd, 0, rng.integers(0, PLACE.action_space.nvec))
+        obs, _, done, _, info = PLACE.step(a)
         decisions += 1
         assert capacity_respected(PLACE.simulation)
         assert 0 <= info["refused"] <= PLACE.n_twins
     assert decisions == 3 and PLACE.observation_space.contains(obs)
+
+
+def test_everyone_on_the_nearest_candidate_overflows_into_the_fallback():
+    PLACE.reset(seed=1)
+    _, _, _, _, info = PLACE.step(np.zeros(PLACE.n_twins, dtype=np.int64))
+    assert info["refused"] > 0 and capacity_respected(PLACE.simulation)
 
 
 # --- rewards and bad input ------------------------------------------------------------------
