@@ -82,7 +82,7 @@ def test_registered_with_gymnasium():
 
 def test_observation_columns_are_named():
     env = MigrationEnv(steps=2, n_candidates=1)
-    c = env.n_candidates
+    c = env.n_candidate_hosts
     names = feature_names("migration", c)
     assert len(names) == env.observation_space.shape[1] == 5 + 5 * c
     assert names[5 : 5 + c] == [f"cand{j}_latency_ratio" for j in range(c)]

@@ -121,7 +121,9 @@ class _Base(gym.Env[np.ndarray, np.ndarray]):
         self.candidates_k = int(n_candidates)
         self.violation_weight = float(violation_weight)
         self.migration_cost = float(migration_cost)
-        self.n_twins, self.n_candidates = _shape(self.scenario, self.candidates_k)
+        # the spaces' sizes: twins, and candidate hosts per twin (``c``: the k nearest and
+        # the nearest of every tier above)
+        self.n_twins, self.n_candidate_hosts = _shape(self.scenario, self.candidates_k)
         self.simulation: Simulation | None = None
 
     def _seed_run(self, seed: int | None) -> int:
@@ -131,10 +133,10 @@ class _Base(gym.Env[np.ndarray, np.ndarray]):
     def _world(self, world_rng: np.random.Generator) -> World:
         world = build_world(self.scenario, world_rng)
         c = int(candidate_hosts(world, self.candidates_k).shape[1])
-        if (world.n_entities, c) != (self.n_twins, self.n_candidates):
+        if (world.n_entities, c) != (self.n_twins, self.n_candidate_hosts):
             raise ValueError(
                 f"scenario {self.scenario.name!r} built {world.n_entities} twins with {c} "
-                f"candidates for this seed, not {self.n_twins} with {self.n_candidates}: "
+                f"candidates for this seed, not {self.n_twins} with {self.n_candidate_hosts}: "
                 "its spaces are fixed, so its twin and host counts must not depend on the seed"
             )
         return world
@@ -225,6 +227,11 @@ class MigrationEnv(_Base):
             as the scenario says).
         violation_weight, migration_cost: weights of the reward (>= 0).
 
+    Attributes:
+        n_twins, n_candidate_hosts: the sizes of the spaces (``n_candidate_hosts`` is ``c``).
+        simulation: the episode's :class:`~twinedge.engine.Simulation` (its ``world``,
+            ``state`` and ``metrics``), after :meth:`reset`.
+
     Raises:
         ValueError: a bad argument, or a scenario without twins.
         ScenarioError: the scenario cannot be loaded.
@@ -267,7 +274,7 @@ class MigrationEnv(_Base):
         self.placement_period_s: float | None = (
             pol.placement_period_s if placement_period_s == FROM_SCENARIO else placement_period_s
         )
-        c = self.n_candidates
+        c = self.n_candidate_hosts
         self.observation_space = spaces.Box(
             0.0,
             np.broadcast_to(feature_high("migration", c), (self.n_twins, 5 + 5 * c)).copy(),
@@ -426,7 +433,7 @@ class PlacementEnv(_Base):
         self.periods, self.period_steps = int(periods), int(period_steps)
         self.migration = migration
         self.fallback = resolve_placement(fallback) if isinstance(fallback, str) else fallback
-        c = self.n_candidates
+        c = self.n_candidate_hosts
         self.observation_space = spaces.Box(
             0.0,
             np.broadcast_to(feature_high("placement", c), (self.n_twins, 2 + 5 * c)).copy(),
