@@ -9,7 +9,13 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["twinedge.gym.features", "twinedge.gym.policy", "twinedge.gym.envs"]
+    "name",
+    [
+        "twinedge.gym.features",
+        "twinedge.gym.policy",
+        "twinedge.gym.envs",
+        "twinedge.engine.simulation",
+    ],
 )
 def test_doctests(name: str) -> None:
     module = importlib.import_module(name)

@@ -76,6 +76,27 @@ class Simulation:
         rng: the policy stream; ``mobility_rng`` moves the entities.
         recorder: optional receiver of every decision.
         trails: how many entities to record trails of, for the report map.
+
+    :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
+    then :meth:`result`; a driver that acts between the two halves of a step (a
+    reinforcement-learning environment, :mod:`twinedge.gym`) calls them itself.
+
+    Examples:
+        >>> from twinedge.scenario import load_scenario
+        >>> from twinedge.world import build_world
+        >>> world_rng, mobility_rng, policy_rng = np.random.default_rng(0).spawn(3)
+        >>> sim = Simulation(build_world(load_scenario("city-small"), world_rng), "greedy",
+        ...                  "threshold", steps=3, step_s=1.0, placement_period_s=None,
+        ...                  rng=policy_rng, mobility_rng=mobility_rng)
+        >>> placed = sim.reset()                 # the initial placement
+        >>> sim.observe()                        # step 0: entities move, twins are measured
+        >>> sim.experienced_ms.shape
+        (200,)
+        >>> outcome = sim.decide()               # threshold's moves, validated and applied
+        >>> while not sim.done:
+        ...     _ = sim.advance()
+        >>> sim.result().summary["migrations"] >= outcome.migrations
+        True
     """
 
     def __init__(
