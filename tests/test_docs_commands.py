@@ -38,6 +38,8 @@ turns off the size reductions 4-6):
    ``city-small`` (``optimal`` on the 2,000-entity city takes minutes).
 6. benchmarks.md ``bench_ledger.py`` lines get ``--entries 2000 --batch 500
    --samples 20`` (the smallest sizes that still time everything it reports).
+7. gym.md ``python3 gym_baseline.py`` gets ``--iterations 2 --population 4
+   --eval-seeds 0,1 --eval-steps 10`` (the full training takes about half a minute).
 
 Skipped, with the reason:
 
@@ -180,6 +182,20 @@ SUBSTITUTIONS: list[tuple[str, str, object, str]] = [
             )
         ),
         "the full run builds two 1,000,000-entry logs",
+    ),
+    (
+        "docs/gym.md",
+        r"^python3 gym_baseline\.py",
+        lambda s: (
+            s
+            if FULL
+            else s.replace(
+                "gym_baseline.py",
+                "gym_baseline.py --iterations 2 --population 4 --eval-seeds 0,1 --eval-steps 10",
+                1,
+            )
+        ),
+        "the full training takes about half a minute",
     ),
     (
         "docs/api.md",
@@ -432,6 +448,7 @@ COVERED = {
     "docs/scenario.md",
     "docs/benchmarks.md",
     "docs/experiments.md",
+    "docs/gym.md",
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
 }
@@ -610,6 +627,13 @@ def test_experiments_commands(tmp_path):
     assert "greedy+utility (utility.beta=0.3)" in p.stdout
     doc = (cwd / "sweep" / "summary.json").read_text()
     assert '"kept": 0' in doc and '"ran": 8' in doc
+
+
+def test_gym_commands(tmp_path):
+    cwd = workdir(tmp_path)
+    p, _ = run_doc("docs/gym.md", cwd, env_for(tmp_path))
+    assert "greedy+gym_baseline:Trained" in p.stdout
+    assert (cwd / "examples" / "gym-policy.json").is_file()
 
 
 @pytest.mark.slow  # ~45 s: the EUA scenario runs optimal (20 s time limit) twice

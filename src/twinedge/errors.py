@@ -167,6 +167,11 @@ class PolicyError(TwinedgeError):
     """A policy could not be found, loaded, or returned an invalid answer."""
 
 
+class SimulationError(TwinedgeError):
+    """A simulation was stepped out of order (stepped before its start, past its end, or
+    started twice)."""
+
+
 class LedgerError(TwinedgeError):
     """A ledger operation failed (bad key, bad proof input, tampered storage...)."""
 

@@ -17,7 +17,14 @@ import numpy as np
 
 from twinedge.engine.check import check_world_memory
 from twinedge.engine.metrics import Metrics
-from twinedge.orchestrator import NetworkState, Orchestrator, Recorder
+from twinedge.errors import SimulationError
+from twinedge.orchestrator import (
+    CycleOutcome,
+    NetworkState,
+    Orchestrator,
+    PlacementResult,
+    Recorder,
+)
 from twinedge.orchestrator.policy import as_policy, policy_name
 from twinedge.scenario.schema import Scenario
 from twinedge.world import World, build_world, models
@@ -69,6 +76,27 @@ class Simulation:
         rng: the policy stream; ``mobility_rng`` moves the entities.
         recorder: optional receiver of every decision.
         trails: how many entities to record trails of, for the report map.
+
+    :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
+    then :meth:`result`; a driver that acts between the two halves of a step (a
+    reinforcement-learning environment, :mod:`twinedge.gym`) calls them itself.
+
+    Examples:
+        >>> from twinedge.scenario import load_scenario
+        >>> from twinedge.world import build_world
+        >>> world_rng, mobility_rng, policy_rng = np.random.default_rng(0).spawn(3)
+        >>> sim = Simulation(build_world(load_scenario("city-small"), world_rng), "greedy",
+        ...                  "threshold", steps=3, step_s=1.0, placement_period_s=None,
+        ...                  rng=policy_rng, mobility_rng=mobility_rng)
+        >>> placed = sim.reset()                 # the initial placement
+        >>> sim.observe()                        # step 0: entities move, twins are measured
+        >>> sim.experienced_ms.shape
+        (200,)
+        >>> outcome = sim.decide()               # threshold's moves, validated and applied
+        >>> while not sim.done:
+        ...     _ = sim.advance()
+        >>> sim.result().summary["migrations"] >= outcome.migrations
+        True
     """
 
     def __init__(
@@ -104,58 +132,151 @@ class Simulation:
         self.state = NetworkState.at(world, world.xy_m)
         self.metrics = Metrics(steps, world.n_hosts, self.trail_ids.size)
         self._server_energy_j = np.zeros(world.n_hosts)
+        self.k = 0  # the next step to run
+        self._t0: float | None = None
+        self._observed: tuple[np.ndarray, np.ndarray, float, float] | None = None
+        self._idle_w = self._max_w = np.zeros(0)
 
     @property
     def placements(self) -> list[dict]:
         return self.orchestrator.placements
 
+    @property
+    def done(self) -> bool:
+        """Whether every step has run (:meth:`result` may be called)."""
+        return self.k >= self.steps
+
     # --- the loop --------------------------------------------------------------------
     def run(self, progress: Callable[[int], None] | None = None) -> RunResult:
-        w, s, orch = self.world, self.state, self.orchestrator
-        t0 = time.perf_counter()
-        orch.place(w, s)
-        idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
+        """Run every step and return the result: :meth:`reset`, then :meth:`advance`
+        ``steps`` times (``progress(k + 1)`` after step ``k``), then :meth:`result`."""
+        self.reset()
         for k in range(self.steps):
-            move_entities(w, s, self.step_s, self.mobility_rng)
-            s.t_s = (k + 1) * self.step_s
-            orch.evaluate(w, s)
-            # 1. what the twins experienced this step (moves decided last step cost their
-            #    downtime now: an update waits for the rest of the downtime)
-            effective = s.latency_ms + 1000.0 * s.downtime_left_s
-            util = s.used_cpu_ghz / w.host_cpu_ghz
-            server_j = models.server_power_w(idle_w, max_w, util) * self.step_s
-            self._server_energy_j += server_j
-            device_j = float(
-                (models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum()
-                * self.step_s
-            )
-            np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
-            # 2. decisions on what was observed; they take effect from the next step, so
-            #    the orchestrator (told the horizon) decides nothing in the last one
-            out = orch.cycle(w, s, k)
-            self.metrics.record(
-                k,
-                s.t_s,
-                effective,
-                w.latency_req_ms,
-                util,
-                out.migrations,
-                out.downtime_s,
-                out.bytes_moved,
-                device_j,
-                float(server_j.sum()),
-                s.xy_m[self.trail_ids],
-                replaced=out.replaced,
-            )
-            if self.recorder:
-                self.recorder.step_end(k, s.t_s, w, s)
+            self.observe()
+            self.decide()
             if progress:
                 progress(k + 1)
+        return self.result()
+
+    def reset(self) -> PlacementResult:
+        """Start the run: place every twin (the initial placement) at time 0 and start
+        the wall clock. A :class:`Simulation` runs once: call it on a fresh one.
+
+        Raises:
+            PolicyError: the placement policy fails or answers invalidly.
+            InfeasibleError: the twins do not fit.
+        """
+        if self.k or self._t0 is not None:
+            raise SimulationError("a Simulation runs once: reset() was already called")
+        self._t0 = time.perf_counter()
+        w = self.world
+        self._idle_w, self._max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
+        return self.orchestrator.place(w, self.state)
+
+    def advance(self) -> CycleOutcome:
+        """Run step ``k`` (:attr:`k`, then ``k + 1``): :meth:`observe` then :meth:`decide`.
+
+        Raises:
+            SimulationError: every step has run, or :meth:`reset` was not called.
+        """
+        self.observe()
+        return self.decide()
+
+    def observe(self) -> None:
+        """The first half of step ``k``: move the entities, set the clock to the step's
+        end, evaluate every twin's latency and measure what the twins experienced (moves
+        decided the step before cost their downtime now). The state is then what the
+        step's decisions see; a stepping driver (a reinforcement-learning environment)
+        may read it before :meth:`decide`.
+
+        Raises:
+            SimulationError: every step has run, :meth:`reset` was not called, or the
+                step was already observed.
+        """
+        if self._t0 is None:
+            raise SimulationError("call reset() before stepping a Simulation")
+        if self.k >= self.steps:
+            raise SimulationError(f"the run has ended: all {self.steps} steps have run")
+        if self._observed is not None:
+            raise SimulationError(f"step {self.k} was already observed: call decide()")
+        w, s, k = self.world, self.state, self.k
+        move_entities(w, s, self.step_s, self.mobility_rng)
+        s.t_s = (k + 1) * self.step_s
+        self.orchestrator.evaluate(w, s)
+        # what the twins experienced this step (moves decided last step cost their
+        # downtime now: an update waits for the rest of the downtime)
+        effective = s.latency_ms + 1000.0 * s.downtime_left_s
+        util = s.used_cpu_ghz / w.host_cpu_ghz
+        server_j = models.server_power_w(self._idle_w, self._max_w, util) * self.step_s
+        self._server_energy_j += server_j
+        device_j = float(
+            (models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum()
+            * self.step_s
+        )
+        np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+        self._observed = (effective, util, device_j, float(server_j.sum()))
+
+    @property
+    def experienced_ms(self) -> np.ndarray:
+        """The latency each twin experienced in the step last observed (its latency plus
+        the migration downtime it still had to sit out), in ms.
+
+        Raises:
+            SimulationError: no step is observed and not yet decided.
+        """
+        if self._observed is None:
+            raise SimulationError("no step is observed: call observe() first")
+        return self._observed[0]
+
+    def decide(self) -> CycleOutcome:
+        """The second half of step ``k``: the orchestrator's cycle (re-placement when a
+        period ends, then the migration policy) on what :meth:`observe` saw, its moves
+        taking effect from the next step (so the last step decides nothing); then the
+        step's metrics are recorded and ``k`` advances.
+
+        Raises:
+            SimulationError: the step was not observed.
+            PolicyError: a policy fails or answers invalidly.
+        """
+        if self._observed is None:
+            raise SimulationError("call observe() before decide()")
+        w, s, k = self.world, self.state, self.k
+        effective, util, device_j, server_j = self._observed
+        out = self.orchestrator.cycle(w, s, k)
+        self.metrics.record(
+            k,
+            s.t_s,
+            effective,
+            w.latency_req_ms,
+            util,
+            out.migrations,
+            out.downtime_s,
+            out.bytes_moved,
+            device_j,
+            server_j,
+            s.xy_m[self.trail_ids],
+            replaced=out.replaced,
+        )
         if self.recorder:
-            self.recorder.end(s.t_s, w, self._server_energy_j)
-        wall = time.perf_counter() - t0
+            self.recorder.step_end(k, s.t_s, w, s)
+        self._observed = None
+        self.k = k + 1
+        return out
+
+    def result(self) -> RunResult:
+        """End the run (the recorder's end) and return its result.
+
+        Raises:
+            SimulationError: steps are left to run.
+        """
+        if self._t0 is None or self.k < self.steps:
+            raise SimulationError(f"the run is not over: {self.k} of {self.steps} steps have run")
+        s = self.state
+        if self.recorder:
+            self.recorder.end(s.t_s, self.world, self._server_energy_j)
+        wall = time.perf_counter() - self._t0
         summary = self.metrics.summary()
-        return RunResult(self.label, w, self.metrics, summary, self.placements, wall)
+        return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
 def simulate(
