@@ -2,6 +2,7 @@
 
     python benchmarks/bench_edgesimpy.py --edgesimpy PATH        # 400 and 2,025 users
     EDGESIMPY_SRC=PATH python benchmarks/bench_edgesimpy.py --users 400 --repeats 5
+    python benchmarks/bench_edgesimpy.py                         # {"skipped": ...}
 
 PATH is an EdgeSimPy source tree (a checkout of github.com/EdgeSimPy/EdgeSimPy, tag
 v1.1.0). EdgeSimPy is never a dependency of twinedge: the benchmark makes a virtual
@@ -22,12 +23,15 @@ The workload, the same on both sides:
   hexagons wrap around), each with one service (twin) of 1 CPU and 1 GB, first placed on
   the server of the user's hexagon (twinedge: the ``nearest`` placement);
 * every user walks the grid as EdgeSimPy's ``random_mobility`` does: it stays
-  ``--seconds-to-move`` steps (EdgeSimPy's default, 60) in a hexagon, then moves to a
-  uniformly chosen neighbour. The walks are drawn here once per size and handed to both
-  (EdgeSimPy as each user's ``coordinates_trace``, twinedge as a trace file), so both
-  see exactly the same movements. Each user's first move comes after a random 1 to
-  ``seconds_to_move`` steps, so that about ``users / seconds_to_move`` users change
-  hexagon in every step (EdgeSimPy's own model would move them all in the same step);
+  ``--seconds-to-move`` one-second steps in a hexagon, then moves to a uniformly chosen
+  neighbour. Two settings by default: 1 (every user changes hexagon in every step, so
+  both sides re-attach every user and decide a migration for every twin in every step)
+  and 60 (EdgeSimPy's default: a user moves once a minute). The walks are drawn here
+  once per size and handed to both (EdgeSimPy as each user's ``coordinates_trace``,
+  twinedge as a trace file), so both see exactly the same movements. Each user's first
+  move comes after a random 1 to ``seconds_to_move`` steps, so that about
+  ``users / seconds_to_move`` users change hexagon in every step (EdgeSimPy's own model
+  would move them all in the same step);
 * the decision each step is follow-the-user: a service whose server is not the one in
   its user's hexagon moves to the nearest of the 8 servers nearest that hexagon that has
   room, unless its current server is nearer. A migration takes one step on both sides.
@@ -93,8 +97,7 @@ def hex_neighbours(cells: list[tuple[int, int]]) -> list[list[int]]:
     index = {c: i for i, c in enumerate(cells)}
     steps = ((-2, 0), (-1, 1), (1, 1), (2, 0), (1, -1), (-1, -1))
     return [
-        [index[(x + dx, y + dy)] for dx, dy in steps if (x + dx, y + dy) in index]
-        for x, y in cells
+        [index[(x + dx, y + dy)] for dx, dy in steps if (x + dx, y + dy) in index] for x, y in cells
     ]
 
 
@@ -200,9 +203,7 @@ def twinedge_scenario(w: dict, trace: Path):
     xy = cell_xy_m(cells)
     nodes = []
     for i, (x, y) in enumerate(xy):
-        nodes.append(
-            {"id": f"ap-{i}", "tier": "access", "x_m": x, "y_m": y, "coverage_m": CELL_M}
-        )
+        nodes.append({"id": f"ap-{i}", "tier": "access", "x_m": x, "y_m": y, "coverage_m": CELL_M})
         nodes.append(
             {
                 "id": f"edge-{i}",
@@ -398,12 +399,14 @@ def skip(reason: str) -> None:
     raise SystemExit(0)
 
 
-def compare(py: Path, info: dict, users: int, args: argparse.Namespace) -> dict:
-    w = workload(users, args.steps, args.seconds_to_move, args.seed, args.grid_side)
+def compare(
+    py: Path, info: dict, users: int, seconds_to_move: int, args: argparse.Namespace
+) -> dict:
+    w = workload(users, args.steps, seconds_to_move, args.seed, args.grid_side)
     key = hashlib.sha256(
         json.dumps([w, info["commit"], info["version"]], sort_keys=True).encode()
     ).hexdigest()[:16]
-    dataset = cache_dir() / "edgesimpy-datasets" / f"hexgrid-{users}-{key}.json"
+    dataset = cache_dir() / "edgesimpy-datasets" / f"hexgrid-{users}-{seconds_to_move}-{key}.json"
     dataset.parent.mkdir(parents=True, exist_ok=True)
     reps = []
     for r in range(args.repeats):
@@ -424,13 +427,17 @@ def compare(py: Path, info: dict, users: int, args: argparse.Namespace) -> dict:
                 "edgesimpy_load_s": es["load_s"],
             }
         )
-        print(f"[{users} users] repeat {r}: {json.dumps(reps[-1])}", file=sys.stderr)
+        print(
+            f"[{users} users, {seconds_to_move} s/hop] repeat {r}: {json.dumps(reps[-1])}",
+            file=sys.stderr,
+        )
     ratios = [x["ratio"] for x in reps]
     ratios_m = [x["ratio_with_monitor"] for x in reps]
     te_ms = [x["twinedge_step_ms"] for x in reps]
     es_ms = [x["edgesimpy_step_ms"] for x in reps]
     return {
         "users": users,
+        "seconds_to_move": seconds_to_move,
         "grid_side": w["grid_side"],
         "hexagons": len(w["cells"]),
         "base_stations": es["base_stations"],
@@ -475,10 +482,14 @@ def main(argv: list[str] | None = None) -> None:
         default=list(SIZES),
         help="comma-separated user counts (default 400,2025)",
     )
-    ap.add_argument("--steps", type=int, default=121, help="steps per run (default 121)")
+    ap.add_argument("--steps", type=int, default=61, help="steps per run (default 61)")
     ap.add_argument("--repeats", type=int, default=3, help="A B repetitions per size (default 3)")
     ap.add_argument(
-        "--seconds-to-move", type=int, default=60, help="steps a user stays in a hexagon (60)"
+        "--seconds-to-move",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 60],
+        help="comma-separated steps a user stays in a hexagon: 1 moves every user in every "
+        "step, 60 is EdgeSimPy's default (default 1,60)",
     )
     ap.add_argument("--grid-side", type=int, default=None, help="hexagons per side")
     ap.add_argument("--seed", type=int, default=0)
@@ -499,7 +510,9 @@ def main(argv: list[str] | None = None) -> None:
     info = source_info(src)
     venv = args.venv or cache_dir() / "edgesimpy-venv"
     py = ensure_venv(src, info, venv)
-    results = [compare(py, info, n, args) for n in args.users]
+    if min(args.seconds_to_move) < 1 or min(args.users) < 1:
+        ap.error("--users and --seconds-to-move must be positive")
+    results = [compare(py, info, n, m, args) for m in args.seconds_to_move for n in args.users]
     from twinedge import __version__ as twinedge_version
 
     probe = subprocess.run(
@@ -530,7 +543,6 @@ def main(argv: list[str] | None = None) -> None:
                 },
                 "edgesimpy": {**info, **json.loads(probe.stdout), "venv": str(venv)},
                 "workload": {
-                    "seconds_to_move": args.seconds_to_move,
                     "seed": args.seed,
                     "policy": "follow the user (nearest of 8 with room)",
                     "server": SERVER,

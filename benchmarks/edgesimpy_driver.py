@@ -75,7 +75,10 @@ def build_dataset(w: dict) -> dict:
         server.model_name = "bench"
         server.cpu, server.memory, server.disk = (w["server"][k] for k in ("cpu", "memory", "disk"))
         server.power_model = LinearServerPowerModel
-        server.power_model_parameters = {"max_power_consumption": 265, "static_power_percentage": 0.6}
+        server.power_model_parameters = {
+            "max_power_consumption": 265,
+            "static_power_percentage": 0.6,
+        }
         bs._connect_to_edge_server(edge_server=server)
         # every server caches the one service image (a migration pulls no layers)
         layer = ContainerLayer(digest=LAYER_DIGEST, size=1, instruction="bench")
@@ -89,12 +92,16 @@ def build_dataset(w: dict) -> dict:
     partially_connected_hexagonal_mesh(
         network_nodes=NetworkSwitch.all(),
         link_specifications=[
-            {"number_of_objects": n_links, "delay": w["link_delay"], "bandwidth": w["link_bandwidth"]}
+            {
+                "number_of_objects": n_links,
+                "delay": w["link_delay"],
+                "bandwidth": w["link_bandwidth"],
+            }
         ],
     )
     servers = EdgeServer.all()
     steps = w["steps"]
-    for u, walk in enumerate(w["walks"]):
+    for walk in w["walks"]:
         app = Application()
         service = Service(
             image_digest=IMAGE_DIGEST,
@@ -119,7 +126,6 @@ def build_dataset(w: dict) -> dict:
         server.memory_demand += service.memory_demand
         service._available = True
         user.set_communication_path(app=app)
-        _ = u
     return ComponentManager.export_scenario(save_to_file=False)
 
 
@@ -236,7 +242,7 @@ def main() -> None:
                 "monitor_s": monitor_s,
                 "migrations": params.get("migrations", 0),
                 "moved_cells": sum(
-                    1 for walk in w["walks"] for a, b in zip(walk, walk[1:]) if a != b
+                    1 for walk in w["walks"] for k in range(1, len(walk)) if walk[k] != walk[k - 1]
                 ),
             }
         )
