@@ -151,3 +151,5 @@ def test_both_sides_migrate_the_same_services() -> None:
         assert res["hexagons"] == 25 and res["base_stations"] == 25 and res["links"] == 56
         rep = res["repeats"][0]
         assert rep["twinedge_migrations"] == rep["edgesimpy_migrations"] > 0
+        assert rep["ratio"] > 0 and rep["ratio_of_step_medians"] > 0
+        assert rep["ratio_with_monitor"] > rep["ratio"]
