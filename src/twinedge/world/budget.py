@@ -89,6 +89,11 @@ def declared_sizes(sc: Scenario, steps: int | None = None) -> tuple[Sizes, dict[
         nodes += 2 * sites + infra.eua.regions + 1
         hosts += sites + infra.eua.regions + 1
         node_field = "infrastructure.eua.sites_csv"
+    if infra.ifogsim is not None:
+        rows = _lines(infra.ifogsim.resources_csv)
+        nodes += 2 * rows  # a gateway is an edge server and an access point
+        hosts += rows
+        node_field = "infrastructure.ifogsim.resources_csv"
     entities, rows, biggest, ent_field = 0, 0, -1, "entities"
     for i, grp in enumerate(sc.entities):
         if grp.count is not None:
