@@ -33,9 +33,7 @@ class NetworkKind(StrEnum):
 
 @app.command()
 def sumo(
-    out: Annotated[Path, typer.Option("--out", help="The CSV trace to write.")] = Path(
-        "trace.csv"
-    ),
+    out: Annotated[Path, typer.Option("--out", help="The CSV trace to write.")] = Path("trace.csv"),
     net: Annotated[
         Path | None,
         typer.Option(help="Drive on this SUMO network (.net.xml) instead of a generated one."),
@@ -52,8 +50,12 @@ def sumo(
     ] = 200.0,
     vehicles: Annotated[int, typer.Option(help="Number of vehicles (at least 1).")] = 50,
     duration_s: Annotated[float, typer.Option(help="Simulated seconds.")] = 600.0,
-    step_s: Annotated[float, typer.Option(help="SUMO's step: the trace's sampling interval.")] = 1.0,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of netgenerate, randomTrips and sumo.")] = 0,
+    step_s: Annotated[
+        float, typer.Option(help="SUMO's step: the trace's sampling interval.")
+    ] = 1.0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of netgenerate, randomTrips and sumo.")
+    ] = 0,
     keep: Annotated[
         Path | None,
         typer.Option(help="Keep SUMO's files (network, trips, FCD) in this folder."),
@@ -72,7 +74,7 @@ def sumo(
     summary = sumo_trace(
         out,
         net=net,
-        network=network.value,  # type: ignore[arg-type]  # the enum's values are the literals
+        network=network.value,
         size=size,
         length_m=length_m,
         vehicles=vehicles,
@@ -87,9 +89,7 @@ def sumo(
 @app.command()
 def fcd(
     file: Annotated[Path, typer.Argument(help="A SUMO --fcd-output file (.xml or .xml.gz).")],
-    out: Annotated[Path, typer.Option("--out", help="The CSV trace to write.")] = Path(
-        "trace.csv"
-    ),
+    out: Annotated[Path, typer.Option("--out", help="The CSV trace to write.")] = Path("trace.csv"),
 ) -> None:
     """Convert SUMO floating car data to a CSV trace (streaming: any size).
 
