@@ -250,17 +250,17 @@ FCD_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<fcd-export>\n'
     [
         (
             FCD_HEAD + '<timestep time="0.00"><vehicle id="a" x="1" y="2"/>\n<timestep',
-            r"fcd\.xml: line 4: not well-formed XML \(column \d+\); expected SUMO FCD",
+            r"fcd\.xml: line 4: not well-formed XML \(column \d+: [a-z ]+\); expected SUMO FCD",
         ),
         ("<routes><vehicle id='a'/></routes>", r"root element <routes>; expected <fcd-export>"),
         (
             FCD_HEAD
             + '<timestep time="0.00"><vehicle id="a" x="east" y="2"/></timestep></fcd-export>',
-            r"timestep '0\.00': 'a' at x='east', y='2'; expected finite numbers",
+            r"fcd\.xml: line 3: 'a' at time '0\.00': x='east', y='2'; expected finite numbers",
         ),
         (
             FCD_HEAD + '<timestep time="0.00"><vehicle id="a" x="1"/></timestep></fcd-export>',
-            r"timestep '0\.00': <vehicle> without id, x or y",
+            r"fcd\.xml: line 3: <vehicle> without id, x or y",
         ),
         (
             FCD_HEAD + '<timestep time="0.00"/><timestep time="1.00"/></fcd-export>',

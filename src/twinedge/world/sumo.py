@@ -4,9 +4,9 @@ Two parts:
 
 - :func:`read_fcd` streams a SUMO ``--fcd-output`` file (``.xml`` or ``.xml.gz``): every
   ``<timestep time=...>`` holds one ``<vehicle id x y .../>`` (or ``<person .../>``) per
-  moving object. The file is read element by element and each time step is dropped once
-  read, so a file of millions of samples never sits in memory as a tree; only the samples
-  themselves (four numbers each) are kept. :func:`fcd_to_csv` writes the same samples as
+  moving object. An expat parser hands each element to a handler as it is read (no
+  element tree is built), so a file of millions of samples never sits in memory; only
+  the samples themselves (four numbers each) are kept. :func:`fcd_to_csv` writes the same samples as
   a twinedge trace CSV (``entity_id,t_s,x_m,y_m``), streaming both ways. A trace mobility
   whose file ends in ``.xml`` or ``.xml.gz`` is read by :func:`read_fcd` directly.
 - :func:`sumo_trace` makes a trace from nothing: a road network (``netgenerate`` grid or
@@ -48,10 +48,11 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Literal, NoReturn, cast
+from xml.parsers import expat
 
 import numpy as np
 
@@ -99,54 +100,98 @@ class FcdSamples:
     is_latlon: bool
 
 
-def _iter_fcd(path: Path) -> Iterator[tuple[str, str, str, str, bool]]:
-    """``(id, time, x, y, is_geo)`` for every vehicle sample of an FCD file, as the
-    attribute strings, streaming; raises :class:`ScenarioError` on anything else."""
-    with _open_xml(path) as f:
-        events = ET.iterparse(f, events=("start", "end", "comment"))
-        geo = False
-        root: ET.Element | None = None
-        time = ""
-        try:
-            for event, el in events:
-                if event == "comment":
-                    # SUMO writes its configuration at the top: geo output is lon/lat
-                    if '<fcd-output.geo value="true"/>' in (el.text or ""):
-                        geo = True
-                    continue
-                if event == "start":
-                    if root is None:
-                        root = el
-                        if el.tag != "fcd-export":
-                            raise ScenarioError(
-                                [
-                                    f"{path}: root element <{el.tag}>; expected <fcd-export> "
-                                    "(a SUMO --fcd-output file)"
-                                ]
-                            )
-                    elif el.tag == "timestep":
-                        time = el.get("time", "")
-                    continue
-                if el.tag in MOVERS:
-                    vid, x, y = el.get("id"), el.get("x"), el.get("y")
-                    if vid is None or x is None or y is None:
-                        raise ScenarioError(
-                            [
-                                f"{path}: timestep {time!r}: <{el.tag}> without id, x or y "
-                                f"(got {dict(el.attrib)!r}); expected SUMO FCD"
-                            ]
-                        )
-                    yield vid, time, x, y, geo
-                elif el.tag == "timestep":
-                    assert root is not None
-                    root.clear()  # the step is read: drop it (streaming)
-        except ET.ParseError as exc:
-            line, col = exc.position
+Sink = Callable[[str, float, float, float, str, str, str], None]
+"""Receives one sample: ``(id, t_s, a, b, time, a_text, b_text)``, ``(a, b)`` being
+``(x_m, y_m)``, or ``(lat, lon)`` for geo output; the texts are as SUMO wrote them."""
+
+
+class _FcdParser:
+    """Streams the samples of an FCD file into a sink: an expat parser with a handler
+    per element, so no element objects are made and nothing of the file is kept but
+    what the sink keeps."""
+
+    def __init__(self, path: Path, sink: Sink):
+        self.path, self.sink = path, sink
+        self.p = expat.ParserCreate()
+        self.p.StartElementHandler = self._start
+        self.p.CommentHandler = self._comment
+        self.root: str | None = None
+        self.time, self.t = "", math.nan
+        self.geo = False
+        self.n = 0
+
+    def is_geo(self) -> bool:
+        """Whether the file is geo output (known before its first sample)."""
+        return self.geo
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise ScenarioError([f"{self.path}: line {self.p.CurrentLineNumber}: {what}"])
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        if name in MOVERS:
+            vid, x, y = attrs.get("id"), attrs.get("x"), attrs.get("y")
+            if vid is None or x is None or y is None:
+                self._refuse(f"<{name}> without id, x or y (got {attrs!r}); expected SUMO FCD")
+            try:
+                xv, yv = float(x), float(y)
+            except ValueError:
+                xv = yv = math.nan
+            if not (math.isfinite(xv) and math.isfinite(yv) and math.isfinite(self.t)):
+                self._refuse(
+                    f"{vid!r} at time {self.time!r}: x={x!r}, y={y!r}; "
+                    "expected finite numbers for the time and the position"
+                )
+            self.n += 1
+            if self.geo:  # x is the longitude, y the latitude
+                if not (abs(yv) <= 90 and abs(xv) <= 180):
+                    self._refuse(
+                        f"{vid!r}: geo output at lon={x}, lat={y}; expected latitudes within "
+                        "±90 and longitudes within ±180"
+                    )
+                self.sink(vid, self.t, yv, xv, self.time, y, x)
+            else:
+                self.sink(vid, self.t, xv, yv, self.time, x, y)
+        elif name == "timestep":
+            self.time = attrs.get("time", "")
+            try:
+                self.t = float(self.time)
+            except ValueError:
+                self.t = math.nan
+        elif self.root is None:
+            self.root = name
+            if name != "fcd-export":
+                self._refuse(
+                    f"root element <{name}>; expected <fcd-export> (a SUMO --fcd-output file)"
+                )
+
+    def _comment(self, text: str) -> None:
+        # SUMO writes its configuration at the top: geo output is lon/lat in x/y
+        if '<fcd-output.geo value="true"/>' in text:
+            self.geo = True
+
+    def run(self) -> tuple[int, bool]:
+        """Parse the whole file; return ``(samples, is_geo)``."""
+        with _open_xml(self.path) as f:
+            try:
+                self.p.ParseFile(f)
+            except expat.ExpatError as exc:
+                why = expat.ErrorString(exc.code)
+                raise ScenarioError(
+                    [
+                        f"{self.path}: line {exc.lineno}: not well-formed XML (column "
+                        f"{exc.offset}: {why}); expected SUMO FCD"
+                    ]
+                ) from None
+            except (OSError, EOFError) as exc:
+                raise ScenarioError([f"{self.path}: cannot read the file ({exc})"]) from None
+        if self.n == 0:
             raise ScenarioError(
-                [f"{path}: line {line}: not well-formed XML (column {col}); expected SUMO FCD"]
-            ) from None
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise ScenarioError([f"{path}: cannot read the file ({exc})"]) from None
+                [
+                    f"{self.path}: no vehicle samples; expected <timestep> elements with "
+                    "<vehicle> samples"
+                ]
+            )
+        return self.n, self.geo
 
 
 def read_fcd(path: Path) -> FcdSamples:
@@ -160,7 +205,7 @@ def read_fcd(path: Path) -> FcdSamples:
 
     Raises:
         ScenarioError: the file cannot be read, is not well-formed XML, is not FCD, has a
-            sample that is not finite numbers, or holds no sample at all.
+            sample that is not finite numbers (the line is named), or holds no sample.
 
     Examples:
         >>> import tempfile, pathlib
@@ -175,41 +220,14 @@ def read_fcd(path: Path) -> FcdSamples:
     index: dict[str, int] = {}
     code = array("q")
     t, a, b = array("d"), array("d"), array("d")
-    geo = False
-    for vid, time, x, y, geo in _iter_fcd(path):
-        try:
-            tv, xv, yv = float(time), float(x), float(y)
-        except ValueError:
-            tv = xv = yv = math.nan
-        if not (math.isfinite(tv) and math.isfinite(xv) and math.isfinite(yv)):
-            raise ScenarioError(
-                [
-                    f"{path}: timestep {time!r}: {vid!r} at x={x!r}, y={y!r}; "
-                    "expected finite numbers for the time and the position"
-                ]
-            )
+
+    def keep(vid: str, ts: float, av: float, bv: float, *_texts: str) -> None:
         code.append(index.setdefault(vid, len(index)))
-        t.append(tv)
-        if geo:  # x is the longitude, y the latitude
-            a.append(yv)
-            b.append(xv)
-        else:
-            a.append(xv)
-            b.append(yv)
-    if not code:
-        raise ScenarioError(
-            [f"{path}: no vehicle samples; expected <timestep> elements with <vehicle> samples"]
-        )
-    if geo:
-        bad = (np.abs(np.frombuffer(a)) > 90) | (np.abs(np.frombuffer(b)) > 180)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ScenarioError(
-                [
-                    f"{path}: a geo FCD sample at lat={a[i]}, lon={b[i]}; expected latitudes "
-                    "within ±90 and longitudes within ±180"
-                ]
-            )
+        t.append(ts)
+        a.append(av)
+        b.append(bv)
+
+    _, geo = _FcdParser(path, keep).run()
     return FcdSamples(
         list(index),
         np.frombuffer(code, dtype=np.int64),
@@ -265,49 +283,29 @@ def fcd_to_csv(fcd: Path, out: Path) -> TraceSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     ids: set[str] = set()
-    n = 0
-    lo = [math.inf, math.inf]
-    hi = [-math.inf, -math.inf]
-    t_lo, t_hi = math.inf, -math.inf
-    geo = False
+    box = [math.inf, math.inf, -math.inf, -math.inf, math.inf, -math.inf]  # a, b, t
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\n")
-            header_written = False
-            for vid, time, x, y, geo in _iter_fcd(fcd):
-                try:
-                    tv, xv, yv = float(time), float(x), float(y)
-                except ValueError:
-                    tv = xv = yv = math.nan
-                if not (math.isfinite(tv) and math.isfinite(xv) and math.isfinite(yv)):
-                    raise ScenarioError(
-                        [
-                            f"{fcd}: timestep {time!r}: {vid!r} at x={x!r}, y={y!r}; "
-                            "expected finite numbers for the time and the position"
-                        ]
-                    )
-                if not header_written:
-                    w.writerow(
-                        ["entity_id", "t_s", "lat", "lon"]
-                        if geo
-                        else ["entity_id", "t_s", "x_m", "y_m"]
-                    )
-                    header_written = True
-                a, b, sa, sb = (yv, xv, y, x) if geo else (xv, yv, x, y)
-                w.writerow([vid, time, sa, sb])
+
+            def write(vid: str, ts: float, a: float, b: float, *texts: str) -> None:
+                if not ids:  # the first sample: geo or not is known (SUMO says so first)
+                    w.writerow(["entity_id", "t_s", *(("lat", "lon") if geo() else ("x_m", "y_m"))])
+                w.writerow([vid, *texts])
                 ids.add(vid)
-                n += 1
-                t_lo, t_hi = min(t_lo, tv), max(t_hi, tv)
-                lo = [min(lo[0], a), min(lo[1], b)]
-                hi = [max(hi[0], a), max(hi[1], b)]
-        if n == 0:
-            raise ScenarioError(
-                [f"{fcd}: no vehicle samples; expected <timestep> elements with <vehicle> samples"]
-            )
+                box[0], box[1] = min(box[0], a), min(box[1], b)
+                box[2], box[3] = max(box[2], a), max(box[3], b)
+                box[4], box[5] = min(box[4], ts), max(box[5], ts)
+
+            parser = _FcdParser(fcd, write)
+            geo = parser.is_geo
+            n, is_geo = parser.run()
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return TraceSummary(out, len(ids), n, t_lo, t_hi, (lo[0], lo[1]), (hi[0], hi[1]), geo)
+    return TraceSummary(
+        out, len(ids), n, box[4], box[5], (box[0], box[1]), (box[2], box[3]), is_geo
+    )
 
 
 # --- running SUMO ---------------------------------------------------------------------
