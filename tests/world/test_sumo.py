@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT
 from twinedge.engine import simulate
@@ -355,9 +357,85 @@ def test_trace_sumo_command(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("wrote cars.csv: 5 vehicles, "), p.stdout
     assert "t 0..19 s, x " in p.stdout
+    # 200 cars cannot enter 24 roads of 200 m within 5 s: the command says so
+    full = twinedge(
+        "trace", "sumo", "--size", "3", "--vehicles", "200", "--duration-s", "5",
+        "--out", "full.csv", cwd=tmp_path,
+    )  # fmt: skip
+    assert full.returncode == 0, full.stderr
+    entered = int(full.stdout.split(": ")[1].split()[0])
+    assert 0 < entered < 200
+    assert full.stderr == (
+        f"note: {200 - entered} of 200 vehicles found no room to enter the network within "
+        "5 s (a longer run or a larger network lets them in)\n"
+    )
     bad = twinedge("trace", "sumo", "--net", "nowhere.net.xml", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr == "error: --net: got 'nowhere.net.xml'; expected an existing .net.xml file\n"
     conv = twinedge("trace", "fcd", "nothing.xml", cwd=tmp_path)
     assert conv.returncode == 2
     assert conv.stderr.startswith("error: nothing.xml: cannot read the file ("), conv.stderr
+
+
+# --- invariants -----------------------------------------------------------------------
+
+SAMPLES = st.lists(
+    st.tuples(
+        st.sampled_from(["car", "bus", "veh10", "veh9", "tram"]),
+        st.integers(0, 50),  # time step
+        st.floats(-1e5, 1e5, allow_nan=False).map(lambda v: round(v, 2)),
+        st.floats(-1e5, 1e5, allow_nan=False).map(lambda v: round(v, 2)),
+    ),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda s: (s[0], s[1]),  # one sample per vehicle and time step
+)
+
+
+@given(samples=SAMPLES)
+@settings(max_examples=60, deadline=None)
+def test_fcd_xml_gz_and_csv_read_as_the_same_trace(samples, tmp_path_factory):
+    """Whatever the samples, the FCD file, its gzipped copy and its CSV conversion are
+    one trace: each vehicle's samples, sorted by time, under its id (ids sorted)."""
+    d = tmp_path_factory.mktemp("fcd")
+    steps: dict[int, list[str]] = {}
+    for vid, k, x, y in samples:
+        steps.setdefault(k, []).append(f'<vehicle id="{vid}" x="{x:.2f}" y="{y:.2f}"/>')
+    body = "".join(
+        f'<timestep time="{k}.00">{"".join(v)}</timestep>\n' for k, v in sorted(steps.items())
+    )
+    fcd = d / "f.xml"
+    fcd.write_text(FCD_HEAD + body + "</fcd-export>\n")
+    (d / "f.xml.gz").write_bytes(gzip.compress(fcd.read_bytes()))
+    fcd_to_csv(fcd, d / "f.csv")
+    want_ids = sorted({s[0] for s in samples})
+    for f in (fcd, d / "f.xml.gz", d / "f.csv"):
+        ids, offsets, t, xy, is_ll = read_trace(f)
+        assert ids == want_ids and not is_ll
+        for i, vid in enumerate(ids):
+            mine = sorted((k, x, y) for v, k, x, y in samples if v == vid)
+            got = slice(offsets[i], offsets[i + 1])
+            assert t[got].tolist() == [float(k) for k, _, _ in mine]
+            assert xy[got].tolist() == [[x, y] for _, x, y in mine]
+
+
+@given(
+    points=st.lists(
+        st.tuples(st.floats(-89, 89), st.floats(-179, 179)).map(
+            lambda p: (round(p[0], 9), round(p[1], 9))
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    step_s=st.floats(0.1, 100),
+    spaces=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_path_file_replays_its_points_in_order(points, step_s, spaces, tmp_path_factory):
+    f = tmp_path_factory.mktemp("path") / "user_7.csv"
+    sep = ", " if spaces else ","
+    f.write_text("Latitude,Longitude\n" + "".join(f"{a!r}{sep}{b!r}\n" for a, b in points))
+    ids, offsets, t, ll, is_ll = read_trace(f, path_step_s=step_s)
+    assert ids == ["user_7"] and is_ll and offsets.tolist() == [0, len(points)]
+    assert t.tolist() == [k * step_s for k in range(len(points))]
+    assert ll.tolist() == [list(p) for p in points]

@@ -9,6 +9,7 @@ over :mod:`twinedge.world.sumo`: every mistake is one line ``error: ...``, exit 
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,13 @@ def sumo(
         work_dir=keep,
     )
     print(summary.describe())
+    if summary.vehicles < vehicles:
+        print(
+            f"note: {vehicles - summary.vehicles} of {vehicles} vehicles found no room to "
+            f"enter the network within {duration_s:g} s (a longer run or a larger network "
+            "lets them in)",
+            file=sys.stderr,
+        )
 
 
 @app.command()
