@@ -383,7 +383,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
     if dup:
         raise ScenarioError(
             [
-                f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud)"
+                f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud; of an iFogSim2 hierarchy dc-ID, proxy-ID, gw-ID, ap-ID)"
             ]
         )
     rows = nodes.rows
