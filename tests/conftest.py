@@ -24,6 +24,16 @@ def eua_dir() -> Path:
     return d
 
 
+@pytest.fixture
+def ifogsim_dir() -> Path:
+    d = DATASETS / "ifogsim2-melbourne"
+    if not (d / "edgeResources-melbCBD.csv").is_file():
+        pytest.skip(
+            f"iFogSim2 Melbourne dataset not found at {d} (set TWINEDGE_DATASETS to its parent folder)"
+        )
+    return d
+
+
 def tiny_scenario(**over) -> dict:
     """One access point + co-located edge, one region, one static entity 100 m away."""
     sc = {

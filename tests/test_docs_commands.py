@@ -3,9 +3,9 @@
 Each document's shell blocks (```bash, ```sh, ```console, ```shell) are joined in
 document order into one bash script, run with ``set -euo pipefail`` in a fresh temporary
 working directory, with the ``twinedge`` of this tree on ``PATH`` (``PYTHONPATH=src``).
-The working directory holds a copy of ``examples/`` (the EUA paths of
-``examples/eua-melbourne.yaml`` pointed at ``$TWINEDGE_DATASETS/eua``, as
-docs/scenario.md tells the reader to do) and a link to ``benchmarks/``.
+The working directory holds a copy of ``examples/`` (the dataset paths of
+``examples/eua-melbourne.yaml`` and ``examples/ifogsim-melbourne.yaml`` pointed at
+``$TWINEDGE_DATASETS``, as docs/scenario.md tells the reader to do) and a link to ``benchmarks/``.
 
 What the documents assume is started by the test itself:
 
@@ -49,7 +49,9 @@ Skipped, with the reason:
   they name the reader's own PostgreSQL / Mosquitto (TLS certificates, password file).
 * api.md ``websocat ...``: an endless WebSocket stream, and websocat is not a dependency.
 * mqtt.md ``mosquitto_pub``: only when mosquitto_pub is not installed.
-* scenario.md's EUA block: only when the EUA dataset is absent (``TWINEDGE_DATASETS``).
+* scenario.md's EUA block: only when the EUA dataset is absent (``TWINEDGE_DATASETS``);
+  its iFogSim2 block when that dataset is absent; its SUMO block when Eclipse SUMO is not
+  installed (the ``sumo`` extra).
 
 The five console transcripts (``$ twinedge ...`` and its output in a plain ``` block:
 scenario.md's bad.yaml, shared.yaml, big.yaml, api.md's serve.yaml) run on files made as
@@ -66,6 +68,7 @@ script's existence and that its ``--help`` lists every option the docs give are 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -208,6 +211,14 @@ if shutil.which("mosquitto_pub") is None:
     SUBSTITUTIONS.append(
         ("docs/mqtt.md", r"^mosquitto_pub ", "skip", "mosquitto_pub not installed")
     )
+if importlib.util.find_spec("sumo") is None and not os.environ.get("SUMO_HOME"):
+    for pattern in (r"^twinedge trace sumo ", r"^twinedge run examples/sumo-grid\.yaml"):
+        SUBSTITUTIONS.append(("docs/scenario.md", pattern, "skip", "Eclipse SUMO not installed"))
+if not (DATASETS / "ifogsim2-melbourne" / "edgeResources-melbCBD.csv").is_file():
+    for pattern in (r"^twinedge scenario show examples/ifogsim", r"^twinedge run examples/ifogsim"):
+        SUBSTITUTIONS.append(
+            ("docs/scenario.md", pattern, "skip", "iFogSim2 dataset absent (TWINEDGE_DATASETS)")
+        )
 
 STATUS_CLAIM = re.compile(r"^#\s*([1-5]\d\d)(?:[\s,]|$)")
 
@@ -308,8 +319,8 @@ def free_port() -> int:
 
 def workdir(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    eua = tmp_path / "examples" / "eua-melbourne.yaml"
-    eua.write_text(eua.read_text().replace("../../shared/datasets", str(DATASETS)))
+    for example in (tmp_path / "examples").glob("*.yaml"):  # EUA and iFogSim2 data
+        example.write_text(example.read_text().replace("../../shared/datasets", str(DATASETS)))
     (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
     return tmp_path
 
@@ -643,8 +654,11 @@ def test_scenario_commands(tmp_path):
             f"EUA dataset not found at {DATASETS / 'eua'} (set TWINEDGE_DATASETS to its parent folder)"
         )
     cwd = workdir(tmp_path)
-    run_doc("docs/scenario.md", cwd, env_for(tmp_path))
+    _, skipped = run_doc("docs/scenario.md", cwd, env_for(tmp_path))
     assert (cwd / "out" / "eua" / "summary.json").is_file()
+    for name in ("sumo", "ifogsim"):  # unless the run was skipped, with its reason
+        ran = (cwd / "out" / name / "summary.json").is_file()
+        assert ran != any(f"examples/{name}" in s for s in skipped), (name, skipped)
 
 
 def test_benchmarks_commands(tmp_path):

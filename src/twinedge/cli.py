@@ -957,6 +957,15 @@ def _mount_devices() -> None:
 _mount_devices()
 
 
+def _mount_trace() -> None:
+    from twinedge.world.trace_cli import app as trace_app
+
+    app.add_typer(trace_app, name="trace")
+
+
+_mount_trace()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback.
 

@@ -99,6 +99,9 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
         infra = infra.model_copy(
             update={"eua": infra.eua.model_copy(update={"sites_csv": fix(infra.eua.sites_csv)})}
         )
+    if infra.ifogsim is not None:
+        fixed = infra.ifogsim.model_copy(update={"resources_csv": fix(infra.ifogsim.resources_csv)})
+        infra = infra.model_copy(update={"ifogsim": fixed})
     groups: list[EntityGroup] = []
     for g in sc.entities:
         upd: dict[str, Any] = {}
@@ -122,6 +125,9 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
     missing = []
     if sc.infrastructure.eua is not None and not sc.infrastructure.eua.sites_csv.is_file():
         missing.append(("infrastructure.eua.sites_csv", sc.infrastructure.eua.sites_csv))
+    ifog = sc.infrastructure.ifogsim
+    if ifog is not None and not ifog.resources_csv.is_file():
+        missing.append(("infrastructure.ifogsim.resources_csv", ifog.resources_csv))
     for i, g in enumerate(sc.entities):
         if g.positions_csv is not None and not g.positions_csv.is_file():
             missing.append((f"entities[{i}].positions_csv", g.positions_csv))

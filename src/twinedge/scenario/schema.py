@@ -158,19 +158,54 @@ class EuaSites(_Model):
     domains: list[str] = Field(default_factory=lambda: ["optus"], min_length=1)
 
 
+class IfogsimHierarchy(_Model):
+    """Infrastructure from an iFogSim2 edge-resources file (``ID,Latitude,Longitude,Block,
+    Level,Parent,State,Details``, as ``edgeResources-melbCBD.csv``) with its hierarchy
+    kept: level 0 (data centre) becomes a cloud node, level 1 (block proxy) a region hub,
+    level 2 (gateway) an edge server with a co-located access point; each node is linked
+    to its ``Parent`` only. The defaults are iFogSim2's Melbourne examples: 100 ms proxy to
+    cloud, 4 ms gateway to proxy, 2 ms device to gateway; 2.8 GHz (2,800 MIPS) and 4 GB
+    per proxy and gateway, 44.8 GHz and 40 GB in the data centre; their power models."""
+
+    resources_csv: Path
+    coverage_m: Length = 300.0
+    access_gateway_ms: NonNeg = 2.0
+    gateway_proxy_ms: NonNeg = 4.0
+    proxy_cloud_ms: NonNeg = 100.0
+    bandwidth_mbps: Annotated[float, Field(gt=0)] = 10_000.0
+    edge_cpu_ghz: Range = 2.8
+    edge_mem_gb: Range = 4.0
+    edge_idle_w: NonNeg = 83.4333
+    edge_max_w: NonNeg = 107.339
+    region_cpu_ghz: Range = 2.8
+    region_mem_gb: Range = 4.0
+    region_idle_w: NonNeg = 83.4333
+    region_max_w: NonNeg = 107.339
+    cloud_cpu_ghz: NonNeg = 44.8
+    cloud_mem_gb: NonNeg = 40.0
+    cloud_idle_w: NonNeg = 1332.0
+    cloud_max_w: NonNeg = 1648.0
+    domain: str = "operator"
+
+    _check = field_validator("edge_cpu_ghz", "edge_mem_gb", "region_cpu_ghz", "region_mem_gb")(
+        _check_range
+    )
+
+
 class Infrastructure(_Model):
     origin_lat: float | None = Field(default=None, ge=-90, le=90)
     origin_lon: float | None = Field(default=None, ge=-180, le=180)
     generate: CityGenerator | None = None
     eua: EuaSites | None = None
+    ifogsim: IfogsimHierarchy | None = None
     nodes: list[NodeSpec] = Field(default_factory=list)
     links: list[LinkSpec] = Field(default_factory=list)
     link_rules: LinkRules = LinkRules()
 
     @model_validator(mode="after")
     def _some_nodes(self) -> Infrastructure:
-        if self.generate is None and self.eua is None and not self.nodes:
-            raise ValueError("no nodes: give nodes, a generate block or an eua block")
+        if self.generate is None and self.eua is None and self.ifogsim is None and not self.nodes:
+            raise ValueError("no nodes: give nodes, a generate, eua or ifogsim block")
         ids = [n.id for n in self.nodes]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
@@ -203,13 +238,17 @@ class GaussMarkov(_Model):
 
 
 class Trace(_Model):
-    """Replay positions from CSV: ``entity_id,t_s,x_m,y_m`` or ``entity_id,t_s,lat,lon``;
-    linear interpolation between samples, position held before the first and after the
-    last sample (or looped with ``loop: true``)."""
+    """Replay positions from a file: a CSV trace (``entity_id,t_s,x_m,y_m`` or
+    ``entity_id,t_s,lat,lon``), a path file of one entity (``Latitude,Longitude`` or
+    ``x_m,y_m`` rows, one point every ``path_step_s`` seconds, as iFogSim2's user paths),
+    or SUMO floating car data (``*.xml``, ``*.xml.gz``); linear interpolation between
+    samples, position held before the first and after the last sample (or looped with
+    ``loop: true``)."""
 
     model: Literal["trace"] = "trace"
     file: Path
     loop: bool = False
+    path_step_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 Mobility = Annotated[Static | RandomWaypoint | GaussMarkov | Trace, Field(discriminator="model")]

@@ -58,8 +58,20 @@ class Sizes:
         return sum(self.terms().values())
 
 
+FCD_GZ_BYTES_PER_ROW = 18
+"""Compressed bytes per sample of a gzipped SUMO FCD file (SUMO's default sample line is
+about 145 bytes and gzip shrinks it about eightfold): the row estimate of a ``.gz``
+trace."""
+
+
 def _lines(path: Path) -> int:
-    """Data rows of a CSV file (lines after the header), counted without parsing."""
+    """Data rows of a CSV file (lines after the header), counted without parsing; for a
+    gzipped file, estimated from its size."""
+    if path.name.lower().endswith(".gz"):
+        try:
+            return path.stat().st_size // FCD_GZ_BYTES_PER_ROW + 1
+        except OSError:
+            return 0
     n = 0
     try:
         with open(path, "rb") as f:
@@ -89,6 +101,11 @@ def declared_sizes(sc: Scenario, steps: int | None = None) -> tuple[Sizes, dict[
         nodes += 2 * sites + infra.eua.regions + 1
         hosts += sites + infra.eua.regions + 1
         node_field = "infrastructure.eua.sites_csv"
+    if infra.ifogsim is not None:
+        rows = _lines(infra.ifogsim.resources_csv)
+        nodes += 2 * rows  # a gateway is an edge server and an access point
+        hosts += rows
+        node_field = "infrastructure.ifogsim.resources_csv"
     entities, rows, biggest, ent_field = 0, 0, -1, "entities"
     for i, grp in enumerate(sc.entities):
         if grp.count is not None:

@@ -13,6 +13,7 @@ from twinedge.scenario.schema import (
     DEMAND_FIELDS,
     CityGenerator,
     EuaSites,
+    IfogsimHierarchy,
     NodeSpec,
     Scenario,
     Trace,
@@ -136,6 +137,119 @@ def _eua_sites(
     _add_sites(eua, nodes, centres, xy, site_ids, label, cloud_xy, rng)
 
 
+IFOGSIM_TIERS = {0: ("cloud", "dc"), 1: ("region", "proxy"), 2: ("edge", "gw")}
+"""iFogSim2 level -> (twinedge tier, node id prefix); level 3, the users, are entities."""
+
+
+def _read_ifogsim(path: Path) -> list[dict[str, str]]:
+    """The rows of an iFogSim2 edge-resources CSV (header names stripped, lower case)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [
+                {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
+                for r in csv.DictReader(f, skipinitialspace=True)
+            ]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise ScenarioError([f"{path}: cannot read the CSV file: {csv_problem(exc)}"]) from None
+    need = ("id", "latitude", "longitude", "level", "parent")
+    if not rows or any(k not in rows[0] for k in need):
+        got = sorted(rows[0]) if rows else []
+        raise ScenarioError(
+            [
+                f"{path}: header {got}: expected iFogSim2 edge resources with columns "
+                "ID,Latitude,Longitude,Block,Level,Parent,State,Details and at least one row"
+            ]
+        )
+    return rows
+
+
+def _ifogsim(
+    spec: IfogsimHierarchy,
+    origin: tuple[float, float] | None,
+    nodes: _Nodes,
+    rng: np.random.Generator,
+) -> list[tuple[str, str, float]]:
+    """Add the nodes of an iFogSim2 hierarchy; return its links ``(a, b, latency_ms)``.
+
+    Level 0 rows become ``dc-ID`` (cloud), level 1 ``proxy-ID`` (region), level 2
+    ``gw-ID`` (edge) with an access point ``ap-ID`` at the same place. Every node is
+    linked to its ``Parent`` (which must be a row of the level above) and to nothing
+    else; each access point to its gateway.
+    """
+    path = spec.resources_csv
+    rows = _read_ifogsim(path)
+    level: dict[str, int] = {}
+    where: dict[str, tuple[float, float]] = {}
+    for line, r in enumerate(rows, start=2):
+        try:
+            lv = int(r["level"])
+            lat, lon = float(r["latitude"]), float(r["longitude"])
+        except ValueError:
+            raise ScenarioError(
+                [
+                    f"{path}: line {line}: got Level {r['level']!r}, Latitude {r['latitude']!r}, "
+                    f"Longitude {r['longitude']!r}; expected an integer level and two numbers"
+                ]
+            ) from None
+        if lv not in IFOGSIM_TIERS:
+            raise ScenarioError(
+                [
+                    f"{path}: line {line}: Level: got {lv}; expected 0 (data centre), "
+                    "1 (proxy) or 2 (gateway): users are entities, not resources"
+                ]
+            )
+        if not (abs(lat) <= 90 and abs(lon) <= 180):
+            raise ScenarioError(
+                [f"{path}: line {line}: got {lat}, {lon}; expected a latitude and a longitude"]
+            )
+        if r["id"] in level:
+            raise ScenarioError([f"{path}: line {line}: ID: got {r['id']!r}; expected a new ID"])
+        level[r["id"]] = lv
+        where[r["id"]] = (lat, lon)
+    for line, r in enumerate(rows, start=2):
+        lv = level[r["id"]]
+        if lv > 0 and level.get(r["parent"]) != lv - 1:
+            above = IFOGSIM_TIERS[lv - 1][1]
+            raise ScenarioError(
+                [
+                    f"{path}: line {line}: Parent: got {r['parent']!r}; expected the ID of a "
+                    f"level-{lv - 1} row ({above}) for this level-{lv} row"
+                ]
+            )
+    assert origin is not None  # without a configured origin, _origin averages these rows
+    ll = np.array([where[r["id"]] for r in rows])
+    xy = latlon_to_xy_m(ll[:, 0], ll[:, 1], *origin)
+    lv_arr = np.array([level[r["id"]] for r in rows])
+    n_edge, n_region = int((lv_arr == 2).sum()), int((lv_arr == 1).sum())
+    cpu = {2: draw(spec.edge_cpu_ghz, n_edge, rng), 1: draw(spec.region_cpu_ghz, n_region, rng)}
+    mem = {2: draw(spec.edge_mem_gb, n_edge, rng), 1: draw(spec.region_mem_gb, n_region, rng)}
+    k = {1: 0, 2: 0}
+    links: list[tuple[str, str, float]] = []
+    name = {rid: f"{IFOGSIM_TIERS[lv][1]}-{rid}" for rid, lv in level.items()}
+    for i, r in enumerate(rows):
+        rid, lv = r["id"], level[r["id"]]
+        tier = IFOGSIM_TIERS[lv][0]
+        if lv == 0:
+            c, m = spec.cloud_cpu_ghz, spec.cloud_mem_gb
+            idle, mx = spec.cloud_idle_w, spec.cloud_max_w
+        else:
+            c, m = float(cpu[lv][k[lv]]), float(mem[lv][k[lv]])
+            k[lv] += 1
+            idle, mx = (
+                (spec.edge_idle_w, spec.edge_max_w)
+                if lv == 2
+                else (spec.region_idle_w, spec.region_max_w)
+            )
+        nodes.add(name[rid], tier, xy[i], c, m, idle, mx, domain=spec.domain)
+        if lv == 2:
+            nodes.add(f"ap-{rid}", "access", xy[i], cov=spec.coverage_m, domain=spec.domain)
+            links.append((f"ap-{rid}", name[rid], spec.access_gateway_ms))
+            links.append((name[rid], name[r["parent"]], spec.gateway_proxy_ms))
+        elif lv == 1:
+            links.append((name[rid], name[r["parent"]], spec.proxy_cloud_ms))
+    return links
+
+
 def _add_sites(
     spec: CityGenerator | EuaSites,
     nodes: _Nodes,
@@ -200,6 +314,12 @@ def _origin(sc: Scenario) -> tuple[float, float] | None:
     if infra.eua is not None:
         pts, is_ll, _ = _read_points(infra.eua.sites_csv)
         lats.append(pts)
+    if infra.ifogsim is not None:
+        rows = _read_ifogsim(infra.ifogsim.resources_csv)
+        try:
+            lats.append(np.array([[float(r["latitude"]), float(r["longitude"])] for r in rows]))
+        except ValueError:
+            pass  # _ifogsim names the bad line
     ll = [(n.lat, n.lon) for n in infra.nodes if n.lat is not None]
     if ll:
         lats.append(np.array(ll))
@@ -238,6 +358,11 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
         bounds = _city(infra.generate, nodes, rng)
     if infra.eua is not None:
         _eua_sites(infra.eua, origin, nodes, rng)
+    hierarchy: list[tuple[str, str, float]] = []
+    first_ifog = len(nodes.ids)
+    if infra.ifogsim is not None:
+        hierarchy = _ifogsim(infra.ifogsim, origin, nodes, rng)
+    end_ifog = len(nodes.ids)
     for n in infra.nodes:
         nodes.add(
             n.id,
@@ -258,7 +383,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
     if dup:
         raise ScenarioError(
             [
-                f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud)"
+                f"infrastructure.nodes: duplicate node ids {sorted(dup)} (generated ids are ap-K, edge-K, region-K, cloud; of an iFogSim2 hierarchy dc-ID, proxy-ID, gw-ID, ap-ID)"
             ]
         )
     rows = nodes.rows
@@ -280,7 +405,13 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
             ["infrastructure: no hosts (edge/region/cloud nodes with cpu_ghz > 0 and mem_gb > 0)"]
         )
 
-    link_rows = generate_links(tier, xy, infra.link_rules)
+    # an iFogSim2 hierarchy keeps its own links (to each node's Parent): no generated ones
+    gen_tier = tier.copy()
+    gen_tier[first_ifog:end_ifog] = -1
+    link_rows = generate_links(gen_tier, xy, infra.link_rules)
+    if infra.ifogsim is not None:
+        bw = infra.ifogsim.bandwidth_mbps
+        link_rows += [(index[a], index[b], ms, bw) for a, b, ms in hierarchy]
     bad = []
     for i, lk in enumerate(infra.links):
         for end in ("a", "b"):
@@ -297,13 +428,17 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
     check_connected(paths, access, nodes.ids, hosts)
 
     # entities
+    traces, origin = _traces(sc, origin)
     if sc.area_m is not None:
         bounds = np.array([0.0, 0.0, *sc.area_m])
     elif bounds is None:
-        lo, hi = xy[access].min(0), xy[access].max(0)
+        # the box of the access points and of every trace
+        pts = [xy[access], *(tr[3] for tr in traces.values())]
+        lo = np.min([p.min(0) for p in pts], axis=0)
+        hi = np.max([p.max(0) for p in pts], axis=0)
         pad = 0.05 * np.maximum(hi - lo, 100.0)
         bounds = np.concatenate([lo - pad, hi + pad])
-    groups = _entities(sc, bounds, origin, rng, network_only)
+    groups = _entities(sc, bounds, origin, rng, network_only, traces)
     ent = {k: np.concatenate([g[k] for g in groups]) for k in groups[0] if k not in ("mobility",)}
     kinds = sorted({g.kind for g in sc.entities})
     owners = sorted({g.owner for g in sc.entities})
@@ -362,12 +497,34 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
     )
 
 
+Samples = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
+"""A read trace: ids, offsets, times and positions in metres."""
+
+
+def _traces(
+    sc: Scenario, origin: tuple[float, float] | None
+) -> tuple[dict[int, Samples], tuple[float, float] | None]:
+    """The trace of every trace group (by group index), positions in metres; lat/lon is
+    projected about the origin (without one, the mean of the first lat/lon trace)."""
+    out: dict[int, Samples] = {}
+    for gi, g in enumerate(sc.entities):
+        if isinstance(g.mobility, Trace):
+            tids, offsets, t, pos, is_ll = read_trace(g.mobility.file, g.mobility.path_step_s)
+            if is_ll:
+                if origin is None:
+                    origin = (float(pos[:, 0].mean()), float(pos[:, 1].mean()))
+                pos = latlon_to_xy_m(pos[:, 0], pos[:, 1], *origin)
+            out[gi] = (tids, offsets, t, pos)
+    return out, origin
+
+
 def _entities(
     sc: Scenario,
     bounds: np.ndarray,
     origin: tuple[float, float] | None,
     rng: np.random.Generator,
-    network_only: bool = False,
+    network_only: bool,
+    traces: dict[int, Samples],
 ) -> list[dict]:
     out = []
     lo, hi = bounds[:2], bounds[2:]
@@ -392,12 +549,8 @@ def _entities(
             ids = [f"{g.kind}-{gi}-{k}" for k in range(n)]
         else:
             assert isinstance(g.mobility, Trace)
-            tids, offsets, t, pos, is_ll = read_trace(g.mobility.file)
-            if is_ll:
-                if origin is None:
-                    origin = (float(pos[:, 0].mean()), float(pos[:, 1].mean()))
-                pos = latlon_to_xy_m(pos[:, 0], pos[:, 1], *origin)
-            trace = (tids, offsets, t, pos)
+            trace = traces[gi]
+            tids = trace[0]
             n = len(tids)
             ids = tids
             xy = None

@@ -14,6 +14,7 @@ import numpy as np
 
 from twinedge.errors import ScenarioError
 from twinedge.scenario import schema
+from twinedge.world.sumo import is_fcd, read_fcd
 
 
 def draw(value: float | tuple[float, float], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,23 +126,63 @@ class GaussMarkov:
             np.clip(xy_m[:, axis], lo[axis], hi[axis], out=xy_m[:, axis])
 
 
-def read_trace(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Read ``entity_id,t_s,x_m,y_m`` (or ``lat,lon``) rows.
+DEFAULT_PATH_STEP_S = 10.0
+"""Seconds between the points of a path file (no time column) unless the scenario says.
 
-    Returns ``(ids, offsets, t_s, xy_or_latlon, is_latlon)`` sorted by entity then time.
+iFogSim2 replays its user path files one point per mobility event, the events
+``1 + U{0, ..., 19}`` seconds apart (10.5 s on average, drawn afresh on every run); a
+fixed step keeps a replay reproducible, and 10 s is that spacing rounded."""
+
+
+def read_trace(
+    path: Path, path_step_s: float = DEFAULT_PATH_STEP_S
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Read a trace: samples of the positions of entities over time.
+
+    Three formats, told apart by the file:
+
+    - a CSV trace, ``entity_id,t_s,x_m,y_m`` (or ``lat,lon``) rows, any number of
+      entities;
+    - a path file, a CSV of positions without ids or times (``Latitude,Longitude`` as in
+      iFogSim2's user files, spaces after the commas allowed, or ``x_m,y_m``): one entity
+      named after the file (its name without ``.csv``) at point ``k`` at ``k *
+      path_step_s`` seconds;
+    - SUMO floating car data (a file named ``*.xml`` or ``*.xml.gz``), read by
+      :func:`twinedge.world.sumo.read_fcd`.
+
+    Returns ``(ids, offsets, t_s, xy_or_latlon, is_latlon)`` sorted by entity then time:
+    the samples of ``ids[k]`` are rows ``offsets[k]:offsets[k + 1]``.
+
+    Raises:
+        ScenarioError: the file cannot be read, has no samples, or a row is not numbers
+            (the line is named).
     """
+    if is_fcd(path):
+        s = read_fcd(path)
+        return _grouped(s.names, s.code, np.column_stack([s.t_s, s.a, s.b]), s.is_latlon)
     try:
-        ids, rows, is_ll = _trace_rows(path)
+        ids, rows, is_ll = _trace_rows(path, path_step_s)
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise ScenarioError([f"{path}: cannot read the CSV file: {csv_problem(exc)}"]) from None
     if not rows:
         raise ScenarioError([f"{path}: no samples; expected at least one row after the header"])
     uniq, inv = np.unique(np.array(ids), return_inverse=True)
-    data = np.array(rows)
+    return _grouped([str(u) for u in uniq], inv, np.array(rows, dtype=float), is_ll)
+
+
+def _grouped(
+    names: list[str], code: np.ndarray, data: np.ndarray, is_ll: bool
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Samples ``data`` (rows ``t, a, b``) of entity ``names[code]``, sorted by entity
+    name then time (stable: samples of one time keep their order)."""
+    rank = np.argsort(np.array(names, dtype=object), kind="stable")
+    where = np.empty_like(rank)
+    where[rank] = np.arange(rank.size)
+    inv = where[np.asarray(code)]
     order = np.lexsort((data[:, 0], inv))
     inv, data = inv[order], data[order]
-    offsets = np.searchsorted(inv, np.arange(uniq.size + 1))
-    return [str(u) for u in uniq], offsets, data[:, 0], data[:, 1:3], is_ll
+    offsets = np.searchsorted(inv, np.arange(len(names) + 1))
+    return [names[i] for i in rank], offsets, data[:, 0], data[:, 1:3], is_ll
 
 
 def csv_problem(exc: Exception) -> str:
@@ -153,37 +194,50 @@ def csv_problem(exc: Exception) -> str:
     return f"{exc}; expected comma-separated values"
 
 
-def _trace_rows(path: Path) -> tuple[list[str], list[list[float]], bool]:
+def _trace_rows(path: Path, path_step_s: float) -> tuple[list[str], list[list[float]], bool]:
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, skipinitialspace=True)
         header = [h.strip().lower() for h in next(reader, [])]
         need_xy = ["entity_id", "t_s", "x_m", "y_m"]
         need_ll = ["entity_id", "t_s", "lat", "lon"]
+        lat = next((h for h in ("lat", "latitude") if h in header), None)
+        lon = next((h for h in ("lon", "longitude") if h in header), None)
+        path_file = False
         if all(h in header for h in need_xy):
             cols, is_ll = [header.index(h) for h in need_xy], False
         elif all(h in header for h in need_ll):
             cols, is_ll = [header.index(h) for h in need_ll], True
+        elif "t_s" not in header and lat and lon:
+            cols, is_ll, path_file = [-1, -1, header.index(lat), header.index(lon)], True, True
+        elif "t_s" not in header and "x_m" in header and "y_m" in header:
+            cols, is_ll, path_file = [-1, -1, header.index("x_m"), header.index("y_m")], False, True
         else:
             raise ScenarioError(
                 [
-                    f"{path}: header {header}: expected columns entity_id,t_s,x_m,y_m or entity_id,t_s,lat,lon"
+                    f"{path}: header {header}: expected columns entity_id,t_s,x_m,y_m or "
+                    "entity_id,t_s,lat,lon (a trace), or Latitude,Longitude or x_m,y_m (a path)"
                 ]
             )
-        ids, rows = [], []
+        name = path.name.removesuffix(".csv").removesuffix(".CSV")
+        ids: list[str] = []
+        rows: list[list[float]] = []
         for line_no, row in enumerate(reader, start=2):
-            if not row:
+            if not row or not any(c.strip() for c in row):
                 continue
             try:
-                ids.append(row[cols[0]].strip())
-                vals = [float(row[c]) for c in cols[1:]]
+                if path_file:
+                    ids.append(name)
+                    vals = [len(rows) * path_step_s, float(row[cols[2]]), float(row[cols[3]])]
+                else:
+                    ids.append(row[cols[0]].strip())
+                    vals = [float(row[c]) for c in cols[1:]]
                 if not all(math.isfinite(v) for v in vals):
                     raise ValueError("not finite")
                 rows.append(vals)
             except (ValueError, IndexError):
+                what = "the position" if path_file else "t_s and the position"
                 raise ScenarioError(
-                    [
-                        f"{path}: line {line_no}: got {row!r}; expected numbers for t_s and the position"
-                    ]
+                    [f"{path}: line {line_no}: got {row!r}; expected numbers for {what}"]
                 ) from None
     return ids, rows, is_ll
 
