@@ -116,6 +116,7 @@ def test_own_policy(tmp_path):
     shown = "".join(texts(c) for c in nb.cells)
     assert re.search(r"^balanced: resolves, params, valid decisions", shown, re.M), shown
     assert re.search(r"^early_mover: resolves, params, valid decisions", shown, re.M)
+    assert re.search(r"^placement policy 'all_on_the_smallest_host' failed \d+ check", shown, re.M)
     assert re.search(r"^  valid decisions: .*all_on_the_smallest_host.* over capacity", shown, re.M)
     # `twinedge compare` imported the functions from my_policies.py in the notebook's
     # folder and measured exactly what simulate measured (the same seed)
