@@ -16,6 +16,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -90,6 +92,21 @@ def test_the_notebooks_are_stored_without_outputs():
             assert set(cell.metadata) <= {"tags"}, (name, cell.id, dict(cell.metadata))
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, (name, cell.id)
+
+
+def test_ruff_lints_the_notebooks():
+    """The project's lint command covers the notebooks' code (and it is clean)."""
+    files = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--show-files", "examples"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert files.returncode == 0, files.stderr
+    assert {Path(x).name for x in files.stdout.split()} >= set(NOTEBOOKS), files.stdout
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", *NOTEBOOKS],
+        cwd=EXAMPLES, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_own_policy(tmp_path):
