@@ -91,7 +91,10 @@ def test_the_notebooks_are_stored_without_outputs():
         for cell in nb.cells:
             assert set(cell.metadata) <= {"tags"}, (name, cell.id, dict(cell.metadata))
             if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, (name, cell.id)
+                assert cell.outputs == [] and cell.execution_count is None, (
+                    f"{name}, cell {cell.id}: stored with outputs; clear them before committing "
+                    "(Jupyter: Edit > Clear Outputs of All Cells)"
+                )
 
 
 def test_ruff_lints_the_notebooks():
