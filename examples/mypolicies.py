@@ -1,6 +1,12 @@
-"""Example user policies (the ones in docs/policies.md); load them by import path:
+"""Example user policies (the ones in docs/policies.md); load them by import path.
 
-PYTHONPATH=examples twinedge compare city-small --placement greedy,mypolicies:cheapest_with_room
+From this folder (the current folder is searched first, as ``python -m`` does)::
+
+    cd examples
+    twinedge compare city-small --placement greedy,mypolicies:cheapest_with_room
+
+From anywhere else, put the folder on the path:
+``PYTHONPATH=examples twinedge compare city-small --placement greedy,mypolicies:cheapest_with_room``.
 """
 
 import numpy as np

@@ -980,10 +980,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-    # a policy named on the command line (`mypolicies:fn`) may live in the current folder,
-    # as with `python -m twinedge`; appended, so it never shadows an installed module
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
+    # a policy named on the command line (`mypolicies:fn`) is looked for in the current
+    # folder first, as `python -m` would (unless PYTHONSAFEPATH / -P says not to); the folder
+    # is also appended for the policy's own later imports, so it never shadows an installed
+    # module that twinedge itself imports
+    if not sys.flags.safe_path:
+        from twinedge.policies.registry import search_first
+
+        search_first([os.getcwd()])
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())
     if os.environ.get(COMPLETE_VAR):
         # a completion script asks for candidates: answer in the form the scripts expect
         from typer.completion import completion_init

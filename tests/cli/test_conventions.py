@@ -535,7 +535,7 @@ def test_a_policy_module_in_the_current_folder_is_found_without_pythonpath(tmp_p
     (work / "mypol.py").write_text(POLICY)
     (work / "mypkg" / "__init__.py").write_text("")
     (work / "mypkg" / "policies.py").write_text(POLICY)
-    # a module of the current folder never shadows an installed one of the same name
+    # twinedge's own imports never pick up a module of the current folder
     (work / "yaml.py").write_text("raise ImportError('the current folder shadowed PyYAML')\n")
     scenario_file(work)
     e = env(PYTHONPATH=str(ROOT / "src"))

@@ -21,6 +21,7 @@ from typing import Any
 
 from twinedge.engine.simulation import RunResult, simulate
 from twinedge.errors import TwinedgeError
+from twinedge.policies.registry import search_first, searched_first
 from twinedge.scenario.schema import Scenario
 
 
@@ -140,7 +141,14 @@ def run_jobs(
             out.append(r)
         return out
     results: dict[int, Any] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    # a worker looks for import-path policies where this process does (the current folder
+    # of `twinedge`): a spawned process starts with an empty search_first
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=search_first,
+        initargs=(searched_first(),),
+    ) as pool:
         futures = {pool.submit(task, sc, job): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             i = futures[fut]

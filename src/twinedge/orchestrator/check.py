@@ -107,7 +107,10 @@ def check_policy(
     check("no twins", lambda: run(fresh().select(np.zeros(0, dtype=np.int64)), 1))
     check("one twin", lambda: run(fresh().select(np.arange(1)), 1))
     if failures:
+        from twinedge.orchestrator.policy import policy_name
+
+        label = policy if isinstance(policy, str) else policy_name(pol)  # a function by name
         raise PolicyError(
-            f"{kind} policy {policy!r} failed {len(failures)} check(s):\n  " + "\n  ".join(failures)
+            f"{kind} policy {label!r} failed {len(failures)} check(s):\n  " + "\n  ".join(failures)
         )
     return passed

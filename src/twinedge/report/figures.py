@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +46,10 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+# files, not windows; but a backend chosen for the process stays (Jupyter sets MPLBACKEND
+# to its inline backend: importing twinedge must not stop a notebook's plots showing)
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes

@@ -6,11 +6,15 @@ The plots are the paper figures of :mod:`twinedge.report.figures` at two-column 
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+# files, not windows; but a backend chosen for the process stays (Jupyter sets MPLBACKEND
+# to its inline backend: importing twinedge must not stop a notebook's plots showing)
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 

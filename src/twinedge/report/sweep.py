@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
 
-matplotlib.use("Agg")
+# files, not windows; but a backend chosen for the process stays (Jupyter sets MPLBACKEND
+# to its inline backend: importing twinedge must not stop a notebook's plots showing)
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
