@@ -333,7 +333,12 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_doc(doc: str, cwd: Path, env: dict[str, str], timeout: float = 200):
+#: a guard against a hung command, not a speed limit: a doc's commands take a minute or
+#: two on a quiet 2-core machine and several times that on a busy one
+DOC_TIMEOUT_S = 1200.0
+
+
+def run_doc(doc: str, cwd: Path, env: dict[str, str], timeout: float = DOC_TIMEOUT_S):
     script, claims, skipped = build_script(doc)
     (cwd / "doc-script.sh").write_text(PRELUDE + script)
     p = subprocess.run(
