@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from twinedge.carbon.series import Region
-from twinedge.errors import InfeasibleError, PolicyError, ScenarioError
+from twinedge.carbon.series import Region, scenario_error
+from twinedge.errors import InfeasibleError, PolicyError
 
 POLICIES = ("baseline", "shift", "interrupt", "spatial", "spatial-shift", "spatial-interrupt")
 
@@ -78,23 +78,23 @@ class Job:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.duration_min) and self.duration_min > 0):
-            raise ScenarioError(
+            raise scenario_error(
                 f"job {self.job_id}: duration_min: got {self.duration_min!r}; expected a finite value > 0"
             )
         if not (math.isfinite(self.power_kw) and self.power_kw >= 0):
-            raise ScenarioError(
+            raise scenario_error(
                 f"job {self.job_id}: power_kw: got {self.power_kw!r}; expected a finite value >= 0"
             )
         if not (math.isfinite(self.data_gb) and self.data_gb >= 0):
-            raise ScenarioError(
+            raise scenario_error(
                 f"job {self.job_id}: data_gb: got {self.data_gb!r}; expected a finite value >= 0"
             )
         if self.max_latency_ms < 0 or math.isnan(self.max_latency_ms):
-            raise ScenarioError(
+            raise scenario_error(
                 f"job {self.job_id}: max_latency_ms: got {self.max_latency_ms!r}; expected >= 0"
             )
         if self.deadline < self.release + timedelta(minutes=self.duration_min):
-            raise ScenarioError(
+            raise scenario_error(
                 f"job {self.job_id}: deadline {self.deadline} is before release {self.release} "
                 f"+ duration {self.duration_min} min; expected a window that fits the job"
             )
@@ -124,12 +124,12 @@ class Network:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.transfer_kwh_per_gb) and self.transfer_kwh_per_gb >= 0):
-            raise ScenarioError(
+            raise scenario_error(
                 f"network: transfer_kwh_per_gb: got {self.transfer_kwh_per_gb!r}; expected a finite value >= 0"
             )
         for pair, ms in self.latency_ms.items():
             if not ms >= 0:
-                raise ScenarioError(f"network: latency_ms{list(pair)}: got {ms!r}; expected >= 0")
+                raise scenario_error(f"network: latency_ms{list(pair)}: got {ms!r}; expected >= 0")
 
     def latency(self, a: str, b: str) -> float:
         """One-way latency in ms between ``a`` and ``b`` (``inf`` when not connected)."""
@@ -167,7 +167,7 @@ class Grid:
             if r.name == name:
                 return r
         names = ", ".join(r.name for r in self.regions)
-        raise ScenarioError(f"region: got {name!r}; expected one of {names}")
+        raise scenario_error(f"region: got {name!r}; expected one of {names}")
 
     def slot_of(self, t: datetime) -> float:
         """``t`` in slots since ``start`` (fractional)."""
@@ -194,16 +194,16 @@ class Grid:
                 outside some series.
         """
         if not regions:
-            raise ScenarioError("regions: got none; expected at least one region")
+            raise scenario_error("regions: got none; expected at least one region")
         names = [r.name for r in regions]
         if len(set(names)) != len(names):
-            raise ScenarioError(f"regions: duplicate names in {names}; expected distinct names")
+            raise scenario_error(f"regions: duplicate names in {names}; expected distinct names")
         if not (math.isfinite(step_min) and step_min > 0):
-            raise ScenarioError(f"step_min: got {step_min!r}; expected a finite value > 0")
+            raise scenario_error(f"step_min: got {step_min!r}; expected a finite value > 0")
         t0 = start if start is not None else max(r.series.start for r in regions)
         t1 = end if end is not None else min(r.series.end for r in regions)
         if t1 < t0:
-            raise ScenarioError(f"grid: end {t1} is before start {t0}; expected end >= start")
+            raise scenario_error(f"grid: end {t1} is before start {t0}; expected end >= start")
         n = int((t1 - t0) / timedelta(minutes=step_min)) + 1
         values = {r.name: r.series.on_grid(t0, step_min, n) for r in regions}
         return cls(tuple(regions), t0, float(step_min), values)
@@ -219,6 +219,7 @@ class Placement:
     """
 
     job_id: str
+    origin: str
     region: str
     slots: tuple[int, ...]
     start: datetime
@@ -232,6 +233,7 @@ class Placement:
         """A JSON-ready dict."""
         return {
             "job_id": self.job_id,
+            "origin": self.origin,
             "region": self.region,
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
@@ -273,7 +275,7 @@ class Schedule:
     def summary(self) -> dict[str, Any]:
         """Totals as a JSON-ready dict."""
         energy = self.facility_energy_kwh + self.transfer_energy_kwh
-        moved = sum(1 for p in self.placements if p.region != self.placements[0].region)
+        moved = sum(1 for p in self.placements if p.region != p.origin)
         return {
             "policy": self.policy,
             "jobs": len(self.placements),
@@ -284,7 +286,7 @@ class Schedule:
             "energy_kwh": energy,
             "mean_intensity_g_per_kwh": self.emissions_g / energy if energy > 0 else 0.0,
             "regions": sorted({p.region for p in self.placements}),
-            "jobs_not_in_first_region": moved,
+            "moved_jobs": moved,
         }
 
 
@@ -340,6 +342,11 @@ def _window(job: Job, grid: Grid) -> tuple[int, int, int]:
             f"slots of {grid.step_min} min inside the grid {grid.start} + {grid.n_slots} slots; it needs {n}"
         )
     return lo, hi, n
+
+
+def _reachable(latency_ms: float, bound_ms: float) -> bool:
+    """A region is reachable over a link (finite latency) within the job's bound."""
+    return math.isfinite(latency_ms) and latency_ms <= bound_ms
 
 
 def _plan(
@@ -417,7 +424,7 @@ def schedule(
     for name, f in seen.items():
         grid.region(name)
         if len(f) != grid.n_slots:
-            raise ScenarioError(
+            raise scenario_error(
                 f"forecast {name}: got {len(f)} values; expected one per slot ({grid.n_slots})"
             )
     spatial = policy.startswith("spatial")
@@ -434,7 +441,7 @@ def schedule(
             candidates += [
                 r.name
                 for r in grid.regions
-                if r.name != origin and net.latency(origin, r.name) <= job.max_latency_ms
+                if r.name != origin and _reachable(net.latency(origin, r.name), job.max_latency_ms)
             ]
         best: tuple[float, str, tuple[int, ...]] | None = None
         for name in candidates:
@@ -455,6 +462,7 @@ def schedule(
         placements.append(
             Placement(
                 job.job_id,
+                origin,
                 name,
                 slots,
                 grid.start + slots[0] * step,
@@ -481,7 +489,7 @@ def noisy_forecast(values: Sequence[float], error: float, rng: Any) -> list[floa
         [1.0, 1.0]
     """
     if not (math.isfinite(error) and error >= 0):
-        raise ScenarioError(f"forecast error: got {error!r}; expected a finite fraction >= 0")
+        raise scenario_error(f"forecast error: got {error!r}; expected a finite fraction >= 0")
     mean = math.fsum(values) / len(values)
     noise = rng.normal(0.0, error * mean, size=len(values))
     return [v + float(e) for v, e in zip(values, noise, strict=True)]

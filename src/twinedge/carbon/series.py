@@ -30,6 +30,11 @@ from twinedge.errors import InputError, ScenarioError
 HEADER = ("Time", "Carbon Intensity")
 
 
+def scenario_error(message: str) -> ScenarioError:
+    """A :class:`ScenarioError` of one problem line."""
+    return ScenarioError([message])
+
+
 @dataclass(frozen=True)
 class CarbonSeries:
     """Carbon intensity in gCO2/kWh of one grid at increasing instants (step-hold).
@@ -58,19 +63,19 @@ class CarbonSeries:
         times = tuple(self.times)
         values = tuple(float(v) for v in self.values_g_per_kwh)
         if len(times) != len(values):
-            raise ScenarioError(
+            raise scenario_error(
                 f"{self.name}: {len(times)} times but {len(values)} values; expected one value per time"
             )
         if not times:
-            raise ScenarioError(f"{self.name}: the series is empty; expected at least one sample")
+            raise scenario_error(f"{self.name}: the series is empty; expected at least one sample")
         for i, v in enumerate(values):
             if not math.isfinite(v) or v < 0:
-                raise ScenarioError(
+                raise scenario_error(
                     f"{self.name}: sample {i} ({times[i]}): got {v!r}; expected a finite intensity >= 0 gCO2/kWh"
                 )
         for i in range(1, len(times)):
             if times[i] <= times[i - 1]:
-                raise ScenarioError(
+                raise scenario_error(
                     f"{self.name}: sample {i}: time {times[i]} does not come after {times[i - 1]}; expected strictly increasing times"
                 )
         object.__setattr__(self, "times", times)
@@ -97,7 +102,7 @@ class CarbonSeries:
             ScenarioError: ``t`` is before the first sample or after the last one.
         """
         if t < self.times[0] or t > self.times[-1]:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{self.name}: time {t} is outside the series ({self.times[0]} .. {self.times[-1]})"
             )
         i = bisect.bisect_right(self._ordinals, _seconds(t)) - 1
@@ -113,7 +118,7 @@ class CarbonSeries:
             ScenarioError: a grid instant falls outside the series, or ``step_min <= 0``.
         """
         if not step_min > 0:
-            raise ScenarioError(f"{self.name}: step_min: got {step_min!r}; expected > 0")
+            raise scenario_error(f"{self.name}: step_min: got {step_min!r}; expected > 0")
         step = timedelta(minutes=step_min)
         return [self.at(start + k * step) for k in range(n_slots)]
 
@@ -141,7 +146,7 @@ class CarbonSeries:
             hi = bisect.bisect_right(self._ordinals, _seconds(end))
             values = list(self.values_g_per_kwh[lo:hi])
         if not values:
-            raise ScenarioError(f"{self.name}: no sample between {start} and {end}")
+            raise scenario_error(f"{self.name}: no sample between {start} and {end}")
         return math.fsum(values) / len(values)
 
 
@@ -164,9 +169,9 @@ class Region:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ScenarioError("region: name: got ''; expected a non-empty name")
+            raise scenario_error("region: name: got ''; expected a non-empty name")
         if not (math.isfinite(self.pue) and self.pue >= 1.0):
-            raise ScenarioError(
+            raise scenario_error(
                 f"region {self.name}: pue: got {self.pue!r}; expected a finite value >= 1"
             )
 
@@ -211,40 +216,42 @@ def load_carbon_csv(path: str | Path, name: str | None = None) -> CarbonSeries:
     rows = csv.reader(text.splitlines())
     header = next(rows, None)
     if header is None or tuple(h.strip() for h in header) != HEADER:
-        raise ScenarioError(f"{p}: line 1: got header {header!r}; expected 'Time,Carbon Intensity'")
+        raise scenario_error(
+            f"{p}: line 1: got header {header!r}; expected 'Time,Carbon Intensity'"
+        )
     times: list[datetime] = []
     values: list[float] = []
     for lineno, row in enumerate(rows, start=2):
         if not row:
             continue
         if len(row) != 2:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{p}: line {lineno}: got {len(row)} columns; expected 2 (time, intensity)"
             )
         try:
             t = _parse_time(row[0])
         except ValueError:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{p}: line {lineno}: got time {row[0]!r}; expected YYYY-MM-DD HH:MM[:SS]"
             ) from None
         try:
             v = float(row[1])
         except ValueError:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{p}: line {lineno}: got intensity {row[1]!r}; expected a number in gCO2/kWh"
             ) from None
         if not math.isfinite(v) or v < 0:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{p}: line {lineno}: got intensity {row[1]!r}; expected a finite value >= 0 gCO2/kWh"
             )
         if times and t <= times[-1]:
-            raise ScenarioError(
+            raise scenario_error(
                 f"{p}: line {lineno}: time {t} does not come after {times[-1]}; expected increasing times"
             )
         times.append(t)
         values.append(v)
     if not times:
-        raise ScenarioError(f"{p}: no samples; expected at least one row after the header")
+        raise scenario_error(f"{p}: no samples; expected at least one row after the header")
     return CarbonSeries(tuple(times), tuple(values), name=label)
 
 
