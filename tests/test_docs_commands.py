@@ -434,6 +434,7 @@ COVERED = {
     "docs/experiments.md",
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
+    "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
 }
 
 

@@ -112,9 +112,9 @@ def test_bad_input_is_refused_with_the_error_type_and_numbers():
     job = Job("j", T0, 60, T0 + 2 * H)
     with pytest.raises(PolicyError, match="got 'greenest'; expected one of baseline"):
         schedule([job], g, "greenest")
-    with pytest.raises(InfeasibleError, match="job late: .* holds 0 slots .* it needs 1"):
+    with pytest.raises(InfeasibleError, match=r"job late: .* holds 0 slots .* it needs 1"):
         schedule([Job("late", T0 + 5 * H, 60, T0 + 7 * H)], g, "shift")
-    with pytest.raises(ScenarioError, match="deadline .* is before release"):
+    with pytest.raises(ScenarioError, match=r"deadline .* is before release"):
         Job("j", T0, 120, T0 + H)
     with pytest.raises(ScenarioError, match="duration_min: got 0"):
         Job("j", T0, 0, T0 + H)
@@ -130,7 +130,7 @@ def test_bad_input_is_refused_with_the_error_type_and_numbers():
         schedule([Job("z", T0, 60, T0 + H, origin="Z")], g, "shift")
     with pytest.raises(ScenarioError, match="duplicate names"):
         Grid.build([g.regions[0], g.regions[0]])
-    with pytest.raises(ScenarioError, match="transfer_kwh_per_gb: got -0.1"):
+    with pytest.raises(ScenarioError, match=r"transfer_kwh_per_gb: got -0\.1"):
         Network(transfer_kwh_per_gb=-0.1)
     with pytest.raises(InfeasibleError):
         best_block([1.0], 0, 1, 2)

@@ -90,7 +90,7 @@ def test_series_and_regions_check_their_values():
         CarbonSeries((T0, T0 + timedelta(hours=1)), (1.0,))
     with pytest.raises(ScenarioError, match="empty"):
         CarbonSeries((), ())
-    with pytest.raises(ScenarioError, match="sample 1 .*got nan"):
+    with pytest.raises(ScenarioError, match=r"sample 1 .*got nan"):
         series_from_values([1.0, float("nan")], T0, 30)
     with pytest.raises(ScenarioError, match="does not come after"):
         CarbonSeries((T0, T0), (1.0, 2.0))
@@ -103,7 +103,7 @@ def test_series_and_regions_check_their_values():
         s.on_grid(T0, 0, 2)
     with pytest.raises(ScenarioError, match="no sample between"):
         s.mean(T0 + timedelta(minutes=1), T0 + timedelta(minutes=2))
-    with pytest.raises(ScenarioError, match="pue: got 0.9"):
+    with pytest.raises(ScenarioError, match=r"pue: got 0\.9"):
         Region("DE", s, pue=0.9)
     with pytest.raises(ScenarioError, match="non-empty name"):
         Region("", s)
