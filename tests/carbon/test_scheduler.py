@@ -72,6 +72,7 @@ def test_energy_pue_and_partial_slots():
     s = schedule([job], g, "shift")
     assert s.placements[0].slots == (1, 2)
     assert s.emissions_g == pytest.approx(1.5 * 1.5 * (200 + 10))
+    assert Job.from_energy("e", T0, 90, T0 + 3 * H, energy_kwh=3.0).power_kw == 2.0
     summary = s.summary()
     assert summary["energy_kwh"] == 4.5 and summary["jobs"] == 1
     assert summary["mean_intensity_g_per_kwh"] == pytest.approx((200 + 10) / 2)
@@ -120,6 +121,8 @@ def test_bad_input_is_refused_with_the_error_type_and_numbers():
         Job("j", T0, 0, T0 + H)
     with pytest.raises(ScenarioError, match="power_kw: got -1"):
         Job("j", T0, 60, T0 + H, power_kw=-1)
+    with pytest.raises(ScenarioError, match="energy_kwh: got -1"):
+        Job.from_energy("j", T0, 60, T0 + H, energy_kwh=-1)
     with pytest.raises(ScenarioError, match="data_gb: got nan"):
         Job("j", T0, 60, T0 + H, data_gb=math.nan)
     with pytest.raises(

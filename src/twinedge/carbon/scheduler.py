@@ -104,6 +104,37 @@ class Job:
         """IT energy in kWh (``power_kw * duration_min / 60``)."""
         return self.power_kw * self.duration_min / 60.0
 
+    @classmethod
+    def from_energy(
+        cls,
+        job_id: str,
+        release: datetime,
+        duration_min: float,
+        deadline: datetime,
+        energy_kwh: float,
+        **options: Any,
+    ) -> Job:
+        """A job that needs ``energy_kwh`` over ``duration_min`` (constant power).
+
+        Raises:
+            ScenarioError: a negative or non-finite energy, or what :class:`Job` refuses.
+
+        Examples:
+            >>> t = datetime(2020, 1, 1)
+            >>> Job.from_energy("j", t, 90, t + timedelta(hours=2), energy_kwh=3.0).power_kw
+            2.0
+        """
+        if not (math.isfinite(energy_kwh) and energy_kwh >= 0):
+            raise scenario_error(
+                f"job {job_id}: energy_kwh: got {energy_kwh!r}; expected a finite value >= 0"
+            )
+        if not (math.isfinite(duration_min) and duration_min > 0):
+            raise scenario_error(
+                f"job {job_id}: duration_min: got {duration_min!r}; expected a finite value > 0"
+            )
+        power_kw = energy_kwh * 60.0 / duration_min
+        return cls(job_id, release, duration_min, deadline, power_kw=power_kw, **options)
+
 
 @dataclass(frozen=True)
 class Network:
