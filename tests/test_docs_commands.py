@@ -467,6 +467,7 @@ COVERED = {
     "docs/gym.md",
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
+    "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
 }
 
 
