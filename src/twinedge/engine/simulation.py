@@ -34,9 +34,10 @@ def move_entities(
     s, w = state, world
     s.prev_xy_m = s.xy_m.copy()
     for sl, model in w.mobility:
-        view = s.xy_m[sl]
+        view = s.xy_m[sl]  # a slice is a view: the model moves it in place
         model.step(view, s.t_s, step_s, rng)
-        s.xy_m[sl] = view
+        if not isinstance(sl, slice):
+            s.xy_m[sl] = view
     s.ap, s.dist_m = w.attach(s.xy_m)
     s.uplink_ms = w.uplink_ms(s.dist_m)
 
@@ -115,21 +116,26 @@ class Simulation:
         t0 = time.perf_counter()
         orch.place(w, s)
         idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
+        host_cpu_ghz = w.host_cpu_ghz
         for k in range(self.steps):
             move_entities(w, s, self.step_s, self.mobility_rng)
             s.t_s = (k + 1) * self.step_s
             orch.evaluate(w, s)
             # 1. what the twins experienced this step (moves decided last step cost their
             #    downtime now: an update waits for the rest of the downtime)
-            effective = s.latency_ms + 1000.0 * s.downtime_left_s
-            util = s.used_cpu_ghz / w.host_cpu_ghz
+            if s.downtime_left_s.any():
+                effective = s.latency_ms + 1000.0 * s.downtime_left_s
+                np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+            else:  # the same numbers (+ 0.0); the arrays are replaced, never written
+                effective = s.latency_ms
+            util = s.used_cpu_ghz / host_cpu_ghz
             server_j = models.server_power_w(idle_w, max_w, util) * self.step_s
             self._server_energy_j += server_j
-            device_j = float(
-                (models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum()
-                * self.step_s
-            )
-            np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+            # models.device_energy_j(tx_power_w, uplink_s) * update_hz, in place
+            radio_j = s.uplink_ms / 1000.0
+            radio_j *= w.tx_power_w
+            radio_j *= w.update_hz
+            device_j = float(radio_j.sum() * self.step_s)
             # 2. decisions on what was observed; they take effect from the next step, so
             #    the orchestrator (told the horizon) decides nothing in the last one
             out = orch.cycle(w, s, k)

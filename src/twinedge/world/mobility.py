@@ -61,16 +61,21 @@ class RandomWaypoint:
         d = self.waypoint - xy_m
         dist = np.hypot(d[:, 0], d[:, 1])
         travel = self.speed * dt_s
-        arrive = moving & (dist <= travel)
-        go = moving & ~arrive
-        frac = np.divide(travel, dist, out=np.zeros_like(dist), where=go)
-        xy_m += d * frac[:, None]
-        k = int(arrive.sum())
+        arrive = dist <= travel
+        arrive &= moving
+        go = moving > arrive  # moving and not arriving
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.divide(travel, dist, out=travel)  # the ones that go: dist > travel >= 0
+        frac = np.where(go, frac, 0.0)
+        d *= frac[:, None]
+        xy_m += d
+        at = np.flatnonzero(arrive)  # few: index them rather than mask every array
+        k = at.size
         if k:
-            xy_m[arrive] = self.waypoint[arrive]
-            self.pause_left[arrive] = draw(self.spec.pause_s, k, rng)
-            self.waypoint[arrive] = self._points(k, rng)
-            self.speed[arrive] = draw(self.spec.speed_mps, k, rng)
+            xy_m[at] = self.waypoint[at]
+            self.pause_left[at] = draw(self.spec.pause_s, k, rng)
+            self.waypoint[at] = self._points(k, rng)
+            self.speed[at] = draw(self.spec.speed_mps, k, rng)
 
 
 class GaussMarkov:

@@ -14,9 +14,11 @@ rounded into it lie inside it): a site ``a`` can be nearest to a point ``p`` of 
 only if ``mindist(a, C) <= min_b maxdist(b, C)``, because ``dist(a, p) >= mindist(a, C)``
 and the best site ``b`` is at most ``maxdist(b, C)`` from ``p``. The grid keeps exactly
 the sites passing this test (found among the sites within ``d_nn(centre) + 2 * half
-diagonal`` of the cell's centre, which contain them all). Cells of one or two candidates
-are the common case; cells are grouped by how many candidates they have (1, 2, 4, 8...,
-padded with the first candidate) so a dense cluster of sites costs only its own points.
+diagonal`` of the cell's centre, which contain them all), less those that another
+candidate is nearer to at all four corners. Cells of one or two candidates are the
+common case and every point is compared with its cell's first two; cells of more are
+grouped by how many (up to 4, 8, 16...; padded with the first candidate) so a dense
+cluster of sites costs only its own points.
 
 Exactness: the answer is the site of the smallest Euclidean distance
 ``sqrt(dx*dx + dy*dy)`` (the formula SciPy's KD-tree evaluates, so distances are the same
@@ -137,17 +139,19 @@ class NearestGrid:
         first = np.concatenate([[0], np.cumsum(k)[:-1]])
         self.candidates_per_cell = k
         self.cell_first = site[first].astype(np.intp)  # the lowest-index candidate
-        # cells of 2 candidates, of 3-4, of 5-8...: one table each, padded with the first
+        self.cell_second = site[first + (k > 1)].astype(np.intp)  # the next (or the first)
+        # the third candidate on: cells of 3-4 candidates in one table, of 5-8 in the
+        # next..., padded with the first candidate
         width = 1 << np.ceil(np.log2(np.maximum(k, 1))).astype(np.int64)
-        self.widths = sorted({int(w) for w in np.unique(width[k > 1])})
-        self.cell_group = np.zeros(nx * ny, dtype=np.int8)  # 0: one candidate
+        self.widths = sorted({int(w) for w in np.unique(width[k > 2])})
+        self.cell_group = np.zeros(nx * ny, dtype=np.int8)  # 0: at most two candidates
         self.cell_row = np.zeros(nx * ny, dtype=np.intp)
         self.tables: list[np.ndarray] = []  # (w, cells of the group), column-wise
         for g, w in enumerate(self.widths, start=1):
-            cells = np.flatnonzero((width == w) & (k > 1))
+            cells = np.flatnonzero((width == w) & (k > 2))
             self.cell_group[cells] = g
             self.cell_row[cells] = np.arange(cells.size)
-            col = np.minimum(np.arange(w)[:, None], k[cells][None, :] - 1)
+            col = np.where(np.arange(w)[:, None] < k[cells][None, :], np.arange(w)[:, None], 0)
             self.tables.append(np.ascontiguousarray(site[first[cells][None, :] + col], np.intp))
 
     def _drop_dominated(
@@ -224,50 +228,54 @@ class NearestGrid:
         cell *= self.nx
         cell += fx.astype(np.intp)
         idx = self.cell_first[cell]
-        d2 = self._sx[idx]
+        d2 = self._d2(idx, x, y)
+        other = self.cell_second[cell]  # the first again in cells of one candidate
+        d2o = self._d2(other, x, y)
+        nearer = d2o < d2  # strictly: ties stay with the lower index
+        np.copyto(idx, other, where=nearer)
+        np.copyto(d2, d2o, where=nearer)
+        if self.tables:
+            group = self.cell_group[cell]
+            many = np.flatnonzero(group)
+            if many.size:
+                self._improve(idx, d2, many, group[many], cell[many], x[many], y[many])
+        return idx.astype(np.int64, copy=False), np.sqrt(d2, out=d2)
+
+    def _d2(self, site: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Squared distance from each point to its ``site`` (SciPy's KD-tree formula)."""
+        d2 = self._sx[site]
         d2 -= x
         d2 *= d2
-        dy = self._sy[idx]
+        dy = self._sy[site]
         dy -= y
         dy *= dy
         d2 += dy
-        if self.tables:
-            group = self.cell_group[cell]
-            multi = np.flatnonzero(group)
-            if multi.size:
-                self._improve(idx, d2, multi, group[multi], cell[multi], x[multi], y[multi])
-        return idx.astype(np.int64, copy=False), np.sqrt(d2, out=d2)
+        return d2
 
     def _improve(
         self,
         idx: np.ndarray,
         d2: np.ndarray,
-        multi: np.ndarray,
+        many: np.ndarray,
         group: np.ndarray,
         cell: np.ndarray,
         x: np.ndarray,
         y: np.ndarray,
     ) -> None:
-        """Replace ``idx``/``d2`` at ``multi`` (points of several candidates) by their
-        nearest candidate. Candidates ascend by index and only a strictly nearer one
-        replaces, so ties go to the lowest index."""
-        one_group = len(self.tables) == 1
+        """Replace ``idx``/``d2`` at ``many`` (points of cells of three candidates or
+        more, nearest of the first two so far) by their nearest candidate. Candidates
+        ascend by index and only a strictly nearer one replaces, so ties go to the
+        lowest index."""
         for g, table in enumerate(self.tables, start=1):
-            m = None if one_group else np.flatnonzero(group == g)
-            if m is not None and m.size == 0:
+            m = np.flatnonzero(group == g) if len(self.tables) > 1 else slice(None)
+            pts = many[m]
+            if pts.size == 0:
                 continue
-            pts = multi if m is None else multi[m]
-            cand = table[:, self.cell_row[cell if m is None else cell[m]]]
-            xm, ym = (x, y) if m is None else (x[m], y[m])
+            cand = table[:, self.cell_row[cell[m]]]
             bi, best = idx[pts], d2[pts]
-            for c in range(1, table.shape[0]):
-                dc = self._sx[cand[c]]
-                dc -= xm
-                dc *= dc
-                dyc = self._sy[cand[c]]
-                dyc -= ym
-                dyc *= dyc
-                dc += dyc
+            xm, ym = x[m], y[m]
+            for c in range(2, table.shape[0]):
+                dc = self._d2(cand[c], xm, ym)
                 nearer = dc < best
                 np.copyto(bi, cand[c], where=nearer)
                 np.copyto(best, dc, where=nearer)
