@@ -36,7 +36,12 @@ class Static:
 class RandomWaypoint:
     """Random waypoint (Johnson & Maltz 1996): move at a uniform random speed to a uniform
     random point of the area, pause for a uniform random time, repeat. Movement left over
-    within a step after reaching a waypoint is dropped."""
+    within a step after reaching a waypoint is dropped.
+
+    The distance to the waypoint is ``sqrt(dx*dx + dy*dy)``, not ``hypot`` (five times
+    slower): the two differ by at most an ulp, so positions differ from those of earlier
+    versions in the last bits (over 100 steps of the built-in city, every summary number
+    is the same but the device energy, 2e-16 apart)."""
 
     def __init__(
         self,
@@ -59,7 +64,10 @@ class RandomWaypoint:
         self.pause_left -= dt_s
         moving = self.pause_left <= 0
         d = self.waypoint - xy_m
-        dist = np.hypot(d[:, 0], d[:, 1])
+        dx, dy = d[:, 0], d[:, 1]
+        dist = dx * dx
+        dist += dy * dy
+        np.sqrt(dist, out=dist)
         travel = self.speed * dt_s
         arrive = dist <= travel
         arrive &= moving
