@@ -47,7 +47,14 @@ def test_explicit_nodes_scale_their_capacity():
                 "nodes": [
                     {"id": "ap", "tier": "access", "x_m": 0, "y_m": 0},
                     {"id": "e", "tier": "edge", "x_m": 0, "y_m": 0, "cpu_ghz": 8, "mem_gb": 16},
-                    {"id": "c", "tier": "cloud", "x_m": 9e3, "y_m": 0, "cpu_ghz": 100, "mem_gb": 50},
+                    {
+                        "id": "c",
+                        "tier": "cloud",
+                        "x_m": 9e3,
+                        "y_m": 0,
+                        "cpu_ghz": 100,
+                        "mem_gb": 50,
+                    },
                 ],
                 "links": [
                     {"a": "ap", "b": "e", "latency_ms": 1, "bandwidth_mbps": 100},
