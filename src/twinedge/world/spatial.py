@@ -3,7 +3,8 @@
 Attachment asks, every step, for the nearest of ``A`` fixed sites (the access points) to
 each of ``n`` moving points. The sites do not move, so :class:`NearestGrid` does the
 geometry once: it lays a uniform grid over the sites and the area the points move in
-(about :data:`CELLS_PER_SITE` cells per site) and keeps, for every cell, the sites that
+(about :data:`CELLS_PER_SITE` cells per site, smaller where the sites cluster, at most
+eight times as many cells) and keeps, for every cell, the sites that
 can be nearest to some point of that cell (a superset of the Voronoi regions meeting it,
 see below). A query is then arithmetic on the coordinates (the cell of each point), a
 gather of its cell's candidates and a small argmin: a fixed number of NumPy passes over
@@ -91,11 +92,17 @@ class NearestGrid:
         span = np.where(span > 1e-9 * side, span, side)
         lo, hi = lo - 1e-6 * span, lo + span * (1 + 1e-6)
         span = hi - lo
-        n_cells = min(max(1.0, cells_per_site * pts.shape[0]), MAX_CELLS)
+        a = pts.shape[0]
+        max_cells = min(MAX_CELLS, max(1024, 8 * cells_per_site * a))
+        n_cells = min(max(1.0, cells_per_site * a), max_cells)
         s = float(np.sqrt(span[0] * span[1] / n_cells))
-        s = max(s, float(span.max()) / np.sqrt(MAX_CELLS))  # a thin area: few cells across
+        if a > 1:  # clustered sites: cells as small as the typical spacing asks for
+            d_nn = np.asarray(self.tree.query(pts, k=2)[0])[:, 1]
+            d_med = float(np.median(d_nn[d_nn > 0])) if (d_nn > 0).any() else s
+            s = min(s, d_med / (0.5 * np.sqrt(cells_per_site)))
+        s = max(s, float(span.max()) / np.sqrt(max_cells))  # a thin area: few cells across
         nx, ny = (int(np.ceil(v / s)) for v in span)
-        while nx * ny > MAX_CELLS:
+        while nx * ny > max_cells:
             s *= 1.25
             nx, ny = (int(np.ceil(v / s)) for v in span)
         self.x0, self.y0, self.cell_m, self.nx, self.ny = float(lo[0]), float(lo[1]), s, nx, ny
