@@ -111,11 +111,12 @@ def _run_many(
     workers: int = 1,
     ray: str | None = None,
     command: str = "run",
+    scale: float = 1.0,
 ):
     from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
 
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario, scale=scale)
     # the same validation as `twinedge scenario validate`, before anything runs
     check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
     pol = sc.policies
@@ -251,6 +252,14 @@ ParamOpt = Annotated[
         "or a scenario field (entities.count=1000,10000, run.step_s=0.5,1)."
     ),
 ]
+ScaleOpt = Annotated[
+    float,
+    typer.Option(
+        help="Multiply the scenario's entities and the capacity serving them (a generated "
+        "city: its area, edge sites, region hubs and cloud; other infrastructure: every "
+        "host's capacity) by this factor, so host load stays comparable.",
+    ),
+]
 WorkersOpt = Annotated[
     int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
 ]
@@ -293,6 +302,7 @@ def _sweep(
     ray: str | None,
     out_dir: Path | None,
     command: str,
+    scale: float = 1.0,
 ):
     """Run a sweep of seeds and parameters with progress on stderr."""
     from twinedge.engine import check_run
@@ -301,7 +311,7 @@ def _sweep(
 
     if seed is not None and seeds is not None:
         raise TwinedgeError("give --seed or --seeds, not both")
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario, scale=scale)
     check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
     seed_list = parse_seeds(seeds) if seeds is not None else [sc.run.seed]
     grid = [parse_param(p, sc) for p in params or []]
@@ -402,6 +412,7 @@ def run(
     figure_columns: FigureColumnsOpt = 1,
     seeds: SeedsOpt = None,
     param: ParamOpt = None,
+    scale: ScaleOpt = 1.0,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html.
 
@@ -421,7 +432,7 @@ def run(
                 "--ledger records one run: it cannot be combined with --seeds or --param"
             )
         result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
-                        workers, ray, out_dir, "run")  # fmt: skip
+                        workers, ray, out_dir, "run", scale)  # fmt: skip
         from twinedge.engine.sweep import write_sweep
 
         paths = write_sweep(result, out_dir, report=not no_report)
@@ -429,8 +440,9 @@ def run(
         return
 
     sc, seed, steps, results, recorders = _run_many(
-        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray
-    )
+        scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray,
+        scale=scale,
+    )  # fmt: skip
     extra = {}
     if recorders:
         from twinedge.engine.record import ledger_report_html
@@ -492,6 +504,7 @@ def compare(
     figure_columns: FigureColumnsOpt = 1,
     seeds: SeedsOpt = None,
     param: ParamOpt = None,
+    scale: ScaleOpt = 1.0,
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table
     (with --seeds or --param: mean ± 95 % CI across seeds per policy and parameter point)."""
@@ -502,7 +515,7 @@ def compare(
 
     if seeds is not None or param:
         result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
-                        workers, ray, out_dir, "compare")  # fmt: skip
+                        workers, ray, out_dir, "compare", scale)  # fmt: skip
         paths = {}
         if out_dir is not None:
             from twinedge.engine.sweep import write_sweep
@@ -527,6 +540,7 @@ def compare(
         workers=workers,
         ray=ray,
         command="compare",
+        scale=scale,
     )
     if figure_formats:
         write_figures(results, fig_dir, figure_formats, figure_columns)

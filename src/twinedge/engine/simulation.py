@@ -41,9 +41,10 @@ def move_entities(
     s, w = state, world
     s.prev_xy_m = s.xy_m.copy()
     for sl, model in w.mobility:
-        view = s.xy_m[sl]
+        view = s.xy_m[sl]  # a slice is a view: the model moves it in place
         model.step(view, s.t_s, step_s, rng)
-        s.xy_m[sl] = view
+        if not isinstance(sl, slice):
+            s.xy_m[sl] = view
     s.ap, s.dist_m = w.attach(s.xy_m)
     s.uplink_ms = w.uplink_ms(s.dist_m)
 
@@ -205,15 +206,19 @@ class Simulation:
         self.orchestrator.evaluate(w, s)
         # what the twins experienced this step (moves decided last step cost their
         # downtime now: an update waits for the rest of the downtime)
-        effective = s.latency_ms + 1000.0 * s.downtime_left_s
+        if s.downtime_left_s.any():
+            effective = s.latency_ms + 1000.0 * s.downtime_left_s
+            np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+        else:  # the same numbers (+ 0.0); the arrays are replaced, never written
+            effective = s.latency_ms
         util = s.used_cpu_ghz / w.host_cpu_ghz
         server_j = models.server_power_w(self._idle_w, self._max_w, util) * self.step_s
         self._server_energy_j += server_j
-        device_j = float(
-            (models.device_energy_j(w.tx_power_w, s.uplink_ms / 1000.0) * w.update_hz).sum()
-            * self.step_s
-        )
-        np.maximum(s.downtime_left_s - self.step_s, 0.0, out=s.downtime_left_s)
+        # models.device_energy_j(tx_power_w, uplink_s) * update_hz, in place
+        radio_j = s.uplink_ms / 1000.0
+        radio_j *= w.tx_power_w
+        radio_j *= w.update_hz
+        device_j = float(radio_j.sum() * self.step_s)
         self._observed = (effective, util, device_j, float(server_j.sum()))
 
     @property

@@ -14,9 +14,10 @@ import numpy as np
 
 from twinedge.errors import PolicyError
 from twinedge.orchestrator.policy import as_policy, decide, policy_name
-from twinedge.orchestrator.view import NetworkState, NetworkView, candidate_hosts, latency_ms
+from twinedge.orchestrator.view import NetworkState, NetworkView, candidate_hosts
 from twinedge.policies.base import Moves
 from twinedge.policies.placement import PlacementResult
+from twinedge.world import models
 from twinedge.world.state import World
 
 
@@ -165,7 +166,7 @@ class Orchestrator:
     @staticmethod
     def evaluate(world: World, state: NetworkState) -> None:
         """Set ``state.latency_ms``: every twin on its current host."""
-        state.latency_ms = latency_ms(world, state, slice(None), state.host)
+        state.latency_ms = latency_on_hosts(world, state)
 
     # --- decisions ---------------------------------------------------------------------
     def place(self, world: World, state: NetworkState) -> PlacementResult:
@@ -292,6 +293,31 @@ class Orchestrator:
         out.src.append(src)
         out.dst.append(hosts)
         return out
+
+
+def latency_on_hosts(world: World, state: NetworkState) -> np.ndarray:
+    """Latency of every twin on its current host: :func:`latency_ms` with ``hosts =
+    state.host`` to the bit, with the load terms worked out once per host (each twin's
+    demand is already in its host's load) and no ``(n,)`` temporaries beyond two."""
+    w, s = world, state
+    host = s.host
+    cap = w.host_cpu_ghz
+    # per host: the queueing factor at its load, and the divisor of the service time
+    factor = models.queue_factor((s.used_cpu_ghz + 0.0) / cap)
+    svc_div = np.maximum(cap, 1e-12)
+    back = w.ap_host_ms
+    if back.flags.c_contiguous:
+        flat = s.ap * back.shape[1]
+        flat += host
+        out = back.ravel().take(flat)
+    else:
+        out = back[s.ap, host]
+    out = np.add(s.uplink_ms, out, out=out)  # uplink + backbone, as latency_ms adds them
+    svc = 1000.0 * np.asarray(w.work_gcycles, dtype=float)  # models.service_ms, in place
+    svc /= svc_div.take(host)
+    svc *= factor.take(host)
+    out += svc
+    return out
 
 
 def check_moves(

@@ -140,12 +140,23 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
     return sc
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(path: str | Path, *, scale: float = 1.0) -> Scenario:
     """Load a scenario from a YAML file, or a built-in one by name (``city``, ``city-small``).
 
     The file is read under the limits of :mod:`twinedge.scenario.inputs` (size, UTF-8,
     nesting, aliases, number length, finite numbers, no NUL or lone surrogates).
+    ``scale`` multiplies its entities and the capacity that serves them
+    (:func:`~twinedge.scenario.scale.scale_scenario`).
     """
+    sc = _load(path)
+    if scale != 1:
+        from twinedge.scenario.scale import scale_scenario
+
+        sc = scale_scenario(sc, scale)
+    return sc
+
+
+def _load(path: str | Path) -> Scenario:
     try:
         if str(path) in BUILTIN:
             text = resources.files("twinedge.scenario.builtin").joinpath(f"{path}.yaml").read_text()

