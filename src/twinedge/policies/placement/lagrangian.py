@@ -215,6 +215,7 @@ class CapacityRelaxation:
         self._build(2 * self.k)
         return True
 
+
 def ascend(
     relax: CapacityRelaxation,
     start: LagrangianPoint,

@@ -268,8 +268,8 @@ class OptimalPlacement(PlacementPolicy):
             hosts = repair(problem, hosts)
         if np.any(hosts < 0):
             return None
-        # shift/swap rounds cost O(n) Python work each: bounded to a tenth of the budget
-        until = min(deadline, time.perf_counter() + max(1.0, 0.1 * self.time_limit_s))
+        # shift/swap rounds cost O(n) Python work each: bounded to 15 % of the budget
+        until = min(deadline, time.perf_counter() + max(1.0, 0.15 * self.time_limit_s))
         return local_search(problem, hosts, relax.candidates(k), until)
 
     def _milp(
@@ -522,6 +522,13 @@ class OptimalPlacement(PlacementPolicy):
             )
             if _proven(ub, lb) or now() > deadline - 0.05:
                 break
+            # shift and swap moves the neighbourhood steps opened up (bounded)
+            hosts = local_search(
+                problem, incumbent, cand, min(deadline, now() + max(0.5, 0.02 * budget))
+            )
+            if problem.objective_ms(hosts) < ub:
+                incumbent, ub = hosts, problem.objective_ms(hosts)
+                info["trace"].append((round(now() - t0, 3), float(ub)))
             point, theta = ascend(
                 relax,
                 point,
