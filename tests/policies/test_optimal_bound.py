@@ -206,3 +206,16 @@ def test_bad_parameters_are_named(params, needle):
 
     with pytest.raises(PolicyError, match=needle):
         resolve_placement("optimal", **params)
+
+
+def test_lagrangian_bound_proves_an_lp_infeasible_instance():
+    """Both twins (1 GHz) may only use host 0 (1 GHz); totals fit (2 of 6 GHz), so only
+    the relaxation can tell: its bound grows past 2 ms, the worst placement's cost."""
+    p = PlacementProblem(
+        [[1.0, np.inf], [1.0, np.inf]], [1.0, 1.0], [0.0, 0.0], [1.0, 5.0], [1.0, 1.0]
+    )
+    lag = resolve_placement("optimal", time_limit_s=20, milp_max_pairs=0, exact_max_pairs=0)
+    with pytest.raises(InfeasibleError, match=r"Lagrangian lower bound .* exceeds 2 ms"):
+        solve_placement(lag, p, np.random.default_rng(0))
+    with pytest.raises(InfeasibleError, match="exact MILP over all allowed pairs proves"):
+        solve_placement(resolve_placement("optimal"), p, np.random.default_rng(0))

@@ -288,9 +288,7 @@ class OptimalPlacement(PlacementPolicy):
         every pair that could be used proves that no placement exists."""
         t, h = pairs
         t0 = time.perf_counter()
-        if np.unique(t).size < problem.n_twins:  # a twin with no pair cheaper than ub
-            if np.isfinite(ub):  # every pair of that twin is too costly: ub is optimal
-                return incumbent, ub, ub, True
+        if np.unique(t).size < problem.n_twins:  # cannot happen: rc = 0 at a row minimum
             return incumbent, ub, lb, False
         cutoff = ub - 1e-7 if np.isfinite(ub) else None
         status, sub, obj, dual = _sub_milp(
@@ -502,6 +500,26 @@ class OptimalPlacement(PlacementPolicy):
             if finished:
                 method = "milp"
         stamp("t_milp_s")
+
+        # no placement yet (a tight instance): more ascent, then the heuristic again, until
+        # one is found or the bound passes the most expensive placement (infeasible)
+        while incumbent is None and now() < deadline - 0.05 and lb <= max_cost * (1 + 1e-9):
+            before = point.lam
+            point, theta = ascend(
+                relax,
+                point,
+                deadline,
+                max_iter=self.ascent_iter,
+                theta=max(theta, 0.05),
+                log=log,
+            )
+            lb = max(lb, point.value)
+            if lb > max_cost * (1 + 1e-9) + 1e-6 or point.lam is before:
+                break  # proved infeasible, or the ascent has stalled: same heuristic again
+            hosts = self._heuristic(problem, relax, point, deadline, info)
+            if hosts is not None:
+                incumbent, ub = hosts, problem.objective_ms(hosts)
+                info["trace"].append((round(now() - t0, 3), float(ub)))
 
         # 4. the search: neighbourhoods, more ascent aimed at the incumbent, and a
         #    closing MILP when fixing leaves few pairs
