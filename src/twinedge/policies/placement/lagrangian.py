@@ -17,14 +17,19 @@ relaxation's value (Geoffrion 1974) — the bound the LP would give, without sol
 maximised by the subgradient method with the Polyak/Held–Wolfe–Crowder step
 ``lam += theta (target - L) / |g|^2 g`` (projected on ``lam >= 0``), ``theta`` halved
 after a run of iterations without progress, and a Camerini–Fratta–Maffioli deflection
-of the direction against zig-zagging. Each iteration is one vectorised pass over the
-allowed pairs (a dense matrix in row chunks, or a twin-sorted pair list when few pairs
-are allowed), so 10,000 x 300 costs a few milliseconds per iteration.
+of the direction against zig-zagging. Each iteration is one vectorised pass over each
+twin's candidate hosts (its ``k`` lowest-latency ones), exact over all hosts thanks to
+the ``tau_i`` fallback of :class:`CapacityRelaxation`; at 10,000 x 300 it costs tens of
+milliseconds on a busy 2-core machine.
 
-The minimisation is over every allowed host, never over a candidate subset: a
-restriction to a few hosts per twin is only for building placements
-(:meth:`CapacityRelaxation.reduced_cost_matrix` feeds the regret greedy), never for
-the bound.
+The row minimum is always the one over every allowed host: candidate lists decide
+speed only. What the class needs from a problem is, per twin, its ``k`` cheapest hosts
+with their latencies, ``tau_i`` (the lowest latency among the others) and, for the few
+rows where the candidates do not settle the minimum, that twin's full row — so a
+problem kept as sparse candidate lists can feed it as long as it can bound the hosts
+it leaves out. Restricting twins to a few hosts is done only where placements are
+built (the regret greedy on :meth:`CapacityRelaxation.reduced_cost_matrix`, the
+neighbourhood search), never for the bound.
 
 References: M. L. Fisher, "The Lagrangian relaxation method for solving integer
 programming problems", Management Science 27(1), 1981; M. Held, P. Wolfe and H. P.

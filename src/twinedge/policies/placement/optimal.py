@@ -182,7 +182,7 @@ class OptimalPlacement(PlacementPolicy):
         milp_max_pairs: solve the MILP directly (after reduced-cost fixing) when at
             most this many pairs survive (default 20,000).
         milp_share: share of ``time_limit_s`` the direct MILP may take before the
-            search falls back to the Lagrangian method (default 0.5).
+            search falls back to the Lagrangian method (default 0.8).
         exact_max_pairs: the same for the closing MILP after the search, which gets the
             rest of the time (default 20,000).
         ascent_iter: subgradient steps of the first ascent (default 300; later ascents
@@ -210,7 +210,7 @@ class OptimalPlacement(PlacementPolicy):
         k_candidates: int = 16,
         rel_gap_tol: float = 0.0,
         milp_max_pairs: int = 20_000,
-        milp_share: float = 0.5,
+        milp_share: float = 0.8,
         exact_max_pairs: int = 20_000,
         ascent_iter: int = 300,
         lns_hosts: int = 8,
