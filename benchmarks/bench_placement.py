@@ -7,6 +7,16 @@ the gap of every answer to that bound, the solve time, or the error.
     python benchmarks/bench_placement.py                  # everything (~5 min)
     python benchmarks/bench_placement.py --quick          # small instances only
     python benchmarks/bench_placement.py --markdown docs/benchmarks.md
+    python benchmarks/bench_placement.py --optimal-scale          # 10,000 x 300 at 60 s
+    python benchmarks/bench_placement.py --optimal-scale --budgets 60,120
+    python benchmarks/bench_placement.py --optimal-vs-milp --repeats 3   # 200 x 16
+
+``--optimal-scale`` runs the optimal policy on the 10,000 x 300 instance (``random_instance``
+with its defaults: hot spots, every pair allowed, capacities 1.3x demand) at each budget
+and reports its gap, bound, how it was solved and when it first came within 1 % of its
+final bound. ``--optimal-vs-milp`` solves 200 x 16 instances with the optimal policy and
+with plain HiGHS on the whole MILP (and CP-SAT when OR-Tools is installed), alternating
+the solvers in one run, and reports the times and their ratio.
 
 ``--markdown`` rewrites only the ``## Placement quality and time`` section of that file.
 
@@ -28,11 +38,15 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import scipy
+import scipy.sparse as sp
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from twinedge.errors import TwinedgeError
 from twinedge.policies.placement import (
@@ -179,12 +193,281 @@ def write_section(path: Path, text: str) -> None:
     path.write_text(new.rstrip() + "\n", encoding="utf-8")
 
 
+# -- the optimal policy at scale, and against plain solvers ---------------------------
+
+SCALE_SECTION = "## Optimal placement: anytime bound and direct MILP"
+
+
+def machine() -> dict:
+    out = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        import ortools
+
+        out["ortools"] = ortools.__version__
+    except ImportError:
+        out["ortools"] = None
+    return out
+
+
+def plain_milp(problem: PlacementProblem, time_limit_s: float) -> dict:
+    """HiGHS (through scipy) on the whole MILP: one binary per allowed pair, no help."""
+    n, m = problem.n_twins, problem.n_hosts
+    t, h = np.nonzero(problem.allowed)
+    cols = np.arange(t.size)
+    a = sp.vstack(
+        [
+            sp.csr_array((np.ones(t.size), (t, cols)), shape=(n, t.size)),
+            sp.csr_array((problem.demand_cpu_ghz[t], (h, cols)), shape=(m, t.size)),
+            sp.csr_array((problem.demand_mem_gb[t], (h, cols)), shape=(m, t.size)),
+        ],
+        format="csr",
+    )
+    lo = np.concatenate([np.ones(n), np.full(2 * m, -np.inf)])
+    hi = np.concatenate([np.ones(n), problem.capacity_cpu_ghz, problem.capacity_mem_gb])
+    t0 = time.perf_counter()
+    res = milp(
+        problem.latency_ms[t, h],
+        integrality=np.ones(t.size),
+        bounds=Bounds(0, 1),
+        constraints=LinearConstraint(a, lo, hi),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0},
+    )
+    took = time.perf_counter() - t0
+    return {
+        "solver": "highs-milp",
+        "s": round(took, 3),
+        "proved": res.status == 0,
+        "objective_ms": None if res.x is None else round(float(res.fun), 4),
+        "bound_ms": None if res.mip_dual_bound is None else round(float(res.mip_dual_bound), 4),
+        "nodes": getattr(res, "mip_node_count", None),
+    }
+
+
+def cpsat(problem: PlacementProblem, time_limit_s: float) -> dict | None:
+    """CP-SAT on the same MILP with costs in microseconds and demands in 1/1000 units
+    (integers; capacities rounded down, so its answers are feasible for the original);
+    ``None`` without OR-Tools."""
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        return None
+    scale = 1000
+    model = cp_model.CpModel()
+    t, h = np.nonzero(problem.allowed)
+    x = [model.new_bool_var(f"x{k}") for k in range(t.size)]
+    for i in range(problem.n_twins):
+        model.add_exactly_one(x[k] for k in np.flatnonzero(t == i))
+    for dem, cap in (
+        (problem.demand_cpu_ghz, problem.capacity_cpu_ghz),
+        (problem.demand_mem_gb, problem.capacity_mem_gb),
+    ):
+        d = np.ceil(dem * scale).astype(int)
+        for j in range(problem.n_hosts):
+            ks = np.flatnonzero(h == j)
+            model.add(sum(int(d[t[k]]) * x[k] for k in ks) <= int(np.floor(cap[j] * scale)))
+    cost = np.round(problem.latency_ms[t, h] * 1000).astype(int)
+    model.minimize(sum(int(c) * v for c, v in zip(cost, x, strict=True)))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    status = solver.solve(model)
+    took = time.perf_counter() - t0
+    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+    return {
+        "solver": "cp-sat",
+        "s": round(took, 3),
+        "proved": status == cp_model.OPTIMAL,
+        "objective_ms": round(solver.objective_value / 1000, 4) if found else None,
+        "bound_ms": round(solver.best_objective_bound / 1000, 4) if found else None,
+    }
+
+
+def optimal_row(problem: PlacementProblem, time_limit_s: float) -> dict:
+    r = solve_placement(
+        resolve_placement("optimal", time_limit_s=time_limit_s), problem, np.random.default_rng(0)
+    )
+    trace = r.info.get("trace", [])
+    return {
+        "solver": "optimal",
+        "s": round(r.solve_s, 3),
+        "proved": r.status == "optimal",
+        "objective_ms": round(r.objective_ms, 4),
+        "bound_ms": round(r.lower_bound_ms, 4),
+        "gap": round(r.gap, 6),
+        "method": r.info.get("method"),
+        "first_within_1pct_s": next(
+            (t for t, obj in trace if relative_gap(obj, r.lower_bound_ms) <= 0.01), None
+        ),
+        "t_bound_s": r.info.get("t_bound_s"),
+        "first_bound_ms": r.info.get("first_bound_ms"),
+        "t_heuristic_s": r.info.get("t_heuristic_s"),
+        "heuristic_ms": r.info.get("heuristic_ms"),
+        "ascent_iterations": r.info.get("ascent_iterations"),
+        "lns_iterations": r.info.get("lns_iterations"),
+    }
+
+
+def optimal_scale(n: int, m: int, seed: int, budgets: list[float]) -> dict:
+    """The optimal policy on one large instance at each time budget."""
+    problem = random_instance(n, m, np.random.default_rng(seed))
+    runs = []
+    for budget in budgets:
+        row = optimal_row(problem, budget)
+        row["time_limit_s"] = budget
+        runs.append(row)
+        print(f"done optimal {n}x{m} @ {budget:g} s", file=sys.stderr, flush=True)
+    return {"instance": f"random_instance({n}, {m}, seed={seed})", "runs": runs}
+
+
+def optimal_vs_milp(seeds: list[int], repeats: int, time_limit_s: float) -> list[dict]:
+    """200 x 16 instances: the optimal policy against plain HiGHS (and CP-SAT), the
+    order of the solvers alternating between repeats, all in this one process."""
+    out = []
+    for seed in seeds:
+        problem = random_case(200, 16, seed)
+        solvers = [
+            ("optimal", lambda p=problem: optimal_row(p, time_limit_s)),
+            ("highs-milp", lambda p=problem: plain_milp(p, time_limit_s)),
+        ]
+        if cpsat(random_instance(2, 1, np.random.default_rng(0)), 1.0) is not None:
+            solvers.append(("cp-sat", lambda p=problem: cpsat(p, time_limit_s)))
+        rows: dict[str, list[dict]] = {name: [] for name, _ in solvers}
+        for rep in range(repeats):
+            order = solvers if rep % 2 == 0 else solvers[::-1]
+            for name, run in order:
+                row = run()
+                assert row is not None
+                rows[name].append(row)
+        med = {name: statistics.median(r["s"] for r in rs) for name, rs in rows.items()}
+        out.append(
+            {
+                "instance": f"random-200x16-s{seed}",
+                "runs": rows,
+                "median_s": med,
+                "ratio_optimal_to_highs": round(med["optimal"] / max(med["highs-milp"], 1e-9), 3),
+            }
+        )
+        print(f"done 200x16 seed {seed}", file=sys.stderr, flush=True)
+    return out
+
+
+def scale_markdown(report: dict, command: str) -> str:
+    mach = report["machine"]
+    lines = [
+        SCALE_SECTION,
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {mach['cpu_count']} cores (load average at the start "
+        f"{', '.join(str(x) for x in mach['load_average'])}), Python {mach['python']}, "
+        f"NumPy {mach['numpy']}, SciPy {mach['scipy']} (HiGHS), OR-Tools "
+        f"{mach['ortools'] or 'not installed'}.",
+        "",
+    ]
+    if report.get("scale"):
+        sc = report["scale"]
+        lines += [
+            f"`optimal` on {sc['instance']}:",
+            "",
+            "| budget s | solve s | method | objective ms | bound ms | gap | within 1 % after s "
+            "| first bound (s) | heuristic (s) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sc["runs"]:
+            first = r["first_within_1pct_s"]
+            lines.append(
+                f"| {r['time_limit_s']:g} | {r['s']:.1f} | {r['method']} | "
+                f"{r['objective_ms']:.2f} | {r['bound_ms']:.2f} | {100 * r['gap']:.3f} % | "
+                f"{'' if first is None else f'{first:.1f}'} | "
+                f"{r['first_bound_ms']:.2f} ({r['t_bound_s']:.1f}) | "
+                f"{r['heuristic_ms']:.2f} ({r['t_heuristic_s']:.1f}) |"
+            )
+        lines.append("")
+    if report.get("vs_milp"):
+        lines += [
+            "200 x 16 (`random_case`), solvers alternating in one run; median of the repeats:",
+            "",
+            "| instance | solver | median s | proved | objective ms | bound ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for inst in report["vs_milp"]:
+            for name, rows in inst["runs"].items():
+                last = rows[-1]
+                lines.append(
+                    f"| {inst['instance']} | {name} | {inst['median_s'][name]:.2f} | "
+                    f"{sum(r['proved'] for r in rows)}/{len(rows)} | {last['objective_ms']} | "
+                    f"{last['bound_ms']} |"
+                )
+            lines.append(
+                f"| {inst['instance']} | optimal / HiGHS | {inst['ratio_optimal_to_highs']:.2f}"
+                " | | | |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_named_section(path: Path, section: str, text: str) -> None:
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = (
+        pattern.sub(lambda _: text + "\n", old)
+        if pattern.search(old)
+        else old.rstrip() + "\n\n" + text
+    )
+    path.write_text(new.rstrip() + "\n", encoding="utf-8")
+
+
+def run_optimal_modes(args: argparse.Namespace) -> int:
+    report: dict = {"benchmark": "placement-optimal", "machine": machine()}
+    if args.optimal_scale:
+        budgets = [float(b) for b in args.budgets.split(",")]
+        report["scale"] = optimal_scale(args.twins, args.hosts, args.seed, budgets)
+    if args.optimal_vs_milp:
+        seeds = [int(s) for s in args.vs_seeds.split(",")]
+        report["vs_milp"] = optimal_vs_milp(seeds, args.repeats, args.time_limit_s)
+    print(json.dumps(report, indent=2))
+    if args.markdown:
+        command = "python benchmarks/bench_placement.py" + " ".join(
+            [""]
+            + (["--optimal-scale", f"--budgets {args.budgets}"] if args.optimal_scale else [])
+            + ([f"--time-limit-s {args.time_limit_s:g}"] if args.optimal_vs_milp else [])
+            + (
+                ["--optimal-vs-milp", f"--vs-seeds {args.vs_seeds}", f"--repeats {args.repeats}"]
+                if args.optimal_vs_milp
+                else []
+            )
+        )
+        write_named_section(args.markdown, SCALE_SECTION, scale_markdown(report, command))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the small random instances")
     ap.add_argument("--time-limit-s", type=float, default=60.0, help="optimal's time limit")
     ap.add_argument("--markdown", type=Path, help="also rewrite this file's placement section")
+    ap.add_argument(
+        "--optimal-scale", action="store_true", help="optimal on 10,000 x 300 at --budgets"
+    )
+    ap.add_argument("--budgets", default="60", help="time budgets for --optimal-scale, s")
+    ap.add_argument("--twins", type=int, default=10_000, help="twins for --optimal-scale")
+    ap.add_argument("--hosts", type=int, default=300, help="hosts for --optimal-scale")
+    ap.add_argument("--seed", type=int, default=0, help="instance seed for --optimal-scale")
+    ap.add_argument(
+        "--optimal-vs-milp", action="store_true", help="200 x 16: optimal vs plain HiGHS MILP"
+    )
+    ap.add_argument("--vs-seeds", default="1,3", help="instance seeds for --optimal-vs-milp")
+    ap.add_argument("--repeats", type=int, default=2, help="repeats for --optimal-vs-milp")
     args = ap.parse_args(argv)
+    if args.optimal_scale or args.optimal_vs_milp:
+        return run_optimal_modes(args)
     cases = [("random-50x8", lambda: random_case(50, 8, 0))]
     cases += [(f"random-200x16-s{s}", lambda s=s: random_case(200, 16, s)) for s in (1, 2)]
     if not args.quick:
