@@ -200,7 +200,9 @@ def check_totals(problem: PlacementProblem) -> None:
             raise InfeasibleError(
                 f"total {res} demand {dem.sum():.6g} exceeds total capacity {cap.sum():.6g}"
             )
-        big = np.flatnonzero(dem > cap.max(initial=0.0) + 1e-12)
+        big = np.flatnonzero(
+            dem > cap.max(initial=0.0) + 1e-9
+        )  # the tolerance of PlacementProblem.check
         if big.size:
             i = int(big[0])
             raise InfeasibleError(
