@@ -143,7 +143,7 @@ class TaskBatch:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise OffloadError(
-                    f"tasks: {name}[{i}] got {a[i]!r}; expected a finite number "
+                    f"tasks: {name}[{i}] got {float(a[i])!r}; expected a finite number "
                     f"{'> 0' if strict else '>= 0'}"
                 )
 
@@ -328,7 +328,10 @@ class TaskProblem:
             + models.service_ms(per(b.gcycles), self.host_ghz[host]) * self.host_qf[host]
         )
         bb = 2.0 * self.ap_host_ms[ap, host]
-        return np.clip((a + bb) / (loc + a), 0.0, 1.0)
+        den = loc + a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(den > 0, (a + bb) / np.where(den > 0, den, 1.0), 1.0)
+        return np.clip(x, 0.0, 1.0)
 
     def options(self) -> tuple[np.ndarray, ...]:
         """Every option of every task, ``(n, O)`` arrays with ``O = 1 + 2c``: column 0
