@@ -130,8 +130,7 @@ class OffloadRun:
         policy: Any = None,
         params: dict | None = None,
     ):
-        names = spec.policy if isinstance(spec.policy, list) else spec.policy.split(",")
-        pol = names[0].strip() if policy is None else policy
+        pol = spec.policy.strip() if policy is None else policy
         if params is None:
             params = spec.policy_params.get(pol, {}) if isinstance(pol, str) else {}
         self.label = pol if isinstance(pol, str) else getattr(pol, "name", type(pol).__name__)

@@ -394,7 +394,7 @@ class Offloading(_Model):
     power, the objective's weights and the price of host compute per GHz*s by tier."""
 
     tasks: dict[str, TaskSpec] = Field(min_length=1)
-    policy: str | list[str] = "greedy"
+    policy: str = "greedy"
     policy_params: dict[str, dict] = Field(default_factory=dict)
     downlink_power_w: Annotated[float, Field(gt=0)] = 1.0
     miss_penalty: NonNeg = 10.0
