@@ -365,10 +365,10 @@ class TaskSpec(_Model):
 
     rate_hz: Annotated[float, Field(gt=0)] | None = None
     period_s: Annotated[float, Field(gt=0)] | None = None
-    gcycles: Range = 0.5
-    input_bytes: Range = 200_000.0
-    output_bytes: Range = 10_000.0
-    deadline_ms: Range = 100.0
+    gcycles: NonNeg | tuple[NonNeg, NonNeg] = 0.5
+    input_bytes: NonNeg | tuple[NonNeg, NonNeg] = 200_000.0
+    output_bytes: NonNeg | tuple[NonNeg, NonNeg] = 10_000.0
+    deadline_ms: NonNeg | tuple[NonNeg, NonNeg] = 100.0
     splittable: bool = False
     f_local_ghz: Annotated[float, Field(gt=0)] = 1.0
     kappa: Annotated[float, Field(gt=0)] = 1e-27
