@@ -172,6 +172,9 @@ def _pick(problem: TaskProblem, choice: np.ndarray, info: dict | None = None) ->
     return Assignment(host[rows, choice], frac[rows, choice], info or {})
 
 
+_EXACT_ROUNDS = 8
+
+
 def _assign_by_score(
     problem: TaskProblem, score: np.ndarray, priority: np.ndarray | None = None
 ) -> np.ndarray:
@@ -180,7 +183,9 @@ def _assign_by_score(
 
     Vectorised in rounds: every pending task proposes its best option; per host the
     proposals are accepted in priority order while they fit; an option that no longer
-    fits is struck for the task, which proposes again. The local option (column 0)
+    fits is struck for the task, which proposes again. After ``_EXACT_ROUNDS`` rounds a
+    host that still turns tasks away is struck for every task it turned away (so the
+    rounds stay few when many small tasks crowd one host). The local option (column 0)
     needs no room, so every task ends up with an option."""
     n = len(problem)
     choice = np.zeros(n, dtype=np.int64)
@@ -192,7 +197,9 @@ def _assign_by_score(
     remaining = problem.cap_gcycles.astype(float).copy()
     order = np.argsort(problem.batch.deadline_ms, kind="stable") if priority is None else priority
     pending = np.asarray(order, dtype=np.int64)
+    rounds = 0
     while pending.size:
+        rounds += 1
         best = np.argmin(s[pending], axis=1)
         choice[pending] = best
         off = best > 0
@@ -216,6 +223,8 @@ def _assign_by_score(
         rej = by_host[~acc]
         rt, ro = tasks[rej], opt[rej]
         struck = gcyc[rt, ro] > remaining[host[rt, ro]] * (1 + 1e-12) + 1e-12
+        if rounds >= _EXACT_ROUNDS:
+            struck[:] = True
         s[rt[struck], ro[struck]] = np.inf
         keep = np.zeros(n, dtype=bool)
         keep[rt] = True

@@ -17,7 +17,13 @@ import numpy as np
 
 from twinedge.engine.metrics import HIST_EDGES_MS, histogram_bins, histogram_quantile
 from twinedge.errors import OffloadError
-from twinedge.offload.policies import Assignment, check_assignment, resolve_offload_policy
+from twinedge.offload.policies import (
+    Assignment,
+    Lyapunov,
+    OffloadPolicy,
+    check_assignment,
+    resolve_offload_policy,
+)
 from twinedge.offload.tasks import OffloadModel, TaskBatch, TaskProblem
 from twinedge.scenario.schema import TIERS, Offloading
 
@@ -149,7 +155,13 @@ class OffloadRun:
         """Generate the tasks of the step starting at ``t_s``, assign them and record."""
         batch = self.tasks.batch(t_s, view.step_s)
         problem = TaskProblem.of(batch, view)
-        a = Assignment.of(self.policy(batch, view, self.policy_rng), self.label)
+        pol = self.policy
+        if isinstance(pol, Lyapunov):  # built-ins share the problem (one options table)
+            a = pol.step(problem, view.world.n_entities, view.step_s)
+        elif isinstance(pol, OffloadPolicy):
+            a = pol.assign(problem, self.policy_rng)
+        else:
+            a = Assignment.of(pol(batch, view, self.policy_rng), self.label)
         check_assignment(problem, a, self.label)
         c = problem.evaluate(a.host, a.local_fraction)
         if len(batch):

@@ -278,28 +278,34 @@ class TaskProblem:
     # --- the model --------------------------------------------------------------------
     def evaluate(self, host: np.ndarray, local_fraction: np.ndarray) -> OffloadCosts:
         """The costs of running task ``i`` with ``local_fraction[i]`` on its device and
-        the rest on ``host[i]`` (``-1``: wholly on the device; the fraction is then 1)."""
+        the rest on ``host[i]`` (``-1``: wholly on the device; the fraction is then 1).
+        ``host`` and ``local_fraction`` may also be ``(n, k)``: k choices per task."""
         b = self.batch
         host = np.asarray(host, dtype=np.int64)
+
+        def per(v: np.ndarray) -> np.ndarray:  # a per-task array lined up with ``host``
+            return v[:, None] if host.ndim == 2 else v
+
         x = np.where(host < 0, 1.0, np.asarray(local_fraction, dtype=float))
         y = 1.0 - x
         h = np.where(host < 0, 0, host)
-        local_ms = 1000.0 * x * b.gcycles / b.f_local_ghz
-        compute_ms = models.service_ms(b.gcycles, self.host_ghz[h]) * self.host_qf[h]
+        gc = per(b.gcycles)
+        local_ms = 1000.0 * x * gc / per(b.f_local_ghz)
+        compute_ms = models.service_ms(gc, self.host_ghz[h]) * self.host_qf[h]
         remote_ms = np.where(
             y > 0,
-            y * (self.up_ms_full + compute_ms + self.down_ms_full)
-            + 2.0 * self.ap_host_ms[self.ap, h],
+            y * (per(self.up_ms_full + self.down_ms_full) + compute_ms)
+            + 2.0 * self.ap_host_ms[per(self.ap), h],
             0.0,
         )
         latency = np.maximum(local_ms, remote_ms)
         f_hz = b.f_local_ghz * 1e9
-        device_j = b.kappa * f_hz**2 * x * b.gcycles * 1e9 + models.device_energy_j(
-            b.tx_power_w, y * self.up_ms_full / 1000.0
+        device_j = per(b.kappa * f_hz**2 * b.gcycles * 1e9) * x + models.device_energy_j(
+            per(b.tx_power_w), y * per(self.up_ms_full) / 1000.0
         )
-        host_g = y * b.gcycles
+        host_g = y * gc
         server_j = host_g * self.host_j_per_gcycle[h]
-        return OffloadCosts(latency, device_j, server_j, host_g, latency <= b.deadline_ms)
+        return OffloadCosts(latency, device_j, server_j, host_g, latency <= per(b.deadline_ms))
 
     def objective_terms(self, costs: OffloadCosts) -> np.ndarray:
         """Each task's term of the objective."""
@@ -347,8 +353,7 @@ class TaskProblem:
         frac = np.concatenate(
             [np.ones((n, 1)), np.zeros((n, c)), self.split_fraction(self.cand)], axis=1
         )
-        rep = _Rep(self, 1 + 2 * c)
-        costs = rep.evaluate(host, frac)
+        costs = self.evaluate(host, frac)
         allowed = np.concatenate(
             [
                 np.ones((n, 1), bool),
@@ -359,7 +364,7 @@ class TaskProblem:
         )
         allowed &= costs.host_gcycles <= self.cap_gcycles[np.maximum(host, 0)] + 1e-12
         allowed[:, 0] = True
-        cost = rep.problem.objective_terms(costs)
+        cost = self.objective_terms(costs)
         self._opts = (
             host,
             frac,
@@ -372,45 +377,6 @@ class TaskProblem:
             allowed,
         )
         return self._opts
-
-
-class _Rep:
-    """The problem with every per-task array repeated over ``O`` option columns, so
-    :meth:`TaskProblem.evaluate` runs on ``(n, O)`` arrays (flattened)."""
-
-    def __init__(self, p: TaskProblem, o: int):
-        self.o = o
-        b = p.batch
-        rep = {k: np.repeat(getattr(b, k), o) for k in ("entity", "splittable", *_FIELDS)}
-        self.problem = TaskProblem(
-            batch=TaskBatch(**rep),
-            ap=np.repeat(p.ap, o),
-            up_ms_full=np.repeat(p.up_ms_full, o),
-            down_ms_full=np.repeat(p.down_ms_full, o),
-            host_ghz=p.host_ghz,
-            host_qf=p.host_qf,
-            host_j_per_gcycle=p.host_j_per_gcycle,
-            cap_gcycles=p.cap_gcycles,
-            ap_host_ms=p.ap_host_ms,
-            cand=np.zeros((0, 0), np.int64),
-            cand_ok=np.zeros((0, 0), bool),
-            host_tier=p.host_tier,
-            miss_penalty=p.miss_penalty,
-            energy_weight_per_j=p.energy_weight_per_j,
-            latency_weight_per_s=p.latency_weight_per_s,
-        )
-
-    def evaluate(self, host: np.ndarray, frac: np.ndarray) -> OffloadCosts:
-        n = host.shape[0]
-        c = self.problem.evaluate(host.reshape(-1), frac.reshape(-1))
-        shape = (n, self.o)
-        return OffloadCosts(
-            c.latency_ms.reshape(shape),
-            c.device_j.reshape(shape),
-            c.server_j.reshape(shape),
-            c.host_gcycles.reshape(shape),
-            c.on_time.reshape(shape),
-        )
 
 
 def evaluate(problem: TaskProblem, host: np.ndarray, local_fraction: np.ndarray) -> OffloadCosts:
