@@ -9,7 +9,8 @@ Prints one JSON document with the machine (core count, Python/NumPy/SciPy versio
     status, and every heuristic's objective and gap to that bound,
     ``(objective - bound) / objective``.
 (b) ``engine``: seconds per entity-step of the run loop (observe + decide) on
-    examples/offload-city.yaml scaled to ``--entities`` entities, with and without its
+    examples/offload-city.yaml scaled to ``--entities`` entities (and one edge site of
+    200-400 GHz per 100 entities, as bench_engine.py), with and without its
     ``offloading`` section, runs alternating (without, with, without, with, ...) so the
     ratio is measured under the same load.
 
@@ -101,16 +102,33 @@ def bench_optimal(n_tasks: int, seed: int, time_limit_s: float, step_s: float) -
     }
 
 
-def scaled(entities: int) -> Scenario:
+def scaled(entities: int, rate_hz: float | None = None) -> Scenario:
+    """The example scaled to ``entities``; every kind's tasks Poisson at ``rate_hz``
+    per device when given (the example's own arrivals when ``None``)."""
     d = yaml.safe_load(EXAMPLE.read_text())
+    # the infrastructure grows with the entities as in bench_engine.py: 1 edge site per
+    # 100 entities at the built-in city's site density, 200-400 GHz each
+    edges = max(12, entities // 100)
+    side = float(np.sqrt(edges / 60) * 4000)
+    d["infrastructure"]["generate"].update(
+        area_m=[side, side],
+        edge_sites=edges,
+        regions=max(2, edges // 10),
+        edge_cpu_ghz=[200, 400],
+        edge_mem_gb=[400, 800],
+    )
     total = sum(g["count"] for g in d["entities"])
     for g in d["entities"]:
         g["count"] = round(g["count"] * entities / total)
+    if rate_hz is not None:
+        for spec in d["offloading"]["tasks"].values():
+            spec.pop("period_s", None)
+            spec["rate_hz"] = rate_hz
     return Scenario.model_validate(d)
 
 
-def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[float, int]:
-    """Seconds of ``steps`` steps (after the initial placement) and entities."""
+def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[float, int, int]:
+    """Seconds of ``steps`` steps (after the initial placement), entities, tasks."""
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
     world = build_world(sc, world_rng)
@@ -134,19 +152,23 @@ def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[floa
     for _ in range(steps):
         sim.observe()
         sim.decide()
-    return time.perf_counter() - t0, world.n_entities
+    return time.perf_counter() - t0, world.n_entities, run.n if run is not None else 0
 
 
-def bench_engine(entities: int, steps: int, rounds: int, seed: int, policy: str) -> dict:
-    sc = scaled(entities)
+def bench_engine(
+    entities: int, steps: int, rounds: int, seed: int, policy: str, rate_hz: float | None
+) -> dict:
+    sc = scaled(entities, rate_hz)
     assert sc.offloading is not None
-    sc_with = sc.model_copy(update={"offloading": sc.offloading.model_copy(update={"policy": policy})})
+    sc_with = sc.model_copy(
+        update={"offloading": sc.offloading.model_copy(update={"policy": policy})}
+    )
     without, with_ = [], []
-    n = 0
+    n = tasks = 0
     for _ in range(rounds):
-        t, n = engine_run(sc, steps, seed, offload=False)
+        t, n, _ = engine_run(sc, steps, seed, offload=False)
         without.append(t / (n * steps))
-        t, n = engine_run(sc_with, steps, seed, offload=True)
+        t, n, tasks = engine_run(sc_with, steps, seed, offload=True)
         with_.append(t / (n * steps))
     a, b = float(np.median(without)), float(np.median(with_))
     return {
@@ -154,6 +176,8 @@ def bench_engine(entities: int, steps: int, rounds: int, seed: int, policy: str)
         "steps": steps,
         "rounds": rounds,
         "policy": policy,
+        "task_rate_hz": rate_hz if rate_hz is not None else "the example's",
+        "tasks_per_entity_step": round(tasks / (n * steps), 4),
         "without_us_per_entity_step": round(a * 1e6, 3),
         "with_us_per_entity_step": round(b * 1e6, 3),
         "ratio": round(b / a, 3),
@@ -171,6 +195,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--policy", default="greedy", help="offloading policy of (b)")
+    ap.add_argument(
+        "--rates",
+        default="0.1,example",
+        help="(b): task arrival rates per device, Hz, comma-separated; 'example' keeps "
+        "the example's arrivals (about 1.7 tasks per entity-step)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-engine", action="store_true")
     args = ap.parse_args(argv)
@@ -185,7 +215,17 @@ def main(argv: list[str] | None = None) -> dict:
         "optimal": bench_optimal(args.tasks, args.seed, args.time_limit, args.batch_s),
     }
     if not args.skip_engine:
-        out["engine"] = bench_engine(args.entities, args.steps, args.rounds, args.seed, args.policy)
+        out["engine"] = [
+            bench_engine(
+                args.entities,
+                args.steps,
+                args.rounds,
+                args.seed,
+                args.policy,
+                None if r.strip() == "example" else float(r),
+            )
+            for r in args.rates.split(",")
+        ]
     print(json.dumps(out, indent=2))
     return out
 

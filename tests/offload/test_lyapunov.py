@@ -31,8 +31,11 @@ def run(v: float, steps: int, seed: int) -> tuple[Lyapunov, np.ndarray, np.ndarr
             # offloading: 0.1..0.3 J on the radio, but 1..3 J on the host: a trade-off
             up_ms=rng.uniform(200, 600, DEVICES),
             down_ms=10.0,
-            host_ghz=(10.0,), host_rho=(0.0,), host_j_per_gcycle=(2.0,),
-            cap_gcycles=(100.0,), backbone_ms=(20.0,),
+            host_ghz=(10.0,),
+            host_rho=(0.0,),
+            host_j_per_gcycle=(2.0,),
+            cap_gcycles=(100.0,),
+            backbone_ms=(20.0,),
         )
         a = pol.step(p, DEVICES, 1.0)
         c = p.evaluate(a.host, a.local_fraction)

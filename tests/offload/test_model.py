@@ -69,10 +69,17 @@ def test_problem_of_a_world_uses_the_radio_model() -> None:
     b = TaskBatch.of([3, 7], [1.0, 1.0], [1e5, 2e5], 1e3, 50.0, tx_power_w=0.2)
     p = TaskProblem.of(b, view)
     r = world.radio
-    args = (r.bandwidth_mhz * 1e6, r.noise_dbm_per_hz, r.path_loss_ref_db,
-            r.path_loss_exponent, r.min_distance_m)
+    args = (
+        r.bandwidth_mhz * 1e6,
+        r.noise_dbm_per_hz,
+        r.path_loss_ref_db,
+        r.path_loss_exponent,
+        r.min_distance_m,
+    )
     dist = view.state.dist_m[[3, 7]]
-    expect = models.uplink_ms(np.array([1e5, 2e5]), models.uplink_rate_bps(dist, np.full(2, 0.2), *args))
+    expect = models.uplink_ms(
+        np.array([1e5, 2e5]), models.uplink_rate_bps(dist, np.full(2, 0.2), *args)
+    )
     np.testing.assert_allclose(p.up_ms_full, expect)
     free = world.host_cpu_ghz - view.state.used_cpu_ghz
     np.testing.assert_allclose(p.cap_gcycles, np.maximum(free, 0) * 2.0)

@@ -71,7 +71,9 @@ def test_local_energy_is_kappa_f2_cycles(p: TaskProblem) -> None:
     b = p.batch
     expect = sum(
         k * (f * 1e9) ** 2 * c * 1e9
-        for k, f, c in zip(b.kappa.tolist(), b.f_local_ghz.tolist(), b.gcycles.tolist(), strict=True)
+        for k, f, c in zip(
+            b.kappa.tolist(), b.f_local_ghz.tolist(), b.gcycles.tolist(), strict=True
+        )
     )
     got = p.evaluate(a.host, a.local_fraction).device_j.sum()
     assert got == pytest.approx(expect, rel=1e-12, abs=1e-300)
@@ -92,8 +94,14 @@ def test_optimal_beats_greedy_by_hand() -> None:
     # two tasks, one host with room for one: greedy (earliest deadline first) gives it
     # the first task, the optimum gives it to the task that saves more
     p = make_problem(
-        gcycles=[1.0, 2.0], deadline_ms=[600.0, 700.0], up_ms=10.0, down_ms=0.0,
-        host_rho=(0.0,), host_j_per_gcycle=(0.0,), cap_gcycles=(2.0,), backbone_ms=(0.0,),
+        gcycles=[1.0, 2.0],
+        deadline_ms=[600.0, 700.0],
+        up_ms=10.0,
+        down_ms=0.0,
+        host_rho=(0.0,),
+        host_j_per_gcycle=(0.0,),
+        cap_gcycles=(2.0,),
+        backbone_ms=(0.0,),
     )
     rng = np.random.default_rng(0)
     g = resolve_offload_policy("greedy").assign(p, rng)
@@ -107,11 +115,20 @@ def test_optimal_beats_greedy_by_hand() -> None:
 
 
 def test_unknown_policy_and_bad_params() -> None:
-    with pytest.raises(OffloadError, match="offloading policy got 'fastest'; expected one of local"):
+    with pytest.raises(
+        OffloadError, match="offloading policy got 'fastest'; expected one of local"
+    ):
         resolve_offload_policy("fastest")
     with pytest.raises(OffloadError, match="Optimal"):
         resolve_offload_policy("optimal", gap=0.1)
-    assert set(OFFLOAD_POLICIES) == {"local", "nearest", "greedy", "deadline-energy", "optimal", "lyapunov"}
+    assert set(OFFLOAD_POLICIES) == {
+        "local",
+        "nearest",
+        "greedy",
+        "deadline-energy",
+        "optimal",
+        "lyapunov",
+    }
 
 
 def test_invalid_assignments_are_refused() -> None:
@@ -120,7 +137,7 @@ def test_invalid_assignments_are_refused() -> None:
         check_assignment(p, Assignment([0, 0], [0.0, 0.0]))
     with pytest.raises(OffloadError, match="task 0 may not split"):
         check_assignment(p, Assignment([0, -1], [0.5, 1.0]))
-    with pytest.raises(OffloadError, match="2 hosts and 2 fractions for 2 tasks|1 hosts"):
+    with pytest.raises(OffloadError, match="assignment has 1 hosts and 1 fractions for 2 tasks"):
         check_assignment(p, Assignment([0], [0.0]))
     with pytest.raises(OffloadError, match="out of range"):
         check_assignment(p, Assignment([5, -1], [0.0, 1.0]))

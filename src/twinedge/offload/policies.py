@@ -323,7 +323,7 @@ class Optimal(OffloadPolicy):
                 LinearConstraint(a_eq, 1.0, 1.0),
                 LinearConstraint(a_cap, -np.inf, problem.cap_gcycles),
             ],
-            integrality=np.ones(nv),
+            integrality=np.ones(nv, dtype=np.int64),
             bounds=Bounds(0.0, 1.0),
             options={"time_limit": self.time_limit_s, "mip_rel_gap": self.mip_rel_gap},
         )
@@ -397,7 +397,9 @@ class Lyapunov(OffloadPolicy):
         if not (np.isfinite(self.v) and self.v >= 0):
             raise OffloadError(f"lyapunov: v got {self.v!r}; expected >= 0")
         if self.queues_j.size < n_devices:
-            self.queues_j = np.concatenate([self.queues_j, np.zeros(n_devices - self.queues_j.size)])
+            self.queues_j = np.concatenate(
+                [self.queues_j, np.zeros(n_devices - self.queues_j.size)]
+            )
         _, _, lat, dev, srv, _, on_time, _, _ = problem.options()
         m = problem
         penalty = (
@@ -456,7 +458,9 @@ def resolve_offload_policy(spec: Any, **params: Any) -> OffloadCallable:
         except TypeError as exc:
             raise OffloadError(f"offloading policy {spec.__name__}: {exc}") from None
     if params:
-        raise OffloadError("parameters are given with a policy instance or function; set them on it")
+        raise OffloadError(
+            "parameters are given with a policy instance or function; set them on it"
+        )
     if not callable(spec):
         raise OffloadError(f"offloading policy got {spec!r}; expected a name, class or callable")
-    return spec  # type: ignore[no-any-return]
+    return spec

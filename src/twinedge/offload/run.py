@@ -195,4 +195,3 @@ class OffloadRun:
         if self.gaps:
             out["offload_max_gap"] = max(self.gaps)
         return out
-

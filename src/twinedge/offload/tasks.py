@@ -52,6 +52,7 @@ class OffloadModel:
     energy_weight_per_j: float = 1.0
     latency_weight_per_s: float = 1.0
 
+
 _FIELDS = (
     "gcycles",
     "input_bytes",
@@ -123,7 +124,9 @@ class TaskBatch:
             try:
                 a = np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy()
             except (TypeError, ValueError) as exc:
-                raise OffloadError(f"tasks: {name} got {v!r}; expected {n} numbers ({exc})") from None
+                raise OffloadError(
+                    f"tasks: {name} got {v!r}; expected {n} numbers ({exc})"
+                ) from None
             vals[name] = a
         split = np.broadcast_to(np.asarray(splittable, dtype=bool), (n,)).copy()
         return cls(ent, splittable=split, model=model or OffloadModel(), **vals)
@@ -248,8 +251,16 @@ class TaskProblem:
         cpu = w.host_cpu_ghz.astype(float)
         used = s.used_cpu_ghz
         idle_w, max_w = w.node_idle_w[w.hosts], w.node_max_w[w.hosts]
-        cand = view.ap_candidates[ap] if len(batch) else np.zeros((0, view.ap_candidates.shape[1]), np.int64)
-        ok = w.allowed(ent)[np.arange(len(batch))[:, None], cand] if len(batch) else np.zeros(cand.shape, bool)
+        cand = (
+            view.ap_candidates[ap]
+            if len(batch)
+            else np.zeros((0, view.ap_candidates.shape[1]), np.int64)
+        )
+        ok = (
+            w.allowed(ent)[np.arange(len(batch))[:, None], cand]
+            if len(batch)
+            else np.zeros(cand.shape, bool)
+        )
         return cls(
             batch=batch,
             ap=ap,

@@ -373,9 +373,7 @@ class TaskSpec(_Model):
     f_local_ghz: Annotated[float, Field(gt=0)] = 1.0
     kappa: Annotated[float, Field(gt=0)] = 1e-27
     tx_power_w: Annotated[float, Field(gt=0)] | None = None
-    _check = field_validator("gcycles", "input_bytes", "output_bytes", "deadline_ms")(
-        _check_range
-    )
+    _check = field_validator("gcycles", "input_bytes", "output_bytes", "deadline_ms")(_check_range)
 
     @model_validator(mode="after")
     def _one_arrival(self) -> TaskSpec:
