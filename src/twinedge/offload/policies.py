@@ -305,8 +305,7 @@ class Optimal(OffloadPolicy):
         if n == 0:
             return _pick(problem, np.zeros(0, np.int64), _info(0.0, 0.0, "optimal", t0))
         host, _, _, _, _, gcyc, _, cost, allowed = problem.options()
-        keep = allowed & (cost < cost[:, :1] - 1e-12)
-        keep[:, 0] = True
+        keep = _prune(problem, host, gcyc, cost, allowed)
         ti, oj = np.nonzero(keep)
         nv = ti.size
         c = cost[ti, oj]
@@ -341,6 +340,47 @@ class Optimal(OffloadPolicy):
         bound = float(getattr(res, "mip_dual_bound", obj))
         status = "optimal" if res.status == 0 else "time_limit"
         return _pick(problem, choice, _info(obj, min(bound, obj), status, t0))
+
+
+def _prune(
+    problem: TaskProblem,
+    host: np.ndarray,
+    gcyc: np.ndarray,
+    cost: np.ndarray,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """The options an optimum may need (the rest are dominated; each rule keeps the
+    optimum's value):
+
+    1. an option that costs at least as much as local (local needs no capacity);
+    2. whole on a host when the split with the same host costs no more (it needs less);
+    3. on a host with room for every task that could use it (free Gcycles at least the
+       sum of each such task's largest option there), every option but the task's
+       cheapest on such hosts: moving a task to that one never breaks a capacity.
+    """
+    n, o = cost.shape
+    c = (o - 1) // 2
+    keep = allowed & (cost < cost[:, :1] - 1e-12)
+    keep[:, 1 : 1 + c] &= ~(keep[:, 1 + c :] & (cost[:, 1 + c :] <= cost[:, 1 : 1 + c]))
+    keep[:, 0] = True
+    off = keep.copy()
+    off[:, 0] = False
+    # per task and host, the largest work of its options there, summed over tasks
+    rows, cols = np.nonzero(off)
+    if n * problem.n_hosts > 5_000_000:  # rule 3 needs an (n, H) table
+        return keep
+    per = np.zeros((n, problem.n_hosts))
+    np.maximum.at(per, (rows, host[rows, cols]), gcyc[rows, cols])
+    free = per.sum(axis=0) <= problem.cap_gcycles
+    roomy = off & free[np.where(off, host, 0)]
+    if roomy.any():
+        masked = np.where(roomy, cost, np.inf)
+        best = np.argmin(masked, axis=1)
+        has = roomy.any(axis=1)
+        drop = roomy.copy()
+        drop[np.flatnonzero(has), best[has]] = False
+        keep &= ~drop
+    return keep
 
 
 def _info(obj: float, bound: float, status: str, t0: float) -> dict[str, Any]:

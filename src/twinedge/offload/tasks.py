@@ -256,11 +256,7 @@ class TaskProblem:
             if len(batch)
             else np.zeros((0, view.ap_candidates.shape[1]), np.int64)
         )
-        ok = (
-            w.allowed(ent)[np.arange(len(batch))[:, None], cand]
-            if len(batch)
-            else np.zeros(cand.shape, bool)
-        )
+        ok = w.group_allowed[w.entity_group[ent][:, None], cand]  # (n, c), not (n, H)
         return cls(
             batch=batch,
             ap=ap,
