@@ -468,6 +468,7 @@ COVERED = {
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
     "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
+    "docs/offload.md",
 }
 
 
@@ -635,6 +636,17 @@ def test_policies_commands(tmp_path):
     shutil.copy(cwd / "examples" / "mypolicies.py", cwd / "mypolicies.py")
     p, _ = run_doc("docs/policies.md", cwd, env_for(tmp_path))
     assert "mypolicies:cheapest_with_room" in p.stdout
+
+
+def test_offload_commands(tmp_path):
+    cwd = workdir(tmp_path)
+    p, _ = run_doc("docs/offload.md", cwd, env_for(tmp_path))
+    assert "task hit" in p.stdout
+    doc = json.loads((cwd / "out-offload" / "summary.json").read_text())
+    (run,) = doc["policies"].values()
+    assert run["offload_tasks"] > 0
+    bench = json.loads(p.stdout[p.stdout.index('{\n  "machine"') :])
+    assert bench["optimal"]["status"] == "optimal"
 
 
 def test_experiments_commands(tmp_path):

@@ -176,6 +176,12 @@ class LedgerError(TwinedgeError):
     """A ledger operation failed (bad key, bad proof input, tampered storage...)."""
 
 
+class OffloadError(TwinedgeError):
+    """Task offloading was given bad input (negative or non-finite cycles, bytes or
+    deadlines, a rate that is not positive, an unknown policy) or a policy answered with
+    an invalid assignment; the message names the field and the value."""
+
+
 class MarketError(TwinedgeError):
     """A compute market was given bad bids (a value that is not a finite non-negative
     number, units that are not positive integers, an empty side) or an unknown

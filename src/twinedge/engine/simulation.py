@@ -77,6 +77,8 @@ class Simulation:
         rng: the policy stream; ``mobility_rng`` moves the entities.
         recorder: optional receiver of every decision.
         trails: how many entities to record trails of, for the report map.
+        offload: an :class:`twinedge.offload.run.OffloadRun` that assigns the step's
+            tasks in every :meth:`decide` (``None``: no tasks, no cost).
 
     :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
     then :meth:`result`; a driver that acts between the two halves of a step (a
@@ -115,6 +117,7 @@ class Simulation:
         trails: int = 12,
         label: str = "run",
         candidates_k: int = 8,
+        offload: Any = None,
     ):
         self.world, self.steps, self.step_s = world, steps, step_s
         self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
@@ -133,6 +136,7 @@ class Simulation:
         self.state = NetworkState.at(world, world.xy_m)
         self.metrics = Metrics(steps, world.n_hosts, self.trail_ids.size)
         self._server_energy_j = np.zeros(world.n_hosts)
+        self.offload = offload
         self.k = 0  # the next step to run
         self._t0: float | None = None
         self._observed: tuple[np.ndarray, np.ndarray, float, float] | None = None
@@ -248,6 +252,8 @@ class Simulation:
         w, s, k = self.world, self.state, self.k
         effective, util, device_j, server_j = self._observed
         out = self.orchestrator.cycle(w, s, k)
+        if self.offload is not None:  # the step's tasks, over the same view
+            self.offload.step(self.orchestrator.view(w, s), s.t_s - self.step_s)
         self.metrics.record(
             k,
             s.t_s,
@@ -281,6 +287,8 @@ class Simulation:
             self.recorder.end(s.t_s, self.world, self._server_energy_j)
         wall = time.perf_counter() - self._t0
         summary = self.metrics.summary()
+        if self.offload is not None:
+            summary.update(self.offload.summary())
         return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
@@ -295,10 +303,12 @@ def simulate(
     migration_params: dict | None = None,
     recorder: Recorder | None = None,
     progress: Callable[[int], None] | None = None,
+    offload: Any = None,
 ) -> RunResult:
     """Build the world of ``scenario`` and run one policy combination on it.
 
     Arguments left as ``None`` come from the scenario file (the first policy of a list).
+    ``offload`` is the offloading policy when the scenario has an ``offloading`` section.
     ``placement`` and ``migration`` may be names, import paths, classes, instances or
     plain functions (see :func:`twinedge.orchestrator.as_policy`).
     """
@@ -337,5 +347,23 @@ def simulate(
         mobility_rng=mobility_rng,
         recorder=recorder,
         label=f"{p_name}+{m_name}",
+        offload=_offload_run(scenario, world, root, offload),
     )
+    if sim.offload is not None:
+        sim.label += f"+offload-{sim.offload.label}"
     return sim.run(progress)
+
+
+def _offload_run(scenario: Scenario, world: World, root: np.random.Generator, policy: Any) -> Any:
+    """The run's offloading (its own random stream, after the three of the run), or
+    ``None`` without an ``offloading`` section."""
+    if scenario.offloading is None:
+        if policy is not None:
+            raise SimulationError(
+                "an offloading policy is given but the scenario has no offloading section"
+            )
+        return None
+    from twinedge.offload.run import OffloadRun
+
+    (rng,) = root.spawn(1)
+    return OffloadRun(scenario.offloading, world, rng, policy)

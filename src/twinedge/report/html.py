@@ -77,6 +77,19 @@ _ROWS = (
     ("max utilisation", "max_utilisation", "{:.3f}", None),
 )
 
+#: rows of a run with tasks (docs/offload.md)
+_OFFLOAD_ROWS: tuple = (
+    ("tasks", "offload_tasks", "{:d}", None),
+    ("task deadline hit ratio", "offload_hit_ratio", "{:.4f}", max),
+    ("task p50 (ms)", "offload_p50_latency_ms", "{:.2f}", min),
+    ("task p95 (ms)", "offload_p95_latency_ms", "{:.2f}", min),
+    ("task p99 (ms)", "offload_p99_latency_ms", "{:.2f}", min),
+    ("task device energy (J)", "offload_device_energy_j", "{:.2f}", min),
+    ("task server energy (J)", "offload_server_energy_j", "{:.2f}", min),
+    ("task cost", "offload_cost", "{:.4f}", min),
+    ("tasks offloaded", "offload_offloaded_ratio", "{:.3f}", None),
+)
+
 
 def _table(results: list[RunResult]) -> str:
     """The comparison table: one policy alone at the best value is marked best (a tie is
@@ -84,7 +97,8 @@ def _table(results: list[RunResult]) -> str:
     cannot differ."""
     head = "".join(f"<th>{html.escape(r.label)}</th>" for r in results)
     rows = []
-    for title, key, fmt, best in _ROWS:
+    offload = all("offload_tasks" in r.summary for r in results)
+    for title, key, fmt, best in _ROWS + (_OFFLOAD_ROWS if offload else ()):
         vals = [r.summary[key] for r in results]
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
 

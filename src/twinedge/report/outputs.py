@@ -28,6 +28,11 @@ def _round(v):
     return v
 
 
+def _offload_keys(r: RunResult) -> list[str]:
+    """The offloading metrics of a run that has tasks (docs/offload.md), else none."""
+    return [k for k in r.summary if k.startswith("offload_")]
+
+
 def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps: int) -> dict:
     return {
         "twinedge": __version__,
@@ -36,7 +41,10 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "steps": steps,
         "entities": results[0].world.n_entities if results else 0,
         "hosts": results[0].world.n_hosts if results else 0,
-        "policies": {r.label: {k: _round(r.summary[k]) for k in SUMMARY_KEYS} for r in results},
+        "policies": {
+            r.label: {k: _round(r.summary[k]) for k in (*SUMMARY_KEYS, *_offload_keys(r))}
+            for r in results
+        },
     }
 
 
@@ -114,6 +122,9 @@ def summary_table(results: list[RunResult]):
         ("util mean/max", None),
         ("wall s", None),
     ]
+    tasks = any(_offload_keys(r) for r in results)
+    if tasks:
+        cols[-1:-1] = [("task hit %", None), ("task p95 ms", None), ("task device J", None)]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "policy" else "right")
 
@@ -137,6 +148,15 @@ def summary_table(results: list[RunResult]):
             f"{s['device_energy_j']:.0f}",
             f"{s['server_energy_j'] / 1e6:.2f}",
             f"{s['mean_utilisation']:.2f}/{s['max_utilisation']:.2f}",
+            *(
+                (
+                    f"{100 * s.get('offload_hit_ratio', float('nan')):.2f}",
+                    f"{s.get('offload_p95_latency_ms', float('nan')):.2f}",
+                    f"{s.get('offload_device_energy_j', float('nan')):.1f}",
+                )
+                if tasks
+                else ()
+            ),
             f"{r.wall_s:.1f}",
         )
     if len(results) > 1:

@@ -392,6 +392,54 @@ class Market(_Model):
         return self
 
 
+class TaskSpec(_Model):
+    """The tasks one kind of entity offloads (docs/offload.md): every entity emits tasks
+    at ``rate_hz`` (Poisson) or every ``period_s`` (periodic, random phase); per task
+    ``gcycles`` of CPU work, ``input_bytes`` up and ``output_bytes`` down, a deadline
+    ``deadline_ms`` (the time window of the physical event). The device computes at
+    ``f_local_ghz`` with effective switched capacitance ``kappa`` (energy
+    ``kappa * f^2 * cycles``, f in Hz) and transmits at ``tx_power_w`` (the twin's
+    ``tx_power_w`` when ``None``). ``splittable`` tasks may run a fraction on the device
+    and the rest on one host, in parallel. Ranges are drawn uniformly per task."""
+
+    rate_hz: Annotated[float, Field(gt=0)] | None = None
+    period_s: Annotated[float, Field(gt=0)] | None = None
+    gcycles: NonNeg | tuple[NonNeg, NonNeg] = 0.5
+    input_bytes: NonNeg | tuple[NonNeg, NonNeg] = 200_000.0
+    output_bytes: NonNeg | tuple[NonNeg, NonNeg] = 10_000.0
+    deadline_ms: NonNeg | tuple[NonNeg, NonNeg] = 100.0
+    splittable: bool = False
+    f_local_ghz: Annotated[float, Field(gt=0)] = 1.0
+    kappa: Annotated[float, Field(gt=0)] = 1e-27
+    tx_power_w: Annotated[float, Field(gt=0)] | None = None
+    _check = field_validator("gcycles", "input_bytes", "output_bytes", "deadline_ms")(_check_range)
+
+    @model_validator(mode="after")
+    def _one_arrival(self) -> TaskSpec:
+        if (self.rate_hz is None) == (self.period_s is None):
+            raise ValueError("give exactly one of rate_hz (Poisson) or period_s (periodic)")
+        lo = self.deadline_ms[0] if isinstance(self.deadline_ms, tuple) else self.deadline_ms
+        if lo <= 0:
+            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
+        return self
+
+
+class Offloading(_Model):
+    """Task offloading (docs/offload.md): the tasks of each entity kind (``tasks``, by
+    kind), the policy that places them every step (``policy``: a name or a list, run one
+    after another; ``policy_params`` by name), the access point's downlink transmit
+    power, the objective's weights and the price of host compute per GHz*s by tier."""
+
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    policy: str = "greedy"
+    policy_params: dict[str, dict] = Field(default_factory=dict)
+    downlink_power_w: Annotated[float, Field(gt=0)] = 1.0
+    miss_penalty: NonNeg = 10.0
+    energy_weight_per_j: NonNeg = 1.0
+    latency_weight_per_s: NonNeg = 1.0
+    per_cpu_ghz_s: dict[Tier, NonNeg] = Field(default_factory=lambda: dict(_TIER_PRICES))
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -404,3 +452,4 @@ class Scenario(_Model):
     run: Run = Run()
     policies: Policies = Policies()
     market: Market | None = None
+    offloading: Offloading | None = None
