@@ -159,7 +159,7 @@ def test_runs_split_anywhere_count_the_same(bits, k, cut):
     assert whole.tolist() == (a + b).tolist()
     # brute force: runs of length >= k
     runs, cur = 0, 0
-    for x in bits + [False]:
+    for x in [*bits, False]:
         if x:
             cur += 1
         else:
