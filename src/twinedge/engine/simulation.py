@@ -26,7 +26,7 @@ from twinedge.orchestrator import (
     Recorder,
 )
 from twinedge.orchestrator.policy import as_policy, policy_name
-from twinedge.scenario.schema import Scenario
+from twinedge.scenario.schema import Scenario, Xr
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
 
@@ -76,6 +76,9 @@ class Simulation:
         rng: the policy stream; ``mobility_rng`` moves the entities.
         recorder: optional receiver of every decision.
         trails: how many entities to record trails of, for the report map.
+        xr, xr_rng: the scenario's ``xr:`` section and XR's own random stream: XR
+            sessions are placed and their frames measured every step (docs/xr.md), their
+            numbers added to the summary; ``None`` (the default) costs nothing.
 
     :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
     then :meth:`result`; a driver that acts between the two halves of a step (a
@@ -114,6 +117,8 @@ class Simulation:
         trails: int = 12,
         label: str = "run",
         candidates_k: int = 8,
+        xr: Xr | None = None,
+        xr_rng: np.random.Generator | None = None,
     ):
         self.world, self.steps, self.step_s = world, steps, step_s
         self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
@@ -136,6 +141,11 @@ class Simulation:
         self._t0: float | None = None
         self._observed: tuple[np.ndarray, np.ndarray, float, float] | None = None
         self._idle_w = self._max_w = np.zeros(0)
+        self.xr = None
+        if xr is not None:
+            from twinedge.xr.sessions import XrRun
+
+            self.xr = XrRun(world, xr, xr_rng or np.random.default_rng(), candidates_k)
 
     @property
     def placements(self) -> list[dict]:
@@ -203,6 +213,8 @@ class Simulation:
         move_entities(w, s, self.step_s, self.mobility_rng)
         s.t_s = (k + 1) * self.step_s
         self.orchestrator.evaluate(w, s)
+        if self.xr is not None:
+            self.xr.step(self.xr.view(s, self.step_s), k)
         # what the twins experienced this step (moves decided last step cost their
         # downtime now: an update waits for the rest of the downtime)
         effective = s.latency_ms + 1000.0 * s.downtime_left_s
@@ -276,6 +288,8 @@ class Simulation:
             self.recorder.end(s.t_s, self.world, self._server_energy_j)
         wall = time.perf_counter() - self._t0
         summary = self.metrics.summary()
+        if self.xr is not None:
+            summary.update(self.xr.summary())
         return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
@@ -300,6 +314,7 @@ def simulate(
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
+    xr_rng = root.spawn(1)[0] if scenario.xr is not None else None  # the three unchanged
     steps = steps or scenario.run.steps
     check_scenario_memory(scenario, scenario.name, steps)  # before anything is allocated
     world = build_world(scenario, world_rng)
@@ -332,5 +347,7 @@ def simulate(
         mobility_rng=mobility_rng,
         recorder=recorder,
         label=f"{p_name}+{m_name}",
+        xr=scenario.xr,
+        xr_rng=xr_rng,
     )
     return sim.run(progress)

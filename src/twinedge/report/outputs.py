@@ -20,6 +20,7 @@ from twinedge import __version__
 from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.simulation import RunResult
 from twinedge.report.ranking import POLICY_INDEPENDENT, unique_best
+from twinedge.xr.sessions import XR_SUMMARY_KEYS
 
 
 def _round(v):
@@ -36,7 +37,12 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "steps": steps,
         "entities": results[0].world.n_entities if results else 0,
         "hosts": results[0].world.n_hosts if results else 0,
-        "policies": {r.label: {k: _round(r.summary[k]) for k in SUMMARY_KEYS} for r in results},
+        "policies": {
+            r.label: {
+                k: _round(r.summary[k]) for k in (*SUMMARY_KEYS, *XR_SUMMARY_KEYS) if k in r.summary
+            }
+            for r in results
+        },
     }
 
 
@@ -114,6 +120,9 @@ def summary_table(results: list[RunResult]):
         ("util mean/max", None),
         ("wall s", None),
     ]
+    xr = all("xr_score" in r.summary for r in results)
+    if xr:  # a scenario with XR sessions
+        cols += [("XRMI", None), ("XR late %", None), ("stalls", None), ("p99 frame ms", None)]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "policy" else "right")
 
@@ -138,6 +147,16 @@ def summary_table(results: list[RunResult]):
             f"{s['server_energy_j'] / 1e6:.2f}",
             f"{s['mean_utilisation']:.2f}/{s['max_utilisation']:.2f}",
             f"{r.wall_s:.1f}",
+            *(
+                (
+                    f"{s['xr_score']:.2f}",
+                    f"{100 * s['xr_late_frame_ratio']:.2f}",
+                    f"{s['xr_stalls']}",
+                    f"{s['xr_p99_frame_delay_ms']:.1f}",
+                )
+                if xr
+                else ()
+            ),
         )
     if len(results) > 1:
         notes = [f"device J: {POLICY_INDEPENDENT['device_energy_j']}"]

@@ -128,7 +128,7 @@ class FrameSpec:
         return 8.0 * self.mean_frame_bytes() * self.fps
 
 
-def frames_in_step(fps: np.ndarray, k: int, step_s: float) -> np.ndarray:
+def frames_in_step(fps: np.ndarray, k: int, step_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Frames of each session in step ``k``: ``floor((k+1) T fps) - floor(k T fps)`` (so
     a non-integer ``T * fps`` adds up exactly over steps), and the first frame's index.
 

@@ -43,7 +43,7 @@ ESSENTIAL: dict[str, tuple[bool, bool, bool]] = {
 CAP_ABOVE_MIN = 0.5
 
 
-def _map(x: np.ndarray, anchors: tuple[tuple[float, float], ...]) -> np.ndarray:
+def _map(x: np.ndarray | float, anchors: tuple[tuple[float, float], ...]) -> np.ndarray:
     xs, ys = zip(*anchors, strict=True)
     return np.interp(np.asarray(x, dtype=float), xs, ys)
 
