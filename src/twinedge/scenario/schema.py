@@ -376,10 +376,12 @@ class Xr(_Model):
     device_render_ms: NonNeg = 9.0
     device_image: Annotated[float, Field(ge=1, le=5)] = 4.0
     downlink_power_w: Annotated[float, Field(gt=0)] = 20.0
+    downlink_mhz: Annotated[float, Field(gt=0)] = 100.0
     state_bytes: NonNeg = 2.0e7
     switch_downtime_ms: NonNeg = 100.0
     placement: Literal["device", "nearest-edge", "best-latency"] = "best-latency"
     hysteresis_ms: NonNeg = 2.0
+    min_dwell_s: NonNeg = 5.0
     interaction: Literal["weak", "strong"] = "strong"
 
 

@@ -12,7 +12,7 @@ Remote rendering of one frame, in ms (every term from :mod:`twinedge.world.model
 
 ``rho_host = (twins' CPU load + XR render load) / host CPU``, where every remote session
 loads its host with ``render_gcycles * fps`` GHz. The cell rate is the Shannon rate of
-the access point's ``downlink_power_w`` at the entity's distance; when a session's
+the access point's ``downlink_power_w`` over ``downlink_mhz`` at the entity's distance; when a session's
 bit rate exceeds its share, the cell drops the excess frames (``1 - share / bitrate``).
 Device rendering: ``device_render_ms`` and no network, at image quality
 ``device_image`` instead of 5.
@@ -135,6 +135,7 @@ class XrRun:
         self.candidates_k = candidates_k
         self.where = np.full(s, DEVICE if spec.placement == "device" else -2, dtype=np.int64)
         self.downtime_left_s = np.zeros(s)
+        self.moved_at = np.full(s, -(10**9), dtype=np.int64)
         self.carry = StreamState.fresh(s)
         self.totals = SessionTotals.zeros(s)
         self.cell_frames = np.zeros(world.access.size, dtype=np.int64)
@@ -164,7 +165,8 @@ class XrRun:
                 r.path_loss_exponent, r.min_distance_m)  # fmt: skip
         up_bps = models.uplink_rate_bps(dist, w.tx_power_w[ent], *args)
         pose_ms = models.uplink_ms(np.full(ent.size, c.pose_bytes), up_bps)
-        cell_bps = models.uplink_rate_bps(dist, np.full(ent.size, c.downlink_power_w), *args)
+        dl_args = (c.downlink_mhz * 1e6, *args[1:])
+        cell_bps = models.uplink_rate_bps(dist, np.full(ent.size, c.downlink_power_w), *dl_args)
         ap = s.ap[ent]
         remote = self.where != DEVICE
         in_cell = np.bincount(ap[remote], minlength=w.access.size)
@@ -205,10 +207,11 @@ class XrRun:
         )
         return np.where(hosts < 0, c.device_render_ms, remote)
 
-    def _place(self, view: NetworkView, radio: tuple) -> np.ndarray:
+    def _place(self, view: NetworkView, radio: tuple, k: int) -> np.ndarray:
         """The placement policy with its migration rule: a session moves to the policy's
         target only when its mean frame delay there beats the current one by more than
-        ``hysteresis_ms`` (or the current one is not an option); returns the moved mask."""
+        ``hysteresis_ms`` and it has stayed ``min_dwell_s`` where it is (or the current
+        one is not an option); returns the moved mask."""
         c = self.cfg
         s_n = self.n_sessions
         if c.placement == "device" or s_n == 0:
@@ -237,7 +240,9 @@ class XrRun:
         cur_ms = np.where(
             new | ~allowed_now, np.inf, self.expected_ms(view, self.where, radio, rho)
         )
-        move = (target != self.where) & (new | (target_ms < cur_ms - c.hysteresis_ms))
+        settled = (k - self.moved_at) * view.step_s >= c.min_dwell_s
+        better = (target_ms < cur_ms - c.hysteresis_ms) & (settled | ~np.isfinite(cur_ms))
+        move = (target != self.where) & (new | better)
         moved = move & ~new
         # the cost of a move: stop-and-copy between hosts, a fixed switch to/from the device
         frm, to = self.where[moved], target[moved]
@@ -251,6 +256,7 @@ class XrRun:
         )
         self.downtime_left_s[moved] += down
         self.where = np.where(move, target, self.where)
+        self.moved_at[move] = k
         return moved
 
     # --- one step ------------------------------------------------------------------------
@@ -261,7 +267,7 @@ class XrRun:
         step_s = view.step_s
         self.step_s = step_s
         radio = self._radio(view)
-        moved = self._place(view, radio)
+        moved = self._place(view, radio, k)
         self.totals.migrations += moved
         pose_ms, share_bps, drop = radio
         where = self.where
