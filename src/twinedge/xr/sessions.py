@@ -51,8 +51,9 @@ XR_SUMMARY_KEYS = (
     "xr_migrations",
 )
 
-# per-session delay histograms: 25 log bins per decade from 0.1 ms to 10 s
-_S_LO, _S_PER_DECADE, _S_BINS = 0.1, 25, 125
+# per-session delay histograms: 50 log bins per decade from 0.5 ms to 500 ms (a
+# quantile read at its bin's geometric centre is within 2.3 % of the true one)
+_S_LO, _S_PER_DECADE, _S_BINS = 0.5, 50, 150
 
 
 def _session_bins(delay_ms: np.ndarray) -> np.ndarray:
@@ -319,7 +320,7 @@ class XrRun:
     # --- results -------------------------------------------------------------------------
     def session_p99_ms(self) -> np.ndarray:
         """Each session's 99th-percentile delivered-frame delay (centre of its histogram
-        bin, ~10 % wide), in ms; ``nan`` for a session with no frame delivered."""
+        bin, within 2.3 %; delays beyond 500 ms count as 500 ms), in ms; ``nan`` for a session with no frame delivered."""
         h = self.totals.hist.astype(np.int64)
         tot = h.sum(axis=1)
         cum = np.cumsum(h, axis=1)
