@@ -451,6 +451,7 @@ COVERED = {
     "docs/gym.md",
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
+    "docs/xr.md",  # run by tests/xr/test_xr_docs.py
 }
 
 
