@@ -139,3 +139,20 @@ def test_twinedge_run_shows_xr(tmp_path):
     for pol in summary["policies"].values():
         assert 1.0 <= pol["xr_score"] <= 5.0
     assert "XR experience (XRMI 1-5)" in (out / "report.html").read_text()
+
+
+def test_cell_kpis_add_up_to_the_sessions(world):
+    run, view = xr_run(world, placement="nearest-edge")
+    for k in range(3):
+        run.step(view, k)
+    cells, t = run.cell_kpis(), run.totals
+    assert cells["frames"].sum() == t.frames.sum() == 60 * 90 * 3
+    assert cells["late"].sum() == t.late.sum() and cells["lost"].sum() == t.lost.sum()
+    assert cells["bad"].sum() == t.late.sum() + t.lost.sum()
+    assert cells["stalls"].sum() == t.stalls.sum()
+    # sessions sit where they are (no movement here): a cell's frames are its sessions'
+    ap = view.state.ap[run.entity]
+    assert (
+        cells["frames"].tolist()
+        == np.bincount(ap, minlength=world.access.size).__mul__(270).tolist()
+    )

@@ -141,6 +141,9 @@ class XrRun:
         self.totals = SessionTotals.zeros(s)
         self.cell_frames = np.zeros(world.access.size, dtype=np.int64)
         self.cell_bad = np.zeros(world.access.size, dtype=np.int64)
+        self.cell_late = np.zeros(world.access.size, dtype=np.int64)
+        self.cell_lost = np.zeros(world.access.size, dtype=np.int64)
+        self.cell_stalls = np.zeros(world.access.size, dtype=np.int64)
         self.hist = np.zeros(_N_BINS, dtype=np.int64)
         self.steps = 0
         self.step_s = 0.0
@@ -313,8 +316,14 @@ class XrRun:
         self.cell_frames += np.bincount(ap, weights=n_valid, minlength=w.access.size).astype(
             np.int64
         )
-        bad = (b.late | b.lost).sum(axis=1)
-        self.cell_bad += np.bincount(ap, weights=bad, minlength=w.access.size).astype(np.int64)
+        a_n = w.access.size
+        for total, per_session in (
+            (self.cell_bad, (b.late | b.lost).sum(axis=1)),
+            (self.cell_late, b.late.sum(axis=1)),
+            (self.cell_lost, b.lost.sum(axis=1)),
+            (self.cell_stalls, b.stalls),
+        ):
+            total += np.bincount(ap, weights=per_session, minlength=a_n).astype(np.int64)
         self.steps += 1
 
     # --- results -------------------------------------------------------------------------
@@ -345,6 +354,17 @@ class XrRun:
             image_base=5.0 - dev_share * (5.0 - c.device_image),
         )
         return xrmi(kpis, c.interaction)
+
+    def cell_kpis(self) -> dict[str, np.ndarray]:
+        """``(A,)`` per cell (the access point a session was attached to when its frames
+        were sent): frames, late, lost and late-or-lost frames, and stalls."""
+        return {
+            "frames": self.cell_frames.copy(),
+            "late": self.cell_late.copy(),
+            "lost": self.cell_lost.copy(),
+            "bad": self.cell_bad.copy(),
+            "stalls": self.cell_stalls.copy(),
+        }
 
     def cell_bad_ratio(self) -> np.ndarray:
         """``(A,)`` late or lost frames / frames per cell (``nan`` where no session was)."""
