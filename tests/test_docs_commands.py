@@ -469,6 +469,7 @@ COVERED = {
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
     "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
     "docs/offload.md",
+    "docs/xr.md",  # run by tests/xr/test_xr_docs.py
 }
 
 

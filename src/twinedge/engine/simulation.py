@@ -26,7 +26,7 @@ from twinedge.orchestrator import (
     Recorder,
 )
 from twinedge.orchestrator.policy import as_policy, policy_name
-from twinedge.scenario.schema import Scenario
+from twinedge.scenario.schema import Scenario, Xr
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
 
@@ -79,6 +79,9 @@ class Simulation:
         trails: how many entities to record trails of, for the report map.
         offload: an :class:`twinedge.offload.run.OffloadRun` that assigns the step's
             tasks in every :meth:`decide` (``None``: no tasks, no cost).
+        xr, xr_rng: the scenario's ``xr:`` section and XR's own random stream: XR
+            sessions are placed and their frames measured every step (docs/xr.md), their
+            numbers added to the summary; ``None`` (the default) costs nothing.
 
     :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
     then :meth:`result`; a driver that acts between the two halves of a step (a
@@ -118,6 +121,8 @@ class Simulation:
         label: str = "run",
         candidates_k: int = 8,
         offload: Any = None,
+        xr: Xr | None = None,
+        xr_rng: np.random.Generator | None = None,
     ):
         self.world, self.steps, self.step_s = world, steps, step_s
         self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
@@ -141,6 +146,11 @@ class Simulation:
         self._t0: float | None = None
         self._observed: tuple[np.ndarray, np.ndarray, float, float] | None = None
         self._idle_w = self._max_w = np.zeros(0)
+        self.xr = None
+        if xr is not None:
+            from twinedge.xr.sessions import XrRun
+
+            self.xr = XrRun(world, xr, xr_rng or np.random.default_rng(), candidates_k)
 
     @property
     def placements(self) -> list[dict]:
@@ -208,6 +218,8 @@ class Simulation:
         move_entities(w, s, self.step_s, self.mobility_rng)
         s.t_s = (k + 1) * self.step_s
         self.orchestrator.evaluate(w, s)
+        if self.xr is not None:
+            self.xr.step(self.xr.view(s, self.step_s), k)
         # what the twins experienced this step (moves decided last step cost their
         # downtime now: an update waits for the rest of the downtime)
         if s.downtime_left_s.any():
@@ -289,6 +301,8 @@ class Simulation:
         summary = self.metrics.summary()
         if self.offload is not None:
             summary.update(self.offload.summary())
+        if self.xr is not None:
+            summary.update(self.xr.summary())
         return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
@@ -315,6 +329,7 @@ def simulate(
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
+    xr_rng = root.spawn(1)[0] if scenario.xr is not None else None  # the three unchanged
     steps = steps or scenario.run.steps
     check_scenario_memory(scenario, scenario.name, steps)  # before anything is allocated
     world = build_world(scenario, world_rng)
@@ -348,6 +363,8 @@ def simulate(
         recorder=recorder,
         label=f"{p_name}+{m_name}",
         offload=_offload_run(scenario, world, root, offload),
+        xr=scenario.xr,
+        xr_rng=xr_rng,
     )
     if sim.offload is not None:
         sim.label += f"+offload-{sim.offload.label}"

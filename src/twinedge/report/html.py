@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -91,6 +92,20 @@ _OFFLOAD_ROWS: tuple = (
 )
 
 
+#: shown when the scenario has XR sessions (docs/xr.md)
+_XR_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("XR sessions", "xr_sessions", "{:d}", None),
+    ("XR experience (XRMI 1-5)", "xr_score", "{:.2f}", max),
+    ("XR late-frame ratio", "xr_late_frame_ratio", "{:.4f}", min),
+    ("XR time-warped-frame ratio", "xr_warped_frame_ratio", "{:.4f}", min),
+    ("XR lost-frame ratio", "xr_lost_frame_ratio", "{:.4f}", min),
+    ("XR stalls", "xr_stalls", "{:d}", min),
+    ("XR p99 frame delay (ms)", "xr_p99_frame_delay_ms", "{:.2f}", min),
+    ("XR jitter (ms)", "xr_jitter_ms", "{:.2f}", min),
+    ("XR render moves", "xr_migrations", "{:d}", None),
+)
+
+
 def _table(results: list[RunResult]) -> str:
     """The comparison table: one policy alone at the best value is marked best (a tie is
     no winner); a metric that is the same for every policy says so, and why when it
@@ -98,7 +113,9 @@ def _table(results: list[RunResult]) -> str:
     head = "".join(f"<th>{html.escape(r.label)}</th>" for r in results)
     rows = []
     offload = all("offload_tasks" in r.summary for r in results)
-    for title, key, fmt, best in _ROWS + (_OFFLOAD_ROWS if offload else ()):
+    xr = all("xr_score" in r.summary for r in results)
+    extra = (_OFFLOAD_ROWS if offload else ()) + (_XR_ROWS if xr else ())
+    for title, key, fmt, best in _ROWS + extra:
         vals = [r.summary[key] for r in results]
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
 

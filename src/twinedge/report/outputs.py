@@ -20,6 +20,7 @@ from twinedge import __version__
 from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.simulation import RunResult
 from twinedge.report.ranking import POLICY_INDEPENDENT, unique_best
+from twinedge.xr.sessions import XR_SUMMARY_KEYS
 
 
 def _round(v):
@@ -42,7 +43,11 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "entities": results[0].world.n_entities if results else 0,
         "hosts": results[0].world.n_hosts if results else 0,
         "policies": {
-            r.label: {k: _round(r.summary[k]) for k in (*SUMMARY_KEYS, *_offload_keys(r))}
+            r.label: {
+                k: _round(r.summary[k])
+                for k in (*SUMMARY_KEYS, *_offload_keys(r), *XR_SUMMARY_KEYS)
+                if k in r.summary
+            }
             for r in results
         },
     }
@@ -125,6 +130,9 @@ def summary_table(results: list[RunResult]):
     tasks = any(_offload_keys(r) for r in results)
     if tasks:
         cols[-1:-1] = [("task hit %", None), ("task p95 ms", None), ("task device J", None)]
+    xr = all("xr_score" in r.summary for r in results)
+    if xr:  # a scenario with XR sessions
+        cols += [("XRMI", None), ("XR late %", None), ("stalls", None), ("p99 frame ms", None)]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "policy" else "right")
 
@@ -158,6 +166,16 @@ def summary_table(results: list[RunResult]):
                 else ()
             ),
             f"{r.wall_s:.1f}",
+            *(
+                (
+                    f"{s['xr_score']:.2f}",
+                    f"{100 * s['xr_late_frame_ratio']:.2f}",
+                    f"{s['xr_stalls']}",
+                    f"{s['xr_p99_frame_delay_ms']:.1f}",
+                )
+                if xr
+                else ()
+            ),
         )
     if len(results) > 1:
         notes = [f"device J: {POLICY_INDEPENDENT['device_energy_j']}"]

@@ -440,6 +440,38 @@ class Offloading(_Model):
     per_cpu_ghz_s: dict[Tier, NonNeg] = Field(default_factory=lambda: dict(_TIER_PRICES))
 
 
+class Xr(_Model):
+    """XR sessions with split rendering (docs/xr.md): ``share`` of the entities of
+    ``kinds`` (every kind when ``None``) wear a headset streaming ``fps`` frames a
+    second, rendered where ``placement`` puts them, judged on the XRMI scale."""
+
+    kinds: list[str] | None = None
+    share: Annotated[float, Field(gt=0, le=1)] = 1.0
+    qos_5qi: Literal[80, 87, 88, 89, 90] = 80
+    budget_ms: Annotated[float, Field(gt=0)] = 10.0
+    atw_window_ms: NonNeg = 10.0
+    fps: Annotated[float, Field(gt=0, le=1000)] = 90.0
+    p_frame_bytes: Annotated[float, Field(gt=0)] = 40_000.0
+    i_ratio: Annotated[float, Field(ge=1)] = 5.0
+    gop_frames: Annotated[int, Field(ge=1)] = 60
+    size_cv: NonNeg = 0.2
+    stall_frames: Annotated[int, Field(ge=1)] = 3
+    pose_bytes: Annotated[float, Field(gt=0)] = 200.0
+    render_gcycles: Annotated[float, Field(gt=0)] = 0.02
+    encode_ms: NonNeg = 2.0
+    decode_ms: NonNeg = 2.0
+    device_render_ms: NonNeg = 9.0
+    device_image: Annotated[float, Field(ge=1, le=5)] = 4.0
+    downlink_power_w: Annotated[float, Field(gt=0)] = 20.0
+    downlink_mhz: Annotated[float, Field(gt=0)] = 100.0
+    state_bytes: NonNeg = 2.0e7
+    switch_downtime_ms: NonNeg = 100.0
+    placement: Literal["device", "nearest-edge", "best-latency"] = "best-latency"
+    hysteresis_ms: NonNeg = 2.0
+    min_dwell_s: NonNeg = 5.0
+    interaction: Literal["weak", "strong"] = "strong"
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -453,3 +485,4 @@ class Scenario(_Model):
     policies: Policies = Policies()
     market: Market | None = None
     offloading: Offloading | None = None
+    xr: Xr | None = None
