@@ -30,6 +30,7 @@ import numpy as np
 
 from twinedge.errors import InfeasibleError
 from twinedge.policies.base import PlacementPolicy
+from twinedge.policies.placement.assign import assign_rounds, shift_improve, widen
 from twinedge.policies.placement.base import (
     PlacementProblem,
     PlacementResult,
@@ -144,7 +145,7 @@ def _best_moves(
     exclude: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each twin, the cheapest host (not ``exclude``) with room, and that latency."""
-    lat = problem.latency_ms[twins]
+    lat = problem.rows(twins)
     fits = (problem.demand_cpu_ghz[twins, None] <= res_cpu[None, :] + _EPS) & (
         problem.demand_mem_gb[twins, None] <= res_mem[None, :] + _EPS
     )
@@ -164,7 +165,7 @@ def _eject_one(
     forbid: int = -1,
 ) -> tuple[float, int, int, int] | None:
     """Cheapest single ejection making room for twin i: (delta, host j, ejected k, k's new host)."""
-    row = problem.latency_ms[i]
+    row = problem.rows(np.array([i]))[0]
     order = np.argsort(row, kind="stable")[:max_hosts]
     ci, mi = problem.demand_cpu_ghz[i], problem.demand_mem_gb[i]
     best: tuple[float, int, int, int] | None = None
@@ -183,7 +184,7 @@ def _eject_one(
         if ks.size == 0:
             continue
         h, lat_h = _best_moves(problem, ks, res_cpu, res_mem, exclude=j)
-        delta = row[j] + lat_h - problem.latency_ms[ks, j]
+        delta = row[j] + lat_h - problem.latency_of(ks, np.full(ks.size, j))
         a = int(np.argmin(delta))
         if np.isfinite(delta[a]) and (best is None or delta[a] < best[0]):
             best = (float(delta[a]), j, int(ks[a]), int(h[a]))
@@ -226,7 +227,7 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
             move(i, j)
             continue
         # chain of two: eject k from j (i takes its place), then place k by one ejection
-        row = problem.latency_ms[i]
+        row = problem.rows(np.array([i]))[0]
         placed = False
         for j in map(int, np.argsort(row, kind="stable")[: min(max_hosts, 10)]):
             if not np.isfinite(row[j]):
@@ -349,15 +350,27 @@ def local_search(
 
 
 class GreedyPlacement(PlacementPolicy):
-    """Regret greedy (Martello–Toth MTHG) with candidate lists and an ejection repair.
+    """Regret greedy (Martello–Toth MTHG) over candidate lists, with an ejection repair.
+
+    Works on the problem's candidate lists (:meth:`PlacementProblem.lists`): a sparse
+    problem's own candidates (the network view's: the k nearest hosts, the tiers above
+    and, in a re-placement, the current host), a dense problem's ``k_candidates``
+    nearest hosts. The greedy runs in vectorised rounds
+    (:func:`~twinedge.policies.placement.assign.assign_rounds`): every round each
+    unplaced twin's regret (latency of its second-best candidate with room minus its
+    best) is refreshed and every host takes the twins with the largest regret that fit.
+    A twin left with no candidate with room is priced over every host (its row only) and
+    placed in a second pass, so the lists never make an instance infeasible that the
+    full problem is not; what they can change is the objective, when a host outside a
+    twin's list would be cheaper than the one it got (see docs/placement.md).
 
     Parameters:
-        k_candidates: hosts per twin scanned before widening to all allowed hosts
-            (default 10). Smaller is faster; the answer is the same unless many
-            twins run out of room in their list.
+        k_candidates: for a dense problem, hosts per twin scanned before widening to all
+            allowed hosts (default 10). Smaller is faster; the answer is the same unless
+            many twins run out of room in their list. A sparse problem uses its own lists.
         repair: run the ejection repair on twins the greedy could not place
             (default True).
-        improve: finish with MTHG's improvement phase — shift each twin to a cheaper
+        improve: finish with MTHG's improvement phase — shift twins to a cheaper
             candidate host with room while that helps (default True).
         utilisation_cap: load-aware objective: fill every host's CPU to at most this
             fraction and charge service time at the queueing factor ``1 / (1 - cap)``
@@ -396,18 +409,28 @@ class GreedyPlacement(PlacementPolicy):
         if self.utilisation_cap is not None:
             problem = problem.with_utilisation_cap(self.utilisation_cap)
         check_totals(problem)
-        hosts = regret_greedy(problem, self.k_candidates)
+        cpu, mem = problem.demand_cpu_ghz, problem.demand_mem_gb
+        res_cpu = problem.capacity_cpu_ghz.copy()
+        res_mem = problem.capacity_mem_gb.copy()
+        cand, lat = problem.lists(self.k_candidates)
+        hosts = assign_rounds(cand, lat, cpu, mem, res_cpu, res_mem)
+        left = np.flatnonzero(hosts < 0)
+        widened = int(left.size)
+        if left.size and cand.shape[1] < problem.n_hosts:
+            widen(problem, left, hosts, cpu, mem, res_cpu, res_mem)
         unplaced = int((hosts < 0).sum())
         if unplaced and self.repair:
             hosts = repair(problem, hosts)
         raise_unplaced(problem, hosts, "greedy")
+        moved = 0
         if self.improve:
-            cand, _ = candidate_hosts(problem.latency_ms, self.k_candidates)
-            hosts = local_search(problem, hosts, cand, time.perf_counter() + 60.0, swap_k=0)
+            res_cpu, res_mem = residual_capacity(problem, hosts)
+            cur = problem.latency_of(np.arange(problem.n_twins), hosts)
+            moved = shift_improve(cand, lat, hosts, cur, cpu, mem, res_cpu, res_mem)
         return PlacementResult(
             status="feasible",
             hosts=hosts,
             objective_ms=problem.objective_ms(hosts),
-            info={"unplaced_before_repair": unplaced}
+            info={"unplaced_before_repair": unplaced, "widened": widened, "shifted": moved}
             | ({} if self.utilisation_cap is None else {"utilisation_cap": self.utilisation_cap}),
         )
