@@ -47,7 +47,7 @@ def assign_rounds(
     *,
     key: np.ndarray | None = None,
     max_rounds: int = 64,
-    tail: int = 2048,
+    tail: int = 256,
 ) -> np.ndarray:
     """Give every twin (row) the cheapest host of its list that still has room.
 
@@ -75,28 +75,38 @@ def assign_rounds(
     out = np.full(r, -1, dtype=np.int64)
     todo = np.arange(r)
     m = res_cpu.size
+    # candidates along axis 0: every operation below runs along the twins, not along
+    # a short row (NumPy is several times faster so); a transposed F-ordered input
+    # (the network view's) costs no copy
+    cand_t = np.ascontiguousarray(cand.T)
+    lat_t = np.ascontiguousarray(lat.T)
     for _ in range(max_rounds):
         if todo.size == 0:
             return out
-        cc = cand[todo]
+        cc = cand_t[:, todo]
         ci, mi = cpu[todo], mem[todo]
-        fits = (ci[:, None] <= res_cpu[cc] + _EPS) & (mi[:, None] <= res_mem[cc] + _EPS)
-        masked = np.where(fits, lat[todo], np.inf)
-        rows = np.arange(todo.size)
-        first = masked.argmin(axis=1)
-        best = masked[rows, first]
+        fits = res_cpu[cc]
+        fits += _EPS
+        ok = ci[None, :] <= fits
+        fits = res_mem[cc]
+        fits += _EPS
+        ok &= mi[None, :] <= fits
+        masked = lat_t[:, todo]
+        masked[~ok] = np.inf
+        cols = np.arange(todo.size)
+        first = masked.argmin(axis=0)
+        best = masked[first, cols]
         alive = best < np.inf
         if not alive.all():
-            todo, cc, ci, mi, masked, first, best = (
-                x[alive] for x in (todo, cc, ci, mi, masked, first, best)
-            )
+            todo, ci, mi, first, best = (x[alive] for x in (todo, ci, mi, first, best))
+            cc, masked = cc[:, alive], masked[:, alive]
             if todo.size == 0:
                 return out
-            rows = np.arange(todo.size)
-        host = cc[rows, first]
+            cols = np.arange(todo.size)
+        host = cc[first, cols]
         if key is None:
-            masked[rows, first] = np.inf
-            regret = masked.min(axis=1) - best  # inf without a second choice
+            masked[first, cols] = np.inf
+            regret = masked.min(axis=0) - best  # inf without a second choice
             by_best = np.argsort(best, kind="stable")
             order = by_best[np.argsort(-regret[by_best], kind="stable")]
         else:
