@@ -31,10 +31,29 @@ refreshed every round, so the twins with the least choice still go first.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 _EPS = 1e-9
+
+
+Widen = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``widen(twins, res_cpu, res_mem) -> (hosts, latency)``: longer lists, ``(len(twins), w)``,
+for twins whose list has no room left (see :func:`fitting_lists`)."""
+
+
+class _Pool:
+    """Twins sharing one list width: lists along axis 0 (NumPy runs every operation
+    along the twins, not along a short row, several times faster), the twins' global
+    indices, and the local rows still unplaced."""
+
+    def __init__(self, cand: np.ndarray, lat: np.ndarray, twins: np.ndarray) -> None:
+        self.cand_t = np.ascontiguousarray(cand.T)
+        self.lat_t = np.ascontiguousarray(lat.T)
+        self.twins = twins
+        self.todo = np.arange(twins.size)
 
 
 def assign_rounds(
@@ -46,6 +65,7 @@ def assign_rounds(
     res_mem: np.ndarray,
     *,
     key: np.ndarray | None = None,
+    widen: Widen | None = None,
     max_rounds: int = 64,
     tail: int = 256,
 ) -> np.ndarray:
@@ -58,11 +78,14 @@ def assign_rounds(
         res_cpu, res_mem: ``(H,)`` room left on every host; updated in place.
         key: ``(r,)`` fixed priority, smallest first (``nearest``: the latency of the
             twin's best candidate); ``None``: the regret order, refreshed every round.
+        widen: called once for the twins whose list has no host with room left; they
+            go on, in the same rounds, with the lists it returns. ``None``: they stay
+            unplaced.
         max_rounds: rounds before the rest is finished one twin at a time.
         tail: finish one twin at a time once at most this many are left.
 
     Returns:
-        ``(r,)`` host of each twin, ``-1`` where no candidate has room.
+        ``(r,)`` host of each twin, ``-1`` where no host of its list(s) has room.
 
     Examples:
         >>> cand = np.array([[0, 1], [0, 1], [0, 1]])
@@ -73,58 +96,84 @@ def assign_rounds(
     """
     r = cand.shape[0]
     out = np.full(r, -1, dtype=np.int64)
-    todo = np.arange(r)
     m = res_cpu.size
-    # candidates along axis 0: every operation below runs along the twins, not along
-    # a short row (NumPy is several times faster so); a transposed F-ordered input
-    # (the network view's) costs no copy
-    cand_t = np.ascontiguousarray(cand.T)
-    lat_t = np.ascontiguousarray(lat.T)
+    pools = [_Pool(cand, lat, np.arange(r))]
     for _ in range(max_rounds):
-        if todo.size == 0:
-            return out
-        cc = cand_t[:, todo]
-        ci, mi = cpu[todo], mem[todo]
-        fits = res_cpu[cc]
-        fits += _EPS
-        ok = ci[None, :] <= fits
-        fits = res_mem[cc]
-        fits += _EPS
-        ok &= mi[None, :] <= fits
-        masked = lat_t[:, todo]
-        masked[~ok] = np.inf
-        cols = np.arange(todo.size)
-        first = masked.argmin(axis=0)
-        best = masked[first, cols]
-        alive = best < np.inf
-        if not alive.all():
-            todo, ci, mi, first, best = (x[alive] for x in (todo, ci, mi, first, best))
-            cc, masked = cc[:, alive], masked[:, alive]
+        asks = []  # per pool: (pool, local rows, host, best, regret)
+        dead = []
+        for pool in pools:
+            todo = pool.todo
             if todo.size == 0:
-                return out
+                continue
+            cc = pool.cand_t[:, todo]
+            g = pool.twins[todo]
+            ci, mi = cpu[g], mem[g]
+            room = res_cpu[cc]
+            room += _EPS
+            ok = ci[None, :] <= room
+            room = res_mem[cc]
+            room += _EPS
+            ok &= mi[None, :] <= room
+            masked = pool.lat_t[:, todo]
+            masked[~ok] = np.inf
             cols = np.arange(todo.size)
-        host = cc[first, cols]
+            first = masked.argmin(axis=0)
+            best = masked[first, cols]
+            alive = best < np.inf
+            if not alive.all():
+                if pool is pools[0]:  # a widened list holds every host with room: no more
+                    dead.append(g[~alive])
+                todo, cc, masked, first, best = (
+                    todo[alive],
+                    cc[:, alive],
+                    masked[:, alive],
+                    first[alive],
+                    best[alive],
+                )
+                pool.todo = todo
+                cols = np.arange(todo.size)
+            if todo.size == 0:
+                continue
+            host = cc[first, cols]
+            if key is None:
+                masked[first, cols] = np.inf
+                regret = masked.min(axis=0) - best  # inf without a second choice
+            else:
+                regret = np.zeros(todo.size)
+            asks.append((pool, todo, host, best, regret))
+        if dead and widen is not None:  # each twin is widened once
+            lost = np.concatenate(dead)
+            wc, wl = widen(lost, res_cpu, res_mem)
+            pools.append(_Pool(wc, wl, lost))
+            continue  # they ask from the next round on, with the others still unplaced
+        if not asks:
+            return out
+        g = np.concatenate([a[0].twins[a[1]] for a in asks])
+        host = np.concatenate([a[2] for a in asks])
+        best = np.concatenate([a[3] for a in asks])
+        regret = np.concatenate([a[4] for a in asks])
         if key is None:
-            masked[first, cols] = np.inf
-            regret = masked.min(axis=0) - best  # inf without a second choice
-            by_best = np.argsort(best, kind="stable")
+            by_best = np.lexsort((g, best))
             order = by_best[np.argsort(-regret[by_best], kind="stable")]
         else:
-            order = np.argsort(key[todo], kind="stable")
-        if todo.size <= tail:
-            _one_by_one(todo[order], cand, lat, cpu, mem, res_cpu, res_mem, out)
+            order = np.lexsort((g, key[g]))
+        if g.size <= tail:
+            _one_by_one(g[order], pools, cpu, mem, res_cpu, res_mem, out)
             return out
         grouped = order[np.argsort(host[order], kind="stable")]
-        acc = grouped[_fitting_prefix(host[grouped], ci[grouped], mi[grouped], res_cpu, res_mem)]
-        out[todo[acc]] = host[acc]
-        res_cpu -= np.bincount(host[acc], weights=ci[acc], minlength=m)
-        res_mem -= np.bincount(host[acc], weights=mi[acc], minlength=m)
-        keep = np.ones(todo.size, dtype=bool)
-        keep[acc] = False
-        todo = todo[keep]
-    if todo.size:
-        order = todo if key is None else todo[np.argsort(key[todo], kind="stable")]
-        _one_by_one(order, cand, lat, cpu, mem, res_cpu, res_mem, out)
+        hg = host[grouped]
+        acc = grouped[_fitting_prefix(hg, cpu[g[grouped]], mem[g[grouped]], res_cpu, res_mem)]
+        out[g[acc]] = host[acc]
+        res_cpu -= np.bincount(host[acc], weights=cpu[g[acc]], minlength=m)
+        res_mem -= np.bincount(host[acc], weights=mem[g[acc]], minlength=m)
+        placed = np.zeros(r, dtype=bool)
+        placed[g[acc]] = True
+        for pool in pools:
+            pool.todo = pool.todo[~placed[pool.twins[pool.todo]]]
+    left = np.concatenate([pool.twins[pool.todo] for pool in pools])
+    if left.size:
+        order = np.argsort(left, kind="stable") if key is None else np.lexsort((left, key[left]))
+        _one_by_one(left[order], pools, cpu, mem, res_cpu, res_mem, out)
     return out
 
 
@@ -146,26 +195,35 @@ def _fitting_prefix(
 
 def _one_by_one(
     twins: np.ndarray,
-    cand: np.ndarray,
-    lat: np.ndarray,
+    pools: list[_Pool],
     cpu: np.ndarray,
     mem: np.ndarray,
     res_cpu: np.ndarray,
     res_mem: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Sequential first fit of ``twins`` in the given order, each over its list by
-    increasing latency (the short tail)."""
+    """Sequential first fit of ``twins`` in the given order (the short tail), each over
+    its list(s) by increasing latency: a widened twin's own list, then its wider one."""
     inf = math.inf
     rc, rm = res_cpu.tolist(), res_mem.tolist()
-    order = np.argsort(lat[twins], axis=1, kind="stable")
-    hs = np.take_along_axis(cand[twins], order, axis=1).tolist()
-    ls = np.take_along_axis(lat[twins], order, axis=1).tolist()
-    for i, row_h, row_l in zip(twins.tolist(), hs, ls, strict=True):
+    lists: dict[int, list[tuple[float, int]]] = {}
+    want = np.zeros(out.size, dtype=bool)
+    want[twins] = True
+    for pool in pools:
+        rows = np.flatnonzero(want[pool.twins])
+        if rows.size == 0:
+            continue
+        hs = pool.cand_t[:, rows].T.tolist()
+        ls = pool.lat_t[:, rows].T.tolist()
+        for t, row_h, row_l in zip(pool.twins[rows].tolist(), hs, ls, strict=True):
+            lists.setdefault(t, []).extend(
+                sorted(zip(row_l, row_h, strict=True), key=lambda pair: pair[0])
+            )
+    for i in twins.tolist():
         ci, mi = float(cpu[i]), float(mem[i])
-        for j, lj in zip(row_h, row_l, strict=True):
+        for lj, j in lists.get(i, ()):
             if lj == inf:
-                break
+                continue
             if ci <= rc[j] + _EPS and mi <= rm[j] + _EPS:
                 out[i] = j
                 rc[j] -= ci
@@ -175,34 +233,22 @@ def _one_by_one(
     res_mem[:] = rm
 
 
-def widen(
-    problem,
-    twins: np.ndarray,
-    hosts: np.ndarray,
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    res_cpu: np.ndarray,
-    res_mem: np.ndarray,
-    *,
-    key: np.ndarray | None = None,
-    width: int = 16,
-) -> None:
-    """Place ``twins`` (which found no room in their lists) over every host, in stages:
-    price each twin's whole row (:meth:`PlacementProblem.rows`, in chunks, no dense
-    matrix), keep the ``width`` cheapest hosts that have room for it now, run
-    :func:`assign_rounds` on those lists, and repeat for the twins still unplaced until a
-    stage places none. Room only shrinks, so a host without room for a twin now never
-    has it later. ``hosts``, ``res_cpu`` and ``res_mem`` are updated in place; twins
-    that fit nowhere stay ``-1``."""
-    left = np.asarray(twins, dtype=np.int64)
+def fitting_lists(problem: Any, width: int = 16) -> Widen:
+    """A :data:`Widen` over ``problem``'s whole rows (:meth:`PlacementProblem.rows`, in
+    chunks, no dense matrix): for each twin the ``width`` cheapest hosts that have room
+    for it now. Room only shrinks, so a host without room for a twin now never has it."""
     m = problem.n_hosts
     w = min(width, m)
     step = max(1, 2_000_000 // max(m, 1))
-    while left.size:
-        cand = np.empty((left.size, w), dtype=np.int64)
-        lat = np.empty((left.size, w))
-        for a in range(0, left.size, step):
-            t = left[a : a + step]
+    cpu, mem = problem.demand_cpu_ghz, problem.demand_mem_gb
+
+    def widen(
+        twins: np.ndarray, res_cpu: np.ndarray, res_mem: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        cand = np.empty((twins.size, w), dtype=np.int64)
+        lat = np.empty((twins.size, w))
+        for a in range(0, twins.size, step):
+            t = twins[a : a + step]
             row = problem.rows(t)
             fits = (cpu[t, None] <= res_cpu[None, :] + _EPS) & (
                 mem[t, None] <= res_mem[None, :] + _EPS
@@ -214,20 +260,9 @@ def widen(
                 part = np.broadcast_to(np.arange(m), row.shape)
             cand[a : a + step] = part
             lat[a : a + step] = np.take_along_axis(row, part, axis=1)
-        sub = assign_rounds(
-            cand,
-            lat,
-            cpu[left],
-            mem[left],
-            res_cpu,
-            res_mem,
-            key=None if key is None else key[left],
-        )
-        placed = sub >= 0
-        if not placed.any():
-            return
-        hosts[left[placed]] = sub[placed]
-        left = left[~placed]
+        return cand, lat
+
+    return widen
 
 
 def shift_improve(

@@ -79,6 +79,14 @@ class PlacementProblem:
     demand_mem_gb: np.ndarray
     capacity_cpu_ghz: np.ndarray
     capacity_mem_gb: np.ndarray
+    _n: int
+    _m: int
+    _lat: Any  # np.ndarray | None: the dense matrix, given or computed
+    _svc: Any
+    _cand: Any  # np.ndarray | None: the candidate lists, given or (dense) all hosts
+    _clat: Any
+    _csvc: Any
+    _pair: PairCosts | None
 
     def __init__(
         self,
@@ -166,7 +174,7 @@ class PlacementProblem:
                     problems.append("service_ms: service times must be >= 0")
             if candidates is not None or candidate_latency_ms is not None:
                 problems.append("candidates: give either latency_ms or candidates, not both")
-            cand = clat = csvc = None
+            cand, clat, csvc = None, None, None
         arrays = {}
         for name, value, size in (
             ("demand_cpu_ghz", demand_cpu_ghz, n),
@@ -412,7 +420,7 @@ class PlacementProblem:
         """``(n_twins,)`` whether each twin has at least one allowed host (only the twins
         without an allowed candidate are priced over every host)."""
         if not self.sparse:
-            return self.allowed.any(axis=1)
+            return np.asarray(self.allowed.any(axis=1))
         ok = np.isfinite(self._clat).any(axis=1)
         if self._pair is not None and not ok.all():
             bad = np.flatnonzero(~ok)

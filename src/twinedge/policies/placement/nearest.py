@@ -20,7 +20,7 @@ import numpy as np
 
 from twinedge.errors import InfeasibleError
 from twinedge.policies.base import PlacementPolicy
-from twinedge.policies.placement.assign import assign_rounds, widen
+from twinedge.policies.placement.assign import assign_rounds, fitting_lists
 from twinedge.policies.placement.base import PlacementProblem, PlacementResult, check_totals
 
 _LIST_K = 8
@@ -49,15 +49,15 @@ class NearestPlacement(PlacementPolicy):
         res_mem = problem.capacity_mem_gb.copy()
         cand, lat = problem.lists(_LIST_K)
         key = lat.min(axis=1) if lat.shape[1] else np.full(n, np.inf)
-        hosts = assign_rounds(cand, lat, cpu, mem, res_cpu, res_mem, key=key)
-        left = np.flatnonzero(hosts < 0)
-        if left.size and cand.shape[1] < problem.n_hosts:
-            if not np.isfinite(key[left]).all():  # no allowed candidate: the best of its row
+        wide = None
+        if cand.shape[1] < problem.n_hosts:
+            wide = fitting_lists(problem)
+            no_cand = np.flatnonzero(~np.isfinite(key))
+            if no_cand.size:  # no allowed candidate: its place in the order is its best host
                 key = key.copy()
-                bad = left[~np.isfinite(key[left])]
-                key[bad] = problem.rows(bad).min(axis=1)
-            widen(problem, left, hosts, cpu, mem, res_cpu, res_mem, key=key)
-            left = np.flatnonzero(hosts < 0)
+                key[no_cand] = problem.rows(no_cand).min(axis=1)
+        hosts = assign_rounds(cand, lat, cpu, mem, res_cpu, res_mem, key=key, widen=wide)
+        left = np.flatnonzero(hosts < 0)
         if left.size:
             i = int(left[np.lexsort((left, key[left]))][0])
             placed = int((hosts >= 0).sum())
