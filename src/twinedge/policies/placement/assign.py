@@ -159,7 +159,15 @@ def assign_rounds(
             order = np.lexsort((g, key[g]))
         if g.size <= tail:
             _one_by_one(g[order], pools, cpu, mem, res_cpu, res_mem, out)
-            return out
+            main = pools[0]
+            lost = main.twins[main.todo[out[main.twins[main.todo]] < 0]]
+            if widen is None or lost.size == 0:
+                return out
+            for pool in pools:  # the widened lists were tried: only the lost go on
+                pool.todo = pool.todo[:0]
+            wc, wl = widen(lost, res_cpu, res_mem)
+            pools.append(_Pool(wc, wl, lost))
+            continue
         grouped = order[np.argsort(host[order], kind="stable")]
         hg = host[grouped]
         acc = grouped[_fitting_prefix(hg, cpu[g[grouped]], mem[g[grouped]], res_cpu, res_mem)]
