@@ -49,22 +49,23 @@ def regret_greedy(
     k_candidates: int = 10,
     cost_ms: np.ndarray | None = None,
     *,
-    lists: tuple[np.ndarray, np.ndarray] | None = None,
+    candidate_lists: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Martello–Toth regret greedy; returns hosts with ``-1`` for twins it could not place.
 
     ``cost_ms`` replaces the latency as the greedy's cost when given (same shape, ``inf``
     marks a forbidden pair); the optimal policy uses this to follow LP reduced costs.
-    ``lists`` (``(hosts, latency)``, each row by increasing latency) replaces the
+    ``candidate_lists`` (``(hosts, latency)``, each row by increasing latency) replaces the
     ``k_candidates`` nearest hosts: then only the rows of the twins that run out of room
     in their list are priced (:meth:`PlacementProblem.rows`), never the whole matrix.
     """
-    lat = problem.latency_ms if cost_ms is None and lists is None else cost_ms
+    lat = problem.latency_ms if cost_ms is None and candidate_lists is None else cost_ms
     n, m = problem.n_twins, problem.n_hosts
-    if lists is None:
+    if candidate_lists is None:
+        assert lat is not None
         cand, cand_lat = candidate_hosts(lat, k_candidates)
     else:
-        cand, cand_lat = lists
+        cand, cand_lat = candidate_lists
     lists: list[list[int]] = cand.tolist()
     lists_lat: list[list[float]] = cand_lat.tolist()
     full = [cand.shape[1] >= m] * n
@@ -447,7 +448,7 @@ class GreedyPlacement(PlacementPolicy):
             order = np.argsort(lat, axis=1, kind="stable")
             one = regret_greedy(
                 problem,
-                lists=(
+                candidate_lists=(
                     np.take_along_axis(cand, order, axis=1),
                     np.take_along_axis(lat, order, axis=1),
                 ),
