@@ -17,8 +17,23 @@ and reports its gap, bound, how it was solved and when it first came within 1 % 
 final bound. ``--optimal-vs-milp`` solves 200 x 16 instances with the optimal policy and
 with plain HiGHS on the whole MILP (and CP-SAT when OR-Tools is installed), alternating
 the solvers in one run, and reports the times and their ratio.
+    python benchmarks/bench_placement.py --sizes                # re-placement vs entities
+    python benchmarks/bench_placement.py --sizes 2000,20000 --repeat 2
+    python benchmarks/bench_placement.py --setup                # 1,000,000 x 675 set-up
 
 ``--markdown`` rewrites only the ``## Placement quality and time`` section of that file.
+
+``--sizes`` times a ``greedy`` re-placement of the built-in city at each entity count
+(``entities.count``, as ``--param`` sets it; the cloud's capacity grows in proportion
+beyond 2,000 entities, since 200,000 twins do not fit in the built-in city): the twins are placed, move for 300 s, and
+the orchestrator re-places them (problem construction, solve, checks and the moves
+applied). It prints the median over ``--repeat`` re-placements per size and the
+exponent ``b`` of the least-squares fit ``time = a * entities^b`` (1 = linear).
+
+``--setup`` builds a world of 1,000,000 entities on 613 edge sites, 61 regional hubs and
+a cloud (675 hosts; every capacity scaled with the entities in the built-in city's
+proportion) and places every twin with ``nearest`` and with ``greedy``, each in its own
+process, printing the time of each phase and the process's peak resident memory.
 
 The EUA instance uses the Melbourne CBD data of the EUA dataset (816 users, 125 Optus
 sites) when ``../shared/datasets/eua`` exists next to the repository (or under
@@ -448,6 +463,124 @@ def run_optimal_modes(args: argparse.Namespace) -> int:
     return 0
 
 
+def replacement_time(entities: int, repeat: int, seed: int = 0) -> dict:
+    """Median wall time of a greedy re-placement of the built-in city at ``entities``."""
+    import time
+
+    from twinedge.engine.simulation import move_entities
+    from twinedge.engine.sweep import apply_overrides
+    from twinedge.orchestrator import NetworkState, Orchestrator
+    from twinedge.scenario import load_scenario
+    from twinedge.world import build_world
+
+    scale = entities / 2000  # the cloud grows with the entities, so every size is feasible
+    sc = apply_overrides(
+        load_scenario("city"),
+        {
+            "entities.count": entities,
+            "infrastructure.generate.cloud_cpu_ghz": 20_000.0 * max(scale, 1.0),
+            "infrastructure.generate.cloud_mem_gb": 100_000.0 * max(scale, 1.0),
+        },
+    )
+    world_rng, mob_rng, pol_rng = np.random.default_rng(seed).spawn(3)
+    world = build_world(sc, world_rng)
+    state = NetworkState.at(world, world.xy_m)
+    orch = Orchestrator(
+        "greedy", "never", step_s=1.0, placement_period_s=300.0, rng=pol_rng, horizon_steps=None
+    )
+    t0 = time.perf_counter()
+    orch.place(world, state)
+    place_s = time.perf_counter() - t0
+    times, solves, moved = [], [], []
+    for r in range(repeat):
+        for _ in range(30):  # 300 s of motion in 10 s steps
+            move_entities(world, state, 10.0, mob_rng)
+        t0 = time.perf_counter()
+        out = orch.cycle(world, state, 300 * (r + 1) - 1, replace=True)
+        times.append(time.perf_counter() - t0)
+        solves.append(orch.placements[-1]["solve_s"])
+        moved.append(out.replaced)
+    return {
+        "entities": entities,
+        "hosts": world.n_hosts,
+        "initial_placement_s": round(place_s, 4),
+        "replacement_s": round(float(np.median(times)), 4),
+        "replacement_solve_s": round(float(np.median(solves)), 4),
+        "replacement_s_all": [round(t, 4) for t in times],
+        "twins_moved": moved,
+    }
+
+
+def fit_exponent(xs: list[float], ys: list[float]) -> float | None:
+    """``b`` of the least-squares fit ``log y = log a + b log x``."""
+    if len(xs) < 2:
+        return None
+    b, _ = np.polyfit(np.log(xs), np.log(ys), 1)
+    return round(float(b), 3)
+
+
+def setup_scenario(entities: int, edges: int = 613):
+    """The ``--setup`` world: the built-in city's density and capacity per entity."""
+    from twinedge.scenario import parse_scenario
+
+    regions = edges // 10
+    per_site = (entities / edges) / (2000 / 60)  # the city: 2,000 entities, 60 sites
+    per_region = (entities / regions) / (2000 / 6)
+    side = float(np.sqrt(edges / 60) * 4000)
+    return parse_scenario(
+        {
+            "version": 1,
+            "name": f"setup-{entities}x{edges}",
+            "infrastructure": {
+                "generate": {
+                    "area_m": [side, side],
+                    "edge_sites": edges,
+                    "regions": regions,
+                    "edge_cpu_ghz": [16.0 * per_site, 48.0 * per_site],
+                    "edge_mem_gb": [32.0 * per_site, 96.0 * per_site],
+                    "region_cpu_ghz": 256.0 * per_region,
+                    "region_mem_gb": 1024.0 * per_region,
+                    "cloud_cpu_ghz": 20_000.0 * entities / 2000,
+                    "cloud_mem_gb": 100_000.0 * entities / 2000,
+                }
+            },
+            "entities": [
+                {"count": entities, "mobility": {"model": "random_waypoint", "speed_mps": [1, 20]}}
+            ],
+            "run": {"steps": 10},
+        }
+    )
+
+
+def setup_one(policy: str, entities: int) -> dict:
+    """Build the ``--setup`` world and place it with ``policy`` (run in its own process)."""
+    import resource
+    import time
+
+    from twinedge.orchestrator import NetworkState, Orchestrator
+    from twinedge.world import build_world
+
+    t0 = time.perf_counter()
+    world = build_world(setup_scenario(entities), np.random.default_rng(0))
+    t1 = time.perf_counter()
+    state = NetworkState.at(world, world.xy_m)
+    t2 = time.perf_counter()
+    orch = Orchestrator(policy, "never", step_s=1.0, rng=np.random.default_rng(1))
+    result = orch.place(world, state)
+    t3 = time.perf_counter()
+    return {
+        "policy": policy,
+        "entities": entities,
+        "hosts": world.n_hosts,
+        "build_world_s": round(t1 - t0, 3),
+        "attach_s": round(t2 - t1, 3),
+        "initial_placement_s": round(t3 - t2, 3),
+        "setup_s": round(t3 - t0, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "objective_ms": round(result.objective_ms, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the small random instances")
@@ -465,9 +598,66 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--vs-seeds", default="1,3", help="instance seeds for --optimal-vs-milp")
     ap.add_argument("--repeats", type=int, default=2, help="repeats for --optimal-vs-milp")
+    ap.add_argument(
+        "--sizes",
+        nargs="?",
+        const="2000,20000,200000",
+        help="time greedy re-placements of the built-in city at these entity counts",
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="re-placements per size (--sizes)")
+    ap.add_argument(
+        "--setup", nargs="?", const=1_000_000, type=int, help="the 1,000,000 x 675 set-up"
+    )
+    ap.add_argument("--setup-one", nargs=2, metavar=("POLICY", "ENTITIES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.optimal_scale or args.optimal_vs_milp:
         return run_optimal_modes(args)
+    if args.setup_one:
+        print(json.dumps(setup_one(args.setup_one[0], int(args.setup_one[1]))))
+        return 0
+    if args.setup:
+        import subprocess
+
+        runs = []
+        for policy in ("nearest", "greedy"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--setup-one", policy, str(args.setup)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs.append(json.loads(out.stdout))
+            print(f"done {policy}", file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {"benchmark": "placement_setup", "machine": machine(), "runs": runs}, indent=2
+            )
+        )
+        return 0
+    if args.sizes:
+        sizes = [int(v) for v in args.sizes.split(",")]
+        rows = []
+        for n in sizes:
+            rows.append(replacement_time(n, args.repeat))
+            print(f"done {n}", file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "placement_sizes",
+                    "machine": machine(),
+                    "policy": "greedy",
+                    "sizes": rows,
+                    "exponent_replacement": fit_exponent(
+                        [r["entities"] for r in rows], [r["replacement_s"] for r in rows]
+                    ),
+                    "exponent_solve": fit_exponent(
+                        [r["entities"] for r in rows], [r["replacement_solve_s"] for r in rows]
+                    ),
+                },
+                indent=2,
+            )
+        )
+        return 0
     cases = [("random-50x8", lambda: random_case(50, 8, 0))]
     cases += [(f"random-200x16-s{s}", lambda s=s: random_case(200, 16, s)) for s in (1, 2)]
     if not args.quick:
@@ -475,12 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(("eua-melbcbd", lambda: eua_instance(np.random.default_rng(0))))
     report = {
         "benchmark": "placement",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        "machine": machine(),
         "time_limit_s": args.time_limit_s,
         "instances": [],
     }

@@ -356,7 +356,7 @@ def check_assignment(
     if new_host.min() < 0 or new_host.max() >= m:
         raise PolicyError(f"{kind} policy {name} returned a host index out of range [0, {m})")
     idx = np.arange(n) if moved is None else moved
-    if not world.allowed(idx)[np.arange(idx.size), new_host[idx]].all():
+    if not world.group_allowed[world.entity_group[idx], new_host[idx]].all():
         raise PolicyError(f"{kind} policy {name} moved a twin to a host it may not use")
     for res, dem, cap in (
         ("cpu_ghz", world.cpu_ghz, world.host_cpu_ghz),

@@ -236,23 +236,126 @@ class NetworkView:
         including the moves it causes, so a re-placement does not reshuffle twins for
         sub-millisecond gains.
 
-        ``service_ms`` holds the idle service times, for policies with a load-aware
-        objective (:meth:`PlacementProblem.with_utilisation_cap`).
+        The problem is sparse (see :class:`PlacementProblem`): every twin's candidates
+        are its access point's (:attr:`ap_candidates`: the k nearest hosts and the
+        nearest of every tier above) and, for a re-placement, its current host (a
+        twin whose current host is among them gets its access point's next nearest host
+        instead, so every row has distinct hosts). Any other pair is priced on demand by
+        the same formula, and the dense ``latency_ms`` (``O(twins x hosts)`` memory) is
+        computed only when a policy reads it. ``candidate_service_ms`` holds the idle
+        service times, for policies with a load-aware objective
+        (:meth:`PlacementProblem.with_utilisation_cap`).
         """
         w, s = self.world, self.state
-        lat = w.ap_host_ms[s.ap] + s.uplink_ms[:, None]
-        svc = models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[None, :])
+        n = w.n_entities
+        pair = _pair_costs(w, s, self.amortise_steps)
+        apc = np.asarray(self.ap_candidates, dtype=np.int64)
+        # the access points' candidate columns, priced per access point and gathered by
+        # row (the same operations as ``pair``, so the same values bit for bit)
+        cand = apc[s.ap]
+        lat = w.ap_host_ms[np.arange(apc.shape[0])[:, None], apc][s.ap]
+        lat += s.uplink_ms[:, None]
+        # models.service_ms, in place: 1000 * work / max(cpu, 1e-12)
+        svc = np.maximum(w.host_cpu_ghz, 1e-12)[cand]
+        np.divide((1000.0 * np.asarray(w.work_gcycles, dtype=float))[:, None], svc, out=svc)
         lat += svc
         if self.amortise_steps:
+            src = s.host[:, None]
             down_s = models.migration_downtime_s(
-                w.state_bytes[:, None], w.host_host_mbps[s.host], w.host_host_ms[s.host]
+                w.state_bytes[:, None], w.host_host_mbps[src, cand], w.host_host_ms[src, cand]
             )
-            down_s[np.arange(w.n_entities), s.host] = 0.0
-            lat += 1000.0 * down_s / self.amortise_steps
-        lat[~w.allowed()] = np.inf
+            down_s[cand == src] = 0.0
+            down_s *= 1000.0
+            down_s /= self.amortise_steps
+            lat += down_s
+            del down_s
+        ok = w.group_allowed[:, apc][w.entity_group, s.ap]
+        if not ok.all():
+            lat[~ok] = np.inf
+        del ok
+        if self.amortise_steps and apc.shape[1] < w.n_hosts and n:
+            spare = _spare_hosts(w, apc)[s.ap]
+            here = (cand == s.host[:, None]).any(axis=1)
+            extra = np.where(here, spare, s.host)[:, None]
+            e_lat, e_svc = pair(np.arange(n)[:, None], extra)
+            cand = np.concatenate([cand, extra], axis=1)
+            lat = np.concatenate([lat, e_lat], axis=1)
+            svc = np.concatenate([svc, e_svc], axis=1)
         return PlacementProblem(
-            lat, w.cpu_ghz, w.mem_gb, w.host_cpu_ghz, w.host_mem_gb, service_ms=svc
+            None,
+            w.cpu_ghz,
+            w.mem_gb,
+            w.host_cpu_ghz,
+            w.host_mem_gb,
+            candidates=cand,
+            candidate_latency_ms=lat,
+            candidate_service_ms=svc,
+            pair_costs=pair,
         )
+
+
+def _pair_costs(world: World, state: NetworkState, amortise_steps: int | None):
+    """The placement problem's pair pricing (:data:`PairCosts`) for ``state`` as it is
+    now: the per-twin arrays it needs are copied, so a later step does not change it.
+    The operations are those of the dense matrix the problem used to build, in the same
+    order, so a pair costs bit for bit what its matrix entry did. Whole rows (``hosts``
+    the ``(1, H)`` range) are gathered row by row, which is several times faster."""
+    w = world
+    ap = np.array(state.ap, dtype=np.int64)
+    up = np.array(state.uplink_ms, dtype=float)
+    frm = np.array(state.host, dtype=np.int64) if amortise_steps else None
+    every = np.arange(w.n_hosts)
+
+    def rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lat = w.ap_host_ms[ap[t]] + up[t][:, None]
+        svc = models.service_ms(w.work_gcycles[t][:, None], w.host_cpu_ghz[None, :])
+        lat = lat + svc
+        if frm is not None and amortise_steps:
+            src = frm[t]
+            down_s = models.migration_downtime_s(
+                w.state_bytes[t][:, None], w.host_host_mbps[src], w.host_host_ms[src]
+            )
+            down_s = np.where(every[None, :] == src[:, None], 0.0, down_s)
+            lat = lat + 1000.0 * down_s / amortise_steps
+        lat = np.where(w.group_allowed[w.entity_group[t]], lat, np.inf)
+        return lat, np.broadcast_to(svc, lat.shape)
+
+    def pair_costs(twins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        twins, hosts = np.asarray(twins), np.asarray(hosts)
+        if (
+            twins.ndim == 2
+            and twins.shape[1] == 1
+            and hosts.shape == (1, every.size)
+            and np.array_equal(hosts[0], every)
+        ):
+            return rows(twins[:, 0])
+        lat = w.ap_host_ms[ap[twins], hosts] + up[twins]
+        svc = models.service_ms(w.work_gcycles[twins], w.host_cpu_ghz[hosts])
+        lat = lat + svc
+        if frm is not None and amortise_steps:
+            src = frm[twins]
+            down_s = models.migration_downtime_s(
+                w.state_bytes[twins], w.host_host_mbps[src, hosts], w.host_host_ms[src, hosts]
+            )
+            down_s = np.where(hosts == src, 0.0, down_s)
+            lat = lat + 1000.0 * down_s / amortise_steps
+        lat = np.where(w.group_allowed[w.entity_group[twins], hosts], lat, np.inf)
+        return lat, np.broadcast_to(svc, lat.shape)
+
+    return pair_costs
+
+
+def _spare_hosts(world: World, ap_candidates: np.ndarray) -> np.ndarray:
+    """For every access point, its nearest host (lowest backbone latency) that is not
+    among its candidates, ``(A,)``; ``-1`` where the candidates hold every host."""
+    a, h = world.ap_host_ms.shape
+    order = np.argsort(world.ap_host_ms, axis=1, kind="stable")
+    chosen = np.zeros((a, h), dtype=bool)
+    if ap_candidates.size:
+        chosen[np.arange(a)[:, None], ap_candidates] = True
+    free = ~np.take_along_axis(chosen, order, axis=1)
+    first = free.argmax(axis=1)
+    return np.where(free.any(axis=1), order[np.arange(a), first], -1)
 
 
 def nearest_hosts(world: World, k: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Capacity-aware regret greedy for twin placement, with an ejection repair pass.
+"""Capacity-aware regret greedy for twin placement, with an ejection repair.
 
 Reference: S. Martello and P. Toth, "An algorithm for the generalized assignment
 problem", Operational Research '81 (1981), and *Knapsack Problems* (Wiley, 1990),
@@ -6,18 +6,18 @@ section 7.4 — the "regret" heuristic MTHG: repeatedly place the twin that woul
 the most if it did not get its best host (regret = cost of its second-best host that
 still has room minus cost of its best), on that best host.
 
-Implementation notes (why it is fast):
+:class:`GreedyPlacement` (the ``greedy`` policy) runs MTHG over the problem's candidate
+lists in vectorised rounds (:mod:`twinedge.policies.placement.assign`): the regret is
+refreshed every round and every host takes the askers with the largest regret that fit,
+so a placement costs ``O(twins x candidates)`` per round, a handful of rounds, whatever
+the number of hosts. It never reads the dense matrix of a sparse problem: a twin left
+with no candidate with room is priced over every host, its row only.
 
-* Every twin scans a list of its ``k_candidates`` nearest hosts; the list is widened
-  to all allowed hosts only for the few twins that run out of room in it.
-* Capacities only shrink, so a host that cannot take a twin never can again: each twin
-  keeps a pointer past the hosts that no longer fit it.
-* A twin's regret only changes when its best or second-best host can no longer take
-  it. Each host keeps two max-heaps (by CPU and by memory demand) of the twins that
-  watch it; when the host fills, exactly the twins that no longer fit are popped and
-  re-scored. Everything else stays valid, so the heap order is exact, not stale.
-* Twins that fit nowhere at the end go through :func:`repair`, which ejects one (or,
-  failing that, a chain of two) placed twins to make room.
+:func:`regret_greedy` is MTHG one twin at a time over a dense matrix (a heap of regrets;
+each host keeps heaps of the twins that watch it, so when it fills exactly the twins
+that no longer fit are re-scored). The optimal policy uses it, with LP reduced costs as
+the cost, for one of its incumbents. :func:`repair` places twins that fit nowhere by
+ejecting one (or a chain of two) placed twins; it reads only the rows it needs.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from twinedge.errors import InfeasibleError
 from twinedge.policies.base import PlacementPolicy
+from twinedge.policies.placement.assign import assign_rounds, fitting_lists, shift_improve
 from twinedge.policies.placement.base import (
     PlacementProblem,
     PlacementResult,
@@ -39,19 +41,31 @@ from twinedge.policies.placement.base import (
 )
 
 _EPS = 1e-9
+_SEQUENTIAL_MAX_TWINS = 50_000
 
 
 def regret_greedy(
-    problem: PlacementProblem, k_candidates: int = 10, cost_ms: np.ndarray | None = None
+    problem: PlacementProblem,
+    k_candidates: int = 10,
+    cost_ms: np.ndarray | None = None,
+    *,
+    candidate_lists: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Martello–Toth regret greedy; returns hosts with ``-1`` for twins it could not place.
 
     ``cost_ms`` replaces the latency as the greedy's cost when given (same shape, ``inf``
     marks a forbidden pair); the optimal policy uses this to follow LP reduced costs.
+    ``candidate_lists`` (``(hosts, latency)``, each row by increasing latency) replaces the
+    ``k_candidates`` nearest hosts: then only the rows of the twins that run out of room
+    in their list are priced (:meth:`PlacementProblem.rows`), never the whole matrix.
     """
-    lat = problem.latency_ms if cost_ms is None else cost_ms
-    n, m = lat.shape
-    cand, cand_lat = candidate_hosts(lat, k_candidates)
+    lat = problem.latency_ms if cost_ms is None and candidate_lists is None else cost_ms
+    n, m = problem.n_twins, problem.n_hosts
+    if candidate_lists is None:
+        assert lat is not None
+        cand, cand_lat = candidate_hosts(lat, k_candidates)
+    else:
+        cand, cand_lat = candidate_lists
     lists: list[list[int]] = cand.tolist()
     lists_lat: list[list[float]] = cand_lat.tolist()
     full = [cand.shape[1] >= m] * n
@@ -95,7 +109,7 @@ def regret_greedy(
                 q += 1
             if full[i]:
                 return b, -1, bl, inf
-            row = lat[i]
+            row = lat[i] if lat is not None else problem.rows(np.array([i]))[0]
             order = np.argsort(row, kind="stable")
             order = order[np.isfinite(row[order])]
             lists[i] = order.tolist()
@@ -144,7 +158,7 @@ def _best_moves(
     exclude: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each twin, the cheapest host (not ``exclude``) with room, and that latency."""
-    lat = problem.latency_ms[twins]
+    lat = problem.rows(twins)
     fits = (problem.demand_cpu_ghz[twins, None] <= res_cpu[None, :] + _EPS) & (
         problem.demand_mem_gb[twins, None] <= res_mem[None, :] + _EPS
     )
@@ -162,9 +176,11 @@ def _eject_one(
     res_mem: np.ndarray,
     max_hosts: int,
     forbid: int = -1,
+    on: Callable[[int], np.ndarray] | None = None,
 ) -> tuple[float, int, int, int] | None:
-    """Cheapest single ejection making room for twin i: (delta, host j, ejected k, k's new host)."""
-    row = problem.latency_ms[i]
+    """Cheapest single ejection making room for twin i: (delta, host j, ejected k, k's new
+    host). ``on(j)``: the twins on host j, ascending (default: a scan of ``hosts``)."""
+    row = problem.rows(np.array([i]))[0]
     order = np.argsort(row, kind="stable")[:max_hosts]
     ci, mi = problem.demand_cpu_ghz[i], problem.demand_mem_gb[i]
     best: tuple[float, int, int, int] | None = None
@@ -174,7 +190,7 @@ def _eject_one(
             continue
         if ci <= res_cpu[j] + _EPS and mi <= res_mem[j] + _EPS:
             return (float(row[j]), j, -1, -1)
-        on_j = np.flatnonzero(hosts == j)
+        on_j = on(j) if on is not None else np.flatnonzero(hosts == j)
         need_c, need_m = ci - res_cpu[j], mi - res_mem[j]
         ok = (problem.demand_cpu_ghz[on_j] + _EPS >= need_c) & (
             problem.demand_mem_gb[on_j] + _EPS >= need_m
@@ -183,7 +199,7 @@ def _eject_one(
         if ks.size == 0:
             continue
         h, lat_h = _best_moves(problem, ks, res_cpu, res_mem, exclude=j)
-        delta = row[j] + lat_h - problem.latency_ms[ks, j]
+        delta = row[j] + lat_h - problem.latency_of(ks, np.full(ks.size, j))
         a = int(np.argmin(delta))
         if np.isfinite(delta[a]) and (best is None or delta[a] < best[0]):
             best = (float(delta[a]), j, int(ks[a]), int(h[a]))
@@ -207,8 +223,19 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
     )
     todo = todo[np.argsort(-size, kind="stable")]
 
+    members: dict[int, set[int]] = {}  # twins on a host, for the hosts looked at so far
+
+    def on(j: int) -> np.ndarray:
+        if j not in members:
+            members[j] = set(np.flatnonzero(hosts == j).tolist())
+        return np.array(sorted(members[j]), dtype=np.int64)
+
     def move(t: int, dst: int) -> None:
         src = hosts[t]
+        if src in members:
+            members[src].discard(t)
+        if dst in members:
+            members[dst].add(t)
         if src >= 0:
             res_cpu[src] += cpu[t]
             res_mem[src] += mem[t]
@@ -218,7 +245,7 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
             res_mem[dst] -= mem[t]
 
     for i in map(int, todo):
-        one = _eject_one(problem, i, hosts, res_cpu, res_mem, max_hosts)
+        one = _eject_one(problem, i, hosts, res_cpu, res_mem, max_hosts, on=on)
         if one is not None:
             _, j, k, h = one
             if k >= 0:
@@ -226,18 +253,18 @@ def repair(problem: PlacementProblem, hosts: np.ndarray, max_hosts: int = 50) ->
             move(i, j)
             continue
         # chain of two: eject k from j (i takes its place), then place k by one ejection
-        row = problem.latency_ms[i]
+        row = problem.rows(np.array([i]))[0]
         placed = False
         for j in map(int, np.argsort(row, kind="stable")[: min(max_hosts, 10)]):
             if not np.isfinite(row[j]):
                 break
-            on_j = np.flatnonzero(hosts == j)
+            on_j = on(j)
             need_c, need_m = cpu[i] - res_cpu[j], mem[i] - res_mem[j]
             ks = on_j[(cpu[on_j] + _EPS >= need_c) & (mem[on_j] + _EPS >= need_m)]
             for k in map(int, ks[np.argsort(cpu[ks] + mem[ks], kind="stable")][:8]):
                 move(k, -1)
                 move(i, j)
-                two = _eject_one(problem, k, hosts, res_cpu, res_mem, max_hosts, forbid=j)
+                two = _eject_one(problem, k, hosts, res_cpu, res_mem, max_hosts, forbid=j, on=on)
                 if two is not None:
                     _, j2, k2, h2 = two
                     if k2 >= 0:
@@ -349,15 +376,27 @@ def local_search(
 
 
 class GreedyPlacement(PlacementPolicy):
-    """Regret greedy (Martello–Toth MTHG) with candidate lists and an ejection repair.
+    """Regret greedy (Martello–Toth MTHG) over candidate lists, with an ejection repair.
+
+    Works on the problem's candidate lists (:meth:`PlacementProblem.lists`): a sparse
+    problem's own candidates (the network view's: the k nearest hosts, the tiers above
+    and, in a re-placement, the current host), a dense problem's ``k_candidates``
+    nearest hosts. The greedy runs in vectorised rounds
+    (:func:`~twinedge.policies.placement.assign.assign_rounds`): every round each
+    unplaced twin's regret (latency of its second-best candidate with room minus its
+    best) is refreshed and every host takes the twins with the largest regret that fit.
+    A twin left with no candidate with room is priced over every host (its row only) and
+    placed in a second pass, so the lists never make an instance infeasible that the
+    full problem is not; what they can change is the objective, when a host outside a
+    twin's list would be cheaper than the one it got (see docs/placement.md).
 
     Parameters:
-        k_candidates: hosts per twin scanned before widening to all allowed hosts
-            (default 10). Smaller is faster; the answer is the same unless many
-            twins run out of room in their list.
+        k_candidates: for a dense problem, hosts per twin scanned before widening to all
+            allowed hosts (default 10). Smaller is faster; the answer is the same unless
+            many twins run out of room in their list. A sparse problem uses its own lists.
         repair: run the ejection repair on twins the greedy could not place
             (default True).
-        improve: finish with MTHG's improvement phase — shift each twin to a cheaper
+        improve: finish with MTHG's improvement phase — shift twins to a cheaper
             candidate host with room while that helps (default True).
         utilisation_cap: load-aware objective: fill every host's CPU to at most this
             fraction and charge service time at the queueing factor ``1 / (1 - cap)``
@@ -396,18 +435,39 @@ class GreedyPlacement(PlacementPolicy):
         if self.utilisation_cap is not None:
             problem = problem.with_utilisation_cap(self.utilisation_cap)
         check_totals(problem)
-        hosts = regret_greedy(problem, self.k_candidates)
+        cpu, mem = problem.demand_cpu_ghz, problem.demand_mem_gb
+        res_cpu = problem.capacity_cpu_ghz.copy()
+        res_mem = problem.capacity_mem_gb.copy()
+        cand, lat = problem.lists(self.k_candidates)
+        wide = fitting_lists(problem) if cand.shape[1] < problem.n_hosts else None
+        hosts = assign_rounds(cand, lat, cpu, mem, res_cpu, res_mem, widen=wide)
+        if (hosts < 0).any() and problem.n_twins <= _SEQUENTIAL_MAX_TWINS:
+            # rounds settle contention in batches; where that strands twins, MTHG one
+            # twin at a time (regrets re-scored as hosts fill) usually leaves fewer to
+            # the costly repair
+            order = np.argsort(lat, axis=1, kind="stable")
+            one = regret_greedy(
+                problem,
+                candidate_lists=(
+                    np.take_along_axis(cand, order, axis=1),
+                    np.take_along_axis(lat, order, axis=1),
+                ),
+            )
+            if (one < 0).sum() < (hosts < 0).sum():
+                hosts = one
         unplaced = int((hosts < 0).sum())
         if unplaced and self.repair:
             hosts = repair(problem, hosts)
         raise_unplaced(problem, hosts, "greedy")
+        moved = 0
         if self.improve:
-            cand, _ = candidate_hosts(problem.latency_ms, self.k_candidates)
-            hosts = local_search(problem, hosts, cand, time.perf_counter() + 60.0, swap_k=0)
+            res_cpu, res_mem = residual_capacity(problem, hosts)
+            cur = problem.latency_of(np.arange(problem.n_twins), hosts)
+            moved = shift_improve(cand, lat, hosts, cur, cpu, mem, res_cpu, res_mem)
         return PlacementResult(
             status="feasible",
             hosts=hosts,
             objective_ms=problem.objective_ms(hosts),
-            info={"unplaced_before_repair": unplaced}
+            info={"unplaced_before_repair": unplaced, "shifted": moved}
             | ({} if self.utilisation_cap is None else {"utilisation_cap": self.utilisation_cap}),
         )
