@@ -26,7 +26,10 @@ def test_laplace_scales_are_sensitivity_over_epsilon():
     assert (s.noise[0].sensitivity, s.noise[0].scale) == (20.0, 10.0)  # max(|-5|, 20) / 2
     m = dp.release_mean([1, 2], lower=0, upper=10, mechanism="laplace", epsilon=1)
     # half of ε each: sum 10 / 0.5 = 20, count 1 / 0.5 = 2
-    assert [(n.part, n.scale, n.epsilon) for n in m.noise] == [("sum", 20.0, 0.5), ("count", 2.0, 0.5)]
+    assert [(n.part, n.scale, n.epsilon) for n in m.noise] == [
+        ("sum", 20.0, 0.5),
+        ("count", 2.0, 0.5),
+    ]
     h = dp.release_histogram([1, 2, 3], edges=[0, 2, 4], mechanism="laplace", epsilon=0.25)
     assert (h.noise[0].sensitivity, h.noise[0].scale, len(h.value)) == (1.0, 4.0, 2)
 
@@ -42,7 +45,9 @@ def test_gaussian_scale_matches_the_hand_computed_zcdp_calibration():
 def test_opendp_accounts_the_reported_scales_within_the_requested_budget():
     """OpenDP's own privacy map of a measurement with the reported scale."""
     lap = dp_lib.m.make_laplace(
-        dp_lib.atom_domain(T=float, nan=False), dp_lib.absolute_distance(T=float), scale=dp.laplace_scale(20.0, 2.0)
+        dp_lib.atom_domain(T=float, nan=False),
+        dp_lib.absolute_distance(T=float),
+        scale=dp.laplace_scale(20.0, 2.0),
     )
     assert lap.map(20.0) == pytest.approx(2.0, rel=1e-9)
     sigma = dp.gaussian_scale(1.0, 1.0, 1e-6)
@@ -58,7 +63,10 @@ def test_bounded_count_draws_have_the_right_mean_and_spread():
     # discrete Laplace, scale 1: mean 100, sd ≈ √2 (standard error of the mean ≈ 0.03)
     assert abs(statistics.fmean(draws) - 100) < 0.5
     assert 0.9 < statistics.pstdev(draws) < 2.0
-    g = [dp.release_count(100, mechanism="gaussian", epsilon=1.0, delta=1e-6).value for _ in range(2000)]
+    g = [
+        dp.release_count(100, mechanism="gaussian", epsilon=1.0, delta=1e-6).value
+        for _ in range(2000)
+    ]
     assert abs(statistics.fmean(g) - 100) < 1.5  # σ ≈ 5.35, standard error ≈ 0.12
     assert 4.0 < statistics.pstdev(g) < 7.0
 
@@ -73,7 +81,9 @@ def test_values_are_clamped_into_the_bounds():
 
 def test_histogram_counts_by_hand():
     assert dp.histogram_counts([0, 0.5, 1, 1.99, 2, 3, -1, 3.5], [0, 1, 2, 3]) == [2, 2, 2]
-    h = dp.release_histogram([0, 0.5, 1, 2, 3], edges=[0, 1, 2, 3], mechanism="laplace", epsilon=1e6)
+    h = dp.release_histogram(
+        [0, 0.5, 1, 2, 3], edges=[0, 1, 2, 3], mechanism="laplace", epsilon=1e6
+    )
     assert h.value == [2, 1, 2] and h.edges == (0.0, 1.0, 2.0, 3.0)
 
 
@@ -126,5 +136,5 @@ def test_sums_and_means_need_both_finite_bounds(lower, upper, pointer):
 
 @pytest.mark.parametrize("edges", [[], [1], [0, 0], [2, 1], [0, math.inf]])
 def test_bad_histogram_edges_are_refused(edges):
-    with pytest.raises(InvalidInput, match="edges|finite"):
+    with pytest.raises(InvalidInput, match=r"edges|finite"):
         dp.release_histogram([1.0], edges=edges, mechanism="laplace", epsilon=1)

@@ -23,6 +23,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -283,7 +284,9 @@ def release_mean(
     lo, hi = check_bounds(lower, upper)
     ns = _noise("sum", mechanism, max(abs(lo), abs(hi)), eps / 2, d / 2)
     nc = _noise("count", mechanism, 1.0, eps / 2, d / 2)
-    s = _noisy(_clamped_sum(values, lo, hi), integer=False, size=None, mechanism=mechanism, scale=ns.scale)
+    s = _noisy(
+        _clamped_sum(values, lo, hi), integer=False, size=None, mechanism=mechanism, scale=ns.scale
+    )
     c = _noisy(len(values), integer=True, size=None, mechanism=mechanism, scale=nc.scale)
     mean = lo if c < 1 else min(max(float(s) / int(c), lo), hi)
     return Release("mean", mean, mechanism, eps, d, (ns, nc), bounds=(lo, hi))
@@ -298,7 +301,7 @@ def check_edges(edges: Sequence[Any]) -> tuple[float, ...]:
     es = tuple(_finite(e, "edges") for e in edges)
     if not 2 <= len(es) <= 1001:
         raise InvalidInput("a histogram needs 2 to 1001 bin edges", "/edges")
-    if any(b <= a for a, b in zip(es, es[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(es)):
         raise InvalidInput("histogram edges must increase strictly", "/edges")
     return es
 

@@ -79,7 +79,9 @@ def encode(value: int | float | Decimal, digits: int) -> int:
         return value * 10**d
     with localcontext() as ctx:
         ctx.prec = _PREC
-        scaled = (Decimal(value) * (Decimal(10) ** d)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        scaled = (Decimal(value) * (Decimal(10) ** d)).quantize(
+            Decimal(1), rounding=ROUND_HALF_EVEN
+        )
     return int(scaled)
 
 

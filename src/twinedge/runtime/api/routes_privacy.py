@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from twinedge.runtime.api.common import Caller, Service, parse_model, read_json
 from twinedge.runtime.api.models import COMMON_RESPONSES, problem_responses, request_body
 
-router = APIRouter(prefix="/api/2/privacy", responses={**COMMON_RESPONSES, **problem_responses(415)})
+router = APIRouter(
+    prefix="/api/2/privacy", responses={**COMMON_RESPONSES, **problem_responses(415)}
+)
 
 
 class BudgetIn(BaseModel):

@@ -221,9 +221,7 @@ class PrivateAggregates:
             values = await self._values(p, full, field.strip("/"))
             n = len(values)
         eps_u, d_u = to_units(eps, d)
-        ok = await self.pools.read(
-            self.store.spend_privacy_budget, owner, p.domain, eps_u, d_u
-        )
+        ok = await self.pools.read(self.store.spend_privacy_budget, owner, p.domain, eps_u, d_u)
         if not ok:
             b = await self.pools.read(self.store.privacy_budget, owner, p.domain)
             rest = budget_json(b) if b else None

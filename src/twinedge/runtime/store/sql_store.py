@@ -581,9 +581,7 @@ class SqlStore:
         return [PrivacyBudget(*r) for r in rows]
 
     def privacy_budget(self, owner: str, consumer: str) -> PrivacyBudget | None:
-        rows = self._query(
-            _BUDGET_SELECT + " WHERE owner = ? AND consumer = ?", [owner, consumer]
-        )
+        rows = self._query(_BUDGET_SELECT + " WHERE owner = ? AND consumer = ?", [owner, consumer])
         return PrivacyBudget(*rows[0]) if rows else None
 
     def delete_privacy_budget(self, owner: str, consumer: str) -> bool:
