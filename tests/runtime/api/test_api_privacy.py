@@ -212,3 +212,52 @@ def test_concurrent_requests_never_overspend_and_a_restart_keeps_the_spent_budge
     # raising the budget keeps what was spent
     assert _budget(s, fleet, 1.5)["remainingEpsilon"] == 0.5
     assert json.loads(_agg(s, city, fn="count", epsilon=0.5).text)["remainingEpsilon"] == 0.0
+
+
+def test_a_secure_sum_over_http_decrypts_only_the_total(tmp_path):
+    from twinedge.privacy import paillier
+
+    s = Server(tmp_path, f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        city, fleet, port = s.key("city", "read"), s.key("fleet", "write"), s.key("port", "write")
+        other = s.key("other", "write")
+        req = paillier.Requester(key_bits=512)
+        r = httpx.post(
+            f"{s.base}/api/2/privacy/sums",
+            headers=city,
+            json={"n": str(req.n), "contributors": ["fleet", "port"], "digits": 2},
+        )
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        url = f"{s.base}/api/2/privacy/sums/{sid}"
+        # a contributor reads the key from the sum, encrypts its own value and sends it
+        n = int(httpx.get(url, headers=fleet).json()["n"])
+        pk = paillier.public_key_from_n(n)
+        share = paillier.encrypt_share(pk, 1234.56, digits=2)
+        r = httpx.put(f"{url}/share", headers=fleet, json={"ciphertext": share})
+        assert r.status_code == 200 and r.json()["received"] == ["fleet"], r.text
+        assert "total" not in r.json()  # a contributor never gets the combined ciphertext
+        assert httpx.get(url, headers=city).json()["total"] is None  # not all are in yet
+        r = httpx.put(f"{url}/share", headers=fleet, json={"ciphertext": share})
+        assert r.status_code == 409, r.text
+        for bad in ("0", str(n * n), "x", str(n)):
+            r = httpx.put(f"{url}/share", headers=port, json={"ciphertext": bad})
+            assert r.status_code == 400 and r.json()["pointer"] == "/ciphertext", r.text
+        r = httpx.put(f"{url}/share", headers=other, json={"ciphertext": share})
+        assert r.status_code == 404, r.text  # a domain taking no part sees no sum
+        r = httpx.put(
+            f"{url}/share",
+            headers=port,
+            json={"ciphertext": paillier.encrypt_share(pk, -34.5, digits=2)},
+        )
+        assert r.status_code == 200 and r.json()["complete"], r.text
+        done = httpx.get(url, headers=city).json()
+        assert str(req.decrypt_total(done["total"], digits=2)) == "1200.06"
+        r = httpx.post(
+            f"{s.base}/api/2/privacy/sums",
+            headers=city,
+            json={"n": "15", "contributors": ["fleet"]},
+        )
+        assert r.status_code == 400 and r.json()["pointer"] == "/n", r.text
+    finally:
+        s.stop()

@@ -106,3 +106,49 @@ async def private_aggregate(request: Request, p: Caller, service: Service) -> di
         upper=b.upper,
         edges=b.edges,
     )
+
+
+class SecureSumIn(BaseModel):
+    """A sum under Paillier encryption: the requester's public modulus, the contributor
+    domains, the fixed-point digits."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: str = Field(description="the public modulus, a decimal string")
+    contributors: list[str] = Field(examples=[["fleet", "port"]])
+    digits: int = Field(0, examples=[2])
+
+
+class ShareIn(BaseModel):
+    """One domain's encrypted share: a Paillier ciphertext under the sum's key."""
+
+    model_config = ConfigDict(extra="forbid")
+    ciphertext: str
+
+
+SumId = Path(description="the id the sum was opened with")
+
+
+@router.post(
+    "/sums", operation_id="openSecureSum", status_code=201, openapi_extra=request_body(SecureSumIn)
+)
+async def open_sum(request: Request, p: Caller, service: Service) -> dict[str, Any]:
+    """Open a cross-domain sum under the caller domain's Paillier public key."""
+    b = parse_model(SecureSumIn, await read_json(request))
+    return await service.secure_sums.open(p, n=b.n, contributors=b.contributors, digits=b.digits)
+
+
+@router.get("/sums/{sumId}", operation_id="getSecureSum")
+async def get_sum(p: Caller, service: Service, sumId: str = SumId) -> dict[str, Any]:
+    """Who has contributed; for the requester, the combined ciphertext once all have."""
+    return await service.secure_sums.get(p, sumId)
+
+
+@router.put(
+    "/sums/{sumId}/share", operation_id="putSecureSumShare", openapi_extra=request_body(ShareIn)
+)
+async def put_share(
+    request: Request, p: Caller, service: Service, sumId: str = SumId
+) -> dict[str, Any]:
+    """The caller domain's encrypted share (once)."""
+    b = parse_model(ShareIn, await read_json(request))
+    return await service.secure_sums.contribute(p, sumId, b.ciphertext)

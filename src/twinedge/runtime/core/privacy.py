@@ -260,3 +260,129 @@ class PrivateAggregates:
             out["remainingEpsilon"] = budget_json(b)["remainingEpsilon"]
             out["remainingDelta"] = budget_json(b)["remainingDelta"]
         return out
+
+
+MAX_SUMS = 1000  # open secure sums kept in memory
+MAX_CONTRIBUTORS = 100
+
+
+class SecureSums:
+    """Cross-domain sums under Paillier encryption, with the service as the combiner
+    (:mod:`twinedge.privacy.paillier`): a requester domain opens a sum with its public
+    key and the contributor domains; each contributor sends one encrypted share; once all
+    have, the requester reads the one combined ciphertext and decrypts the total on its
+    side. The service never holds a private key. Open sums live in memory (a restart
+    forgets them; the requester opens a new one).
+
+    Parameters:
+        access: who may do what.
+    """
+
+    def __init__(self, access: Access):
+        self.access = access
+        self.sums: dict[str, dict[str, Any]] = {}
+
+    def _domain(self, p: Principal) -> str:
+        if p.domain is None:
+            raise InvalidInput("a secure sum is between domains; use a domain's key")
+        return p.domain
+
+    async def open(
+        self, p: Principal, *, n: Any, contributors: Any, digits: Any = 0
+    ) -> dict[str, Any]:
+        """Open a sum: ``n`` the requester's Paillier modulus (a decimal string),
+        ``contributors`` the domains that will each send one share, ``digits`` the
+        fixed-point digits they encode with.
+
+        Raises:
+            InvalidInput: a bad modulus, contributor list or digits; too many open sums.
+        """
+        from twinedge.privacy import paillier
+
+        self.access.require(p, "read")
+        requester = self._domain(p)
+        if not (isinstance(n, str) and n.isascii() and n.isdigit() and len(n) <= 2500):
+            raise InvalidInput("n must be the public modulus as a decimal string", "/n")
+        paillier.public_key_from_n(int(n))
+        if not (
+            isinstance(contributors, list)
+            and 1 <= len(contributors) <= MAX_CONTRIBUTORS
+            and all(isinstance(c, str) for c in contributors)
+            and len(set(contributors)) == len(contributors)
+        ):
+            raise InvalidInput(
+                f"contributors must be 1..{MAX_CONTRIBUTORS} distinct domain names",
+                "/contributors",
+            )
+        for c in contributors:
+            things.check_domain(c)
+        if isinstance(digits, bool) or not isinstance(digits, int):
+            raise InvalidInput("digits must be a whole number", "/digits")
+        paillier.decode(0, digits)
+        if len(self.sums) >= MAX_SUMS:
+            raise InvalidInput(f"at most {MAX_SUMS} secure sums may be open; finish some first")
+        import uuid
+
+        sid = uuid.uuid4().hex[:16]
+        self.sums[sid] = {
+            "id": sid,
+            "requester": requester,
+            "n": n,
+            "contributors": list(contributors),
+            "digits": digits,
+            "shares": {},
+        }
+        return self._view(sid, requester)
+
+    def _get(self, p: Principal, sid: str) -> tuple[dict[str, Any], str]:
+        self.access.require(p, "read")
+        d = self._domain(p)
+        s = self.sums.get(sid)
+        if s is None or (d != s["requester"] and d not in s["contributors"]):
+            raise NotFound(f"no secure sum {sid!r} that domain {d!r} takes part in")
+        return s, d
+
+    def _view(self, sid: str, domain: str) -> dict[str, Any]:
+        from twinedge.privacy import paillier
+
+        s = self.sums[sid]
+        out = {k: s[k] for k in ("id", "requester", "n", "contributors", "digits")}
+        out["received"] = sorted(s["shares"])
+        done = len(s["shares"]) == len(s["contributors"])
+        out["complete"] = done
+        if domain == s["requester"]:
+            pk = paillier.public_key_from_n(int(s["n"]))
+            out["total"] = paillier.combine(pk, list(s["shares"].values())) if done else None
+        return out
+
+    async def get(self, p: Principal, sid: str) -> dict[str, Any]:
+        """The sum as ``p``'s domain may see it: the requester also gets ``total``, the
+        combined ciphertext, once every contributor has sent its share.
+
+        Raises:
+            NotFound: no such sum, or ``p``'s domain takes no part in it.
+        """
+        _, d = self._get(p, sid)
+        return self._view(sid, d)
+
+    async def contribute(self, p: Principal, sid: str, ciphertext: Any) -> dict[str, Any]:
+        """The encrypted share of ``p``'s domain (once per domain).
+
+        Raises:
+            NotFound: no such sum, or ``p``'s domain takes no part in it.
+            Forbidden: ``p`` cannot write, or is the requester and no contributor.
+            Conflict: this domain has sent its share already.
+            InvalidInput: the ciphertext is no ciphertext of the requester's key.
+        """
+        from twinedge.errors import Conflict
+        from twinedge.privacy import paillier
+
+        s, d = self._get(p, sid)
+        self.access.require(p, "write")
+        if d not in s["contributors"]:
+            raise Forbidden(f"domain {d!r} is not a contributor of secure sum {sid!r}")
+        if d in s["shares"]:
+            raise Conflict(f"domain {d!r} has sent its share of secure sum {sid!r} already")
+        paillier.parse_ciphertext(paillier.public_key_from_n(int(s["n"])), ciphertext)
+        s["shares"][d] = ciphertext
+        return self._view(sid, d)
