@@ -108,6 +108,8 @@ def test_budget_units_never_undercharge(eps, delta):
         ({"mechanism": "laplace", "epsilon": math.nan}, "/epsilon"),
         ({"mechanism": "laplace", "epsilon": math.inf}, "/epsilon"),
         ({"mechanism": "laplace", "epsilon": "1"}, "/epsilon"),
+        ({"mechanism": "laplace", "epsilon": 1e-300}, "/epsilon"),
+        ({"mechanism": "laplace", "epsilon": 1e7}, "/epsilon"),
         ({"mechanism": "laplace", "epsilon": True}, "/epsilon"),
         ({"mechanism": "laplace", "epsilon": 1, "delta": 1e-6}, "/delta"),
         ({"mechanism": "gaussian", "epsilon": 1}, "/delta"),
@@ -125,7 +127,14 @@ def test_bad_parameters_are_refused(kwargs, pointer):
 
 @pytest.mark.parametrize(
     ("lower", "upper", "pointer"),
-    [(None, 10, "/lower"), (0, None, "/upper"), (5, 1, "/lower"), (0, math.nan, "/upper")],
+    [
+        (None, 10, "/lower"),
+        (0, None, "/upper"),
+        (5, 1, "/lower"),
+        (0, math.nan, "/upper"),
+        (-1e300, 0, "/lower"),
+        (0, 1e16, "/upper"),
+    ],
 )
 def test_sums_and_means_need_both_finite_bounds(lower, upper, pointer):
     for release in (dp.release_sum, dp.release_mean):

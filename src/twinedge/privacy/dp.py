@@ -34,6 +34,10 @@ from twinedge.errors import InvalidInput
 Mechanism = Literal["laplace", "gaussian"]
 #: The mechanisms a release may use.
 MECHANISMS: tuple[str, ...] = ("laplace", "gaussian")
+#: the range of ε a release may ask for (the budget counts whole nano-ε)
+MIN_EPSILON, MAX_EPSILON = 1e-9, 1e6
+#: the largest magnitude of a clamping bound (keeps sums and noise scales finite)
+MAX_BOUND = 1e15
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def check_params(mechanism: str, epsilon: Any, delta: Any) -> tuple[float, float
     """(ε, δ) checked for ``mechanism``.
 
     Raises:
-        InvalidInput: an unknown mechanism; ε not a finite number > 0; for Laplace a δ
+        InvalidInput: an unknown mechanism; ε not a finite number in [10⁻⁹, 10⁶]; for Laplace a δ
             other than 0; for Gaussian a δ not in (0, 1).
 
     Examples:
@@ -128,6 +132,10 @@ def check_params(mechanism: str, epsilon: Any, delta: Any) -> tuple[float, float
     eps = _finite(epsilon, "epsilon")
     if eps <= 0:
         raise InvalidInput(f"epsilon must be > 0, got {eps}", "/epsilon")
+    if not MIN_EPSILON <= eps <= MAX_EPSILON:
+        raise InvalidInput(
+            f"epsilon must lie in {MIN_EPSILON:g}..{MAX_EPSILON:g}, got {eps}", "/epsilon"
+        )
     if mechanism == "laplace":
         if delta not in (None, 0, 0.0):
             raise InvalidInput(
@@ -148,8 +156,8 @@ def check_bounds(lower: Any, upper: Any) -> tuple[float, float]:
     """The clamping bounds, checked: both given, finite, lower ≤ upper.
 
     Raises:
-        InvalidInput: a bound is missing (the sensitivity depends on it), not finite, or
-            lower > upper.
+        InvalidInput: a bound is missing (the sensitivity depends on it), not finite,
+            beyond ±10¹⁵, or lower > upper.
     """
     for name, v in (("lower", lower), ("upper", upper)):
         if v is None:
@@ -159,6 +167,9 @@ def check_bounds(lower: Any, upper: Any) -> tuple[float, float]:
                 f"/{name}",
             )
     lo, hi = _finite(lower, "lower"), _finite(upper, "upper")
+    for name, v in (("lower", lo), ("upper", hi)):
+        if abs(v) > MAX_BOUND:
+            raise InvalidInput(f"|{name}| must be at most {MAX_BOUND:g}, got {v}", f"/{name}")
     if lo > hi:
         raise InvalidInput(f"lower ({lo}) must not exceed upper ({hi})", "/lower")
     return lo, hi
