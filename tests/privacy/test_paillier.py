@@ -46,14 +46,13 @@ def test_a_share_reveals_nothing_without_the_private_key():
     b = paillier.encrypt_share(REQ.public_key, 42)
     assert a != b  # probabilistic: equal values do not give equal ciphertexts
     assert "42" != a and int(a) > REQ.n  # no plaintext in sight: an element of Z*_{n²}
-    # another key cannot read it (its ciphertext is not even one of that key's range)
-    with pytest.raises(InvalidInput):
-        OTHER.decrypt_total(a) if int(a) >= OTHER.n**2 else _assert_garbage(a)
-
-
-def _assert_garbage(a: str) -> None:
-    assert OTHER.decrypt_total(a) != 42
-    raise InvalidInput("garbage")
+    # another key cannot read it: its ciphertext is out of that key's range, or decrypts
+    # to something else
+    try:
+        got = OTHER.decrypt_total(a)
+    except InvalidInput:
+        got = None
+    assert got != 42
 
 
 @pytest.mark.parametrize(
