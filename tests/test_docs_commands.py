@@ -470,6 +470,7 @@ COVERED = {
     "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
     "docs/offload.md",
     "docs/xr.md",  # run by tests/xr/test_xr_docs.py
+    "docs/privacy.md",  # run by tests/privacy/test_privacy_docs.py
 }
 
 

@@ -37,6 +37,7 @@ from twinedge.runtime.core.events import EVENT_SOURCE, Events, Subscription
 from twinedge.runtime.core.groups import MAX_GROUP_MEMBERS, GroupIndex, Groups
 from twinedge.runtime.core.health import Health
 from twinedge.runtime.core.pools import StorePools
+from twinedge.runtime.core.privacy import PrivateAggregates, SecureSums
 from twinedge.runtime.core.reads import MAX_TIME_S, MIN_TIME_S, Reads
 from twinedge.runtime.core.replica import HostReplication, Replica
 from twinedge.runtime.core.writer import MAX_THING_BYTES, Mutator, WriteQueue, Writer, rfc3339
@@ -114,6 +115,9 @@ class TwinService:
             batch_max=batch_max,
         )
         self._reads = Reads(store, self._pools, self._access)
+        # differentially private aggregates across domains, with budgets per consumer
+        self.privacy = PrivateAggregates(store, self._pools, self._access, self._reads)
+        self.secure_sums = SecureSums(self._access)  # Paillier sums, the service combining
         self._writes = Writes(self._queue, self._access, self.things, self.metrics)
         self._replica = Replica(self._queue, self._writer, store, clock=clock)
         self._health = Health(

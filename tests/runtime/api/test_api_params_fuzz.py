@@ -111,6 +111,8 @@ def _fuzz_operation(api: Api, path: str, method: str, op: dict, failures: list[s
     defaults = {"thingId": "fleet:car-7", "featureId": "battery", "path": "level", "name": "g"}
     defaults["namespace"] = "fleet"
     defaults["subject"] = "ping"
+    defaults["consumer"] = "city"
+    defaults["sumId"] = "0"
 
     def call(given_: dict[tuple[str, str], str]) -> None:
         url = path

@@ -37,6 +37,7 @@ from twinedge.runtime.api import (
     routes_access,
     routes_internal,
     routes_orchestrator,
+    routes_privacy,
     routes_search,
     routes_things,
 )
@@ -141,6 +142,7 @@ def create_app(
     app.include_router(routes_things.router, tags=["things"])
     app.include_router(routes_search.router, tags=["search and groups"])
     app.include_router(routes_access.router, tags=["access"])
+    app.include_router(routes_privacy.router, tags=["privacy"])
     app.include_router(events.router, tags=["events"])
     app.include_router(ditto_ws.router)  # the Ditto Protocol over WebSocket (/ws/2)
     app.include_router(routes_orchestrator.router)

@@ -105,6 +105,20 @@ class ApiKey:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """The differential-privacy budget an owner domain gives a consumer domain, and what
+    the consumer has spent, in whole nano-ε (10⁻⁹ ε) and femto-δ (10⁻¹⁵ δ) so that the
+    accounting is exact."""
+
+    owner: str
+    consumer: str
+    epsilon_nano: int
+    delta_femto: int
+    spent_epsilon_nano: int = 0
+    spent_delta_femto: int = 0
+
+
 class Store(Protocol):
     """What the service needs from a database."""
 
@@ -202,3 +216,17 @@ class Store(Protocol):
     def delete_grant(self, grant: Grant) -> bool: ...
 
     def grants_for(self, grantee: str) -> list[Grant]: ...
+
+    def put_privacy_budget(self, budget: PrivacyBudget) -> PrivacyBudget:
+        """Set a consumer's budget (what it spent stays); returns the stored row."""
+
+    def privacy_budgets(self, owner: str) -> list[PrivacyBudget]: ...
+
+    def privacy_budget(self, owner: str, consumer: str) -> PrivacyBudget | None: ...
+
+    def delete_privacy_budget(self, owner: str, consumer: str) -> bool: ...
+
+    def spend_privacy_budget(
+        self, owner: str, consumer: str, epsilon_nano: int, delta_femto: int
+    ) -> bool:
+        """Spend atomically; ``False`` when the rest of the budget does not cover it."""

@@ -84,6 +84,11 @@ DDL = [
         ns text {C} PRIMARY KEY, domain text {C} NOT NULL, created double precision NOT NULL)""",
     f"""CREATE TABLE IF NOT EXISTS edge_replica (
         thing_id text {C} PRIMARY KEY, epoch bigint NOT NULL, revision bigint NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS privacy_budgets (
+        owner text {C} NOT NULL, consumer text {C} NOT NULL,
+        epsilon_nano bigint NOT NULL, delta_femto bigint NOT NULL,
+        spent_epsilon_nano bigint NOT NULL, spent_delta_femto bigint NOT NULL,
+        PRIMARY KEY (owner, consumer))""",
 ]
 
 _FIELD_COLS = "%s::text[], %s::text[], %s::smallint[], %s::float8[], %s::text[]"

@@ -27,6 +27,9 @@ One schema in two dialects (``sqlite.py`` and ``postgres.py`` hold the DDL):
   crash never applies a record twice; removed with the thing.
 * ``groups``, ``group_members``, ``api_keys``, ``device_secrets``, ``grants``,
   ``namespaces`` — plain tables.
+* ``privacy_budgets(owner, consumer, ...)`` — the differential-privacy budget an owner
+  domain gives a consumer domain and what it has spent, in whole nano-ε and femto-δ
+  (integers, so the accounting is exact); spent by one conditional ``UPDATE``.
 
 :class:`SqlStore` owns the connections (one per thread) and the transactions: it
 migrates the schema, commits a batch (the rows come from
@@ -53,6 +56,7 @@ from twinedge.runtime.store.base import (
     EdgePosition,
     Grant,
     GroupSpec,
+    PrivacyBudget,
     Scope,
     SearchPage,
     SearchQuery,
@@ -550,3 +554,58 @@ class SqlStore:
             [grantee],
         )
         return [Grant(*r) for r in rows]
+
+    # --- privacy budgets -------------------------------------------------------------------
+    def put_privacy_budget(self, budget: PrivacyBudget) -> PrivacyBudget:
+        """Set the budget ``owner`` gives ``consumer``; what was spent stays (a budget
+        lowered below it is spent out)."""
+        with self._write_lock:
+            conn = self._conn()
+            with self._tx(conn):
+                self._exec(
+                    conn,
+                    "INSERT INTO privacy_budgets (owner, consumer, epsilon_nano, delta_femto, "
+                    "spent_epsilon_nano, spent_delta_femto) VALUES (?, ?, ?, ?, 0, 0) "
+                    "ON CONFLICT (owner, consumer) DO UPDATE SET "
+                    "epsilon_nano = excluded.epsilon_nano, delta_femto = excluded.delta_femto",
+                    [budget.owner, budget.consumer, budget.epsilon_nano, budget.delta_femto],
+                )
+                rows = conn.execute(
+                    self._sql(_BUDGET_SELECT + " WHERE owner = ? AND consumer = ?"),
+                    [budget.owner, budget.consumer],
+                ).fetchall()
+        return PrivacyBudget(*rows[0])
+
+    def privacy_budgets(self, owner: str) -> list[PrivacyBudget]:
+        rows = self._query(_BUDGET_SELECT + " WHERE owner = ? ORDER BY consumer", [owner])
+        return [PrivacyBudget(*r) for r in rows]
+
+    def privacy_budget(self, owner: str, consumer: str) -> PrivacyBudget | None:
+        rows = self._query(_BUDGET_SELECT + " WHERE owner = ? AND consumer = ?", [owner, consumer])
+        return PrivacyBudget(*rows[0]) if rows else None
+
+    def delete_privacy_budget(self, owner: str, consumer: str) -> bool:
+        n = self._write(
+            "DELETE FROM privacy_budgets WHERE owner = ? AND consumer = ?", [owner, consumer]
+        )
+        return n > 0
+
+    def spend_privacy_budget(
+        self, owner: str, consumer: str, epsilon_nano: int, delta_femto: int
+    ) -> bool:
+        """Spend from the budget in one conditional ``UPDATE`` (atomic in SQLite and
+        PostgreSQL alike: two spenders never both pass the check); ``False`` when the
+        rest does not cover it (or there is no budget)."""
+        n = self._write(
+            "UPDATE privacy_budgets SET spent_epsilon_nano = spent_epsilon_nano + ?, "
+            "spent_delta_femto = spent_delta_femto + ? WHERE owner = ? AND consumer = ? "
+            "AND spent_epsilon_nano + ? <= epsilon_nano AND spent_delta_femto + ? <= delta_femto",
+            [epsilon_nano, delta_femto, owner, consumer, epsilon_nano, delta_femto],
+        )
+        return n > 0
+
+
+_BUDGET_SELECT = (
+    "SELECT owner, consumer, epsilon_nano, delta_femto, spent_epsilon_nano, spent_delta_femto "
+    "FROM privacy_budgets"
+)

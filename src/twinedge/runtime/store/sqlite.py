@@ -74,6 +74,11 @@ DDL = [
         ns TEXT PRIMARY KEY, domain TEXT NOT NULL, created REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS edge_replica (
         thing_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, revision INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS privacy_budgets (
+        owner TEXT NOT NULL, consumer TEXT NOT NULL,
+        epsilon_nano INTEGER NOT NULL, delta_femto INTEGER NOT NULL,
+        spent_epsilon_nano INTEGER NOT NULL, spent_delta_femto INTEGER NOT NULL,
+        PRIMARY KEY (owner, consumer))""",
 ]
 
 UPSERT_FIELD = (
