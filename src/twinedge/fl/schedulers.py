@@ -57,7 +57,7 @@ def quality(
 
     Examples:
         >>> quality(np.array([4.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 0.25])).tolist()
-        [0.25, 0.5]
+        [-0.125, 0.25]
     """
     g_max = float(update_norm2.max()) if update_norm2.size else 0.0
     h_max = float(h_abs.max()) if h_abs.size else 0.0
