@@ -468,6 +468,7 @@ COVERED = {
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
     "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
+    "docs/fl.md",  # run by tests/fl/test_fl_docs.py
 }
 
 
