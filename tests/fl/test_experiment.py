@@ -120,8 +120,8 @@ def test_a_scheduler_returning_a_bad_mask_is_refused() -> None:
         run(Wrong(), 1.0, np.random.default_rng(0), FLConfig(rounds=1))
 
 
-def twinedge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+def twinedge(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **extra}
     return subprocess.run(
         [sys.executable, "-m", "twinedge", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
@@ -165,3 +165,24 @@ def test_cli_writes_the_table_and_files(tmp_path: Path) -> None:
 def test_cli_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
     p = twinedge("fl", "--rounds", "1", "--seeds", "1", *args, cwd=tmp_path)
     assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_cli_progress_lines_go_to_stderr(tmp_path: Path) -> None:
+    p = twinedge(
+        "fl",
+        "--schemes",
+        "ideal",
+        "--noise",
+        "1",
+        "--seeds",
+        "3",
+        "--rounds",
+        "2",
+        cwd=tmp_path,
+        TWINEDGE_PROGRESS_EVERY_S="0.001",
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[-1].startswith("twinedge fl: 3/3 runs done in ")
+    assert any(line.startswith("twinedge fl: 1/3 runs (33%)") for line in lines)
+    assert "twinedge fl:" not in p.stdout

@@ -53,6 +53,7 @@ def fl(
 ) -> None:
     """Over-the-air federated learning with device scheduling on scikit-learn's digits:
     final accuracy (mean ± 95 % CI across seeds), devices and energy per round."""
+    from twinedge.cli import _progress_every_s
     from twinedge.fl.experiment import FLConfig, RunResult, grid
     from twinedge.fl.summary import summarise, table, write
     from twinedge.progress import ProgressLines
@@ -65,7 +66,9 @@ def fl(
         raise FLError(f"--seeds: {seeds}: expected at least 1")
     cfg = FLConfig(devices=devices, rounds=rounds, alpha=alpha, residual=residual, iid=not non_iid)
     total = len(names) * len(noise_vars) * seeds
-    progress = ProgressLines(total, "runs", stream=sys.stderr, prefix="twinedge fl")
+    progress = ProgressLines(
+        total, "runs", stream=sys.stderr, every_s=_progress_every_s(), prefix="twinedge fl"
+    )
     done = [0]
 
     def on_run(r: RunResult) -> None:
