@@ -471,6 +471,7 @@ COVERED = {
     "docs/offload.md",
     "docs/xr.md",  # run by tests/xr/test_xr_docs.py
     "docs/privacy.md",  # run by tests/privacy/test_privacy_docs.py
+    "docs/fl.md",  # run by tests/fl/test_fl_docs.py
 }
 
 

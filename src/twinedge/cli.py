@@ -1042,3 +1042,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _mount_fl() -> None:
+    from twinedge.fl.cli import fl
+
+    app.command(name="fl")(fl)
+
+
+_mount_fl()
