@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twinedge.policies.base import Moves
+from twinedge.policies.capacity import fitting_prefix
 from twinedge.world import models
 
 if TYPE_CHECKING:
@@ -263,17 +264,8 @@ def moves_from_actions(
     if go.size:
         order = np.lexsort((go, dst))  # by host, twin order inside each host
         go, dst = go[order], dst[order]
-        start = np.r_[0, np.flatnonzero(np.diff(dst)) + 1]
-        sizes = np.diff(np.r_[start, dst.size])
-        keep = np.ones(go.size, bool)
-        for dem, free in ((w.cpu_ghz, view.free_cpu_ghz), (w.mem_gb, view.free_mem_gb)):
-            d = dem[go]
-            csum = np.cumsum(d)
-            before = np.repeat(csum[start] - d[start], sizes)
-            keep &= csum - before <= free[dst] + 1e-9
         # a prefix per host: once one move does not fit, the later ones are refused too
-        bad = np.cumsum(~keep)
-        keep &= bad - np.repeat(bad[start] - (~keep[start]), sizes) == 0
+        keep = fitting_prefix(dst, w.cpu_ghz[go], w.mem_gb[go], view.free_cpu_ghz, view.free_mem_gb)
         refused += int((~keep).sum())
         go, dst = go[keep], dst[keep]
         order = np.argsort(go, kind="stable")
@@ -403,15 +395,7 @@ def placement_from_actions(
     go, to = twins[ok], dst[ok]
     order = np.lexsort((go, to))
     go, to = go[order], to[order]
-    start = np.r_[0, np.flatnonzero(np.diff(to)) + 1]
-    sizes = np.diff(np.r_[start, to.size])
-    keep = np.ones(go.size, bool)
-    for dem, cap in ((w.cpu_ghz, w.host_cpu_ghz), (w.mem_gb, w.host_mem_gb)):
-        d = dem[go]
-        csum = np.cumsum(d)
-        keep &= csum - np.repeat(csum[start] - d[start], sizes) <= cap[to] + 1e-9
-    bad = np.cumsum(~keep)
-    keep &= bad - np.repeat(bad[start] - (~keep[start]), sizes) == 0
+    keep = fitting_prefix(to, w.cpu_ghz[go], w.mem_gb[go], w.host_cpu_ghz, w.host_mem_gb)
     hosts[go[keep]] = to[keep]
     refused = np.flatnonzero(hosts < 0)
     if refused.size:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from twinedge.policies.base import Moves
+from twinedge.policies.capacity import fitting_prefix
 from twinedge.world import models
 
 if TYPE_CHECKING:
@@ -110,17 +111,14 @@ def assign_under_capacity(
         # group by host, priority order inside each group
         o = np.lexsort((-priority[live], host))
         host, t_o, live_o = host[o], t[o], live[o]
-        cpu = w.cpu_ghz[t_o]
-        mem = w.mem_gb[t_o]
-        start = np.r_[0, np.flatnonzero(np.diff(host)) + 1]
-        sizes = np.diff(np.r_[start, host.size])
-        group = np.repeat(np.arange(start.size), sizes)
-        csum_cpu = np.cumsum(cpu)
-        csum_mem = np.cumsum(mem)
-        in_cpu = csum_cpu - np.repeat(csum_cpu[start] - cpu[start], sizes)
-        in_mem = csum_mem - np.repeat(csum_mem[start] - mem[start], sizes)
-        after = load[host] + in_cpu  # the host's load once this twin and those before it are in
-        fits = (in_cpu <= free_cpu[host] + 1e-9) & (in_mem <= free_mem[host] + 1e-9)
+        # the prefix of each host's queue whose demand fits its room
+        fits = fitting_prefix(host, w.cpu_ghz[t_o], w.mem_gb[t_o], free_cpu, free_mem)
+        # ... and whose load keeps every twin there on time: the load grows along the
+        # queue while the limits below only shrink, so what passes is a prefix too
+        starts = np.r_[True, host[1:] != host[:-1]]
+        group = np.cumsum(starts) - 1
+        csum_cpu = np.cumsum(w.cpu_ghz[t_o])
+        after = load[host] + csum_cpu - (csum_cpu - w.cpu_ghz[t_o])[starts][group]
         fits &= after <= limit[host] + 1e-9
         mover_limit = np.full(host.size, np.inf)
         if bound_ms is not None:
@@ -135,20 +133,15 @@ def assign_under_capacity(
             shift = group * (4.0 * cap.max() + 4.0)
             running = np.minimum.accumulate(finite_limit - shift) + shift
             fits &= after <= running + 1e-9
-        # accept only the prefix of each host's queue that fits: a twin accepted behind
-        # one refused would see a load computed with the refused one in it
-        bad_before = np.cumsum(~fits)
-        first_bad = np.repeat(bad_before[start] - (~fits[start]), sizes)
-        accept = fits & (bad_before - first_bad == 0)
-        acc_t, acc_h = t_o[accept], host[accept]
+        acc_t, acc_h = t_o[fits], host[fits]
         np.subtract.at(free_cpu, acc_h, w.cpu_ghz[acc_t])
         np.subtract.at(free_mem, acc_h, w.mem_gb[acc_t])
         np.add.at(load, acc_h, w.cpu_ghz[acc_t])
-        np.minimum.at(limit, acc_h, mover_limit[accept])
+        np.minimum.at(limit, acc_h, mover_limit[fits])
         out_t.append(acc_t)
         out_h.append(acc_h)
-        done[live_o[accept]] = True
-        rank[live_o[~accept]] += 1
+        done[live_o[fits]] = True
+        rank[live_o[~fits]] += 1
         done[rank >= k] = True
     if not out_t:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from twinedge.policies.capacity import fitting_prefix
+
 _EPS = 1e-9
 
 
@@ -170,7 +172,7 @@ def assign_rounds(
             continue
         grouped = order[np.argsort(host[order], kind="stable")]
         hg = host[grouped]
-        acc = grouped[_fitting_prefix(hg, cpu[g[grouped]], mem[g[grouped]], res_cpu, res_mem)]
+        acc = grouped[fitting_prefix(hg, cpu[g[grouped]], mem[g[grouped]], res_cpu, res_mem)]
         out[g[acc]] = host[acc]
         res_cpu -= np.bincount(host[acc], weights=cpu[g[acc]], minlength=m)
         res_mem -= np.bincount(host[acc], weights=mem[g[acc]], minlength=m)
@@ -183,22 +185,6 @@ def assign_rounds(
         order = np.argsort(left, kind="stable") if key is None else np.lexsort((left, key[left]))
         _one_by_one(left[order], pools, cpu, mem, res_cpu, res_mem, out)
     return out
-
-
-def _fitting_prefix(
-    h: np.ndarray, cpu: np.ndarray, mem: np.ndarray, res_cpu: np.ndarray, res_mem: np.ndarray
-) -> np.ndarray:
-    """For askers grouped by host ``h`` (priority order within a group): whether each is
-    in its group's prefix whose cumulative CPU and memory demand fits the host's room."""
-    start = np.empty(h.size, dtype=bool)
-    start[:1] = True
-    np.not_equal(h[1:], h[:-1], out=start[1:])
-    seg = np.cumsum(start) - 1
-    ok = np.ones(h.size, dtype=bool)
-    for dem, res in ((cpu, res_cpu), (mem, res_mem)):
-        cum = np.cumsum(dem)
-        ok &= cum - (cum - dem)[start][seg] <= res[h] + _EPS
-    return ok
 
 
 def _one_by_one(
@@ -318,7 +304,7 @@ def shift_improve(
         order = go[np.argsort(d[go], kind="stable")]
         grouped = order[np.argsort(cc[order, k[order]], kind="stable")]
         h = cc[grouped, k[grouped]]
-        ok = _fitting_prefix(h, ci[grouped], mi[grouped], res_cpu, res_mem)
+        ok = fitting_prefix(h, ci[grouped], mi[grouped], res_cpu, res_mem)
         acc = grouped[ok]
         dst = cc[acc, k[acc]]
         twins = live[acc]
