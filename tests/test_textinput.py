@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import time
 from dataclasses import replace
 from decimal import Decimal
@@ -14,11 +13,6 @@ from twinedge.textinput import INT64, Limits, TextInputError, check_text, check_
 
 STRICT = Limits(max_depth=8, max_int_digits=19, int_range=INT64, max_alias_nodes=50)
 YAML = replace(STRICT, json_only=False)
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(textinput)
-    assert result.attempted >= 6 and result.failed == 0
 
 
 @pytest.mark.parametrize(

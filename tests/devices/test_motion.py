@@ -4,13 +4,11 @@ scenarios."""
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
 from tests.devices.conftest import STATIC_XY, static_scenario, trace_scenario
-from twinedge.devices import client, motion, provision, runner
+from twinedge.devices import motion
 from twinedge.devices.motion import FleetMotion
 from twinedge.engine import simulate
 from twinedge.errors import ScenarioError
@@ -96,9 +94,3 @@ def test_more_devices_than_entities_is_refused(tmp_path):
     m = FleetMotion.from_scenario(load_scenario(str(static_scenario(tmp_path))))
     with pytest.raises(ScenarioError, match=r"--count: got 4; expected 1\.\.3"):
         m.entities(4)
-
-
-@pytest.mark.parametrize("module", [motion, provision, client, runner])
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

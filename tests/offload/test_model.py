@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import numpy as np
 import pytest
 
@@ -107,9 +104,3 @@ def test_entity_outside_the_world_is_refused() -> None:
     view = NetworkView(world, NetworkState.at(world, world.xy_m), step_s=1.0)
     with pytest.raises(OffloadError, match="entity got 200; the world has 200"):
         TaskProblem.of(TaskBatch.of([200], 1.0, 1.0, 1.0, 10.0), view)
-
-
-@pytest.mark.parametrize("name", ["tasks", "policies"])
-def test_doctests(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(f"twinedge.offload.{name}"))
-    assert result.failed == 0 and result.attempted > 0
