@@ -972,7 +972,7 @@ _mount_devices()
 
 
 def _mount_trace() -> None:
-    from twinedge.world.trace_cli import app as trace_app
+    from twinedge.trace_cli import app as trace_app
 
     app.add_typer(trace_app, name="trace")
 
@@ -1040,14 +1040,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _mount_fl() -> None:
-    from twinedge.fl.cli import fl
+    from twinedge.fl_cli import fl
 
     app.command(name="fl")(fl)
 
 
 _mount_fl()
+
+
+if __name__ == "__main__":
+    main()

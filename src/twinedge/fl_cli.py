@@ -1,4 +1,6 @@
-"""The ``twinedge fl`` command (registered by :mod:`twinedge.cli`)."""
+"""The ``twinedge fl`` command (registered by :mod:`twinedge.cli`). Outside the
+:mod:`twinedge.fl` package, whose import loads the experiment: the command line starts
+without it."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from typing import Annotated
 
 import typer
 
-from twinedge.fl.errors import FLError
-
 
 def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
+        from twinedge.fl.errors import FLError
+
         raise FLError(f"{option}: {text!r}: expected comma-separated numbers") from e
 
 
@@ -54,6 +56,7 @@ def fl(
     """Over-the-air federated learning with device scheduling on scikit-learn's digits:
     final accuracy (mean ± 95 % CI across seeds), devices and energy per round."""
     from twinedge.cli import _progress_every_s
+    from twinedge.fl.errors import FLError
     from twinedge.fl.experiment import FLConfig, RunResult, grid
     from twinedge.fl.summary import summarise, table, write
     from twinedge.progress import ProgressLines
