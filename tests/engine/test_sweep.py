@@ -186,7 +186,8 @@ def test_every_run_is_the_single_simulation(small, sweep):
         single = simulate(small, seed=r.key["seed"], steps=STEPS, placement="nearest",
                           migration=r.key["migration"],
                           migration_params=None if beta is None else {"beta": beta})  # fmt: skip
-        assert r.summary == {k: float(single.summary[k]) for k in METRICS}
+        assert r.summary == {k: float(v) for k, v in single.summary.items()}
+        assert list(r.summary)[: len(METRICS)] == list(METRICS)
 
 
 def test_the_json_summary_is_mean_and_interval_of_the_runs(sweep):
@@ -255,3 +256,33 @@ def test_a_scenario_field_changes_every_run(small):
     res = run_sweep(small, seeds=[0], placements=["nearest"], migrations=["never"],
                     params=grid, steps=2)  # fmt: skip
     assert [r.entities for r in res.records] == [50, 100]
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [("examples/offload-city.yaml", "offload_hit_ratio"), ("examples/xr-city.yaml", "xr_score")],
+)
+def test_the_services_metrics_are_swept_too(path, key, tmp_path):
+    """A scenario with tasks or XR sessions: their metrics are rows of the tidy table, with
+    mean ± interval in the summary and lines in the report, as the engine's are."""
+    from pathlib import Path
+
+    sc = load_scenario(Path(__file__).parents[2] / path)
+    res = run_sweep(sc, seeds=[0, 1], placements=["nearest"], migrations=["never"], steps=3,
+                    out_dir=tmp_path)  # fmt: skip
+    assert res.metrics[: len(METRICS)] == list(METRICS) and key in res.metrics
+    single = simulate(sc, seed=1, steps=3, placement="nearest", migration="never")
+    run = next(r for r in res.records if r.key["seed"] == 1)
+    assert run.summary[key] == pytest.approx(float(single.summary[key]), rel=1e-12)
+    paths = write_sweep(res, tmp_path)
+    pq = pd.read_parquet(paths["results_parquet"])
+    assert set(pq["metric"]) == set(res.metrics)
+    assert len(pq) == 2 * len(res.metrics)
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    got = doc["groups"][0]["metrics"][key]
+    mean, half = ci95([r.summary[key] for r in res.records])
+    assert got["n"] == 2 and got["mean"] == pytest.approx(mean)
+    assert got["ci95"] == (None if math.isnan(half) else pytest.approx(half))
+    report = paths["report"].read_text()
+    title = "task deadline hit ratio" if key.startswith("offload") else "XR experience (XRMI 1-5)"
+    assert f"<td>{title}</td>" in report

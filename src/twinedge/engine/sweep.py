@@ -336,7 +336,7 @@ def run_record(sc: Scenario, job: Job, key: dict[str, Any]) -> RunRecord:
     res, _ = run_job(sc, job)
     return RunRecord(
         key=key,
-        summary={k: float(res.summary[k]) for k in METRICS},
+        summary={k: float(v) for k, v in res.summary.items() if _is_number(v)},
         step_values=[[float(f"{v:.8g}") for v in row] for row in res.metrics.step_values],
         wall_s=round(res.wall_s, 3),
         entities=int(res.world.n_entities),
@@ -372,9 +372,19 @@ class SweepResult:
     def param_paths(self) -> list[str]:
         return [p.path for p in self.params]
 
+    @property
+    def metrics(self) -> list[str]:
+        """The engine's metrics, then those every run has of the scenario's services
+        (offloading, XR, ...), in the order the runs report them."""
+        extra: dict[str, None] = {}
+        for r in self.records:
+            extra.update((k, None) for k in r.summary if k not in METRICS)
+        return [*METRICS, *(k for k in extra if all(k in r.summary for r in self.records))]
+
     def rows(self) -> list[dict[str, Any]]:
         """The tidy table: one row per run × metric (a run is one policy pair)."""
         out = []
+        metrics = self.metrics
         for r in self.records:
             base = {
                 "run": r.name,
@@ -386,7 +396,7 @@ class SweepResult:
                 "policy": f"{r.key['placement']}+{r.key['migration']}",
                 **{p: r.key["params"].get(p) for p in self.param_paths},
             }
-            for m in METRICS:
+            for m in metrics:
                 out.append({**base, "metric": m, "value": r.summary[m]})
         return out
 
@@ -404,8 +414,9 @@ class SweepResult:
     def summary_rows(self) -> list[dict[str, Any]]:
         """Mean ± 95 % CI per policy, parameter point and metric."""
         out = []
+        metrics = self.metrics
         for k, runs in self.groups().items():
-            for m in METRICS:
+            for m in metrics:
                 mean, half = ci95([r.summary[m] for r in runs])
                 out.append(
                     {
@@ -426,9 +437,10 @@ class SweepResult:
         from twinedge import __version__
 
         groups = []
+        names = self.metrics
         for k, runs in self.groups().items():
             metrics = {}
-            for m in METRICS:
+            for m in names:
                 mean, half = ci95([r.summary[m] for r in runs])
                 metrics[m] = {"mean": _num(mean), "ci95": _num(half), "n": len(runs)}
             groups.append(
@@ -463,6 +475,10 @@ class SweepResult:
                 half = t.ppf(0.975, len(runs) - 1) * v.std(axis=0, ddof=1) / math.sqrt(len(runs))
             out[k] = {"mean": mean, "ci95": half}
         return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def _freeze(v: Any) -> Any:

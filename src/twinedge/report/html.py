@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -106,16 +107,21 @@ _XR_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
 )
 
 
+def table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple:
+    """The rows of a comparison table (title, summary key, format, best-of): the engine's
+    metrics, then those of the services every run in ``summaries`` has (offloading, XR)."""
+    offload = bool(summaries) and all("offload_tasks" in s for s in summaries)
+    xr = bool(summaries) and all("xr_score" in s for s in summaries)
+    return _ROWS + (_OFFLOAD_ROWS if offload else ()) + (_XR_ROWS if xr else ())
+
+
 def _table(results: list[RunResult]) -> str:
     """The comparison table: one policy alone at the best value is marked best (a tie is
     no winner); a metric that is the same for every policy says so, and why when it
     cannot differ."""
     head = "".join(f"<th>{html.escape(r.label)}</th>" for r in results)
     rows = []
-    offload = all("offload_tasks" in r.summary for r in results)
-    xr = all("xr_score" in r.summary for r in results)
-    extra = (_OFFLOAD_ROWS if offload else ()) + (_XR_ROWS if xr else ())
-    for title, key, fmt, best in _ROWS + extra:
+    for title, key, fmt, best in table_rows([r.summary for r in results]):
         vals = [r.summary[key] for r in results]
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
 

@@ -22,7 +22,7 @@ import numpy as np
 from twinedge import __version__
 from twinedge.engine.metrics import STEP_COLUMNS
 from twinedge.report import figures
-from twinedge.report.html import _CSS, _ROWS, _svg
+from twinedge.report.html import _CSS, _svg, table_rows
 
 if TYPE_CHECKING:
     from twinedge.engine.sweep import SweepResult
@@ -51,7 +51,7 @@ def sweep_table_html(result: SweepResult) -> str:
         for k, runs in groups.items()
     )
     rows = []
-    for title, key, fmt, _best in _ROWS:
+    for title, key, fmt, _best in table_rows([r.summary for r in result.records]):
         scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
         cells = []
         for runs in groups.values():
