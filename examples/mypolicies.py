@@ -35,3 +35,22 @@ def follow_when_late(ctx, rng):
     twins, hosts = assign_under_capacity(ctx, late, cand, lat, ctx.state.latency_ms[late])
     keep = hosts != ctx.state.host[twins]
     return twins[keep], hosts[keep]
+
+
+class FollowWithMargin:
+    """Move twins within ``margin_ms`` of their deadline (or past it) to the lowest-latency
+    candidate with room: before they miss it, not after."""
+
+    kind = "migration"
+
+    def __init__(self, margin_ms: float = 0.0):
+        if margin_ms < 0:
+            raise ValueError(f"margin_ms must be >= 0, got {margin_ms}")
+        self.margin_ms = margin_ms
+
+    def __call__(self, ctx, rng):
+        near = np.flatnonzero(ctx.state.latency_ms > ctx.world.latency_req_ms - self.margin_ms)
+        cand, lat = ctx.candidates(near)
+        twins, hosts = assign_under_capacity(ctx, near, cand, lat, ctx.state.latency_ms[near])
+        keep = hosts != ctx.state.host[twins]
+        return twins[keep], hosts[keep]

@@ -657,6 +657,8 @@ def test_experiments_commands(tmp_path):
     p, _ = run_doc("docs/experiments.md", cwd, env_for(tmp_path))
     assert "mean ± 95 % CI across seeds" in p.stdout
     assert "greedy+utility (utility.beta=0.3)" in p.stdout
+    assert "greedy+mypolicies:FollowWithMargin" in p.stdout  # a class's parameter swept
+    assert "(mypolicies:FollowWithMargin.margin_ms=2.0)" in p.stdout
     doc = (cwd / "sweep" / "summary.json").read_text()
     assert '"kept": 0' in doc and '"ran": 8' in doc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -286,3 +287,44 @@ def test_the_services_metrics_are_swept_too(path, key, tmp_path):
     report = paths["report"].read_text()
     title = "task deadline hit ratio" if key.startswith("offload") else "XR experience (XRMI 1-5)"
     assert f"<td>{title}</td>" in report
+
+
+MOVE_FIRST = "tests.engine.user_policies:MoveFirst"
+
+
+def test_a_parameter_of_a_policy_class_by_import_path(small, tmp_path):
+    """``module:Class.parameter`` sweeps a user class's parameter like a built-in one."""
+    p = parse_param(f"{MOVE_FIRST}.count=0,3", small)
+    assert (p.policy, p.parameter, p.values, p.kind) == (MOVE_FIRST, "count", (0, 3), None)
+    res = run_sweep(small, seeds=[0], placements=["nearest"], migrations=["never", MOVE_FIRST],
+                    params=[p], steps=STEPS, out_dir=tmp_path)  # fmt: skip
+    assert set(res.groups()) == {("nearest+never", None), (f"nearest+{MOVE_FIRST}", 0),
+                                 (f"nearest+{MOVE_FIRST}", 3)}  # fmt: skip
+    by_count = {
+        r.key["params"].get(p.path): r for r in res.records if r.key["migration"] != "never"
+    }
+    for count, rec in by_count.items():
+        single = simulate(small, seed=0, steps=STEPS, placement="nearest", migration=MOVE_FIRST,
+                          migration_params={"count": count})  # fmt: skip
+        assert rec.summary["migrations"] == float(single.summary["migrations"])
+    assert by_count[0].summary["migrations"] == 0 < by_count[3].summary["migrations"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f"{MOVE_FIRST}.speed=1",
+            f"policy '{MOVE_FIRST}' has no parameter 'speed' (its parameters: count)",
+        ),
+        (f"{MOVE_FIRST}.count=-1", "count must be >= 0"),
+        (f"{MOVE_FIRST}.count=x", "'x' is not a whole number"),
+        ("tests.engine.user_policies:stay_put.k=1", "is a function, so it takes no parameters"),
+        ("tests.engine.user_policies:Nope.k=1", "has no attribute 'Nope"),
+        ("tests.engine.nowhere:Nope.k=1", "no module named 'tests.engine.nowhere'"),
+        ("tests.engine.user_policies:MoveFirst=1", "expected an import path and a parameter"),
+    ],
+)
+def test_bad_class_params_say_what_is_wrong(small, text, message):
+    with pytest.raises(TwinedgeError, match=re.escape(message)):
+        parse_param(text, small)

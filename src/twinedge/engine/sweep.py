@@ -129,8 +129,9 @@ class Param:
 
     path: str
     values: tuple[Any, ...]
-    policy: str | None = None  # the policy name for a policy parameter
-    kind: str | None = None  # "placement" or "migration"
+    policy: str | None = None  # the policy name or import path for a policy parameter
+    kind: str | None = None  # "placement", "migration", or None: a class of either kind
+    parameter: str | None = None  # the policy's parameter
 
 
 def _policy_classes() -> dict[str, tuple[str, type]]:
@@ -185,13 +186,15 @@ def parse_param(text: str, sc: Scenario) -> Param:
         raise TwinedgeError(f"--param {text!r}: an empty value in the list")
     head, _, rest = path.partition(".")
     policies = _policy_classes()
-    if head in policies:
-        kind, cls = policies[head]
+    found = _policy_class(path, policies, text)
+    if found is not None:
+        head, rest, kind, cls = found
         sig = inspect.signature(cls).parameters
         if not rest or rest not in sig:
             names = ", ".join(p for p in sig if p not in ("self",)) or "none"
             raise TwinedgeError(
-                f"--param {text}: {kind} policy {head!r} has no parameter {rest!r} "
+                f"--param {text}: {kind + ' ' if kind else ''}policy {head!r} has no "
+                f"parameter {rest!r} "
                 f"(its parameters: {names})"
             )
         default = sig[rest].default
@@ -203,10 +206,11 @@ def parse_param(text: str, sc: Scenario) -> Param:
 
         for v in values:  # the policy's own range checks, before anything runs
             try:
-                as_policy(head, cast(Literal["placement", "migration"], kind), **{rest: v})
+                as_policy(head, cast(Literal["placement", "migration"], kind or "placement"),
+                          **{rest: v})  # fmt: skip
             except PolicyError as exc:
                 raise TwinedgeError(f"--param {text}: {exc}") from None
-        return Param(path, values, head, kind)
+        return Param(path, values, head, kind, rest)
     if head not in Scenario.model_fields:
         raise TwinedgeError(
             f"--param {text}: {head!r} is neither a policy ({', '.join(sorted(policies))}) "
@@ -216,6 +220,42 @@ def parse_param(text: str, sc: Scenario) -> Param:
     for v in values:  # validated as the scenario would be
         apply_overrides(sc, {path: v}, where=f"--param {text}")
     return Param(path, values)
+
+
+def _policy_class(
+    path: str, policies: dict[str, tuple[str, type]], text: str
+) -> tuple[str, str, str | None, type] | None:
+    """``(policy, parameter, kind, class)`` when ``path`` names a policy's parameter: a
+    registered name (``utility.beta``), a plug-in, or an import path
+    (``mypolicies:Pinned.host``); None for a scenario field."""
+    from twinedge.policies.registry import find, plugins
+
+    head, _, rest = path.partition(".")
+    if head in policies:
+        return head, rest, *policies[head]
+    if ":" in path:
+        spec, _, rest = path.rpartition(".")
+        if ":" not in spec:
+            raise TwinedgeError(
+                f"--param {text}: expected an import path and a parameter, "
+                "e.g. mypolicies:Pinned.host=0,1"
+            )
+    elif any(head in plugins(k) for k in ("placement", "migration")):
+        spec = head
+    else:
+        return None
+    kinds = [k for k in ("placement", "migration") if spec in plugins(k)] or ["placement"]
+    try:
+        obj = find(spec, {}, kinds[0])
+    except PolicyError as exc:
+        raise TwinedgeError(f"--param {text}: {exc}") from None
+    if not inspect.isclass(obj):
+        raise TwinedgeError(
+            f"--param {text}: {spec!r} is a function, so it takes no parameters; make it a "
+            "class whose __init__ takes them"
+        )
+    kind = getattr(obj, "kind", None)
+    return spec, rest, kind if kind in ("placement", "migration") else None, obj
 
 
 def apply_overrides(sc: Scenario, overrides: dict[str, Any], where: str = "--param") -> Scenario:
@@ -506,14 +546,14 @@ def plan(
             point = dict(zip((q.path for q in own), values, strict=True))
             scen = {q.path: point[q.path] for q in own if q.policy is None}
             p_params = {
-                q.path.partition(".")[2]: point[q.path]
+                q.parameter: point[q.path]
                 for q in own
-                if q.policy == p and q.kind == "placement"
+                if q.policy == p and q.kind in ("placement", None) and q.parameter
             }
             m_params = {
-                q.path.partition(".")[2]: point[q.path]
+                q.parameter: point[q.path]
                 for q in own
-                if q.policy == m and q.kind == "migration"
+                if q.policy == m and q.kind in ("migration", None) and q.parameter
             }
             for seed in seeds:
                 key = {

@@ -142,23 +142,32 @@ def resolve(spec: str, registry: Mapping[str, type], kind: str, **params: Any) -
     (dotted attributes allowed). A class is instantiated with ``params``; a function is
     used as is and cannot take parameters. Every failure is a :class:`PolicyError` that
     names the known policies."""
+    return _ready(find(spec, registry, kind), params, kind, spec.strip())
+
+
+def find(spec: str, registry: Mapping[str, type], kind: str) -> Any:
+    """The class or function a policy name or import path names, not yet built.
+
+    Raises:
+        PolicyError: an empty or malformed name, an unknown name, a module that cannot be
+            imported or an attribute it lacks (the message names the known policies).
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise PolicyError(f"{kind} policy must be a non-empty string; {_hint(registry, kind)}")
     spec = spec.strip()
     if spec in registry:
-        return _instantiate(registry[spec], params, kind, spec)
+        return registry[spec]
     if ":" not in spec:
         plugin = plugins(kind).get(spec)
         if plugin is None:
             raise PolicyError(f"unknown {kind} policy {spec!r}; {_hint(registry, kind)}")
         try:
-            loaded = plugin.load()
+            return plugin.load()
         except Exception as exc:
             raise PolicyError(
                 f"cannot load plug-in {kind} policy {spec!r} ({plugin.value}, entry point "
                 f"group {plugin.group!r}): {type(exc).__name__}: {exc}"
             ) from exc
-        return _ready(loaded, params, kind, spec)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise PolicyError(f"malformed {kind} policy {spec!r}; {_hint(registry, kind)}")
@@ -170,7 +179,7 @@ def resolve(spec: str, registry: Mapping[str, type], kind: str, **params: Any) -
                 f"{_hint(registry, kind)}"
             )
         obj = getattr(obj, part)
-    return _ready(obj, params, kind, spec)
+    return obj
 
 
 def _ready(obj: Any, params: dict[str, Any], kind: str, spec: str) -> Callable:
