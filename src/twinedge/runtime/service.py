@@ -42,7 +42,15 @@ from twinedge.runtime.core.reads import MAX_TIME_S, MIN_TIME_S, Reads
 from twinedge.runtime.core.replica import HostReplication, Replica
 from twinedge.runtime.core.writer import MAX_THING_BYTES, Mutator, WriteQueue, Writer, rfc3339
 from twinedge.runtime.core.writes import Writes
-from twinedge.runtime.store.base import Change, Grant, GroupSpec, Scope, SearchPage, Store
+from twinedge.runtime.store.base import (
+    Change,
+    Grant,
+    GrantRole,
+    GroupSpec,
+    Scope,
+    SearchPage,
+    Store,
+)
 
 __all__ = [
     "EVENT_SOURCE",
@@ -241,10 +249,20 @@ class TwinService:
         """Whether ``password`` is the device password of the thing ``thing_id``."""
         return await self._access.authenticate_device(thing_id, password)
 
-    async def grant(self, principal: Principal, grantee: str, filter: str, role: Role) -> Grant:
+    async def grant(
+        self, principal: Principal, grantee: str, filter: str, role: GrantRole
+    ) -> Grant:
         """Let domain ``grantee`` read (or write) the caller's things that match ``filter``
         (see :meth:`.Access.grant`)."""
         return await self._access.grant(principal, grantee, filter, role)
+
+    async def list_grants(self, principal: Principal) -> list[Grant]:
+        """The grants the caller's domain gives (see :meth:`.Access.list_grants`)."""
+        return await self._access.list_grants(principal)
+
+    async def revoke(self, principal: Principal, grantee: str, filter: str) -> Grant:
+        """Take a grant back (see :meth:`.Access.revoke`)."""
+        return await self._access.revoke(principal, grantee, filter)
 
     async def scope(self, p: Principal) -> Scope:
         """What ``p`` may see, for the store's queries."""

@@ -219,7 +219,11 @@ class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grantee: str = Field(description="the domain that may see your things")
     filter: str = Field(description="RQL: which of your things", examples=["exists(attributes)"])
-    role: Literal["read", "write"] = "read"
+    role: Literal["read", "write", "aggregate"] = Field(
+        "read",
+        description="read or write the things, or (aggregate) only take differentially "
+        "private aggregates over them",
+    )
 
 
 class GrantOut(BaseModel):

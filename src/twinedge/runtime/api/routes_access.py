@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from twinedge.runtime.api.common import Caller, Service, parse_model, read_json
@@ -22,6 +22,7 @@ from twinedge.runtime.api.models import (
 )
 from twinedge.runtime.api.problems import problem
 from twinedge.runtime.auth import split_token
+from twinedge.runtime.store.base import Grant
 
 router = APIRouter(prefix="/api/2", responses={**COMMON_RESPONSES, **problem_responses(415)})
 
@@ -66,12 +67,38 @@ async def create_key(request: Request, p: Caller, service: Service) -> JSONRespo
     openapi_extra=request_body(GrantIn),
 )
 async def create_grant(request: Request, p: Caller, service: Service) -> JSONResponse:
-    """Let another domain read (or write) those of your things that match a filter (needs
-    a domain key with role admin)."""
+    """Let another domain read (or write, or only take private aggregates over) those of
+    your things that match a filter (needs a domain key with role admin)."""
     body = parse_model(GrantIn, await read_json(request))
     g = await service.grant(p, body.grantee, body.filter, body.role)
-    doc = {"grantor": g.grantor, "grantee": g.grantee, "filter": g.filter, "role": g.role}
-    return JSONResponse(doc, status_code=201)
+    return JSONResponse(_grant_json(g), status_code=201)
+
+
+def _grant_json(g: Grant) -> dict[str, str]:
+    return {"grantor": g.grantor, "grantee": g.grantee, "filter": g.filter, "role": g.role}
+
+
+@router.get("/grants", operation_id="listGrants")
+async def list_grants(p: Caller, service: Service) -> dict[str, Any]:
+    """The grants your domain gives (every grant, for the service admin; needs role
+    admin)."""
+    return {"items": [_grant_json(g) for g in await service.list_grants(p)]}
+
+
+@router.delete("/grants", operation_id="revokeGrant", status_code=204)
+async def revoke_grant(
+    p: Caller,
+    service: Service,
+    grantee: str = Query(description="the domain the grant is to", examples=["city"]),
+    filter: str = Query(
+        description="the grant's filter, as given", examples=["exists(attributes)"]
+    ),
+) -> Response:
+    """Take back a grant your domain gave (needs a domain key with role admin): the
+    grantee's reads, event streams and private aggregates stop seeing those things at
+    once; 404 when your domain gives no such grant."""
+    await service.revoke(p, grantee, filter)
+    return Response(status_code=204)
 
 
 @router.get("/namespaces", operation_id="listNamespaces", response_model=list[NamespaceOut])

@@ -40,7 +40,7 @@ from twinedge.runtime.auth import (
 )
 from twinedge.runtime.core.pools import StorePools
 from twinedge.runtime.core.writer import WriteQueue
-from twinedge.runtime.store.base import ApiKey, Grant, Scope, Store
+from twinedge.runtime.store.base import ApiKey, Grant, GrantRole, Scope, Store
 
 log = logging.getLogger("twinedge.service")
 
@@ -193,8 +193,11 @@ class Access:
         return stored is not None and await self.pools.read(check_password, password, stored)
 
     # ------------------------------------------------------------------ grants
-    async def grant(self, principal: Principal, grantee: str, filter: str, role: Role) -> Grant:
-        """Let domain ``grantee`` read (or write) the caller's things that match ``filter``.
+    async def grant(
+        self, principal: Principal, grantee: str, filter: str, role: GrantRole
+    ) -> Grant:
+        """Let domain ``grantee`` read (or write, or only take private aggregates over) the
+        caller's things that match ``filter``.
 
         Raises:
             Forbidden: the caller is no admin.
@@ -215,6 +218,36 @@ class Access:
         await self.grants(grantee)
         return g
 
+    async def list_grants(self, principal: Principal) -> list[Grant]:
+        """The grants the caller's domain gives (every grant, for the service admin).
+
+        Raises:
+            Forbidden: the caller is no admin.
+        """
+        self.require(principal, "admin")
+        return await self.pools.read(self.store.grants_from, principal.domain)
+
+    async def revoke(self, principal: Principal, grantee: str, filter: str) -> Grant:
+        """Take back the grant the caller's domain gave ``grantee`` with ``filter``; the
+        grantee's reads, streams and aggregates stop seeing those things at once.
+
+        Raises:
+            Forbidden: the caller is no admin.
+            InvalidInput: the caller is the service admin (it gives no grants).
+            NotFound: the caller's domain gives no such grant.
+        """
+        self.require(principal, "admin")
+        if principal.domain is None:
+            raise InvalidInput("the service admin gives no grants; use a domain admin key")
+        given = await self.pools.read(self.store.grants_from, principal.domain)
+        g = next((g for g in given if (g.grantee, g.filter) == (grantee, filter)), None)
+        if g is None:
+            raise NotFound(f"domain {principal.domain!r} gives {grantee!r} no grant {filter!r}")
+        await self.pools.read(self.store.delete_grant, g)
+        self._grants_cache.pop(grantee, None)
+        await self.grants(grantee)
+        return g
+
     async def grants(self, domain: str) -> list[tuple[Grant, rql.Node]]:
         """The grants to ``domain`` with their parsed filters (cached)."""
         if domain not in self._grants_cache:
@@ -231,16 +264,19 @@ class Access:
             return False
         return any(
             g.grantor == doc.get("_domain")
+            and g.role != "aggregate"  # private aggregates only, never a value
             and (role == "read" or g.role == "write")
             and rql.evaluate(node, doc)
             for g, node in self._grants_cache.get(p.domain, ())
         )
 
-    async def scope(self, p: Principal) -> Scope:
-        """What ``p`` may see, for the store's queries."""
+    async def scope(self, p: Principal, *, aggregates: bool = False) -> Scope:
+        """What ``p`` may see, for the store's queries; with ``aggregates``, also what its
+        domain may only take private aggregates over (grants with role aggregate)."""
         if p.domain is None:
             return Scope(None)
-        return Scope((p.domain,), tuple(g for g, _ in await self.grants(p.domain)))
+        gs = await self.grants(p.domain)
+        return Scope((p.domain,), tuple(g for g, _ in gs if aggregates or g.role != "aggregate"))
 
     async def get_visible(self, p: Principal, thing_id: str, role: Role = "read") -> dict:
         """The current document of ``thing_id`` if ``p`` may use it with ``role``.

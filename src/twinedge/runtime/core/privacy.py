@@ -1,6 +1,7 @@
 """Differentially private aggregates across domains, with a durable budget per consumer.
 
-A *consumer* is a domain reading another domain's twins (through read grants); the
+A *consumer* is a domain reading another domain's twins (through read grants, or grants
+with role aggregate, which share no value but these aggregates); the
 *owner* domain's admin gives each consumer a privacy budget (ε, δ). A private aggregate
 (count, sum, mean, histogram) over the owner's twins the consumer may see is released by
 :mod:`twinedge.privacy.dp` only after its (ε, δ) has been spent from that budget, in one
@@ -11,6 +12,7 @@ aggregate routes); a private aggregate of one's own domain is refused as pointle
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -153,7 +155,7 @@ class PrivateAggregates:
         cursor: str | None = None
         while True:
             page = await self.reads.search(
-                p, filter=filter, limit=1000, cursor=cursor, fields=(field,)
+                p, filter=filter, limit=1000, cursor=cursor, fields=(field,), aggregates=True
             )
             for doc in page.items:
                 try:
@@ -215,7 +217,7 @@ class PrivateAggregates:
         full = f"and({filter},{scope})" if filter else scope
         if fn == "count":
             values: list[float] = []
-            n = await self.reads.count(p, full)
+            n = await self.reads.count(p, full, aggregates=True)
         else:
             assert field is not None
             values = await self._values(p, full, field.strip("/"))
@@ -239,20 +241,18 @@ class PrivateAggregates:
                 remainingEpsilon=rem_e,
                 remainingDelta=rem_d,
             )
+        dl = d or None
+        # in a worker thread: OpenDP's first use loads it (seconds), and the loop serves on
         if fn == "count":
-            r = dp.release_count(n, mechanism=mechanism, epsilon=eps, delta=d or None)
-        elif fn == "sum":
-            r = dp.release_sum(
-                values, lower=lower, upper=upper, mechanism=mechanism, epsilon=eps, delta=d or None
-            )
-        elif fn == "mean":
-            r = dp.release_mean(
-                values, lower=lower, upper=upper, mechanism=mechanism, epsilon=eps, delta=d or None
-            )
+            r = await asyncio.to_thread(dp.release_count, n, mechanism=mechanism, epsilon=eps,
+                                        delta=dl)  # fmt: skip
+        elif fn in ("sum", "mean"):
+            release = dp.release_sum if fn == "sum" else dp.release_mean
+            r = await asyncio.to_thread(release, values, lower=lower, upper=upper,
+                                        mechanism=mechanism, epsilon=eps, delta=dl)  # fmt: skip
         else:
-            r = dp.release_histogram(
-                values, edges=edges or [], mechanism=mechanism, epsilon=eps, delta=d or None
-            )
+            r = await asyncio.to_thread(dp.release_histogram, values, edges=edges or [],
+                                        mechanism=mechanism, epsilon=eps, delta=dl)  # fmt: skip
         b = await self.pools.read(self.store.privacy_budget, owner, p.domain)
         out = {"owner": owner, "consumer": p.domain, "field": field, "filter": filter}
         out.update(r.to_json())

@@ -179,8 +179,11 @@ class Reads:
         limit: int = 25,
         cursor: str | None = None,
         fields: Sequence[str] | None = None,
+        aggregates: bool = False,
     ) -> SearchPage:
-        """A page of the things ``p`` may see that match ``filter`` (RQL).
+        """A page of the things ``p`` may see that match ``filter`` (RQL); with
+        ``aggregates``, also those its domain may only aggregate privately (for the
+        private-aggregate release, which never returns them).
 
         Raises:
             Forbidden: ``p`` cannot read.
@@ -193,7 +196,7 @@ class Reads:
             raise InvalidInput(f"limit must lie in 1..1000, got {limit}", "/limit")
         q = SearchQuery(
             filter,
-            await self.access.scope(p),
+            await self.access.scope(p, aggregates=aggregates),
             tuple(sort),
             limit,
             cursor,
@@ -201,15 +204,19 @@ class Reads:
         )
         return await self.pools.read(self.store.search, q)
 
-    async def count(self, p: Principal, filter: str | None = None) -> int:
-        """How many things ``p`` may see match ``filter``.
+    async def count(
+        self, p: Principal, filter: str | None = None, *, aggregates: bool = False
+    ) -> int:
+        """How many things ``p`` may see (or, with ``aggregates``, privately aggregate) match
+        ``filter``.
 
         Raises:
             Forbidden: ``p`` cannot read.
             InvalidInput: the filter is not RQL.
         """
         self.access.require(p, "read")
-        return await self.pools.read(self.store.count, filter, await self.access.scope(p))
+        scope = await self.access.scope(p, aggregates=aggregates)
+        return await self.pools.read(self.store.count, filter, scope)
 
     async def aggregate(
         self, p: Principal, *, filter: str | None, group_by: str, fn: str, field: str | None

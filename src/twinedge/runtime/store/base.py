@@ -20,6 +20,8 @@ from typing import Any, Literal, Protocol
 from twinedge.errors import TwinedgeError
 
 Role = Literal["read", "write", "admin"]
+#: what a grant lets the grantee do: read, write, or only take private aggregates
+GrantRole = Literal["read", "write", "aggregate"]
 #: Where the core stands in a twin's replication from an edge host: ``(epoch, revision)``
 #: of the last record applied (see :mod:`twinedge.runtime.core.replica`).
 EdgePosition = tuple[int, int]
@@ -52,12 +54,13 @@ class Change:
 @dataclass(frozen=True)
 class Grant:
     """``grantor`` lets ``grantee`` see (role read) or change (role write) the grantor's
-    things that match ``filter`` (RQL text)."""
+    things that match ``filter`` (RQL text), or (role aggregate) only take differentially
+    private aggregates over them (docs/privacy.md), never their values."""
 
     grantor: str
     grantee: str
     filter: str
-    role: Role
+    role: GrantRole
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ class Store(Protocol):
     def delete_grant(self, grant: Grant) -> bool: ...
 
     def grants_for(self, grantee: str) -> list[Grant]: ...
+
+    def grants_from(self, grantor: str | None) -> list[Grant]:
+        """The grants ``grantor`` gives (every grant for ``None``), by grantee and filter."""
 
     def put_privacy_budget(self, budget: PrivacyBudget) -> PrivacyBudget:
         """Set a consumer's budget (what it spent stays); returns the stored row."""

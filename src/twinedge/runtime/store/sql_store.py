@@ -533,8 +533,10 @@ class SqlStore:
 
     def put_grant(self, grant: Grant) -> None:
         rql.parse(grant.filter)
-        if grant.role not in ("read", "write"):
-            raise InvalidInput(f"a grant's role is read or write, got {grant.role!r}", "/role")
+        if grant.role not in ("read", "write", "aggregate"):
+            raise InvalidInput(
+                f"a grant's role is read, write or aggregate, got {grant.role!r}", "/role"
+            )
         self._write(
             "INSERT INTO grants (grantor, grantee, filter, role) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (grantor, grantee, filter) DO UPDATE SET role = excluded.role",
@@ -552,6 +554,15 @@ class SqlStore:
         rows = self._query(
             "SELECT grantor, grantee, filter, role FROM grants WHERE grantee = ? ORDER BY grantor, filter",
             [grantee],
+        )
+        return [Grant(*r) for r in rows]
+
+    def grants_from(self, grantor: str | None) -> list[Grant]:
+        where, params = ("WHERE grantor = ? ", [grantor]) if grantor is not None else ("", [])
+        rows = self._query(
+            f"SELECT grantor, grantee, filter, role FROM grants {where}"
+            "ORDER BY grantor, grantee, filter",
+            params,
         )
         return [Grant(*r) for r in rows]
 
