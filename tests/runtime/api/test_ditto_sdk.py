@@ -5,7 +5,8 @@ tests/ditto_sdk/session.js runs a Ditto client session with
 installed on first use with ``npm ci`` from the committed lock file): the HTTP client
 creates, reads (with a field selector), modifies, merges and deletes things, writes on
 ``rev:N`` ETags and on ``condition=``, searches (``GET`` page by page with ``size``,
-``sort``, ``cursor``, ``namespaces``, ``fields`` and ``ilike``; ``POST`` with a form body),
+``sort``, ``cursor``, ``namespaces``, ``fields`` and ``ilike``; ``POST`` with a form body;
+Ditto's older ``limit(offset,count)`` paging by ``nextPageOffset``),
 counts (``GET`` and ``POST``), gets things by ids and sends messages to a thing's inbox,
 which a real MQTT device answers; the WebSocket client speaks the Ditto Protocol over
 ``/ws/2`` (retrieve, modify, merge, create, delete, and events after
@@ -450,19 +451,22 @@ def test_http_post_search_with_a_form_body(session):
     assert "http.postSearch.page3" not in session
 
 
-def test_http_search_with_ditto_limit(session):
-    # limit(0,3), fewest seats first, namespace lot: a6 (1), a2 (2), a5 (3)
-    v = ok(session, "http.search.limit")["value"]
-    assert v["items"] == [{"thingId": "lot:a6"}, {"thingId": "lot:a2"}, {"thingId": "lot:a5"}]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="twinedge pages by cursor only: limit(0,n) answers a `cursor`, not Ditto's "
-    "`nextPageOffset` (3 here), and limit(offset,n) with an offset is a 400",
-)
-def test_http_search_with_ditto_limit_gives_the_next_offset(session):
-    assert ok(session, "http.search.limit")["value"]["nextPageOffset"] == 3
+def test_http_search_with_ditto_limit_pages_by_offset(session):
+    """limit(offset,3), fewest seats first, namespace lot (6 things): a6 (1), a2 (2),
+    a5 (3), then from offset 3 a1 (4), a4 (5), a3 (7) and nextPageOffset -1; no cursor."""
+    p1 = ok(session, "http.search.limit")["value"]
+    p2 = ok(session, "http.search.limit.page2")["value"]
+    assert p1 == {
+        "items": [{"thingId": "lot:a6"}, {"thingId": "lot:a2"}, {"thingId": "lot:a5"}],
+        "cursor": "(absent)",
+        "nextPageOffset": 3,
+    }
+    assert p2 == {
+        "items": [{"thingId": "lot:a1"}, {"thingId": "lot:a4"}, {"thingId": "lot:a3"}],
+        "cursor": "(absent)",
+        "nextPageOffset": -1,
+    }
+    assert "http.search.limit.page3" not in session
 
 
 def test_http_count_with_ilike_and_namespaces(session):
