@@ -322,18 +322,21 @@ async function searchSession(client) {
     cursor = res && typeof res.cursor === 'string' && res.cursor !== '(absent)' ? res.cursor : null;
     if (!cursor) break;
   }
-  // Ditto's older paging: limit(offset,count), fewest seats first
-  await call('http.search.limit', async () =>
-    page(
-      await search.search(
-        DefaultSearchOptions.getInstance()
-          .withNamespaces('lot')
-          .withFields('thingId')
-          .withLimit(0, 3)
-          .withSort('+attributes/seats'),
-      ),
-    ),
-  );
+  // Ditto's older paging: limit(offset,count), fewest seats first, page by page with the
+  // nextPageOffset of each answer (-1 on the last)
+  const byOffset = offset =>
+    DefaultSearchOptions.getInstance()
+      .withNamespaces('lot')
+      .withFields('thingId')
+      .withLimit(offset, 3)
+      .withSort('+attributes/seats');
+  let offset = 0;
+  for (let n = 1; n <= 3; n++) {
+    const name = n === 1 ? 'http.search.limit' : `http.search.limit.page${n}`;
+    const res = await call(name, async () => page(await search.search(byOffset(offset))));
+    offset = res && typeof res.nextPageOffset === 'number' ? res.nextPageOffset : -1;
+    if (offset < 0) break;
+  }
   await call('http.count', () =>
     search.count(
       DefaultCountOptions.getInstance()

@@ -430,10 +430,10 @@ def test_search_with_ditto_options_and_namespaces(api: Api):
     assert _ids(c.get(S, params={"filter": 'like(attributes/name,"al*")'}, headers=h)) == []
     # counts with namespaces
     assert c.get(f"{S}/count", params={"namespaces": "depot"}, headers=h).json() == 2
-    # limit(0,n), Ditto's older paging, with offset 0
-    assert _ids(c.get(S, params={"option": "sort(+thingId),limit(0,1)"}, headers=h)) == [
-        "depot:d-0"
-    ]
+    # limit(offset,count), Ditto's older paging: nextPageOffset instead of a cursor
+    r = c.get(S, params={"option": "sort(+thingId),limit(0,1)"}, headers=h)
+    assert _ids(r) == ["depot:d-0"]
+    assert set(r.json()) == {"items", "nextPageOffset"} and r.json()["nextPageOffset"] == 1
 
 
 def test_search_and_count_by_post_form(api: Api):
@@ -486,7 +486,31 @@ def test_search_and_count_by_post_form(api: Api):
         ({"option": "page(2)"}, "thing-search:search.option.invalid", "unknown option 'page'"),
         ({"option": "size(2),size(3)"}, "thing-search:search.option.invalid", "given twice"),
         ({"option": "size(2),limit(0,3)"}, "thing-search:search.option.invalid", "given twice"),
-        ({"option": "limit(5,2)"}, "thing-search:search.option.invalid", "only offset 0"),
+        ({"option": "limit(5)"}, "thing-search:search.option.invalid", "not limit(offset,count)"),
+        ({"option": "limit(x,2)"}, "thing-search:search.option.invalid", "not limit(offset,count)"),
+        (
+            {"option": "limit(-1,2)"},
+            "thing-search:search.option.invalid",
+            "not limit(offset,count)",
+        ),
+        ({"option": "limit(0,0)"}, "thing-search:search.option.invalid", "from 1 to 200"),
+        ({"option": "limit(0,201)"}, "thing-search:search.option.invalid", "from 1 to 200"),
+        (
+            {"option": "limit(1000000001,2)"},
+            "thing-search:search.option.invalid",
+            "offset must be 0..1,000,000,000",
+        ),
+        (
+            {"option": "limit(0,2),cursor(abc)"},
+            "thing-search:search.option.invalid",
+            "use one of them",
+        ),
+        (
+            {"option": "limit(2,2)", "cursor": "abc"},
+            "thing-search:search.option.invalid",
+            "takes no cursor",
+        ),
+        ({"option": "limit(2,2)", "limit": "3"}, "thing-search:search.option.invalid", "not both"),
         ({"option": "sort()"}, "thing-search:search.option.invalid", "names no field"),
         (
             {"option": "sort(+nope)"},
@@ -520,6 +544,55 @@ def test_bad_search_parameters(api: Api, params, error, why):
     r = api.client.get(S, params=params, headers=api.h())
     doc = _ditto_error(r, 400, error)
     assert why in doc["detail"], doc["detail"]
+
+
+# seven things and their order by -attributes/n, then +thingId (v-3 and v-4 tie on n=5)
+LIMIT_THINGS = {"v-0": 2, "v-1": 9, "v-2": 4, "v-3": 5, "v-4": 5, "v-5": 0, "v-6": 7}
+LIMIT_ORDER = ["v-1", "v-6", "v-3", "v-4", "v-2", "v-0", "v-5"]
+
+
+def test_limit_offset_pages_as_ditto(api2: Api, monkeypatch: pytest.MonkeyPatch):
+    """limit(offset,count) over every offset 0..8 and count 1..4, on SQLite and PostgreSQL:
+    the slice of the order written out above, and nextPageOffset offset+count while a
+    thing follows, else -1. The walk to the offset reads 2 things a step here, so offsets
+    above 2 take several steps (and end exactly on or past the last thing)."""
+    from twinedge.runtime.api import routes_search
+
+    monkeypatch.setattr(routes_search, "SKIP_PAGE", 2)
+    for name, n in LIMIT_THINGS.items():
+        api2.put_thing(f"fleet:{name}", {"attributes": {"n": n}})
+    api2.put_thing("depot:d-0", {"attributes": {"n": 100}}, domain="depot")  # not visible
+    c, h = api2.client, api2.h()
+    for offset in range(9):
+        for count in range(1, 5):
+            option = f"sort(-attributes/n,+thingId),limit({offset},{count})"
+            r = c.get(S, params={"option": option, "namespaces": "fleet"}, headers=h)
+            assert r.status_code == 200, r.text
+            want = [f"fleet:{x}" for x in LIMIT_ORDER[offset : offset + count]]
+            nxt = offset + count if offset + count < len(LIMIT_ORDER) else -1
+            assert _ids(r) == want, (offset, count)
+            assert set(r.json()) == {"items", "nextPageOffset"}, r.json()
+            assert r.json()["nextPageOffset"] == nxt, (offset, count)
+    # fields, a filter and the form body of POST take part as with size(n)
+    body = (
+        "filter=gt(attributes/n,3)&namespaces=fleet&fields=thingId,attributes/n"
+        "&option=sort(%2Battributes/n),limit(1,2)"
+    )
+    r = c.post(S, content=body, headers=api2.h(**FORM))
+    assert r.status_code == 200, r.text
+    # n > 3 ascending: v-2 (4), v-3 (5), v-4 (5), v-6 (7), v-1 (9); from position 1, two
+    assert r.json() == {
+        "items": [
+            {"thingId": "fleet:v-3", "attributes": {"n": 5}},
+            {"thingId": "fleet:v-4", "attributes": {"n": 5}},
+        ],
+        "nextPageOffset": 3,
+    }
+    # without namespaces: fleet's key never meets depot's thing (n=100) on any page
+    r = c.get(S, params={"option": "sort(-attributes/n),limit(0,1)"}, headers=h)
+    assert _ids(r) == ["fleet:v-1"] and r.json()["nextPageOffset"] == 1
+    r = c.get(S, params={"option": "sort(-attributes/n),limit(6,5)"}, headers=h)
+    assert _ids(r) == ["fleet:v-5"] and r.json()["nextPageOffset"] == -1
 
 
 def test_a_cursor_belongs_to_its_namespaces(api: Api):

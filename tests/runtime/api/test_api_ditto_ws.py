@@ -248,14 +248,14 @@ def test_bad_input_answers_an_error_envelope(api: Api, message: str, status: int
 
 
 def test_an_envelope_twinedge_does_not_serve_is_answered_to_its_correlation_id(api: Api):
-    """A message to a device over the live channel (as Ditto's SDK sends it), an unknown
-    command or criterion: the error carries the envelope's correlation-id (any case), so
-    the client's request ends at once instead of waiting for an answer that never comes."""
+    """A live command (the live channel carries messages only), an unknown command or
+    criterion: the error carries the envelope's correlation-id (any case), so the
+    client's request ends at once instead of waiting for an answer that never comes."""
     live = {
-        "topic": "fleet/car-1/things/live/messages/switch",
-        "path": "/inbox/messages/switch",
+        "topic": "fleet/car-1/things/live/commands/modify",
+        "path": "/attributes/on",
         "headers": {"correlation-id": "m-1", "content-type": "application/json"},
-        "value": {"on": True},
+        "value": True,
     }
     upsert = {"topic": f"fleet/car-1/{CMD}/upsert", "headers": {"Correlation-Id": "m-2"}}
     events = {"topic": "fleet/car-1/things/twin/events/modified", "headers": {"correlation-id": 7}}
@@ -276,6 +276,42 @@ def test_an_envelope_twinedge_does_not_serve_is_answered_to_its_correlation_id(a
         a = _ask(ws, {"topic": "fleet/car-1/things/live/commands/modify"})
         _error(a, 400, "protocoladapter:unknown.channel")
         assert "correlation-id" not in a["headers"]
+
+
+@pytest.mark.parametrize(
+    "subject, path, headers, code, why",
+    [
+        ("switch", "/outbox/messages/switch", {}, "protocoladapter:unknown.path", "inbox only"),
+        (
+            "switch",
+            "/features/lamp/inbox/messages/switch",
+            {},
+            "protocoladapter:unknown.path",
+            "inbox only",
+        ),
+        ("switch", "/inbox/messages/other", {}, "protocoladapter:unknown.path", "inbox only"),
+        ("", "/inbox/messages/", {}, "messages:subject.invalid", "subject"),
+        ("switch", "/inbox/messages/switch", {"timeout": "0"}, "timeout.invalid", "more than 0"),
+        ("switch", "/inbox/messages/switch", {"timeout": "301"}, "timeout.invalid", "at most 300"),
+        ("switch", "/inbox/messages/switch", {"timeout": "10h"}, "timeout.invalid", "10s, 500ms"),
+        ("switch", "/inbox/messages/switch", {"timeout": "-1"}, "timeout.invalid", "more than 0"),
+    ],
+)
+def test_bad_messages_are_refused_on_the_live_errors_topic(
+    api: Api, subject: str, path: str, headers: dict, code: str, why: str
+):
+    env = {
+        "topic": f"fleet/car-1/things/live/messages/{subject}",
+        "path": path,
+        "headers": {"correlation-id": "m-9", **headers},
+        "value": {},
+    }
+    with _ws(api) as ws:
+        a = _ask(ws, env)
+    assert a["topic"] == "fleet/car-1/things/live/errors", a
+    assert a["headers"]["correlation-id"] == "m-9"
+    assert (a["status"], a["value"]["error"]) == (400, code), a
+    assert why in a["value"]["message"], a
 
 
 def test_connection_survives_bad_input(api: Api):

@@ -5,11 +5,12 @@ tests/ditto_sdk/session.js runs a Ditto client session with
 installed on first use with ``npm ci`` from the committed lock file): the HTTP client
 creates, reads (with a field selector), modifies, merges and deletes things, writes on
 ``rev:N`` ETags and on ``condition=``, searches (``GET`` page by page with ``size``,
-``sort``, ``cursor``, ``namespaces``, ``fields`` and ``ilike``; ``POST`` with a form body),
+``sort``, ``cursor``, ``namespaces``, ``fields`` and ``ilike``; ``POST`` with a form body;
+Ditto's older ``limit(offset,count)`` paging by ``nextPageOffset``),
 counts (``GET`` and ``POST``), gets things by ids and sends messages to a thing's inbox,
 which a real MQTT device answers; the WebSocket client speaks the Ditto Protocol over
-``/ws/2`` (retrieve, modify, merge, create, delete, and events after
-``START-SEND-EVENTS``). Each SDK call prints one JSON line; each test below checks the
+``/ws/2`` (retrieve, modify, merge, create, delete, events after
+``START-SEND-EVENTS``, and a message on the live channel the same device answers). Each SDK call prints one JSON line; each test below checks the
 content of one answer against values worked out by hand from the session's steps.
 """
 
@@ -450,19 +451,22 @@ def test_http_post_search_with_a_form_body(session):
     assert "http.postSearch.page3" not in session
 
 
-def test_http_search_with_ditto_limit(session):
-    # limit(0,3), fewest seats first, namespace lot: a6 (1), a2 (2), a5 (3)
-    v = ok(session, "http.search.limit")["value"]
-    assert v["items"] == [{"thingId": "lot:a6"}, {"thingId": "lot:a2"}, {"thingId": "lot:a5"}]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="twinedge pages by cursor only: limit(0,n) answers a `cursor`, not Ditto's "
-    "`nextPageOffset` (3 here), and limit(offset,n) with an offset is a 400",
-)
-def test_http_search_with_ditto_limit_gives_the_next_offset(session):
-    assert ok(session, "http.search.limit")["value"]["nextPageOffset"] == 3
+def test_http_search_with_ditto_limit_pages_by_offset(session):
+    """limit(offset,3), fewest seats first, namespace lot (6 things): a6 (1), a2 (2),
+    a5 (3), then from offset 3 a1 (4), a4 (5), a3 (7) and nextPageOffset -1; no cursor."""
+    p1 = ok(session, "http.search.limit")["value"]
+    p2 = ok(session, "http.search.limit.page2")["value"]
+    assert p1 == {
+        "items": [{"thingId": "lot:a6"}, {"thingId": "lot:a2"}, {"thingId": "lot:a5"}],
+        "cursor": "(absent)",
+        "nextPageOffset": 3,
+    }
+    assert p2 == {
+        "items": [{"thingId": "lot:a1"}, {"thingId": "lot:a4"}, {"thingId": "lot:a3"}],
+        "cursor": "(absent)",
+        "nextPageOffset": -1,
+    }
+    assert "http.search.limit.page3" not in session
 
 
 def test_http_count_with_ilike_and_namespaces(session):
@@ -528,19 +532,73 @@ def test_http_message_the_device_does_not_answer_times_out(session):
     assert "did not answer command 'ignore' within 1 s" in e["body"]["message"]
 
 
-def test_ws_live_message_gets_an_answer_at_once(session):
-    """twinedge does not serve the live channel; its error envelope carries the message's
-    correlation-id, so the SDK's request ends with it (session.js gives up after 15 s)."""
-    a = ok(session, "ws.live.messageToThing")
-    assert a["status"] == 400
-    assert a["value"]["error"] == "protocoladapter:unknown.channel"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="messages over the WebSocket (Ditto's live channel) are not served; a message "
-    "to a device goes over HTTP (POST /api/2/things/{id}/inbox/messages/{subject})",
-)
-def test_ws_live_message_is_answered_by_the_device(session):
+def test_ws_live_message_is_answered_by_the_device(session, lamp):
+    """The same message over the WebSocket's live channel, as Ditto's client sends it: the
+    device gets the command and its answer comes back with status 200."""
     a = ok(session, "ws.live.messageToThing")
     assert (a["status"], a["value"]) == (200, {"switched": False, "level": 20})
+    assert ("switch", {"on": False, "level": 20}) in lamp.commands
+
+
+def _live(subject: str, cid: str, value: Any, path: str | None = None, **headers: Any) -> dict:
+    return {
+        "topic": f"sdk/lamp-1/things/live/messages/{subject}",
+        "path": path if path is not None else f"/inbox/messages/{subject}",
+        "headers": {"correlation-id": cid, "content-type": "application/json", **headers},
+        "value": value,
+    }
+
+
+def test_ws_live_messages_wait_in_their_own_task(server, lamp):
+    """Over a real socket to the real server and device: a message the device never
+    answers (timeout 2s) does not hold up the connection: a twin retrieve sent after it
+    is answered first, then the message's 408; a message the device answers comes back
+    with its payload; a path outside the inbox and a bad timeout are refused at once."""
+    import websockets
+
+    url = server["base"].replace("http://", "ws://") + "/ws/2"
+    auth = {"Authorization": f"Bearer {server['token']}"}
+
+    async def talk() -> list[dict[str, Any]]:
+        async with websockets.connect(url, additional_headers=auth) as ws:
+            await ws.send(json.dumps(_live("ignore", "m-slow", {"n": 1}, timeout="3s")))
+            await ws.send(
+                json.dumps(
+                    {
+                        "topic": "sdk/lamp-1/things/twin/commands/retrieve",
+                        "path": "/",
+                        "fields": "thingId",
+                        "headers": {"correlation-id": "r-1"},
+                    }
+                )
+            )
+            await ws.send(json.dumps(_live("switch", "m-ok", {"on": True, "level": 5})))
+            await ws.send(json.dumps(_live("switch", "m-out", {}, path="/outbox/messages/switch")))
+            await ws.send(json.dumps(_live("switch", "m-t0", {}, timeout="0")))
+            return [json.loads(await ws.recv()) for _ in range(5)]
+
+    answers = asyncio.run(talk())
+    by_cid = {a["headers"]["correlation-id"]: a for a in answers}
+    order = [a["headers"]["correlation-id"] for a in answers]
+    # the retrieve and the refusals, sent after it, come before the unanswered message's
+    # time-out
+    assert all(order.index(c) < order.index("m-slow") for c in ("r-1", "m-out", "m-t0"))
+    assert (by_cid["r-1"]["status"], by_cid["r-1"]["value"]) == (200, {"thingId": "sdk:lamp-1"})
+    ok_ = by_cid["m-ok"]
+    assert (ok_["status"], ok_["value"]) == (200, {"switched": True, "level": 5})
+    assert (ok_["topic"], ok_["path"]) == (
+        "sdk/lamp-1/things/live/messages/switch",
+        "/inbox/messages/switch",
+    )
+    slow = by_cid["m-slow"]
+    assert slow["topic"] == "sdk/lamp-1/things/live/errors"
+    assert (slow["status"], slow["value"]["error"]) == (408, "messages:message.timeout")
+    assert "within 3 s" in slow["value"]["message"]
+    out = by_cid["m-out"]
+    assert (out["status"], out["value"]["error"]) == (400, "protocoladapter:unknown.path")
+    assert "inbox only" in out["value"]["message"]
+    t0 = by_cid["m-t0"]
+    assert (t0["status"], t0["value"]["error"]) == (400, "timeout.invalid")
+    assert ("ignore", {"n": 1}) in lamp.commands and ("switch", {"on": True, "level": 5}) in (
+        lamp.commands
+    )

@@ -46,8 +46,17 @@ as ``created`` / ``modified`` / ``deleted`` at the one path it touched, or as ``
 with a JSON merge patch at the deepest path common to all it touched (one event per
 revision, with ``revision`` and ``timestamp``). Service fields (``_host``...) and group
 membership are not Ditto's and are not sent. ``STOP-SEND-EVENTS`` ends it
-(``STOP-SEND-EVENTS:ACK``). Messages, live commands and events, policy announcements and
-``JWT-TOKEN`` are answered with a 501 error envelope.
+(``STOP-SEND-EVENTS:ACK``). Live commands and events, ``START-SEND-MESSAGES``, policy
+announcements and ``JWT-TOKEN`` are answered with an error envelope.
+
+Messages to a thing's inbox (live channel: topic ``<namespace>/<name>/things/live/messages/
+<subject>``, path ``/inbox/messages/<subject>``, Ditto's ``timeout`` header, default 10 s)
+go to the device as a command, exactly as ``POST /api/2/things/{id}/inbox/messages/
+{subject}`` sends them (:meth:`TwinService.send_command`); the device's answer comes back
+with status 200 on the message's topic, path and ``correlation-id``, or an error envelope
+(``408`` ``messages:message.timeout`` when the device does not answer in time). A message
+waits in its own task, so the connection keeps serving other commands meanwhile (at most
+:data:`MAX_MESSAGES_IN_FLIGHT` a connection).
 
 Authentication is that of the other event streams: ``Authorization: Bearer <key>`` or
 ``?token=<key>`` (redacted in logs); a bad key closes the socket with 1008 and the reason.
@@ -105,6 +114,10 @@ ACTIONS = ("create", "modify", "merge", "retrieve", "delete")
 UNSUPPORTED_HEADERS = ("live-channel-condition", "put-metadata", "get-metadata", "delete-metadata")
 CONTROL_RE = re.compile(r"[A-Z]+(?:-[A-Z]+)+(?=$|[?:])")
 MAX_THINGS_PER_RETRIEVE = 200
+MAX_MESSAGES_IN_FLIGHT = 100  # messages of one connection waiting for their device
+MAX_MESSAGE_TIMEOUT_S = 300.0  # as over HTTP (?timeout=)
+DEFAULT_MESSAGE_TIMEOUT_S = 10.0  # Ditto's default
+_TIMEOUT_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
 
 
 class DittoError(Exception):
@@ -134,6 +147,8 @@ class Command:
     """One parsed command envelope."""
 
     def __init__(self, env: dict[str, Any]):
+        self.channel = "twin"
+        self.is_message = False
         self.headers: dict[str, Any] = {}
         raw_headers = env.get("headers", {})
         if raw_headers is None:
@@ -171,13 +186,19 @@ class Command:
                 "use <namespace>/<name>/things/twin/commands/<create|modify|merge|retrieve|delete>",
             )
         ns, name, _, channel, criterion, action = parts
+        self.is_message = channel == "live" and criterion == "messages"
+        if self.is_message:
+            self.channel = "live"
+            self._message(ns, name, action, env)
+            return
         if channel != "twin":
             raise DittoError(
                 400,
                 "protocoladapter:unknown.channel",
-                f"the {channel!r} channel is not served: twinedge answers from the twin",
-                "use the twin channel; commands to a device go over HTTP "
-                "(POST /api/2/things/{thingId}/inbox/messages/{subject})",
+                f"the {channel!r} channel is served for messages only: twinedge answers "
+                "commands from the twin",
+                "use the twin channel for commands; send messages to a device on the live "
+                "channel (…/things/live/messages/<subject>, path /inbox/messages/<subject>)",
             )
         if criterion != "commands":
             raise DittoError(
@@ -215,6 +236,39 @@ class Command:
         rr = self.headers.get("response-required", True)
         self.response_required = rr not in (False, "false")
 
+    def _message(self, ns: str, name: str, subject: str, env: dict[str, Any]) -> None:
+        """The fields of a message to the thing's inbox (live channel)."""
+        self.action = "message"
+        self.namespace, self.name, self.subject = ns, name, subject
+        self.thing_id = f"{ns}:{name}"
+        self.many = False
+        try:
+            things.check_thing_id(self.thing_id)
+        except InvalidInput as e:
+            raise DittoError(
+                400, "things:id.invalid", e.detail, "a thing id is namespace:name"
+            ) from None
+        if not subject:
+            raise DittoError(
+                400, "messages:subject.invalid", "the message's subject (topic) is empty"
+            )
+        if self.path != f"/inbox/messages/{subject}":
+            raise DittoError(
+                400,
+                "protocoladapter:unknown.path",
+                f"messages are served to a thing's inbox only, at /inbox/messages/{shorten(subject)}"
+                f"; got path {shorten(self.path)!r}",
+                "send the message to the thing's inbox; twinedge has no outbox and no "
+                "feature-level messages",
+            )
+        self.tokens = []
+        self.has_value = "value" in env
+        self.value = env.get("value")
+        self.fields = None
+        rr = self.headers.get("response-required", True)
+        self.response_required = rr not in (False, "false")
+        self.timeout_s = _message_timeout(self.headers.get("timeout"))
+
     def answer(
         self, status: int, value: Any = None, *, has_value: bool = False, etag: str = ""
     ) -> dict[str, Any]:
@@ -233,6 +287,36 @@ class Command:
         if has_value:
             env["value"] = value
         return env
+
+
+def _message_timeout(raw: Any) -> float:
+    """Ditto's ``timeout`` header of a message in seconds: ``10``, ``10s``, ``500ms`` or
+    ``1m``; absent means :data:`DEFAULT_MESSAGE_TIMEOUT_S`.
+
+    Raises:
+        DittoError: 400 ``timeout.invalid`` for another form, for 0 (Ditto's
+            fire-and-forget, which twinedge does not offer) and above
+            :data:`MAX_MESSAGE_TIMEOUT_S`.
+
+    Examples:
+        >>> _message_timeout("500ms"), _message_timeout("2s"), _message_timeout(None)
+        (0.5, 2.0, 10.0)
+    """
+    if raw is None:
+        return DEFAULT_MESSAGE_TIMEOUT_S
+    m = _TIMEOUT_RE.fullmatch(str(raw).strip())
+    seconds = None
+    if m and len(m.group(1)) <= 12:
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if seconds is None or not 0 < seconds <= MAX_MESSAGE_TIMEOUT_S:
+        raise DittoError(
+            400,
+            "timeout.invalid",
+            f"timeout {shorten(str(raw))!r}: give the time to wait for the device's answer, "
+            f"more than 0 and at most {MAX_MESSAGE_TIMEOUT_S:g} s (e.g. 10, 10s, 500ms, 1m)",
+            "twinedge always waits for the device's answer (no timeout 0)",
+        )
+    return seconds
 
 
 def shorten(text: str, n: int = 80) -> str:
@@ -328,9 +412,11 @@ async def to_ditto_error(
     if isinstance(exc, ServiceError):
         status = status_of(exc) or status
     method = {"retrieve": "GET", "delete": "DELETE"}.get(cmd.action if cmd else "", "PUT")
-    code = prob.extra.get("error") or ditto_error(
-        status, f"/api/2/things/{cmd.thing_id if cmd else '_'}", prob.pointer, method
-    )
+    where = f"/api/2/things/{cmd.thing_id if cmd else '_'}"
+    if cmd is not None and cmd.is_message:
+        where += cmd.path  # /inbox/messages/<subject>: a timeout is messages:message.timeout
+        method = "POST"
+    code = prob.extra.get("error") or ditto_error(status, where, prob.pointer, method)
     hint = {
         400: "correct the command as the message says",
         403: "use a key of the thing's domain with the write role",
@@ -346,6 +432,8 @@ async def to_ditto_error(
             with contextlib.suppress(ServiceError):
                 doc = await service.get_thing(p, cmd.thing_id)
         code = not_found_code(doc, cmd.tokens)
+    elif isinstance(exc, NotFound) and cmd is not None and cmd.is_message:
+        code = "things:thing.notfound"
     elif isinstance(exc, Forbidden) and cmd is not None and cmd.action == "delete":
         code = "things:thing.notdeletable"
     return DittoError(status, code, detail, hint)
@@ -446,6 +534,7 @@ class Session:
         self.lock = asyncio.Lock()
         self.sub: Subscription | None = None
         self.pump: asyncio.Task | None = None
+        self.messages: set[asyncio.Task] = set()  # messages waiting for their device
         self.closed = False
 
     async def send(self, message: str | dict[str, Any]) -> None:
@@ -482,7 +571,7 @@ class Session:
             path = cmd.path
             if cmd.topic.count("/") == 5:
                 ns, name = cmd.topic.split("/")[:2]
-                topic = f"{ns}/{name}/things/twin/errors"
+                topic = f"{ns}/{name}/things/{cmd.channel}/errors"
         await self.send(
             {
                 "topic": topic or "_/_/things/twin/errors",
@@ -510,6 +599,8 @@ class Session:
                 await self.handle(text)
         finally:
             self.stop_events()
+            for task in list(self.messages):
+                task.cancel()
 
     async def handle(self, text: str) -> None:
         limit = self.state.max_body_bytes
@@ -547,6 +638,9 @@ class Session:
         cmd: Command | None = None
         try:
             cmd = Command(env)
+            if cmd.is_message:
+                self.start_message(cmd)
+                return
             answer = await self.execute(cmd)
         except DittoError as e:
             await self.error(e, cmd, _errors_topic(env), _correlation_id(env))
@@ -556,6 +650,43 @@ class Session:
             return
         if cmd.response_required:
             await self.send(answer)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def start_message(self, cmd: Command) -> None:
+        """Send ``cmd`` (a message to the thing's inbox) in its own task, so the connection
+        keeps serving while the device answers.
+
+        Raises:
+            DittoError: 429 when :data:`MAX_MESSAGES_IN_FLIGHT` messages already wait.
+        """
+        if len(self.messages) >= MAX_MESSAGES_IN_FLIGHT:
+            raise DittoError(
+                429,
+                "too.many.requests",
+                f"{MAX_MESSAGES_IN_FLIGHT} messages of this connection already wait for their "
+                "device's answer",
+                "wait for answers before sending more messages",
+            )
+        task = asyncio.create_task(self.message(cmd))
+        self.messages.add(task)
+        task.add_done_callback(self.messages.discard)
+
+    async def message(self, cmd: Command) -> None:
+        """The device's answer to ``cmd``, or the error why there is none."""
+        try:
+            value = await self.service.send_command(
+                self.p,
+                cmd.thing_id,
+                cmd.subject,
+                cmd.value if cmd.has_value else None,
+                timeout_s=cmd.timeout_s,
+            )
+        except (ServiceError, ProblemError) as e:
+            await self.error(await to_ditto_error(e, self.service, self.p, cmd), cmd)
+            return
+        if cmd.response_required:
+            await self.send(cmd.answer(200, value, has_value=True))
 
     # --- control messages ------------------------------------------------------------------
 
@@ -577,8 +708,8 @@ class Session:
                     501,
                     "signal.unsupported",
                     f"{shorten(word)} is not supported by twinedge",
-                    "only START-SEND-EVENTS and STOP-SEND-EVENTS are served; device commands "
-                    "go over HTTP (POST /api/2/things/{thingId}/inbox/messages/{subject})",
+                    "only START-SEND-EVENTS and STOP-SEND-EVENTS are served; send messages to a "
+                    "thing's inbox on the live channel (…/things/live/messages/<subject>)",
                 )
             )
 
@@ -839,9 +970,11 @@ def _correlation_id(env: dict[str, Any]) -> str | None:
 def _errors_topic(env: dict[str, Any]) -> str:
     topic = env.get("topic")
     if isinstance(topic, str) and topic.count("/") >= 2:
-        ns, name = topic.split("/")[:2]
+        parts = topic.split("/")
+        ns, name = parts[:2]
+        channel = "live" if parts[3:5] == ["live", "messages"] else "twin"
         if ns and name:
-            return f"{ns}/{name}/things/twin/errors"
+            return f"{ns}/{name}/things/{channel}/errors"
     return ""
 
 

@@ -154,7 +154,14 @@ class History(BaseModel):
 class SearchResult(BaseModel):
     items: list[dict[str, Any]]
     cursor: str | None = Field(
-        description="pass back (option=cursor(...) or ?cursor=) for the next page; null at the end"
+        None,
+        description="pass back (option=cursor(...) or ?cursor=) for the next page; null at the "
+        "end (absent in the answer to option=limit(offset,count))",
+    )
+    nextPageOffset: int | None = Field(
+        None,
+        description="only in the answer to option=limit(offset,count): the offset of the next "
+        "page, -1 on the last",
     )
 
 

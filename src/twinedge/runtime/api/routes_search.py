@@ -6,6 +6,12 @@ same names in an ``application/x-www-form-urlencoded`` body, on ``POST`` (count 
 twinedge's own ``sort``, ``limit`` and ``cursor`` query parameters still work; naming one
 thing both ways is refused. Namespaces become a filter on ``thingId``, so a cursor is tied
 to them as to the filter.
+
+Ditto's older paging, ``option=limit(offset,count)``, answers as Ditto does: the page that
+starts at ``offset`` and ``nextPageOffset`` (``offset + count``, or ``-1`` on the last
+page) instead of a cursor. The store pages by keyset only, so the route reaches the offset
+by walking keyset pages of the same query (a read of ``offset`` things, the cost Ditto
+warns of for high offsets) and then reads the page itself.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ SORTABLE = (
     "_host",
 )
 MAX_SIZE = 200  # Ditto's largest page (option=size(n))
+MAX_OFFSET = 1_000_000_000  # the largest offset of limit(offset,count)
+SKIP_PAGE = 1000  # things read a step while walking to the offset of limit(offset,count)
 MAX_OPTION_CHARS = 60_000
 
 
@@ -122,11 +130,13 @@ def parse_sort(sort: str | None, name: str = "sort") -> list[tuple[str, bool]]:
 
 @dataclass
 class Options:
-    """What Ditto's ``option`` parameter says: ``size(n)``, ``sort(...)``, ``cursor(c)``."""
+    """What Ditto's ``option`` parameter says: ``size(n)``, ``sort(...)``, ``cursor(c)``;
+    ``offset`` is set by ``limit(offset,count)`` alone (``count`` goes to ``size``)."""
 
     size: int | None = None
     sort: list[tuple[str, bool]] | None = None
     cursor: str | None = None
+    offset: int | None = None
 
 
 def _split_top(text: str) -> list[str] | None:
@@ -150,7 +160,8 @@ def _split_top(text: str) -> list[str] | None:
 
 def parse_option(values: list[str]) -> Options:
     """Ditto's search ``option``: ``size(n)`` (1..200), ``sort(+path,-path)``,
-    ``cursor(c)`` and ``limit(0,n)`` (Ditto's deprecated paging, offset 0 only),
+    ``cursor(c)`` and ``limit(offset,count)`` (Ditto's deprecated paging: offset
+    0..:data:`MAX_OFFSET`, count 1..200; not with ``size`` or ``cursor``),
     comma-separated; the parameter may repeat.
 
     Raises:
@@ -158,7 +169,9 @@ def parse_option(values: list[str]) -> Options:
 
     Examples:
         >>> parse_option(["size(2),sort(+thingId,-attributes/n)"])
-        Options(size=2, sort=[('thingId', True), ('attributes/n', False)], cursor=None)
+        Options(size=2, sort=[('thingId', True), ('attributes/n', False)], cursor=None, offset=None)
+        >>> parse_option(["limit(20,10)"])
+        Options(size=10, sort=None, cursor=None, offset=20)
     """
     opts = Options()
     seen: set[str] = set()
@@ -186,7 +199,7 @@ def parse_option(values: list[str]) -> Options:
             raise _bad(
                 "option",
                 f"option {shorten(item)!r} is not name(arguments); the options are size(n), "
-                "sort(+path,-path), cursor(c) and limit(0,n)",
+                "sort(+path,-path), cursor(c) and limit(offset,count)",
                 "thing-search:search.option.invalid",
                 "malformed",
             )
@@ -195,7 +208,7 @@ def parse_option(values: list[str]) -> Options:
             raise _bad(
                 "option",
                 f"unknown option {name!r}; the options are size(n), sort(+path,-path), "
-                "cursor(c) and limit(0,n)",
+                "cursor(c) and limit(offset,count)",
                 "thing-search:search.option.invalid",
                 "unknown option",
             )
@@ -212,15 +225,25 @@ def parse_option(values: list[str]) -> Options:
         if name == "size":
             opts.size = _page_size(arg, "size")
         elif name == "limit":
-            off, _, count = arg.partition(",")
-            if off.strip() != "0":
+            off, comma, count = arg.partition(",")
+            o = off.strip()
+            if not (comma and o.isascii() and o.isdigit() and len(o) <= 10):
                 raise _bad(
                     "option",
-                    f"option limit({shorten(arg)}): only offset 0 is supported; page with "
-                    "size(n) and the cursor of each answer (cursor(c)) instead",
+                    f"option limit({shorten(arg)}) is not limit(offset,count); e.g. limit(0,25) "
+                    "for the first 25, limit(25,25) for the next",
                     "thing-search:search.option.invalid",
-                    "offset",
+                    "malformed limit",
                 )
+            if int(o) > MAX_OFFSET:
+                raise _bad(
+                    "option",
+                    f"option limit({shorten(arg)}): the offset must be 0..{MAX_OFFSET:,}; page "
+                    "further with size(n) and the cursor of each answer (cursor(c))",
+                    "thing-search:search.option.invalid",
+                    "offset out of range",
+                )
+            opts.offset = int(o)
             opts.size = _page_size(count, "limit")
         elif name == "sort":
             opts.sort = parse_sort(arg, "option sort")
@@ -241,6 +264,14 @@ def parse_option(values: list[str]) -> Options:
                     "empty",
                 )
             opts.cursor = c
+    if opts.offset is not None and opts.cursor is not None:
+        raise _bad(
+            "option",
+            "option limit(offset,count) pages by offset and cursor(c) by cursor; use one of "
+            "them (the answer to limit carries nextPageOffset, not a cursor)",
+            "thing-search:search.option.invalid",
+            "limit with cursor",
+        )
     return opts
 
 
@@ -322,10 +353,22 @@ async def _search(
                 "given twice",
             )
     paths = parse_fields(fields)
+    where = combined_filter(filter, namespaces)
+    order = opts.sort if opts.sort is not None else parse_sort(sort)
+    if opts.offset is not None:
+        if cursor is not None:
+            raise _bad(
+                "cursor",
+                "option limit(offset,count) pages by offset; it takes no cursor",
+                "thing-search:search.option.invalid",
+                "limit with cursor",
+            )
+        assert opts.size is not None  # limit(offset,count) always sets the count
+        return await _offset_page(p, service, where, order, opts.offset, opts.size, paths)
     page = await service.search(
         p,
-        filter=combined_filter(filter, namespaces),
-        sort=opts.sort if opts.sort is not None else parse_sort(sort),
+        filter=where,
+        sort=order,
         limit=opts.size or limit or 25,
         cursor=(opts.cursor or cursor) or None,
     )
@@ -335,12 +378,49 @@ async def _search(
     return out
 
 
+async def _offset_page(
+    p: Principal,
+    service: TwinService,
+    where: str | None,
+    order: list[tuple[str, bool]],
+    offset: int,
+    count: int,
+    paths: Any,
+) -> dict[str, Any]:
+    """The answer to ``limit(offset,count)``: the ``count`` things from position
+    ``offset`` of the ordered matches and ``nextPageOffset`` (``offset + count`` when a
+    thing follows them, else ``-1``), reached by walking keyset pages."""
+    after: str | None = None
+    skip = offset
+    while skip > 0:
+        step = await service.search(
+            p,
+            filter=where,
+            sort=order,
+            limit=min(skip, SKIP_PAGE),
+            cursor=after,
+            fields=["thingId"],
+        )
+        skip -= len(step.items)
+        after = step.cursor
+        if after is None:
+            break
+    if offset > 0 and after is None:  # the matches end at or before the offset
+        return {"items": [], "nextPageOffset": -1}
+    page = await service.search(p, filter=where, sort=order, limit=count, cursor=after)
+    return {
+        "items": [select(i, paths) for i in page.items],
+        "nextPageOffset": offset + count if page.cursor is not None else -1,
+    }
+
+
 OptionQuery = Annotated[
     list[str] | None,
     Query(
         description="Ditto's search options, comma-separated (the parameter may repeat): "
         "`size(n)` (1..200, default 25), `sort(+path,-path)`, `cursor(c)` (from the previous "
-        "answer), `limit(0,n)`; e.g. `size(10),sort(+thingId)`"
+        "answer), `limit(offset,count)` (answers `nextPageOffset` instead of a cursor); e.g. "
+        "`size(10),sort(+thingId)`"
     ),
 ]
 NamespacesQuery = Annotated[
@@ -415,7 +495,12 @@ def _one(form: dict[str, list[str]], key: str) -> str | None:
     return vs[0] if vs else None
 
 
-@router.get("/search/things", operation_id="searchThings", response_model=SearchResult)
+@router.get(
+    "/search/things",
+    operation_id="searchThings",
+    response_model=SearchResult,
+    response_model_exclude_unset=True,
+)
 async def search_things(
     p: Caller,
     service: Service,
@@ -451,6 +536,7 @@ async def search_things(
     "/search/things",
     operation_id="searchThingsPost",
     response_model=SearchResult,
+    response_model_exclude_unset=True,
     responses=problem_responses(415),
     openapi_extra=_FORM_BODY,
 )
