@@ -11,10 +11,12 @@ Melbourne user paths), for three ways of feeding subscribers:
   staleness, the staleness bound first.
 
 The model (docs/attention.md has it with units): every tick of ``tick_s`` an entity that
-moved produces a new version of its state (``update_bytes``). A subscriber holds one copy
-per entity (the positions at the start: a subscription begins with a snapshot); a copy
-is *out of date* from the tick a newer version exists until one is delivered (delivery
-within the tick: no network delay is modelled; this compares what is sent, not how).
+moved during it produces a new version of its state (``update_bytes``), out at the tick's
+end. A subscriber holds one copy per entity (the positions at the start: a subscription
+begins with a snapshot); a copy is *out of date* from the start of the tick in which a
+newer version appeared until one is delivered; delivery is at the tick's end, when the
+policy chooses (no network delay is modelled: this compares what is sent, not how), and
+then the copy counts as up to date.
 Subscriber ``s`` is one of the entities; its region is a circle of ``radius_m`` around
 it. The value of entity ``i`` to ``s`` at time ``t`` is ``v = exp(-d / radius_m) * phi``
 (``d`` the entity's distance outside the region, ``phi`` 1 or ``miss_factor`` for an
@@ -305,7 +307,7 @@ def run_policy(
     for t in range(1, mov.ticks + 1):
         now = t * tick
         moved = (mov.xy_m[t] != mov.xy_m[t - 1]).any(axis=1)
-        since[np.isnan(since) & moved[None, :]] = now
+        since[np.isnan(since) & moved[None, :]] = now - tick  # moved during the tick
         d_out, d_c, v = _values(mov, setup, t, subs)
         for s in range(m):
             pend = np.flatnonzero(~np.isnan(since[s]))
