@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "runs": [],
     }
-    sources = [("city", lambda: city_movements(args.scenario, ticks=args.ticks, tick_s=args.tick_s))]
+    sources = [
+        ("city", lambda: city_movements(args.scenario, ticks=args.ticks, tick_s=args.tick_s))
+    ]
     paths = sorted((args.datasets / "ifogsim2-melbourne").glob("*usersLocation-melbCBD_*.csv"))
     if paths:
         sources.append(
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         r = compare(mov, setup)
         # the staleness weight of the square-root rule (value x age^2), for reference
-        sq = run_policy(mov, Setup(**{**setup.__dict__, "weights": Weights(1, 1, 1, 2)}), "attention")
+        sq = run_policy(
+            mov, Setup(**{**setup.__dict__, "weights": Weights(1, 1, 1, 2)}), "attention"
+        )
         r["attention_staleness_weight_2_vws_s"] = sq.vws_s
         r["wall_s"] = time.perf_counter() - t0
         r["name"] = name

@@ -26,7 +26,7 @@ from twinedge.attention.errors import AttentionError
 __all__ = ["Box", "Circle", "Interest", "Weights", "parse_interest", "value"]
 
 
-def _finite(name: str, x: float, *, low: float = -math.inf, strict: bool = False) -> float:
+def _finite(name: str, x: float | str, *, low: float = -math.inf, strict: bool = False) -> float:
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -55,9 +55,7 @@ class Circle:
 
     def __post_init__(self) -> None:
         x, y = self.centre_m
-        object.__setattr__(
-            self, "centre_m", (_finite("region.x_m", x), _finite("region.y_m", y))
-        )
+        object.__setattr__(self, "centre_m", (_finite("region.x_m", x), _finite("region.y_m", y)))
         object.__setattr__(self, "radius_m", _finite("region.radius_m", self.radius_m, low=0.0))
 
     def distance_m(self, xy_m: np.ndarray) -> np.ndarray:

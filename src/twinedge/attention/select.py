@@ -99,7 +99,9 @@ def scores(
     w = interest.weights
     e = -w.distance * d / interest.falloff
     if matches is not None and w.filter:
-        e = e + np.where(np.asarray(matches, dtype=bool), 0.0, w.filter * math.log(interest.miss_factor))
+        e = e + np.where(
+            np.asarray(matches, dtype=bool), 0.0, w.filter * math.log(interest.miss_factor)
+        )
     if change is not None and w.change:
         e = e + w.change * np.log1p(np.asarray(change, dtype=float) / interest.change_scale)
     if w.staleness:
@@ -203,6 +205,17 @@ class WindowBudget:
             self._in_window -= self._sent.popleft()[1]
         if not self._sent:
             self._in_window = 0.0  # no rounding drift once the window is empty
+
+    def carry(self, other: WindowBudget) -> None:
+        """Take over the sends of ``other`` (a budget this one replaces): they keep
+        counting while they are in this one's window."""
+        self._sent = deque(other._sent)
+        self._in_window = other._in_window
+        self._last_s = other._last_s
+        self.sent_bits_total = other.sent_bits_total
+        if self.capacity_bits == math.inf:
+            self._sent.clear()
+            self._in_window = 0.0
 
     def available_bits(self, now_s: float) -> float:
         """The bits that may still be sent at ``now_s``."""

@@ -95,7 +95,7 @@ def city_movements(
 
     Examples:
         >>> m = city_movements(ticks=3)
-        >>> m.xy_m.shape, m.tick_s, sorted(set(m.kind))
+        >>> m.xy_m.shape, m.tick_s, sorted(set(m.kind.tolist()))
         ((4, 200, 2), 0.1, ['pedestrian', 'sensor', 'vehicle'])
     """
     from twinedge.engine.simulation import move_entities
