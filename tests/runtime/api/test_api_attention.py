@@ -258,3 +258,26 @@ def test_plain_streams_are_unchanged(served):
         ws.send(json.dumps({"budget_bps": 1000}))
         err = _recv(ws)["error"]
         assert "opened without attention parameters" in err["detail"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "budget_bps",
+        "region",
+        "weights",
+        "window_s",
+        "max_staleness_s",
+        "falloff_m",
+        "miss_factor",
+        "change_scale",
+        "staleness_scale_s",
+        "temperature",
+    ],
+)
+def test_poisoned_attention_parameters_answer_400(served, name):
+    _live, _clock, http = served
+    for poison in ["", " ", "a\x00b", "1e400", "nan", "-0", "\u00bd", "0x10"]:
+        r = http.get("/api/2/events", params={name: poison})
+        assert r.status_code == 400, (name, poison, r.text)
+        assert r.json()["pointer"] == f"/{name}", (name, poison, r.json())
