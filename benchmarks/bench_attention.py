@@ -6,7 +6,9 @@ user paths (each path walked by ``--copies`` users at random phases).
 Prints one JSON object: machine (cores, versions), then per source the full stream, the
 budget, every policy's bytes and value-weighted staleness, and ``ratio`` (attention /
 interest sets of Donnybrook's size 5) and ``ratio_best`` (attention / the best size).
-Also the wall time of each source's comparison. docs/attention.md defines the measure.
+Also the wall time of each source's comparison and two attention variants (``variants``:
+staleness weight 2; staleness weight 2 without the change term and without the bound).
+docs/attention.md defines the measure.
 
     python benchmarks/bench_attention.py                    # city 60 s + iFogSim2 paths
     python benchmarks/bench_attention.py --ticks 200 --subscribers 8
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +73,21 @@ def main(argv: list[str] | None = None) -> dict:
         mov = make()
         t0 = time.perf_counter()
         r = compare(mov, setup)
-        # the staleness weight of the square-root rule (value x age^2), for reference
-        sq = run_policy(
-            mov, Setup(**{**setup.__dict__, "weights": Weights(1, 1, 1, 2)}), "attention"
-        )
-        r["attention_staleness_weight_2_vws_s"] = sq.vws_s
         r["wall_s"] = time.perf_counter() - t0
+        # variants, for reference: the staleness weight of the square-root rule
+        # (value x age^2), and that without the change term and without the bound
+        r["variants"] = []
+        for w, bound in (((1, 1, 1, 2), setup.max_staleness_s), ((1, 1, 0, 2), math.inf)):
+            v = replace(setup, weights=Weights(*w), max_staleness_s=bound)
+            o = run_policy(mov, v, "attention")
+            r["variants"].append(
+                {
+                    "weights": list(w),
+                    "max_staleness_s": bound if math.isfinite(bound) else None,
+                    "vws_s": o.vws_s,
+                    "max_stale_s": o.max_stale_s,
+                }
+            )
         r["name"] = name
         out["runs"].append(r)
     print(json.dumps(out, indent=1))

@@ -369,8 +369,9 @@ def compare(
 
     Returns:
         A JSON-ready dict: ``source``, ``entities``, ``ticks``, ``tick_s``,
-        ``full_stream_bps`` (per subscriber), ``budget_bps``, ``setup``, ``outcomes``
-        (one dict per run), ``ratio`` and ``ratio_best``.
+        ``full_stream_bps`` (per subscriber), ``budget_bps``, ``setup`` (``null`` for no
+        staleness bound), ``outcomes`` (one dict per run), ``ratio``, ``ratio_best`` and
+        ``best_interest_set``.
 
     Examples:
         >>> r = compare(city_movements(ticks=30), Setup(subscribers=4), interest_sets=())
@@ -390,6 +391,8 @@ def compare(
     base = dist[setup.interest_set]
     setup_d = asdict(setup)
     setup_d["kinds"] = list(setup.kinds) if setup.kinds is not None else None
+    if not math.isfinite(setup.max_staleness_s):
+        setup_d["max_staleness_s"] = None  # no bound (JSON has no infinity)
     return {
         "source": mov.source,
         "entities": mov.n,
