@@ -315,6 +315,9 @@ class AttentionQueue:
         leave the queue; their bits are charged to the budget)."""
         if not self.pending:
             return []
+        available = self.budget.available_bits(now_s)
+        if available <= 0.0:  # the window is full: nothing can go (the common case)
+            return []
         items = list(self.pending.values())
         n = len(items)
         xy = np.array(
@@ -326,9 +329,7 @@ class AttentionQueue:
         matches = np.array([p.matches for p in items])
         bits = np.array([p.bits for p in items])
         a = scores(self.interest, d, st, matches=matches, change=ch)
-        chosen = choose(
-            a, bits, st, self.budget.available_bits(now_s), self.interest.max_staleness_s
-        )
+        chosen = choose(a, bits, st, available, self.interest.max_staleness_s)
         out = []
         for j in chosen:
             p = items[int(j)]
