@@ -281,3 +281,19 @@ def test_poisoned_attention_parameters_answer_400(served, name):
         r = http.get("/api/2/events", params={name: poison})
         assert r.status_code == 400, (name, poison, r.text)
         assert r.json()["pointer"] == f"/{name}", (name, poison, r.json())
+
+
+def test_sse_attention_keepalive_and_close(tmp_path: Path):
+    clock = Clock()
+    with live_server(tmp_path, clock=clock, keepalive_s=0.05) as live:
+        params = {"budget_bps": ONE_A_SECOND, "token": live.admin}
+        with httpx.Client(base_url=live.base_url, timeout=10) as c:
+            with c.stream("GET", "/api/2/events", params=params) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                assert next(line for line in lines if line.startswith(": keep")) == (": keep-alive")
+                live.loop.call_soon_threadsafe(
+                    live.service.close_subscriptions, "server shutting down"
+                )
+                assert next(line for line in lines if line.startswith("event:")) == "event: close"
+                assert "server shutting down" in next(lines)
