@@ -1049,5 +1049,14 @@ def _mount_fl() -> None:
 _mount_fl()
 
 
+def _mount_attention() -> None:
+    from twinedge.attention_cli import attention
+
+    app.command(name="attention")(attention)
+
+
+_mount_attention()
+
+
 if __name__ == "__main__":
     main()

@@ -533,11 +533,21 @@ class TwinService:
 
     # ------------------------------------------------------------------ events
     def subscribe(
-        self, principal: Principal, filter: str | None = None, *, max_queue: int = 10_000
+        self,
+        principal: Principal,
+        filter: str | None = None,
+        *,
+        max_queue: int = 10_000,
+        interest: Any = None,
+        match: str | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Subscription:
         """A stream of CloudEvents for the things ``principal`` may see that match
-        ``filter`` (RQL)."""
-        return self._events.subscribe(principal, filter, max_queue=max_queue)
+        ``filter`` (RQL); with an ``interest`` (:class:`twinedge.attention.Interest`), the
+        most valuable of them within its budget (see :meth:`.Events.subscribe`)."""
+        return self._events.subscribe(
+            principal, filter, max_queue=max_queue, interest=interest, match=match, clock=clock
+        )
 
     def close_subscriptions(self, reason: str) -> int:
         """End every open event stream with ``reason``; returns how many were open."""

@@ -22,7 +22,8 @@ column. The request bodies are still declared in OpenAPI (``openapi_extra``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -80,6 +81,7 @@ def create_app(
     live: Any = None,
     hosts_token: str | None = None,
     mqtt: Any = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The HTTP API, event streams, health, metrics and dashboard of ``service``.
 
@@ -99,6 +101,8 @@ def create_app(
             ``None``: no internal routes.
         mqtt: the MQTT front end (embedded broker or external bridge) whose state
             ``/healthz`` and ``/metrics`` report; ``None``: not reported.
+        clock: the monotonic clock, in seconds, that the budgets of attention streams
+            read (docs/attention.md); tests inject their own.
     """
 
     @contextlib.asynccontextmanager
@@ -127,6 +131,7 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.event_queue_max = event_queue_max
     app.state.keepalive_s = keepalive_s
+    app.state.clock = clock
     app.state.metrics = ops.ApiMetrics(service)
     app.state.websocket_paths = {events.WS_PATH, ditto_ws.WS_PATH}
     app.state.live = live

@@ -12,14 +12,20 @@ without bound.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
+from twinedge.errors import InvalidInput
 from twinedge.runtime import rql
 from twinedge.runtime.auth import Principal
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.writer import rfc3339, view
 from twinedge.runtime.store.base import Change
+
+if TYPE_CHECKING:
+    from twinedge.attention import Interest
 
 EVENT_SOURCE = "/twinedge"
 
@@ -34,8 +40,9 @@ class Subscription:
         self.closed_reason: str | None = None
         self.dropped = 0
 
-    def offer(self, event: dict) -> None:
-        """Queue ``event``, or cut the subscription off if its queue is full."""
+    def offer(self, event: dict, doc: dict | None = None) -> None:
+        """Queue ``event`` (about ``doc``), or cut the subscription off if its queue is
+        full."""
         if self.closed_reason:
             return
         try:
@@ -77,16 +84,43 @@ class Events:
         self.subscriptions: set[Subscription] = set()
 
     def subscribe(
-        self, principal: Principal, filter: str | None = None, *, max_queue: int = 10_000
+        self,
+        principal: Principal,
+        filter: str | None = None,
+        *,
+        max_queue: int = 10_000,
+        interest: Interest | None = None,
+        match: str | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Subscription:
         """A stream of CloudEvents for the things ``principal`` may see that match
-        ``filter`` (RQL).
+        ``filter`` (RQL); with an ``interest``, an attention stream
+        (:class:`~twinedge.runtime.core.attention.AttentionSubscription`: the most
+        valuable events within its budget; ``match`` its soft filter, ``clock`` the clock
+        its budget reads).
 
         Raises:
-            InvalidInput: the filter is not RQL.
+            InvalidInput: the filter or ``match`` is not RQL.
         """
         node = rql.parse(filter) if filter else None
-        sub = Subscription(self, principal, node, max_queue)
+        sub: Subscription
+        if interest is not None:
+            from twinedge.runtime.core.attention import AttentionSubscription
+
+            try:
+                soft = rql.parse(match) if match else None
+            except InvalidInput as e:
+                raise InvalidInput(e.detail, pointer="/match", **e.extra) from None
+            sub = AttentionSubscription(
+                self, principal, node, max_queue, interest, soft, clock or time.monotonic
+            )
+        elif match:
+            raise InvalidInput(
+                "match is a filter of attention streams: give budget_bps or region too",
+                pointer="/match",
+            )
+        else:
+            sub = Subscription(self, principal, node, max_queue)
         self.subscriptions.add(sub)
         return sub
 
@@ -153,7 +187,7 @@ class Events:
             if sub.node is not None and not rql.evaluate(sub.node, doc):
                 continue
             for ev in events:
-                sub.offer(ev)
+                sub.offer(ev, doc)
         self.metrics["events_published_total"] += len(events)
 
 
