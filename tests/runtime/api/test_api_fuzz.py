@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 pytestmark = pytest.mark.slow
 
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
-BUDGET_S = 80
 STATS: dict[int, int] = {}
 
 
@@ -78,7 +76,8 @@ def _fuzz(op: Any, mode: GenerationMode, n: int, base_url: str, auth: dict, fail
 
 
 def test_no_server_errors_from_schema_driven_input(tmp_path: Path):
-    t0 = time.monotonic()
+    # bounded by count (EXAMPLES per operation and mode), not by the clock: a loaded
+    # machine takes longer, and that is no failure
     with live_server(tmp_path, max_body_bytes=64_000) as live:
         live.service.outbound = EchoDevice(live.service)
         auth = bearer(live.admin)
@@ -98,8 +97,6 @@ def test_no_server_errors_from_schema_driven_input(tmp_path: Path):
         assert len(operations) > 40
         for op in operations:
             for mode, n in EXAMPLES.items():
-                if time.monotonic() - t0 > BUDGET_S:
-                    pytest.fail(f"fuzzing took longer than {BUDGET_S} s; lower EXAMPLES")
                 _fuzz(op, mode, n, live.base_url, auth, failures)
         print("statuses:", sorted(STATS.items()))
         assert not failures, "\n".join(failures[:20])
