@@ -238,9 +238,7 @@ class XrRun:
         new = self.where == -2  # not placed yet
         allowed_now = np.ones(s_n, dtype=bool)
         on_host = self.where >= 0
-        allowed_now[on_host] = self.world.allowed(ent[on_host])[
-            np.arange(int(on_host.sum())), self.where[on_host]
-        ]
+        allowed_now[on_host] = self.world.allowed_on(ent[on_host], self.where[on_host])
         cur_ms = np.where(
             new | ~allowed_now, np.inf, self.expected_ms(view, self.where, radio, rho)
         )
