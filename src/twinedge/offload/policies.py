@@ -200,7 +200,8 @@ def _assign_by_score(
     rounds = 0
     while pending.size:
         rounds += 1
-        best = np.argmin(s[pending], axis=1)
+        # the first round asks every task: no copy of the score matrix in their order
+        best = np.argmin(s, axis=1)[pending] if rounds == 1 else np.argmin(s[pending], axis=1)
         choice[pending] = best
         off = best > 0
         tasks, opt = pending[off], best[off]
