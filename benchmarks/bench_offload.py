@@ -127,8 +127,9 @@ def scaled(entities: int, rate_hz: float | None = None) -> Scenario:
     return Scenario.model_validate(d)
 
 
-def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[float, int, int]:
-    """Seconds of ``steps`` steps (after the initial placement), entities, tasks."""
+def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[float, float, int, int]:
+    """Seconds of ``steps`` steps (after the initial placement) of wall and of CPU time,
+    entities, tasks."""
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
     world = build_world(sc, world_rng)
@@ -148,11 +149,12 @@ def engine_run(sc: Scenario, steps: int, seed: int, offload: bool) -> tuple[floa
         offload=run,
     )
     sim.reset()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         sim.observe()
         sim.decide()
-    return time.perf_counter() - t0, world.n_entities, run.n if run is not None else 0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, world.n_entities, run.n if run is not None else 0
 
 
 def bench_engine(
@@ -163,14 +165,17 @@ def bench_engine(
     sc_with = sc.model_copy(
         update={"offloading": sc.offloading.model_copy(update={"policy": policy})}
     )
-    without, with_ = [], []
+    without, with_, without_cpu, with_cpu = [], [], [], []
     n = tasks = 0
     for _ in range(rounds):
-        t, n, _ = engine_run(sc, steps, seed, offload=False)
+        t, c, n, _ = engine_run(sc, steps, seed, offload=False)
         without.append(t / (n * steps))
-        t, n, tasks = engine_run(sc_with, steps, seed, offload=True)
+        without_cpu.append(c / (n * steps))
+        t, c, n, tasks = engine_run(sc_with, steps, seed, offload=True)
         with_.append(t / (n * steps))
+        with_cpu.append(c / (n * steps))
     a, b = float(np.median(without)), float(np.median(with_))
+    ac, bc = float(np.median(without_cpu)), float(np.median(with_cpu))
     return {
         "entities": n,
         "steps": steps,
@@ -181,6 +186,10 @@ def bench_engine(
         "without_us_per_entity_step": round(a * 1e6, 3),
         "with_us_per_entity_step": round(b * 1e6, 3),
         "ratio": round(b / a, 3),
+        # CPU time of the process: steadier than wall time when other work shares the machine
+        "without_cpu_us_per_entity_step": round(ac * 1e6, 3),
+        "with_cpu_us_per_entity_step": round(bc * 1e6, 3),
+        "cpu_ratio": round(bc / ac, 3),
     }
 
 

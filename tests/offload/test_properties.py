@@ -143,3 +143,33 @@ def test_invalid_assignments_are_refused() -> None:
         check_assignment(p, Assignment([5, -1], [0.0, 1.0]))
     with pytest.raises(OffloadError, match="expected an Assignment"):
         Assignment.of("all local")
+
+
+def _options_by_evaluate(p: TaskProblem) -> tuple[np.ndarray, ...]:
+    """Every option through :meth:`TaskProblem.evaluate` on all columns at once."""
+    n, c = p.cand.shape
+    host = np.concatenate([np.full((n, 1), -1), p.cand, p.cand], axis=1)
+    frac = np.concatenate([np.ones((n, 1)), np.zeros((n, c)), p.split_fraction(p.cand)], axis=1)
+    ev = p.evaluate(host, frac)
+    allowed = np.concatenate(
+        [np.ones((n, 1), bool), p.cand_ok, p.cand_ok & p.batch.splittable[:, None]], axis=1
+    )
+    allowed &= ev.host_gcycles <= p.cap_gcycles[np.maximum(host, 0)] + 1e-12
+    allowed[:, 0] = True
+    return (host, frac, ev.latency_ms, ev.device_j, ev.server_j, ev.host_gcycles,
+            ev.on_time, p.objective_terms(ev), allowed)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_options_are_evaluate_to_the_bit(p: TaskProblem) -> None:
+    # options() works per block of columns; its numbers must be evaluate()'s, exactly
+    names = ("host", "frac", "latency", "device_j", "server_j", "host_g", "on_time", "cost",
+             "allowed")  # fmt: skip
+    got, ref = p.options(), _options_by_evaluate(p)
+    for name, a, b in zip(names, got, ref, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert a.tobytes() == b.tobytes(), name
+    fast = p.latency_options()
+    for a, b in zip(fast, (ref[0], ref[1], ref[2], ref[5], ref[8]), strict=True):
+        assert a.tobytes() == b.tobytes()

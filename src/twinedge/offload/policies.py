@@ -167,7 +167,7 @@ class OffloadPolicy:
 
 def _pick(problem: TaskProblem, choice: np.ndarray, info: dict | None = None) -> Assignment:
     """The assignment of option ``choice[i]`` (a column of :meth:`TaskProblem.options`)."""
-    host, frac = problem.options()[:2]
+    host, frac = problem.latency_options()[:2]
     rows = np.arange(len(problem))
     return Assignment(host[rows, choice], frac[rows, choice], info or {})
 
@@ -191,7 +191,7 @@ def _assign_by_score(
     choice = np.zeros(n, dtype=np.int64)
     if n == 0:
         return choice
-    host, _, _, _, _, gcyc, _, _, allowed = problem.options()
+    host, _, _, gcyc, allowed = problem.latency_options()
     s = np.where(allowed, score, np.inf)
     s[:, 0] = np.where(np.isfinite(score[:, 0]), score[:, 0], np.finfo(float).max)
     remaining = problem.cap_gcycles.astype(float).copy()
@@ -200,7 +200,8 @@ def _assign_by_score(
     rounds = 0
     while pending.size:
         rounds += 1
-        best = np.argmin(s[pending], axis=1)
+        # the first round asks every task: no copy of the score matrix in their order
+        best = np.argmin(s, axis=1)[pending] if rounds == 1 else np.argmin(s[pending], axis=1)
         choice[pending] = best
         off = best > 0
         tasks, opt = pending[off], best[off]
@@ -261,7 +262,7 @@ class Greedy(OffloadPolicy):
     name = "greedy"
 
     def assign(self, problem: TaskProblem, rng: np.random.Generator) -> Assignment:
-        return _pick(problem, _assign_by_score(problem, problem.options()[2]))
+        return _pick(problem, _assign_by_score(problem, problem.latency_options()[2]))
 
 
 class DeadlineEnergy(OffloadPolicy):

@@ -216,6 +216,8 @@ class TaskProblem:
     energy_weight_per_j: float = 1.0
     latency_weight_per_s: float = 1.0
     _opts: tuple[np.ndarray, ...] | None = field(default=None, repr=False)
+    _core: tuple[np.ndarray, ...] | None = field(default=None, repr=False)
+    _split_y: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def of(
@@ -346,43 +348,105 @@ class TaskProblem:
             x = np.where(den > 0, (a + bb) / np.where(den > 0, den, 1.0), 1.0)
         return np.clip(x, 0.0, 1.0)
 
+    def latency_options(self) -> tuple[np.ndarray, ...]:
+        """The part of :meth:`options` that the latency-driven policies need:
+        ``(host, local_fraction, latency_ms, host_gcycles, allowed)``, ``(n, O)`` each,
+        without the energies and the objective (computed on demand by :meth:`options`).
+
+        The numbers are those of :meth:`evaluate` on the same options, to the bit: the
+        same operations in the same order, worked out per block of columns (local,
+        whole, split) instead of through ``np.where`` over all of them, since within a
+        block ``x`` is 1, 0 or the split fraction and the terms that multiply by 1 or 0
+        are exact.
+        """
+        if self._core is not None:
+            return self._core
+        b = self.batch
+        n, c = self.cand.shape
+        o = 1 + 2 * c
+        gc = b.gcycles[:, None]
+        whole, split = slice(1, 1 + c), slice(1 + c, o)
+        host = np.empty((n, o), dtype=np.int64)
+        host[:, 0] = -1
+        host[:, whole] = self.cand
+        host[:, split] = self.cand
+        # the whole task on a candidate: uplink + compute + downlink (a), backbone (bb)
+        ghz = self.host_ghz[self.cand]
+        a = models.service_ms(gc, ghz)
+        a *= self.host_qf[self.cand]
+        a += (self.up_ms_full + self.down_ms_full)[:, None]
+        bb = self.ap_host_ms[self.ap[:, None], self.cand]
+        bb *= 2.0
+        loc = 1000.0 * b.gcycles / b.f_local_ghz  # the whole task on the device
+        # split_fraction: x = (a + bb) / (loc + a), held in [0, 1]
+        den = a + loc[:, None]
+        num = a + bb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+        np.clip(x, 0.0, 1.0, out=x)
+        frac = np.empty((n, o))
+        frac[:, 0] = 1.0
+        frac[:, whole] = 0.0
+        frac[:, split] = x
+        y = 1.0 - x
+        lat = np.empty((n, o))
+        lat[:, 0] = loc  # (1000 * 1) * C / f, and the remote part is 0
+        lat[:, whole] = num  # 1 * a + bb; the local part is 0
+        local_ms = 1000.0 * x
+        local_ms *= gc
+        local_ms /= b.f_local_ghz[:, None]
+        remote = y * a
+        remote += bb
+        remote[~(y > 0)] = 0.0
+        np.maximum(local_ms, remote, out=lat[:, split])
+        host_g = np.empty((n, o))
+        host_g[:, 0] = 0.0
+        host_g[:, whole] = gc
+        np.multiply(y, gc, out=host_g[:, split])
+        allowed = np.empty((n, o), dtype=bool)
+        allowed[:, 0] = True
+        room = self.cap_gcycles[self.cand]
+        room += 1e-12
+        np.less_equal(gc, room, out=allowed[:, whole])
+        allowed[:, whole] &= self.cand_ok
+        np.less_equal(host_g[:, split], room, out=allowed[:, split])
+        allowed[:, split] &= self.cand_ok
+        allowed[:, split] &= b.splittable[:, None]
+        self._core = (host, frac, lat, host_g, allowed)
+        self._split_y = y
+        return self._core
+
     def options(self) -> tuple[np.ndarray, ...]:
         """Every option of every task, ``(n, O)`` arrays with ``O = 1 + 2c``: column 0
         local, columns ``1..c`` whole on the candidate hosts, ``c+1..2c`` split with
         them. Returns ``(host, local_fraction, latency_ms, device_j, server_j,
         host_gcycles, on_time, cost, allowed)``; ``allowed`` is False for a host the
         task may not use, a split of a task that may not split, or work larger than the
-        host's free Gcycles."""
+        host's free Gcycles. The numbers are those of :meth:`evaluate` on the options
+        (and :meth:`split_fraction` for the splits), to the bit."""
         if self._opts is not None:
             return self._opts
-        n, c = self.cand.shape
-        host = np.concatenate([np.full((n, 1), -1), self.cand, self.cand], axis=1)
-        frac = np.concatenate(
-            [np.ones((n, 1)), np.zeros((n, c)), self.split_fraction(self.cand)], axis=1
-        )
-        costs = self.evaluate(host, frac)
-        allowed = np.concatenate(
-            [
-                np.ones((n, 1), bool),
-                self.cand_ok,
-                self.cand_ok & self.batch.splittable[:, None],
-            ],
-            axis=1,
-        )
-        allowed &= costs.host_gcycles <= self.cap_gcycles[np.maximum(host, 0)] + 1e-12
-        allowed[:, 0] = True
-        cost = self.objective_terms(costs)
-        self._opts = (
-            host,
-            frac,
-            costs.latency_ms,
-            costs.device_j,
-            costs.server_j,
-            costs.host_gcycles,
-            costs.on_time,
-            cost,
-            allowed,
-        )
+        host, frac, lat, host_g, allowed = self.latency_options()
+        b = self.batch
+        c = self.cand.shape[1]
+        whole, split = slice(1, 1 + c), slice(1 + c, 1 + 2 * c)
+        f_hz = b.f_local_ghz * 1e9
+        e_local = b.kappa * f_hz**2 * b.gcycles * 1e9
+        up_s = self.up_ms_full / 1000.0
+        device_j = np.empty_like(lat)
+        device_j[:, 0] = e_local  # E * 1 + p * (0 * up / 1000)
+        device_j[:, whole] = (b.tx_power_w * up_s)[:, None]  # E * 0 + p * (1 * up / 1000)
+        y_up = self._split_y * self.up_ms_full[:, None]
+        y_up /= 1000.0
+        y_up *= b.tx_power_w[:, None]
+        np.multiply(e_local[:, None], frac[:, split], out=device_j[:, split])
+        device_j[:, split] += y_up
+        server_j = np.empty_like(lat)
+        server_j[:, 0] = 0.0
+        np.multiply(host_g[:, 1:], self.host_j_per_gcycle[host[:, 1:]], out=server_j[:, 1:])
+        on_time = lat <= b.deadline_ms[:, None]
+        cost = self.objective_terms(OffloadCosts(lat, device_j, server_j, host_g, on_time))
+        self._opts = (host, frac, lat, device_j, server_j, host_g, on_time, cost, allowed)
         return self._opts
 
 

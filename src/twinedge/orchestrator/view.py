@@ -190,7 +190,7 @@ class NetworkView:
         ap = self.state.ap[twins] if ap is None else ap
         cand = self.ap_candidates[ap]
         lat = self.latency_ms(twins, cand, ap=ap)
-        ok = self.world.allowed(twins)[np.arange(len(twins))[:, None], cand]
+        ok = self.world.allowed_on(twins, cand)
         return cand, np.where(ok, lat, np.inf)
 
     def downtime_s(self, twins: np.ndarray, to_hosts: np.ndarray) -> np.ndarray:

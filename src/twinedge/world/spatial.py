@@ -240,7 +240,7 @@ class NearestGrid:
         d2o = self._d2(other, x, y)
         nearer = d2o < d2  # strictly: ties stay with the lower index
         np.copyto(idx, other, where=nearer)
-        np.copyto(d2, d2o, where=nearer)
+        np.minimum(d2, d2o, out=d2)  # the same (no NaN on the grid; equal values alike)
         if self.tables:
             group = self.cell_group[cell]
             many = np.flatnonzero(group)

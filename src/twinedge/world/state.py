@@ -112,6 +112,13 @@ class World:
         """``(n, H)`` mask of the hosts each twin may run on."""
         return self.group_allowed[self.entity_group[idx]]
 
+    def allowed_on(self, idx: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+        """Whether twin ``idx[i]`` may run on ``hosts[i]`` (``(n,)``) or on each of
+        ``hosts[i, :]`` (``(n, c)``): :meth:`allowed` at those hosts only, without the
+        ``(n, H)`` mask."""
+        group = self.entity_group[idx]
+        return self.group_allowed[group[:, None] if np.ndim(hosts) == 2 else group, hosts]
+
     def with_entities(self, entities: dict[str, np.ndarray], **other: Any) -> World:
         """The same network with other entities: ``entities`` maps every per-entity field
         (``entity_ids``, ``entity_kind``, ``entity_owner``, ``entity_group``, ``xy_m``,

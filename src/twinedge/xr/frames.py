@@ -220,47 +220,72 @@ def generate_frames(
     cols = np.arange(width)
     valid = cols[None, :] < n_frames[:, None]
     index = first[:, None] + cols[None, :]
-    gop = spec.gop_frames[:, None]
-    i_frame = index % gop == 0
+    g = spec.gop_frames
+    # one group of pictures for every session (the usual case): a scalar divisor
+    gop = int(g[0]) if s_n and (g == g[0]).all() else g[:, None]
+    in_group = index % gop  # the frame's place in its group of pictures
+    del index
+    i_frame = in_group == 0
     size = spec.p_frame_bytes[:, None] * np.where(i_frame, spec.i_ratio[:, None], 1.0)
     cv = spec.size_cv[:, None]
     if (spec.size_cv > 0).any():
         sigma = np.sqrt(np.log1p(cv**2))
-        size = size * np.exp(sigma * rng.standard_normal((s_n, width)) - sigma**2 / 2)
+        # size * exp(sigma * z - sigma^2 / 2), in place
+        z = rng.standard_normal((s_n, width))
+        z *= sigma
+        z -= sigma**2 / 2
+        np.exp(z, out=z)
+        size *= z
+        del z
     rho_c = np.minimum(np.asarray(rho, dtype=float), models.RHO_CAP)[:, None]
     svc = np.asarray(render_ms, dtype=float)[:, None]
     waits = rng.random((s_n, width)) < rho_c
-    wait = np.where(waits, rng.exponential(1.0, (s_n, width)) * svc / (1.0 - rho_c), 0.0)
-    delay = (
-        np.asarray(fixed_ms, dtype=float)[:, None]
-        + svc
-        + wait
-        + 8000.0 * size / np.maximum(np.asarray(downlink_bps, dtype=float), 1e-9)[:, None]
-    )
+    # delay = fixed + svc + wait + 8000 * size / downlink, in place in the same order
+    delay = rng.exponential(1.0, (s_n, width))
+    delay *= svc
+    delay /= 1.0 - rho_c
+    delay[~waits] = 0.0
+    del waits
+    delay += np.asarray(fixed_ms, dtype=float)[:, None] + svc
+    down = 8000.0 * size
+    down /= np.maximum(np.asarray(downlink_bps, dtype=float), 1e-9)[:, None]
+    delay += down
     # PDU-set loss: any packet lost (5QI PER), or dropped by the congested cell
-    packets = np.ceil(size / PACKET_BYTES)
-    p_ok = (1.0 - spec.per[:, None]) ** packets * (1.0 - np.asarray(congestion_drop)[:, None])
-    lost = (rng.random((s_n, width)) >= p_ok) & valid
+    packets = np.divide(size, PACKET_BYTES, out=down)
+    np.ceil(packets, out=packets)
+    p_ok = (1.0 - spec.per[:, None]) ** packets
+    p_ok *= 1.0 - np.asarray(congestion_drop)[:, None]
+    lost = rng.random((s_n, width)) >= p_ok
+    lost &= valid
+    del p_ok, packets
     if blackout_frames is not None:
         lost |= cols[None, :] < np.asarray(blackout_frames)[:, None]
-    # a lost frame breaks its group of pictures until the next I-frame
-    group = index // gop
-    lost_i = lost.astype(np.int64)
-    excl = np.cumsum(lost_i, axis=1) - lost_i  # lost frames before each frame in the row
-    start_col = np.clip(group * gop - first[:, None], 0, None)  # the group's first column
-    start_col = np.minimum(start_col, max(width - 1, 0))
-    broken = (excl - np.take_along_axis(excl, start_col, axis=1)) > 0
+    # a lost frame breaks its group of pictures until the next I-frame: a frame is lost
+    # or broken when the last loss up to it lies in its group (at or after the group's
+    # first column in this step)
+    since_group = cols[None, :] - in_group  # <= 0 in the step's first group
+    last_lost = np.where(lost, cols[None, :], -1)
+    np.maximum.accumulate(last_lost, axis=1, out=last_lost)
+    lost = last_lost >= np.maximum(since_group, 0, out=since_group)
+    del last_lost
     # a group the last step ended broken stays broken, unless this step opens with an I
-    first_group = group == group[:, :1]
-    broken |= first_group & (carry.gop_broken & ~i_frame[:, 0])[:, None]
-    lost = (lost | broken) & valid
+    carried = carry.gop_broken & ~i_frame[:, 0] if width else carry.gop_broken
+    if carried.any():
+        first_group = (cols[None, :] - in_group) <= 0
+        first_group &= carried[:, None]
+        lost |= first_group
+    lost &= valid
     # a loss breaks the rest of its group, so the group is broken iff its last frame is lost
     last_col = np.maximum(n_frames - 1, 0)[:, None]
     ends_broken = np.take_along_axis(lost, last_col, axis=1)[:, 0]
     carry.gop_broken = np.where(n_frames > 0, ends_broken, carry.gop_broken)
     budget = spec.budget_ms[:, None]
-    warped = valid & ~lost & (delay > budget) & (delay <= budget + spec.atw_window_ms[:, None])
-    late = valid & ~lost & (delay > budget + spec.atw_window_ms[:, None])
+    shown = valid & ~lost
+    over = delay > budget + spec.atw_window_ms[:, None]
+    late = shown & over
+    warped = delay > budget
+    warped &= shown
+    warped &= ~over
     bad = late | lost
     stalls, carry.bad_run = count_runs(bad, n_frames, carry.bad_run, spec.stall_frames)
     return FrameBatch(valid, delay, lost, warped, late, i_frame & valid, stalls)
@@ -285,12 +310,15 @@ def count_runs(
         return np.zeros(s_n, dtype=np.int64), run_before.copy()
     cols = np.arange(width)
     # length of the bad run ending at each column: column index minus the last good one
-    good_at = np.where(~bad, cols[None, :], -1)
-    last_good = np.maximum.accumulate(good_at, axis=1)
-    run = cols[None, :] - last_good
-    run = np.where(last_good < 0, run + run_before[:, None], run)  # continues the carry
-    valid = cols[None, :] < n_frames[:, None]
-    stalls = np.count_nonzero((run == k) & bad & valid, axis=1)
+    last_good = np.where(bad, -1, cols[None, :])
+    np.maximum.accumulate(last_good, axis=1, out=last_good)
+    carried = last_good < 0
+    run = np.subtract(cols[None, :], last_good, out=last_good)
+    np.add(run, run_before[:, None], out=run, where=carried)  # continues the carry
+    hit = run == k
+    hit &= bad
+    hit &= cols[None, :] < n_frames[:, None]
+    stalls = np.count_nonzero(hit, axis=1)
     end = np.take_along_axis(run, np.maximum(n_frames - 1, 0)[:, None], axis=1)[:, 0]
     return stalls, np.where(n_frames > 0, end, run_before)
 

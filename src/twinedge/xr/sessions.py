@@ -30,7 +30,13 @@ from twinedge.orchestrator.view import NetworkState, NetworkView, candidate_host
 from twinedge.scenario.schema import Xr
 from twinedge.world import models
 from twinedge.world.state import World
-from twinedge.xr.frames import QOS_PROFILES, FrameSpec, StreamState, generate_frames
+from twinedge.xr.frames import (
+    QOS_PROFILES,
+    FrameSpec,
+    StreamState,
+    frames_in_step,
+    generate_frames,
+)
 from twinedge.xr.score import Kpis, xrmi
 
 DEVICE = -1
@@ -238,9 +244,7 @@ class XrRun:
         new = self.where == -2  # not placed yet
         allowed_now = np.ones(s_n, dtype=bool)
         on_host = self.where >= 0
-        allowed_now[on_host] = self.world.allowed(ent[on_host])[
-            np.arange(int(on_host.sum())), self.where[on_host]
-        ]
+        allowed_now[on_host] = self.world.allowed_on(ent[on_host], self.where[on_host])
         cur_ms = np.where(
             new | ~allowed_now, np.inf, self.expected_ms(view, self.where, radio, rho)
         )
@@ -296,31 +300,41 @@ class XrRun:
             np.where(remote, drop, 0.0), self.rng, self.carry, blackout.astype(np.int64),
         )  # fmt: skip
         t = self.totals
-        n_valid = b.valid.sum(axis=1)
+        # per-session counts; valid frames are the step's first n of each row, and late
+        # and lost frames are disjoint, so the sums are taken once each
+        n_valid = frames_in_step(self.frames.fps, k, step_s)[0]
+        n_warped = np.count_nonzero(b.warped, axis=1)
+        n_late = np.count_nonzero(b.late, axis=1)
+        n_lost = np.count_nonzero(b.lost, axis=1)
         t.frames += n_valid
-        t.warped += b.warped.sum(axis=1)
-        t.late += b.late.sum(axis=1)
-        t.lost += b.lost.sum(axis=1)
+        t.warped += n_warped
+        t.late += n_late
+        t.lost += n_lost
         t.stalls += b.stalls
         t.device_frames += np.where(remote, 0, n_valid)
-        both = b.valid[:, 1:] & b.valid[:, :-1]
-        t.absdiff_ms += np.where(both, np.abs(np.diff(b.delay_ms, axis=1)), 0.0).sum(axis=1)
-        t.diffs += both.sum(axis=1)
+        if b.delay_ms.shape[1] > 1:
+            both = b.valid[:, 1:] & b.valid[:, :-1]
+            step_diff = np.diff(b.delay_ms, axis=1)
+            np.abs(step_diff, out=step_diff)
+            step_diff[~both] = 0.0
+            t.absdiff_ms += step_diff.sum(axis=1)
+            t.diffs += np.maximum(n_valid - 1, 0)
+        else:
+            t.absdiff_ms += 0.0
         shown = b.valid & ~b.lost
+        rows, _ = np.nonzero(shown)
         d = b.delay_ms[shown]
         self.hist += np.bincount(histogram_bins(d), minlength=_N_BINS)
-        rows = np.broadcast_to(np.arange(self.n_sessions)[:, None], shown.shape)[shown]
-        t.hist += np.bincount(
-            rows * _S_BINS + _session_bins(d), minlength=self.n_sessions * _S_BINS
-        ).reshape(self.n_sessions, _S_BINS).astype(np.int32)  # fmt: skip
-        self.cell_frames += np.bincount(ap, weights=n_valid, minlength=w.access.size).astype(
-            np.int64
-        )
+        rows *= _S_BINS
+        rows += _session_bins(d)
+        counts = np.bincount(rows, minlength=self.n_sessions * _S_BINS)
+        np.add(t.hist, counts.reshape(self.n_sessions, _S_BINS), out=t.hist, casting="unsafe")
         a_n = w.access.size
         for total, per_session in (
-            (self.cell_bad, (b.late | b.lost).sum(axis=1)),
-            (self.cell_late, b.late.sum(axis=1)),
-            (self.cell_lost, b.lost.sum(axis=1)),
+            (self.cell_frames, n_valid),
+            (self.cell_bad, n_late + n_lost),
+            (self.cell_late, n_late),
+            (self.cell_lost, n_lost),
             (self.cell_stalls, b.stalls),
         ):
             total += np.bincount(ap, weights=per_session, minlength=a_n).astype(np.int64)

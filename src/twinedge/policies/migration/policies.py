@@ -187,7 +187,7 @@ class Predictive(MigrationPolicy):
         c_fut = ctx.ap_candidates[f_ap]
         cand = np.concatenate([c_now, c_fut], axis=1)
         lat_now = np.concatenate([l_now, ctx.latency_ms(twins, c_fut)], axis=1)
-        ok = w.allowed(twins)[np.arange(twins.size)[:, None], cand]
+        ok = w.allowed_on(twins, cand)
         peak = ctx.forecast_peak_utilisation
         if peak is not None:  # live: hosts the forecast sees overloaded are no targets
             ok &= (peak[cand] < self.spike_utilisation) | (cand == s.host[twins][:, None])
