@@ -1049,5 +1049,14 @@ def _mount_fl() -> None:
 _mount_fl()
 
 
+def _mount_sync() -> None:
+    from twinedge.sync_cli import sync
+
+    app.command(name="sync")(sync)
+
+
+_mount_sync()
+
+
 if __name__ == "__main__":
     main()
