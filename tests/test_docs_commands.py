@@ -472,6 +472,7 @@ COVERED = {
     "docs/xr.md",  # run by tests/xr/test_xr_docs.py
     "docs/privacy.md",  # run by tests/privacy/test_privacy_docs.py
     "docs/fl.md",  # run by tests/fl/test_fl_docs.py
+    "docs/sync.md",  # run by tests/sync/test_sync_docs.py
 }
 
 

@@ -65,8 +65,10 @@ def norm(d: np.ndarray) -> np.ndarray:
     m = np.max(np.abs(d), axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         q = d / np.expand_dims(m, -1)
-    s = np.sqrt(np.sum(q * q, axis=-1))
-    return np.where(m > 0, m * s, 0.0)
+    s = q[..., 0] * q[..., 0]
+    for j in range(1, q.shape[-1]):  # a short axis: columns beat a reduction
+        s += q[..., j] * q[..., j]
+    return np.where(m > 0, m * np.sqrt(s), 0.0)
 
 
 @dataclass(frozen=True, slots=True)
