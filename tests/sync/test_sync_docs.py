@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
-from tests.test_docs_commands import DATASETS, ROOT, env_for, run_doc, workdir
+from tests.devices.conftest import free_port
+from tests.test_docs_commands import DATASETS, PRELUDE, ROOT, env_for, shell_blocks, workdir
 from tests.world.test_sumo import have_sumo
 
 DOC = "docs/sync.md"
@@ -22,8 +24,26 @@ def test_sync_doc_commands(tmp_path):
     if not have_sumo():
         pytest.skip("Eclipse SUMO not installed (pip install 'twinedge[sumo]')")
     cwd = workdir(tmp_path)
-    p, skipped = run_doc(DOC, cwd, env_for(tmp_path, TWINEDGE_DATASETS=str(DATASETS)), 600)
-    assert not skipped
+    blocks = [b.text for b in shell_blocks(DOC)]
+    assert blocks[-1].rstrip().endswith("kill -INT $TE_PID && wait $TE_PID")
+    # the document's ports (8092, 1892) become free ones; the service never outlives it
+    script = "trap 'kill -9 ${TE_PID:-} 2>/dev/null || true' EXIT\n" + "".join(blocks)
+    script = script.replace(":8092", ":$TE_PORT").replace("--port 8092", "--port $TE_PORT")
+    script = script.replace(":1892", ":$TE_MQTT_PORT").replace(
+        "--mqtt-port 1892", "--mqtt-port $TE_MQTT_PORT"
+    )
+    (cwd / "doc-script.sh").write_text(PRELUDE + script)
+    env = env_for(
+        tmp_path,
+        TWINEDGE_DATASETS=str(DATASETS),
+        TE_PORT=str(free_port()),
+        TE_MQTT_PORT=str(free_port()),
+    )
+    p = subprocess.run(
+        ["bash", str(cwd / "doc-script.sh")], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, f"--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}"
     text = (ROOT / DOC).read_text()
     # the SUMO table rows of the document are what the command printed
     out = p.stdout.splitlines()
@@ -39,9 +59,22 @@ def test_sync_doc_commands(tmp_path):
     assert series[0] == "predictor,threshold_m,t_s,reports,bytes,mean_error_m,max_error_m"
     assert len(series) == 1 + 9 * 600
     # the iFogSim2 JSON: 74.2 % of the bytes saved at 1 m, as the table says
-    doc = json.loads(p.stdout[p.stdout.index("{") :])
+    doc = json.loads(p.stdout[p.stdout.index("{") : p.stdout.index("\n}\n") + 2])
     (r,) = doc["results"]
     assert round(100 * r["bytes_saved"], 1) == 74.2 and r["max_error_m"] <= 1.0
+    # live: most samples predicted, not sent; the read carries the prediction
+    m = re.search(
+        r"^20 devices: ([\d,]+) reports sent, \1 acknowledged .*, 0 unacknowledged, "
+        r"([\d,]+) samples predicted \(not sent\)",
+        p.stdout,
+        re.M,
+    )
+    assert m is not None, p.stdout
+    sent, predicted = (int(g.replace(",", "")) for g in m.groups())
+    assert predicted > sent > 0
+    props = json.loads(re.findall(r'^\{"x_m".*\}$', p.stdout, re.M)[-1])
+    assert props["sync"]["threshold_m"] == 1.0
+    assert props["predicted"]["predictor"] == "first-order" and props["predicted"]["age_s"] > 0
 
 
 def test_sync_doc_python_example_prints_what_it_shows(capsys):

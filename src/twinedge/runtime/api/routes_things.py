@@ -13,6 +13,10 @@ feature, its ``properties`` / ``desiredProperties`` and any path below them — 
 * Reads accept ``?revision=N`` or ``?at=<RFC 3339 | unix seconds>`` for the value as it
   was, ``?fields=`` (Ditto's field selector, relative to the level) and
   ``If-None-Match`` (``304``).
+* Reads of a thing, its features, a feature, its properties or one property accept
+  ``?estimate=report|prediction``: the last report alone, or with ``predicted`` (the
+  value predicted for now from a predictive-sync report, see
+  :mod:`twinedge.sync.properties`).
 * Writes accept ``If-Match: "rev:<revision>"`` / ``*`` and ``If-None-Match: *``.
 * Every method accepts ``?condition=<rql>`` (or a ``condition`` header), evaluated on
   the current thing as Ditto does: ``412`` when false. A precondition or condition is
