@@ -62,6 +62,15 @@ def test_sync_doc_commands(tmp_path):
     doc = json.loads(p.stdout[p.stdout.index("{") : p.stdout.index("\n}\n") + 2])
     (r,) = doc["results"]
     assert round(100 * r["bytes_saved"], 1) == 74.2 and r["max_error_m"] <= 1.0
+    # the scenario's sync section: the numbers the document gives
+    run = json.loads((cwd / "out" / "sync-sumo" / "summary.json").read_text())
+    (pol,) = run["policies"].values()
+    assert (pol["sync_bytes_saved"], pol["sync_reports"], pol["sync_samples"]) == (
+        0.3808,
+        14448,
+        30000,
+    )
+    assert "`sync_bytes_saved` 0.3808 (14,448 reports for 30,000 samples" in text
     # live: most samples predicted, not sent; the read carries the prediction
     m = re.search(
         r"^20 devices: ([\d,]+) reports sent, \1 acknowledged .*, 0 unacknowledged, "
