@@ -262,3 +262,39 @@ def test_every_predictor_is_registered_with_its_order():
         "first-order": 1,
         "second-order": 2,
     }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=_steps,
+    lost=st.lists(st.booleans(), min_size=40, max_size=40),
+    order=st.sampled_from([0, 1, 2]),
+    threshold=st.sampled_from([0.0, 1.0, 5.0]),
+    heartbeat=st.sampled_from([None, 2.0]),
+)
+def test_lost_reports_are_the_only_way_past_the_bound(steps, lost, order, threshold, heartbeat):
+    """With reports lost on the way, the twin's error at a sample passes the threshold
+    only while a report sent after the twin's last one was lost; the first report that
+    arrives makes it exact again; and past the heartbeat the twin's bound says so."""
+    name = {0: "constant", 1: "first-order", 2: "second-order"}[order]
+    t, xy = _track(steps)
+    device = Sender(make_predictor(name, threshold, heartbeat))
+    twin = make_predictor(name, threshold, heartbeat)
+    for k in range(len(t)):
+        rep = device.offer(t[k], xy[k])
+        delivered = rep is not None and not lost[k]
+        if delivered:
+            twin.update(rep)
+        if twin.last is None:  # the first report was lost: the twin has nothing to serve
+            continue
+        pred = twin.predict(t[k])
+        err = float(norm(np.array(pred.value) - xy[k]))
+        assert device.predictor.last is not None and twin.last is not None
+        missed = device.predictor.last.t_s > twin.last.t_s  # a later report was lost
+        if not missed:
+            assert err <= threshold
+            assert twin.last == device.predictor.last
+        if delivered:
+            assert err == 0.0
+        if heartbeat is not None and pred.age_s > heartbeat:
+            assert pred.error_bound == math.inf

@@ -20,9 +20,12 @@ Hence, when every report arrives (the rule's guarantees; the tests check each):
   samples;
 * between sample times nothing is promised (the value is not observed there).
 
-A lost report breaks the first guarantee until the next report (the device does not
-know the twin missed one); the heartbeat bounds how long: the twin's prediction says
-so by an infinite error bound once its report is older than ``heartbeat_s``.
+A lost report breaks the first guarantee until the next report arrives (the device
+does not know the twin missed one), and only that: the twin's error passes the
+threshold only while a report sent after the twin's last one was lost, and a report
+that arrives makes it exact. The heartbeat bounds how long a twin can be wrong
+unknowingly: its prediction says so by an infinite error bound once its report is older
+than ``heartbeat_s``.
 
 Derivatives: a device that knows its velocity (and acceleration) passes them; otherwise
 they are estimated by backward differences of its own samples,
