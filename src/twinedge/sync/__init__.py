@@ -11,7 +11,14 @@ any other property.
 * :mod:`twinedge.sync.sender` — the sender rule, for one device (:class:`Sender`) and
   vectorised over many (:class:`SenderArray`);
 * :mod:`twinedge.sync.traces` — the rule replayed on recorded traces: uplink bytes and
-  the receiver's error over time.
+  the receiver's error over time (``twinedge sync``);
+* :mod:`twinedge.sync.meter` — the rule inside a simulation (a scenario's ``sync:``
+  section, the ``sync_*`` numbers of a run);
+* :mod:`twinedge.sync.properties` — the rule live: how a report sits in a twin's
+  properties and the prediction a read computes (``?estimate=prediction``).
+
+The package depends on NumPy and :mod:`twinedge.errors` only; the engine, the device
+emulator, the edge host and the service use it.
 """
 
 from twinedge.sync.errors import SyncError

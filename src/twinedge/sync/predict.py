@@ -11,7 +11,7 @@ and predicts the value at a later time:
 
 with ``dt = t - t0`` seconds since the report. These are the dead-reckoning algorithms
 of IEEE 1278.1 (DIS) in a fixed world frame without rotation, DRM(F, P, W) and
-DRM(F, V, W) (IEEE Std 1278.1-2012, annex E).
+DRM(F, V, W) (IEEE Std 1278.1-2012, its dead-reckoning algorithms).
 
 Every predictor is built with the contract that the sender and the receiver share:
 ``threshold`` (the largest error the sender lets stand, in the value's unit: metres for
@@ -23,7 +23,8 @@ holds). The bound holds at the device's sample times (where the rule is checked)
 
 References:
     IEEE Std 1278.1-2012, Standard for Distributed Interactive Simulation — Application
-    Protocols, section 5.3.2 (dead reckoning) and annex E (dead-reckoning algorithms).
+    Protocols: entity state updates by dead reckoning (thresholds, heartbeat) and the
+    dead-reckoning algorithms.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class Predictor:
         threshold: the largest error the sender lets stand, in the value's unit (metres
             for a position); 0 lets none stand.
         heartbeat_s: the longest time between two reports (seconds), or ``None`` for no
-            heartbeat. 5 s is DIS's default (IEEE 1278.1-2012, table 25).
+            heartbeat. 5 s is DIS's default entity-state heartbeat.
 
     Raises:
         SyncError: a negative or non-finite threshold, a heartbeat that is not a

@@ -37,7 +37,7 @@ rows of arrays (many entities, one NumPy operation per step), bit for bit the sa
 decisions. :class:`ByteModel` counts the bytes of reports.
 
 References:
-    IEEE Std 1278.1-2012, section 5.3.2 (dead-reckoning thresholds and the heartbeat).
+    IEEE Std 1278.1-2012 (DIS): dead-reckoning thresholds and the heartbeat.
 """
 
 from __future__ import annotations
