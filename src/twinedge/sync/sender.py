@@ -327,7 +327,9 @@ class SenderArray:
         z = np.asarray(value, dtype=float)
         if z.shape != (n, d):
             raise SyncError(f"value must have shape ({n}, {d}), got {z.shape}")
-        idx = np.flatnonzero(mask)
+        everyone = present is None or bool(mask.all())
+        # every entity sampled (a simulation step): slices, no gathering copies
+        idx: slice | np.ndarray = slice(None) if everyone else np.flatnonzero(mask)
         t, z = t[idx], z[idx]
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(z))):
             raise SyncError("times and values must be finite")
@@ -364,7 +366,7 @@ class SenderArray:
         self.error[idx] = err
         self.receiver_error[idx] = np.where(send, 0.0, err)
         self.age_s[idx] = np.where(send, 0.0, age)
-        s = idx[send]
+        s = np.flatnonzero(send) if isinstance(idx, slice) else idx[send]
         self.report_t_s[s] = t[send]
         self.report_value[s] = z[send]
         self.report_velocity[s] = v[send]
@@ -373,7 +375,7 @@ class SenderArray:
         out[s] = True
         return out
 
-    def _derivative(self, name: str, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def _derivative(self, name: str, arr: np.ndarray, idx: slice | np.ndarray) -> np.ndarray:
         x = np.asarray(arr, dtype=float)
         if x.shape != (self.n, self.dims):
             raise SyncError(f"{name} must have shape ({self.n}, {self.dims}), got {x.shape}")
