@@ -473,6 +473,7 @@ COVERED = {
     "docs/privacy.md",  # run by tests/privacy/test_privacy_docs.py
     "docs/fl.md",  # run by tests/fl/test_fl_docs.py
     "docs/attention.md",  # run by tests/attention/test_attention_docs.py
+    "docs/sync.md",  # run by tests/sync/test_sync_docs.py
 }
 
 

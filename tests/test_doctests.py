@@ -27,6 +27,7 @@ WITH_EXAMPLES = {
     *(f"twinedge.gym.{m}" for m in ("features", "policy", "envs")),
     *(f"twinedge.market.{m}" for m in ("bids", "mechanisms", "ledger", "period", "check")),
     *(f"twinedge.offload.{m}" for m in ("tasks", "policies")),
+    *(f"twinedge.sync.{m}" for m in ("predict", "sender", "traces", "meter", "properties")),
     *(f"twinedge.xr.{m}" for m in ("frames", "score", "sessions")),
     "twinedge.engine.simulation",
     "twinedge.policies.capacity",

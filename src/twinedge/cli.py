@@ -1058,5 +1058,14 @@ def _mount_attention() -> None:
 _mount_attention()
 
 
+def _mount_sync() -> None:
+    from twinedge.sync_cli import sync
+
+    app.command(name="sync")(sync)
+
+
+_mount_sync()
+
+
 if __name__ == "__main__":
     main()

@@ -63,6 +63,19 @@ def devices(
             help="One MQTT password for every device (default: a random one each).",
         ),
     ] = None,
+    sync_threshold_m: Annotated[
+        float | None,
+        typer.Option(
+            help="Predictive sync: sample at the rate, send a report only when the twin's "
+            "prediction is more than this many metres off (or the heartbeat passed).",
+        ),
+    ] = None,
+    sync_heartbeat_s: Annotated[
+        float, typer.Option(help="Predictive sync: the longest time between two reports.")
+    ] = 5.0,
+    sync_predictor: Annotated[
+        str, typer.Option(help="Predictive sync: constant, first-order or second-order.")
+    ] = "first-order",
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
@@ -99,6 +112,9 @@ def devices(
         seed=seed,
         device_password=device_password,
         progress_s=0.0 if quiet else 5.0,
+        sync_threshold_m=sync_threshold_m,
+        sync_heartbeat_s=sync_heartbeat_s,
+        sync_predictor=sync_predictor,
     )
     options.check()  # before the scenario is loaded: option mistakes first
     sc = load_scenario(scenario)
@@ -126,7 +142,12 @@ def devices(
         print(
             f"{t['devices']:,} devices: {t['sent']:,} reports sent, {t['acked']:,} acknowledged "
             f"(p50 {lat['p50']} ms, p99 {lat['p99']} ms), {t['unacked']:,} unacknowledged, "
-            f"{t['redirects_followed']:,} redirects followed, {t['errors']:,} errors; "
+            + (
+                f"{t['suppressed']:,} samples predicted (not sent), "
+                if sync_threshold_m is not None
+                else ""
+            )
+            + f"{t['redirects_followed']:,} redirects followed, {t['errors']:,} errors; "
             f"stopped: {summary['stopped']}"
         )
     if t["unacked"] or t["ever_connected"] < t["devices"]:

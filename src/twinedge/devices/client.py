@@ -14,6 +14,11 @@ At most ``max_inflight`` reports wait for their PUBACK; a tick that finds the wi
 full is skipped (counted as ``skipped``), so a slow broker slows the device down instead
 of growing its memory.
 
+**Predictive sync.** A ``report`` callable may answer ``None``: the device sampled its
+position but has nothing to send (the sender rule of :mod:`twinedge.sync`: its twin can
+predict it). No report is made for that tick (``seq`` does not advance); the tick
+counts as ``suppressed``.
+
 **Redirects.** The device listens on ``twinedge/{thingId}/redirect``: it subscribes to
 ``twinedge/{thingId}/+``, which covers that topic and its ``errors`` topic and which the
 embedded broker's ACL allows (it lists ``desired``, ``errors``, ``commands/...``, ``+``
@@ -154,6 +159,7 @@ class DeviceStats:
     acked: int = 0  # reports whose PUBACK arrived
     resent: int = 0  # publications of a report again on a later connection
     skipped: int = 0  # ticks with ``max_inflight`` reports unacknowledged
+    suppressed: int = 0  # ticks whose sample the twin predicts (predictive sync)
     connects: int = 0
     connect_failures: int = 0
     connections_lost: int = 0
@@ -200,7 +206,8 @@ class Device:
         password: its device password.
         broker: the broker it connects to first.
         report: returns the position properties of a new report (``x_m``, ``y_m``,
-            ``vx_mps``, ``vy_mps``, ``t_s``); the device adds ``seq``.
+            ``vx_mps``, ``vy_mps``, ``t_s``; the device adds ``seq``), or ``None`` when
+            there is nothing to send at this tick (predictive sync).
         period_s: time between two reports.
         max_reports: stop after this many reports are acknowledged (``None``: until
             ``stopping``).
@@ -231,7 +238,7 @@ class Device:
         thing_id: str,
         password: str,
         broker: BrokerUrl,
-        report: Callable[[], dict[str, float]],
+        report: Callable[[], dict[str, Any] | None],
         *,
         period_s: float,
         max_reports: int | None = None,
@@ -520,8 +527,12 @@ class Device:
             if len(self.unacked) >= self.max_inflight:
                 self.stats.skipped += 1
                 continue
+            made = self.report()
+            if made is None:  # the twin predicts this sample: nothing to send
+                self.stats.suppressed += 1
+                continue
             self.seq += 1
-            props = dict(self.report())
+            props = dict(made)
             props["seq"] = self.seq
             payload = json.dumps({"position": props}, separators=(",", ":")).encode()
             self.unacked[self.seq] = payload
@@ -559,6 +570,7 @@ class Device:
             "unacked": len(self.unacked),
             "resent": s.resent,
             "skipped": s.skipped,
+            "suppressed": s.suppressed,
             "latency_ms": percentiles_ms(s.latencies_ms),
             "redirects_followed": s.redirects_followed,
             "redirects_ignored": s.redirects_ignored,

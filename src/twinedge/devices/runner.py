@@ -67,6 +67,12 @@ class FleetOptions:
         drain_s: how long reports in flight may take to be acknowledged at the end.
         connect_concurrency: connection attempts in progress at once.
         max_inflight: unacknowledged reports per device at most.
+        sync_threshold_m: predictive sync (docs/sync.md): every device samples at its
+            rate and sends a report only when its twin's prediction is more than this
+            many metres off or ``sync_heartbeat_s`` passed; ``None``: every sample.
+        sync_heartbeat_s: the longest time between two reports under predictive sync.
+        sync_predictor: the predictor device and twin share: ``constant``,
+            ``first-order`` or ``second-order``.
     """
 
     count: int
@@ -84,6 +90,9 @@ class FleetOptions:
     drain_s: float = 10.0
     connect_concurrency: int = 8
     max_inflight: int = 16
+    sync_threshold_m: float | None = None
+    sync_heartbeat_s: float = 5.0
+    sync_predictor: str = "first-order"
 
     def check(self) -> None:
         """Refuse options that cannot work, one line naming the option.
@@ -111,6 +120,21 @@ class FleetOptions:
             parse_broker_url(self.mqtt)
         except ValueError as exc:
             raise DevicesError(f"--mqtt: {exc}") from None
+        if self.sync_threshold_m is not None:
+            from twinedge.sync import SyncError, make_predictor
+
+            if not (math.isfinite(self.sync_threshold_m) and self.sync_threshold_m >= 0):
+                raise DevicesError(
+                    f"--sync-threshold-m: got {self.sync_threshold_m}; expected metres >= 0"
+                )
+            if not (math.isfinite(self.sync_heartbeat_s) and self.sync_heartbeat_s > 0):
+                raise DevicesError(
+                    f"--sync-heartbeat-s: got {self.sync_heartbeat_s}; expected seconds > 0"
+                )
+            try:
+                make_predictor(self.sync_predictor)
+            except SyncError as exc:
+                raise DevicesError(f"--sync-predictor: {exc}") from None
 
 
 def device_rates_hz(entities: list[Entity], rate_hz: float | None) -> list[float]:
@@ -177,13 +201,37 @@ class Fleet:
         """Virtual time: wall seconds since the clock started."""
         return asyncio.get_running_loop().time() - self.t0
 
-    def _reporter(self, index: int) -> Callable[[], dict[str, float]]:
-        def report() -> dict[str, float]:
-            t_s = round(self.now_s(), 6)  # as reported: the position is that of this t_s
-            x_m, y_m, vx, vy = self.motion.sample(index, t_s)
-            return {"x_m": x_m, "y_m": y_m, "vx_mps": vx, "vy_mps": vy, "t_s": t_s}
+    def _reporter(self, index: int) -> Callable[[], dict[str, Any] | None]:
+        o = self.options
+        if o.sync_threshold_m is None:
 
-        return report
+            def report() -> dict[str, Any] | None:
+                t_s = round(self.now_s(), 6)  # as reported: the position is that of this t_s
+                x_m, y_m, vx, vy = self.motion.sample(index, t_s)
+                return {"x_m": x_m, "y_m": y_m, "vx_mps": vx, "vy_mps": vy, "t_s": t_s}
+
+            return report
+        from twinedge.sync import Sender, make_predictor
+        from twinedge.sync.properties import report_properties
+
+        threshold_m = o.sync_threshold_m
+        sender = Sender(make_predictor(o.sync_predictor, threshold_m, o.sync_heartbeat_s))
+
+        def sync_report() -> dict[str, Any] | None:
+            t_s = round(self.now_s(), 6)
+            t_unix_s = round(time.time(), 6)  # the measurement, on the twin's clock
+            x_m, y_m, vx, vy = self.motion.sample(index, t_s)
+            sent = sender.offer(t_s, [x_m, y_m], velocity=[vx, vy])
+            if sent is None:
+                return None
+            props: dict[str, Any] = {"x_m": x_m, "y_m": y_m, "vx_mps": vx, "vy_mps": vy}
+            props.update(
+                report_properties(sent, o.sync_predictor, threshold_m, o.sync_heartbeat_s, t_unix_s)
+            )
+            props["t_s"] = t_s
+            return props
+
+        return sync_report
 
     def stop(self, reason: str) -> None:
         """No new reports; leave once the ones in flight are acknowledged."""
@@ -203,6 +251,7 @@ class Fleet:
             "unacked": sum(len(d.unacked) for d in ds),
             "resent": sum(d.stats.resent for d in ds),
             "skipped": sum(d.stats.skipped for d in ds),
+            "suppressed": sum(d.stats.suppressed for d in ds),
             "latency_ms": percentiles_ms(lat),
             "redirects_followed": sum(d.stats.redirects_followed for d in ds),
             "redirects_ignored": sum(d.stats.redirects_ignored for d in ds),

@@ -32,7 +32,9 @@ import-path rules as policies).
 
 :class:`DeadReckoning` is the built-in example of "send only what the receiver cannot
 predict" (dead reckoning, e.g. IEEE 1278.1 DIS): position and velocity reported now and
-then, the position in between extrapolated on the twin.
+then, the position in between extrapolated on the twin with the first-order formula of
+:mod:`twinedge.sync` (:func:`twinedge.sync.predict.extrapolate`), the package of the
+predictors and of the sender rule devices follow (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from twinedge.edge.document import Patch, desired_patch, report_patch
 from twinedge.edge.errors import BehaviourError
 from twinedge.errors import PolicyError
 from twinedge.policies import registry
+from twinedge.sync.predict import extrapolate
 
 __all__ = [
     "BEHAVIOURS",
@@ -232,7 +237,10 @@ class DeadReckoning(TwinBehaviour):
         assert x is not None and y is not None and t is not None
         age_s = max(0.0, float(now_s) - t)
         dt = min(age_s, self.horizon_s)
-        return {"x_m": x + vx * dt, "y_m": y + vy * dt, "age_s": age_s}
+        px, py = extrapolate(
+            np.array([x, y], dtype=float), np.array([vx, vy], dtype=float), None, dt
+        )
+        return {"x_m": float(px), "y_m": float(py), "age_s": age_s}
 
     def on_report(self, twin: TwinView, report: Mapping[str, Any], now_s: float) -> Patch | None:
         patch = report_patch(report)

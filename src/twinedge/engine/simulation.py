@@ -26,7 +26,7 @@ from twinedge.orchestrator import (
     Recorder,
 )
 from twinedge.orchestrator.policy import as_policy, policy_name
-from twinedge.scenario.schema import Scenario, Xr
+from twinedge.scenario.schema import Scenario, Sync, Xr
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
 
@@ -82,6 +82,9 @@ class Simulation:
         xr, xr_rng: the scenario's ``xr:`` section and XR's own random stream: XR
             sessions are placed and their frames measured every step (docs/xr.md), their
             numbers added to the summary; ``None`` (the default) costs nothing.
+        sync: the scenario's ``sync:`` section: every entity's position is offered to the
+            predictive-sync sender rule each step (docs/sync.md), its ``sync_*`` numbers
+            added to the summary; ``None`` (the default) costs nothing.
 
     :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
     then :meth:`result`; a driver that acts between the two halves of a step (a
@@ -123,6 +126,7 @@ class Simulation:
         offload: Any = None,
         xr: Xr | None = None,
         xr_rng: np.random.Generator | None = None,
+        sync: Sync | None = None,
     ):
         self.world, self.steps, self.step_s = world, steps, step_s
         self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
@@ -151,6 +155,13 @@ class Simulation:
             from twinedge.xr.sessions import XrRun
 
             self.xr = XrRun(world, xr, xr_rng or np.random.default_rng(), candidates_k)
+        self.sync = None
+        if sync is not None:
+            from twinedge.sync.meter import SyncMeter
+            from twinedge.sync.sender import ByteModel
+
+            bm = ByteModel(header_bytes=sync.header_bytes, number_bytes=sync.number_bytes)
+            self.sync = SyncMeter(n, sync.predictor, sync.threshold_m, sync.heartbeat_s, bm)
 
     @property
     def placements(self) -> list[dict]:
@@ -220,6 +231,8 @@ class Simulation:
         self.orchestrator.evaluate(w, s)
         if self.xr is not None:
             self.xr.step(self.xr.view(s, self.step_s), k)
+        if self.sync is not None:
+            self.sync.step(s.t_s, s.xy_m)
         # what the twins experienced this step (moves decided last step cost their
         # downtime now: an update waits for the rest of the downtime)
         if s.downtime_left_s.any():
@@ -303,6 +316,8 @@ class Simulation:
             summary.update(self.offload.summary())
         if self.xr is not None:
             summary.update(self.xr.summary())
+        if self.sync is not None:
+            summary.update(self.sync.summary())
         return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
@@ -365,6 +380,7 @@ def simulate(
         offload=_offload_run(scenario, world, root, offload),
         xr=scenario.xr,
         xr_rng=xr_rng,
+        sync=scenario.sync,
     )
     if sim.offload is not None:
         sim.label += f"+offload-{sim.offload.label}"

@@ -20,6 +20,7 @@ from twinedge import __version__
 from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.simulation import RunResult
 from twinedge.report.ranking import POLICY_INDEPENDENT, unique_best
+from twinedge.sync.meter import SYNC_SUMMARY_KEYS
 from twinedge.xr.sessions import XR_SUMMARY_KEYS
 
 
@@ -45,7 +46,7 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "policies": {
             r.label: {
                 k: _round(r.summary[k])
-                for k in (*SUMMARY_KEYS, *_offload_keys(r), *XR_SUMMARY_KEYS)
+                for k in (*SUMMARY_KEYS, *_offload_keys(r), *XR_SUMMARY_KEYS, *SYNC_SUMMARY_KEYS)
                 if k in r.summary
             }
             for r in results

@@ -472,6 +472,20 @@ class Xr(_Model):
     interaction: Literal["weak", "strong"] = "strong"
 
 
+class Sync(_Model):
+    """Predictive sync (docs/sync.md): every entity's device samples its position once a
+    step and sends a report only when its twin's ``predictor`` is more than
+    ``threshold_m`` off or ``heartbeat_s`` passed (``null``: no heartbeat); the run
+    summary counts the reports, their bytes (a ``header_bytes`` header and
+    ``number_bytes`` a number) and the twins' errors (``sync_*``)."""
+
+    predictor: Literal["constant", "first-order", "second-order"] = "first-order"
+    threshold_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    heartbeat_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = 5.0
+    header_bytes: Annotated[int, Field(ge=0)] = 32
+    number_bytes: Annotated[int, Field(ge=0)] = 8
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -486,3 +500,4 @@ class Scenario(_Model):
     market: Market | None = None
     offloading: Offloading | None = None
     xr: Xr | None = None
+    sync: Sync | None = None

@@ -13,6 +13,10 @@ feature, its ``properties`` / ``desiredProperties`` and any path below them — 
 * Reads accept ``?revision=N`` or ``?at=<RFC 3339 | unix seconds>`` for the value as it
   was, ``?fields=`` (Ditto's field selector, relative to the level) and
   ``If-None-Match`` (``304``).
+* Reads of a thing, its features, a feature, its properties or one property accept
+  ``?estimate=report|prediction``: the last report alone, or with ``predicted`` (the
+  value predicted for now from a predictive-sync report, see
+  :mod:`twinedge.sync.properties`).
 * Writes accept ``If-Match: "rev:<revision>"`` / ``*`` and ``If-None-Match: *``.
 * Every method accepts ``?condition=<rql>`` (or a ``condition`` header), evaluated on
   the current thing as Ditto does: ``412`` when false. A precondition or condition is
@@ -27,6 +31,7 @@ lists the visible things of a list of ids.
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -106,6 +111,16 @@ FieldsQuery = Annotated[
         "`thingId,attributes(model,location),features/*/properties/on`"
     ),
 ]
+EstimateQuery = Annotated[
+    Literal["report", "prediction"] | None,
+    Query(
+        description="for a feature whose device follows predictive sync (docs/sync.md): "
+        "`report` gives the last report alone, `prediction` adds `predicted` (the value "
+        "predicted for now, with `age_s` and `error_bound_m`) to its properties; "
+        "default: the properties as stored"
+    ),
+]
+_ESTIMATE_LEVELS = {"Thing", "Features", "Feature", "Properties", "Property"}
 ConditionQuery = Annotated[
     str | None,
     Query(
@@ -469,18 +484,30 @@ def _add_level(level: Level) -> None:
         revision, at = kw.pop("revision", None), parse_time("at", kw.pop("at", None))
         paths = parse_fields(kw.pop("fields", None))
         cond = condition_of(request, condition := kw.pop("condition", None))
+        estimate = kw.pop("estimate", None)
         if revision is not None and at is not None:
             raise problem(400, "give either ?revision= or ?at=, not both")
+        if estimate == "prediction" and (revision is not None or at is not None):
+            raise problem(
+                400, "?estimate=prediction predicts for now; drop ?revision= / ?at= or it"
+            )
         tokens = level.tokens(kw)
         doc = await service.get_thing(p, thingId, revision=revision, at=at)
         tag = etag(doc["_revision"])
+        headers = {"ETag": tag}
         inm = parse_etags(request.headers.get("if-none-match"))
-        if inm and ("*" in inm or any(tag_revision(t) == doc["_revision"] for t in inm)):
+        if estimate == "prediction":  # changes with the clock at one revision: never 304
+            headers["Cache-Control"] = "no-store"
+        elif inm and ("*" in inm or any(tag_revision(t) == doc["_revision"] for t in inm)):
             return Response(status_code=304, headers={"ETag": tag})
         if cond is not None:  # on the current thing, also for an as-of read (as Ditto)
             cur = doc if revision is None and at is None else await service.get_thing(p, thingId)
             check_condition(cur, cond, condition or request.headers.get("condition", ""))
-        return JSONResponse(value_at(doc, tokens, paths), headers={"ETag": tag})
+        if estimate is not None:
+            from twinedge.sync.properties import estimate_document
+
+            doc = estimate_document(doc, estimate, time.time())
+        return JSONResponse(value_at(doc, tokens, paths), headers=headers)
 
     async def put_(request: Request, service: TwinService, p: Principal, thingId: str, **kw: Any):
         condition = kw.pop("condition", None)
@@ -537,6 +564,10 @@ def _add_level(level: Level) -> None:
         inspect.Parameter("fields", kw_only, annotation=FieldsQuery, default=None),
         cond_param,
     )
+    if level.name in _ESTIMATE_LEVELS:
+        read_params.append(
+            inspect.Parameter("estimate", kw_only, annotation=EstimateQuery, default=None)
+        )
     write_params = _params(
         level, cond_param, inspect.Parameter("ack", kw_only, annotation=AckQuery, default="core")
     )
