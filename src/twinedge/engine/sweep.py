@@ -55,6 +55,9 @@ from twinedge.scenario.schema import Scenario
 
 #: The metrics of a run, in the order of the tables (the keys of ``summary.json``).
 METRICS = SUMMARY_KEYS
+#: The prefixes of the metrics a scenario's service sections add (offloading, XR,
+#: carbon, market): a sweep keeps them after :data:`METRICS`.
+SERVICE_PREFIXES = ("offload_", "xr_", "carbon_", "market_")
 
 _SEED_PART = re.compile(r"^\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?$")
 
@@ -336,7 +339,8 @@ def run_record(sc: Scenario, job: Job, key: dict[str, Any]) -> RunRecord:
     res, _ = run_job(sc, job)
     return RunRecord(
         key=key,
-        summary={k: float(res.summary[k]) for k in METRICS},
+        summary={k: float(res.summary[k]) for k in METRICS}
+        | {k: float(v) for k, v in res.summary.items() if k.startswith(SERVICE_PREFIXES)},
         step_values=[[float(f"{v:.8g}") for v in row] for row in res.metrics.step_values],
         wall_s=round(res.wall_s, 3),
         entities=int(res.world.n_entities),
@@ -372,9 +376,19 @@ class SweepResult:
     def param_paths(self) -> list[str]:
         return [p.path for p in self.params]
 
+    @property
+    def metrics(self) -> list[str]:
+        """:data:`METRICS`, then the service metrics every run of the sweep has."""
+        extra = [
+            k
+            for k in (self.records[0].summary if self.records else {})
+            if k not in METRICS and all(k in r.summary for r in self.records)
+        ]
+        return [*METRICS, *extra]
+
     def rows(self) -> list[dict[str, Any]]:
         """The tidy table: one row per run × metric (a run is one policy pair)."""
-        out = []
+        out, metrics = [], self.metrics
         for r in self.records:
             base = {
                 "run": r.name,
@@ -386,7 +400,7 @@ class SweepResult:
                 "policy": f"{r.key['placement']}+{r.key['migration']}",
                 **{p: r.key["params"].get(p) for p in self.param_paths},
             }
-            for m in METRICS:
+            for m in metrics:
                 out.append({**base, "metric": m, "value": r.summary[m]})
         return out
 
@@ -403,9 +417,9 @@ class SweepResult:
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Mean ± 95 % CI per policy, parameter point and metric."""
-        out = []
+        out, metrics = [], self.metrics
         for k, runs in self.groups().items():
-            for m in METRICS:
+            for m in metrics:
                 mean, half = ci95([r.summary[m] for r in runs])
                 out.append(
                     {
@@ -425,10 +439,10 @@ class SweepResult:
         """The JSON summary: per group, every metric as mean, ci95 (half-width), n."""
         from twinedge import __version__
 
-        groups = []
+        groups, names = [], self.metrics
         for k, runs in self.groups().items():
             metrics = {}
-            for m in METRICS:
+            for m in names:
                 mean, half = ci95([r.summary[m] for r in runs])
                 metrics[m] = {"mean": _num(mean), "ci95": _num(half), "n": len(runs)}
             groups.append(

@@ -106,6 +106,36 @@ _XR_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
 )
 
 
+#: shown when the scenario has a carbon section (docs/carbon.md)
+_CARBON_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("server CO2 (g)", "carbon_server_g", "{:.1f}", min),
+    ("server facility energy (MJ)", "carbon_server_facility_j", "{:.3f}", min),
+    ("server mean intensity (g/kWh)", "carbon_server_g_per_kwh", "{:.1f}", min),
+    ("device CO2 (g)", "carbon_device_g", "{:.2f}", min),
+    ("delay-tolerant jobs", "carbon_jobs", "{:d}", None),
+    ("job energy incl. PUE and transfer (kWh)", "carbon_jobs_energy_kwh", "{:.2f}", None),
+    ("job CO2 (g)", "carbon_jobs_g", "{:.1f}", min),
+    ("job CO2 at release, at origin (g)", "carbon_jobs_baseline_g", "{:.1f}", None),
+    ("job CO2 saved (ratio)", "carbon_jobs_saving_ratio", "{:.4f}", max),
+    ("jobs moved to another region", "carbon_jobs_moved", "{:d}", None),
+    ("total CO2 (g)", "carbon_total_g", "{:.1f}", min),
+)
+
+#: shown when the scenario has a compute market (docs/market.md)
+_MARKET_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("market periods", "market_periods", "{:d}", None),
+    ("trades", "market_trades", "{:d}", None),
+    ("units traded", "market_units_traded", "{:d}", None),
+    ("mean buyer price per unit", "market_mean_buyer_price", "{:.6g}", None),
+    ("mean seller price per unit", "market_mean_seller_price", "{:.6g}", None),
+    ("gains from trade (welfare)", "market_welfare", "{:.6g}", max),
+    ("efficiency (welfare / optimum)", "market_efficiency", "{:.4f}", max),
+    ("buyers paid", "market_buyer_payments", "{:.6g}", None),
+    ("sellers received", "market_seller_receipts", "{:.6g}", None),
+    ("market operator's surplus", "market_surplus", "{:.6g}", None),
+)
+
+
 def _table(results: list[RunResult]) -> str:
     """The comparison table: one policy alone at the best value is marked best (a tie is
     no winner); a metric that is the same for every policy says so, and why when it
@@ -115,9 +145,19 @@ def _table(results: list[RunResult]) -> str:
     offload = all("offload_tasks" in r.summary for r in results)
     xr = all("xr_score" in r.summary for r in results)
     extra = (_OFFLOAD_ROWS if offload else ()) + (_XR_ROWS if xr else ())
+    if all("carbon_server_g" in r.summary for r in results):
+        extra += _CARBON_ROWS
+    if all("market_trades" in r.summary for r in results):
+        extra += _MARKET_ROWS
     for title, key, fmt, best in _ROWS + extra:
         vals = [r.summary[key] for r in results]
-        scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
+        scale = (
+            1e-9
+            if key == "bytes_migrated"
+            else 1e-6
+            if key in ("server_energy_j", "carbon_server_facility_j")
+            else 1
+        )
 
         def shown(v: float, fmt: str = fmt, scale: float = scale) -> str:
             return fmt.format(int(v) if fmt == "{:d}" else v * scale)
