@@ -346,3 +346,31 @@ def test_the_example_runs_with_grams_in_table_summary_and_report(tmp_path):
         assert row["carbon_server_g"] > 0
     html = (tmp_path / "report.html").read_text()
     assert "server CO2 (g)" in html and "job CO2 saved (ratio)" in html
+
+
+def test_the_documented_section_and_numbers():
+    """docs/carbon.md's `carbon:` block is a valid section, and its numbers of
+    examples/carbon-city.yaml are those of a full run."""
+    import re
+
+    from twinedge.engine.sweep import apply_overrides
+    from twinedge.scenario import load_scenario
+
+    text = (ROOT / "docs" / "carbon.md").read_text()
+    block = next(
+        b for b in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M) if b.startswith("carbon:")
+    )
+    spec = Carbon.model_validate(yaml.safe_load(block)["carbon"])
+    assert [r.name for r in spec.regions] == ["DE", "FR", "X"] and spec.tier_pue == {"edge": 1.6}
+    sc = load_scenario(ROOT / "examples" / "carbon-city.yaml")
+    s = simulate(sc).summary
+    assert f"{s['carbon_server_g']:,.0f} g for" in text
+    assert f"({s['carbon_server_facility_j'] / 3.6e6:.0f} kWh with PUE" in text
+    assert f"{s['carbon_server_g_per_kwh']:.1f} g/kWh on average" in text
+    for policy in ("baseline", "shift", "spatial", "spatial-shift"):
+        r = simulate(apply_overrides(sc, {"carbon.policy": policy})).summary
+        row = (
+            f"| `{policy}` | {r['carbon_jobs_g']:,.0f} | "
+            f"{100 * r['carbon_jobs_saving_ratio']:.1f} % | {r['carbon_jobs_moved']} |"
+        ).replace("| 0.0 % |", "| 0 % |")
+        assert row in text, row
