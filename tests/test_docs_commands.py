@@ -468,6 +468,7 @@ COVERED = {
     "docs/live.md",
     "docs/devices.md",  # run by tests/devices/test_devices_docs.py
     "docs/carbon.md",  # run by tests/carbon/test_carbon_docs.py
+    "docs/market.md",  # run by tests/market/test_market_docs.py
     "docs/offload.md",
     "docs/xr.md",  # run by tests/xr/test_xr_docs.py
     "docs/privacy.md",  # run by tests/privacy/test_privacy_docs.py

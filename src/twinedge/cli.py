@@ -12,6 +12,7 @@ installed version.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -112,19 +113,21 @@ def _run_many(
     ray: str | None = None,
     command: str = "run",
     scale: float = 1.0,
+    offload: str | None = None,
 ):
     from twinedge.engine import check_run
     from twinedge.scenario import load_scenario
 
     sc = load_scenario(scenario, scale=scale)
     # the same validation as `twinedge scenario validate`, before anything runs
-    check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
+    check_run(sc, scenario, steps=steps, placement=placement, migration=migration, offload=offload)
     pol = sc.policies
     placements = pol.as_list(placement or pol.placement)
     migrations = pol.as_list(migration or pol.migration)
+    offloads: list[str | None] = [*pol.as_list(offload)] if offload else [None]
     seed = sc.run.seed if seed is None else seed
     steps = steps or sc.run.steps
-    combos = [(p, m) for p in placements for m in migrations]
+    combos = [(p, m, o) for p in placements for m in migrations for o in offloads]
     mode = _progress_mode(quiet)
     from rich.progress import (
         BarColumn,
@@ -137,17 +140,12 @@ def _run_many(
 
     from twinedge.engine.parallel import Job, run_job, run_jobs
 
-    jobs = [
-        Job(
-            p,
-            m,
-            seed,
-            steps,
-            None if ledger is None else (ledger / f"{p}+{m}" if len(combos) > 1 else ledger),
-            ledger_every,
-        )
-        for p, m in combos
-    ]
+    jobs = [Job(p, m, seed, steps, None, ledger_every, offload=o) for p, m, o in combos]
+    if ledger is not None:  # one ledger folder per run when there are several
+        jobs = [
+            dataclasses.replace(j, ledger=ledger / j.label if len(jobs) > 1 else ledger)
+            for j in jobs
+        ]
     if mode == "lines":
         done = _run_logged(sc, jobs, steps, workers, ray, f"twinedge {command}")
         results = [r for r, _ in done]
@@ -260,6 +258,13 @@ ScaleOpt = Annotated[
         "host's capacity) by this factor, so host load stays comparable.",
     ),
 ]
+OffloadOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Offloading policy name(s), comma-separated, or module:function, for a scenario "
+        "with an offloading section (default: its policy; list them: twinedge policies).",
+    ),
+]
 WorkersOpt = Annotated[
     int, typer.Option(min=1, help="Run the policy combinations in this many local processes.")
 ]
@@ -303,8 +308,10 @@ def _sweep(
     out_dir: Path | None,
     command: str,
     scale: float = 1.0,
+    offload: str | None = None,
 ):
-    """Run a sweep of seeds and parameters with progress on stderr."""
+    """Run a sweep of seeds and parameters with progress on stderr (``offload``: a
+    sweep over the scenario field ``offloading.policy``)."""
     from twinedge.engine import check_run
     from twinedge.engine.sweep import parse_param, parse_seeds, run_sweep
     from twinedge.scenario import load_scenario
@@ -312,8 +319,10 @@ def _sweep(
     if seed is not None and seeds is not None:
         raise TwinedgeError("give --seed or --seeds, not both")
     sc = load_scenario(scenario, scale=scale)
-    check_run(sc, scenario, steps=steps, placement=placement, migration=migration)
+    check_run(sc, scenario, steps=steps, placement=placement, migration=migration, offload=offload)
     seed_list = parse_seeds(seeds) if seeds is not None else [sc.run.seed]
+    if offload:
+        params = [*(params or []), f"offloading.policy={offload}"]
     grid = [parse_param(p, sc) for p in params or []]
     pol = sc.policies
     mode = _progress_mode(quiet)
@@ -413,6 +422,7 @@ def run(
     seeds: SeedsOpt = None,
     param: ParamOpt = None,
     scale: ScaleOpt = 1.0,
+    offload: OffloadOpt = None,
 ) -> None:
     """Simulate a scenario and write summary.json, timeseries.csv and report.html.
 
@@ -432,7 +442,7 @@ def run(
                 "--ledger records one run: it cannot be combined with --seeds or --param"
             )
         result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
-                        workers, ray, out_dir, "run", scale)  # fmt: skip
+                        workers, ray, out_dir, "run", scale, offload)  # fmt: skip
         from twinedge.engine.sweep import write_sweep
 
         paths = write_sweep(result, out_dir, report=not no_report)
@@ -441,7 +451,7 @@ def run(
 
     sc, seed, steps, results, recorders = _run_many(
         scenario, placement, migration, seed, steps, quiet, ledger, ledger_every, workers, ray,
-        scale=scale,
+        scale=scale, offload=offload,
     )  # fmt: skip
     extra = {}
     if recorders:
@@ -505,6 +515,7 @@ def compare(
     seeds: SeedsOpt = None,
     param: ParamOpt = None,
     scale: ScaleOpt = 1.0,
+    offload: OffloadOpt = None,
 ) -> None:
     """Run every placement x migration combination on the same seed and print a table
     (with --seeds or --param: mean ± 95 % CI across seeds per policy and parameter point)."""
@@ -515,7 +526,7 @@ def compare(
 
     if seeds is not None or param:
         result = _sweep(scenario, placement, migration, seed, seeds, param, steps, quiet,
-                        workers, ray, out_dir, "compare", scale)  # fmt: skip
+                        workers, ray, out_dir, "compare", scale, offload)  # fmt: skip
         paths = {}
         if out_dir is not None:
             from twinedge.engine.sweep import write_sweep
@@ -541,6 +552,7 @@ def compare(
         ray=ray,
         command="compare",
         scale=scale,
+        offload=offload,
     )
     if figure_formats:
         write_figures(results, fig_dir, figure_formats, figure_columns)
@@ -914,6 +926,89 @@ def host(
         control_port=control_port,
     )
     asyncio.run(run_host(server))
+
+
+def _first_line(obj: Any) -> str:
+    """The first sentence of a docstring, without reST markup."""
+    import re
+
+    para = " ".join((getattr(obj, "__doc__", None) or "").strip().split("\n\n")[0].split())
+    para = re.sub(r":\w+:`~?([^`]+)`", r"\1", para).replace("``", "").replace("*", "")
+    return re.split(r"(?<=[a-z)\]])\.\s+(?=[A-Z])", para)[0].rstrip(".:")
+
+
+def policy_catalogue() -> list[dict[str, str]]:
+    """Every named policy a run can use: kind, name, where it is chosen, and what it does
+    (the first sentence of its docstring; installed plug-ins included)."""
+    from twinedge.carbon.scheduler import POLICIES as CARBON
+    from twinedge.market.mechanisms import MECHANISMS
+    from twinedge.offload.policies import OFFLOAD_POLICIES
+    from twinedge.policies.migration import MIGRATION_POLICIES
+    from twinedge.policies.placement import PLACEMENT_POLICIES
+    from twinedge.policies.registry import plugins
+
+    carbon_doc = {
+        "baseline": "At release, in the origin region (carbon-agnostic)",
+        "shift": "The lowest-carbon block of slots within the job's window",
+        "interrupt": "The lowest-carbon slots of the window for interruptible jobs",
+        "spatial": "At release, in the reachable region with the lowest emissions",
+        "spatial-shift": "As shift, in the best reachable region",
+        "spatial-interrupt": "As interrupt, in the best reachable region",
+    }
+    xr_doc = {
+        "device": "Render every session on its headset",
+        "nearest-edge": "Render on the edge host nearest the session's access point",
+        "best-latency": "Render where the motion-to-photon delay is lowest, with hysteresis",
+    }
+    rows: list[dict[str, str]] = []
+    for kind, registry, where in (
+        ("placement", PLACEMENT_POLICIES, "--placement / policies.placement"),
+        ("migration", MIGRATION_POLICIES, "--migration / policies.migration"),
+    ):
+        rows += [{"kind": kind, "name": n, "chosen_by": where, "does": _first_line(c)}
+                 for n, c in registry.items()]  # fmt: skip
+        rows += [{"kind": kind, "name": n, "chosen_by": where, "does": f"plug-in: {ep.value}"}
+                 for n, ep in plugins(kind).items() if n not in registry]  # fmt: skip
+    rows += [{"kind": "offloading", "name": n, "chosen_by": "--offload / offloading.policy",
+              "does": _first_line(c)} for n, c in OFFLOAD_POLICIES.items()]  # fmt: skip
+    rows += [{"kind": "market", "name": n, "chosen_by": "market.mechanism",
+              "does": _first_line(c)} for n, c in MECHANISMS.items()]  # fmt: skip
+    rows += [{"kind": "carbon", "name": n, "chosen_by": "carbon.policy",
+              "does": carbon_doc.get(n, "")} for n in CARBON]  # fmt: skip
+    rows += [{"kind": "xr", "name": n, "chosen_by": "xr.placement", "does": d}
+             for n, d in xr_doc.items()]  # fmt: skip
+    return rows
+
+
+@app.command()
+def policies(
+    kind: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this kind: placement, migration, offloading, market, carbon or xr."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the policies a run can use, by kind, with the option or scenario field that
+    chooses each (an import path package.module:function is accepted where an option is)."""
+    rows = policy_catalogue()
+    kinds = sorted({r["kind"] for r in rows})
+    if kind is not None:
+        if kind not in kinds:
+            raise TwinedgeError(f"policies: got kind {kind!r}; expected one of {', '.join(kinds)}")
+        rows = [r for r in rows if r["kind"] == kind]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title="twinedge policies", header_style="bold")
+    for col in ("kind", "name", "chosen by", "does"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["kind"], r["name"], r["chosen_by"], r["does"])
+    out.print(t)
 
 
 class Shell(StrEnum):

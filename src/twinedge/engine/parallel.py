@@ -31,7 +31,8 @@ class Job:
 
     ``overrides`` replace dotted scenario fields (see
     :func:`twinedge.engine.sweep.apply_overrides`); ``placement_params`` and
-    ``migration_params`` are added to the scenario's parameters of the two policies.
+    ``migration_params`` are added to the scenario's parameters of the two policies;
+    ``offload`` is the offloading policy (``None``: the scenario's).
     """
 
     placement: str
@@ -43,10 +44,12 @@ class Job:
     overrides: tuple[tuple[str, Any], ...] = ()
     placement_params: tuple[tuple[str, Any], ...] = ()
     migration_params: tuple[tuple[str, Any], ...] = ()
+    offload: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.placement}+{self.migration}"
+        tail = f"+offload-{self.offload}" if self.offload else ""
+        return f"{self.placement}+{self.migration}{tail}"
 
 
 def run_job(
@@ -81,6 +84,7 @@ def run_job(
         migration=job.migration,
         recorder=recorder,
         progress=progress,
+        offload=job.offload,
     )
     if recorder is not None:
         recorder.ledger = None  # closed by the run; not sent back

@@ -85,6 +85,11 @@ class Simulation:
         sync: the scenario's ``sync:`` section: every entity's position is offered to the
             predictive-sync sender rule each step (docs/sync.md), its ``sync_*`` numbers
             added to the summary; ``None`` (the default) costs nothing.
+        carbon: a :class:`twinedge.carbon.run.CarbonRun` that turns every step's server
+            and device energy into grams of CO2 and schedules the jobs released in it
+            (docs/carbon.md); ``None``: no carbon accounting.
+        market: a :class:`twinedge.market.run.MarketRun` that clears the compute market
+            at the end of every period (docs/market.md); ``None``: no market.
 
     :meth:`run` is :meth:`reset`, then :meth:`observe` and :meth:`decide` for every step,
     then :meth:`result`; a driver that acts between the two halves of a step (a
@@ -127,6 +132,8 @@ class Simulation:
         xr: Xr | None = None,
         xr_rng: np.random.Generator | None = None,
         sync: Sync | None = None,
+        carbon: Any = None,
+        market: Any = None,
     ):
         self.world, self.steps, self.step_s = world, steps, step_s
         self.mobility_rng, self.recorder, self.label = mobility_rng, recorder, label
@@ -145,7 +152,7 @@ class Simulation:
         self.state = NetworkState.at(world, world.xy_m)
         self.metrics = Metrics(steps, world.n_hosts, self.trail_ids.size)
         self._server_energy_j = np.zeros(world.n_hosts)
-        self.offload = offload
+        self.offload, self.carbon, self.market = offload, carbon, market
         self.k = 0  # the next step to run
         self._t0: float | None = None
         self._observed: tuple[np.ndarray, np.ndarray, float, float] | None = None
@@ -248,6 +255,8 @@ class Simulation:
         radio_j *= w.tx_power_w
         radio_j *= w.update_hz
         device_j = float(radio_j.sum() * self.step_s)
+        if self.carbon is not None:
+            self.carbon.record(k, server_j, device_j)
         self._observed = (effective, util, device_j, float(server_j.sum()))
 
     @property
@@ -277,8 +286,12 @@ class Simulation:
         w, s, k = self.world, self.state, self.k
         effective, util, device_j, server_j = self._observed
         out = self.orchestrator.cycle(w, s, k)
-        if self.offload is not None:  # the step's tasks, over the same view
-            self.offload.step(self.orchestrator.view(w, s), s.t_s - self.step_s)
+        if self.offload is not None or self.market is not None:  # over the same view
+            view = self.orchestrator.view(w, s)
+            if self.offload is not None:  # the step's tasks
+                self.offload.step(view, s.t_s - self.step_s)
+            if self.market is not None:  # the periods that end in this step
+                self.market.step(view, s.t_s - self.step_s, s.t_s, self.recorder)
         self.metrics.record(
             k,
             s.t_s,
@@ -318,6 +331,10 @@ class Simulation:
             summary.update(self.xr.summary())
         if self.sync is not None:
             summary.update(self.sync.summary())
+        if self.carbon is not None:
+            summary.update(self.carbon.summary())
+        if self.market is not None:
+            summary.update(self.market.summary())
         return RunResult(self.label, self.world, self.metrics, summary, self.placements, wall)
 
 
@@ -381,6 +398,8 @@ def simulate(
         xr=scenario.xr,
         xr_rng=xr_rng,
         sync=scenario.sync,
+        carbon=carbon_run(scenario, world, root, steps),
+        market=market_run(scenario, root),
     )
     if sim.offload is not None:
         sim.label += f"+offload-{sim.offload.label}"
@@ -400,3 +419,25 @@ def _offload_run(scenario: Scenario, world: World, root: np.random.Generator, po
 
     (rng,) = root.spawn(1)
     return OffloadRun(scenario.offloading, world, rng, policy)
+
+
+def carbon_run(scenario: Scenario, world: World, root: np.random.Generator, steps: int) -> Any:
+    """The run's carbon accounting (its own random stream, after those of the run,
+    XR and offloading), or ``None`` without a ``carbon`` section."""
+    if scenario.carbon is None:
+        return None
+    from twinedge.carbon.run import CarbonRun
+
+    (rng,) = root.spawn(1)
+    return CarbonRun(scenario.carbon, world, scenario.run.step_s, steps, rng)
+
+
+def market_run(scenario: Scenario, root: np.random.Generator) -> Any:
+    """The run's compute market (its own random stream, after all the others), or
+    ``None`` without a ``market`` section."""
+    if scenario.market is None:
+        return None
+    from twinedge.market.run import MarketRun
+
+    (rng,) = root.spawn(1)
+    return MarketRun(scenario.market, rng)

@@ -476,16 +476,22 @@ OffloadCallable = Callable[[TaskBatch, "NetworkView", np.random.Generator], Any]
 
 
 def resolve_offload_policy(spec: Any, **params: Any) -> OffloadCallable:
-    """An offloading policy from a name (:data:`OFFLOAD_POLICIES`), a class, an instance
-    or a function ``fn(batch, view, rng)``, with ``params`` for a name or class.
+    """An offloading policy from a name (:data:`OFFLOAD_POLICIES`), an import path
+    ``package.module:attr`` (as ``--offload`` takes it), a class, an instance or a
+    function ``fn(batch, view, rng)``, with ``params`` for a name or class.
 
     Raises:
         OffloadError: an unknown name, or parameters the policy does not take.
+        PolicyError: an import path that does not resolve.
 
     Examples:
         >>> resolve_offload_policy("lyapunov", budget_w=0.05, v=2.0)
         Lyapunov(budget_w=0.05, v=2.0)
     """
+    if isinstance(spec, str) and ":" in spec:  # package.module:attr (command line, Python)
+        from twinedge.policies.registry import resolve
+
+        return resolve(spec, OFFLOAD_POLICIES, "offloading", **params)
     if isinstance(spec, str):
         cls = OFFLOAD_POLICIES.get(spec.strip().lower())
         if cls is None:

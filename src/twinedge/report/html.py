@@ -107,12 +107,61 @@ _XR_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
 )
 
 
+#: shown when the scenario has a carbon section (docs/carbon.md)
+_CARBON_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("server CO2 (g)", "carbon_server_g", "{:.1f}", min),
+    ("server facility energy (MJ)", "carbon_server_facility_j", "{:.3f}", min),
+    ("server mean intensity (g/kWh)", "carbon_server_g_per_kwh", "{:.1f}", min),
+    ("device CO2 (g)", "carbon_device_g", "{:.2f}", min),
+    ("delay-tolerant jobs", "carbon_jobs", "{:d}", None),
+    ("job energy incl. PUE and transfer (kWh)", "carbon_jobs_energy_kwh", "{:.2f}", None),
+    ("job CO2 (g)", "carbon_jobs_g", "{:.1f}", min),
+    ("job CO2 at release, at origin (g)", "carbon_jobs_baseline_g", "{:.1f}", None),
+    ("job CO2 saved (ratio)", "carbon_jobs_saving_ratio", "{:.4f}", max),
+    ("jobs moved to another region", "carbon_jobs_moved", "{:d}", None),
+    ("total CO2 (g)", "carbon_total_g", "{:.1f}", min),
+)
+
+#: shown when the scenario has a compute market (docs/market.md)
+_MARKET_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("market periods", "market_periods", "{:d}", None),
+    ("trades", "market_trades", "{:d}", None),
+    ("units traded", "market_units_traded", "{:d}", None),
+    ("mean buyer price per unit", "market_mean_buyer_price", "{:.6g}", None),
+    ("mean seller price per unit", "market_mean_seller_price", "{:.6g}", None),
+    ("gains from trade (welfare)", "market_welfare", "{:.6g}", max),
+    ("efficiency (welfare / optimum)", "market_efficiency", "{:.4f}", max),
+    ("buyers paid", "market_buyer_payments", "{:.6g}", None),
+    ("sellers received", "market_seller_receipts", "{:.6g}", None),
+    ("market operator's surplus", "market_surplus", "{:.6g}", None),
+)
+
+
+#: shown when the scenario has predictive sync (docs/sync.md)
+_SYNC_ROWS: tuple[tuple[str, str, str, Callable | None], ...] = (
+    ("sync threshold (m)", "sync_threshold_m", "{:.2f}", None),
+    ("sync reports sent", "sync_reports", "{:d}", min),
+    ("sync uplink bytes", "sync_bytes", "{:d}", min),
+    ("sync bytes saved (ratio)", "sync_bytes_saved", "{:.4f}", max),
+    ("sync mean twin error (m)", "sync_mean_error_m", "{:.3f}", min),
+    ("sync max twin error (m)", "sync_max_error_m", "{:.3f}", min),
+)
+
+
 def table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple:
     """The rows of a comparison table (title, summary key, format, best-of): the engine's
-    metrics, then those of the services every run in ``summaries`` has (offloading, XR)."""
-    offload = bool(summaries) and all("offload_tasks" in s for s in summaries)
-    xr = bool(summaries) and all("xr_score" in s for s in summaries)
-    return _ROWS + (_OFFLOAD_ROWS if offload else ()) + (_XR_ROWS if xr else ())
+    metrics, then those of the services every run in ``summaries`` has (offloading, XR, carbon, the market, predictive sync)."""
+    rows: tuple = _ROWS
+    for key, extra in (
+        ("offload_tasks", _OFFLOAD_ROWS),
+        ("xr_score", _XR_ROWS),
+        ("carbon_server_g", _CARBON_ROWS),
+        ("market_trades", _MARKET_ROWS),
+        ("sync_reports", _SYNC_ROWS),
+    ):
+        if summaries and all(key in s for s in summaries):
+            rows += extra
+    return rows
 
 
 def _table(results: list[RunResult]) -> str:
@@ -123,7 +172,13 @@ def _table(results: list[RunResult]) -> str:
     rows = []
     for title, key, fmt, best in table_rows([r.summary for r in results]):
         vals = [r.summary[key] for r in results]
-        scale = 1e-9 if key == "bytes_migrated" else 1e-6 if key == "server_energy_j" else 1
+        scale = (
+            1e-9
+            if key == "bytes_migrated"
+            else 1e-6
+            if key in ("server_energy_j", "carbon_server_facility_j")
+            else 1
+        )
 
         def shown(v: float, fmt: str = fmt, scale: float = scale) -> str:
             return fmt.format(int(v) if fmt == "{:d}" else v * scale)

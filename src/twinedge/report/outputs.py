@@ -35,6 +35,12 @@ def _offload_keys(r: RunResult) -> list[str]:
     return [k for k in r.summary if k.startswith("offload_")]
 
 
+def _service_keys(r: RunResult) -> list[str]:
+    """The carbon (docs/carbon.md) and market (docs/market.md) metrics of a run whose
+    scenario has those sections, else none."""
+    return [k for k in r.summary if k.startswith(("carbon_", "market_"))]
+
+
 def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps: int) -> dict:
     return {
         "twinedge": __version__,
@@ -46,7 +52,13 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "policies": {
             r.label: {
                 k: _round(r.summary[k])
-                for k in (*SUMMARY_KEYS, *_offload_keys(r), *XR_SUMMARY_KEYS, *SYNC_SUMMARY_KEYS)
+                for k in (
+                    *SUMMARY_KEYS,
+                    *_offload_keys(r),
+                    *XR_SUMMARY_KEYS,
+                    *_service_keys(r),
+                    *SYNC_SUMMARY_KEYS,
+                )
                 if k in r.summary
             }
             for r in results
@@ -134,6 +146,12 @@ def summary_table(results: list[RunResult]):
     xr = all("xr_score" in r.summary for r in results)
     if xr:  # a scenario with XR sessions
         cols += [("XRMI", None), ("XR late %", None), ("stalls", None), ("p99 frame ms", None)]
+    carbon = all("carbon_server_g" in r.summary for r in results)
+    if carbon:  # a scenario with a carbon section: grams next to energy
+        cols += [("server gCO2", None), ("jobs gCO2", None), ("jobs saved %", None)]
+    market = all("market_trades" in r.summary for r in results)
+    if market:  # a scenario with a compute market
+        cols += [("trades", None), ("units", None), ("price", None), ("efficiency %", None)]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "policy" else "right")
 
@@ -175,6 +193,25 @@ def summary_table(results: list[RunResult]):
                     f"{s['xr_p99_frame_delay_ms']:.1f}",
                 )
                 if xr
+                else ()
+            ),
+            *(
+                (
+                    f"{s['carbon_server_g']:.0f}",
+                    f"{s['carbon_jobs_g']:.0f}",
+                    f"{100 * s['carbon_jobs_saving_ratio']:.1f}",
+                )
+                if carbon
+                else ()
+            ),
+            *(
+                (
+                    f"{s['market_trades']}",
+                    f"{s['market_units_traded']}",
+                    f"{s['market_mean_buyer_price']:.4g}",
+                    f"{100 * s['market_efficiency']:.1f}",
+                )
+                if market
                 else ()
             ),
         )

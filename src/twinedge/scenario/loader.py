@@ -110,7 +110,14 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
         if isinstance(g.mobility, Trace):
             upd["mobility"] = g.mobility.model_copy(update={"file": fix(g.mobility.file)})
         groups.append(g.model_copy(update=upd))
-    return sc.model_copy(update={"infrastructure": infra, "entities": groups})
+    upd_sc: dict[str, Any] = {"infrastructure": infra, "entities": groups}
+    if sc.carbon is not None:
+        regions = [
+            r if r.csv is None else r.model_copy(update={"csv": fix(r.csv)})
+            for r in sc.carbon.regions
+        ]
+        upd_sc["carbon"] = sc.carbon.model_copy(update={"regions": regions})
+    return sc.model_copy(update=upd_sc)
 
 
 def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = None) -> Scenario:
@@ -133,6 +140,9 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path | None = No
             missing.append((f"entities[{i}].positions_csv", g.positions_csv))
         if isinstance(g.mobility, Trace) and not g.mobility.file.is_file():
             missing.append((f"entities[{i}].mobility.file", g.mobility.file))
+    for i, r in enumerate(sc.carbon.regions if sc.carbon is not None else ()):
+        if r.csv is not None and not r.csv.is_file():
+            missing.append((f"carbon.regions[{i}].csv", r.csv))
     if missing:
         raise ScenarioError(
             [f"{source}: {f}: got {str(p)!r}; expected an existing file" for f, p in missing]

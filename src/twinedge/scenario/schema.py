@@ -7,8 +7,9 @@ the default policies. Files are YAML; see ``docs/scenario.md`` for the reference
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -486,6 +487,119 @@ class Sync(_Model):
     number_bytes: Annotated[int, Field(ge=0)] = 8
 
 
+CarbonPolicy = Literal[
+    "baseline", "shift", "interrupt", "spatial", "spatial-shift", "spatial-interrupt"
+]
+#: The carbon scheduler's policies (``twinedge.carbon.scheduler.POLICIES``).
+CARBON_POLICIES: tuple[str, ...] = get_args(CarbonPolicy)
+HostTier = Literal["edge", "region", "cloud"]
+
+
+class CarbonRegion(_Model):
+    """A grid region (docs/carbon.md): its carbon intensity in gCO2/kWh from exactly one
+    of ``csv`` (a ``Time,Carbon Intensity`` file), ``profile`` (a built-in mean day of
+    2020: ``DE``, ``GB`` or ``FR``, repeated every day) or ``values_g_per_kwh`` (one value
+    every ``step_min`` minutes from ``carbon.start``, repeated when the run outlasts
+    them); and the PUE of its data centres."""
+
+    name: str = Field(min_length=1)
+    csv: Path | None = None
+    profile: Literal["DE", "GB", "FR"] | None = None
+    values_g_per_kwh: list[NonNeg] | None = Field(default=None, min_length=1)
+    step_min: Annotated[float, Field(gt=0, le=525_600)] = 60.0
+    pue: Annotated[float, Field(ge=1, le=10)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CarbonRegion:
+        given = [k for k in ("csv", "profile", "values_g_per_kwh") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of csv, profile or values_g_per_kwh"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class CarbonJobs(_Model):
+    """``count`` delay-tolerant jobs (training, batch analytics): each released at
+    ``release_s`` seconds after the run's start (a value or ``[min, max]`` uniform per
+    job), needing ``power_kw`` for ``duration_min``, due ``window_min`` after its release;
+    submitted to region ``origin`` (the first region when ``None``) with ``data_gb`` of
+    input, movable to regions within ``max_latency_ms`` (any reachable one when ``None``)."""
+
+    name: str = Field(default="job", min_length=1)
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    release_s: NonNeg | tuple[NonNeg, NonNeg] = 0.0
+    duration_min: Annotated[float, Field(gt=0, le=525_600)]
+    window_min: Annotated[float, Field(gt=0, le=525_600)]
+    power_kw: Annotated[float, Field(ge=0, le=1e6)] = 1.0
+    interruptible: bool = False
+    origin: str | None = None
+    data_gb: Annotated[float, Field(ge=0, le=1e9)] = 0.0
+    max_latency_ms: NonNeg | None = None
+    _check = field_validator("release_s")(_check_range)
+
+    @model_validator(mode="after")
+    def _fits(self) -> CarbonJobs:
+        if self.window_min < self.duration_min:
+            raise ValueError(
+                f"window_min ({self.window_min}) must be >= duration_min ({self.duration_min})"
+            )
+        return self
+
+
+class Carbon(_Model):
+    """Carbon accounting and carbon-aware scheduling (docs/carbon.md): the run's time 0 is
+    ``start`` (local wall time of the series); every host is in a region (``node_regions``
+    by node id, else ``tier_regions`` by tier, else the first region) and draws its
+    energy times a PUE (``tier_pue`` by tier, else its region's); devices charge in
+    ``device_region`` (the first when ``None``) without facility overhead. ``jobs`` are
+    scheduled in time and space by ``policy`` on a grid of ``slot_min`` minutes, moving
+    data at ``transfer_kwh_per_gb``; decisions see the series plus Gaussian noise of
+    ``forecast_error`` times its mean (0: a perfect forecast)."""
+
+    start: datetime = datetime(2020, 1, 1)
+    regions: list[CarbonRegion] = Field(
+        default_factory=lambda: [CarbonRegion(name="DE", profile="DE")], min_length=1
+    )
+    tier_regions: dict[HostTier, str] = Field(default_factory=dict)
+    node_regions: dict[str, str] = Field(default_factory=dict)
+    tier_pue: dict[HostTier, Annotated[float, Field(ge=1, le=10)]] = Field(default_factory=dict)
+    device_region: str | None = None
+    policy: CarbonPolicy = "spatial-shift"
+    slot_min: Annotated[float, Field(gt=0, le=1440)] = 30.0
+    forecast_error: Annotated[float, Field(ge=0, le=10)] = 0.0
+    transfer_kwh_per_gb: Annotated[float, Field(ge=0, le=1e3)] = 0.0
+    jobs: list[CarbonJobs] = Field(default_factory=list)
+
+    @field_validator("start")
+    @classmethod
+    def _naive(cls, v: datetime) -> datetime:
+        if v.tzinfo is not None:
+            raise ValueError(
+                f"got {v.isoformat()}; expected a local wall time without a zone, as in the series"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> Carbon:
+        names = [r.name for r in self.regions]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate region names: {', '.join(dup)}")
+        known = set(names)
+        refs: list[tuple[str, str | None]] = [
+            (f"tier_regions.{t}", r) for t, r in self.tier_regions.items()
+        ]
+        refs += [(f"node_regions.{n}", r) for n, r in self.node_regions.items()]
+        refs += [("device_region", self.device_region)]
+        refs += [(f"jobs[{i}].origin", j.origin) for i, j in enumerate(self.jobs)]
+        for where, r in refs:
+            if r is not None and r not in known:
+                raise ValueError(f"{where}: got {r!r}; expected a region name: {', '.join(names)}")
+        return self
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -501,3 +615,4 @@ class Scenario(_Model):
     offloading: Offloading | None = None
     xr: Xr | None = None
     sync: Sync | None = None
+    carbon: Carbon | None = None
