@@ -9,6 +9,8 @@ import pytest
 
 from tests.runtime.test_reliability import free_port
 from twinedge.edge.errors import (
+    CommandTimeoutError,
+    InvalidReportError,
     MigrationError,
     NotOwnerError,
     TwinNotReadyError,
@@ -70,6 +72,45 @@ def test_a_twin_migrates_between_host_processes_over_their_control_apis(tmp_path
                 await rb.place("fleet:r1", {}, epoch=1, revision=0)
             status = await rb.status()
             assert status["host"] == "edge-2" and status["twins"] == 1
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_commands_are_refused_where_the_host_does_not_serve_the_twin(tmp_path):
+    """A command goes only to the device of a twin the host owns; elsewhere it is refused
+    (not sent) with the class that says where to go; a bad subject or timeout is bad
+    input; a device that is not connected does not answer."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        try:
+            await ra.place("fleet:r1", {}, epoch=1, revision=0)
+            with pytest.raises(UnknownTwinError):
+                await rb.send_command("fleet:r1", "honk", {})
+            with pytest.raises(CommandTimeoutError) as e:
+                await ra.send_command("fleet:r1", "honk", {"times": 2}, timeout_s=0.2)
+            assert (e.value.twin_id, e.value.host_id, e.value.subject) == (
+                "fleet:r1",
+                "edge-1",
+                "honk",
+            )
+            with pytest.raises(InvalidReportError, match="subject") as e:
+                await ra.send_command("fleet:r1", "a/b", None)
+            assert e.value.pointer == "/subject"
+            with pytest.raises(InvalidReportError, match="timeout"):
+                await ra.send_command("fleet:r1", "honk", None, timeout_s=301)
+            await ra.set_peers({"edge-2": b.mqtt_url})
+            await pre_copy(ra, rb, "fleet:r1")
+            with pytest.raises(NotOwnerError) as e:
+                await ra.send_command("fleet:r1", "honk", {})
+            assert (e.value.owner, e.value.epoch) == ("edge-2", 2)
+            assert a.devices.pending == {} and b.devices.pending == {}
         finally:
             for r in (ra, rb):
                 await r.aclose()

@@ -159,7 +159,7 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     status = client.get("/api/2/orchestrator").json()
     assert status["migrations_total"] == 1 and status["placements_total"] == 1
     # writes to a twin on a host: desired state forwarded (with its precondition
-    # checked), a command refused with the reason, a plain attribute write refused
+    # checked), a command sent through the host (no device is connected: it times out)
     rev = final["_revision"]
     lamp = f"/api/2/things/{TWIN}/features/lamp/desiredProperties"
     r = client.patch(
@@ -175,8 +175,9 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     )
     assert r.status_code in (200, 204), r.text
     assert doc()["features"]["lamp"]["desiredProperties"] == {"on": True}
-    r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot", json={})
-    assert r.status_code == 409 and "commands are not carried to edge hosts" in r.json()["detail"]
+    r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot?timeout=0.3", json={})
+    assert r.status_code == 408, r.text
+    assert "sent by edge host edge-2" in r.json()["detail"]
     # any other write is decided by the core and committed by the host, at the
     # acknowledgement level asked for
     merge = {"Content-Type": "application/merge-patch+json"}
@@ -241,6 +242,83 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     r = client.patch(f"/api/2/things/{TWIN}/attributes", json={"colour": "green"}, headers=merge)
     assert r.status_code in (200, 204), r.text
     assert doc()["attributes"]["colour"] == "green"
+
+
+def test_commands_reach_the_device_on_its_host_and_follow_it_when_it_moves(tmp_path):
+    """A command through the API to a twin on an edge host goes to the device through
+    that host's broker, and the device's answer comes back as the API's answer; after the
+    twin migrated, commands go to the new host, where the device now is."""
+    options = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        robot_on_edge_1(client)
+        doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+
+        def command(subject: str, payload: object, timeout_s: float = 10.0):
+            return client.post(
+                f"/api/2/things/{TWIN}/inbox/messages/{subject}",
+                params={"timeout": timeout_s},
+                json=payload,
+                timeout=timeout_s + 10,
+            )
+
+        async def answer_commands(c: aiomqtt.Client, where: str, seen: list) -> dict:
+            """The device: answers every command but ``ignore`` with what it was sent and
+            where it was; returns the first redirect."""
+            async for m in c.messages:
+                topic = m.topic.value
+                if "/commands/" in topic:
+                    subject = topic.rsplit("/", 1)[1]
+                    body = json.loads(m.payload)
+                    seen.append((where, subject))
+                    if subject != "ignore":
+                        answer = {"subject": subject, "got": body["payload"], "at": where}
+                        cid = body["correlationId"]
+                        await c.publish(f"twinedge/{TWIN}/responses/{cid}", json.dumps(answer))
+                elif topic.endswith("/redirect"):
+                    return json.loads(m.payload)
+            raise AssertionError("the connection ended without a redirect")
+
+        async def device() -> tuple[list, list]:
+            kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+            seen: list = []
+            answers: list = []
+            edge_1 = await host_of_twin(s.mqtt_port, kw)
+            async with aiomqtt.Client(*edge_1, **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/#", qos=1)
+                listener = asyncio.create_task(answer_commands(c, "edge-1", seen))
+                r = await asyncio.to_thread(command, "honk", {"times": 2})
+                answers.append((r.status_code, r.json()))
+                r = await asyncio.to_thread(command, "ignore", None, 0.5)
+                answers.append((r.status_code, r.json()["detail"]))
+                r = await asyncio.to_thread(command, "a+b", None)
+                answers.append((r.status_code, r.json()["detail"]))
+                # the robot drives to the other site: the twin migrates, the device follows
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1
+                )
+                redirect = await asyncio.wait_for(listener, 30)
+            assert redirect["host"] == "edge-2"
+            await asyncio.to_thread(
+                wait_for, lambda: doc().get("_host") == "edge-2", "the migration to edge-2"
+            )
+            async with aiomqtt.Client(*mqtt_of(redirect["url"]), **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/#", qos=1)
+                listener = asyncio.create_task(answer_commands(c, "edge-2", seen))
+                r = await asyncio.to_thread(command, "park", [1, 2])
+                answers.append((r.status_code, r.json()))
+                listener.cancel()
+            return seen, answers
+
+        seen, answers = asyncio.run(device())
+        assert answers[0] == (200, {"subject": "honk", "got": {"times": 2}, "at": "edge-1"})
+        assert answers[1][0] == 408 and "sent by edge host edge-1" in answers[1][1]
+        assert answers[2][0] == 400 and "subject" in answers[2][1]
+        assert answers[3] == (200, {"subject": "park", "got": [1, 2], "at": "edge-2"})
+        # each command reached the device once, at the host that served the twin then
+        assert seen == [("edge-1", "honk"), ("edge-1", "ignore"), ("edge-2", "park")]
+        metrics = client.get("/metrics").text
+        assert "twinedge_command_timeouts_total 1.0" in metrics.splitlines()
 
 
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):

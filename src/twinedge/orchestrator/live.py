@@ -31,11 +31,24 @@ from typing import Any
 import numpy as np
 
 from twinedge.edge import wire
-from twinedge.edge.errors import EdgeError, InvalidReportError, RevisionError
+from twinedge.edge.errors import (
+    CommandTimeoutError,
+    EdgeError,
+    InvalidReportError,
+    NotOwnerError,
+    RevisionError,
+    TwinNotReadyError,
+)
 from twinedge.edge.host import EdgeHost
 from twinedge.edge.log import TwinStatus
 from twinedge.edge.migrate import evacuate, pre_copy, resume
-from twinedge.errors import InvalidInput, PreconditionFailed, TwinedgeError, Unavailable
+from twinedge.errors import (
+    InvalidInput,
+    PreconditionFailed,
+    TimedOut,
+    TwinedgeError,
+    Unavailable,
+)
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
@@ -543,6 +556,46 @@ class LiveNetwork:
         host = self._owner_host(twin)
         revision = await self._on_host(host, host.write(twin, patch, if_revision=if_revision))
         return await self._settle(twin, revision, ack, patch, timeout_s, whole=True)
+
+    async def edge_command(
+        self, twin: str, subject: str, payload: Any, timeout_s: float = 10.0
+    ) -> Any:
+        """Send a command to the device of ``twin`` through the host process serving it
+        (the device is connected there) and return the device's answer. A twin that is
+        migrating is asked again at its owner until ``timeout_s`` has passed: a host
+        that refuses because the twin moved or is arriving has not sent the command, so
+        it goes to the device at most once.
+
+        Raises:
+            TimedOut: the device did not answer within ``timeout_s``.
+            InvalidInput: the host refused the subject (not a valid MQTT topic level) or
+                the timeout.
+            Unavailable: the twin has no host process, its host did not answer, or the
+                twin was still migrating when ``timeout_s`` ran out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            host = self._owner_host(twin)
+            left = deadline - loop.time()
+            try:
+                return await host.send_command(twin, subject, payload, timeout_s=max(left, 1e-3))
+            except CommandTimeoutError:
+                raise TimedOut(
+                    f"device {twin} did not answer command {subject!r} within {timeout_s:g} s "
+                    f"(sent by edge host {host.host_id})"
+                ) from None
+            except InvalidReportError as exc:
+                raise InvalidInput(exc.detail, exc.pointer or None) from None
+            except (NotOwnerError, TwinNotReadyError) as exc:
+                if loop.time() + 0.01 >= deadline:
+                    raise Unavailable(
+                        f"twin {twin} was migrating for the whole {timeout_s:g} s; the command "
+                        f"was not sent ({exc})"
+                    ) from None
+                await asyncio.sleep(0.01)  # a migration's downtime is milliseconds
+            except EdgeError as exc:
+                raise Unavailable(f"host {host.host_id}: {exc}") from None
 
     async def retire(self, twin: str) -> None:
         """The twin is being deleted: every host process drops it (the one serving it

@@ -610,6 +610,7 @@ class Server:
         self.service.edge_owner = self.live.edge_owner
         self.service.edge_desired = self.live.forward_desired
         self.service.edge_write = self.live.edge_write
+        self.service.edge_command = self.live.edge_command
         self.service.edge_retire = self.live.retire
 
     async def run(self) -> None:
