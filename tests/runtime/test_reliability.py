@@ -44,7 +44,7 @@ def start_server(
         stdout=subprocess.DEVNULL,
         stderr=open(data.parent / f"serve-{time.time_ns()}.log", "w"),
     )
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # a start with host processes on a busy 2-core machine
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).status_code == 200:
@@ -55,7 +55,7 @@ def start_server(
             raise AssertionError(f"twinedge serve exited with {proc.returncode}")
         time.sleep(0.1)
     proc.kill()
-    raise AssertionError("twinedge serve did not become healthy within 30 s")
+    raise AssertionError("twinedge serve did not become healthy within 120 s")
 
 
 async def device(thing_id: str, password: str, port: int, acked: dict, stop: asyncio.Event) -> None:
