@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import aiomqtt
 import pytest
@@ -319,6 +321,60 @@ def test_commands_reach_the_device_on_its_host_and_follow_it_when_it_moves(tmp_p
         assert seen == [("edge-1", "honk"), ("edge-1", "ignore"), ("edge-2", "park")]
         metrics = client.get("/metrics").text
         assert "twinedge_command_timeouts_total 1.0" in metrics.splitlines()
+
+
+def test_twins_run_the_behaviour_chosen_for_their_kind_and_tick_on_their_host(tmp_path):
+    """``--behaviour robot=dead-reckoning``: the robot's twin runs dead reckoning on its
+    host process: a device report with a velocity writes the prediction, the host's ticks
+    move it on (x = x0 + vx * age), and both reach the core by replication."""
+    options = ["--hosts", "local", "--behaviour", "drone=default, robot=dead-reckoning"]
+    options += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        robot_on_edge_1(client)
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+
+        async def device() -> None:
+            edge_1 = await host_of_twin(s.mqtt_port, kw)
+            report = {"position": {"x_m": 10.0, "y_m": 5.0, "vx_mps": 2.0, "vy_mps": -1.0}}
+            async with aiomqtt.Client(*edge_1, **kw) as c:
+                await c.publish(f"twinedge/{TWIN}/reported", json.dumps(report), qos=1)
+
+        asyncio.run(device())
+
+        def predicted() -> dict | None:
+            props = client.get(f"/api/2/things/{TWIN}").json()["features"]["position"]
+            pred = props["properties"].get("predicted")
+            return pred if pred and pred["age_s"] > 0 else None  # a tick moved it on
+
+        pred = wait_for(predicted, "a tick's prediction replicated to the core")
+        assert pred["x_m"] == pytest.approx(10.0 + 2.0 * pred["age_s"], abs=1e-6)
+        assert pred["y_m"] == pytest.approx(5.0 - 1.0 * pred["age_s"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--behaviour", "robot=nope.nothing:X"], "cannot import module 'nope.nothing'"),
+        (["--behaviour", "robot=teleport"], "unknown behaviour policy 'teleport'"),
+        (["--behaviour", "robot="], "expected a behaviour after '='"),
+    ],
+)
+def test_serve_refuses_a_behaviour_it_cannot_run(tmp_path, args, message):
+    from tests.orchestrator.serving import two_sites_file
+    from tests.runtime.test_reliability import free_port
+
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data),
+         "--port", str(free_port()), "--mqtt-port", str(free_port()),
+         "--network", str(two_sites_file(tmp_path)), "--hosts", "local", *args],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (data / "hosts").exists()  # no host process was started
 
 
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):

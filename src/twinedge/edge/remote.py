@@ -86,12 +86,18 @@ class RemoteHost:
         await self._call("PUT", "/peers", peers)
 
     async def place(
-        self, twin_id: str, document: dict[str, Any], *, epoch: int, revision: int
+        self,
+        twin_id: str,
+        document: dict[str, Any],
+        *,
+        epoch: int,
+        revision: int,
+        behaviour: str = "default",
     ) -> int:
         doc = await self._call(
             "POST",
             f"/twins/{twin_id}",
-            {"document": document, "epoch": epoch, "revision": revision},
+            {"document": document, "epoch": epoch, "revision": revision, "behaviour": behaviour},
         )
         return int(doc["revision"])
 

@@ -178,6 +178,8 @@ class HostServer:
         mqtt_host, mqtt_port: the device endpoint.
         control_host, control_port: the control API.
         replicate_batch: records per replication request at most.
+        tick_s: seconds between two ticks (``on_tick`` of every twin served here, one
+            batch); 0: no ticks.
 
     Raises:
         EdgeLogError: the log cannot be opened.
@@ -195,12 +197,17 @@ class HostServer:
         control_host: str = "127.0.0.1",
         control_port: int = 8181,
         replicate_batch: int = 1000,
+        tick_s: float = 1.0,
     ):
+        if not (tick_s == 0 or 0.01 <= tick_s <= 3600):
+            raise EdgeError(f"tick_s must be 0 (no ticks) or within 0.01..3600 s, got {tick_s}")
         self.host_id, self.core_url, self.token = host_id, core_url.rstrip("/"), token
         self.data_dir = Path(data_dir)
         self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
         self.control_host, self.control_port = control_host, control_port
         self.replicate_batch = replicate_batch
+        self.tick_s = tick_s
+        self._ticker: asyncio.Task[None] | None = None
         self.peers: dict[str, str] = {}
         self.host: EdgeHost = None  # type: ignore[assignment]
         self.devices = DeviceSide(self)
@@ -260,12 +267,15 @@ class HostServer:
                 self._http_task.result()
             await asyncio.sleep(0.01)
         self._replicator = asyncio.create_task(self._replicate(), name="twinedge-host-replicator")
+        if self.tick_s > 0:
+            self._ticker = asyncio.create_task(self._tick(), name="twinedge-host-ticker")
 
     async def stop(self) -> None:
-        if self._replicator:
-            self._replicator.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replicator
+        for task in (self._ticker, self._replicator):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.http is not None:
             self.http.should_exit = True
             if self._http_task:
@@ -329,6 +339,24 @@ class HostServer:
             acked = min(int(answer["acked_seq"]), records[-1].seq)
             if acked >= records[0].seq:
                 self.replicated_records += self.host.ack_replicated(acked)
+
+    async def _tick(self) -> None:
+        """Every ``tick_s`` seconds, run the ``on_tick`` hook of every twin served here
+        (one batch, committed and replicated like any change); a hook that fails leaves
+        its twin unchanged and is logged (at most every 10 s)."""
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            next_t += self.tick_s
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            try:
+                result = await self.host.tick()
+            except EdgeError as exc:  # the log refused the batch: the next tick tries again
+                self._warn(f"tick failed: {exc}")
+                continue
+            if result.failed:
+                twin, why = next(iter(result.failed.items()))
+                self._warn(f"on_tick failed for {len(result.failed)} twins, e.g. {twin}: {why}")
 
     async def replicated(self, seq: int, timeout_s: float = 10.0) -> None:
         """Return once the core has acknowledged every record up to ``seq``.

@@ -14,6 +14,12 @@ properties ``x_m`` and ``y_m`` (metres, in the scenario's frame) and optionally
 ``mem_gb``, ``state_bytes``, ``update_bytes``, ``update_hz``, ``work_gcycles``,
 ``latency_req_ms``, ``tx_power_w``), field by field, and otherwise from the scenario's
 entity group whose ``kind`` equals ``attributes.kind`` (else the first group).
+
+With host processes, a twin placed on one runs the behaviour the operator chose for its
+kind (``behaviours``, from ``serve --behaviour``: a built-in name or an import path, see
+:func:`parse_behaviours`); the behaviour travels with the twin when it migrates. Twins
+never choose their own: an import path in a document would let any API user make the
+hosts import code.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from twinedge.edge import wire
+from twinedge.edge.behaviour import resolve_behaviour
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
@@ -61,6 +68,40 @@ log = logging.getLogger("twinedge.orchestrator")
 
 POSITION = "position"
 MIGRATIONS_AT_ONCE = 2  # live migrations between host processes running at the same time
+
+
+def parse_behaviours(text: str) -> dict[str, str]:
+    """The behaviours of ``serve --behaviour``: one spec for every kind, or
+    ``kind=spec`` pairs separated by commas (a spec is a built-in name or an import
+    path ``package.module:Class``).
+
+    Raises:
+        ValueError: an empty spec or kind, or a kind given twice.
+
+    Examples:
+        >>> parse_behaviours("dead-reckoning")
+        {'*': 'dead-reckoning'}
+        >>> parse_behaviours("robot=dead-reckoning, drone=fleet.twins:Drone")
+        {'robot': 'dead-reckoning', 'drone': 'fleet.twins:Drone'}
+        >>> parse_behaviours("robot=")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'robot=': expected a behaviour after '='
+    """
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise ValueError(f"{text!r}: an empty entry; expected SPEC or KIND=SPEC,...")
+        kind, eq, spec = part.partition("=")
+        kind, spec = (kind.strip(), spec.strip()) if eq else ("*", kind.strip())
+        if not spec:
+            raise ValueError(f"{part!r}: expected a behaviour after '='")
+        if not kind:
+            raise ValueError(f"{part!r}: expected a kind before '='")
+        if kind in out:
+            raise ValueError(f"{text!r}: kind {kind!r} is given twice")
+        out[kind] = spec
+    return out
 
 
 def _mid(v: Any) -> float:
@@ -152,9 +193,13 @@ class LiveNetwork:
         clock: Callable[[], float] = time.monotonic,
         forecast_horizon_s: float = 10.0,
         hosts: dict[str, Any] | None = None,
+        behaviours: dict[str, str] | None = None,
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
+        self.behaviours = dict(behaviours or {})  # kind ("*": any kind) -> behaviour spec
+        for spec in self.behaviours.values():
+            resolve_behaviour(spec)  # an unknown name or import path fails here, at start
         self.service, self.scenario, self.orchestrator = service, scenario, orchestrator
         self.network = world
         self.clock = clock
@@ -413,7 +458,9 @@ class LiveNetwork:
             doc = self.service.things[twin]
             content = {k: v for k, v in doc.items() if not k.startswith("_")}
             revision = int(doc["_revision"])
-            await target.place(twin, content, epoch=1, revision=revision)
+            await target.place(
+                twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
+            )
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
@@ -518,6 +565,13 @@ class LiveNetwork:
                 self.live_migrations += 1
                 await self.service.set_host(twin, new)
                 await self.hosts[old].redirect(twin)
+
+    def behaviour_of(self, doc: dict[str, Any]) -> str:
+        """The behaviour a twin runs on its host: the one chosen for its
+        ``attributes.kind``, else the one for every kind (``*``), else ``default``."""
+        kind = (doc.get("attributes") or {}).get("kind")
+        spec = self.behaviours.get(kind) if isinstance(kind, str) else None
+        return spec or self.behaviours.get("*") or "default"
 
     async def forward_desired(
         self, twin: str, desired: dict[str, Any], ack: str = "core", timeout_s: float = 5.0
