@@ -319,8 +319,36 @@ def test_commands_reach_the_device_on_its_host_and_follow_it_when_it_moves(tmp_p
         assert answers[3] == (200, {"subject": "park", "got": [1, 2], "at": "edge-2"})
         # each command reached the device once, at the host that served the twin then
         assert seen == [("edge-1", "honk"), ("edge-1", "ignore"), ("edge-2", "park")]
-        metrics = client.get("/metrics").text
-        assert "twinedge_command_timeouts_total 1.0" in metrics.splitlines()
+        lines = client.get("/metrics").text.splitlines()
+        assert "twinedge_command_timeouts_total 1.0" in lines
+        # the hosts and the live migration in /metrics and /healthz
+        for line in (
+            "twinedge_edge_host_processes 2.0",
+            "twinedge_edge_hosts_recovered_total 0.0",
+            "twinedge_edge_live_migrations_total 1.0",
+            "twinedge_edge_migrations_failed_total 0.0",
+        ):
+            assert line in lines, line
+        edge = client.get("/api/2/orchestrator").json()["edge"]
+        downtime = {
+            q: float(line.rpartition(" ")[2])
+            for line in lines
+            for q in ("0.5", "0.99", "1")
+            if line.startswith(f'twinedge_edge_migration_downtime_seconds{{quantile="{q}"}}')
+        }
+        assert downtime == pytest.approx(
+            {
+                q: edge["downtime_ms"][k] / 1000
+                for q, k in (("0.5", "p50"), ("0.99", "p99"), ("1", "max"))
+            }
+        )
+        assert 0 < downtime["1"] < 10
+        health = client.get("/healthz").json()
+        assert health["orchestrator"]["hosts"] == {
+            "processes": 2,
+            "recovered": 0,
+            "unfinished_migrations": 0,
+        }
 
 
 def test_twins_run_the_behaviour_chosen_for_their_kind_and_tick_on_their_host(tmp_path):
@@ -377,6 +405,50 @@ def test_serve_refuses_a_behaviour_it_cannot_run(tmp_path, args, message):
     assert not (data / "hosts").exists()  # no host process was started
 
 
+@pytest.mark.parametrize(
+    "placement, migration",
+    [("nearest", "never"), ("greedy", "utility"), ("optimal", "predictive")],
+)
+def test_each_built_in_policy_places_and_moves_twins_on_host_processes(
+    tmp_path, placement, migration
+):
+    """Every built-in placement and migration policy (``threshold`` is the default of
+    the other tests) drives twins on host processes: two robots, one at each site, are
+    placed on the host next to them; the first then reports from the other site, and
+    every migration policy but ``never`` moves its twin there live."""
+    options = ["--hosts", "local", "--placement", placement, "--migration", migration]
+    options += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        for name, x_m in (("fleet:r1", 10.0), ("fleet:r2", 2990.0)):
+            r = client.put(f"/api/2/things/{name}", json={"_domain": "fleet", **robot(x_m)})
+            assert r.status_code == 201, r.text
+        host = lambda t: client.get(f"/api/2/things/{t}").json().get("_host")  # noqa: E731
+        wait_for(lambda: (host("fleet:r1"), host("fleet:r2")) == ("edge-1", "edge-2"), "placement")
+        status = client.get("/api/2/orchestrator").json()
+        assert (status["placement"], status["migration"]) == (placement, migration)
+        assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 1, "edge-2": 1}
+        # the robot reports from the other site (written on edge-1, replicated to the core)
+        r = client.put(
+            "/api/2/things/fleet:r1/features/position/properties", json={"x_m": 2990, "y_m": 0}
+        )
+        assert r.status_code in (201, 204), r.text
+        if migration == "never":
+            cycles = client.get("/api/2/orchestrator").json()["cycles"]
+            wait_for(
+                lambda: client.get("/api/2/orchestrator").json()["cycles"] >= cycles + 5,
+                "five more cycles",
+            )
+            assert host("fleet:r1") == "edge-1"
+            assert client.get("/api/2/orchestrator").json()["edge"]["live_migrations"] == 0
+        else:
+            wait_for(lambda: host("fleet:r1") == "edge-2", "the live migration to edge-2")
+            edge = client.get("/api/2/orchestrator").json()["edge"]
+            assert (edge["live_migrations"], edge["migrations_failed"]) == (1, 0)
+        doc = client.get("/api/2/things/fleet:r1").json()
+        assert doc["features"]["position"]["properties"] == {"x_m": 2990, "y_m": 0}
+
+
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):
     import os
 
@@ -405,6 +477,13 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
     status = client.get("/api/2/orchestrator").json()
     assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
     assert status["edge"]["host_processes"] == 1
+    health = client.get("/healthz").json()
+    assert health["orchestrator"]["hosts"] == {
+        "processes": 1,
+        "recovered": 1,
+        "unfinished_migrations": 0,
+    }
+    assert "twinedge_edge_hosts_recovered_total 1.0" in client.get("/metrics").text.splitlines()
 
 
 def test_the_ray_cluster_example_of_live_md_runs(tmp_path):

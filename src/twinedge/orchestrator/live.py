@@ -785,10 +785,12 @@ class LiveNetwork:
 
     # --- what is seen ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error."""
+        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error;
+        with host processes, ``hosts``: how many run, how many died and were recovered
+        (their twins moved to the others), and the live migrations not finished yet."""
         running = self._task is not None and not self._task.done()
         last = self.last
-        return {
+        doc: dict[str, Any] = {
             "network": self.scenario.name,
             "running": running,
             "cycles": self.cycles,
@@ -797,6 +799,13 @@ class LiveNetwork:
             else max(0.0, self.clock() - self.t0 - last.t_s),
             "error": None if last is None else last.error,
         }
+        if self.hosts or self.recovered:
+            doc["hosts"] = {
+                "processes": len(self.hosts),
+                "recovered": len(self.recovered),
+                "unfinished_migrations": len(self.moving),
+            }
+        return doc
 
     def status(self) -> dict[str, Any]:
         """Hosts with their load and twin count, the policies, and the last cycles."""
