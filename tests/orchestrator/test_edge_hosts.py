@@ -17,6 +17,7 @@ import pytest
 
 from tests.orchestrator.serving import serve_two_sites, wait_for
 from tests.orchestrator.test_live import robot
+from twinedge.ledger import LedgerDir
 
 pytestmark = pytest.mark.slow
 
@@ -349,6 +350,29 @@ def test_commands_reach_the_device_on_its_host_and_follow_it_when_it_moves(tmp_p
             "recovered": 0,
             "unfinished_migrations": 0,
         }
+        data = s.data
+    # the ledger (closed when serve stopped) has the decision and what the move measured
+    ld = LedgerDir.open(data / "ledger")
+    try:
+        assert all(r.ok for r in ld.verify())
+        moved = [e["body"] for _, e in ld.log("op-b").find_type("migration")]
+        handovers = [e["body"] for _, e in ld.log("op-b").find_type("handover")]
+    finally:
+        ld.close()
+    assert [(b["twin"], b["from_host"], b["to_host"]) for b in moved] == [
+        (TWIN, "edge-1", "edge-2")
+    ]
+    (h,) = handovers
+    assert (h["twin"], h["from_host"], h["to_host"], h["method"], h["epoch"]) == (
+        TWIN,
+        "edge-1",
+        "edge-2",
+        "pre-copy",
+        2,
+    )
+    assert h["downtime_s"] == pytest.approx(downtime["1"])  # the only live migration
+    assert h["downtime_s"] == pytest.approx(h["fence_s"] + h["copy_s"] + h["adopt_s"], abs=1e-3)
+    assert h["bytes"] > 0 and h["total_s"] >= h["downtime_s"]
 
 
 def test_twins_run_the_behaviour_chosen_for_their_kind_and_tick_on_their_host(tmp_path):

@@ -483,6 +483,40 @@ class LiveNetwork:
         self.live_migrations += 1
         self.epochs[twin] = report.epoch
         await self.hosts[old].redirect(twin)
+        await self._record_handover(report)
+
+    async def _record_handover(self, report: Any) -> None:
+        """Write what a live migration measured to the ledger (a ``handover`` entry;
+        the recorder's other entries are written by decisions in the worker thread, so
+        this waits for the one running)."""
+        handover = getattr(self.orchestrator.recorder, "handover", None)
+        if handover is None:
+            return
+        body = {
+            "twin": report.twin_id,
+            "from_host": report.source,
+            "to_host": report.target,
+            "method": report.method,
+            "epoch": report.epoch,
+            "revision": report.final_revision,
+            "downtime_s": report.downtime_s,
+            "fence_s": report.fence_s,
+            "copy_s": report.copy_s,
+            "adopt_s": report.adopt_s,
+            "total_s": report.total_s,
+            "bytes": report.bytes_copied,
+            "rounds": report.rounds,
+        }
+        t_s = self.clock() - self.t0
+
+        def record() -> None:
+            with self._deciding:
+                handover(t_s, self.network, body)
+
+        try:
+            await asyncio.to_thread(record)
+        except Exception:  # the migration happened; a ledger that fails is logged
+            log.exception("could not record the live migration of %s", report.twin_id)
 
     async def _recover(self, dead: str) -> None:
         """A host process died: reopen its log here, send the core what it had not
@@ -536,6 +570,7 @@ class LiveNetwork:
                 self.epochs[rep.twin_id] = rep.epoch
                 self.moving.pop(rep.twin_id, None)
                 await self.service.set_host(rep.twin_id, rep.target)
+                await self._record_handover(rep)
             for twin, old in reclaimed:
                 await self.service.set_host(twin, old)
             self.recovered.append(
@@ -565,6 +600,8 @@ class LiveNetwork:
                 self.live_migrations += 1
                 await self.service.set_host(twin, new)
                 await self.hosts[old].redirect(twin)
+                if report is not None:
+                    await self._record_handover(report)
 
     def behaviour_of(self, doc: dict[str, Any]) -> str:
         """The behaviour a twin runs on its host: the one chosen for its
