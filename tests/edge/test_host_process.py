@@ -10,6 +10,7 @@ import pytest
 from tests.runtime.test_reliability import free_port
 from twinedge.edge.errors import (
     CommandTimeoutError,
+    HostClosedError,
     InvalidReportError,
     MigrationError,
     NotOwnerError,
@@ -116,6 +117,28 @@ def test_commands_are_refused_where_the_host_does_not_serve_the_twin(tmp_path):
                 await r.aclose()
             for s in (a, b):
                 await s.stop()
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_host_is_a_host_closed_error_naming_it():
+    """Nothing listens at the control URL: every call fails with HostClosedError naming
+    the host and its URL (the caller resends, or recovers the host from its log)."""
+
+    async def main():
+        port = free_port()
+        r = RemoteHost("edge-9", f"http://127.0.0.1:{port}", "mqtt://127.0.0.1:1", TOKEN, 2.0)
+        try:
+            for call in (
+                r.status(),
+                r.ownership("fleet:r1"),
+                r.send_command("fleet:r1", "honk", {}, timeout_s=0.5),
+            ):
+                with pytest.raises(HostClosedError) as e:
+                    await call
+                assert f"host edge-9 at http://127.0.0.1:{port} does not answer" in str(e.value)
+        finally:
+            await r.aclose()
 
     asyncio.run(main())
 
