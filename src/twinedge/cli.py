@@ -832,6 +832,13 @@ def serve(
             "resource named after its host. The twins' state lives there and migrates between them."
         ),
     ] = None,
+    behaviour: Annotated[
+        str | None,
+        typer.Option(
+            help="With --hosts: the behaviour the twins run on their host, for every kind "
+            "(dead-reckoning, or package.module:Class) or per kind (robot=dead-reckoning,...)."
+        ),
+    ] = None,
 ) -> None:
     """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
     --network the orchestrator that places and migrates the live twins."""
@@ -860,6 +867,7 @@ def serve(
         ledger=ledger,
         forecast_horizon_s=forecast_horizon_s,
         hosts=hosts,
+        behaviour=behaviour,
     )
     run_server(cfg)  # prints where it listens once it does
 
@@ -889,6 +897,12 @@ def host(
     control_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port of the control API.")
     ] = 8181,
+    tick_s: Annotated[
+        float,
+        typer.Option(
+            min=0, max=3600, help="Seconds between ticks of the twins' behaviours (0: none)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Run an edge host: it serves the twins the core places on it (their state in memory
     and in its own durable log), takes their devices' reports over MQTT, and replicates
@@ -924,6 +938,7 @@ def host(
         mqtt_port=mqtt_port,
         control_host=control_host,
         control_port=control_port,
+        tick_s=tick_s,
     )
     asyncio.run(run_host(server))
 

@@ -9,6 +9,9 @@ import pytest
 
 from tests.runtime.test_reliability import free_port
 from twinedge.edge.errors import (
+    CommandTimeoutError,
+    HostClosedError,
+    InvalidReportError,
     MigrationError,
     NotOwnerError,
     TwinNotReadyError,
@@ -75,6 +78,67 @@ def test_a_twin_migrates_between_host_processes_over_their_control_apis(tmp_path
                 await r.aclose()
             for s in (a, b):
                 await s.stop()
+
+    asyncio.run(main())
+
+
+def test_commands_are_refused_where_the_host_does_not_serve_the_twin(tmp_path):
+    """A command goes only to the device of a twin the host owns; elsewhere it is refused
+    (not sent) with the class that says where to go; a bad subject or timeout is bad
+    input; a device that is not connected does not answer."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        try:
+            await ra.place("fleet:r1", {}, epoch=1, revision=0)
+            with pytest.raises(UnknownTwinError):
+                await rb.send_command("fleet:r1", "honk", {})
+            with pytest.raises(CommandTimeoutError) as e:
+                await ra.send_command("fleet:r1", "honk", {"times": 2}, timeout_s=0.2)
+            assert (e.value.twin_id, e.value.host_id, e.value.subject) == (
+                "fleet:r1",
+                "edge-1",
+                "honk",
+            )
+            with pytest.raises(InvalidReportError, match="subject") as e:
+                await ra.send_command("fleet:r1", "a/b", None)
+            assert e.value.pointer == "/subject"
+            with pytest.raises(InvalidReportError, match="timeout"):
+                await ra.send_command("fleet:r1", "honk", None, timeout_s=301)
+            await ra.set_peers({"edge-2": b.mqtt_url})
+            await pre_copy(ra, rb, "fleet:r1")
+            with pytest.raises(NotOwnerError) as e:
+                await ra.send_command("fleet:r1", "honk", {})
+            assert (e.value.owner, e.value.epoch) == ("edge-2", 2)
+            assert a.devices.pending == {} and b.devices.pending == {}
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_host_is_a_host_closed_error_naming_it():
+    """Nothing listens at the control URL: every call fails with HostClosedError naming
+    the host and its URL (the caller resends, or recovers the host from its log)."""
+
+    async def main():
+        port = free_port()
+        r = RemoteHost("edge-9", f"http://127.0.0.1:{port}", "mqtt://127.0.0.1:1", TOKEN, 2.0)
+        try:
+            for call in (
+                r.status(),
+                r.ownership("fleet:r1"),
+                r.send_command("fleet:r1", "honk", {}, timeout_s=0.5),
+            ):
+                with pytest.raises(HostClosedError) as e:
+                    await call
+                assert f"host edge-9 at http://127.0.0.1:{port} does not answer" in str(e.value)
+        finally:
+            await r.aclose()
 
     asyncio.run(main())
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import aiomqtt
 import pytest
 
 from tests.orchestrator.serving import serve_two_sites, wait_for
 from tests.orchestrator.test_live import robot
+from twinedge.ledger import LedgerDir
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +162,7 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     status = client.get("/api/2/orchestrator").json()
     assert status["migrations_total"] == 1 and status["placements_total"] == 1
     # writes to a twin on a host: desired state forwarded (with its precondition
-    # checked), a command refused with the reason, a plain attribute write refused
+    # checked), a command sent through the host (no device is connected: it times out)
     rev = final["_revision"]
     lamp = f"/api/2/things/{TWIN}/features/lamp/desiredProperties"
     r = client.patch(
@@ -175,8 +178,9 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     )
     assert r.status_code in (200, 204), r.text
     assert doc()["features"]["lamp"]["desiredProperties"] == {"on": True}
-    r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot", json={})
-    assert r.status_code == 409 and "commands are not carried to edge hosts" in r.json()["detail"]
+    r = client.post(f"/api/2/things/{TWIN}/inbox/messages/reboot?timeout=0.3", json={})
+    assert r.status_code == 408, r.text
+    assert "sent by edge host edge-2" in r.json()["detail"]
     # any other write is decided by the core and committed by the host, at the
     # acknowledgement level asked for
     merge = {"Content-Type": "application/merge-patch+json"}
@@ -243,6 +247,232 @@ def test_a_device_follows_its_twin_from_the_core_to_a_host_and_between_hosts(ser
     assert doc()["attributes"]["colour"] == "green"
 
 
+def test_commands_reach_the_device_on_its_host_and_follow_it_when_it_moves(tmp_path):
+    """A command through the API to a twin on an edge host goes to the device through
+    that host's broker, and the device's answer comes back as the API's answer; after the
+    twin migrated, commands go to the new host, where the device now is."""
+    options = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        robot_on_edge_1(client)
+        doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+
+        def command(subject: str, payload: object, timeout_s: float = 10.0):
+            return client.post(
+                f"/api/2/things/{TWIN}/inbox/messages/{subject}",
+                params={"timeout": timeout_s},
+                json=payload,
+                timeout=timeout_s + 10,
+            )
+
+        async def answer_commands(c: aiomqtt.Client, where: str, seen: list) -> dict:
+            """The device: answers every command but ``ignore`` with what it was sent and
+            where it was; returns the first redirect."""
+            async for m in c.messages:
+                topic = m.topic.value
+                if "/commands/" in topic:
+                    subject = topic.rsplit("/", 1)[1]
+                    body = json.loads(m.payload)
+                    seen.append((where, subject))
+                    if subject != "ignore":
+                        answer = {"subject": subject, "got": body["payload"], "at": where}
+                        cid = body["correlationId"]
+                        await c.publish(f"twinedge/{TWIN}/responses/{cid}", json.dumps(answer))
+                elif topic.endswith("/redirect"):
+                    return json.loads(m.payload)
+            raise AssertionError("the connection ended without a redirect")
+
+        async def device() -> tuple[list, list]:
+            kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+            seen: list = []
+            answers: list = []
+            edge_1 = await host_of_twin(s.mqtt_port, kw)
+            async with aiomqtt.Client(*edge_1, **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/#", qos=1)
+                listener = asyncio.create_task(answer_commands(c, "edge-1", seen))
+                r = await asyncio.to_thread(command, "honk", {"times": 2})
+                answers.append((r.status_code, r.json()))
+                r = await asyncio.to_thread(command, "ignore", None, 0.5)
+                answers.append((r.status_code, r.json()["detail"]))
+                r = await asyncio.to_thread(command, "a+b", None)
+                answers.append((r.status_code, r.json()["detail"]))
+                # the robot drives to the other site: the twin migrates, the device follows
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1
+                )
+                redirect = await asyncio.wait_for(listener, 30)
+            assert redirect["host"] == "edge-2"
+            await asyncio.to_thread(
+                wait_for, lambda: doc().get("_host") == "edge-2", "the migration to edge-2"
+            )
+            async with aiomqtt.Client(*mqtt_of(redirect["url"]), **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/#", qos=1)
+                listener = asyncio.create_task(answer_commands(c, "edge-2", seen))
+                r = await asyncio.to_thread(command, "park", [1, 2])
+                answers.append((r.status_code, r.json()))
+                listener.cancel()
+            return seen, answers
+
+        seen, answers = asyncio.run(device())
+        assert answers[0] == (200, {"subject": "honk", "got": {"times": 2}, "at": "edge-1"})
+        assert answers[1][0] == 408 and "sent by edge host edge-1" in answers[1][1]
+        assert answers[2][0] == 400 and "subject" in answers[2][1]
+        assert answers[3] == (200, {"subject": "park", "got": [1, 2], "at": "edge-2"})
+        # each command reached the device once, at the host that served the twin then
+        assert seen == [("edge-1", "honk"), ("edge-1", "ignore"), ("edge-2", "park")]
+        lines = client.get("/metrics").text.splitlines()
+        assert "twinedge_command_timeouts_total 1.0" in lines
+        # the hosts and the live migration in /metrics and /healthz
+        for line in (
+            "twinedge_edge_host_processes 2.0",
+            "twinedge_edge_hosts_recovered_total 0.0",
+            "twinedge_edge_live_migrations_total 1.0",
+            "twinedge_edge_migrations_failed_total 0.0",
+        ):
+            assert line in lines, line
+        edge = client.get("/api/2/orchestrator").json()["edge"]
+        downtime = {
+            q: float(line.rpartition(" ")[2])
+            for line in lines
+            for q in ("0.5", "0.99", "1")
+            if line.startswith(f'twinedge_edge_migration_downtime_seconds{{quantile="{q}"}}')
+        }
+        assert downtime == pytest.approx(
+            {
+                q: edge["downtime_ms"][k] / 1000
+                for q, k in (("0.5", "p50"), ("0.99", "p99"), ("1", "max"))
+            }
+        )
+        assert 0 < downtime["1"] < 10
+        health = client.get("/healthz").json()
+        assert health["orchestrator"]["hosts"] == {
+            "processes": 2,
+            "recovered": 0,
+            "unfinished_migrations": 0,
+        }
+        data = s.data
+    # the ledger (closed when serve stopped) has the decision and what the move measured
+    ld = LedgerDir.open(data / "ledger")
+    try:
+        assert all(r.ok for r in ld.verify())
+        moved = [e["body"] for _, e in ld.log("op-b").find_type("migration")]
+        handovers = [e["body"] for _, e in ld.log("op-b").find_type("handover")]
+    finally:
+        ld.close()
+    assert [(b["twin"], b["from_host"], b["to_host"]) for b in moved] == [
+        (TWIN, "edge-1", "edge-2")
+    ]
+    (h,) = handovers
+    assert (h["twin"], h["from_host"], h["to_host"], h["method"], h["epoch"]) == (
+        TWIN,
+        "edge-1",
+        "edge-2",
+        "pre-copy",
+        2,
+    )
+    assert h["downtime_s"] == pytest.approx(downtime["1"])  # the only live migration
+    assert h["downtime_s"] == pytest.approx(h["fence_s"] + h["copy_s"] + h["adopt_s"], abs=1e-3)
+    assert h["bytes"] > 0 and h["total_s"] >= h["downtime_s"]
+
+
+def test_twins_run_the_behaviour_chosen_for_their_kind_and_tick_on_their_host(tmp_path):
+    """``--behaviour robot=dead-reckoning``: the robot's twin runs dead reckoning on its
+    host process: a device report with a velocity writes the prediction, the host's ticks
+    move it on (x = x0 + vx * age), and both reach the core by replication."""
+    options = ["--hosts", "local", "--behaviour", "drone=default, robot=dead-reckoning"]
+    options += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        robot_on_edge_1(client)
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+
+        async def device() -> None:
+            edge_1 = await host_of_twin(s.mqtt_port, kw)
+            report = {"position": {"x_m": 10.0, "y_m": 5.0, "vx_mps": 2.0, "vy_mps": -1.0}}
+            async with aiomqtt.Client(*edge_1, **kw) as c:
+                await c.publish(f"twinedge/{TWIN}/reported", json.dumps(report), qos=1)
+
+        asyncio.run(device())
+
+        def predicted() -> dict | None:
+            props = client.get(f"/api/2/things/{TWIN}").json()["features"]["position"]
+            pred = props["properties"].get("predicted")
+            return pred if pred and pred["age_s"] > 0 else None  # a tick moved it on
+
+        pred = wait_for(predicted, "a tick's prediction replicated to the core")
+        assert pred["x_m"] == pytest.approx(10.0 + 2.0 * pred["age_s"], abs=1e-6)
+        assert pred["y_m"] == pytest.approx(5.0 - 1.0 * pred["age_s"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--behaviour", "robot=nope.nothing:X"], "cannot import module 'nope.nothing'"),
+        (["--behaviour", "robot=teleport"], "unknown behaviour policy 'teleport'"),
+        (["--behaviour", "robot="], "expected a behaviour after '='"),
+    ],
+)
+def test_serve_refuses_a_behaviour_it_cannot_run(tmp_path, args, message):
+    from tests.orchestrator.serving import two_sites_file
+    from tests.runtime.test_reliability import free_port
+
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data),
+         "--port", str(free_port()), "--mqtt-port", str(free_port()),
+         "--network", str(two_sites_file(tmp_path)), "--hosts", "local", *args],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (data / "hosts").exists()  # no host process was started
+
+
+@pytest.mark.parametrize(
+    "placement, migration",
+    [("nearest", "never"), ("greedy", "utility"), ("optimal", "predictive")],
+)
+def test_each_built_in_policy_places_and_moves_twins_on_host_processes(
+    tmp_path, placement, migration
+):
+    """Every built-in placement and migration policy (``threshold`` is the default of
+    the other tests) drives twins on host processes: two robots, one at each site, are
+    placed on the host next to them; the first then reports from the other site, and
+    every migration policy but ``never`` moves its twin there live."""
+    options = ["--hosts", "local", "--placement", placement, "--migration", migration]
+    options += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        for name, x_m in (("fleet:r1", 10.0), ("fleet:r2", 2990.0)):
+            r = client.put(f"/api/2/things/{name}", json={"_domain": "fleet", **robot(x_m)})
+            assert r.status_code == 201, r.text
+        host = lambda t: client.get(f"/api/2/things/{t}").json().get("_host")  # noqa: E731
+        wait_for(lambda: (host("fleet:r1"), host("fleet:r2")) == ("edge-1", "edge-2"), "placement")
+        status = client.get("/api/2/orchestrator").json()
+        assert (status["placement"], status["migration"]) == (placement, migration)
+        assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 1, "edge-2": 1}
+        # the robot reports from the other site (written on edge-1, replicated to the core)
+        r = client.put(
+            "/api/2/things/fleet:r1/features/position/properties", json={"x_m": 2990, "y_m": 0}
+        )
+        assert r.status_code in (201, 204), r.text
+        if migration == "never":
+            cycles = client.get("/api/2/orchestrator").json()["cycles"]
+            wait_for(
+                lambda: client.get("/api/2/orchestrator").json()["cycles"] >= cycles + 5,
+                "five more cycles",
+            )
+            assert host("fleet:r1") == "edge-1"
+            assert client.get("/api/2/orchestrator").json()["edge"]["live_migrations"] == 0
+        else:
+            wait_for(lambda: host("fleet:r1") == "edge-2", "the live migration to edge-2")
+            edge = client.get("/api/2/orchestrator").json()["edge"]
+            assert (edge["live_migrations"], edge["migrations_failed"]) == (1, 0)
+        doc = client.get("/api/2/things/fleet:r1").json()
+        assert doc["features"]["position"]["properties"] == {"x_m": 2990, "y_m": 0}
+
+
 def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_path):
     import os
 
@@ -271,6 +501,13 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
     status = client.get("/api/2/orchestrator").json()
     assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
     assert status["edge"]["host_processes"] == 1
+    health = client.get("/healthz").json()
+    assert health["orchestrator"]["hosts"] == {
+        "processes": 1,
+        "recovered": 1,
+        "unfinished_migrations": 0,
+    }
+    assert "twinedge_edge_hosts_recovered_total 1.0" in client.get("/metrics").text.splitlines()
 
 
 def test_the_ray_cluster_example_of_live_md_runs(tmp_path):

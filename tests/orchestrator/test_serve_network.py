@@ -95,6 +95,7 @@ def test_serve_without_a_network_says_so(tmp_path):
         (["--network", "city-small", "--migration", "nope"], "unknown migration policy 'nope'"),
         (["--network", "city-small", "--placement", "threshold"], "unknown placement policy"),
         (["--network", "city-small", "--cycle-s", "0"], "cycle_s: got 0"),
+        (["--network", "city-small", "--behaviour", "dead-reckoning"], "give --hosts too"),
     ],
 )
 def test_serve_refuses_a_bad_network_before_it_starts(tmp_path, args, message):

@@ -34,6 +34,7 @@ from twinedge.edge.behaviour import (
 )
 from twinedge.edge.errors import (
     BehaviourError,
+    CommandTimeoutError,
     EdgeError,
     EdgeLogError,
     EpochError,
@@ -71,6 +72,7 @@ __all__ = [
     "BEHAVIOURS",
     "BehaviourError",
     "ChangeSet",
+    "CommandTimeoutError",
     "DeadReckoning",
     "EdgeError",
     "EdgeHost",

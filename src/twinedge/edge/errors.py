@@ -18,6 +18,7 @@
         │                          ``pointer`` (RFC 6901) says where
         ├── ReplicationGapError    a replica was given revision n+2 before n+1
         ├── MigrationError         a migration step that the protocol does not allow now
+        ├── CommandTimeoutError    the twin's device did not answer a command in time
         └── BehaviourError         a behaviour cannot be resolved or misbehaved (also a
                                    :class:`twinedge.errors.PolicyError`)
 
@@ -36,6 +37,7 @@ from twinedge.errors import PolicyError, TwinedgeError
 
 __all__ = [
     "BehaviourError",
+    "CommandTimeoutError",
     "EdgeError",
     "EdgeLogError",
     "EpochError",
@@ -181,6 +183,31 @@ class ReplicationGapError(EdgeError):
 
 class MigrationError(EdgeError):
     """A migration step the protocol does not allow in the twin's current state."""
+
+
+class CommandTimeoutError(EdgeError):
+    """The device of a twin served here did not answer a command within its timeout.
+
+    The command was published to the device (it may still act on it); no answer came.
+
+    Attributes:
+        twin_id: the twin.
+        host_id: the host that sent the command.
+        subject: the command's subject.
+        timeout_s: how long the host waited.
+    """
+
+    def __init__(self, twin_id: str, host_id: str, subject: str, timeout_s: float):
+        self.twin_id, self.host_id, self.subject, self.timeout_s = (
+            twin_id,
+            host_id,
+            subject,
+            timeout_s,
+        )
+        super().__init__(
+            f"device {twin_id} did not answer command {subject!r} on host {host_id!r} "
+            f"within {timeout_s:g} s"
+        )
 
 
 class BehaviourError(EdgeError, PolicyError):

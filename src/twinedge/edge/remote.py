@@ -47,9 +47,25 @@ class RemoteHost:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        request_timeout_s: float | None = None,
+        **params: Any,
+    ) -> Any:
         try:
-            r = await self.client.request(method, path, json=body, params=params or None)
+            r = await self.client.request(
+                method,
+                path,
+                json=body,
+                params=params or None,
+                timeout=httpx.USE_CLIENT_DEFAULT
+                if request_timeout_s is None
+                else request_timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise HostClosedError(
                 f"host {self._host_id} at {self.control_url} does not answer: {exc}"
@@ -70,12 +86,18 @@ class RemoteHost:
         await self._call("PUT", "/peers", peers)
 
     async def place(
-        self, twin_id: str, document: dict[str, Any], *, epoch: int, revision: int
+        self,
+        twin_id: str,
+        document: dict[str, Any],
+        *,
+        epoch: int,
+        revision: int,
+        behaviour: str = "default",
     ) -> int:
         doc = await self._call(
             "POST",
             f"/twins/{twin_id}",
-            {"document": document, "epoch": epoch, "revision": revision},
+            {"document": document, "epoch": epoch, "revision": revision, "behaviour": behaviour},
         )
         return int(doc["revision"])
 
@@ -90,6 +112,20 @@ class RemoteHost:
             "POST", f"/twins/{twin_id}/write", {"patch": patch, "if_revision": if_revision}
         )
         return int(doc["revision"])
+
+    async def send_command(
+        self, twin_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0
+    ) -> Any:
+        """The device's answer to a command the host sends it (see
+        :meth:`.HostServer.send_command`; the request waits ``timeout_s`` plus the
+        client's own timeout)."""
+        doc = await self._call(
+            "POST",
+            f"/twins/{twin_id}/command",
+            {"subject": subject, "payload": payload, "timeout_s": timeout_s},
+            request_timeout_s=timeout_s + float(self.client.timeout.read or 10.0),
+        )
+        return doc["payload"]
 
     async def reclaim(self, twin_id: str, epoch: int) -> int:
         doc = await self._call("POST", f"/twins/{twin_id}/reclaim", {"epoch": epoch})

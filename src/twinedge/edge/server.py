@@ -14,6 +14,12 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
+    POST /twins/{id}/command              {subject, payload, timeout_s} -> {payload}: the device's answer
+
+Commands to a twin served here go to its device through this host's broker (the device
+is connected here, not to the core): the host publishes ``{"correlationId", "payload"}``
+on ``twinedge/{id}/commands/{subject}`` and answers once the device publishes its
+response on ``twinedge/{id}/responses/{correlationId}``.
 
 An error answers ``{"error": <EdgeError class>, "message", ...its fields}`` with 409 (or
 404 for an unknown twin, 400 for bad input), so a remote caller raises the same
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -41,6 +48,7 @@ from fastapi.responses import JSONResponse
 from twinedge.edge import errors as edge_errors
 from twinedge.edge import wire
 from twinedge.edge.errors import (
+    CommandTimeoutError,
     EdgeError,
     HostClosedError,
     InvalidReportError,
@@ -118,6 +126,8 @@ class DeviceSide:
         self.server = server
         self.metrics: Counter[str] = Counter()
         self.outbound: Any = None
+        # correlation id -> (the twin the command went to, its answer)
+        self.pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
 
     @property
     def things(self) -> Mapping[str, dict[str, Any]]:
@@ -135,7 +145,16 @@ class DeviceSide:
             raise InvalidInput(e.detail, e.pointer or None) from None
 
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
-        return False  # commands go through the core
+        """A device answered a command this host sent; False for an unknown or expired
+        correlation id, or one that was sent to another twin."""
+        pending = self.pending.get(correlation_id)
+        if pending is None:
+            return False
+        sent_to, fut = pending
+        if fut.done() or sent_to != thing_id:
+            return False
+        fut.set_result(payload)
+        return True
 
     async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
         """Asked of the core at every connection (no cache: a password changed or a thing
@@ -159,6 +178,8 @@ class HostServer:
         mqtt_host, mqtt_port: the device endpoint.
         control_host, control_port: the control API.
         replicate_batch: records per replication request at most.
+        tick_s: seconds between two ticks (``on_tick`` of every twin served here, one
+            batch); 0: no ticks.
 
     Raises:
         EdgeLogError: the log cannot be opened.
@@ -176,12 +197,17 @@ class HostServer:
         control_host: str = "127.0.0.1",
         control_port: int = 8181,
         replicate_batch: int = 1000,
+        tick_s: float = 1.0,
     ):
+        if not (tick_s == 0 or 0.01 <= tick_s <= 3600):
+            raise EdgeError(f"tick_s must be 0 (no ticks) or within 0.01..3600 s, got {tick_s}")
         self.host_id, self.core_url, self.token = host_id, core_url.rstrip("/"), token
         self.data_dir = Path(data_dir)
         self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
         self.control_host, self.control_port = control_host, control_port
         self.replicate_batch = replicate_batch
+        self.tick_s = tick_s
+        self._ticker: asyncio.Task[None] | None = None
         self.peers: dict[str, str] = {}
         self.host: EdgeHost = None  # type: ignore[assignment]
         self.devices = DeviceSide(self)
@@ -241,12 +267,15 @@ class HostServer:
                 self._http_task.result()
             await asyncio.sleep(0.01)
         self._replicator = asyncio.create_task(self._replicate(), name="twinedge-host-replicator")
+        if self.tick_s > 0:
+            self._ticker = asyncio.create_task(self._tick(), name="twinedge-host-ticker")
 
     async def stop(self) -> None:
-        if self._replicator:
-            self._replicator.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replicator
+        for task in (self._ticker, self._replicator):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.http is not None:
             self.http.should_exit = True
             if self._http_task:
@@ -311,6 +340,24 @@ class HostServer:
             if acked >= records[0].seq:
                 self.replicated_records += self.host.ack_replicated(acked)
 
+    async def _tick(self) -> None:
+        """Every ``tick_s`` seconds, run the ``on_tick`` hook of every twin served here
+        (one batch, committed and replicated like any change); a hook that fails leaves
+        its twin unchanged and is logged (at most every 10 s)."""
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            next_t += self.tick_s
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            try:
+                result = await self.host.tick()
+            except EdgeError as exc:  # the log refused the batch: the next tick tries again
+                self._warn(f"tick failed: {exc}")
+                continue
+            if result.failed:
+                twin, why = next(iter(result.failed.items()))
+                self._warn(f"on_tick failed for {len(result.failed)} twins, e.g. {twin}: {why}")
+
     async def replicated(self, seq: int, timeout_s: float = 10.0) -> None:
         """Return once the core has acknowledged every record up to ``seq``.
 
@@ -344,6 +391,48 @@ class HostServer:
         doc = {"host": own.owner, "url": url, "epoch": own.owner_epoch}
         self.broker.publish_redirect(twin_id, doc)
         return True
+
+    async def send_command(
+        self, twin_id: str, subject: str, payload: Any, *, timeout_s: float = 10.0
+    ) -> Any:
+        """Send a command to the device of a twin served here and return its answer.
+
+        Parameters:
+            twin_id: a twin this host owns.
+            subject: the command's subject (the last segment of its topic).
+            payload: any JSON value.
+            timeout_s: how long to wait for the device, in (0, 300].
+
+        Raises:
+            UnknownTwinError: the host never had the twin.
+            NotOwnerError: the twin moved away (the command was not sent).
+            TwinNotReadyError: the twin is arriving here (the command was not sent).
+            InvalidReportError: a subject or twin id that cannot be an MQTT topic, or a
+                timeout outside (0, 300] s (the command was not sent).
+            CommandTimeoutError: the device did not answer in time.
+        """
+        own = self.host.status(twin_id)
+        if own.status is not TwinStatus.OWNED:
+            if own.status is TwinStatus.STAGED:
+                raise TwinNotReadyError(twin_id, self.host_id)
+            if own.status is TwinStatus.ABSENT:
+                raise UnknownTwinError(twin_id, self.host_id)
+            raise NotOwnerError(twin_id, self.host_id, own.owner, own.owner_epoch)
+        if not 0 < timeout_s <= 300:
+            raise InvalidReportError(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
+        cid = uuid.uuid4().hex
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.devices.pending[cid] = (twin_id, fut)
+        try:
+            try:
+                await self.broker.publish_command(twin_id, subject, cid, payload)
+            except InvalidInput as exc:
+                raise InvalidReportError(exc.detail, exc.pointer or "") from None
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise CommandTimeoutError(twin_id, self.host_id, subject, timeout_s) from None
+        finally:
+            self.devices.pending.pop(cid, None)
 
     def status(self) -> dict[str, Any]:
         lag = self.host.replication_lag()
@@ -519,6 +608,19 @@ def control_app(server: HostServer) -> Any:
         if known:  # the core has every record of it before it goes
             await server.replicated(h().last_seq)
         return {"known": known}
+
+    @app.post("/twins/{twin_id}/command")
+    async def command(twin_id: str, request: Request) -> Any:
+        d = await body(request)
+        if not isinstance(d, dict):
+            raise InvalidReportError("a command is {subject, payload, timeout_s}")
+        answer = await server.send_command(
+            twin_id,
+            d.get("subject"),  # type: ignore[arg-type]  # checked before it is sent
+            d.get("payload"),
+            timeout_s=float(d.get("timeout_s", 10.0)),
+        )
+        return {"payload": answer}
 
     @app.post("/twins/{twin_id}/desired")
     async def desired(twin_id: str, request: Request) -> Any:

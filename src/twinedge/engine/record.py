@@ -103,6 +103,16 @@ class LedgerRecorder:
             }
             self._add("migration", d_doms[k], t_s, body)
 
+    def handover(self, t_s: float, world: World, body: dict) -> None:
+        """Record a live migration as it happened (``handover`` entry, in the target's
+        domain): ``body`` has ``twin``, ``from_host``, ``to_host`` and what was measured
+        (``downtime_s`` and its parts, ``bytes``, ``epoch``...). The ``migration`` entry
+        of the decision, with the modelled downtime, is recorded when it is decided; this
+        one says what the move cost. Appended with the next cycle's decisions."""
+        self._open(world)
+        dst = world.node_ids.index(body["to_host"])
+        self._add("handover", world.domains[world.node_domain[dst]], t_s, dict(body))
+
     def trades(self, t_s: float, world: World, entries: list[dict]) -> None:
         """Record a market period's ``trade`` entries (``MarketPeriod.entries(t_s)`` of
         :mod:`twinedge.market.period`); they are appended with the step's decisions."""

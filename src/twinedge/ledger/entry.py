@@ -43,6 +43,7 @@ KNOWN_TYPES = frozenset(
     {
         "placement",
         "migration",
+        "handover",
         "offload",
         "settlement",
         "policy",

@@ -14,6 +14,12 @@ properties ``x_m`` and ``y_m`` (metres, in the scenario's frame) and optionally
 ``mem_gb``, ``state_bytes``, ``update_bytes``, ``update_hz``, ``work_gcycles``,
 ``latency_req_ms``, ``tx_power_w``), field by field, and otherwise from the scenario's
 entity group whose ``kind`` equals ``attributes.kind`` (else the first group).
+
+With host processes, a twin placed on one runs the behaviour the operator chose for its
+kind (``behaviours``, from ``serve --behaviour``: a built-in name or an import path, see
+:func:`parse_behaviours`); the behaviour travels with the twin when it migrates. Twins
+never choose their own: an import path in a document would let any API user make the
+hosts import code.
 """
 
 from __future__ import annotations
@@ -31,11 +37,25 @@ from typing import Any
 import numpy as np
 
 from twinedge.edge import wire
-from twinedge.edge.errors import EdgeError, InvalidReportError, RevisionError
+from twinedge.edge.behaviour import resolve_behaviour
+from twinedge.edge.errors import (
+    CommandTimeoutError,
+    EdgeError,
+    InvalidReportError,
+    NotOwnerError,
+    RevisionError,
+    TwinNotReadyError,
+)
 from twinedge.edge.host import EdgeHost
 from twinedge.edge.log import TwinStatus
 from twinedge.edge.migrate import evacuate, pre_copy, resume
-from twinedge.errors import InvalidInput, PreconditionFailed, TwinedgeError, Unavailable
+from twinedge.errors import (
+    InvalidInput,
+    PreconditionFailed,
+    TimedOut,
+    TwinedgeError,
+    Unavailable,
+)
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
@@ -48,6 +68,40 @@ log = logging.getLogger("twinedge.orchestrator")
 
 POSITION = "position"
 MIGRATIONS_AT_ONCE = 2  # live migrations between host processes running at the same time
+
+
+def parse_behaviours(text: str) -> dict[str, str]:
+    """The behaviours of ``serve --behaviour``: one spec for every kind, or
+    ``kind=spec`` pairs separated by commas (a spec is a built-in name or an import
+    path ``package.module:Class``).
+
+    Raises:
+        ValueError: an empty spec or kind, or a kind given twice.
+
+    Examples:
+        >>> parse_behaviours("dead-reckoning")
+        {'*': 'dead-reckoning'}
+        >>> parse_behaviours("robot=dead-reckoning, drone=fleet.twins:Drone")
+        {'robot': 'dead-reckoning', 'drone': 'fleet.twins:Drone'}
+        >>> parse_behaviours("robot=")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'robot=': expected a behaviour after '='
+    """
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise ValueError(f"{text!r}: an empty entry; expected SPEC or KIND=SPEC,...")
+        kind, eq, spec = part.partition("=")
+        kind, spec = (kind.strip(), spec.strip()) if eq else ("*", kind.strip())
+        if not spec:
+            raise ValueError(f"{part!r}: expected a behaviour after '='")
+        if not kind:
+            raise ValueError(f"{part!r}: expected a kind before '='")
+        if kind in out:
+            raise ValueError(f"{text!r}: kind {kind!r} is given twice")
+        out[kind] = spec
+    return out
 
 
 def _mid(v: Any) -> float:
@@ -139,9 +193,13 @@ class LiveNetwork:
         clock: Callable[[], float] = time.monotonic,
         forecast_horizon_s: float = 10.0,
         hosts: dict[str, Any] | None = None,
+        behaviours: dict[str, str] | None = None,
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
+        self.behaviours = dict(behaviours or {})  # kind ("*": any kind) -> behaviour spec
+        for spec in self.behaviours.values():
+            resolve_behaviour(spec)  # an unknown name or import path fails here, at start
         self.service, self.scenario, self.orchestrator = service, scenario, orchestrator
         self.network = world
         self.clock = clock
@@ -400,7 +458,9 @@ class LiveNetwork:
             doc = self.service.things[twin]
             content = {k: v for k, v in doc.items() if not k.startswith("_")}
             revision = int(doc["_revision"])
-            await target.place(twin, content, epoch=1, revision=revision)
+            await target.place(
+                twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
+            )
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
@@ -423,6 +483,40 @@ class LiveNetwork:
         self.live_migrations += 1
         self.epochs[twin] = report.epoch
         await self.hosts[old].redirect(twin)
+        await self._record_handover(report)
+
+    async def _record_handover(self, report: Any) -> None:
+        """Write what a live migration measured to the ledger (a ``handover`` entry;
+        the recorder's other entries are written by decisions in the worker thread, so
+        this waits for the one running)."""
+        handover = getattr(self.orchestrator.recorder, "handover", None)
+        if handover is None:
+            return
+        body = {
+            "twin": report.twin_id,
+            "from_host": report.source,
+            "to_host": report.target,
+            "method": report.method,
+            "epoch": report.epoch,
+            "revision": report.final_revision,
+            "downtime_s": report.downtime_s,
+            "fence_s": report.fence_s,
+            "copy_s": report.copy_s,
+            "adopt_s": report.adopt_s,
+            "total_s": report.total_s,
+            "bytes": report.bytes_copied,
+            "rounds": report.rounds,
+        }
+        t_s = self.clock() - self.t0
+
+        def record() -> None:
+            with self._deciding:
+                handover(t_s, self.network, body)
+
+        try:
+            await asyncio.to_thread(record)
+        except Exception:  # the migration happened; a ledger that fails is logged
+            log.exception("could not record the live migration of %s", report.twin_id)
 
     async def _recover(self, dead: str) -> None:
         """A host process died: reopen its log here, send the core what it had not
@@ -476,6 +570,7 @@ class LiveNetwork:
                 self.epochs[rep.twin_id] = rep.epoch
                 self.moving.pop(rep.twin_id, None)
                 await self.service.set_host(rep.twin_id, rep.target)
+                await self._record_handover(rep)
             for twin, old in reclaimed:
                 await self.service.set_host(twin, old)
             self.recovered.append(
@@ -505,6 +600,15 @@ class LiveNetwork:
                 self.live_migrations += 1
                 await self.service.set_host(twin, new)
                 await self.hosts[old].redirect(twin)
+                if report is not None:
+                    await self._record_handover(report)
+
+    def behaviour_of(self, doc: dict[str, Any]) -> str:
+        """The behaviour a twin runs on its host: the one chosen for its
+        ``attributes.kind``, else the one for every kind (``*``), else ``default``."""
+        kind = (doc.get("attributes") or {}).get("kind")
+        spec = self.behaviours.get(kind) if isinstance(kind, str) else None
+        return spec or self.behaviours.get("*") or "default"
 
     async def forward_desired(
         self, twin: str, desired: dict[str, Any], ack: str = "core", timeout_s: float = 5.0
@@ -543,6 +647,46 @@ class LiveNetwork:
         host = self._owner_host(twin)
         revision = await self._on_host(host, host.write(twin, patch, if_revision=if_revision))
         return await self._settle(twin, revision, ack, patch, timeout_s, whole=True)
+
+    async def edge_command(
+        self, twin: str, subject: str, payload: Any, timeout_s: float = 10.0
+    ) -> Any:
+        """Send a command to the device of ``twin`` through the host process serving it
+        (the device is connected there) and return the device's answer. A twin that is
+        migrating is asked again at its owner until ``timeout_s`` has passed: a host
+        that refuses because the twin moved or is arriving has not sent the command, so
+        it goes to the device at most once.
+
+        Raises:
+            TimedOut: the device did not answer within ``timeout_s``.
+            InvalidInput: the host refused the subject (not a valid MQTT topic level) or
+                the timeout.
+            Unavailable: the twin has no host process, its host did not answer, or the
+                twin was still migrating when ``timeout_s`` ran out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            host = self._owner_host(twin)
+            left = deadline - loop.time()
+            try:
+                return await host.send_command(twin, subject, payload, timeout_s=max(left, 1e-3))
+            except CommandTimeoutError:
+                raise TimedOut(
+                    f"device {twin} did not answer command {subject!r} within {timeout_s:g} s "
+                    f"(sent by edge host {host.host_id})"
+                ) from None
+            except InvalidReportError as exc:
+                raise InvalidInput(exc.detail, exc.pointer or None) from None
+            except (NotOwnerError, TwinNotReadyError) as exc:
+                if loop.time() + 0.01 >= deadline:
+                    raise Unavailable(
+                        f"twin {twin} was migrating for the whole {timeout_s:g} s; the command "
+                        f"was not sent ({exc})"
+                    ) from None
+                await asyncio.sleep(0.01)  # a migration's downtime is milliseconds
+            except EdgeError as exc:
+                raise Unavailable(f"host {host.host_id}: {exc}") from None
 
     async def retire(self, twin: str) -> None:
         """The twin is being deleted: every host process drops it (the one serving it
@@ -678,10 +822,12 @@ class LiveNetwork:
 
     # --- what is seen ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error."""
+        """For ``/healthz``: whether the cycle task runs, and the last cycle's age and error;
+        with host processes, ``hosts``: how many run, how many died and were recovered
+        (their twins moved to the others), and the live migrations not finished yet."""
         running = self._task is not None and not self._task.done()
         last = self.last
-        return {
+        doc: dict[str, Any] = {
             "network": self.scenario.name,
             "running": running,
             "cycles": self.cycles,
@@ -690,6 +836,13 @@ class LiveNetwork:
             else max(0.0, self.clock() - self.t0 - last.t_s),
             "error": None if last is None else last.error,
         }
+        if self.hosts or self.recovered:
+            doc["hosts"] = {
+                "processes": len(self.hosts),
+                "recovered": len(self.recovered),
+                "unfinished_migrations": len(self.moving),
+            }
+        return doc
 
     def status(self) -> dict[str, Any]:
         """Hosts with their load and twin count, the policies, and the last cycles."""

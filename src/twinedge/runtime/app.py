@@ -131,6 +131,18 @@ def _hosts(v: Any) -> str | None:
     return "expected local (host processes on this machine) or ray:ADDRESS (host actors on a Ray cluster)"
 
 
+def _behaviour(v: Any) -> str | None:
+    if (why := _text(v)) is not None or v == "default":
+        return why
+    from twinedge.orchestrator.live import parse_behaviours
+
+    try:
+        parse_behaviours(v)
+    except ValueError as exc:
+        return f"{exc}"
+    return None
+
+
 def _data_dir(v: Any) -> str | None:
     if (why := _text(v)) is not None:
         return why
@@ -170,6 +182,7 @@ _CHECKS = {
     "ledger": lambda v: None if v is None else _text(v),
     "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
     "hosts": lambda v: _hosts(v),
+    "behaviour": _behaviour,
     "otel": _flag,
 }
 # how a setting is read from an environment variable (text otherwise); "null" (or
@@ -259,6 +272,7 @@ class ServeConfig:
     ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
     forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
     hosts: str | None = None  # "local": a `twinedge host` process per host of the network
+    behaviour: str = "default"  # what twins run on their host: SPEC, or KIND=SPEC,...
     otel: bool = False  # OpenTelemetry traces (needs twinedge[otel])
     # where each setting that is not a default came from: a file, variable or --option
     sources: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -329,6 +343,11 @@ class ServeConfig:
             problems.append(
                 f"{where.get('hosts', '--hosts')}: hosts: got {self.hosts!r}; host processes "
                 "serve a network: give --network SCENARIO too"
+            )
+        if self.behaviour != "default" and self.hosts is None:
+            problems.append(
+                f"{where.get('behaviour', '--behaviour')}: behaviour: got {self.behaviour!r}; "
+                "behaviours run on host processes: give --hosts too"
             )
         if problems:
             raise ConfigError("\n".join(problems))
@@ -610,6 +629,7 @@ class Server:
         self.service.edge_owner = self.live.edge_owner
         self.service.edge_desired = self.live.forward_desired
         self.service.edge_write = self.live.edge_write
+        self.service.edge_command = self.live.edge_command
         self.service.edge_retire = self.live.retire
 
     async def run(self) -> None:
@@ -654,7 +674,7 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
 
     from twinedge.engine.record import LedgerRecorder
     from twinedge.orchestrator import Orchestrator
-    from twinedge.orchestrator.live import LiveNetwork
+    from twinedge.orchestrator.live import LiveNetwork, parse_behaviours
     from twinedge.scenario import load_scenario
     from twinedge.world import build_world
 
@@ -674,7 +694,14 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
         placement_params=sc.policies.placement_params.get(cfg.placement),
         migration_params=sc.policies.migration_params.get(cfg.migration),
     )
-    return LiveNetwork(service, sc, world, orch, forecast_horizon_s=cfg.forecast_horizon_s)
+    return LiveNetwork(
+        service,
+        sc,
+        world,
+        orch,
+        forecast_horizon_s=cfg.forecast_horizon_s,
+        behaviours=parse_behaviours(cfg.behaviour),
+    )
 
 
 def banner(server: Server) -> str:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from twinedge.errors import Conflict, PreconditionFailed, Unavailable
+from twinedge.errors import InvalidInput, PreconditionFailed, TimedOut, Unavailable
 from twinedge.runtime import things
 from twinedge.runtime.auth import Principal, Role
 from twinedge.runtime.core.access import Access
@@ -99,6 +99,9 @@ class TwinService:
         self.edge_desired: Callable[[str, dict, AckLevel], Awaitable[dict]] | None = None
         # forwards an application's write (a merge patch) to that host (see EdgeForward)
         self.edge_write: EdgeWrite | None = None
+        # sends a command to the device of a twin on that host: (thing id, subject,
+        # payload, timeout s) -> the device's answer
+        self.edge_command: Callable[[str, str, Any, float], Awaitable[Any]] | None = None
         # the twin was deleted: its host drops it (after replicating what it committed)
         self.edge_retire: Callable[[str], Awaitable[None]] | None = None
         self._pools = StorePools()
@@ -560,18 +563,27 @@ class TwinService:
         """Send a command to the device and wait for its response (see
         :meth:`.Devices.send_command`).
 
+        A twin served by an edge host process has its device connected there: the
+        command goes through that host (``edge_command``), with the same checks and
+        answers.
+
         Raises:
-            Conflict: the twin is served by an edge host process, whose device is not
-                reached from here (commands are not carried to edge hosts).
+            Unavailable: (edge) the host did not answer, or the twin was migrating for
+                the whole timeout (the command was not sent).
         """
         owner = self.edge_owner(thing_id) if self.edge_owner else None
-        if owner is not None:
-            await self._access.get_visible(p, thing_id, "write")
-            raise Conflict(
-                f"twin {thing_id} is served by edge host {owner[0]}; commands are not "
-                "carried to edge hosts: its device is connected there, not here"
+        if owner is None or self.edge_command is None:
+            return await self._devices.send_command(
+                p, thing_id, subject, payload, timeout_s=timeout_s
             )
-        return await self._devices.send_command(p, thing_id, subject, payload, timeout_s=timeout_s)
+        await self._access.get_visible(p, thing_id, "write")
+        if not 0 < timeout_s <= 300:
+            raise InvalidInput(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
+        try:
+            return await self.edge_command(thing_id, subject, payload, timeout_s)
+        except TimedOut:
+            self.metrics["command_timeouts_total"] += 1
+            raise
 
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
         """A device answered; returns False for an unknown or expired correlation id, or

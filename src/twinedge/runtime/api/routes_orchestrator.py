@@ -86,3 +86,35 @@ class OrchestratorCollector:
             cpu.add_metric([h["id"]], h["used_cpu_ghz"] / h["cpu_ghz"] if h["cpu_ghz"] else 0.0)
         yield twins
         yield cpu
+        edge = st.get("edge")
+        if edge:
+            yield GaugeMetricFamily(
+                "twinedge_edge_host_processes",
+                "Edge host processes serving twins",
+                value=edge["host_processes"],
+            )
+            yield CounterMetricFamily(
+                "twinedge_edge_hosts_recovered",
+                "Host processes that died and whose twins were recovered on the others",
+                value=len(edge["recovered"]),
+            )
+            yield CounterMetricFamily(
+                "twinedge_edge_live_migrations",
+                "Live migrations of twins between host processes",
+                value=edge["live_migrations"],
+            )
+            yield CounterMetricFamily(
+                "twinedge_edge_migrations_failed",
+                "Live migrations that failed half-way (finished later from the hosts' logs)",
+                value=edge["migrations_failed"],
+            )
+            downtime = GaugeMetricFamily(
+                "twinedge_edge_migration_downtime_seconds",
+                "Measured downtime of the recent live migrations (fence to adoption), by "
+                "quantile (0.5, 0.99, 1 = max)",
+                labels=["quantile"],
+            )
+            if edge["downtime_ms"]:
+                for q, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+                    downtime.add_metric([q], edge["downtime_ms"][key] / 1000.0)
+            yield downtime
