@@ -89,7 +89,7 @@ class Serve:
         self.log = data.parent / f"serve-{data.name}.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env())
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded 2-core machine starts slowly
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
