@@ -175,3 +175,23 @@ def test_lower_delay_never_more_late_frames(a, b):
     late_lo = gen(spec, lo, 1e9).late.sum()
     late_hi = gen(spec, hi, 1e9).late.sum()
     assert late_lo <= late_hi
+
+
+def test_steps_shorter_than_a_frame_interval_hold_no_frame_and_lose_none():
+    """At 90 fps and 5 ms steps most steps hold no frame of any session: they yield an
+    empty batch, and over 40 steps the frames still add up to 40 · 0.005 · 90 = 18."""
+    spec = FrameSpec.make(2, fps=90, size_cv=0.0, per=0.0)
+    carry = StreamState.fresh(2)
+    shown = 0
+    for k in range(40):
+        b = gen_step(spec, k, 0.005, carry)
+        assert b.valid.shape[1] in (0, 1)
+        shown += int((b.valid & ~b.lost).sum())
+    assert shown == 2 * 18
+    assert not carry.gop_broken.any() and (carry.bad_run == 0).all()
+
+
+def gen_step(spec, k, step_s, carry):
+    n = spec.n
+    return generate_frames(spec, k, step_s, np.full(n, 2.0), np.full(n, 8e7), np.full(n, 1.0),
+                           np.zeros(n), np.zeros(n), np.random.default_rng(k), carry)  # fmt: skip

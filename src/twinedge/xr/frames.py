@@ -276,9 +276,10 @@ def generate_frames(
         lost |= first_group
     lost &= valid
     # a loss breaks the rest of its group, so the group is broken iff its last frame is lost
-    last_col = np.maximum(n_frames - 1, 0)[:, None]
-    ends_broken = np.take_along_axis(lost, last_col, axis=1)[:, 0]
-    carry.gop_broken = np.where(n_frames > 0, ends_broken, carry.gop_broken)
+    if width:  # a step may hold no frame of any session (step_s * fps < 1)
+        last_col = np.maximum(n_frames - 1, 0)[:, None]
+        ends_broken = np.take_along_axis(lost, last_col, axis=1)[:, 0]
+        carry.gop_broken = np.where(n_frames > 0, ends_broken, carry.gop_broken)
     budget = spec.budget_ms[:, None]
     shown = valid & ~lost
     over = delay > budget + spec.atw_window_ms[:, None]
