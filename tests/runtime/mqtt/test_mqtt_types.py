@@ -1,0 +1,119 @@
+"""JSON types survive the MQTT channel: a report or a desired state that changes only
+a value's type (``1`` to ``true``, also inside arrays and objects) is a change: it is
+acknowledged, stored with its type, and sent to the device. On the embedded broker and
+through Mosquitto, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from .conftest import CAR, OWNER, Inbox, bridged, device, embedded, needs_mosquitto, stored
+
+#: value pairs Python's == takes for equal; each step writes the second after the first
+PAIRS: list[tuple[Any, Any]] = [
+    (1, True),
+    (True, 1),
+    (0, False),
+    (1, 1.0),
+    ([1, 0], [True, False]),
+    ({"a": [1]}, {"a": [True]}),
+]
+DESIRED = f"twinedge/{CAR}/desired"
+
+
+def text(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+async def report_pairs(svc, client) -> None:
+    """Report every pair over MQTT (QoS 1: each publish returns once PUBACKed) and check
+    the twin after each."""
+    for i, (old, new) in enumerate(PAIRS):
+        for v in (old, new):
+            await client.publish(
+                f"twinedge/{CAR}/reported", json.dumps({"battery": {f"v{i}": v}}), qos=1
+            )
+        # a fence: applied after both reports of this connection
+        await client.publish(f"twinedge/{CAR}/reported", json.dumps({"fence": {"i": i}}), qos=1)
+        got = svc.things[CAR]["features"]["battery"]["properties"][f"v{i}"]
+        assert text(got) == text(new), (old, new, got)
+
+
+async def desired_pairs(svc, inbox: Inbox) -> None:
+    """Set every pair as desired state: the device is sent each change, with its types."""
+    for old, new in PAIRS:
+        for v in (old, new):
+            await svc.set_desired(OWNER, CAR, "battery", {"p": v})
+
+            def sent(ib: Inbox, v: Any = v) -> bool:
+                return any(
+                    text(json.loads(m.payload)["features"]["battery"]["desiredProperties"])
+                    == text({"p": v})
+                    for m in ib.on(DESIRED)[-1:]
+                )
+
+            await inbox.until(sent)
+        assert text(svc.things[CAR]["features"]["battery"]["desiredProperties"]["p"]) == text(new)
+
+
+def assert_stored(store_url: str) -> None:
+    doc = stored(store_url, CAR)
+    assert doc is not None
+    props = doc["features"]["battery"]["properties"]
+    for i, (_, new) in enumerate(PAIRS):
+        assert text(props[f"v{i}"]) == text(new), (i, props)
+    assert text(doc["features"]["battery"]["desiredProperties"]["p"]) == text(PAIRS[-1][1])
+    # created + two reports and a fence per pair + two desired states per pair, less the
+    # one desired state that repeats its predecessor (true, then true of the next pair)
+    assert doc["_revision"] == 1 + 5 * len(PAIRS) - 1
+
+
+def test_types_over_the_embedded_broker(tmp_path, store_url):
+    async def main():
+        async with embedded(tmp_path, (CAR,), store_url) as (svc, broker):
+            async with device(broker.port, CAR) as c:
+                inbox = Inbox(c)
+                await c.subscribe(DESIRED, qos=1)
+                await report_pairs(svc, c)
+                await desired_pairs(svc, inbox)
+                await inbox.close()
+        assert_stored(store_url)
+
+    asyncio.run(main())
+
+
+@needs_mosquitto
+def test_types_through_mosquitto(tmp_path, mosquitto, store_url):
+    async def main():
+        async with bridged(tmp_path, mosquitto, (CAR,), store_url) as (svc, _):
+            async with mosquitto.device(CAR) as c:
+                inbox = Inbox(c)
+                await c.subscribe(DESIRED, qos=1)
+
+                async def applied(n: int) -> None:
+                    for _ in range(500):  # the broker's PUBACK comes before the commit
+                        if svc.things[CAR]["_revision"] >= n:
+                            return
+                        await asyncio.sleep(0.02)
+                    raise AssertionError(f"revision {n} never came")
+
+                for i, (old, new) in enumerate(PAIRS):
+                    for v in (old, new):
+                        await c.publish(
+                            f"twinedge/{CAR}/reported",
+                            json.dumps({"battery": {f"v{i}": v}}),
+                            qos=1,
+                        )
+                    await c.publish(
+                        f"twinedge/{CAR}/reported", json.dumps({"fence": {"i": i}}), qos=1
+                    )
+                    await applied(2 + 3 * i + 2)
+                    got = svc.things[CAR]["features"]["battery"]["properties"][f"v{i}"]
+                    assert text(got) == text(new), (old, new, got)
+                await desired_pairs(svc, inbox)
+                await inbox.close()
+        assert_stored(store_url)
+
+    asyncio.run(main())
