@@ -1,13 +1,19 @@
 """JSON types survive the MQTT channel: a report or a desired state that changes only
 a value's type (``1`` to ``true``, also inside arrays and objects) is a change: it is
 acknowledged, stored with its type, and sent to the device. On the embedded broker and
-through Mosquitto, on SQLite and on PostgreSQL."""
+through Mosquitto, on SQLite and on PostgreSQL.
+
+And a thing's retained desired state belongs to its incarnation: after the thing is
+deleted, a device of a thing created later with the same id is never sent the earlier
+incarnation's desired state."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from typing import Any
+
+import pytest
 
 from .conftest import CAR, OWNER, Inbox, bridged, device, embedded, needs_mosquitto, stored
 
@@ -115,5 +121,74 @@ def test_types_through_mosquitto(tmp_path, mosquitto, store_url):
                 await desired_pairs(svc, inbox)
                 await inbox.close()
         assert_stored(store_url)
+
+    asyncio.run(main())
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("same_revision", [True, False])
+def test_a_retained_desired_state_ends_with_its_incarnation(tmp_path, mosquitto, same_revision):
+    """The broker keeps the last desired state the service retained on the thing's
+    topic. Once the thing is deleted, that copy must go: a device of a thing created
+    later with the same id subscribes and must not be sent the earlier desired state.
+    ``same_revision``: the new incarnation is created with a desired state at revision 1,
+    as the deleted one was; its device must be sent that one."""
+
+    async def main():
+        async with bridged(tmp_path, mosquitto, (), None) as (svc, _):
+            first = {"features": {"battery": {"desiredProperties": {"secret": "old"}}}}
+            await svc.put_thing(OWNER, CAR, first)
+            async with mosquitto.device(CAR, identifier=f"{CAR}/watch") as w:
+                watch = Inbox(w)
+                await w.subscribe([(DESIRED, 1), (f"twinedge/{CAR}/commands/+", 1)])
+                await watch.until(lambda ib: len(ib.on(DESIRED)) == 1)
+                await svc.delete(OWNER, CAR)
+                later = {"features": {"battery": {"desiredProperties": {"fresh": True}}}}
+                await svc.put_thing(OWNER, CAR, later if same_revision else {})
+                # the bridge publishes in order: once a command went out, so did the rest
+                command = asyncio.ensure_future(
+                    svc.send_command(OWNER, CAR, "fence", {}, timeout_s=5)
+                )
+                await watch.until(lambda ib: len(ib.on(f"twinedge/{CAR}/commands/+")) == 1)
+                command.cancel()
+                await watch.close()
+            async with mosquitto.device(CAR, identifier=f"{CAR}/late") as c:
+                late = Inbox(c)
+                await c.subscribe(DESIRED, qos=1)
+                # a live desired change comes after any retained copy of the SUBSCRIBE
+                await svc.set_desired(OWNER, CAR, "z", {"fence": 1})
+                await late.until(lambda ib: any(b"fence" in m.payload for m in ib.on(DESIRED)))
+                payloads = [bytes(m.payload) for m in late.on(DESIRED)]
+                await late.close()
+            before = payloads[: next(i for i, p in enumerate(payloads) if b"fence" in p)]
+            assert all(b"old" not in p for p in before), payloads
+            if same_revision:
+                assert len(before) == 1 and b"fresh" in before[0], payloads
+            else:
+                assert before == [], payloads
+
+    asyncio.run(main())
+
+
+def test_the_next_incarnation_gets_its_desired_state_at_a_revision_seen_before(tmp_path):
+    """The earlier incarnation's last desired state went out at revision 2; the thing
+    created again with the same id reaches revision 2 with a desired state of its own,
+    which its connected device must be sent (the embedded broker)."""
+
+    async def main():
+        async with embedded(tmp_path, ()) as (svc, broker):
+            await svc.put_thing(OWNER, CAR, {})
+            await svc.set_desired(OWNER, CAR, "battery", {"mode": "old"})  # revision 2
+            await svc.delete(OWNER, CAR)
+            await svc.put_thing(OWNER, CAR, {})
+            await svc.set_device_secret(OWNER, CAR, "password-2")
+            async with device(broker.port, CAR, "password-2") as c:
+                inbox = Inbox(c)
+                await c.subscribe(DESIRED, qos=1)
+                await svc.set_desired(OWNER, CAR, "battery", {"mode": "new"})  # revision 2
+                assert svc.things[CAR]["_revision"] == 2
+                await inbox.until(lambda ib: any(b"new" in m.payload for m in ib.on(DESIRED)))
+                assert all(b"old" not in m.payload for m in inbox.on(DESIRED))
+                await inbox.close()
 
     asyncio.run(main())
