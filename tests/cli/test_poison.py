@@ -122,6 +122,14 @@ SCENARIO_POISONS: dict[str, tuple[bytes, str]] = {
     "huge-count": (with_line("count: 1", "count: 1e9"), "memory"),
     "huge-steps": (with_line("steps: 3", "steps: 1e12"), "memory"),
     "huge-area": (with_line("- 1000\n- 1000", "- .inf\n- .inf"), "area_m"),
+    "infinite-speed": (
+        with_line("model: static", "model: random_waypoint\n    speed_mps: [1.0, .inf]"),
+        "speed_mps[1]: got inf",
+    ),
+    "infinite-mean-speed": (
+        with_line("model: static", "model: gauss_markov\n    mean_speed_mps: .inf"),
+        "mean_speed_mps: got inf",
+    ),
     "laughs": (scenario_yaml().encode() + LAUGHS.replace("a: &a", "x: &a").encode(), "alias"),
     "code": (with_line("placement: nearest", "placement: os:system"), "import path"),
 }
