@@ -3,9 +3,10 @@ a value's type (``1`` to ``true``, also inside arrays and objects) is a change: 
 acknowledged, stored with its type, and sent to the device. On the embedded broker and
 through Mosquitto, on SQLite and on PostgreSQL.
 
-And a thing's retained desired state belongs to its incarnation: after the thing is
-deleted, a device of a thing created later with the same id is never sent the earlier
-incarnation's desired state."""
+And a thing's retained desired state and its devices' persistent sessions belong to its
+incarnation: after the thing is deleted, a device of a thing created later with the same
+id is never sent the earlier incarnation's desired state, and does not inherit the
+subscriptions an earlier device made."""
 
 from __future__ import annotations
 
@@ -189,6 +190,33 @@ def test_the_next_incarnation_gets_its_desired_state_at_a_revision_seen_before(t
                 assert svc.things[CAR]["_revision"] == 2
                 await inbox.until(lambda ib: any(b"new" in m.payload for m in ib.on(DESIRED)))
                 assert all(b"old" not in m.payload for m in inbox.on(DESIRED))
+                await inbox.close()
+
+    asyncio.run(main())
+
+
+def test_a_persistent_session_ends_with_its_incarnation(tmp_path):
+    """A device of the deleted thing had a persistent session (clean session = 0) with a
+    subscription; the device of the thing created again with the same id connects with
+    the same client id and clean session = 0: it must start without that session, so it
+    receives nothing it did not subscribe to itself."""
+
+    async def main():
+        async with embedded(tmp_path, (CAR,)) as (svc, broker):
+            async with device(broker.port, CAR, clean_session=False) as old:
+                await old.subscribe(f"twinedge/{CAR}/commands/+", qos=1)
+            await svc.delete(OWNER, CAR)
+            await svc.put_thing(OWNER, CAR, {})
+            await svc.set_device_secret(OWNER, CAR, "password-2")
+            async with device(broker.port, CAR, "password-2", clean_session=False) as new:
+                inbox = Inbox(new)
+                await new.subscribe(f"twinedge/{CAR}/errors", qos=1)
+                command = asyncio.ensure_future(svc.send_command(OWNER, CAR, "x", {}))
+                # a fence: an error sent after the command reaches the new device
+                await new.publish(f"twinedge/{CAR}/reported", b"[1]", qos=1)
+                await inbox.until(lambda ib: len(ib.on(f"twinedge/{CAR}/errors")) == 1)
+                command.cancel()
+                assert inbox.topics() == [f"twinedge/{CAR}/errors"]
                 await inbox.close()
 
     asyncio.run(main())
