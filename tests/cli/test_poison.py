@@ -79,6 +79,7 @@ SERVE_POISONS: dict[str, tuple[bytes, str]] = {
     "laughs": (LAUGHS.encode(), "alias"),
     "retention-abc": (b"retention_s: abc\n", "retention_s: got 'abc'"),
     "batch-abc": (b"batch_max: abc\n", "batch_max: got 'abc'"),
+    "huge-file": (b"", "MiB"),  # written as a sparse file beyond the size limit
 }
 
 
@@ -89,6 +90,9 @@ def test_serve_config_poisons(tmp_path, poison):
     head = f"mqtt: none\nport: {free_port()}\ndata_dir: {data}\n".encode()
     f = tmp_path / "serve.yaml"
     f.write_bytes(head + body)
+    if poison == "huge-file":
+        with open(f, "r+b") as fh:
+            fh.truncate(1 << 30)  # 1 GiB of holes: no disk used, never read
     p = twinedge("serve", "--config", f, timeout=60)
     assert_one_line(p, needle, f)
     assert not data.exists()  # nothing started: the store was never opened
