@@ -1,7 +1,8 @@
 """Fuzz the HTTP API from its own OpenAPI document (schemathesis): whatever the input,
 no 5xx, and every error is a problem document.
 
-Bounded: a few examples per operation and mode, well under 90 s. The event stream
+Bounded by a fixed number of examples per operation and mode (not by a time limit, which
+a busy machine would trip although nothing failed). The event stream
 (never ends) is left out; commands go to a test double that answers at once (with no
 device connection the 503 is the documented answer, not a server fault).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 pytestmark = pytest.mark.slow
 
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
-BUDGET_S = 80
 STATS: dict[int, int] = {}
 
 
@@ -78,7 +77,6 @@ def _fuzz(op: Any, mode: GenerationMode, n: int, base_url: str, auth: dict, fail
 
 
 def test_no_server_errors_from_schema_driven_input(tmp_path: Path):
-    t0 = time.monotonic()
     with live_server(tmp_path, max_body_bytes=64_000) as live:
         live.service.outbound = EchoDevice(live.service)
         auth = bearer(live.admin)
@@ -98,8 +96,6 @@ def test_no_server_errors_from_schema_driven_input(tmp_path: Path):
         assert len(operations) > 40
         for op in operations:
             for mode, n in EXAMPLES.items():
-                if time.monotonic() - t0 > BUDGET_S:
-                    pytest.fail(f"fuzzing took longer than {BUDGET_S} s; lower EXAMPLES")
                 _fuzz(op, mode, n, live.base_url, auth, failures)
         print("statuses:", sorted(STATS.items()))
         assert not failures, "\n".join(failures[:20])
