@@ -79,6 +79,7 @@ SERVE_POISONS: dict[str, tuple[bytes, str]] = {
     "laughs": (LAUGHS.encode(), "alias"),
     "retention-abc": (b"retention_s: abc\n", "retention_s: got 'abc'"),
     "batch-abc": (b"batch_max: abc\n", "batch_max: got 'abc'"),
+    "huge-file": (b"", "MiB"),  # written as a sparse file beyond the size limit
 }
 
 
@@ -89,6 +90,9 @@ def test_serve_config_poisons(tmp_path, poison):
     head = f"mqtt: none\nport: {free_port()}\ndata_dir: {data}\n".encode()
     f = tmp_path / "serve.yaml"
     f.write_bytes(head + body)
+    if poison == "huge-file":
+        with open(f, "r+b") as fh:
+            fh.truncate(1 << 30)  # 1 GiB of holes: no disk used, never read
     p = twinedge("serve", "--config", f, timeout=60)
     assert_one_line(p, needle, f)
     assert not data.exists()  # nothing started: the store was never opened
@@ -122,6 +126,14 @@ SCENARIO_POISONS: dict[str, tuple[bytes, str]] = {
     "huge-count": (with_line("count: 1", "count: 1e9"), "memory"),
     "huge-steps": (with_line("steps: 3", "steps: 1e12"), "memory"),
     "huge-area": (with_line("- 1000\n- 1000", "- .inf\n- .inf"), "area_m"),
+    "infinite-speed": (
+        with_line("model: static", "model: random_waypoint\n    speed_mps: [1.0, .inf]"),
+        "speed_mps[1]: got inf",
+    ),
+    "infinite-mean-speed": (
+        with_line("model: static", "model: gauss_markov\n    mean_speed_mps: .inf"),
+        "mean_speed_mps: got inf",
+    ),
     "laughs": (scenario_yaml().encode() + LAUGHS.replace("a: &a", "x: &a").encode(), "alias"),
     "code": (with_line("placement: nearest", "placement: os:system"), "import path"),
 }

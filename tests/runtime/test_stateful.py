@@ -3,14 +3,17 @@
 Hypothesis drives a real ``twinedge serve`` (a subprocess on loopback: HTTP and the
 embedded MQTT broker, on SQLite and on PostgreSQL) with interleaved creates, replaces,
 patches, deletes and re-creates, grants, device passwords and device reports over MQTT,
-reads and searches, by two domains over three namespaces (one of them contested). A
-model says what each domain may see; after every step:
+fixed-member and filter groups, reads and searches, by two domains over three namespaces
+(one of them contested). A model says what each domain may see; after every step:
 
 - no domain observes a thing of another without a grant that matches it (reads, search,
-  and the status codes of writes: a foreign id and a free id answer alike);
+  history, and the status codes of writes: a foreign id and a free id answer alike);
 - every acknowledged write (HTTP 2xx, MQTT PUBACK) is readable, with its JSON types
   (``true`` stays ``true``, ``1`` stays ``1``);
-- a deleted thing's device password does not open its next incarnation.
+- a deleted thing's device password does not open its next incarnation, its history
+  starts again at revision 1, and it is in no fixed-member group it was in before;
+- a domain's groups hold only its own things: a filter group exactly those that match
+  its filter, a fixed group the listed members that still exist.
 
 One server serves every example; each example works in its own fresh domains and
 namespaces, so examples never see each other's state.
@@ -114,6 +117,8 @@ class Domains(RuleBasedStateMachine):
         self.things: dict[str, dict[str, Any]] = {}  # id -> domain, attrs, props, password
         self.old_passwords: dict[str, str] = {}
         self.grants: set[tuple[str, str, str]] = set()  # (grantor, grantee, role)
+        self.fixed: dict[str, set[str]] = {}  # domain -> members of its group "fixed"
+        self.filtered: set[str] = set()  # domains that have the filter group "pub"
         self.keys: dict[tuple[str, str], str] = {}
         http = self.server.http
         for d in self.domains:
@@ -189,6 +194,8 @@ class Domains(RuleBasedStateMachine):
         if t is not None and self.granted(domain, t, "write"):
             assert r.status_code == 204, r.text
             del self.things[tid]
+            for members in self.fixed.values():
+                members.discard(tid)
             if t["password"]:
                 self.old_passwords[tid] = t["password"]
         else:
@@ -238,6 +245,51 @@ class Domains(RuleBasedStateMachine):
         else:  # the password of an earlier incarnation opens nothing
             assert acked is None, f"{tid}: an old incarnation's password was accepted"
 
+    @rule(d=st.integers(0, 1), data=st.data(), stranger=st.tuples(st.integers(0, 2),
+          st.sampled_from(NAMES)) | st.none())  # fmt: skip
+    def put_fixed_group(self, d: int, data: st.DataObject, stranger: tuple | None) -> None:
+        """Members: some of the domain's own things, and maybe one id that is not (another
+        domain's thing, or none at all)."""
+        domain = self.domains[d]
+        own = sorted(tid for tid, t in self.things.items() if t["domain"] == domain)
+        members = (
+            data.draw(st.lists(st.sampled_from(own), min_size=1, max_size=3, unique=True))
+            if own
+            else []
+        )
+        if stranger is not None:
+            members.insert(data.draw(st.integers(0, len(members))), self.tid(*stranger))
+        members = list(dict.fromkeys(members))
+        if not members:
+            return
+        r = self.server.http.put(
+            "/api/2/groups/fixed", json={"members": members}, headers=self.h(domain)
+        )
+        is_own = [m in self.things and self.things[m]["domain"] == domain for m in members]
+        if all(is_own):
+            assert r.status_code in (200, 201), r.text
+            self.fixed[domain] = set(members)
+        else:  # another domain's thing answers like a missing one, naming the first
+            assert r.status_code == 404, r.text
+            assert r.json()["pointer"] == f"/members/{is_own.index(False)}", r.text
+
+    @rule(d=st.integers(0, 1), data=st.data())
+    def delete_a_group_member(self, d: int, data: st.DataObject) -> None:
+        """Delete a thing of the domain's fixed group (it must leave the group)."""
+        members = sorted(self.fixed.get(self.domains[d], ()))
+        if members:
+            ns, name = data.draw(st.sampled_from(members)).split(":")
+            self.delete(d, self.namespaces.index(ns), name)
+
+    @rule(d=st.integers(0, 1))
+    def put_filter_group(self, d: int) -> None:
+        domain = self.domains[d]
+        r = self.server.http.put(
+            "/api/2/groups/pub", json={"filter": FILTER}, headers=self.h(domain)
+        )
+        assert r.status_code in (200, 201), r.text
+        self.filtered.add(domain)
+
     # --- what each domain observes --------------------------------------------------------
     @invariant()
     def reads_show_exactly_what_is_visible(self) -> None:
@@ -271,6 +323,59 @@ class Domains(RuleBasedStateMachine):
             assert set(got) == want
             for tid, doc in got.items():
                 assert dumps(doc["attributes"]) == dumps(self.things[tid]["attrs"])
+
+    @invariant()
+    def groups_hold_only_own_things(self) -> None:
+        http = self.server.http
+        for d in self.domains:
+            r = http.get("/api/2/groups", headers=self.h(d))
+            assert r.status_code == 200, r.text
+            names = {g["name"] for g in r.json()["items"]}
+            assert names == {
+                n for n, has in (("fixed", d in self.fixed), ("pub", d in self.filtered)) if has
+            }
+            want = {
+                "fixed": self.fixed.get(d),
+                "pub": {
+                    tid
+                    for tid, t in self.things.items()
+                    if t["domain"] == d and t["attrs"].get("public") is True
+                }
+                if d in self.filtered
+                else None,
+            }
+            for name, members in want.items():
+                if members is None:
+                    continue
+                r = http.get(f"/api/2/groups/{name}", params={"limit": 100}, headers=self.h(d))
+                assert r.status_code == 200, r.text
+                g = r.json()
+                assert set(g["members"]) == members and g["size"] == len(members), (d, name, g)
+
+    @invariant()
+    def history_is_one_incarnation_and_only_what_a_grant_matched(self) -> None:
+        http = self.server.http
+        for d in self.domains:
+            for tid, t in self.things.items():
+                if not self.granted(d, t, "read"):
+                    continue
+                r = http.get(f"/api/2/things/{tid}/history", headers=self.h(d))
+                assert r.status_code == 200, r.text
+                revs = [h["revision"] for h in r.json()["items"]]
+                head = http.get(f"/api/2/things/{tid}", headers=self.h(d))
+                current = int(head.headers["etag"].strip('"').removeprefix("rev:"))
+                if t["domain"] == d:  # the owner sees the whole incarnation
+                    assert revs == list(range(1, current + 1)), (tid, revs, current)
+                    continue
+                # a grantee: only revisions at which the thing matched the grant, each
+                # readable as of that revision
+                assert revs and revs[-1] == current, (tid, revs, current)
+                for rev in revs:
+                    a = http.get(
+                        f"/api/2/things/{tid}", params={"revision": rev}, headers=self.h(d)
+                    )
+                    assert a.status_code == 200, a.text
+                    assert a.json()["attributes"]["public"] is True, (tid, rev, a.json())
 
 
 def test_domains_never_observe_each_other_without_a_grant(server):

@@ -239,6 +239,33 @@ def test_a_negated_grant_does_not_deliver_deletions_of_what_it_excludes(store_ur
     run(store_url, body)
 
 
+def test_a_grant_shows_things_but_not_the_grantors_groups(store_url):
+    """A grantee receives the events of the things it may see, but not their joining or
+    leaving the granting domain's groups (it cannot read those groups either)."""
+
+    async def body(svc):
+        await svc.put_thing(A, "ns:t", {"attributes": {"public": True, "recall": False}})
+        await svc.put_group(A, "recall-list", filter="eq(attributes/recall,true)")
+        await svc.grant(A_ADMIN, "dom-b", "eq(attributes/public,true)", "read")
+        subs = {
+            "owner": svc.subscribe(A),
+            "grantee": svc.subscribe(B),
+            "admin": svc.subscribe(ADMIN),
+        }
+        await svc.patch(A, "ns:t", "attributes", {"recall": True})
+        await svc.patch(A, "ns:t", "attributes", {"recall": False})
+        got = {}
+        for who, sub in subs.items():
+            sub.close()
+            got[who] = [e["type"].removeprefix("dev.twinedge.") async for e in sub]
+        both = ["thing.modified", "group.joined", "thing.modified", "group.left"]
+        assert got["owner"] == got["admin"] == both
+        assert got["grantee"] == ["thing.modified", "thing.modified"]
+        assert type(await problem(svc.get_group(B, "recall-list"))) is NotFound
+
+    run(store_url, body)
+
+
 def test_a_write_grant_does_not_reach_credentials(store_url):
     async def body(svc):
         await svc.put_thing(A, "ns:dev", {"attributes": {"shared": True}})

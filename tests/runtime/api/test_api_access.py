@@ -1,4 +1,5 @@
-"""Authentication, roles, domains, grants, keys and device credentials."""
+"""Authentication, roles, domains, grants, keys and device credentials, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import pytest
 from .conftest import Api, bearer, problem_of
 
 T = "/api/2/things/fleet:car-1"
+
+
+@pytest.fixture
+def api(api2: Api) -> Api:
+    """Every test here runs on both stores (grants are compiled to each store's SQL)."""
+    return api2
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Fuzz the HTTP API from its own OpenAPI document (schemathesis): whatever the input,
 no 5xx, and every error is a problem document.
 
-Bounded: a few examples per operation and mode, well under 90 s. The event stream
+Bounded by a fixed number of examples per operation and mode (not by a time limit, which
+a busy machine would trip although nothing failed). The event stream
 (never ends) is left out; commands go to a test double that answers at once (with no
 device connection the 503 is the documented answer, not a server fault).
 """

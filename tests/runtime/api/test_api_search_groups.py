@@ -1,8 +1,18 @@
-"""Search, count, aggregate, paging and groups over HTTP."""
+"""Search, count, aggregate, paging and groups over HTTP, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import Api, problem_of
+
+
+@pytest.fixture
+def api(api2: Api) -> Api:
+    """Every test here runs on both stores (filters, sorts and cursors are compiled to each
+    store's SQL)."""
+    return api2
+
 
 S = "/api/2/search/things"
 

@@ -4,7 +4,8 @@
   (a failure is counted; the device is told again on its next desired change or resync).
 * Commands: the service sends one with a fresh correlation id and waits for the device's
   answer, which must come from the thing the command went to.
-* When a thing is deleted, its device sessions end with it (its credentials are gone).
+* When a thing is deleted, its device sessions end with it (its credentials are gone), and
+  so does its desired state: a broker's retained copy is removed.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ class Devices:
                 self.metrics["desired_publish_failures_total"] += 1
 
     async def end_incarnation(self, thing_id: str) -> None:
-        """A deleted thing's device sessions end with it (their credentials are gone)."""
+        """A deleted thing's device sessions end with it (their credentials are gone), and
+        so does its desired state (a broker's retained copy included)."""
+        forget = getattr(self.outbound, "forget_desired", None)
+        if forget is not None:
+            forget(thing_id)
         disconnect = getattr(self.outbound, "disconnect_device", None)
         if disconnect is not None:  # also when the batch created the thing again
             try:

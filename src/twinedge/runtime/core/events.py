@@ -163,8 +163,9 @@ class Events:
                 },
             )
         ]
+        group_events: list[dict] = []
         for key in ch.group_joins:
-            events.append(
+            group_events.append(
                 cloud_event(
                     "group.joined",
                     ch,
@@ -172,7 +173,7 @@ class Events:
                 )
             )
         for key in ch.group_leaves:
-            events.append(
+            group_events.append(
                 cloud_event(
                     "group.left",
                     ch,
@@ -188,7 +189,12 @@ class Events:
                 continue
             for ev in events:
                 sub.offer(ev, doc)
-        self.metrics["events_published_total"] += len(events)
+            # groups belong to the thing's domain: a grant shows the thing, not the
+            # groups of the domain that granted it (their names and memberships)
+            if sub.principal.domain in (None, ch.domain):
+                for ev in group_events:
+                    sub.offer(ev, doc)
+        self.metrics["events_published_total"] += len(events) + len(group_events)
 
 
 def cloud_event(type_: str, ch: Change, data: dict) -> dict:

@@ -303,6 +303,13 @@ class Gateway:
         self._send(topic(thing_id, DESIRED), dumps(payload), True)
         self.metrics["mqtt_desired_sent_total"] += 1
 
+    def forget_desired(self, thing_id: str) -> None:
+        """``thing_id`` was deleted: its desired state ended with that incarnation. A
+        thing created later with the same id starts again at revision 1, and its desired
+        state must go out even though the key of the last message sent looks the same."""
+        if self._last_desired is not None and self._last_desired[0] == thing_id:
+            self._last_desired = None
+
     async def publish_command(
         self, thing_id: str, subject: str, correlation_id: str, payload: Any
     ) -> None:

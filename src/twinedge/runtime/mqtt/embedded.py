@@ -97,6 +97,7 @@ _HOOKS = {
         "_broadcast_message",
         "retain_message",
         "_get_handler",
+        "_delete_session",
     ),
     BrokerProtocolHandler: (
         "handle_publish",
@@ -625,24 +626,34 @@ class EmbeddedBroker(Gateway):
                     )
 
     async def disconnect_device(self, thing_id: str) -> int:
-        """Close every connection of ``thing_id``'s device (its thing was deleted: the
-        session belonged to that incarnation). Returns how many were closed."""
+        """Close every connection of ``thing_id``'s device and forget its sessions, also
+        the persistent ones of devices that are offline (its thing was deleted: the
+        sessions and their subscriptions belonged to that incarnation, and a device of
+        the next one starts without them). Returns how many connections were closed."""
         broker = self._broker
         if broker is None:
             return 0
         n = 0
         for client_id, (session, handler) in list(broker._sessions.items()):
-            if handler is None or not (
+            if session is None or not (
                 client_id == thing_id or client_id.startswith(thing_id + "/")
             ):
                 continue
-            if session is not None and session.transitions.state == "connected":
+            if handler is not None and session.transitions.state == "connected":
                 n += 1
                 self.spawn(handler.handle_connection_closed())
+            self.spawn(self._forget_session(client_id, session))
         if n:
             self.metrics["mqtt_disconnected_total:thing-deleted"] += n
             log.info("closed %d MQTT connection(s) of deleted thing %s", n, thing_id)
         return n
+
+    async def _forget_session(self, client_id: str, session: Session) -> None:
+        """Delete ``session`` (its subscriptions and queued messages) unless a newer
+        connection has replaced it under the same client id in the meantime."""
+        broker = self._broker
+        if broker is not None and broker._sessions.get(client_id, (None, None))[0] is session:
+            await broker._delete_session(client_id)
 
     def send_current_desired(self, thing_id: str, session: Session, qos: int) -> None:
         """Send the twin's current desired state to one session (as a retained message)."""

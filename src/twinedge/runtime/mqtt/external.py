@@ -151,6 +151,14 @@ class ExternalBridge(Gateway):
             self._task = None
         await self._cancel_tasks()
 
+    def forget_desired(self, thing_id: str) -> None:
+        """Also remove the broker's retained copy of the deleted thing's desired state
+        (an empty retained message), so that the device of a thing created later with the
+        same id is never sent the earlier incarnation's desired state."""
+        super().forget_desired(thing_id)
+        if mqtt_safe(thing_id):
+            self._send(topic(thing_id, DESIRED), b"", True)
+
     def _send(self, topic_name: str, data: bytes, retain: bool) -> None:
         try:
             self._out.put_nowait((topic_name, data, retain))
