@@ -111,7 +111,7 @@ def test_commands_are_refused_where_the_host_does_not_serve_the_twin(tmp_path):
             with pytest.raises(NotOwnerError) as e:
                 await ra.send_command("fleet:r1", "honk", {})
             assert (e.value.owner, e.value.epoch) == ("edge-2", 2)
-            assert a.devices.pending == {} and b.devices.pending == {}
+            assert len(a.devices.pending) == 0 and len(b.devices.pending) == 0
         finally:
             for r in (ra, rb):
                 await r.aclose()

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -59,6 +58,7 @@ from twinedge.edge.errors import (
 from twinedge.edge.host import EdgeHost
 from twinedge.edge.log import TwinStatus
 from twinedge.errors import InvalidInput, TwinedgeError, Unavailable
+from twinedge.runtime.commands import PendingCommands
 
 log = logging.getLogger("twinedge.host")
 
@@ -126,8 +126,7 @@ class DeviceSide:
         self.server = server
         self.metrics: Counter[str] = Counter()
         self.outbound: Any = None
-        # correlation id -> (the twin the command went to, its answer)
-        self.pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self.pending = PendingCommands()
 
     @property
     def things(self) -> Mapping[str, dict[str, Any]]:
@@ -147,14 +146,7 @@ class DeviceSide:
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
         """A device answered a command this host sent; False for an unknown or expired
         correlation id, or one that was sent to another twin."""
-        pending = self.pending.get(correlation_id)
-        if pending is None:
-            return False
-        sent_to, fut = pending
-        if fut.done() or sent_to != thing_id:
-            return False
-        fut.set_result(payload)
-        return True
+        return self.pending.answer(thing_id, correlation_id, payload)
 
     async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
         """Asked of the core at every connection (no cache: a password changed or a thing
@@ -420,19 +412,18 @@ class HostServer:
             raise NotOwnerError(twin_id, self.host_id, own.owner, own.owner_epoch)
         if not 0 < timeout_s <= 300:
             raise InvalidReportError(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
-        cid = uuid.uuid4().hex
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.devices.pending[cid] = (twin_id, fut)
-        try:
+        broker = self.broker
+
+        async def publish(cid: str) -> None:
             try:
-                await self.broker.publish_command(twin_id, subject, cid, payload)
+                await broker.publish_command(twin_id, subject, cid, payload)
             except InvalidInput as exc:
                 raise InvalidReportError(exc.detail, exc.pointer or "") from None
-            return await asyncio.wait_for(fut, timeout_s)
+
+        try:
+            return await self.devices.pending.send(twin_id, publish, timeout_s=timeout_s)
         except TimeoutError:
             raise CommandTimeoutError(twin_id, self.host_id, subject, timeout_s) from None
-        finally:
-            self.devices.pending.pop(cid, None)
 
     def status(self) -> dict[str, Any]:
         lag = self.host.replication_lag()

@@ -10,15 +10,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections import Counter
 from typing import Any, Protocol
 
 from twinedge.errors import InvalidInput, TimedOut, Unavailable
 from twinedge.runtime import things
 from twinedge.runtime.auth import Principal
+from twinedge.runtime.commands import PendingCommands
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.store.base import Change
 
@@ -51,8 +50,7 @@ class Devices:
         self.access = access
         self.metrics = metrics
         self.outbound: Outbound | None = None
-        # correlation id -> (the thing the command went to, its answer)
-        self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._pending = PendingCommands()
 
     async def push_desired(self, ch: Change) -> None:
         """Send the desired state the committed change ``ch`` touched to its device."""
@@ -120,34 +118,24 @@ class Devices:
             raise Unavailable("no device connection (MQTT) is configured")
         if not 0 < timeout_s <= 300:
             raise InvalidInput(f"timeout must lie in (0, 300] s, got {timeout_s}", "/timeout")
-        cid = uuid.uuid4().hex
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[cid] = (thing_id, fut)
+        outbound = self.outbound
+
+        async def publish(cid: str) -> None:
+            await outbound.publish_command(thing_id, subject, cid, payload)
+
         try:
-            await self.outbound.publish_command(thing_id, subject, cid, payload)
-            return await asyncio.wait_for(fut, timeout_s)
+            return await self._pending.send(thing_id, publish, timeout_s=timeout_s)
         except TimeoutError:
             self.metrics["command_timeouts_total"] += 1
             raise TimedOut(
                 f"device {thing_id} did not answer command {subject!r} within {timeout_s:g} s"
             ) from None
-        finally:
-            self._pending.pop(cid, None)
 
     def command_response(self, thing_id: str, correlation_id: str, payload: Any) -> bool:
         """A device answered; returns False for an unknown or expired correlation id, or
         one that was sent to another thing."""
-        pending = self._pending.get(correlation_id)
-        if pending is None:
-            return False
-        sent_to, fut = pending
-        if fut.done() or sent_to != thing_id:
-            return False
-        fut.set_result(payload)
-        return True
+        return self._pending.answer(thing_id, correlation_id, payload)
 
     def fail_pending(self, reason: str) -> None:
         """Answer every command still waiting with :class:`~twinedge.errors.Unavailable`."""
-        for _, fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(Unavailable(reason))
+        self._pending.fail_all(Unavailable(reason))
