@@ -105,6 +105,7 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "ledger": "none",
         "forecast_horizon_s": "0",
         "hosts": "local",
+        "behaviour": "robot=dead-reckoning",
         "otel": "yes",
     }
     assert set(texts) == set(ServeConfig().to_dict())
@@ -128,6 +129,7 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "ledger": "none",
         "forecast_horizon_s": 0.0,
         "hosts": "local",
+        "behaviour": "robot=dead-reckoning",
         "otel": True,
     }
 

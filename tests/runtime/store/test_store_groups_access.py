@@ -100,5 +100,13 @@ def test_grants(store):
     assert store.grants_for("dom-b") == [g2]
     with pytest.raises(ServiceError, match="column"):
         store.put_grant(Grant("a", "b", "eq(x,", "read"))
-    with pytest.raises(ServiceError, match="role is read or write"):
+    with pytest.raises(ServiceError, match="role is read, write or aggregate, got 'admin'"):
         store.put_grant(Grant("a", "b", "exists(x)", "admin"))
+    # an aggregate-only grant is stored like the others; grants_from lists what one gives
+    g3 = Grant("dom-a", "dom-c", "exists(attributes)", "aggregate")
+    store.put_grant(g3)
+    assert store.grants_for("dom-c") == [g3]
+    gx = Grant("dom-a", "dom-x", "exists(attributes)", "read")
+    assert store.grants_from("dom-a") == [g3, gx]  # by grantee, then filter
+    assert store.grants_from("dom-c") == [g2] and store.grants_from("dom-z") == []
+    assert store.grants_from(None) == [g3, gx, g2]  # every grant, by grantor first
