@@ -18,12 +18,14 @@ from twinedge.xr.frames import (
 )
 
 
-def gen(spec, fixed, rate, render=0.0, rho=0.0, drop=0.0, k=0, carry=None, blackout=None):
+def gen(
+    spec, fixed, rate, render=0.0, rho=0.0, drop=0.0, k=0, carry=None, blackout=None, step_s=1.0
+):
     s = spec.n
     return generate_frames(
         spec,
         k,
-        1.0,
+        step_s,
         np.full(s, fixed),
         np.full(s, rate),
         np.full(s, render),
@@ -184,14 +186,8 @@ def test_steps_shorter_than_a_frame_interval_hold_no_frame_and_lose_none():
     carry = StreamState.fresh(2)
     shown = 0
     for k in range(40):
-        b = gen_step(spec, k, 0.005, carry)
+        b = gen(spec, 2.0, 8e7, render=1.0, k=k, carry=carry, step_s=0.005)
         assert b.valid.shape[1] in (0, 1)
         shown += int((b.valid & ~b.lost).sum())
     assert shown == 2 * 18
     assert not carry.gop_broken.any() and (carry.bad_run == 0).all()
-
-
-def gen_step(spec, k, step_s, carry):
-    n = spec.n
-    return generate_frames(spec, k, step_s, np.full(n, 2.0), np.full(n, 8e7), np.full(n, 1.0),
-                           np.zeros(n), np.zeros(n), np.random.default_rng(k), carry)  # fmt: skip

@@ -240,13 +240,13 @@ def _policy_class(
                 f"--param {text}: expected an import path and a parameter, "
                 "e.g. mypolicies:Pinned.host=0,1"
             )
-    elif any(head in plugins(k) for k in ("placement", "migration")):
-        spec = head
     else:
-        return None
-    kinds = [k for k in ("placement", "migration") if spec in plugins(k)] or ["placement"]
+        spec = head
+    kinds = [k for k in ("placement", "migration") if spec in plugins(k)]
+    if ":" not in spec and not kinds:
+        return None  # not a policy: a scenario field
     try:
-        obj = find(spec, {}, kinds[0])
+        obj = find(spec, {}, kinds[0] if kinds else "placement")
     except PolicyError as exc:
         raise TwinedgeError(f"--param {text}: {exc}") from None
     if not inspect.isclass(obj):

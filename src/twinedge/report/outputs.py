@@ -20,25 +20,12 @@ from twinedge import __version__
 from twinedge.engine.metrics import STEP_COLUMNS, SUMMARY_KEYS
 from twinedge.engine.simulation import RunResult
 from twinedge.report.ranking import POLICY_INDEPENDENT, unique_best
-from twinedge.sync.meter import SYNC_SUMMARY_KEYS
-from twinedge.xr.sessions import XR_SUMMARY_KEYS
 
 
 def _round(v):
     if isinstance(v, float):
         return float(f"{v:.10g}")
     return v
-
-
-def _offload_keys(r: RunResult) -> list[str]:
-    """The offloading metrics of a run that has tasks (docs/offload.md), else none."""
-    return [k for k in r.summary if k.startswith("offload_")]
-
-
-def _service_keys(r: RunResult) -> list[str]:
-    """The carbon (docs/carbon.md) and market (docs/market.md) metrics of a run whose
-    scenario has those sections, else none."""
-    return [k for k in r.summary if k.startswith(("carbon_", "market_"))]
 
 
 def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps: int) -> dict:
@@ -52,13 +39,9 @@ def summary_dict(results: list[RunResult], scenario_name: str, seed: int, steps:
         "policies": {
             r.label: {
                 k: _round(r.summary[k])
-                for k in (
-                    *SUMMARY_KEYS,
-                    *_offload_keys(r),
-                    *XR_SUMMARY_KEYS,
-                    *_service_keys(r),
-                    *SYNC_SUMMARY_KEYS,
-                )
+                # the engine's metrics first, then every one the scenario's services add
+                # (offload_*, xr_*, carbon_*, market_*, sync_*), as sweeps keep them
+                for k in (*SUMMARY_KEYS, *(k for k in r.summary if k not in SUMMARY_KEYS))
                 if k in r.summary
             }
             for r in results
@@ -140,7 +123,7 @@ def summary_table(results: list[RunResult]):
         ("util mean/max", None),
         ("wall s", None),
     ]
-    tasks = any(_offload_keys(r) for r in results)
+    tasks = any("offload_tasks" in r.summary for r in results)
     if tasks:
         cols[-1:-1] = [("task hit %", None), ("task p95 ms", None), ("task device J", None)]
     xr = all("xr_score" in r.summary for r in results)
