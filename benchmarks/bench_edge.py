@@ -2,9 +2,10 @@
 and one `twinedge host` process per edge site) fed by `twinedge devices`.
 
 Measures, per offered load: reports acknowledged per second (each PUBACK after the host
-process's durable commit), publish -> PUBACK latency at the device (p50/p99, as the
-emulator measures it; it includes each device's first report, which goes to the core's
-broker and is answered with a redirect), the core's replication lag per host (host
+process's durable commit) and publish -> PUBACK latency at the device (p50/p99, as the
+emulator measures it), both over the reports published after a warm-up (``--warmup-s``,
+20 s: every device connects to the core's broker, is redirected to its host and logs in
+there, each login a password hash check; the whole run's figures are given too), the core's replication lag per host (host
 commit -> committed in the core: p50/p99/max over the last 10,000 records, from
 /healthz), and, with moving devices (``--speed-mps``), the live migrations between the
 two host processes and their downtime (fence -> the target serves, measured by the core).
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,52 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class CpuSampler:
+    """CPU time (user + system, every thread) of a few processes, sampled twice a second
+    from /proc; :meth:`percent` is each one's use of one core between two instants."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+
+    def _cpu_s(self, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) * self._tick_s
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(
+                (time.monotonic(), {k: self._cpu_s(p) for k, p in self.pids.items()})
+            )
+            self._stop.wait(0.5)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def percent(self, t0: float, t1: float) -> dict[str, float]:
+        """Per process: CPU seconds between the samples nearest ``t0`` and ``t1``, per
+        wall second, in percent of one core."""
+        a = min(self.samples, key=lambda s: abs(s[0] - t0))
+        b = min(self.samples, key=lambda s: abs(s[0] - t1))
+        span = b[0] - a[0]
+        if span <= 0:
+            return {}
+        out = {k: round((b[1][k] - a[1][k]) / span * 100, 1) for k in self.pids}
+        out["all"] = round(sum(out.values()), 1)
+        return out
 
 
 def scenario(devices: int, speed_mps: float = 0.0) -> str:
@@ -59,7 +107,14 @@ def scenario(devices: int, speed_mps: float = 0.0) -> str:
     return sc
 
 
-def run(devices: int, rate_hz: float, duration_s: float, tmp: Path, speed_mps: float = 0.0) -> dict:
+def run(
+    devices: int,
+    rate_hz: float,
+    duration_s: float,
+    tmp: Path,
+    speed_mps: float = 0.0,
+    warmup_s: float = 0.0,
+) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices, speed_mps))
     http, mqtt = free_port(), free_port()
     data = tmp / f"data-{rate_hz}"
@@ -80,36 +135,77 @@ def run(devices: int, rate_hz: float, duration_s: float, tmp: Path, speed_mps: f
             time.sleep(0.1)
         token = (data / "admin.token").read_text().strip()
         env = {**os.environ, "TWINEDGE_API_KEY": token}
-        out = subprocess.run(
+        auth = {"Authorization": f"Bearer {token}"}
+        pids = {"core": serve.pid}
+        for h, pid in (
+            (httpx.get(base + "/api/2/orchestrator", headers=auth).json().get("edge") or {}).get(
+                "pids"
+            )
+            or {}
+        ).items():
+            pids[h] = int(pid)
+        devices_proc = subprocess.Popen(
             [sys.executable, "-m", "twinedge", "devices", str(tmp / "bench.yaml"), "--count", str(devices),
-             "--rate-hz", str(rate_hz), "--duration-s", str(duration_s), "--json", "--quiet",
+             "--rate-hz", str(rate_hz), "--duration-s", str(warmup_s + duration_s),
+             "--warmup-s", str(warmup_s), "--json",
              "--url", base, "--mqtt", f"mqtt://127.0.0.1:{mqtt}"],
-            capture_output=True, text=True, env=env, timeout=duration_s + 300,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
         )  # fmt: skip
+        pids["devices"] = devices_proc.pid
+        cpu = CpuSampler(pids)
+        clock: list[float] = []  # when the devices' clock started (their progress line says)
+        errors: list[str] = []
+
+        def read_progress() -> None:
+            assert devices_proc.stderr is not None
+            for line in devices_proc.stderr:
+                if "devices connecting to" in line and not clock:
+                    clock.append(time.monotonic())
+                errors.append(line)
+
+        reader = threading.Thread(target=read_progress, daemon=True)
+        reader.start()
+        cpu.start()
+        try:
+            assert devices_proc.stdout is not None
+            stdout = devices_proc.stdout.read()  # the summary, at the end
+            devices_proc.wait(60)
+        finally:
+            cpu.stop()
+        reader.join(10)
         try:  # exit 1 with a summary: some reports were still unacknowledged at the end
-            summary = json.loads(out.stdout)
+            summary = json.loads(stdout)
         except ValueError:
-            raise SystemExit(f"twinedge devices failed: {out.stderr[-2000:]}") from None
+            raise SystemExit(f"twinedge devices failed: {''.join(errors)[-2000:]}") from None
+        steady_s = (clock[0] + warmup_s, clock[0] + warmup_s + duration_s) if clock else None
         health = httpx.get(base + "/healthz", timeout=5).json()
-        status = httpx.get(
-            base + "/api/2/orchestrator", headers={"Authorization": f"Bearer {token}"}
-        ).json()
+        status = httpx.get(base + "/api/2/orchestrator", headers=auth).json()
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
     total = summary["total"]
+    steady = total.get("steady") or {}
     edge = status.get("edge") or {}
     lag = {h: r.get("lag") for h, r in (health.get("replication") or {}).items()}
     return {
         "devices": devices,
         "offered_reports_per_s": devices * rate_hz,
+        "warmup_s": warmup_s,
         "duration_s": duration_s,
-        "acked": total.get("acked"),
-        "acked_per_s": round(total.get("acked", 0) / duration_s, 1),
+        "acked_after_warmup": steady.get("acked"),
+        "acked_per_s": steady.get("acked_per_s"),
+        "latency_ms": steady.get("latency_ms"),
+        "acked_in_all": total.get("acked"),
+        "latency_ms_in_all": total.get("latency_ms"),
         "unacked_at_end": total.get("unacked"),
         "device_errors": total.get("errors"),
-        "emulator_exit": out.returncode,
-        "latency_ms": total.get("latency_ms"),
+        "emulator_exit": devices_proc.returncode,
+        "cpu_percent_after_warmup": cpu.percent(*steady_s) if steady_s else None,
+        "cpu_ms_per_acked_report": (
+            {k: round(v * 10 / steady["acked_per_s"], 3) for k, v in cpu.percent(*steady_s).items()}
+            if steady_s and steady.get("acked_per_s")
+            else None
+        ),
         "redirects_followed": total.get("redirects_followed"),
         "replication_lag_s": lag,
         "speed_mps": speed_mps,
@@ -127,14 +223,21 @@ def main() -> None:
     )
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--rates", default="10,50", help="reports/s per device, comma-separated")
-    ap.add_argument("--duration-s", type=float, default=10.0)
+    ap.add_argument("--duration-s", type=float, default=10.0, help="measured, after the warm-up")
+    ap.add_argument(
+        "--warmup-s",
+        type=float,
+        default=20.0,
+        help="first the devices connect, log in and are redirected to their hosts (each "
+        "login is a password hash check): reports of this time are not measured",
+    )
     ap.add_argument(
         "--speed-mps", type=float, default=0.0, help="devices move between the sites (0: static)"
     )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = [
-            run(args.devices, float(r), args.duration_s, Path(tmp), args.speed_mps)
+            run(args.devices, float(r), args.duration_s, Path(tmp), args.speed_mps, args.warmup_s)
             for r in args.rates.split(",")
         ]
     print(json.dumps({

@@ -93,6 +93,23 @@ def test_a_domain_admin_key_and_another_namespace(serve, tmp_path):
     assert serve.thing("robots:sensor-0-0")["_domain"] == "plant"
 
 
+@pytest.mark.parametrize(("warmup_s", "steady"), [(1e-9, 6), (1e6, 0)])
+def test_the_steady_figures_leave_out_the_warm_up(serve, tmp_path, warmup_s, steady):
+    """Every report is published after the devices connected, so a nanosecond of
+    warm-up leaves all of them in the steady figures, and a warm-up longer than the run
+    none."""
+    sc = static_scenario(tmp_path)
+    p = run_devices(
+        str(sc), "--count", "2", "--reports", "3", "--rate-hz", "20",
+        "--warmup-s", str(warmup_s), *fleet_args(serve),
+    )  # fmt: skip
+    out = summary(p)
+    assert out["total"]["acked"] == 6
+    st = out["total"]["steady"]
+    assert st["from_s"] == warmup_s and st["acked"] == steady
+    assert (st["latency_ms"]["p50"] is None) == (steady == 0)
+
+
 def test_text_summary_without_json(serve, tmp_path):
     p = run_devices(
         str(static_scenario(tmp_path)), "--count", "2", "--reports", "1",
@@ -163,6 +180,8 @@ def test_unreachable_broker(serve, tmp_path):
         (["--count", "1", "--rate-hz", "nan"], "--rate-hz: got nan"),
         (["--count", "1", "--duration-s", "-1"], "--duration-s: got -1.0; expected seconds > 0"),
         (["--count", "1", "--reports", "0"], "--reports: got 0; expected at least 1"),
+        (["--count", "1", "--warmup-s", "-1"], "--warmup-s: got -1.0; expected seconds >= 0"),
+        (["--count", "1", "--warmup-s", "inf"], "--warmup-s: got inf; expected seconds >= 0"),
         (
             ["--count", "1", "--mqtt", "http://x:1"],
             "--mqtt: url: got 'http://x:1'; expected mqtt://",

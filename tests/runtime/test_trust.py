@@ -177,6 +177,28 @@ def test_credentials_history_and_groups_do_not_survive_a_deletion(store_url):
     run(url, after_restart)
 
 
+def test_a_changed_device_password_refuses_the_old_one_it_accepted_before(store_url):
+    """Accepted logins are remembered (a device logs in at the core, then at its host,
+    then after every migration): the old password must stop working the moment it is
+    changed, and a refused one is never remembered."""
+
+    async def body(svc):
+        await svc.put_thing(A, "ns:dev", {})
+        await svc.set_device_secret(A_ADMIN, "ns:dev", "password-1")
+        assert not await svc.authenticate_device("ns:dev", "password-2")
+        for _ in range(3):  # the first by scrypt, then remembered
+            assert await svc.authenticate_device("ns:dev", "password-1")
+        assert len(svc._access.verified) == 1
+        await svc.set_device_secret(A_ADMIN, "ns:dev", "password-2")
+        assert not await svc.authenticate_device("ns:dev", "password-1")
+        assert await svc.authenticate_device("ns:dev", "password-2")
+        await svc.set_device_secret(A_ADMIN, "ns:dev", "password-1")  # back: a new salt
+        assert not await svc.authenticate_device("ns:dev", "password-2")
+        assert await svc.authenticate_device("ns:dev", "password-1")
+
+    run(store_url, body)
+
+
 def test_a_password_set_while_its_thing_is_deleted_does_not_reach_the_next_one(store_url):
     async def body(svc):
         for i in range(10):

@@ -46,6 +46,13 @@ def devices(
         int | None,
         typer.Option(help="Stop each device after this many acknowledged reports."),
     ] = None,
+    warmup_s: Annotated[
+        float,
+        typer.Option(
+            help="Also summarise the reports published after this many seconds apart "
+            "(the summary's steady figures: the devices have connected and been redirected).",
+        ),
+    ] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
     api_key: Annotated[
         str | None,
@@ -109,6 +116,7 @@ def devices(
         rate_hz=rate_hz,
         duration_s=duration_s,
         reports=reports,
+        warmup_s=warmup_s,
         seed=seed,
         device_password=device_password,
         progress_s=0.0 if quiet else 5.0,
@@ -150,5 +158,12 @@ def devices(
             + f"{t['redirects_followed']:,} redirects followed, {t['errors']:,} errors; "
             f"stopped: {summary['stopped']}"
         )
+        if "steady" in t:
+            st = t["steady"]
+            print(
+                f"after {st['from_s']:g} s: {st['acked']:,} acknowledged in {st['window_s']:g} s "
+                f"({st['acked_per_s']}/s; p50 {st['latency_ms']['p50']} ms, "
+                f"p99 {st['latency_ms']['p99']} ms)"
+            )
     if t["unacked"] or t["ever_connected"] < t["devices"]:
         raise typer.Exit(1)

@@ -169,6 +169,8 @@ class DeviceStats:
     redirects_malformed: int = 0
     internal_errors: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"))
+    # when each report of ``latencies_ms`` was published (``time.perf_counter()``)
+    published_at_s: array = field(default_factory=lambda: array("d"))
 
     @property
     def errors(self) -> int:
@@ -556,6 +558,7 @@ class Device:
         if self.unacked.pop(seq, None) is not None:
             self.stats.acked += 1
             self.stats.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.stats.published_at_s.append(t0)
             if not self.unacked:
                 self._drained.set()
 

@@ -65,6 +65,9 @@ class FleetOptions:
         device_password: one password for every device (default: a random one each).
         progress_s: a progress line every this many seconds (0: none).
         drain_s: how long reports in flight may take to be acknowledged at the end.
+        warmup_s: the summary's ``steady`` figures leave out the reports published in
+            the first ``warmup_s`` seconds (the devices connecting, being redirected
+            and logging in); 0: no ``steady`` figures.
         connect_concurrency: connection attempts in progress at once.
         max_inflight: unacknowledged reports per device at most.
         sync_threshold_m: predictive sync (docs/sync.md): every device samples at its
@@ -88,6 +91,7 @@ class FleetOptions:
     device_password: str | None = None
     progress_s: float = 5.0
     drain_s: float = 10.0
+    warmup_s: float = 0.0
     connect_concurrency: int = 8
     max_inflight: int = 16
     sync_threshold_m: float | None = None
@@ -112,6 +116,8 @@ class FleetOptions:
             math.isfinite(self.duration_s) and self.duration_s > 0
         ):
             raise DevicesError(f"--duration-s: got {self.duration_s}; expected seconds > 0")
+        if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
+            raise DevicesError(f"--warmup-s: got {self.warmup_s}; expected seconds >= 0")
         if self.reports is not None and self.reports < 1:
             raise DevicesError(f"--reports: got {self.reports}; expected at least 1")
         if self.seed is not None and self.seed < 0:
@@ -177,6 +183,7 @@ class Fleet:
         self.stopping, self.abort = asyncio.Event(), asyncio.Event()
         self.gate = asyncio.Semaphore(options.connect_concurrency)
         self.t0 = asyncio.get_running_loop().time()
+        self.t0_perf_s = time.perf_counter()  # the same instant on the devices' latency clock
         self.stop_reason = "reports"
         broker = parse_broker_url(options.mqtt)
         rates = device_rates_hz([s.entity for s in specs], options.rate_hz)
@@ -258,6 +265,26 @@ class Fleet:
             "redirects_malformed": sum(d.stats.redirects_malformed for d in ds),
             "errors": sum(d.stats.errors for d in ds),
             "problems": sum(d.stats.problems for d in ds),
+            **({"steady": self.steady()} if self.options.warmup_s > 0 else {}),
+        }
+
+    def steady(self) -> dict[str, Any]:
+        """The reports published after the warm-up: how many were acknowledged, per
+        second of the window, and their publish -> PUBACK latency."""
+        from_s = self.t0_perf_s + self.options.warmup_s
+        window_s = max(time.perf_counter() - from_s, 0.0)
+        lat = [
+            v
+            for d in self.devices
+            for v, at in zip(d.stats.latencies_ms, d.stats.published_at_s, strict=True)
+            if at >= from_s
+        ]
+        return {
+            "from_s": self.options.warmup_s,
+            "window_s": round(window_s, 3),
+            "acked": len(lat),
+            "acked_per_s": round(len(lat) / window_s, 1) if window_s > 0 else None,
+            "latency_ms": percentiles_ms(lat),
         }
 
     def progress_line(self) -> str:
@@ -387,6 +414,7 @@ async def run_fleet(
     if duration_s is None and options.reports is None:
         duration_s = scenario.run.steps * scenario.run.step_s
     fleet.t0 = asyncio.get_running_loop().time()
+    fleet.t0_perf_s = time.perf_counter()
     say(
         f"twinedge devices: {len(specs):,} devices connecting to {options.mqtt}, "
         f"{sum(fleet.rates_hz):,.1f} reports/s in all"

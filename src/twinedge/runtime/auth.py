@@ -1,7 +1,10 @@
 """Secrets: API key tokens and device passwords, stored hashed.
 
 API keys are random 256-bit secrets, so a fast SHA-256 digest is a safe verifier; device
-passwords may be chosen by people and are hashed with scrypt (RFC 7914).
+passwords may be chosen by people and are hashed with scrypt (RFC 7914). A device that
+logs in again with the password scrypt accepted before (redirected to its edge host,
+following a migration, reconnecting) is recognised by :class:`VerifiedPasswords` with an
+HMAC instead of another scrypt.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,3 +76,64 @@ def check_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest)
+
+
+class VerifiedPasswords:
+    """The (stored digest, password) pairs scrypt accepted, remembered as HMAC-SHA256
+    tags under a key made at random for this process, at most ``max_entries`` of them
+    (least recently used first out).
+
+    A scrypt check of a device password costs tens of milliseconds of CPU on purpose;
+    devices of a live network log in again and again (at the core, then at their edge
+    host, then at every host they migrate to), each time with the password that was
+    just checked. :meth:`known` answers those in microseconds. Only accepted passwords
+    are remembered, so guessing still costs a scrypt per guess; the stored digest is part
+    of the tag, so a changed password (a new digest, with a new salt) is checked afresh
+    and the old one no longer matches; nothing of the password is kept but the tag.
+
+    Parameters:
+        max_entries: how many accepted pairs to remember.
+
+    Examples:
+        >>> v = VerifiedPasswords()
+        >>> stored = hash_password("correct horse", n=2**4)
+        >>> v.known("correct horse", stored)
+        False
+        >>> check_password("correct horse", stored)
+        True
+        >>> v.remember("correct horse", stored)
+        >>> v.known("correct horse", stored), v.known("wrong horse", stored)
+        (True, False)
+        >>> v.known("correct horse", hash_password("correct horse", n=2**4))  # a new digest
+        False
+    """
+
+    def __init__(self, max_entries: int = 100_000):
+        if max_entries < 1:
+            raise ValueError(f"max_entries: got {max_entries}; expected at least 1")
+        self.max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self._tags: OrderedDict[bytes, None] = OrderedDict()
+
+    def _tag(self, password: str, stored: str) -> bytes:
+        msg = stored.encode() + b"\0" + password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def known(self, password: str, stored: str) -> bool:
+        """Whether scrypt accepted ``password`` for ``stored`` before (and it is still
+        remembered)."""
+        tag = self._tag(password, stored)
+        if tag in self._tags:
+            self._tags.move_to_end(tag)
+            return True
+        return False
+
+    def remember(self, password: str, stored: str) -> None:
+        """Note that :func:`check_password` accepted ``password`` for ``stored``."""
+        self._tags[self._tag(password, stored)] = None
+        self._tags.move_to_end(self._tag(password, stored))
+        while len(self._tags) > self.max_entries:
+            self._tags.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._tags)

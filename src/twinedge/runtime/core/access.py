@@ -32,6 +32,7 @@ from twinedge.runtime import rql, things
 from twinedge.runtime.auth import (
     Principal,
     Role,
+    VerifiedPasswords,
     check_password,
     check_token_secret,
     hash_password,
@@ -75,6 +76,7 @@ class Access:
         self.metrics = metrics
         self.namespaces: dict[str, str] = {}  # namespace -> owner domain
         self._grants_cache: dict[str, list[tuple[Grant, rql.Node]]] = {}
+        self.verified = VerifiedPasswords()  # device logins scrypt accepted
 
     async def load(self) -> None:
         """Read the namespaces from the store; a namespace of things stored before
@@ -190,7 +192,14 @@ class Access:
         if not password or thing_id not in self.things:
             return False
         stored = await self.pools.read(self.store.get_device_secret, thing_id)
-        return stored is not None and await self.pools.read(check_password, password, stored)
+        if stored is None:
+            return False
+        if self.verified.known(password, stored):  # accepted before: an HMAC, not a scrypt
+            return True
+        if not await self.pools.read(check_password, password, stored):
+            return False
+        self.verified.remember(password, stored)
+        return True
 
     # ------------------------------------------------------------------ grants
     async def grant(
