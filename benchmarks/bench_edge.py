@@ -186,7 +186,8 @@ def run(
     total = summary["total"]
     steady = total.get("steady") or {}
     edge = status.get("edge") or {}
-    lag = {h: r.get("lag") for h, r in (health.get("replication") or {}).items()}
+    replication = health.get("replication") or {}
+    lag = {h: r.get("lag") for h, r in replication.items()}
     return {
         "devices": devices,
         "offered_reports_per_s": devices * rate_hz,
@@ -208,6 +209,11 @@ def run(
         ),
         "redirects_followed": total.get("redirects_followed"),
         "replication_lag_s": lag,
+        "replication_records_per_batch": {
+            h: round(r["records"] / r["batches"], 1)
+            for h, r in replication.items()
+            if r.get("batches")
+        },
         "speed_mps": speed_mps,
         "live_migrations": edge.get("live_migrations"),
         "migrations_failed": edge.get("migrations_failed"),

@@ -563,7 +563,15 @@ def test_http_replicate_gap_and_duplicate(hapi):
     assert 'twinedge_replication_lag_quantile_seconds{host="edge-1",quantile="0.99"}' in text
     health = c.get("/healthz").json()
     assert health["replication"]["edge-1"]["acked_seq"] == 1
-    assert set(health["replication"]["edge-1"]) == {"acked_seq", "lag_s", "age_s", "lag"}
+    assert set(health["replication"]["edge-1"]) == {
+        "acked_seq", "lag_s", "age_s", "batches", "records", "lag"
+    }  # fmt: skip
+    # three requests, the refused one included; two records handled
+    assert (
+        health["replication"]["edge-1"]["batches"],
+        health["replication"]["edge-1"]["records"],
+    ) == (3, 2)
+    assert 'twinedge_replication_batches_total{host="edge-1"} 3.0' in text
     # the two records handled (one applied, one duplicate); the refused one is not counted
     lag = health["replication"]["edge-1"]["lag"]
     assert lag["window"] == 2 and 0 < lag["p50_s"] <= lag["p99_s"] == lag["max_s"]

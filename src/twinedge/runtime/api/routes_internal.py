@@ -17,7 +17,8 @@ unknown route); a missing or wrong token gets a 401 problem.
   (``_revision``...), what the orchestrator hands a host when it places a twin there.
 
 ``/metrics`` gets ``twinedge_replication_records_total{host,result}`` (applied, duplicate,
-dropped) and ``twinedge_replication_lag_seconds{host}`` (the largest lag of the host's
+dropped), ``twinedge_replication_batches_total{host}`` and
+``twinedge_replication_lag_seconds{host}`` (the largest lag of the host's
 last batch); ``/healthz`` gets ``replication`` (from the service's health report).
 """
 
@@ -124,6 +125,11 @@ class ReplicationCollector:
             "dropped: the twin is gone or back in the core)",
             labels=["host", "result"],
         )
+        batches = CounterMetricFamily(
+            "twinedge_replication_batches",
+            "Replication requests handled, by host (records per request: records / batches)",
+            labels=["host"],
+        )
         lag = GaugeMetricFamily(
             "twinedge_replication_lag_seconds",
             "Largest lag (core clock minus the record's time) of each host's last batch",
@@ -138,6 +144,7 @@ class ReplicationCollector:
         for host, st in sorted(hosts.items()):
             for result in ("applied", "duplicate", "dropped"):
                 records.add_metric([host, result], st.records[result])
+            batches.add_metric([host], st.batches)
             if st.lag_s is not None:
                 lag.add_metric([host], st.lag_s)
             q = st.lag_quantiles()
@@ -145,6 +152,7 @@ class ReplicationCollector:
                 for name, key in (("0.5", "p50_s"), ("0.99", "p99_s"), ("1", "max_s")):
                     quantiles.add_metric([host, name], float(q[key]))
         yield records
+        yield batches
         yield lag
         yield quantiles
 

@@ -94,6 +94,7 @@ class HostReplication:
     lag_s: float | None = None  # the last batch's largest lag
     last_batch_s: float = 0.0  # core clock at the last batch
     records: Counter[str] = field(default_factory=Counter)  # applied / duplicate / dropped
+    batches: int = 0  # requests handled (records per batch = sum(records) / batches)
     # the lag of each of the last LAG_WINDOW records handled (host commit -> core commit)
     recent_lags_s: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
 
@@ -288,6 +289,7 @@ class Replica:
             applied=counts["applied"], duplicate=counts["duplicates"], dropped=counts["dropped"]
         )
         stats.acked_seq = max(stats.acked_seq, acked)
+        stats.batches += 1
         stats.recent_lags_s.extend(lags)
         stats.last_batch_s = now
         if lags:
@@ -305,15 +307,17 @@ class Replica:
         }
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per host that replicated: ``{"acked_seq", "lag_s", "age_s", "lag"}`` (``age_s``:
-        since its last batch; ``lag``: :meth:`HostReplication.lag_quantiles`), for
-        ``/healthz``."""
+        """Per host that replicated: ``{"acked_seq", "lag_s", "age_s", "batches",
+        "records", "lag"}`` (``age_s``: since its last batch; ``records``: handled in all;
+        ``lag``: :meth:`HostReplication.lag_quantiles`), for ``/healthz``."""
         now = self.clock()
         return {
             h: {
                 "acked_seq": s.acked_seq,
                 "lag_s": s.lag_s,
                 "age_s": max(0.0, now - s.last_batch_s),
+                "batches": s.batches,
+                "records": sum(s.records.values()),
                 "lag": s.lag_quantiles(),
             }
             for h, s in sorted(self.hosts.items())
