@@ -492,7 +492,11 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
                 acked.append(n)  # PUBACK: committed to edge-1's log
 
     asyncio.run(device())
-    pid = client.get("/api/2/orchestrator").json()["edge"]["pids"]["edge-1"]
+    edge = client.get("/api/2/orchestrator").json()["edge"]
+    # each host process's device endpoint, as its devices are redirected to it
+    assert set(edge["mqtt"]) == set(edge["pids"]) == {"edge-1", "edge-2"}
+    assert all(u.startswith("mqtt://") for u in edge["mqtt"].values()), edge["mqtt"]
+    pid = edge["pids"]["edge-1"]
     os.kill(pid, 9)
     final = wait_for(
         lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2", 1200

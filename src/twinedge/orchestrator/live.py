@@ -884,6 +884,7 @@ class LiveNetwork:
         return {
             "host_processes": len(self.hosts),
             "pids": self.host_processes.pids() if self.host_processes is not None else {},
+            "mqtt": {h: r.mqtt_url for h, r in sorted(self.hosts.items())},
             "recovered": self.recovered,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,
