@@ -219,7 +219,13 @@ def run(
         urls = status["edge"]["mqtt"]
         targets = []
         for tid in ids:
-            doc = httpx.get(f"{base}/api/2/things/{tid}", headers=auth).json()
+            for _ in range(600):  # placed at the orchestrator's next cycle
+                doc = httpx.get(f"{base}/api/2/things/{tid}", headers=auth).json()
+                if doc.get("_host") in urls:
+                    break
+                time.sleep(0.1)
+            else:
+                raise SystemExit(f"{tid} was not placed on a host process within 60 s")
             pos = doc["features"]["position"]["properties"]
             targets.append((
                 tid, urls[doc["_host"]],
