@@ -356,13 +356,14 @@ class ServeConfig:
         (``problems`` found before first), each prefixed with where the setting came from
         when ``where`` names it."""
         where = where or {}
+        bad = {name: why for name, check in _CHECKS.items() if (why := check(getattr(self, name)))}
         problems = list(problems) + [
             f"{where[name] + ': ' if name in where else ''}{name}: got "
             f"{_show(getattr(self, name))}; {why}"
-            for name, check in _CHECKS.items()
-            if (why := check(getattr(self, name))) is not None
+            for name, why in bad.items()
         ]
-        problems += self._host_problems(where)
+        if not bad.keys() & {"network", "hosts", "ray", "behaviour"}:
+            problems += self._host_problems(where)
         if problems:
             raise ConfigError("\n".join(problems))
         self.log_level = self.log_level.lower()
