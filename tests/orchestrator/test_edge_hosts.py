@@ -97,12 +97,21 @@ def ray_sites():
 
 
 @pytest.fixture(params=["local", "ray"])
-def served(request, tmp_path):
-    hosts = "local"
+def served(request, tmp_path, monkeypatch):
+    """The two sites with host processes: on this machine (``--hosts local``), or as
+    actors of the Ray cluster named by ``TWINEDGE_RAY`` (what ``--ray ADDRESS`` sets)."""
+    options = ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
     if request.param == "ray":
-        hosts = f"ray:{request.getfixturevalue('ray_sites').address}"
-    options = ["--hosts", hosts, "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+        monkeypatch.setenv("TWINEDGE_RAY", request.getfixturevalue("ray_sites").address)
+    else:
+        options += ["--hosts", "local"]
     with serve_two_sites(tmp_path, *options) as s:
+        # a `twinedge host` process per host, or Ray worker processes (none of those)
+        for pid in s.client.get("/api/2/orchestrator").json()["edge"]["pids"].values():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            is_twinedge_host = b"twinedge" in args and b"host" in args
+            assert is_twinedge_host == (request.param == "local"), args
         yield s.client, s.proc, s.mqtt_port
 
 
