@@ -272,7 +272,7 @@ RayOpt = Annotated[
     str | None,
     typer.Option(
         help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
-        "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        "'auto', or 'local' to start Ray here (needs twinedge\\[ray])."
     ),
 ]
 FiguresOpt = Annotated[
@@ -787,7 +787,7 @@ def serve(
         bool | None,
         typer.Option(
             "--otel/--no-otel",
-            help="OpenTelemetry traces of the HTTP API and the writer (needs twinedge[otel]; "
+            help="OpenTelemetry traces of the HTTP API and the writer (needs twinedge\\[otel]; "
             "exporter from the OTEL_* variables).",
             show_default=False,
         ),
@@ -839,7 +839,7 @@ def serve(
         typer.Option(
             help="With --network: run the hosts as actors of the Ray cluster whose head is at "
             "ADDRESS (host:port, or auto), each on the node offering the resource named "
-            "after its host (needs twinedge[ray])."
+            "after its host (needs the ray extra: twinedge\\[ray])."
         ),
     ] = None,
     behaviour: Annotated[
