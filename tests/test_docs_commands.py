@@ -528,7 +528,8 @@ def test_readme_commands(tmp_path):
     # and out/report.html"
     for f in ("summary.json", "timeseries.csv", "timing.json", "report.html"):
         assert (cwd / "out" / f).is_file(), f
-    assert p.stdout.count("@@served") == 3  # serve, serve --network, serve --network --hosts local
+    # serve, serve --network (host processes), serve --network --hosts none
+    assert p.stdout.count("@@served") == 3
     assert len(skipped) == 2, skipped
 
 
@@ -552,6 +553,8 @@ def test_live_commands(tmp_path):
     assert '"_host":"edge-1"' in p.stdout
     status = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith('{"network"')))
     assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
+    # the walkthrough's default: host processes, and the move was a live migration
+    assert (status["edge"]["host_processes"], status["edge"]["live_migrations"]) == (2, 1)
     assert 'twinedge_host_twins{host="edge-2"} 1.0' in p.stdout
     hosts = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith('{"network"')][-1])
     assert hosts["edge"]["host_processes"] == 2

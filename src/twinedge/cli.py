@@ -272,7 +272,7 @@ RayOpt = Annotated[
     str | None,
     typer.Option(
         help="Run the policy combinations as tasks of a Ray cluster: its head's host:port, "
-        "'auto', or 'local' to start Ray here (needs twinedge[ray])."
+        "'auto', or 'local' to start Ray here (needs twinedge\\[ray])."
     ),
 ]
 FiguresOpt = Annotated[
@@ -787,7 +787,7 @@ def serve(
         bool | None,
         typer.Option(
             "--otel/--no-otel",
-            help="OpenTelemetry traces of the HTTP API and the writer (needs twinedge[otel]; "
+            help="OpenTelemetry traces of the HTTP API and the writer (needs twinedge\\[otel]; "
             "exporter from the OTEL_* variables).",
             show_default=False,
         ),
@@ -827,15 +827,25 @@ def serve(
     hosts: Annotated[
         str | None,
         typer.Option(
-            help="local: run a `twinedge host` process per host of the network on this "
-            "machine; ray:ADDRESS: run them as Ray actors, each on the node offering the "
-            "resource named after its host. The twins' state lives there and migrates between them."
+            help="With --network: local (the default): a `twinedge host` process per host "
+            "of the network on this machine (at most 16); ray:ADDRESS: the same as --ray "
+            "ADDRESS; none: no host processes, the twins stay in the core and the "
+            "orchestrator's placement only records where they would run. The twins' state "
+            "lives on the hosts and migrates between them."
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="With --network: run the hosts as actors of the Ray cluster whose head is at "
+            "ADDRESS (host:port, or auto), each on the node offering the resource named "
+            "after its host (needs the ray extra: twinedge\\[ray])."
         ),
     ] = None,
     behaviour: Annotated[
         str | None,
         typer.Option(
-            help="With --hosts: the behaviour the twins run on their host, for every kind "
+            help="With --network: the behaviour the twins run on their host, for every kind "
             "(dead-reckoning, or package.module:Class) or per kind (robot=dead-reckoning,...)."
         ),
     ] = None,
@@ -867,6 +877,7 @@ def serve(
         ledger=ledger,
         forecast_horizon_s=forecast_horizon_s,
         hosts=hosts,
+        ray=ray,
         behaviour=behaviour,
     )
     run_server(cfg)  # prints where it listens once it does

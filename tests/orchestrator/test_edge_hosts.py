@@ -1,9 +1,9 @@
-"""The edge tier end to end, with real processes: ``twinedge serve --network ... --hosts
-local`` starts a ``twinedge host`` process per host; a device is redirected from the
-core's broker to its twin's host, reports there (the PUBACK after the host's commit),
-the reports reach the core by replication, and when the device crosses to the other
-site the orchestrator migrates the twin live to the other host process and the device
-follows the redirect; nothing acknowledged is lost."""
+"""The edge tier end to end, with real processes: ``twinedge serve --network ...`` (by
+default, or ``--hosts local``) starts a ``twinedge host`` process per host; a device is
+redirected from the core's broker to its twin's host, reports there (the PUBACK after the
+host's commit), the reports reach the core by replication, and when the device crosses
+to the other site the orchestrator migrates the twin live to the other host process and
+the device follows the redirect; nothing acknowledged is lost."""
 
 from __future__ import annotations
 
@@ -97,12 +97,21 @@ def ray_sites():
 
 
 @pytest.fixture(params=["local", "ray"])
-def served(request, tmp_path):
-    hosts = "local"
+def served(request, tmp_path, monkeypatch):
+    """The two sites with host processes: on this machine (``--hosts local``), or as
+    actors of the Ray cluster named by ``TWINEDGE_RAY`` (what ``--ray ADDRESS`` sets)."""
+    options = ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
     if request.param == "ray":
-        hosts = f"ray:{request.getfixturevalue('ray_sites').address}"
-    options = ["--hosts", hosts, "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+        monkeypatch.setenv("TWINEDGE_RAY", request.getfixturevalue("ray_sites").address)
+    else:
+        options += ["--hosts", "local"]
     with serve_two_sites(tmp_path, *options) as s:
+        # a `twinedge host` process per host, or Ray worker processes (none of those)
+        for pid in s.client.get("/api/2/orchestrator").json()["edge"]["pids"].values():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            is_twinedge_host = b"twinedge" in args and b"host" in args
+            assert is_twinedge_host == (request.param == "local"), args
         yield s.client, s.proc, s.mqtt_port
 
 
@@ -379,7 +388,7 @@ def test_twins_run_the_behaviour_chosen_for_their_kind_and_tick_on_their_host(tm
     """``--behaviour robot=dead-reckoning``: the robot's twin runs dead reckoning on its
     host process: a device report with a velocity writes the prediction, the host's ticks
     move it on (x = x0 + vx * age), and both reach the core by replication."""
-    options = ["--hosts", "local", "--behaviour", "drone=default, robot=dead-reckoning"]
+    options = ["--behaviour", "drone=default, robot=dead-reckoning"]  # default: host processes
     options += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
     with serve_two_sites(tmp_path, *options) as s:
         client = s.client
@@ -420,7 +429,7 @@ def test_serve_refuses_a_behaviour_it_cannot_run(tmp_path, args, message):
     out = subprocess.run(
         [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data),
          "--port", str(free_port()), "--mqtt-port", str(free_port()),
-         "--network", str(two_sites_file(tmp_path)), "--hosts", "local", *args],
+         "--network", str(two_sites_file(tmp_path)), *args],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert out.returncode != 0

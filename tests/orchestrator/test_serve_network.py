@@ -1,6 +1,10 @@
 """``twinedge serve --network``: a real server process whose orchestrator places and
 migrates live twins, seen over HTTP and /metrics, with its decisions in a ledger that
-verifies. Polls are bounded by count (the server cycles on its own clock)."""
+verifies. Polls are bounded by count (the server cycles on its own clock).
+
+The orchestrator's own bookkeeping is tested with ``--hosts none`` (the twins stay in the
+core; no host process starts); the default, a host process per host, is tested in
+``test_serve_hosts.py`` and ``test_edge_hosts.py``."""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from tests.runtime.test_reliability import free_port, start_server
 
 @pytest.fixture
 def served(tmp_path):
-    with serve_two_sites(tmp_path, "--cycle-s", "0.1", "--migration", "threshold") as s:
+    options = ["--hosts", "none", "--cycle-s", "0.1", "--migration", "threshold"]
+    with serve_two_sites(tmp_path, *options) as s:
         yield s.client, s.proc, s.data
 
 
@@ -48,6 +53,8 @@ def test_serve_places_and_migrates_live_twins(served):
     assert (status["placement"], status["migration"]) == ("greedy", "threshold")
     assert status["placements_total"] == 1 and status["migrations_total"] == 1
     assert {h["id"]: h["twins"] for h in status["hosts"]} == {"edge-1": 0, "edge-2": 1}
+    # --hosts none: the placement is bookkeeping; no host process ever started
+    assert status["edge"] is None and not (data / "hosts").exists()
     health = client.get("/healthz").json()
     assert health["status"] == "ok"
     assert health["orchestrator"]["network"] == "two-sites" and health["orchestrator"]["running"]
@@ -95,7 +102,19 @@ def test_serve_without_a_network_says_so(tmp_path):
         (["--network", "city-small", "--migration", "nope"], "unknown migration policy 'nope'"),
         (["--network", "city-small", "--placement", "threshold"], "unknown placement policy"),
         (["--network", "city-small", "--cycle-s", "0"], "cycle_s: got 0"),
-        (["--network", "city-small", "--behaviour", "dead-reckoning"], "give --hosts too"),
+        (
+            ["--network", "city-small", "--hosts", "none", "--behaviour", "dead-reckoning"],
+            "behaviours run on host processes, and with hosts none (--hosts) the twins stay",
+        ),
+        (["--behaviour", "dead-reckoning"], "give --network too"),
+        (["--network", "city-small", "--hosts", "ray:"], "hosts: got 'ray:'; expected local"),
+        (["--network", "city-small", "--ray", "head"], "ray: got 'head'; expected host:port"),
+        (["--ray", "127.0.0.1:6379"], "host actors serve a network: give --network too"),
+        (
+            ["--network", "city-small", "--hosts", "local", "--ray", "127.0.0.1:6379"],
+            "--ray: ray: got '127.0.0.1:6379', but --hosts: hosts: got 'local'; give one of them",
+        ),
+        (["--network", "city"], "its 67 hosts are more than the 16 host processes"),
     ],
 )
 def test_serve_refuses_a_bad_network_before_it_starts(tmp_path, args, message):
@@ -105,7 +124,7 @@ def test_serve_refuses_a_bad_network_before_it_starts(tmp_path, args, message):
          "--mqtt-port", str(free_port()), *args],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    assert out.returncode != 0
+    assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert not (data / "twins.db").exists()  # nothing was started

@@ -72,6 +72,12 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
         ("log_level: loud\n", "log_level: got 'loud'; expected one of critical, error"),
         ("mqtt_port: '1883'\n", "mqtt_port: got '1883'; expected a port number"),
         ("db: 5\n", "db: got 5; expected sqlite:///path"),
+        ("hosts: remote\n", "hosts: got 'remote'; expected local (host processes on this"),
+        ("hosts: 'ray:nowhere'\n", "hosts: got 'ray:nowhere'; expected local"),
+        ("hosts: true\n", "hosts: got True; expected local"),
+        ("ray: nowhere\n", "ray: got 'nowhere'; expected host:port of a Ray head, or auto"),
+        ("ray: 6379\n", "ray: got 6379; expected host:port of a Ray head, or auto"),
+        ("ray: 'head:port'\n", "ray: got 'head:port'; expected host:port"),
     ],
 )
 def test_every_setting_is_type_and_range_checked(tmp_path, text, message):
@@ -153,3 +159,105 @@ def test_cli_data_dir_option_that_is_a_file(tmp_path):
         f"error: --data-dir: data_dir: got {str(a_file)!r}; it is a file; expected a "
         "directory (or a path where one can be created)"
     )
+
+
+# ------------------------------------------------------------ the hosts of a network
+
+
+@pytest.mark.parametrize(
+    ("settings", "edge_hosts"),
+    [
+        ({"network": "city-small"}, "local"),  # the default with a network
+        ({"network": "city-small", "hosts": "local"}, "local"),
+        ({"network": "city-small", "hosts": "none"}, None),
+        ({"network": "city-small", "ray": "10.0.0.5:6379"}, "ray:10.0.0.5:6379"),
+        ({"network": "city-small", "hosts": "ray:10.0.0.5:6379"}, "ray:10.0.0.5:6379"),
+        (
+            {"network": "city-small", "hosts": "ray:10.0.0.5:6379", "ray": "10.0.0.5:6379"},
+            "ray:10.0.0.5:6379",
+        ),
+        ({"network": "city-small", "ray": "auto"}, "ray:auto"),
+        ({}, None),  # no network: no host processes
+        ({"hosts": "none"}, None),  # says what is true anyway
+    ],
+)
+def test_where_the_hosts_run_from_each_channel(tmp_path, settings, edge_hosts):
+    """The same settings from the file, the environment or the options: the same hosts."""
+    f = tmp_path / "serve.yaml"
+    f.write_text("".join(f"{k}: '{v}'\n" for k, v in settings.items()))
+    env = {f"TWINEDGE_{k.upper()}": v for k, v in settings.items()}
+    for cfg in (
+        ServeConfig.load(f),
+        ServeConfig.load(None, env=env),
+        ServeConfig.load(None, **settings),
+    ):
+        assert cfg.edge_hosts == edge_hosts
+        assert (cfg.hosts, cfg.ray) == (settings.get("hosts"), settings.get("ray"))
+
+
+@pytest.mark.parametrize(
+    ("file", "env", "options", "message"),
+    [
+        (
+            {"network": "n.yaml"},
+            {"TWINEDGE_RAY": "head:6379"},
+            {"hosts": "local"},
+            "TWINEDGE_RAY: ray: got 'head:6379', but --hosts: hosts: got 'local'; give one of "
+            "them (--ray ADDRESS is --hosts ray:ADDRESS)",
+        ),
+        (
+            {"network": "n.yaml", "hosts": "ray:a:1"},
+            {},
+            {"ray": "b:2"},
+            "--ray: ray: got 'b:2', but FILE: hosts: got 'ray:a:1'; give one of them "
+            "(--ray ADDRESS is --hosts ray:ADDRESS)",
+        ),
+        (
+            {"network": "n.yaml", "hosts": "none"},
+            {"TWINEDGE_RAY": "head:6379"},
+            {},
+            "TWINEDGE_RAY: ray: got 'head:6379', but FILE: hosts: got 'none'; give one of "
+            "them (--ray ADDRESS is --hosts ray:ADDRESS)",
+        ),
+        (
+            {},
+            {"TWINEDGE_HOSTS": "local"},
+            {},
+            "TWINEDGE_HOSTS: hosts: got 'local'; host processes serve a network: give "
+            "--network too",
+        ),
+        (
+            {"ray": "head:6379"},
+            {},
+            {},
+            "FILE: ray: got 'head:6379'; host actors serve a network: give --network too",
+        ),
+        (
+            {},
+            {},
+            {"behaviour": "dead-reckoning"},
+            "--behaviour: behaviour: got 'dead-reckoning'; behaviours run on the host "
+            "processes of a network: give --network too",
+        ),
+        (
+            {"network": "n.yaml", "behaviour": "dead-reckoning"},
+            {"TWINEDGE_HOSTS": "none"},
+            {},
+            "FILE: behaviour: got 'dead-reckoning'; behaviours run on host processes, and "
+            "with hosts none (TWINEDGE_HOSTS) the twins stay in the core",
+        ),
+    ],
+)
+def test_host_settings_that_do_not_fit_together_are_one_line_each(
+    tmp_path, file, env, options, message
+):
+    f = tmp_path / "serve.yaml"
+    f.write_text("".join(f"{k}: '{v}'\n" for k, v in file.items()) or "{}\n")
+    with pytest.raises(ConfigError) as e:
+        ServeConfig.load(f, env=env, **options)
+    assert str(e.value) == message.replace("FILE", str(f))
+
+
+def test_behaviours_run_on_the_default_host_processes():
+    cfg = ServeConfig.load(None, network="n.yaml", behaviour="robot=dead-reckoning")
+    assert (cfg.edge_hosts, cfg.behaviour) == ("local", "robot=dead-reckoning")

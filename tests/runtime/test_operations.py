@@ -104,7 +104,8 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "placement_period_s": "60",
         "ledger": "none",
         "forecast_horizon_s": "0",
-        "hosts": "local",
+        "hosts": "ray:head:6379",
+        "ray": "head:6379",
         "behaviour": "robot=dead-reckoning",
         "otel": "yes",
     }
@@ -128,10 +129,12 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "placement_period_s": 60.0,
         "ledger": "none",
         "forecast_horizon_s": 0.0,
-        "hosts": "local",
+        "hosts": "ray:head:6379",
+        "ray": "head:6379",
         "behaviour": "robot=dead-reckoning",
         "otel": True,
     }
+    assert cfg.edge_hosts == "ray:head:6379"
 
 
 def test_config_file_from_the_environment_and_empty_or_null_variables(tmp_path):
@@ -215,6 +218,23 @@ def test_the_highest_layer_given_wins(tmp_path_factory, default_layer, values, g
             "TWINEDGE_LOG_LEVEL",
             "loud",
             "TWINEDGE_LOG_LEVEL: log_level: got 'loud'; expected one of critical, error",
+        ),
+        (
+            "TWINEDGE_HOSTS",
+            "remote",
+            "TWINEDGE_HOSTS: hosts: got 'remote'; expected local (host processes on this "
+            "machine), ray:ADDRESS (host actors on the Ray cluster whose head is at ADDRESS, "
+            "host:port) or none (the twins stay in the core)",
+        ),
+        (
+            "TWINEDGE_HOSTS",
+            "ray:",
+            "TWINEDGE_HOSTS: hosts: got 'ray:'; expected local",
+        ),
+        (
+            "TWINEDGE_RAY",
+            "head",
+            "TWINEDGE_RAY: ray: got 'head'; expected host:port of a Ray head, or auto",
         ),
     ],
 )

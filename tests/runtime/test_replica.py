@@ -657,8 +657,13 @@ def test_http_malformed_json_is_400(hapi):
 def test_serve_with_a_network_writes_a_hosts_token(tmp_path):
     from twinedge.runtime.app import ServeConfig, Server
 
-    cfg = ServeConfig.load(
-        None, data_dir=str(tmp_path / "data"), mqtt="none", network="city-small", port=0
+    cfg = ServeConfig.load(  # the token is made with a network, host processes or not
+        None,
+        data_dir=str(tmp_path / "data"),
+        mqtt="none",
+        network="city-small",
+        port=0,
+        hosts="none",
     )
 
     async def main() -> None:

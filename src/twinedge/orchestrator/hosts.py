@@ -1,6 +1,6 @@
 """Edge host processes for the hosts of a live network, on this machine
-(``twinedge serve --network SCENARIO --hosts local``): one ``twinedge host`` process per
-host, each with its own device endpoint, control API and durable log."""
+(``twinedge serve --network SCENARIO``, or explicitly ``--hosts local``): one ``twinedge
+host`` process per host, each with its own device endpoint, control API and durable log."""
 
 from __future__ import annotations
 
@@ -93,8 +93,9 @@ class HostProcesses:
     ):
         if len(host_ids) > MAX_LOCAL_HOSTS:
             raise TwinedgeError(
-                f"--hosts local: the network has {len(host_ids)} hosts; one machine runs at most "
-                f"{MAX_LOCAL_HOSTS} host processes (start `twinedge host` on other machines instead)"
+                f"the network has {len(host_ids)} hosts, more than the {MAX_LOCAL_HOSTS} host "
+                "processes one machine runs: run them as Ray actors (--ray ADDRESS) or keep "
+                "the twins in the core (--hosts none)"
             )
         self.host_ids, self.data_dir, self.core_url = host_ids, data_dir, core_url
         self.token_file, self.address = token_file, address

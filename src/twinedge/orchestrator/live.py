@@ -56,10 +56,10 @@ from twinedge.errors import (
     TwinedgeError,
     Unavailable,
 )
+from twinedge.jsonmerge import merge_patch
 from twinedge.orchestrator.core import CycleOutcome, Orchestrator, Recorder
 from twinedge.orchestrator.forecast import forecast
 from twinedge.orchestrator.view import NetworkState
-from twinedge.runtime.things import merge_patch
 from twinedge.scenario.schema import DEMAND_FIELDS, Scenario, TwinDemand
 from twinedge.world import models
 from twinedge.world.state import World

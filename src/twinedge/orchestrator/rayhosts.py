@@ -1,6 +1,6 @@
-"""Edge host processes as Ray actors (``twinedge serve --network SCENARIO --hosts
-ray:ADDRESS``): one actor per host of the network, placed on the Ray node that offers
-the custom resource named after the host (start each node with
+"""Edge host processes as Ray actors (``twinedge serve --network SCENARIO --ray ADDRESS``,
+or ``--hosts ray:ADDRESS``): one actor per host of the network, placed on the Ray node
+that offers the custom resource named after the host (start each node with
 ``ray start --resources '{"edge-1": 1}'`` on the machine of that edge site). Devices
 talk to each host directly (MQTT on the node's address), not through Ray; the core
 drives the hosts through their control APIs, as it drives local ones."""
@@ -83,7 +83,7 @@ class RayHosts:
             import ray
         except ImportError:
             raise TwinedgeError(
-                "--hosts ray:ADDRESS needs Ray: pip install 'twinedge[ray]'"
+                f"--ray {self.address}: host actors need Ray: pip install 'twinedge[ray]'"
             ) from None
         from twinedge.engine.parallel import check_ray_address
 
@@ -94,7 +94,7 @@ class RayHosts:
         missing = [h for h in self.host_ids if h not in offered]
         if missing:
             raise TwinedgeError(
-                f"--hosts ray:{self.address}: no Ray node offers the resource of host(s) "
+                f"--ray {self.address}: no Ray node offers the resource of host(s) "
                 f"{', '.join(missing)}; start the node of each edge site with "
                 + "ray start --resources '"
                 + json.dumps({missing[0]: 1})

@@ -19,9 +19,11 @@ Start-up: open the store (SQLite in the data directory unless ``db`` names Postg
 load the twins, create the service admin key on first start (its token is written to
 ``DATA_DIR/admin.token``, mode 0600), with a network the edge hosts' token (made on the first
 start, in ``DATA_DIR/hosts.token``, mode 0600), start MQTT (the embedded broker unless ``mqtt``
-names an external one), then serve HTTP. Shutdown (SIGINT/SIGTERM): stop taking HTTP
-requests and MQTT messages, let the writer commit everything already accepted, close the
-store — nothing acknowledged is lost.
+names an external one), with a network its host processes (one ``twinedge host`` per host
+on this machine by default; Ray actors with ``ray``; none with ``hosts: none``), then
+serve HTTP. Shutdown (SIGINT/SIGTERM): stop taking HTTP requests and MQTT messages, stop
+the host processes, let the writer commit everything already accepted, close the store —
+nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -125,10 +127,27 @@ def _flag(v: Any) -> str | None:
     )
 
 
+def _ray_address(v: str) -> bool:
+    """``auto`` or ``host:port`` of a Ray head."""
+    host, _, port = v.rpartition(":")
+    return v == "auto" or (bool(host.strip()) and port.isdigit() and v.strip() == v)
+
+
 def _hosts(v: Any) -> str | None:
-    if v is None or v == "local" or (isinstance(v, str) and v.startswith("ray:") and len(v) > 4):
+    if v is None or v in ("local", "none"):
         return None
-    return "expected local (host processes on this machine) or ray:ADDRESS (host actors on a Ray cluster)"
+    if isinstance(v, str) and v.startswith("ray:") and _ray_address(v.removeprefix("ray:")):
+        return None
+    return (
+        "expected local (host processes on this machine), ray:ADDRESS (host actors on the "
+        "Ray cluster whose head is at ADDRESS, host:port) or none (the twins stay in the core)"
+    )
+
+
+def _ray(v: Any) -> str | None:
+    if v is None or (isinstance(v, str) and _ray_address(v)):
+        return None
+    return "expected host:port of a Ray head, or auto"
 
 
 def _behaviour(v: Any) -> str | None:
@@ -181,7 +200,8 @@ _CHECKS = {
     "placement_period_s": lambda v: None if v is None else _period(v),
     "ledger": lambda v: None if v is None else _text(v),
     "forecast_horizon_s": lambda v: None if v == 0 else _period(v),
-    "hosts": lambda v: _hosts(v),
+    "hosts": _hosts,
+    "ray": _ray,
     "behaviour": _behaviour,
     "otel": _flag,
 }
@@ -271,7 +291,10 @@ class ServeConfig:
     placement_period_s: float | None = None
     ledger: str | None = None  # default with a network: DATA_DIR/ledger; "none": no ledger
     forecast_horizon_s: float = 10.0  # the network's own twin: run ahead this far (0: off)
-    hosts: str | None = None  # "local": a `twinedge host` process per host of the network
+    # with a network: "local" (the default): a `twinedge host` process per host of the
+    # network; "ray:ADDRESS": Ray actors; "none": the twins stay in the core
+    hosts: str | None = None
+    ray: str | None = None  # a Ray head's host:port: the same as hosts "ray:ADDRESS"
     behaviour: str = "default"  # what twins run on their host: SPEC, or KIND=SPEC,...
     otel: bool = False  # OpenTelemetry traces (needs twinedge[otel])
     # where each setting that is not a default came from: a file, variable or --option
@@ -333,25 +356,68 @@ class ServeConfig:
         (``problems`` found before first), each prefixed with where the setting came from
         when ``where`` names it."""
         where = where or {}
+        bad = {name: why for name, check in _CHECKS.items() if (why := check(getattr(self, name)))}
         problems = list(problems) + [
             f"{where[name] + ': ' if name in where else ''}{name}: got "
             f"{_show(getattr(self, name))}; {why}"
-            for name, check in _CHECKS.items()
-            if (why := check(getattr(self, name))) is not None
+            for name, why in bad.items()
         ]
-        if self.hosts is not None and self.network is None:
-            problems.append(
-                f"{where.get('hosts', '--hosts')}: hosts: got {self.hosts!r}; host processes "
-                "serve a network: give --network SCENARIO too"
-            )
-        if self.behaviour != "default" and self.hosts is None:
-            problems.append(
-                f"{where.get('behaviour', '--behaviour')}: behaviour: got {self.behaviour!r}; "
-                "behaviours run on host processes: give --hosts too"
-            )
+        if not bad.keys() & {"network", "hosts", "ray", "behaviour"}:
+            problems += self._host_problems(where)
         if problems:
             raise ConfigError("\n".join(problems))
         self.log_level = self.log_level.lower()
+
+    def _host_problems(self, where: dict[str, str]) -> list[str]:
+        """What does not fit together among ``network``, ``hosts``, ``ray`` and
+        ``behaviour`` (each of them valid on its own)."""
+        out = []
+
+        def at(name: str) -> str:
+            return f"{where.get(name, '--' + name)}: {name}: got {getattr(self, name)!r}"
+
+        if self.network is None:
+            if self.hosts not in (None, "none"):
+                out.append(f"{at('hosts')}; host processes serve a network: give --network too")
+            if self.ray is not None:
+                out.append(f"{at('ray')}; host actors serve a network: give --network too")
+        if self.ray is not None and self.hosts is not None and self.hosts != f"ray:{self.ray}":
+            out.append(
+                f"{at('ray')}, but {at('hosts')}; give one of them (--ray ADDRESS is "
+                "--hosts ray:ADDRESS)"
+            )
+        if self.behaviour != "default" and self.network is None:
+            out.append(
+                f"{at('behaviour')}; behaviours run on the host processes of a network: "
+                "give --network too"
+            )
+        elif self.behaviour != "default" and self.hosts == "none":
+            out.append(
+                f"{at('behaviour')}; behaviours run on host processes, and with hosts none "
+                f"({where.get('hosts', '--hosts')}) the twins stay in the core"
+            )
+        return out
+
+    @property
+    def edge_hosts(self) -> str | None:
+        """Where the host processes of the live network run: ``"local"`` (this machine;
+        the default with a network), ``"ray:ADDRESS"`` (``ray`` or ``hosts``), or
+        ``None``: no network, or ``hosts: none`` (the twins stay in the core, and the
+        orchestrator's placement only records where they would run).
+
+        Examples:
+            >>> ServeConfig(network="city-small").edge_hosts
+            'local'
+            >>> ServeConfig(network="city-small", ray="head:6379").edge_hosts
+            'ray:head:6379'
+            >>> ServeConfig(network="city-small", hosts="none").edge_hosts is None
+            True
+        """
+        if self.network is None or self.hosts == "none":
+            return None
+        if self.ray is not None:
+            return f"ray:{self.ray}"
+        return self.hosts or "local"
 
     @property
     def db_url(self) -> str:
@@ -540,7 +606,7 @@ class Server:
             from twinedge.runtime.api.redact import register_secret
 
             register_secret(self.hosts_token)
-            if cfg.hosts is not None:
+            if cfg.edge_hosts is not None:
                 await self._start_hosts()
         app = create_app(self.service, live=self.live, hosts_token=self.hosts_token, mqtt=self.mqtt)
         if cfg.otel:
@@ -609,7 +675,8 @@ class Server:
         from twinedge.orchestrator.rayhosts import RayHosts
 
         cfg = self.config
-        assert cfg.hosts is not None
+        mode = cfg.edge_hosts
+        assert mode is not None
         token_file = Path(cfg.data_dir) / "hosts.token"
         args = (
             self.live.network.host_ids,
@@ -618,9 +685,7 @@ class Server:
             token_file,
         )
         self.host_processes = (
-            HostProcesses(*args)
-            if cfg.hosts == "local"
-            else RayHosts(cfg.hosts.removeprefix("ray:"), *args)
+            HostProcesses(*args) if mode == "local" else RayHosts(mode.removeprefix("ray:"), *args)
         )
         await self.host_processes.start()
         self.live.hosts = self.host_processes.remotes
@@ -662,6 +727,38 @@ class Server:
             raise errors[0]
 
 
+def check_local_hosts(cfg: ServeConfig, n_hosts: int) -> None:
+    """One machine runs at most ``MAX_LOCAL_HOSTS`` host processes.
+
+    Raises:
+        ConfigError: the network has ``n_hosts`` hosts, more than that, and they would run
+            on this machine; the message names both ways out (``--ray``, ``--hosts none``).
+
+    Examples:
+        >>> check_local_hosts(ServeConfig(network="city-small", hosts="none"), 60)
+        >>> try:
+        ...     check_local_hosts(ServeConfig(network="city"), 60)
+        ... except ConfigError as e:
+        ...     print(e)  # doctest: +NORMALIZE_WHITESPACE
+        --network: network: got 'city'; its 60 hosts are more than the 16 host processes
+        one machine runs: run them as Ray actors (--ray ADDRESS) or keep the twins in the
+        core (--hosts none)
+    """
+    from twinedge.orchestrator.hosts import MAX_LOCAL_HOSTS
+
+    if cfg.edge_hosts != "local" or n_hosts <= MAX_LOCAL_HOSTS:
+        return
+    name = "hosts" if "hosts" in cfg.sources else "network"
+    got = f"{cfg.sources.get(name, '--' + name)}: {name}: got {getattr(cfg, name)!r}"
+    if name == "hosts":
+        got += f" with the network {cfg.network!r}"
+    raise ConfigError(
+        f"{got}; its {n_hosts} hosts are more than the {MAX_LOCAL_HOSTS} host processes one "
+        "machine runs: run them as Ray actors (--ray ADDRESS) or keep the twins in the core "
+        "(--hosts none)"
+    )
+
+
 def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
     """The live orchestrator of ``cfg.network`` over ``service`` (not started; the
     service may be attached later as ``.service``).
@@ -669,6 +766,8 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
     Raises:
         ScenarioError, InputError: the scenario cannot be read or its network built.
         PolicyError: a policy cannot be resolved.
+        ConfigError: more hosts than one machine runs host processes for
+            (:func:`check_local_hosts`).
     """
     import numpy as np
 
@@ -682,6 +781,7 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
     sc = load_scenario(cfg.network)
     world_rng, _, policy_rng = np.random.default_rng(sc.run.seed).spawn(3)
     world = build_world(sc, world_rng, network_only=True)
+    check_local_hosts(cfg, len(world.host_ids))  # before the ledger is opened
     ledger = cfg.ledger or str(Path(cfg.data_dir) / "ledger")
     recorder = None if ledger == "none" else LedgerRecorder(ledger, actor="twinedge-serve")
     orch = Orchestrator(

@@ -35,6 +35,7 @@ from typing import Any
 
 from twinedge import textinput
 from twinedge.errors import InvalidInput
+from twinedge.jsonmerge import merge_patch as merge_patch  # one of the document's functions
 from twinedge.textinput import TextInputError, check_text
 
 # no '+', '#' or '/' in a name: a thing id is also an MQTT topic level (always fullmatch)
@@ -221,17 +222,7 @@ def delete_path(doc: dict, tokens: list[str]) -> None:
 # --- merge patch (RFC 7396) and JSON Patch generation (RFC 6902) ---------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396: objects merge recursively, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch) if isinstance(patch, list) else patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            result.pop(k, None)
-        else:
-            result[k] = merge_patch(result.get(k), v)
-    return result
+# merge_patch (RFC 7396) lives in twinedge.jsonmerge, shared with the orchestrator
 
 
 def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
