@@ -146,9 +146,8 @@ def test_a_redirect_the_service_sends_through_the_embedded_broker(
     tmp_path, mosquitto, monkeypatch, acl
 ):
     """The device's ``twinedge/{thingId}/+`` subscription, which the embedded broker's
-    ACL allows (it does not list ``redirect``), carries a redirect the service sends;
-    under an ACL that refuses ``+`` and lists ``redirect``, the device subscribes to the
-    topic itself."""
+    ACL allows, carries a redirect the service sends; under an ACL that refuses ``+``
+    and lists ``redirect``, the device subscribes to the topic itself."""
     if acl == "exact-topics":
         monkeypatch.setattr("twinedge.runtime.mqtt.embedded.may_subscribe", exact_topics_only)
     owner = Principal("key-a", "fleet", "admin")

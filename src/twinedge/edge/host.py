@@ -74,7 +74,8 @@ from twinedge.edge.log import (
     Synchronous,
     TwinStatus,
 )
-from twinedge.runtime.things import json_equal, merge_patch
+from twinedge.jsonmerge import merge_patch
+from twinedge.runtime.things import json_equal
 
 __all__ = [
     "ChangeSet",

@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 from twinedge.edge.document import decode
 from twinedge.edge.errors import EdgeLogError, InvalidReportError
-from twinedge.runtime.things import merge_patch
+from twinedge.jsonmerge import merge_patch
 
 try:  # POSIX; elsewhere the single-writer lock is not enforced
     import fcntl

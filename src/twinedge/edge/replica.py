@@ -31,7 +31,7 @@ from typing import Any
 
 from twinedge.edge.errors import EpochError, InvalidReportError, ReplicationGapError
 from twinedge.edge.log import LogRecord
-from twinedge.runtime.things import merge_patch
+from twinedge.jsonmerge import merge_patch
 
 __all__ = ["ReplicaApplier", "ReplicaTwin"]
 

@@ -352,6 +352,8 @@ def test_start_mqtt_chooses_the_mode(tmp_path):
     [
         ("twinedge/a:b/desired", True),
         ("twinedge/a:b/errors", True),
+        ("twinedge/a:b/redirect", True),
+        ("twinedge/a:c/redirect", False),
         ("twinedge/a:b/commands/#", True),
         ("twinedge/a:b/commands/+", True),
         ("twinedge/a:b/commands/reboot", True),

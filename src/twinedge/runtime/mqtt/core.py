@@ -135,13 +135,14 @@ def readable(text: str) -> str:
 
 def may_subscribe(thing_id: str, topic_filter: str) -> bool:
     """The embedded ACL for SUBSCRIBE. Only these filters under the device's own prefix:
-    ``desired``, ``errors``, ``+``, ``#``, and ``commands/`` followed by ``#``, ``+`` or a
-    subject. (The delivery path relies on this short list; see ``EmbeddedBroker._send``.)"""
+    ``desired``, ``errors``, ``redirect``, ``+``, ``#``, and ``commands/`` followed by
+    ``#``, ``+`` or a subject. (The delivery path relies on this short list; see
+    ``EmbeddedBroker._send``.)"""
     parts = topic_filter.split("/")
     if len(parts) < 3 or parts[0] != ROOT or parts[1] != thing_id:
         return False
     if len(parts) == 3:
-        return parts[2] in (DESIRED, ERRORS, "+", "#")
+        return parts[2] in (DESIRED, ERRORS, REDIRECT, "+", "#")
     return (
         len(parts) == 4
         and parts[2] == COMMANDS
