@@ -61,6 +61,7 @@ import aiomqtt
 import numpy as np
 
 from twinedge.devices.errors import DevicesError
+from twinedge.devices.links import LinkDelay
 
 log = logging.getLogger("twinedge.devices")
 _mqtt_log = logging.getLogger("twinedge.devices.mqtt")
@@ -169,6 +170,14 @@ class DeviceStats:
     redirects_malformed: int = 0
     internal_errors: int = 0
     latencies_ms: array = field(default_factory=lambda: array("d"))
+    # link emulation (docs/devices.md#link-emulation): reports acknowledged by a twin
+    # host over an emulated path, and per report its one-way latency (first sent to a
+    # host -> PUBACK), the modelled network delay it waited, and how late the timer woke
+    link_one_way_ms: array = field(default_factory=lambda: array("d"))
+    link_network_ms: array = field(default_factory=lambda: array("d"))
+    link_late_ms: array = field(default_factory=lambda: array("d"))
+    link_bytes: int = 0  # the payload bytes of the reports in link_one_way_ms
+    link_unemulated: int = 0  # acknowledged without a delay: not by a host of the network
 
     @property
     def errors(self) -> int:
@@ -176,16 +185,59 @@ class DeviceStats:
 
 
 def percentiles_ms(values: array | list[float]) -> dict[str, float | None]:
-    """``{"p50": .., "p99": ..}`` of ``values`` (``None`` without values).
+    """``{"p50": .., "p99": .., "mean": ..}`` of ``values`` (``None`` without values).
 
     Examples:
-        >>> percentiles_ms([1.0, 2.0, 3.0])
-        {'p50': 2.0, 'p99': 2.98}
+        >>> percentiles_ms([1.0, 2.0, 4.0])
+        {'p50': 2.0, 'p99': 3.96, 'mean': 2.333}
     """
     if not len(values):
-        return {"p50": None, "p99": None}
-    p50, p99 = np.percentile(np.asarray(values, dtype=float), [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+        return {"p50": None, "p99": None, "mean": None}
+    a = np.asarray(values, dtype=float)
+    p50, p99 = np.percentile(a, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "mean": round(float(a.mean()), 3)}
+
+
+def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
+    """What link emulation measured over ``stats``: the reports acknowledged by a twin
+    host over an emulated path (``reports``) and the means of their one-way latency
+    (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``), of
+    the rest, the live system's own time (``live_mean_ms``, which includes
+    ``timer_late_mean_ms``: the emulator's timers waking after the delay), the mean
+    payload size (``bytes_mean``) and the reports acknowledged without a delay
+    (``unemulated``: by the core's broker).
+
+    Examples:
+        >>> s = DeviceStats()
+        >>> s.link_one_way_ms.extend([4.0, 6.0]); s.link_network_ms.extend([0.5, 0.5])
+        >>> s.link_late_ms.extend([0.25, 0.75])
+        >>> s.link_bytes = 240
+        >>> link_summary([s])
+        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
+    """
+    one = np.concatenate([np.asarray(x.link_one_way_ms, dtype=float) for x in stats] or [[]])
+    net = np.concatenate([np.asarray(x.link_network_ms, dtype=float) for x in stats] or [[]])
+    late = np.concatenate([np.asarray(x.link_late_ms, dtype=float) for x in stats] or [[]])
+    unemulated = sum(x.link_unemulated for x in stats)
+    if not one.size:
+        return {
+            "reports": 0,
+            "mean_ms": None,
+            "network_mean_ms": None,
+            "live_mean_ms": None,
+            "timer_late_mean_ms": None,
+            "bytes_mean": None,
+            "unemulated": unemulated,
+        }
+    return {
+        "reports": int(one.size),
+        "mean_ms": round(float(one.mean()), 4),
+        "network_mean_ms": round(float(net.mean()), 4),
+        "live_mean_ms": round(float(one.mean() - net.mean()), 4),
+        "timer_late_mean_ms": round(float(late.mean()), 4),
+        "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 4),
+        "unemulated": unemulated,
+    }
 
 
 class _ConnectFailed(Exception):
@@ -220,6 +272,10 @@ class Device:
         keepalive_s: MQTT keep-alive.
         timeout_s: for connecting, subscribing and disconnecting (a PUBACK is waited
             for as long as the connection lives).
+        link: link emulation (:mod:`twinedge.devices.links`): called with a report's
+            position, the host the device is connected to (``None``: the core's broker)
+            and the payload's size, returns the delays the report and its PUBACK wait
+            (``None``: no delay). ``None`` (the default): no emulation.
 
     Raises:
         ValueError: ``period_s`` is not positive.
@@ -249,6 +305,7 @@ class Device:
         fallback_after: int = 3,
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
+        link: Callable[[float, float, str | None, int], LinkDelay | None] | None = None,
     ):
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s!r}")
@@ -268,6 +325,10 @@ class Device:
         self.seq = 0  # of the last report made
         self.unacked: dict[int, bytes] = {}  # seq -> payload, in seq order
         self._inflight: set[asyncio.Task] = set()
+        self.link = link
+        self._xy: dict[int, tuple[float, float]] = {}  # seq -> position (link emulation)
+        self._first_at_host: dict[int, float] = {}  # seq -> first sent to a twin host
+        self._link_free_s = 0.0  # the emulated uplink delivers in order: not before this
         self._drained = asyncio.Event()
         self._drained.set()
         self._broken = asyncio.Event()  # a publish failed: reconnect
@@ -534,6 +595,8 @@ class Device:
             self.seq += 1
             props = dict(made)
             props["seq"] = self.seq
+            if self.link is not None:
+                self._xy[self.seq] = (float(props.get("x_m", 0.0)), float(props.get("y_m", 0.0)))
             payload = json.dumps({"position": props}, separators=(",", ":")).encode()
             self.unacked[self.seq] = payload
             self._drained.clear()
@@ -548,14 +611,41 @@ class Device:
 
     async def _publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
         t0 = time.perf_counter()
+        delay = None
+        if self.link is not None:
+            x_m, y_m = self._xy.get(seq, (0.0, 0.0))
+            delay = self.link(x_m, y_m, self.host, len(payload))
+        if delay is not None:
+            # the radio and the backbone: in order (a later report never overtakes),
+            # worked out before the first await so that tasks keep their order
+            first = self._first_at_host.setdefault(seq, t0)
+            release = max(t0 + delay.up_ms / 1000.0, self._link_free_s)
+            self._link_free_s = release
+            await asyncio.sleep(release - time.perf_counter())
+            t_wake = time.perf_counter()
         try:
             await client.publish(self.topic(REPORTED), payload, qos=1, timeout=math.inf)
         except aiomqtt.MqttError:
             self._broken.set()  # the session ends; the report stays unacknowledged
             return
+        t_ack = time.perf_counter()
+        if delay is not None and delay.return_ms > 0:
+            # the PUBACK's way back; a connection lost meanwhile loses it, as a real
+            # one would (the report is re-sent)
+            await asyncio.sleep(delay.return_ms / 1000.0)
         if self.unacked.pop(seq, None) is not None:
-            self.stats.acked += 1
-            self.stats.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            s = self.stats
+            s.acked += 1
+            s.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            if delay is not None:
+                s.link_one_way_ms.append((t_ack - first) * 1000.0)
+                s.link_network_ms.append(delay.up_ms)
+                s.link_late_ms.append(max(0.0, (t_wake - t0) * 1000.0 - delay.up_ms))
+                s.link_bytes += len(payload)
+            elif self.link is not None:
+                s.link_unemulated += 1
+            self._xy.pop(seq, None)
+            self._first_at_host.pop(seq, None)
             if not self.unacked:
                 self._drained.set()
 
@@ -581,7 +671,7 @@ class Device:
             "host": self.host,
             "epoch": self.epoch,
             "url": str(self.url),
-        }
+        } | ({"link": link_summary([s])} if self.link is not None else {})
 
     def __str__(self) -> str:
         return self.thing_id
