@@ -195,7 +195,11 @@ def percentiles_ms(values: array | list[float]) -> dict[str, float | None]:
         return {"p50": None, "p99": None, "mean": None}
     a = np.asarray(values, dtype=float)
     p50, p99 = np.percentile(a, [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "mean": round(float(a.mean()), 3)}
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(a.mean()), 3),
+    }
 
 
 def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
@@ -215,9 +219,12 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
         >>> link_summary([s])
         {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
     """
-    one = np.concatenate([np.asarray(x.link_one_way_ms, dtype=float) for x in stats] or [[]])
-    net = np.concatenate([np.asarray(x.link_network_ms, dtype=float) for x in stats] or [[]])
-    late = np.concatenate([np.asarray(x.link_late_ms, dtype=float) for x in stats] or [[]])
+
+    def joined(field_name: str) -> np.ndarray:
+        parts = [np.asarray(getattr(x, field_name), dtype=float) for x in stats]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    one, net, late = joined("link_one_way_ms"), joined("link_network_ms"), joined("link_late_ms")
     unemulated = sum(x.link_unemulated for x in stats)
     if not one.size:
         return {
@@ -231,11 +238,11 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
         }
     return {
         "reports": int(one.size),
-        "mean_ms": round(float(one.mean()), 4),
-        "network_mean_ms": round(float(net.mean()), 4),
-        "live_mean_ms": round(float(one.mean() - net.mean()), 4),
-        "timer_late_mean_ms": round(float(late.mean()), 4),
-        "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 4),
+        "mean_ms": round(float(one.mean()), 6),
+        "network_mean_ms": round(float(net.mean()), 6),
+        "live_mean_ms": round(float(one.mean() - net.mean()), 6),
+        "timer_late_mean_ms": round(float(late.mean()), 6),
+        "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 6),
         "unemulated": unemulated,
     }
 

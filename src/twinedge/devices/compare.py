@@ -168,8 +168,7 @@ def compare(sc: Scenario, summary: dict[str, Any], status: dict[str, Any]) -> di
     processing_ms = parts["service_mean_ms"] + parts["downtime_mean_ms"]
     if link is None or not link["reports"]:
         why = (
-            "run with --emulate-links: without it the devices' reports cross no modelled "
-            "network"
+            "run with --emulate-links: without it the devices' reports cross no modelled network"
             if link is None
             else "no report was acknowledged by a twin host of the network (serve "
             "without host processes acknowledges at the core, a path the model does not have)"

@@ -119,7 +119,7 @@ class LinkModel:
             return None
         w = self.world
         xy = np.array([[x_m, y_m, x_m, y_m]], dtype=float).reshape(2, 2)
-        ap, up, back = w.network_ms(
+        _ap, up, back = w.network_ms(
             xy,
             np.array([j, j]),
             idx=np.array([entity, entity]),

@@ -208,7 +208,9 @@ class Fleet:
         ]
         self.rates_hz = rates
 
-    def _link(self, index: int) -> Callable[[float, float, str | None, int], LinkDelay | None] | None:
+    def _link(
+        self, index: int
+    ) -> Callable[[float, float, str | None, int], LinkDelay | None] | None:
         links = self.links
         if links is None:
             return None
