@@ -25,6 +25,7 @@ ROWS = [
     "migrations per twin per minute",
     "mean latency, ms",
     "network (radio uplink + backbone), ms",
+    "of which the backbone (access point -> the twin's host), ms",
     "processing (model: service + migration downtime; live: the rest), ms",
     "of which the emulator's timers waking late, ms",
     "twins placed",
@@ -123,6 +124,10 @@ def test_compare_puts_the_prediction_next_to_the_measurement(tmp_path):
     net = rows["network (radio uplink + backbone), ms"]
     assert net["measured"] == link["network_mean_ms"] and net["comparable"] is True
     assert "same model function" in net["note"]
+    back = rows["of which the backbone (access point -> the twin's host), ms"]
+    # both twins on their own site's edge, in both faces
+    assert back["predicted"] == pytest.approx(0.5, abs=1e-4)
+    assert back["measured"] == pytest.approx(0.5, abs=1e-6) and back["ratio"] == 1.0
     proc = rows["processing (model: service + migration downtime; live: the rest), ms"]
     assert proc["predicted"] == pytest.approx(SERVICE_MS, abs=1e-4)
     assert proc["measured"] == link["live_mean_ms"]

@@ -175,6 +175,7 @@ class DeviceStats:
     # host -> PUBACK), the modelled network delay it waited, and how late the timer woke
     link_one_way_ms: array = field(default_factory=lambda: array("d"))
     link_network_ms: array = field(default_factory=lambda: array("d"))
+    link_backbone_ms: array = field(default_factory=lambda: array("d"))  # of link_network_ms
     link_late_ms: array = field(default_factory=lambda: array("d"))
     link_bytes: int = 0  # the payload bytes of the reports in link_one_way_ms
     link_unemulated: int = 0  # acknowledged without a delay: not by a host of the network
@@ -205,7 +206,8 @@ def percentiles_ms(values: array | list[float]) -> dict[str, float | None]:
 def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     """What link emulation measured over ``stats``: the reports acknowledged by a twin
     host over an emulated path (``reports``) and the means of their one-way latency
-    (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``), of
+    (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``, of
+    which ``backbone_mean_ms`` from the access point to the twin's host), of
     the rest, the live system's own time (``live_mean_ms``, which includes
     ``timer_late_mean_ms``: the emulator's timers waking after the delay), the mean
     payload size (``bytes_mean``) and the reports acknowledged without a delay
@@ -214,10 +216,11 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     Examples:
         >>> s = DeviceStats()
         >>> s.link_one_way_ms.extend([4.0, 6.0]); s.link_network_ms.extend([0.5, 0.5])
+        >>> s.link_backbone_ms.extend([0.25, 0.25])
         >>> s.link_late_ms.extend([0.25, 0.75])
         >>> s.link_bytes = 240
         >>> link_summary([s])
-        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
+        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'backbone_mean_ms': 0.25, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
     """
 
     def joined(field_name: str) -> np.ndarray:
@@ -225,12 +228,14 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
         return np.concatenate(parts) if parts else np.zeros(0)
 
     one, net, late = joined("link_one_way_ms"), joined("link_network_ms"), joined("link_late_ms")
+    back = joined("link_backbone_ms")
     unemulated = sum(x.link_unemulated for x in stats)
     if not one.size:
         return {
             "reports": 0,
             "mean_ms": None,
             "network_mean_ms": None,
+            "backbone_mean_ms": None,
             "live_mean_ms": None,
             "timer_late_mean_ms": None,
             "bytes_mean": None,
@@ -240,6 +245,7 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
         "reports": int(one.size),
         "mean_ms": round(float(one.mean()), 6),
         "network_mean_ms": round(float(net.mean()), 6),
+        "backbone_mean_ms": round(float(back.mean()), 6),
         "live_mean_ms": round(float(one.mean() - net.mean()), 6),
         "timer_late_mean_ms": round(float(late.mean()), 6),
         "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 6),
@@ -647,6 +653,7 @@ class Device:
             if delay is not None:
                 s.link_one_way_ms.append((t_ack - first) * 1000.0)
                 s.link_network_ms.append(delay.up_ms)
+                s.link_backbone_ms.append(delay.backbone_ms)
                 s.link_late_ms.append(max(0.0, (t_wake - t0) * 1000.0 - delay.up_ms))
                 s.link_bytes += len(payload)
             elif self.link is not None:

@@ -208,6 +208,14 @@ def compare(sc: Scenario, summary: dict[str, Any], status: dict[str, Any]) -> di
                 "decides)",
             ),
             row(
+                "of which the backbone (access point -> the twin's host), ms",
+                round(parts["backbone_mean_ms"], 4),
+                link["backbone_mean_ms"],
+                same,
+                "the model's backbone latency to the host each twin is on: where the two "
+                "differ, the orchestrators put (or moved) twins on different hosts",
+            ),
+            row(
                 "processing (model: service + migration downtime; live: the rest), ms",
                 round(processing_ms, 4),
                 link["live_mean_ms"],
