@@ -275,11 +275,16 @@ def table(c: dict[str, Any]) -> str:
         f"(serve + devices, {c['live_twins']} twins, {c['virtual_t_s']:.0f} s); policies "
         f"{c['policies']['placement']} + {c['policies']['migration']}"
     ]
+
+    def num(x: Any) -> Any:
+        return round(x, 4) if isinstance(x, float) else x
+
     for r in c["rows"]:
         ratio = f"  ratio {r['ratio']}" if r["ratio"] is not None else ""
         mark = "" if r["comparable"] else "  (not compared)"
         lines.append(
-            f"  {r['quantity']}: predicted {r['predicted']}, measured {r['measured']}{ratio}{mark}"
+            f"  {r['quantity']}: predicted {num(r['predicted'])}, "
+            f"measured {num(r['measured'])}{ratio}{mark}"
         )
     if c["measured"] is not None and c["measured"]["reports"]:
         lines.append("  " + c["note"])
