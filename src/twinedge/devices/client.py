@@ -510,6 +510,7 @@ class Device:
                 t.cancel()
             await asyncio.gather(*tasks, *self._inflight, return_exceptions=True)
             self._inflight.clear()
+            _retrieve_disconnect(client)
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.timeout_s)
 
@@ -689,6 +690,15 @@ class Device:
 
     def __str__(self) -> str:
         return self.thing_id
+
+
+def _retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Take the error of a connection the broker closed (a redirect, a lost connection)
+    so that asyncio does not log it as never retrieved: the client's ``__aexit__``
+    returns early once it is disconnected, without looking at it."""
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
 
 
 def _refused(code: Any) -> bool:
