@@ -35,6 +35,13 @@ epoch not larger than the last is ignored (``redirects_ignored``); one that is n
 JSON object with a string ``host``, an ``mqtt://`` or ``mqtts://`` ``url`` and an
 integer ``epoch`` >= 0 is logged and ignored (``redirects_malformed``).
 
+**Link emulation.** With a ``link`` (:mod:`twinedge.devices.links`), a report made while
+the device is connected to a twin host waits, before it is published, the modelled
+one-way delay of its path (the reports of a device leave in order), and its PUBACK the
+way back (a connection lost meanwhile loses that PUBACK: the report is re-sent, as over
+a real link). Each such report's one-way latency counts from its first send to a twin
+host (so the wait of a report caught by a migration is in it) to its PUBACK.
+
 **Failures.** A lost connection is re-established to the same broker with exponential
 back-off (0.25 s up to 8 s). When the broker a redirect named cannot be reached
 ``fallback_after`` times in a row, the device goes back to the last broker it was
