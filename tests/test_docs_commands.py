@@ -244,6 +244,7 @@ def build_script(doc: str) -> tuple[str, dict[int, int], list[str]]:
                 cmd = [ln.replace("127.0.0.1:8091", "127.0.0.1:$TE_PORT2") for ln in cmd]
                 cmd = [ln.replace("--port 8091", "--port $TE_PORT2") for ln in cmd]
                 cmd = [ln.replace("--mqtt-port 1891", "--mqtt-port $TE_MQTT_PORT2") for ln in cmd]
+                cmd = [ln.replace("127.0.0.1:1891", "127.0.0.1:$TE_MQTT_PORT2") for ln in cmd]
             for n, (d, pattern, action, reason) in enumerate(SUBSTITUTIONS):
                 if d == doc and re.search(pattern, first.strip()):
                     used.add(n)

@@ -1,31 +1,86 @@
 """``twinedge devices --compare``: the same scenario run two ways, side by side — what a
-simulation predicts next to what a real ``serve --network`` and its emulated devices
-measured."""
+simulation predicts next to what a real ``serve --network`` with host processes and its
+emulated devices measured, the devices' reports crossing the modelled network (link
+emulation)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import yaml
 
 from tests.devices.conftest import Serve, run_devices, summary
-from tests.orchestrator.test_live import two_sites
+from tests.devices.test_links import radio_ms, robots
+from twinedge.devices.compare import predict
 from twinedge.engine import simulate
 from twinedge.scenario import load_scenario
 
+#: the two robots of these tests: one 1 km from ap-1, one 10 m from ap-2; each twin goes
+#: to its own site's edge (0.5 ms from its access point), 1 GHz of 10: rho = 0.1
+XY = ((1000.0, 0.0), (2990.0, 0.0))
+SERVICE_MS = 1000.0 * 0.001 / 10.0 / (1.0 - 0.1)
+
+ROWS = [
+    "migrations per twin per minute",
+    "mean latency, ms",
+    "network (radio uplink + backbone), ms",
+    "of which the backbone (access point -> the twin's host), ms",
+    "processing (model: service + migration downtime; live: the rest), ms",
+    "of which the emulator's timers waking late, ms",
+    "twins placed",
+]
+
+
+def test_the_prediction_splits_the_models_latency_by_hand(tmp_path):
+    path = tmp_path / "two-robots.yaml"
+    path.write_text(yaml.safe_dump(robots(*XY)))
+    sc = load_scenario(str(path))
+    parts, run, n = predict(sc, seed=0, steps=4, placement="greedy", migration="threshold", count=2)
+    assert n == 2 and parts["twin_steps"] == 8
+    assert parts["uplink_mean_ms"] == pytest.approx(
+        (radio_ms(1000.0, 200) + radio_ms(10.0, 200)) / 2, rel=1e-12
+    )
+    assert parts["backbone_mean_ms"] == pytest.approx(0.5, abs=1e-8)
+    assert parts["service_mean_ms"] == pytest.approx(SERVICE_MS, rel=1e-9)
+    assert parts["downtime_mean_ms"] == 0.0
+    total = parts["uplink_mean_ms"] + 0.5 + SERVICE_MS
+    assert parts["mean_ms"] == pytest.approx(total, abs=1e-8)
+    # the same run simulate() makes: every twin is one of the devices here
+    assert parts["mean_ms"] == pytest.approx(run["mean_latency_ms"], rel=1e-12)
+    assert run == simulate(sc, seed=0, steps=4).summary
+
+
+def test_the_prediction_of_the_first_devices_only():
+    # a moving scenario of 200 entities: the first 20 are a part of the run's mean
+    sc = load_scenario("city-small")
+    parts, run, n = predict(
+        sc, seed=1, steps=3, placement="greedy", migration="threshold", count=20
+    )
+    assert n == 200 and parts["twin_steps"] == 60
+    assert parts["mean_ms"] == pytest.approx(
+        parts["uplink_mean_ms"] + parts["backbone_mean_ms"] + parts["service_mean_ms"]
+        + parts["downtime_mean_ms"], rel=1e-12
+    )  # fmt: skip
+    assert parts["mean_ms"] != pytest.approx(run["mean_latency_ms"], rel=1e-9)
+
 
 def test_compare_puts_the_prediction_next_to_the_measurement(tmp_path):
-    sc = two_sites()
-    group = sc["entities"][0]
-    del group["count"]
-    group["positions_m"] = [[10.0, 0.0], [2990.0, 0.0]]  # one robot at each site
     path = tmp_path / "two-robots.yaml"
-    path.write_text(yaml.safe_dump(sc))
-    serve = Serve(tmp_path / "data", extra=("--network", str(path), "--cycle-s", "0.2"))
+    path.write_text(yaml.safe_dump(robots(*XY)))
+    serve = Serve(
+        tmp_path / "data",
+        extra=("--network", str(path), "--hosts", "local", "--cycle-s", "0.2"),
+    )
     try:
+        args = ["--url", serve.url, "--mqtt", serve.mqtt_url, "--api-key", serve.admin, "--json"]
         p = run_devices(
-            str(path), "--count", "2", "--duration-s", "2", "--rate-hz", "2", "--compare",
-            "--url", serve.url, "--mqtt", serve.mqtt_url, "--api-key", serve.admin, "--json",
+            str(path), "--count", "2", "--duration-s", "3", "--rate-hz", "5", "--compare", *args
+        )
+        # without link emulation the latencies are not the same quantity, and it says so
+        plain = run_devices(
+            str(path), "--count", "2", "--reports", "2", "--compare", "--no-emulate-links",
+            "--namespace", "plain", *args,
         )  # fmt: skip
     finally:
         serve.stop()
@@ -34,20 +89,67 @@ def test_compare_puts_the_prediction_next_to_the_measurement(tmp_path):
     assert c["policies"] == {"placement": "greedy", "migration": "threshold"}
     steps = math.ceil(out["virtual_t_s"] / 1.0 - 1e-9)
     assert c["steps"] == steps
-    predicted = simulate(load_scenario(str(path)), seed=out["seed"], steps=steps).summary
+    assert [r["quantity"] for r in c["rows"]] == ROWS
     rows = {r["quantity"]: r for r in c["rows"]}
+
+    # predicted: the model's parts, by hand
+    pred = c["predicted"]
+    assert pred["backbone_mean_ms"] == pytest.approx(0.5, abs=1e-4)
+    assert pred["service_mean_ms"] == pytest.approx(SERVICE_MS, abs=1e-4)
+    assert pred["downtime_mean_ms"] == 0.0 and pred["twin_steps"] == 2 * steps
+
+    # measured: every report acknowledged by a twin host crossed the emulated network
+    t = out["total"]
+    link = t["link"]
+    assert t["unacked"] == 0 and link["reports"] + link["unemulated"] == t["acked"]
+    assert link["reports"] > 0
+    assert link["mean_ms"] == pytest.approx(
+        link["network_mean_ms"] + link["live_mean_ms"], abs=1e-5
+    )
+    assert link["live_mean_ms"] > 0 and link["timer_late_mean_ms"] >= 0
+    # the hand check: robot 0 is 1 km from ap-1 and its twin on edge-1, so each of its
+    # reports waited 0.5 ms of backbone + its bytes over the radio at 1 km (linear in
+    # the bytes: the mean delay is that of the mean size)
+    dev = out["devices"][0]
+    assert dev["host"] == "edge-1" and dev["thingId"].endswith("robot-0-0")
+    d = dev["link"]
+    assert d["reports"] > 0
+    assert d["network_mean_ms"] == pytest.approx(0.5 + radio_ms(1000.0, d["bytes_mean"]), abs=1e-5)
+    assert out["devices"][1]["host"] == "edge-2"
+
+    lat = rows["mean latency, ms"]
+    assert (lat["predicted"], lat["measured"]) == (round(pred["mean_ms"], 4), link["mean_ms"])
+    assert lat["comparable"] is True
+    assert lat["ratio"] == round(link["mean_ms"] / round(pred["mean_ms"], 4), 3)
+    net = rows["network (radio uplink + backbone), ms"]
+    assert net["measured"] == link["network_mean_ms"] and net["comparable"] is True
+    assert "same model function" in net["note"]
+    back = rows["of which the backbone (access point -> the twin's host), ms"]
+    # both twins on their own site's edge, in both faces
+    assert back["predicted"] == pytest.approx(0.5, abs=1e-4)
+    assert back["measured"] == pytest.approx(0.5, abs=1e-6) and back["ratio"] == 1.0
+    proc = rows["processing (model: service + migration downtime; live: the rest), ms"]
+    assert proc["predicted"] == pytest.approx(SERVICE_MS, abs=1e-4)
+    assert proc["measured"] == link["live_mean_ms"]
+    assert "durable commit" in proc["note"]
+    late = rows["of which the emulator's timers waking late, ms"]
+    assert late["measured"] == link["timer_late_mean_ms"] and late["comparable"] is False
+    # static robots: nobody migrates, in either face
+    assert rows["migrations per twin per minute"]["predicted"] == 0.0
+    assert rows["migrations per twin per minute"]["measured"] == 0.0
     assert rows["twins placed"] == {
         "quantity": "twins placed", "predicted": 2, "measured": 2, "ratio": 1.0,
         "comparable": True,
         "note": "the simulation places every entity of the scenario; live, the devices that ran",
     }  # fmt: skip
-    # static robots: nobody migrates, in either face
-    assert rows["migrations per twin per minute"]["predicted"] == 0.0
-    assert rows["migrations per twin per minute"]["measured"] == 0.0
-    lat = rows["latency p50, ms"]
-    assert lat["predicted"] == round(predicted["p50_latency_ms"], 3)
-    assert lat["measured"] == out["total"]["latency_ms"]["p50"]
-    assert lat["comparable"] is False and "not the same quantity" in lat["note"]
+    assert "agree on it by construction" in c["note"]
+
+    bare = summary(plain)
+    assert "link" not in bare["total"]
+    row = next(r for r in bare["comparison"]["rows"] if r["quantity"] == "mean latency, ms")
+    assert row["comparable"] is False and row["ratio"] is None
+    assert "not the same quantity: run with --emulate-links" in row["note"]
+    assert row["measured"] == bare["total"]["latency_ms"]["mean"]
 
 
 def test_compare_without_an_orchestrator_says_what_to_start(serve, tmp_path):

@@ -95,6 +95,19 @@ def devices(
             "was measured (needs serve --network).",
         ),
     ] = False,
+    emulate_links: Annotated[
+        bool | None,
+        typer.Option(
+            "--emulate-links/--no-emulate-links",
+            help="Every report waits the one-way delay the scenario's network model gives its "
+            "path (radio to the nearest access point, backbone to its twin's host), and its "
+            "PUBACK likewise (default: on with --compare).",
+            show_default=False,
+        ),
+    ] = None,
+    link_delay_scale: Annotated[
+        float, typer.Option(help="With --emulate-links: a factor of every modelled delay.")
+    ] = 1.0,
 ) -> None:
     """Emulate devices that move as the scenario's entities do: provision a thing each,
     report positions over MQTT, follow redirects to other brokers."""
@@ -123,6 +136,8 @@ def devices(
         sync_threshold_m=sync_threshold_m,
         sync_heartbeat_s=sync_heartbeat_s,
         sync_predictor=sync_predictor,
+        emulate_links=compare if emulate_links is None else emulate_links,
+        link_delay_scale=link_delay_scale,
     )
     options.check()  # before the scenario is loaded: option mistakes first
     sc = load_scenario(scenario)
@@ -149,7 +164,8 @@ def devices(
         lat = t["latency_ms"]
         print(
             f"{t['devices']:,} devices: {t['sent']:,} reports sent, {t['acked']:,} acknowledged "
-            f"(p50 {lat['p50']} ms, p99 {lat['p99']} ms), {t['unacked']:,} unacknowledged, "
+            f"(p50 {lat['p50']} ms, p99 {lat['p99']} ms, mean {lat['mean']} ms), "
+            f"{t['unacked']:,} unacknowledged, "
             + (
                 f"{t['suppressed']:,} samples predicted (not sent), "
                 if sync_threshold_m is not None
@@ -164,6 +180,14 @@ def devices(
                 f"after {st['from_s']:g} s: {st['acked']:,} acknowledged in {st['window_s']:g} s "
                 f"({st['acked_per_s']}/s; p50 {st['latency_ms']['p50']} ms, "
                 f"p99 {st['latency_ms']['p99']} ms)"
+            )
+        if "link" in t:
+            k = t["link"]
+            print(
+                f"emulated links: {k['reports']:,} reports acknowledged by a twin host, one-way "
+                f"mean {k['mean_ms']} ms = network {k['network_mean_ms']} ms (the model) + "
+                f"live {k['live_mean_ms']} ms (of which timers late {k['timer_late_mean_ms']} ms); "
+                f"{k['unemulated']:,} acknowledged elsewhere (no delay)"
             )
     if t["unacked"] or t["ever_connected"] < t["devices"]:
         raise typer.Exit(1)

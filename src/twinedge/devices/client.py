@@ -35,6 +35,13 @@ epoch not larger than the last is ignored (``redirects_ignored``); one that is n
 JSON object with a string ``host``, an ``mqtt://`` or ``mqtts://`` ``url`` and an
 integer ``epoch`` >= 0 is logged and ignored (``redirects_malformed``).
 
+**Link emulation.** With a ``link`` (:mod:`twinedge.devices.links`), a report made while
+the device is connected to a twin host waits, before it is published, the modelled
+one-way delay of its path (the reports of a device leave in order), and its PUBACK the
+way back (a connection lost meanwhile loses that PUBACK: the report is re-sent, as over
+a real link). Each such report's one-way latency counts from its first send to a twin
+host (so the wait of a report caught by a migration is in it) to its PUBACK.
+
 **Failures.** A lost connection is re-established to the same broker with exponential
 back-off (0.25 s up to 8 s). When the broker a redirect named cannot be reached
 ``fallback_after`` times in a row, the device goes back to the last broker it was
@@ -61,6 +68,7 @@ import aiomqtt
 import numpy as np
 
 from twinedge.devices.errors import DevicesError
+from twinedge.devices.links import LinkDelay
 
 log = logging.getLogger("twinedge.devices")
 _mqtt_log = logging.getLogger("twinedge.devices.mqtt")
@@ -171,6 +179,15 @@ class DeviceStats:
     latencies_ms: array = field(default_factory=lambda: array("d"))
     # when each report of ``latencies_ms`` was published (``time.perf_counter()``)
     published_at_s: array = field(default_factory=lambda: array("d"))
+    # link emulation (docs/devices.md#link-emulation): reports acknowledged by a twin
+    # host over an emulated path, and per report its one-way latency (first sent to a
+    # host -> PUBACK), the modelled network delay it waited, and how late the timer woke
+    link_one_way_ms: array = field(default_factory=lambda: array("d"))
+    link_network_ms: array = field(default_factory=lambda: array("d"))
+    link_backbone_ms: array = field(default_factory=lambda: array("d"))  # of link_network_ms
+    link_late_ms: array = field(default_factory=lambda: array("d"))
+    link_bytes: int = 0  # the payload bytes of the reports in link_one_way_ms
+    link_unemulated: int = 0  # acknowledged without a delay: not by a host of the network
 
     @property
     def errors(self) -> int:
@@ -178,16 +195,71 @@ class DeviceStats:
 
 
 def percentiles_ms(values: array | list[float]) -> dict[str, float | None]:
-    """``{"p50": .., "p99": ..}`` of ``values`` (``None`` without values).
+    """``{"p50": .., "p99": .., "mean": ..}`` of ``values`` (``None`` without values).
 
     Examples:
-        >>> percentiles_ms([1.0, 2.0, 3.0])
-        {'p50': 2.0, 'p99': 2.98}
+        >>> percentiles_ms([1.0, 2.0, 4.0])
+        {'p50': 2.0, 'p99': 3.96, 'mean': 2.333}
     """
     if not len(values):
-        return {"p50": None, "p99": None}
-    p50, p99 = np.percentile(np.asarray(values, dtype=float), [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+        return {"p50": None, "p99": None, "mean": None}
+    a = np.asarray(values, dtype=float)
+    p50, p99 = np.percentile(a, [50, 99])
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(a.mean()), 3),
+    }
+
+
+def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
+    """What link emulation measured over ``stats``: the reports acknowledged by a twin
+    host over an emulated path (``reports``) and the means of their one-way latency
+    (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``, of
+    which ``backbone_mean_ms`` from the access point to the twin's host), of
+    the rest, the live system's own time (``live_mean_ms``, which includes
+    ``timer_late_mean_ms``: the emulator's timers waking after the delay), the mean
+    payload size (``bytes_mean``) and the reports acknowledged without a delay
+    (``unemulated``: by the core's broker).
+
+    Examples:
+        >>> s = DeviceStats()
+        >>> s.link_one_way_ms.extend([4.0, 6.0]); s.link_network_ms.extend([0.5, 0.5])
+        >>> s.link_backbone_ms.extend([0.25, 0.25])
+        >>> s.link_late_ms.extend([0.25, 0.75])
+        >>> s.link_bytes = 240
+        >>> link_summary([s])
+        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'backbone_mean_ms': 0.25, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
+    """
+
+    def joined(field_name: str) -> np.ndarray:
+        parts = [np.asarray(getattr(x, field_name), dtype=float) for x in stats]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    one, net, late = joined("link_one_way_ms"), joined("link_network_ms"), joined("link_late_ms")
+    back = joined("link_backbone_ms")
+    unemulated = sum(x.link_unemulated for x in stats)
+    if not one.size:
+        return {
+            "reports": 0,
+            "mean_ms": None,
+            "network_mean_ms": None,
+            "backbone_mean_ms": None,
+            "live_mean_ms": None,
+            "timer_late_mean_ms": None,
+            "bytes_mean": None,
+            "unemulated": unemulated,
+        }
+    return {
+        "reports": int(one.size),
+        "mean_ms": round(float(one.mean()), 6),
+        "network_mean_ms": round(float(net.mean()), 6),
+        "backbone_mean_ms": round(float(back.mean()), 6),
+        "live_mean_ms": round(float(one.mean() - net.mean()), 6),
+        "timer_late_mean_ms": round(float(late.mean()), 6),
+        "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 6),
+        "unemulated": unemulated,
+    }
 
 
 class _ConnectFailed(Exception):
@@ -222,6 +294,10 @@ class Device:
         keepalive_s: MQTT keep-alive.
         timeout_s: for connecting, subscribing and disconnecting (a PUBACK is waited
             for as long as the connection lives).
+        link: link emulation (:mod:`twinedge.devices.links`): called with a report's
+            position, the host the device is connected to (``None``: the core's broker)
+            and the payload's size, returns the delays the report and its PUBACK wait
+            (``None``: no delay). ``None`` (the default): no emulation.
 
     Raises:
         ValueError: ``period_s`` is not positive.
@@ -251,6 +327,7 @@ class Device:
         fallback_after: int = 3,
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
+        link: Callable[[float, float, str | None, int], LinkDelay | None] | None = None,
     ):
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s!r}")
@@ -270,6 +347,10 @@ class Device:
         self.seq = 0  # of the last report made
         self.unacked: dict[int, bytes] = {}  # seq -> payload, in seq order
         self._inflight: set[asyncio.Task] = set()
+        self.link = link
+        self._xy: dict[int, tuple[float, float]] = {}  # seq -> position (link emulation)
+        self._first_at_host: dict[int, float] = {}  # seq -> first sent to a twin host
+        self._link_free_s = 0.0  # the emulated uplink delivers in order: not before this
         self._drained = asyncio.Event()
         self._drained.set()
         self._broken = asyncio.Event()  # a publish failed: reconnect
@@ -438,6 +519,7 @@ class Device:
                 t.cancel()
             await asyncio.gather(*tasks, *self._inflight, return_exceptions=True)
             self._inflight.clear()
+            _retrieve_disconnect(client)
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.timeout_s)
 
@@ -536,6 +618,8 @@ class Device:
             self.seq += 1
             props = dict(made)
             props["seq"] = self.seq
+            if self.link is not None:
+                self._xy[self.seq] = (float(props.get("x_m", 0.0)), float(props.get("y_m", 0.0)))
             payload = json.dumps({"position": props}, separators=(",", ":")).encode()
             self.unacked[self.seq] = payload
             self._drained.clear()
@@ -550,15 +634,43 @@ class Device:
 
     async def _publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
         t0 = time.perf_counter()
+        delay = None
+        if self.link is not None:
+            x_m, y_m = self._xy.get(seq, (0.0, 0.0))
+            delay = self.link(x_m, y_m, self.host, len(payload))
+        if delay is not None:
+            # the radio and the backbone: in order (a later report never overtakes),
+            # worked out before the first await so that tasks keep their order
+            first = self._first_at_host.setdefault(seq, t0)
+            release = max(t0 + delay.up_ms / 1000.0, self._link_free_s)
+            self._link_free_s = release
+            await asyncio.sleep(release - time.perf_counter())
+            t_wake = time.perf_counter()
         try:
             await client.publish(self.topic(REPORTED), payload, qos=1, timeout=math.inf)
         except aiomqtt.MqttError:
             self._broken.set()  # the session ends; the report stays unacknowledged
             return
+        t_ack = time.perf_counter()
+        if delay is not None and delay.return_ms > 0:
+            # the PUBACK's way back; a connection lost meanwhile loses it, as a real
+            # one would (the report is re-sent)
+            await asyncio.sleep(delay.return_ms / 1000.0)
         if self.unacked.pop(seq, None) is not None:
-            self.stats.acked += 1
-            self.stats.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-            self.stats.published_at_s.append(t0)
+            s = self.stats
+            s.acked += 1
+            s.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            s.published_at_s.append(t0)
+            if delay is not None:
+                s.link_one_way_ms.append((t_ack - first) * 1000.0)
+                s.link_network_ms.append(delay.up_ms)
+                s.link_backbone_ms.append(delay.backbone_ms)
+                s.link_late_ms.append(max(0.0, (t_wake - t0) * 1000.0 - delay.up_ms))
+                s.link_bytes += len(payload)
+            elif self.link is not None:
+                s.link_unemulated += 1
+            self._xy.pop(seq, None)
+            self._first_at_host.pop(seq, None)
             if not self.unacked:
                 self._drained.set()
 
@@ -584,10 +696,19 @@ class Device:
             "host": self.host,
             "epoch": self.epoch,
             "url": str(self.url),
-        }
+        } | ({"link": link_summary([s])} if self.link is not None else {})
 
     def __str__(self) -> str:
         return self.thing_id
+
+
+def _retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Take the error of a connection the broker closed (a redirect, a lost connection)
+    so that asyncio does not log it as never retrieved: the client's ``__aexit__``
+    returns early once it is disconnected, without looking at it."""
+    fut = getattr(client, "_disconnected", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
 
 
 def _refused(code: Any) -> bool:

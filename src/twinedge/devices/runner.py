@@ -34,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from twinedge.devices.client import Device, parse_broker_url, percentiles_ms
+from twinedge.devices.client import Device, link_summary, parse_broker_url, percentiles_ms
 from twinedge.devices.errors import DevicesError
+from twinedge.devices.links import LinkDelay, LinkModel, check_delay_scale
 from twinedge.devices.motion import Entity, FleetMotion
 from twinedge.devices.provision import DeviceSpec, Provisioner, device_specs
 from twinedge.scenario.schema import Scenario
@@ -76,6 +77,9 @@ class FleetOptions:
         sync_heartbeat_s: the longest time between two reports under predictive sync.
         sync_predictor: the predictor device and twin share: ``constant``,
             ``first-order`` or ``second-order``.
+        emulate_links: every report waits the one-way delay the scenario's network
+            model gives its path, and its PUBACK likewise (:mod:`twinedge.devices.links`).
+        link_delay_scale: a factor of every emulated delay (1: the model).
     """
 
     count: int
@@ -97,6 +101,8 @@ class FleetOptions:
     sync_threshold_m: float | None = None
     sync_heartbeat_s: float = 5.0
     sync_predictor: str = "first-order"
+    emulate_links: bool = False
+    link_delay_scale: float = 1.0
 
     def check(self) -> None:
         """Refuse options that cannot work, one line naming the option.
@@ -120,6 +126,7 @@ class FleetOptions:
             raise DevicesError(f"--warmup-s: got {self.warmup_s}; expected seconds >= 0")
         if self.reports is not None and self.reports < 1:
             raise DevicesError(f"--reports: got {self.reports}; expected at least 1")
+        check_delay_scale(self.link_delay_scale)
         if self.seed is not None and self.seed < 0:
             raise DevicesError(f"--seed: got {self.seed}; expected an integer >= 0")
         try:
@@ -187,6 +194,9 @@ class Fleet:
         self.stop_reason = "reports"
         broker = parse_broker_url(options.mqtt)
         rates = device_rates_hz([s.entity for s in specs], options.rate_hz)
+        self.links = (
+            LinkModel(motion.world, options.link_delay_scale) if options.emulate_links else None
+        )
         self.devices = [
             Device(
                 s.thing_id,
@@ -199,10 +209,23 @@ class Fleet:
                 abort=self.abort,
                 connect_gate=self.gate,
                 max_inflight=options.max_inflight,
+                link=self._link(s.entity.index),
             )
             for s, hz in zip(specs, rates, strict=True)
         ]
         self.rates_hz = rates
+
+    def _link(
+        self, index: int
+    ) -> Callable[[float, float, str | None, int], LinkDelay | None] | None:
+        links = self.links
+        if links is None:
+            return None
+
+        def delay(x_m: float, y_m: float, host: str | None, nbytes: int) -> LinkDelay | None:
+            return links.delay(index, x_m, y_m, host, nbytes)
+
+        return delay
 
     def now_s(self) -> float:
         """Virtual time: wall seconds since the clock started."""
@@ -266,7 +289,7 @@ class Fleet:
             "errors": sum(d.stats.errors for d in ds),
             "problems": sum(d.stats.problems for d in ds),
             **({"steady": self.steady()} if self.options.warmup_s > 0 else {}),
-        }
+        } | ({"link": link_summary([d.stats for d in ds])} if self.links is not None else {})
 
     def steady(self) -> dict[str, Any]:
         """The reports published after the warm-up: how many were acknowledged, per

@@ -30,7 +30,7 @@ from twinedge.scenario.schema import Scenario, Sync, Xr
 from twinedge.world import World, build_world, models
 from twinedge.world.budget import check_scenario_memory
 
-__all__ = ["Recorder", "RunResult", "Simulation", "move_entities", "simulate"]
+__all__ = ["Recorder", "RunResult", "Simulation", "build_simulation", "move_entities", "simulate"]
 
 
 def move_entities(
@@ -358,6 +358,35 @@ def simulate(
     ``placement`` and ``migration`` may be names, import paths, classes, instances or
     plain functions (see :func:`twinedge.orchestrator.as_policy`).
     """
+    return build_simulation(
+        scenario,
+        seed=seed,
+        steps=steps,
+        placement=placement,
+        migration=migration,
+        placement_params=placement_params,
+        migration_params=migration_params,
+        recorder=recorder,
+        offload=offload,
+    ).run(progress)
+
+
+def build_simulation(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    placement: Any = None,
+    migration: Any = None,
+    placement_params: dict | None = None,
+    migration_params: dict | None = None,
+    recorder: Recorder | None = None,
+    offload: Any = None,
+) -> Simulation:
+    """The :class:`Simulation` :func:`simulate` runs (same arguments, same random
+    streams), not started: a driver that reads the state between steps (the live
+    comparison of ``twinedge devices --compare``) steps it itself.
+    """
     seed = scenario.run.seed if seed is None else seed
     root = np.random.default_rng(seed)
     world_rng, mobility_rng, policy_rng = root.spawn(3)
@@ -403,7 +432,7 @@ def simulate(
     )
     if sim.offload is not None:
         sim.label += f"+offload-{sim.offload.label}"
-    return sim.run(progress)
+    return sim
 
 
 def _offload_run(scenario: Scenario, world: World, root: np.random.Generator, policy: Any) -> Any:

@@ -94,8 +94,15 @@ class World:
         (see :class:`~twinedge.world.spatial.NearestGrid`, built on the first call)."""
         return self._ap_index.query(xy_m)
 
-    def uplink_ms(self, dist_m: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Time to send one update from each entity to its access point (ms)."""
+    def uplink_ms(
+        self,
+        dist_m: np.ndarray,
+        idx: np.ndarray | slice = slice(None),
+        update_bytes: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Time to send one update from each entity to its access point (ms): the
+        entity's transmit power at ``dist_m``, an update of ``update_bytes`` (default: the
+        entity's ``update_bytes``)."""
         r = self.radio
         rate = models.uplink_rate_bps(
             dist_m,
@@ -106,7 +113,53 @@ class World:
             r.path_loss_exponent,
             r.min_distance_m,
         )
-        return models.uplink_ms(self.update_bytes[idx], rate)
+        nbytes = self.update_bytes[idx] if update_bytes is None else update_bytes
+        return models.uplink_ms(nbytes, rate)
+
+    def network_ms(
+        self,
+        xy_m: np.ndarray,
+        host: np.ndarray,
+        idx: np.ndarray | slice = slice(None),
+        update_bytes: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The network part of a twin's latency: the entity at ``xy_m`` attaches to its
+        nearest access point, sends an update over the radio (:meth:`uplink_ms`) and the
+        backbone carries it to ``host`` (an index into ``hosts``): the same two terms a
+        simulation step adds (``engine.move_entities`` and the orchestrator's
+        ``latency_on_hosts``), for any positions and hosts. The live device emulator
+        delays each report by their sum (``twinedge devices --emulate-links``).
+
+        Parameters:
+            xy_m: ``(n, 2)`` positions, metres.
+            host: ``(n,)`` host indices (into :attr:`hosts`).
+            idx: the entities (rows of the entity arrays: transmit power, update size).
+            update_bytes: ``(n,)`` update sizes (default: the entities' ``update_bytes``).
+
+        Returns:
+            ``(ap, uplink_ms, backbone_ms)``: the access point of each (index into
+            :attr:`access`) and the two delays, ms.
+
+        Raises:
+            ValueError: a host index out of range, or arrays of different lengths.
+
+        Examples:
+            >>> from twinedge.scenario import load_scenario
+            >>> from twinedge.world import build_world
+            >>> w = build_world(load_scenario("city-small"), np.random.default_rng(0))
+            >>> ap, up, back = w.network_ms(w.xy_m[:2], np.array([0, 0]), idx=np.arange(2))
+            >>> bool((back == w.ap_host_ms[ap, 0]).all()), up.shape
+            (True, (2,))
+        """
+        xy = np.asarray(xy_m, dtype=float).reshape(-1, 2)
+        host = np.asarray(host, dtype=np.int64)
+        if host.shape != (xy.shape[0],):
+            raise ValueError(f"network_ms: {xy.shape[0]} positions but host has shape {host.shape}")
+        if host.size and (host.min() < 0 or host.max() >= self.n_hosts):
+            raise ValueError(f"network_ms: a host index out of range [0, {self.n_hosts})")
+        ap, dist = self.attach(xy)
+        up = self.uplink_ms(dist, idx, update_bytes)
+        return ap, up, self.ap_host_ms[ap, host]
 
     def allowed(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """``(n, H)`` mask of the hosts each twin may run on."""
