@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from twinedge.edge import wire
+from twinedge.edge import failpoints, wire
 from twinedge.edge.behaviour import resolve_behaviour
 from twinedge.edge.errors import (
     CommandTimeoutError,
@@ -478,6 +478,7 @@ class LiveNetwork:
         except Exception:
             self.migrations_failed += 1
             raise
+        failpoints.hit("driver.after-release")
         del self.moving[twin]
         self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
         self.live_migrations += 1
