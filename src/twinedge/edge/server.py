@@ -11,6 +11,7 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     PUT  /peers                           {host id: MQTT URL} of the other hosts
     PUT  /core                            {url}: the core moved (it restarted elsewhere)
     POST /twins/{id}                      place: {document, epoch, revision}
+    GET  /twins?status=owned|fenced|...   {twins: [ids]} in that state here
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
@@ -45,8 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from twinedge.edge import errors as edge_errors
-from twinedge.edge import failpoints
-from twinedge.edge import wire
+from twinedge.edge import failpoints, wire
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
@@ -502,6 +502,10 @@ def control_app(server: HostServer) -> Any:
             behaviour=str(d.get("behaviour", "default")),
         )
         return {"revision": rev}
+
+    @app.get("/twins")
+    async def twins(status: str = "owned") -> Any:
+        return {"twins": h().twin_ids(TwinStatus(status))}
 
     @app.get("/twins/{twin_id}/ownership")
     async def ownership(twin_id: str) -> Any:
