@@ -45,7 +45,8 @@ from twinedge.edge.log import TwinStatus
 
 pytestmark = pytest.mark.slow
 
-KW = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+# a broker killed while the device connects: it gives up after 3 s (not aiomqtt's 10)
+KW = {"identifier": TWIN, "username": TWIN, "password": PASSWORD, "timeout": 3.0}
 OPTIONS = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
 AFTER_RECOVERY = 20  # reports the device must get acknowledged after the recovery
 
