@@ -38,6 +38,7 @@ from tests.orchestrator.test_edge_hosts import (
     mqtt_of,
     robot_on_edge_1,
 )
+from tests.orchestrator.test_live import robot
 from tests.runtime.test_reliability import free_port, start_server
 from twinedge.edge.failpoints import ENV
 from twinedge.edge.host import EdgeHost
@@ -75,14 +76,15 @@ class Device:
     acked_at: list[tuple[str, int]] = field(default_factory=list)  # broker of each ack
     redirects: list[dict] = field(default_factory=list)
     first: dict | None = None  # a report sent (and acknowledged) before the counters
+    here: dict = field(default_factory=lambda: {"position": {"x_m": 2990.0}})
 
     async def ask_core(self) -> tuple[str, int] | None:
         """Where the core's broker sends the twin's device (None: no answer in 3 s)."""
         try:
             async with aiomqtt.Client("127.0.0.1", self.core_mqtt, **KW) as c:
                 await c.subscribe(f"twinedge/{TWIN}/+", qos=1)  # covers redirect
-                here = {"position": {"x_m": 2990.0}}  # not taken: the twin is on a host
-                await c.publish(f"twinedge/{TWIN}/reported", json.dumps(here), qos=0)
+                # where it is: taken by the core only when the twin is on no host
+                await c.publish(f"twinedge/{TWIN}/reported", json.dumps(self.here), qos=0)
                 return mqtt_of((await asyncio.wait_for(self._redirect(c), 3.0))["url"])
         except (aiomqtt.MqttError, TimeoutError):
             return None
@@ -133,6 +135,8 @@ class Device:
         where = None
         while where is None:
             where = await self.ask_core()
+            if where is None:
+                await asyncio.sleep(0.1)  # no core yet
         while True:
             if loop.time() > deadline:
                 raise AssertionError(f"the device gave up after {timeout_s} s: {self.acked[-3:]}")
@@ -237,16 +241,11 @@ def served_by(c: Cluster, host: str) -> bool:
     return c.ownership(host)["status"] == str(TwinStatus.OWNED)
 
 
-@pytest.mark.parametrize("who, point, final", CASES, ids=[p.partition("@")[0] for _, p, _ in CASES])
-def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point, final):
-    c = cluster
-    monkeypatch.setenv(ENV, f"{point}=kill")  # serve and (inherited) its host processes
-    c.start()
-    monkeypatch.delenv(ENV)  # a restarted core runs without it
-    assert c.client is not None
-    robot_on_edge_1(c.client)
-    pids = {h: c.host_info(h)["pid"] for h in ("edge-1", "edge-2")}
-    device = Device(c.mqtt, first={"position": {"x_m": 2990.0}})  # drives to edge-2's site
+def ride_out(c: Cluster, device: Device, who: str, final: str, *restart: str) -> None:
+    """Run ``device`` while the failpoint kills ``who`` (``source``: edge-1, ``target``:
+    edge-2, or ``core``, started again with the options ``restart``) until the twin is
+    served by ``final`` alone and the device had :data:`AFTER_RECOVERY` more reports
+    acknowledged."""
     recovered = threading.Event()
     since: list[int] = []  # acknowledged reports when the recovery was seen
 
@@ -260,7 +259,7 @@ def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, po
         assert c.proc is not None
         if who == "core":
             wait_for(lambda: c.proc.poll() is not None, "the core killed at its failpoint", 1200)
-            c.start("--migration", "never")
+            c.start(*restart)
         else:
             dead = "edge-1" if who == "source" else "edge-2"
             wait_for(lambda: not c.host_alive(dead), f"{dead} killed at its failpoint", 1200)
@@ -278,15 +277,20 @@ def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, po
         await run
 
     asyncio.run(main())
+
+
+def check_outcome(c: Cluster, device: Device, final: str) -> dict[str, dict]:
+    """Every acknowledged report is in the core, in order, each once; the twin is served
+    by ``final`` alone, the one the core names; the device was acknowledged there at the
+    end; a host that held the twin before and lives on refuses to write it. Returns what
+    each host says of the twin."""
     client = c.client
     assert client is not None
     n = device.acked[-1]
     assert device.acked == list(range(1, n + 1))
-    # the device was acknowledged again after the recovery, by the host serving the twin
     final_mqtt = mqtt_of(c.control(final, "GET", "/status").json()["mqtt"])
     assert device.acked_at[-AFTER_RECOVERY:] == [final_mqtt] * AFTER_RECOVERY
-    # every acknowledged report reached the core, in order, each once (n=1 added the
-    # feature: a change of /features/counter, not of its property)
+    # (n=1 added the feature: a change of /features/counter, not of its property)
     wait_for(
         lambda: (
             client.get(f"/api/2/things/{TWIN}").json()["features"]["counter"]["properties"]
@@ -296,23 +300,62 @@ def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, po
         1200,
     )
     assert counter_history(client) == list(range(2, n + 1))
-    # exactly one host serves the twin, the one the core names; the dead process is dead
-    doc = client.get(f"/api/2/things/{TWIN}").json()
-    assert doc["_host"] == final
+    assert client.get(f"/api/2/things/{TWIN}").json()["_host"] == final
     owners = {h: c.ownership(h) for h in ("edge-1", "edge-2")}
     assert [h for h, o in owners.items() if o["status"] == str(TwinStatus.OWNED)] == [final]
-    if who != "core":
-        killed = "edge-1" if who == "source" else "edge-2"
-        assert not c.host_alive(killed) and pids[killed] == c.host_info(killed)["pid"]
-    else:
-        assert {h: c.host_info(h)["pid"] for h in pids} == pids  # the hosts lived on
-    # a host that served the twin before and lives on refuses to write it (fenced)
     for h, o in owners.items():
         if h != final and c.host_alive(h) and o["status"] != str(TwinStatus.ABSENT):
             r = c.control(h, "POST", f"/twins/{TWIN}/write", {"patch": {"attributes": {"x": 1}}})
             assert r.status_code == 409, r.text
             assert (r.json()["error"], r.json()["owner"]) == ("NotOwnerError", final)
     assert "x" not in client.get(f"/api/2/things/{TWIN}").json()["attributes"]
-    status = client.get("/api/2/orchestrator").json()["edge"]
-    if who != "core":
-        assert [r["host"] for r in status["recovered"]] == [killed]
+    return owners
+
+
+@pytest.mark.parametrize("who, point, final", CASES, ids=[p.partition("@")[0] for _, p, _ in CASES])
+def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point, final):
+    c = cluster
+    monkeypatch.setenv(ENV, f"{point}=kill")  # serve and (inherited) its host processes
+    c.start()
+    monkeypatch.delenv(ENV)  # a restarted core runs without it
+    assert c.client is not None
+    robot_on_edge_1(c.client)
+    pids = {h: c.host_info(h)["pid"] for h in ("edge-1", "edge-2")}
+    device = Device(c.mqtt, first={"position": {"x_m": 2990.0}})  # drives to edge-2's site
+    ride_out(c, device, who, final, "--migration", "never")
+    owners = check_outcome(c, device, final)
+    edge = c.client.get("/api/2/orchestrator").json()["edge"]
+    if who == "core":
+        assert {h: c.host_info(h)["pid"] for h in pids} == pids  # the hosts lived on
+    else:
+        killed = "edge-1" if who == "source" else "edge-2"
+        assert not c.host_alive(killed) and pids[killed] == c.host_info(killed)["pid"]
+        assert owners[killed]["status"] != str(TwinStatus.OWNED)  # its log let it go
+        assert [r["host"] for r in edge["recovered"]] == [killed]
+
+
+@pytest.mark.parametrize("point", ["driver.after-place", "driver.after-redirect"])
+def test_a_placement_survives_a_kill_of_the_core(cluster, monkeypatch, point):
+    """The core dies after placing a twin on edge-1 and before recording it (before it
+    set the twin's replica position, or after, when it had sent the device there): the
+    next ``serve`` finds the twin on edge-1 and records it there, or drops that copy and
+    places the twin again; the device ends up acknowledged on edge-1."""
+    c = cluster
+    monkeypatch.setenv(ENV, f"{point}=kill")
+    c.start()
+    monkeypatch.delenv(ENV)
+    assert c.client is not None
+    device = Device(c.mqtt, here={"position": {"x_m": 10.0}})  # at edge-1's site
+
+    # without a position it takes no part (not placed) until the core has its password
+    thing = robot(10.0)
+    position = thing.pop("features")
+    r = c.client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **thing})
+    assert r.status_code == 201, r.text
+    r = c.client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    r = c.client.put(f"/api/2/things/{TWIN}/features", json=position)
+    assert r.status_code in (201, 204), r.text
+    ride_out(c, device, "core", "edge-1")
+    owners = check_outcome(c, device, "edge-1")
+    assert owners["edge-2"]["status"] == str(TwinStatus.ABSENT)

@@ -28,6 +28,10 @@ The points (see :data:`POINTS`)::
     driver.after-adopt      core: the target answered adopt; the source not released yet
     driver.after-release    core: the migration is done on both hosts; the core has not
                             recorded the new host nor redirected the device yet
+    driver.after-place      core: a twin's first host placed it; the core has not set its
+                            replica position nor recorded the host yet
+    driver.after-redirect   core: ... set the position and sent the device there; the
+                            host is not recorded yet
 
 Unset (the normal case), :func:`hit` costs one test of an empty dict.
 
@@ -59,6 +63,8 @@ POINTS = frozenset(
         "driver.after-fence",
         "driver.after-adopt",
         "driver.after-release",
+        "driver.after-place",
+        "driver.after-redirect",
     }
 )
 ACTIONS = frozenset({"kill", "hang"})

@@ -464,6 +464,7 @@ class LiveNetwork:
             await target.place(
                 twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
             )
+            failpoints.hit("driver.after-place")
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
@@ -471,6 +472,7 @@ class LiveNetwork:
             outbound = getattr(self.service, "outbound", None)
             if outbound is not None and hasattr(outbound, "publish_redirect"):
                 outbound.publish_redirect(twin, {"host": new, "url": target.mqtt_url, "epoch": 1})
+            failpoints.hit("driver.after-redirect")
             return
         self.moving[twin] = (old, new)  # until it is done: a failure is finished later
         try:
@@ -588,9 +590,11 @@ class LiveNetwork:
         restart of the core, the migrations it had in flight were only in its memory).
         A twin fenced on a host is a migration that stopped half-way: it goes to
         ``moving``, which :meth:`_finish_moves` finishes (or rolls back) next. A twin a host
-        owns while the core names another host process for it (the core died after the
-        move, before recording it) gets its host written. A host that does not answer is
-        logged and everything is read again next cycle."""
+        owns while the core names another host for it (the core died after a move or a
+        placement, before recording it) gets its host written; one placed there before the
+        core set its replica position (none of the host's records of it counted) is
+        dropped there, and placed again. A host that does not answer is logged and
+        everything is read again next cycle."""
 
         moving: dict[str, tuple[str, str]] = {}
         owned: dict[str, str] = {}
@@ -601,15 +605,23 @@ class LiveNetwork:
                     if own.owner in self.hosts and twin in self.service.things:
                         moving[twin] = (hid, own.owner)
                 owned.update(dict.fromkeys(await host.twin_ids(TwinStatus.OWNED), hid))
+            positions = getattr(self.service, "edge_positions", {})
             for twin, hid in owned.items():
                 doc = self.service.things.get(twin)
                 old = doc.get("_host") if doc else None
-                if twin in moving or old == hid or old not in self.hosts:
+                if doc is None or twin in moving or old == hid:
+                    continue
+                if old not in self.hosts and twin not in positions:
+                    # placed there, not marked in the core (no record of it counted):
+                    # dropped, so that the next cycle places the twin from the core's copy
+                    log.warning("twin %s was placed on host %s unrecorded: dropped", twin, hid)
+                    await self.hosts[hid].retire(twin)
                     continue
                 log.warning("twin %s is served by host %s, not %s: recorded", twin, hid, old)
                 self.epochs[twin] = (await self.hosts[hid].ownership(twin)).epoch
                 await self.service.set_host(twin, hid)
-                await self.hosts[old].redirect(twin)
+                if old in self.hosts:
+                    await self.hosts[old].redirect(twin)
         except EdgeError as exc:
             log.warning("could not read where the twins are from the hosts: %s", exc)
             return
