@@ -288,6 +288,7 @@ def check_outcome(c: Cluster, device: Device, final: str) -> dict[str, dict]:
     assert client is not None
     n = device.acked[-1]
     assert device.acked == list(range(1, n + 1))
+    assert device.acked_at[0] == ("127.0.0.1", c.host_info("edge-1")["mqtt_port"])
     final_mqtt = mqtt_of(c.control(final, "GET", "/status").json()["mqtt"])
     assert device.acked_at[-AFTER_RECOVERY:] == [final_mqtt] * AFTER_RECOVERY
     # (n=1 added the feature: a change of /features/counter, not of its property)
