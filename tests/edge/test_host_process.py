@@ -10,6 +10,7 @@ import pytest
 from tests.runtime.test_reliability import free_port
 from twinedge.edge.errors import (
     CommandTimeoutError,
+    EdgeError,
     HostClosedError,
     InvalidReportError,
     MigrationError,
@@ -17,6 +18,7 @@ from twinedge.edge.errors import (
     TwinNotReadyError,
     UnknownTwinError,
 )
+from twinedge.edge.log import TwinStatus
 from twinedge.edge.migrate import pre_copy, stop_and_copy
 from twinedge.edge.remote import RemoteHost
 from twinedge.edge.server import HostServer
@@ -177,6 +179,34 @@ def test_stop_and_copy_and_resume_between_host_processes(tmp_path):
             await ra.discard_staged("fleet:r3")
             with pytest.raises(UnknownTwinError):
                 await a.host.apply("fleet:r3", {"position": {"x_m": 1.0}})
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_a_host_lists_its_twins_by_state_for_a_core_that_restarted(tmp_path):
+    """``GET /twins?status=``: what a core starting again reads to find the migrations
+    it had in flight (fenced twins) and where each twin is served (owned ones)."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        try:
+            for t in ("fleet:r2", "fleet:r1", "fleet:r3"):
+                await ra.place(t, {}, epoch=1, revision=0)
+            await pre_copy(ra, rb, "fleet:r1")
+            await ra.fence("fleet:r3", 2, "edge-2")  # a migration stopped after its fence
+            assert await ra.twin_ids() == ["fleet:r2"]
+            assert await ra.twin_ids(TwinStatus.FENCED) == ["fleet:r3"]
+            assert await ra.twin_ids(TwinStatus.MOVED) == ["fleet:r1"]
+            assert await rb.twin_ids(TwinStatus.OWNED) == ["fleet:r1"]
+            assert await rb.twin_ids(TwinStatus.FENCED) == []
+            with pytest.raises(EdgeError, match="bad request: 'lost' is not a valid TwinStatus"):
+                await ra._call("GET", "/twins", status="lost")
         finally:
             for r in (ra, rb):
                 await r.aclose()

@@ -62,6 +62,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from twinedge.edge import failpoints
 from twinedge.edge.errors import EpochError, MigrationError, NotOwnerError, UnknownTwinError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
@@ -247,10 +248,12 @@ async def pre_copy(
     t0 = clock()
     fence, cs = await source.fence_and_export(twin_id, epoch, target.host_id, rev)
     t_fenced = clock()
+    failpoints.hit("driver.after-fence")
     copied += cs.nbytes
     changes += len(cs)
     await target.adopt_changes(cs, epoch, fence.revision)
     t1 = clock()
+    failpoints.hit("driver.after-adopt")
     await source.release(twin_id)
     return MigrationReport(
         twin_id=twin_id,

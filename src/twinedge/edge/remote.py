@@ -11,7 +11,7 @@ import httpx
 from twinedge.edge import wire
 from twinedge.edge.errors import HostClosedError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
-from twinedge.edge.log import Ownership
+from twinedge.edge.log import Ownership, TwinStatus
 from twinedge.edge.server import error_from
 
 
@@ -100,6 +100,10 @@ class RemoteHost:
             {"document": document, "epoch": epoch, "revision": revision, "behaviour": behaviour},
         )
         return int(doc["revision"])
+
+    async def twin_ids(self, status: TwinStatus = TwinStatus.OWNED) -> list[str]:
+        """The twins in ``status`` on the host (default: the ones it serves), sorted."""
+        return [str(t) for t in (await self._call("GET", "/twins", status=str(status)))["twins"]]
 
     async def redirect(self, twin_id: str) -> bool:
         return bool((await self._call("POST", f"/twins/{twin_id}/redirect"))["sent"])

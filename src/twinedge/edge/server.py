@@ -11,6 +11,7 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     PUT  /peers                           {host id: MQTT URL} of the other hosts
     PUT  /core                            {url}: the core moved (it restarted elsewhere)
     POST /twins/{id}                      place: {document, epoch, revision}
+    GET  /twins?status=owned|fenced|...   {twins: [ids]} in that state here
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
@@ -45,7 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from twinedge.edge import errors as edge_errors
-from twinedge.edge import wire
+from twinedge.edge import failpoints, wire
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
@@ -522,13 +523,19 @@ def control_app(server: HostServer) -> Any:
         )
         return {"revision": rev}
 
+    @app.get("/twins")
+    async def twins(status: str = "owned") -> Any:
+        return {"twins": h().twin_ids(TwinStatus(status))}
+
     @app.get("/twins/{twin_id}/ownership")
     async def ownership(twin_id: str) -> Any:
         return wire.ownership_to(await h().ownership(twin_id))
 
     @app.get("/twins/{twin_id}/snapshot")
     async def snapshot(twin_id: str) -> Any:
-        return wire.snapshot_to(await h().export_snapshot(twin_id))
+        snap = await h().export_snapshot(twin_id)
+        failpoints.hit("source.after-snapshot", server.host_id)
+        return wire.snapshot_to(snap)
 
     @app.get("/twins/{twin_id}/changes")
     async def changes(twin_id: str, after: int) -> Any:
@@ -542,7 +549,9 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/fence")
     async def fence(twin_id: str, request: Request) -> Any:
         d = await body(request)
-        return wire.fence_to(await h().fence(twin_id, int(d["epoch"]), str(d["owner"])))
+        fenced = await h().fence(twin_id, int(d["epoch"]), str(d["owner"]))
+        failpoints.hit("source.after-fence", server.host_id)
+        return wire.fence_to(fenced)
 
     @app.post("/twins/{twin_id}/fence-export")
     async def fence_export(twin_id: str, request: Request) -> Any:
@@ -550,6 +559,7 @@ def control_app(server: HostServer) -> Any:
         fence, changes = await h().fence_and_export(
             twin_id, int(d["epoch"]), str(d["owner"]), int(d["after"])
         )
+        failpoints.hit("source.after-fence", server.host_id)
         return {"fence": wire.fence_to(fence), "changes": wire.changes_to(changes)}
 
     @app.post("/twins/{twin_id}/adopt-changes")
@@ -558,7 +568,9 @@ def control_app(server: HostServer) -> Any:
         changes = wire.changes_from(d["changes"])
         if changes.twin_id != twin_id:
             raise EdgeError(f"changes of twin {changes.twin_id!r} sent for {twin_id!r}")
-        return {"revision": await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))}
+        rev = await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))
+        failpoints.hit("target.after-adopt", server.host_id)
+        return {"revision": rev}
 
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:
@@ -573,6 +585,7 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/stage")
     async def stage(twin_id: str, request: Request) -> Any:
         await h().stage(wire.snapshot_from(await body(request)))
+        failpoints.hit("target.after-stage", server.host_id)
         return {}
 
     @app.post("/twins/{twin_id}/stage-changes")
@@ -587,7 +600,9 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/adopt")
     async def adopt(twin_id: str, request: Request) -> Any:
         d = await body(request)
-        return {"revision": await h().adopt(twin_id, int(d["epoch"]), int(d["revision"]))}
+        rev = await h().adopt(twin_id, int(d["epoch"]), int(d["revision"]))
+        failpoints.hit("target.after-adopt", server.host_id)
+        return {"revision": rev}
 
     @app.post("/twins/{twin_id}/redirect")
     async def redirect(twin_id: str) -> Any:

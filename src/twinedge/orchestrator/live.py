@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from twinedge.edge import wire
+from twinedge.edge import failpoints, wire
 from twinedge.edge.behaviour import resolve_behaviour
 from twinedge.edge.errors import (
     CommandTimeoutError,
@@ -229,6 +229,7 @@ class LiveNetwork:
         # twin -> (source, target) of a live migration that has not finished (it failed
         # half-way: finished with ``resume`` when a host dies or the next cycle begins)
         self.moving: dict[str, tuple[str, str]] = {}
+        self.reconciled = False  # where the twins are was read from the hosts (first cycle)
         self.forecast: dict[str, Any] | None = None
         self._forecast_due_s = 0.0
         self._state: tuple[World, NetworkState] | None = None
@@ -396,6 +397,8 @@ class LiveNetwork:
             if self.host_processes is not None:
                 for host in await self.host_processes.dead():
                     await self._recover(host)
+            if self.hosts and not self.reconciled:
+                await self._reconcile()
             if self.moving:
                 await self._finish_moves()
             t_start = self.clock()
@@ -461,6 +464,7 @@ class LiveNetwork:
             await target.place(
                 twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
             )
+            failpoints.hit("driver.after-place")
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
@@ -468,6 +472,7 @@ class LiveNetwork:
             outbound = getattr(self.service, "outbound", None)
             if outbound is not None and hasattr(outbound, "publish_redirect"):
                 outbound.publish_redirect(twin, {"host": new, "url": target.mqtt_url, "epoch": 1})
+            failpoints.hit("driver.after-redirect")
             return
         self.moving[twin] = (old, new)  # until it is done: a failure is finished later
         try:
@@ -478,6 +483,7 @@ class LiveNetwork:
         except Exception:
             self.migrations_failed += 1
             raise
+        failpoints.hit("driver.after-release")
         del self.moving[twin]
         self.downtime_s = [*self.downtime_s[-999:], report.downtime_s]
         self.live_migrations += 1
@@ -578,6 +584,50 @@ class LiveNetwork:
             )
         finally:
             await source.close()
+
+    async def _reconcile(self) -> None:
+        """Read where the twins are from the host processes (at the first cycle: after a
+        restart of the core, the migrations it had in flight were only in its memory).
+        A twin fenced on a host is a migration that stopped half-way: it goes to
+        ``moving``, which :meth:`_finish_moves` finishes (or rolls back) next. A twin a host
+        owns while the core names another host for it (the core died after a move or a
+        placement, before recording it) gets its host written; one placed there before the
+        core set its replica position (none of the host's records of it counted) is
+        dropped there, and placed again. A host that does not answer is logged and
+        everything is read again next cycle."""
+
+        moving: dict[str, tuple[str, str]] = {}
+        owned: dict[str, str] = {}
+        try:
+            for hid, host in self.hosts.items():
+                for twin in await host.twin_ids(TwinStatus.FENCED):
+                    own = await host.ownership(twin)
+                    if own.owner in self.hosts and twin in self.service.things:
+                        moving[twin] = (hid, own.owner)
+                owned.update(dict.fromkeys(await host.twin_ids(TwinStatus.OWNED), hid))
+            positions = getattr(self.service, "edge_positions", {})
+            for twin, hid in owned.items():
+                doc = self.service.things.get(twin)
+                old = doc.get("_host") if doc else None
+                if doc is None or twin in moving or old == hid:
+                    continue
+                if old not in self.hosts and twin not in positions:
+                    # placed there, not marked in the core (no record of it counted):
+                    # dropped, so that the next cycle places the twin from the core's copy
+                    log.warning("twin %s was placed on host %s unrecorded: dropped", twin, hid)
+                    await self.hosts[hid].retire(twin)
+                    continue
+                log.warning("twin %s is served by host %s, not %s: recorded", twin, hid, old)
+                self.epochs[twin] = (await self.hosts[hid].ownership(twin)).epoch
+                await self.service.set_host(twin, hid)
+                if old in self.hosts:
+                    await self.hosts[old].redirect(twin)
+        except EdgeError as exc:
+            log.warning("could not read where the twins are from the hosts: %s", exc)
+            return
+        for twin, move in moving.items():
+            self.moving.setdefault(twin, move)
+        self.reconciled = True
 
     async def _finish_moves(self) -> None:
         """Finish the live migrations that failed half-way between two live hosts (a host

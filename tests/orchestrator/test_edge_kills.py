@@ -1,0 +1,362 @@
+"""kill -9 of the source host, the target host or the core at each phase of a live
+migration, with real processes and real MQTT.
+
+``twinedge serve --network ... --hosts local`` runs with ``TWINEDGE_FAILPOINTS`` naming
+one point (see :mod:`twinedge.edge.failpoints`): the process that reaches it SIGKILLs
+itself there. A device keeps reporting a counter with QoS 1 to its twin's host (each
+PUBACK counted) while its twin migrates from edge-1 to edge-2 and the chosen process
+dies; it follows redirects, and asks the core's broker where to go when its host is
+gone. A dead host is recovered by the core from its log; a dead core is started again on
+the same data directory and finishes the half-done migration itself (with ``--migration
+never``: not because the policy asked for the move again). Then: every acknowledged
+report is in the core, in order, each once; exactly one host serves the twin (the one
+the core names); a stale host refuses writes; the device is acknowledged again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+
+from tests.orchestrator.serving import two_sites_file, wait_for
+from tests.orchestrator.test_edge_hosts import (
+    PASSWORD,
+    TWIN,
+    counter_history,
+    mqtt_of,
+    robot_on_edge_1,
+)
+from tests.orchestrator.test_live import robot
+from tests.runtime.test_reliability import free_port, start_server
+from twinedge.edge.failpoints import ENV
+from twinedge.edge.host import EdgeHost
+from twinedge.edge.log import TwinStatus
+
+pytestmark = pytest.mark.slow
+
+# a broker killed while the device connects: it gives up after 3 s (not aiomqtt's 10)
+KW = {"identifier": TWIN, "username": TWIN, "password": PASSWORD, "timeout": 3.0}
+OPTIONS = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+AFTER_RECOVERY = 20  # reports the device must get acknowledged after the recovery
+
+# (the process that dies, its failpoint, the host that serves the twin in the end)
+CASES = [
+    ("source", "source.after-snapshot@edge-1", "edge-2"),  # before the fence: recovered
+    ("source", "source.after-fence@edge-1", "edge-2"),  # fenced: resumed from its log
+    ("target", "target.after-stage@edge-2", "edge-1"),  # staged only: the source serves on
+    ("target", "target.after-adopt@edge-2", "edge-1"),  # adopted: evacuated from its log
+    ("core", "driver.after-fence", "edge-2"),  # fenced, not adopted: finished on restart
+    ("core", "driver.after-adopt", "edge-2"),  # adopted, source not released
+    ("core", "driver.after-release", "edge-2"),  # done on the hosts, not in the core
+]
+
+
+# --- the device ------------------------------------------------------------------------------
+@dataclass
+class Device:
+    """The robot's device: reports ``{"counter": {"n": n}}`` with QoS 1, n = 1, 2, ...,
+    the next n only once the last one is acknowledged; a report not acknowledged within
+    2 s is sent again on a new connection (to where a redirect said, else to where the
+    core's broker says the twin is)."""
+
+    core_mqtt: int
+    acked: list[int] = field(default_factory=list)
+    acked_at: list[tuple[str, int]] = field(default_factory=list)  # broker of each ack
+    redirects: list[dict] = field(default_factory=list)
+    first: dict | None = None  # a report sent (and acknowledged) before the counters
+    here: dict = field(default_factory=lambda: {"position": {"x_m": 2990.0}})
+
+    async def ask_core(self) -> tuple[str, int] | None:
+        """Where the core's broker sends the twin's device (None: no answer in 3 s)."""
+        try:
+            async with aiomqtt.Client("127.0.0.1", self.core_mqtt, **KW) as c:
+                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)  # covers redirect
+                # where it is: taken by the core only when the twin is on no host
+                await c.publish(f"twinedge/{TWIN}/reported", json.dumps(self.here), qos=0)
+                return mqtt_of((await asyncio.wait_for(self._redirect(c), 3.0))["url"])
+        except (aiomqtt.MqttError, TimeoutError):
+            return None
+
+    async def _redirect(self, c: aiomqtt.Client) -> dict:
+        async for m in c.messages:
+            if m.topic.value.endswith("/redirect"):
+                return json.loads(m.payload)
+        raise aiomqtt.MqttError("the connection ended")
+
+    async def session(self, where: tuple[str, int], done: Callable[[], bool]) -> Any:
+        """Report at ``where`` until ``done()``: ``"done"``, a redirect's address, or
+        None when the broker is gone or stopped acknowledging."""
+        try:
+            async with aiomqtt.Client(*where, **KW) as c:
+                await c.subscribe(f"twinedge/{TWIN}/+", qos=1)  # covers redirect
+                redirect = asyncio.create_task(self._redirect(c))
+                try:
+                    while not done():
+                        report = self.first or {"counter": {"n": len(self.acked) + 1}}
+                        pub = asyncio.create_task(
+                            c.publish(f"twinedge/{TWIN}/reported", json.dumps(report), qos=1)
+                        )
+                        await asyncio.wait(
+                            {pub, redirect}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if pub.done() and pub.exception() is None:
+                            if self.first is not None:
+                                self.first = None
+                            else:
+                                self.acked.append(len(self.acked) + 1)
+                                self.acked_at.append(where)
+                            continue
+                        pub.cancel()
+                        if redirect.done() and redirect.exception() is None:
+                            self.redirects.append(redirect.result())
+                            return mqtt_of(redirect.result()["url"])
+                        return None
+                    return "done"
+                finally:
+                    redirect.cancel()
+        except aiomqtt.MqttError:
+            return None
+
+    async def run(self, done: Callable[[], bool], timeout_s: float = 240.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        where = None
+        while where is None:
+            where = await self.ask_core()
+            if where is None:
+                await asyncio.sleep(0.1)  # no core yet
+        while True:
+            if loop.time() > deadline:
+                raise AssertionError(f"the device gave up after {timeout_s} s: {self.acked[-3:]}")
+            got = await self.session(where, done)
+            if got == "done":
+                return
+            if got is None:
+                await asyncio.sleep(0.1)
+                got = await self.ask_core() or where  # no core: try the same host again
+            where = got
+
+
+# --- the processes ---------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """``twinedge serve`` and its host processes, on loopback."""
+
+    data: Path
+    network: Path
+    mqtt: int
+    token: str
+    proc: Popen | None = None
+    client: httpx.Client | None = None
+
+    def start(self, *extra: str) -> None:
+        http = free_port()  # a restarted core listens elsewhere: the hosts are told
+        opts = ["--network", str(self.network), *OPTIONS, *extra]
+        self.proc = start_server(self.data, http, self.mqtt, extra=opts)
+        self.token = self.token or (self.data / "admin.token").read_text().strip()
+        if self.client is not None:
+            self.client.close()
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def host_info(self, h: str) -> dict:
+        return json.loads((self.data / "hosts" / h / "process.json").read_text())
+
+    def host_alive(self, h: str) -> bool:
+        try:
+            os.kill(self.host_info(h)["pid"], 0)
+        except OSError:
+            return False
+        with contextlib.suppress(OSError):  # a zombie is dead
+            with open(f"/proc/{self.host_info(h)['pid']}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+        return True
+
+    def control(self, h: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        """A call to host ``h``'s control API (as the core makes them)."""
+        token = (self.data / "hosts.token").read_text().strip()
+        url = f"http://127.0.0.1:{self.host_info(h)['control_port']}{path}"
+        return httpx.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+
+    def ownership(self, h: str) -> dict:
+        """What host ``h`` says of the twin: its process's answer, or its log's once the
+        process is dead."""
+        if self.host_alive(h):
+            r = self.control(h, "GET", f"/twins/{TWIN}/ownership")
+            assert r.status_code == 200, r.text
+            return r.json()
+        host = EdgeHost.open(self.data / "hosts" / h / "edge.sqlite")
+        try:
+            own = host.status(TWIN)
+            return {"status": str(own.status), "owner": own.owner, "epoch": own.epoch}
+        finally:
+            asyncio.run(host.close())
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        for h in ("edge-1", "edge-2"):  # a core killed and not restarted leaves its hosts
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                if self.host_alive(h):
+                    os.kill(self.host_info(h)["pid"], signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "data", two_sites_file(tmp_path), free_port(), "")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def served_by(c: Cluster, host: str) -> bool:
+    """The core names ``host`` for the twin, that host owns it, and no migration is
+    left unfinished."""
+    assert c.client is not None
+    doc = c.client.get(f"/api/2/things/{TWIN}").json()
+    if doc.get("_host") != host or not c.host_alive(host):
+        return False
+    health = c.client.get("/healthz").json()["orchestrator"].get("hosts") or {}
+    if health.get("unfinished_migrations"):
+        return False
+    return c.ownership(host)["status"] == str(TwinStatus.OWNED)
+
+
+def ride_out(c: Cluster, device: Device, who: str, final: str, *restart: str) -> None:
+    """Run ``device`` while the failpoint kills ``who`` (``source``: edge-1, ``target``:
+    edge-2, or ``core``, started again with the options ``restart``) until the twin is
+    served by ``final`` alone and the device had :data:`AFTER_RECOVERY` more reports
+    acknowledged."""
+    recovered = threading.Event()
+    since: list[int] = []  # acknowledged reports when the recovery was seen
+
+    def done() -> bool:
+        if recovered.is_set() and not since:
+            since.append(len(device.acked))
+        return bool(since) and len(device.acked) >= since[0] + AFTER_RECOVERY
+
+    def watch() -> None:
+        """Wait for the failpoint's kill, restart a dead core, wait for the recovery."""
+        assert c.proc is not None
+        if who == "core":
+            wait_for(lambda: c.proc.poll() is not None, "the core killed at its failpoint", 1200)
+            c.start(*restart)
+        else:
+            dead = "edge-1" if who == "source" else "edge-2"
+            wait_for(lambda: not c.host_alive(dead), f"{dead} killed at its failpoint", 1200)
+        wait_for(lambda: served_by(c, final), f"the twin served by {final} alone", 1200)
+        recovered.set()
+
+    async def main() -> None:
+        watcher = asyncio.create_task(asyncio.to_thread(watch))
+        run = asyncio.create_task(device.run(done))
+        await asyncio.wait({watcher, run}, return_when=asyncio.FIRST_EXCEPTION)
+        for t in (watcher, run):
+            if t.done():
+                t.result()  # its failure, if any
+        await watcher
+        await run
+
+    asyncio.run(main())
+
+
+def check_outcome(c: Cluster, device: Device, final: str) -> dict[str, dict]:
+    """Every acknowledged report is in the core, in order, each once; the twin is served
+    by ``final`` alone, the one the core names; the device was acknowledged there at the
+    end; a host that held the twin before and lives on refuses to write it. Returns what
+    each host says of the twin."""
+    client = c.client
+    assert client is not None
+    n = device.acked[-1]
+    assert device.acked == list(range(1, n + 1))
+    assert device.acked_at[0] == ("127.0.0.1", c.host_info("edge-1")["mqtt_port"])
+    final_mqtt = mqtt_of(c.control(final, "GET", "/status").json()["mqtt"])
+    assert device.acked_at[-AFTER_RECOVERY:] == [final_mqtt] * AFTER_RECOVERY
+    # (n=1 added the feature: a change of /features/counter, not of its property)
+    wait_for(
+        lambda: (
+            client.get(f"/api/2/things/{TWIN}").json()["features"]["counter"]["properties"]
+            == {"n": n}
+        ),
+        "the last acknowledged report in the core",
+        1200,
+    )
+    assert counter_history(client) == list(range(2, n + 1))
+    assert client.get(f"/api/2/things/{TWIN}").json()["_host"] == final
+    owners = {h: c.ownership(h) for h in ("edge-1", "edge-2")}
+    assert [h for h, o in owners.items() if o["status"] == str(TwinStatus.OWNED)] == [final]
+    for h, o in owners.items():
+        if h != final and c.host_alive(h) and o["status"] != str(TwinStatus.ABSENT):
+            r = c.control(h, "POST", f"/twins/{TWIN}/write", {"patch": {"attributes": {"x": 1}}})
+            assert r.status_code == 409, r.text
+            assert (r.json()["error"], r.json()["owner"]) == ("NotOwnerError", final)
+    assert "x" not in client.get(f"/api/2/things/{TWIN}").json()["attributes"]
+    return owners
+
+
+@pytest.mark.parametrize("who, point, final", CASES, ids=[p.partition("@")[0] for _, p, _ in CASES])
+def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point, final):
+    c = cluster
+    monkeypatch.setenv(ENV, f"{point}=kill")  # serve and (inherited) its host processes
+    c.start()
+    monkeypatch.delenv(ENV)  # a restarted core runs without it
+    assert c.client is not None
+    robot_on_edge_1(c.client)
+    pids = {h: c.host_info(h)["pid"] for h in ("edge-1", "edge-2")}
+    device = Device(c.mqtt, first={"position": {"x_m": 2990.0}})  # drives to edge-2's site
+    ride_out(c, device, who, final, "--migration", "never")
+    owners = check_outcome(c, device, final)
+    edge = c.client.get("/api/2/orchestrator").json()["edge"]
+    if who == "core":
+        assert {h: c.host_info(h)["pid"] for h in pids} == pids  # the hosts lived on
+    else:
+        killed = "edge-1" if who == "source" else "edge-2"
+        assert not c.host_alive(killed) and pids[killed] == c.host_info(killed)["pid"]
+        assert owners[killed]["status"] != str(TwinStatus.OWNED)  # its log let it go
+        assert [r["host"] for r in edge["recovered"]] == [killed]
+
+
+@pytest.mark.parametrize("point", ["driver.after-place", "driver.after-redirect"])
+def test_a_placement_survives_a_kill_of_the_core(cluster, monkeypatch, point):
+    """The core dies after placing a twin on edge-1 and before recording it (before it
+    set the twin's replica position, or after, when it had sent the device there): the
+    next ``serve`` finds the twin on edge-1 and records it there, or drops that copy and
+    places the twin again; the device ends up acknowledged on edge-1."""
+    c = cluster
+    monkeypatch.setenv(ENV, f"{point}=kill")
+    c.start()
+    monkeypatch.delenv(ENV)
+    assert c.client is not None
+    device = Device(c.mqtt, here={"position": {"x_m": 10.0}})  # at edge-1's site
+
+    # without a position it takes no part (not placed) until the core has its password
+    thing = robot(10.0)
+    position = thing.pop("features")
+    r = c.client.put(f"/api/2/things/{TWIN}", json={"_domain": "fleet", **thing})
+    assert r.status_code == 201, r.text
+    r = c.client.put(f"/api/2/things/{TWIN}/credentials", json={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    r = c.client.put(f"/api/2/things/{TWIN}/features", json=position)
+    assert r.status_code in (201, 204), r.text
+    ride_out(c, device, "core", "edge-1")
+    owners = check_outcome(c, device, "edge-1")
+    assert owners["edge-2"]["status"] == str(TwinStatus.ABSENT)
