@@ -161,15 +161,18 @@ async def load(
         return dev
 
     devices = list(await asyncio.gather(*(open_one(*t) for t in targets)))
+    # each device's reports at its rate, from a phase of its own (devices are not in step:
+    # a fleet firing in the same instant would measure its own burst)
+    phase = np.random.default_rng(0).random(len(devices))
     t0 = time.perf_counter()
     tick_s = 0.002
     while (now := time.perf_counter()) - t0 < seconds:
-        for d in devices:
+        for d, ph in zip(devices, phase, strict=True):
             if rate_hz is None:
                 while d.publish():
                     pass
             else:
-                owed = int((now - t0) * rate_hz) - d.seq
+                owed = int((now - t0) * rate_hz + ph) - d.seq
                 for _ in range(max(0, owed)):
                     if not d.publish():
                         break
