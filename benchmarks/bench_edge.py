@@ -18,6 +18,7 @@ two host processes and their downtime (fence -> the target serves, measured by t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -88,6 +90,40 @@ class CpuSampler:
         return out
 
 
+class Core:
+    """A running core: its process, HTTP base URL, MQTT port and admin token."""
+
+    def __init__(self, proc: subprocess.Popen, base: str, mqtt_port: int, token: str):
+        self.proc, self.base, self.mqtt_port, self.token = proc, base, mqtt_port, token
+
+
+@contextlib.contextmanager
+def core(tmp: Path, tag: str) -> Iterator[Core]:
+    """`twinedge serve --network tmp/bench.yaml --hosts local` on free ports (its data in
+    ``tmp/tag``), once it answers /healthz; stopped with SIGTERM afterwards."""
+    http, mqtt = free_port(), free_port()
+    data = tmp / tag
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "twinedge", "serve", "--network", str(tmp / "bench.yaml"), "--hosts", "local",
+         "--cycle-s", "1", "--forecast-horizon-s", "0", "--data-dir", str(data),
+         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "w"), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        yield Core(serve, base, mqtt, (data / "admin.token").read_text().strip())
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+
+
 def scenario(devices: int, speed_mps: float = 0.0) -> str:
     sc = (HERE / "examples" / "two-sites.yaml").read_text()
     # the robots of the example network, as many as devices, spread over both sites;
@@ -116,24 +152,8 @@ def run(
     warmup_s: float = 0.0,
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices, speed_mps))
-    http, mqtt = free_port(), free_port()
-    data = tmp / f"data-{rate_hz}"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "twinedge", "serve", "--network", str(tmp / "bench.yaml"), "--hosts", "local",
-         "--cycle-s", "1", "--forecast-horizon-s", "0", "--data-dir", str(data),
-         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "w"), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{http}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        token = (data / "admin.token").read_text().strip()
+    with core(tmp, f"data-{rate_hz}") as c:
+        serve, base, mqtt, token = c.proc, c.base, c.mqtt_port, c.token
         env = {**os.environ, "TWINEDGE_API_KEY": token}
         auth = {"Authorization": f"Bearer {token}"}
         pids = {"core": serve.pid}
@@ -180,9 +200,6 @@ def run(
         steady_s = (clock[0] + warmup_s, clock[0] + warmup_s + duration_s) if clock else None
         health = httpx.get(base + "/healthz", timeout=5).json()
         status = httpx.get(base + "/api/2/orchestrator", headers=auth).json()
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
     total = summary["total"]
     steady = total.get("steady") or {}
     edge = status.get("edge") or {}

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge import CpuSampler, free_port, scenario
+from bench_edge import CpuSampler, core, scenario
 
 PASSWORD = "bench-password"
 
@@ -192,24 +191,8 @@ def run(
     devices: int, rate: str, duration_s: float, warmup_s: float, window: int, tmp: Path
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices))
-    http, mqtt = free_port(), free_port()
-    data = tmp / f"data-{rate}"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "twinedge", "serve", "--network", str(tmp / "bench.yaml"), "--hosts", "local",
-         "--cycle-s", "1", "--forecast-horizon-s", "0", "--data-dir", str(data),
-         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "w"), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{http}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        token = (data / "admin.token").read_text().strip()
+    with core(tmp, f"data-{rate}") as c:
+        serve, base, mqtt, token = c.proc, c.base, c.mqtt_port, c.token
         auth = {"Authorization": f"Bearer {token}"}
         env = {**os.environ, "TWINEDGE_API_KEY": token, "TWINEDGE_DEVICE_PASSWORD": PASSWORD}
         placed = subprocess.run(
@@ -244,9 +227,6 @@ def run(
         finally:
             cpu.stop()
         health = httpx.get(base + "/healthz", timeout=5).json()
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
     from_t = t0 + warmup_s
     lat = np.array([lat_s for d in devs for sent, lat_s in d.acked if sent >= from_t]) * 1000
     acked = int(lat.size)
