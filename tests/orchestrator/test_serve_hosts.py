@@ -59,14 +59,7 @@ def test_serve_network_starts_a_host_process_per_host_that_stops_with_it(tmp_pat
         assert health["orchestrator"]["hosts"]["processes"] == 2
 
         twin, password = "fleet:r1", "pw-robot-1"
-        r = s.client.put(f"/api/2/things/{twin}", json={"_domain": "fleet", **robot(10.0)})
-        assert r.status_code == 201, r.text
-        r = s.client.put(f"/api/2/things/{twin}/credentials", json={"password": password})
-        assert r.status_code == 204, r.text
-        wait_for(
-            lambda: s.client.get(f"/api/2/things/{twin}").json().get("_host") == "edge-1",
-            "placement on edge-1",
-        )
+        robot_placed_on_edge_1(s, twin, password)
         edge_1 = json.loads((s.data / "hosts" / "edge-1" / "process.json").read_text())
 
         async def redirect() -> dict:
@@ -88,6 +81,19 @@ def test_serve_network_starts_a_host_process_per_host_that_stops_with_it(tmp_pat
             wait_for(lambda pid=pid: not alive(pid), f"host process {pid} stopped", tries=200)
 
 
+def robot_placed_on_edge_1(s, twin: str, password: str) -> None:
+    """A robot with a device password, 10 m from edge-1's access point, once the
+    orchestrator has placed it on edge-1."""
+    r = s.client.put(f"/api/2/things/{twin}", json={"_domain": "fleet", **robot(10.0)})
+    assert r.status_code == 201, r.text
+    r = s.client.put(f"/api/2/things/{twin}/credentials", json={"password": password})
+    assert r.status_code == 204, r.text
+    wait_for(
+        lambda: s.client.get(f"/api/2/things/{twin}").json().get("_host") == "edge-1",
+        "placement on edge-1",
+    )
+
+
 def test_hosts_none_keeps_the_twins_in_the_core(tmp_path):
     """``--hosts none``: no host process, the twin's device reports to the core's broker
     and is taken there (no redirect), while the placement still records its host."""
@@ -95,14 +101,7 @@ def test_hosts_none_keeps_the_twins_in_the_core(tmp_path):
         assert s.client.get("/api/2/orchestrator").json()["edge"] is None
         assert "hosts" not in s.client.get("/healthz").json()["orchestrator"]
         twin, password = "fleet:r1", "pw-robot-1"
-        r = s.client.put(f"/api/2/things/{twin}", json={"_domain": "fleet", **robot(10.0)})
-        assert r.status_code == 201, r.text
-        r = s.client.put(f"/api/2/things/{twin}/credentials", json={"password": password})
-        assert r.status_code == 204, r.text
-        wait_for(
-            lambda: s.client.get(f"/api/2/things/{twin}").json().get("_host") == "edge-1",
-            "placement on edge-1",
-        )
+        robot_placed_on_edge_1(s, twin, password)
 
         async def report() -> None:
             kw = {"identifier": twin, "username": twin, "password": password}
