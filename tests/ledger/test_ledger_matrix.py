@@ -121,6 +121,10 @@ def _replace_dir(path: Path, domain: str, by: str) -> None:
     shutil.copytree(path / by, path / domain)
 
 
+def _delete_dir(path: Path, domain: str) -> None:
+    shutil.rmtree(path / domain)
+
+
 def _replay(path: Path, domain: str, size: int) -> None:
     cdir = path / domain / "checkpoints"
     shutil.copy(cdir / str(size), cdir / "latest")
@@ -183,6 +187,7 @@ MUTATIONS: dict[str, Callable[..., None]] = {
     "truncate_table": _truncate_table,
     "truncate_file": _truncate_file,
     "replace_dir": _replace_dir,
+    "delete_dir": _delete_dir,
     "replay": _replay,
     "new_key": _new_key,
     "flip_byte": _flip_byte,

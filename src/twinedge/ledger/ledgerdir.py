@@ -470,4 +470,25 @@ class LedgerDir:
                     f"witnessed {d!r} (entry {rec.index}): the signing key was substituted"
                 )
             reports.append(rep)
+        if domains is None:
+            reports += self._missing_domains(records)
+        return reports
+
+    def _missing_domains(self, records: Sequence[WitnessRecord]) -> list[VerifyReport]:
+        """A report for every domain that another log here witnessed and whose log is
+        gone: deleting a domain's directory must not make its history vanish unseen."""
+        present = set(self.domains)
+        first: dict[str, WitnessRecord] = {}
+        for rec in records:
+            d = rec.domain
+            if d is not None and d != rec.witness and d not in present and d not in first:
+                first[d] = rec
+        reports = []
+        for d, rec in sorted(first.items()):
+            rep = VerifyReport(domain=d, path=str(self.path / d / LOG_FILE))
+            rep.cause(
+                f"domain {d!r} is gone from {self.path}, but domain {rec.witness!r} witnessed "
+                f"its log (entry {rec.index}): its directory was deleted or moved"
+            )
+            reports.append(rep)
         return reports
