@@ -338,6 +338,7 @@ class EdgeHost:
         self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
         self._inflight: list[asyncio.Future[Any]] = []
         self._wake = asyncio.Event()
+        self._committed = asyncio.Event()  # set by every commit that adds records
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0
@@ -497,6 +498,7 @@ class EdgeHost:
             self.records_committed += len(committed)
             if committed:
                 self._installed = committed[-1].seq
+                self._committed.set()
             for r in committed:
                 b.twins[r.twin_id].last_seq = r.seq
                 self._unacked.append((r.seq, r.time_s))
@@ -1170,6 +1172,22 @@ class EdgeHost:
         self._check_open()
         after = self._replicated if after_seq is None else after_seq
         return self._log.read(after, limit, self._installed)
+
+    async def wait_pending(self, timeout_s: float) -> bool:
+        """Wait until some committed record is not replicated yet (at once if one is
+        already), at most ``timeout_s``; return whether one is. A replicator that has
+        sent everything sleeps here instead of polling the log.
+
+        Raises:
+            HostClosedError: the host is closed.
+        """
+        self._check_open()
+        if self._installed > self._replicated:
+            return True
+        self._committed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), timeout_s)
+        return self._installed > self._replicated
 
     def ack_replicated(self, seq: int) -> int:
         """The core has applied every record up to ``seq``. Cumulative and idempotent:

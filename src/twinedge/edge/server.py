@@ -316,11 +316,12 @@ class HostServer:
 
     async def _replicate(self) -> None:
         """Push committed records to the core in seq order; ack what it applied."""
-        idle_s = 0.005
         while True:
+            if not await self.host.wait_pending(1.0):  # woken by the next commit
+                continue
             records = self.host.pending(limit=self.replicate_batch)
-            if not records:
-                await asyncio.sleep(idle_s)
+            if not records:  # not readable yet: look again shortly
+                await asyncio.sleep(0.005)
                 continue
             body = {"host": self.host_id, "records": [wire.record_to(r) for r in records]}
             answer = await self.core_post("/internal/replicate", body)
