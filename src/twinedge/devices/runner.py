@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import signal
 import time
@@ -218,14 +219,8 @@ class Fleet:
     def _link(
         self, index: int
     ) -> Callable[[float, float, str | None, int], LinkDelay | None] | None:
-        links = self.links
-        if links is None:
-            return None
-
-        def delay(x_m: float, y_m: float, host: str | None, nbytes: int) -> LinkDelay | None:
-            return links.delay(index, x_m, y_m, host, nbytes)
-
-        return delay
+        """Entity ``index``'s emulated delay (``None``: no link emulation)."""
+        return None if self.links is None else functools.partial(self.links.delay, index)
 
     def now_s(self) -> float:
         """Virtual time: wall seconds since the clock started."""

@@ -130,8 +130,9 @@ class VerifiedPasswords:
 
     def remember(self, password: str, stored: str) -> None:
         """Note that :func:`check_password` accepted ``password`` for ``stored``."""
-        self._tags[self._tag(password, stored)] = None
-        self._tags.move_to_end(self._tag(password, stored))
+        tag = self._tag(password, stored)
+        self._tags[tag] = None
+        self._tags.move_to_end(tag)
         while len(self._tags) > self.max_entries:
             self._tags.popitem(last=False)
 
