@@ -97,6 +97,11 @@ class Core:
         self.proc, self.base, self.mqtt_port, self.token = proc, base, mqtt_port, token
 
 
+def log_tail(tmp: Path) -> str:
+    """The end of the core's log (the temporary directory goes away with the run)."""
+    return (tmp / "serve.log").read_text(errors="replace")[-2000:]
+
+
 @contextlib.contextmanager
 def core(tmp: Path, tag: str) -> Iterator[Core]:
     """`twinedge serve --network tmp/bench.yaml --hosts local` on free ports (its data in
@@ -111,13 +116,19 @@ def core(tmp: Path, tag: str) -> Iterator[Core]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{http}"
     try:
-        for _ in range(300):
+        for _ in range(600):
+            if serve.poll() is not None:
+                break
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        else:
+            raise SystemExit(f"the core did not answer /healthz within 60 s:\n{log_tail(tmp)}")
+        if serve.returncode is not None:
+            raise SystemExit(f"the core exited with {serve.returncode}:\n{log_tail(tmp)}")
         yield Core(serve, base, mqtt, (data / "admin.token").read_text().strip())
     finally:
         serve.send_signal(signal.SIGTERM)
