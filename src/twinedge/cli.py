@@ -1107,7 +1107,10 @@ def calibrate_cmd(
     ] = None,
     directory: Annotated[
         str | None,
-        typer.Option("--dir", help="Where to make the logs: the disk the hosts use (default: a temporary directory)."),
+        typer.Option(
+            "--dir",
+            help="Where to make the logs: the disk the hosts use (default: a temporary directory).",
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

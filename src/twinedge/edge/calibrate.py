@@ -274,9 +274,7 @@ def command(
     if cpu_ghz is None:
         cpu_ghz = 1.0 if scenario is None else scenario_cpu_ghz(scenario)
     check_options(reports, interval_ms, cpu_ghz)
-    c = asyncio.run(
-        calibrate(directory, reports=reports, interval_ms=interval_ms, cpu_ghz=cpu_ghz)
-    )
+    c = asyncio.run(calibrate(directory, reports=reports, interval_ms=interval_ms, cpu_ghz=cpu_ghz))
     if json_out:
         print(json.dumps(c.to_json(), indent=1))
     else:
