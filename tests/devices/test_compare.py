@@ -63,7 +63,7 @@ def test_a_hosts_commit_time_is_a_fixed_part_of_the_prediction_by_hand(tmp_path)
     path.write_text(yaml.safe_dump(sc_doc))
     sc = load_scenario(str(path))
     parts, run, n = predict(sc, seed=0, steps=4, placement="greedy", migration="threshold", count=2)
-    assert parts["commit_mean_ms"] == pytest.approx((1.5 + 0.25) / 2, rel=1e-12)
+    assert n == 2 and parts["commit_mean_ms"] == pytest.approx((1.5 + 0.25) / 2, rel=1e-12)
     assert parts["service_mean_ms"] == pytest.approx(SERVICE_MS, rel=1e-9)
     up = (radio_ms(1000.0, 200) + radio_ms(10.0, 200)) / 2
     assert parts["mean_ms"] == pytest.approx(up + 0.5 + 0.875 + SERVICE_MS, abs=1e-8)

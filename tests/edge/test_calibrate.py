@@ -41,7 +41,10 @@ def test_a_calibration_measures_positive_finite_times_and_derives_the_values(tmp
         ((1, 20.0, 1.0), "--reports: got 1; expected 2..100000"),
         ((True, 20.0, 1.0), "--reports: got True; expected 2..100000"),
         ((100_001, 20.0, 1.0), "--reports: got 100001; expected 2..100000"),
-        ((5, -1.0, 1.0), "--interval-ms: got -1.0; expected the spacing of two reports, 0 <= ms <= 10000"),
+        (
+            (5, -1.0, 1.0),
+            "--interval-ms: got -1.0; expected the spacing of two reports, 0 <= ms <= 10000",
+        ),
         ((5, math.nan, 1.0), "--interval-ms: got nan; expected"),
         ((5, math.inf, 1.0), "--interval-ms: got inf; expected"),
         ((5, 20.0, 0.0), "--cpu-ghz: got 0.0; expected the cpu_ghz of the scenario's hosts, > 0"),

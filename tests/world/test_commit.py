@@ -38,7 +38,9 @@ def run(doc: dict, steps: int = 3) -> dict:
 
 
 def test_each_twin_pays_its_own_hosts_commit_by_hand():
-    sim = build_simulation(parse_scenario(with_commit(robots(*XY), COMMIT), "s.yaml"), seed=0, steps=2)
+    sim = build_simulation(
+        parse_scenario(with_commit(robots(*XY), COMMIT), "s.yaml"), seed=0, steps=2
+    )
     sim.reset()
     sim.observe()
     w, s = sim.world, sim.state
@@ -58,7 +60,9 @@ def test_each_twin_pays_its_own_hosts_commit_by_hand():
 
 
 def test_the_placement_problem_and_the_policies_limits_include_the_commit():
-    sim = build_simulation(parse_scenario(with_commit(robots(*XY), COMMIT), "s.yaml"), seed=0, steps=2)
+    sim = build_simulation(
+        parse_scenario(with_commit(robots(*XY), COMMIT), "s.yaml"), seed=0, steps=2
+    )
     sim.reset()
     sim.observe()
     w, s = sim.world, sim.state
