@@ -20,7 +20,9 @@ host's MIPS from a benchmark of the machine:
   server ``twinedge host`` runs, in this process), publish -> PUBACK at the socket: what
   a device sees of a host, but the network.
 
-What a report takes beyond the commit, ``host_ms = mqtt - commit`` (means, at least 0),
+The three are interleaved report by report (a commit, an apply, a publish, each after
+``interval_ms``), so that a busy moment of the machine weighs on all three alike. What a
+report takes beyond the commit, ``host_ms = mqtt - commit`` (means, at least 0),
 is the host's own time per report (MQTT, behaviour, merge, batch, thread hops);
 ``work_gcycles = host_ms / 1000 * cpu_ghz`` makes the model's idle service time on a
 host of ``cpu_ghz`` equal it. Not in it: the network (the model has its own), a device's
@@ -92,7 +94,7 @@ class Calibration:
         """The result as text: what was measured, then the scenario values."""
         return [
             f"durable commit (EdgeLog.append, synchronous=FULL), {self.reports} "
-            f"reports {self.interval_ms:g} ms apart: p50 {self.commit_p50_ms:.3f} ms, "
+            f"reports, phases interleaved {self.interval_ms:g} ms apart: p50 {self.commit_p50_ms:.3f} ms, "
             f"mean {self.commit_mean_ms:.3f} ms",
             f"report applied by an EdgeHost (behaviour, merge, commit, thread hops): p50 "
             f"{self.apply_p50_ms:.3f} ms, mean {self.apply_mean_ms:.3f} ms, CPU "
@@ -156,43 +158,8 @@ async def _pause(interval_ms: float) -> None:
         await asyncio.sleep(interval_ms / 1000.0)
 
 
-async def _commits(path: Path, reports: int, interval_ms: float) -> np.ndarray:
-    import json
-
-    log = EdgeLog.open(path, "calibrate")
-    try:
-        out = np.empty(reports)
-        for i in range(reports):
-            data = json.dumps(_report(i), separators=(",", ":")).encode()
-            rec = LogRecord(0, "calibrate:twin", 1, i + 1, "change", data, time.time())
-            t0 = time.perf_counter()
-            log.append([rec])
-            out[i] = (time.perf_counter() - t0) * 1000.0
-            await _pause(interval_ms)
-        return out
-    finally:
-        log.close()
-
-
-async def _applies(path: Path, reports: int, interval_ms: float) -> tuple[np.ndarray, float]:
-    host = EdgeHost.open(path, "calibrate")
-    try:
-        await host.place("calibrate:twin", {"features": {}})
-        out = np.empty(reports)
-        cpu_s = 0.0
-        for i in range(reports):
-            report = _report(i)
-            c0, t0 = time.process_time(), time.perf_counter()
-            await host.apply("calibrate:twin", report)
-            out[i] = (time.perf_counter() - t0) * 1000.0
-            cpu_s += time.process_time() - c0
-            await _pause(interval_ms)
-        return out, cpu_s * 1000.0 / reports
-    finally:
-        await host.close()
-
-
 PASSWORD = "calibrate"
+THING = "calibrate:twin"
 
 
 def _packet(kind: int, body: bytes) -> bytes:
@@ -211,66 +178,115 @@ def _utf8(text: str) -> bytes:
     return len(b).to_bytes(2, "big") + b
 
 
-async def _mqtt(path: Path, reports: int, interval_ms: float) -> np.ndarray:
-    """Publish ``reports`` reports to an embedded MQTT endpoint over a host, publish ->
-    PUBACK at the socket, ms."""
-    import json
-    import socket
+class _Endpoint:
+    """A host's device endpoint (the embedded MQTT server over an :class:`EdgeHost`, as
+    ``twinedge host`` runs it) with one raw MQTT 3.1.1 connection to it."""
 
-    from twinedge.edge.server import DeviceSide
-    from twinedge.runtime.mqtt import start_mqtt
+    def __init__(self, host: EdgeHost):
+        self.host = host
+        self.broker: Any = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.topic = _utf8(f"twinedge/{THING}/reported")
 
-    class Server:  # what the device endpoint asks of a host process
-        def __init__(self, host: EdgeHost):
-            self.host = host
+    async def start(self) -> None:
+        import socket
 
-        def redirect(self, thing_id: str) -> None:  # pragma: no cover - never moved here
-            pass
+        from twinedge.edge.server import DeviceSide
+        from twinedge.runtime.mqtt import start_mqtt
 
-    class Side(DeviceSide):
-        async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
-            return password == PASSWORD
+        host = self.host
 
-    with socket.socket() as probe:  # a free port on the loopback
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    thing = "calibrate:twin"
-    host = EdgeHost.open(path, "calibrate")
-    broker: Any = None
-    writer: asyncio.StreamWriter | None = None
-    try:
-        await host.place(thing, {"features": {}})
-        broker = await start_mqtt(Side(Server(host)), None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        class Server:  # what the device endpoint asks of a host process
+            def __init__(self) -> None:
+                self.host = host
+
+            def redirect(self, thing_id: str) -> None:  # pragma: no cover - never moved
+                pass
+
+        class Side(DeviceSide):
+            async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
+                return password == PASSWORD
+
+        with socket.socket() as probe:  # a free port on the loopback
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.broker = await start_mqtt(Side(Server()), None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         flags = 0xC2  # user name, password, clean session
         connect = (
             _utf8("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big")
-            + _utf8(thing) + _utf8(thing) + _utf8(PASSWORD)
+            + _utf8(THING) + _utf8(THING) + _utf8(PASSWORD)
         )  # fmt: skip
-        writer.write(_packet(0x10, connect))
-        connack = await asyncio.wait_for(reader.readexactly(4), 10)
+        self.writer.write(_packet(0x10, connect))
+        connack = await asyncio.wait_for(self.reader.readexactly(4), 10)
         if connack[0] != 0x20 or connack[3] != 0:
             raise CalibrationError(f"the host's MQTT endpoint refused the connection: {connack!r}")
-        topic = _utf8(f"twinedge/{thing}/reported")
-        out = np.empty(reports)
+
+    async def publish(self, i: int, payload: bytes) -> float:
+        """One report at QoS 1: publish -> PUBACK at the socket, ms."""
+        assert self.reader is not None and self.writer is not None
+        pid = (i % 65535) + 1
+        packet = _packet(0x32, self.topic + pid.to_bytes(2, "big") + payload)
+        t0 = time.perf_counter()
+        self.writer.write(packet)
+        ack = await asyncio.wait_for(self.reader.readexactly(4), 30)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if ack[0] != 0x40 or int.from_bytes(ack[2:4], "big") != pid:
+            raise CalibrationError(f"the host's MQTT endpoint answered {ack!r}, not a PUBACK")
+        return ms
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.broker is not None:
+            await self.broker.stop()
+
+
+async def _measure(
+    folder: Path, reports: int, interval_ms: float
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The three phases interleaved, report by report, so that each sees the machine as
+    the others do (a busy moment hits all three, not one): ``(commit_ms, apply_ms,
+    apply_cpu_ms per report, mqtt_ms)``."""
+    import json
+
+    log = EdgeLog.open(folder / "commit.sqlite", "calibrate")
+    applier: EdgeHost | None = None
+    served: EdgeHost | None = None
+    endpoint: _Endpoint | None = None
+    try:
+        applier = EdgeHost.open(folder / "host.sqlite", "calibrate")
+        await applier.place(THING, {"features": {}})
+        served = EdgeHost.open(folder / "mqtt.sqlite", "calibrate")
+        await served.place(THING, {"features": {}})
+        endpoint = _Endpoint(served)
+        await endpoint.start()
+        commit, apply, mqtt = np.empty(reports), np.empty(reports), np.empty(reports)
+        cpu_s = 0.0
         for i in range(reports):
-            pid = (i % 65535) + 1
-            payload = json.dumps(_report(i), separators=(",", ":")).encode()
-            packet = _packet(0x32, topic + pid.to_bytes(2, "big") + payload)
+            report = _report(i)
+            data = json.dumps(report, separators=(",", ":")).encode()
+            rec = LogRecord(0, THING, 1, i + 1, "change", data, time.time())
             t0 = time.perf_counter()
-            writer.write(packet)
-            ack = await asyncio.wait_for(reader.readexactly(4), 30)
-            out[i] = (time.perf_counter() - t0) * 1000.0
-            if ack[0] != 0x40 or int.from_bytes(ack[2:4], "big") != pid:
-                raise CalibrationError(f"the host's MQTT endpoint answered {ack!r}, not a PUBACK")
+            log.append([rec])
+            commit[i] = (time.perf_counter() - t0) * 1000.0
             await _pause(interval_ms)
-        return out
+            c0, t0 = time.process_time(), time.perf_counter()
+            await applier.apply(THING, report)
+            apply[i] = (time.perf_counter() - t0) * 1000.0
+            cpu_s += time.process_time() - c0
+            await _pause(interval_ms)
+            mqtt[i] = await endpoint.publish(i, data)
+            await _pause(interval_ms)
+        return commit, apply, cpu_s * 1000.0 / reports, mqtt
     finally:
-        if writer is not None:
-            writer.close()
-        if broker is not None:
-            await broker.stop()
-        await host.close()
+        if endpoint is not None:
+            await endpoint.stop()
+        for h in (applier, served):
+            if h is not None:
+                await h.close()
+        log.close()
 
 
 async def calibrate(
@@ -307,9 +323,7 @@ async def calibrate(
     except OSError as exc:
         raise CalibrationError(f"--dir: cannot create files in {directory}: {exc}") from None
     with tmp as d:
-        commit = await _commits(Path(d) / "commit.sqlite", reports, interval_ms)
-        apply, cpu_ms = await _applies(Path(d) / "host.sqlite", reports, interval_ms)
-        mqtt = await _mqtt(Path(d) / "mqtt.sqlite", reports, interval_ms)
+        commit, apply, cpu_ms, mqtt = await _measure(Path(d), reports, interval_ms)
     commit_mean, apply_mean = float(commit.mean()), float(apply.mean())
     host_ms = max(float(mqtt.mean()) - commit_mean, 0.0)
     return Calibration(
