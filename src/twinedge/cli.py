@@ -1092,6 +1092,35 @@ def _mount_devices() -> None:
 _mount_devices()
 
 
+@app.command(name="calibrate")
+def calibrate_cmd(
+    reports: Annotated[int, typer.Option(help="Reports per phase (commit, host).")] = 200,
+    interval_ms: Annotated[
+        float, typer.Option(help="Spacing of two reports, ms (0: back to back).")
+    ] = 20.0,
+    cpu_ghz: Annotated[
+        float | None,
+        typer.Option(help="cpu_ghz of the scenario's hosts, for work_gcycles (default 1)."),
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="Take cpu_ghz from this scenario's hosts.")
+    ] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option(
+            "--dir",
+            help="Where to make the logs: the disk the hosts use (default: a temporary directory).",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Measure this machine's durable commit and an edge host's time per report, and
+    print the scenario values (commit_ms, work_gcycles) that calibrate the simulator."""
+    from twinedge.edge.calibrate import command
+
+    command(reports, interval_ms, cpu_ghz, scenario, directory, json_out)
+
+
 def _mount_trace() -> None:
     from twinedge.trace_cli import app as trace_app
 

@@ -26,8 +26,8 @@ ROWS = [
     "mean latency, ms",
     "network (radio uplink + backbone), ms",
     "of which the backbone (access point -> the twin's host), ms",
-    "processing (model: service + migration downtime; live: the rest), ms",
-    "of which the emulator's timers waking late, ms",
+    "processing (model: commit + service + migration downtime; live: the rest), ms",
+    "the emulator's own time, left out of the measurement, ms",
     "twins placed",
 ]
 
@@ -43,12 +43,32 @@ def test_the_prediction_splits_the_models_latency_by_hand(tmp_path):
     )
     assert parts["backbone_mean_ms"] == pytest.approx(0.5, abs=1e-8)
     assert parts["service_mean_ms"] == pytest.approx(SERVICE_MS, rel=1e-9)
-    assert parts["downtime_mean_ms"] == 0.0
+    assert parts["downtime_mean_ms"] == 0.0 and parts["commit_mean_ms"] == 0.0
     total = parts["uplink_mean_ms"] + 0.5 + SERVICE_MS
     assert parts["mean_ms"] == pytest.approx(total, abs=1e-8)
     # the same run simulate() makes: every twin is one of the devices here
     assert parts["mean_ms"] == pytest.approx(run["mean_latency_ms"], rel=1e-12)
     assert run == simulate(sc, seed=0, steps=4).summary
+
+
+def test_a_hosts_commit_time_is_a_fixed_part_of_the_prediction_by_hand(tmp_path):
+    # edge-1 commits in 1.5 ms, edge-2 in 0.25 ms: each twin's latency gains its own
+    # host's commit, not stretched by the host's load; the rest is unchanged
+    sc_doc = robots(*XY)
+    commit = {"edge-1": 1.5, "edge-2": 0.25}
+    for node in sc_doc["infrastructure"]["nodes"]:
+        if node["id"] in commit:
+            node["commit_ms"] = commit[node["id"]]
+    path = tmp_path / "two-robots-commit.yaml"
+    path.write_text(yaml.safe_dump(sc_doc))
+    sc = load_scenario(str(path))
+    parts, run, n = predict(sc, seed=0, steps=4, placement="greedy", migration="threshold", count=2)
+    assert n == 2 and parts["commit_mean_ms"] == pytest.approx((1.5 + 0.25) / 2, rel=1e-12)
+    assert parts["service_mean_ms"] == pytest.approx(SERVICE_MS, rel=1e-9)
+    up = (radio_ms(1000.0, 200) + radio_ms(10.0, 200)) / 2
+    assert parts["mean_ms"] == pytest.approx(up + 0.5 + 0.875 + SERVICE_MS, abs=1e-8)
+    assert parts["mean_ms"] == pytest.approx(run["mean_latency_ms"], rel=1e-12)
+    assert parts["model"]["commit_ms"] == commit
 
 
 def test_the_prediction_of_the_first_devices_only():
@@ -59,8 +79,8 @@ def test_the_prediction_of_the_first_devices_only():
     )
     assert n == 200 and parts["twin_steps"] == 60
     assert parts["mean_ms"] == pytest.approx(
-        parts["uplink_mean_ms"] + parts["backbone_mean_ms"] + parts["service_mean_ms"]
-        + parts["downtime_mean_ms"], rel=1e-12
+        parts["uplink_mean_ms"] + parts["backbone_mean_ms"] + parts["commit_mean_ms"]
+        + parts["service_mean_ms"] + parts["downtime_mean_ms"], rel=1e-12
     )  # fmt: skip
     assert parts["mean_ms"] != pytest.approx(run["mean_latency_ms"], rel=1e-9)
 
@@ -107,6 +127,9 @@ def test_compare_puts_the_prediction_next_to_the_measurement(tmp_path):
         link["network_mean_ms"] + link["live_mean_ms"], abs=1e-5
     )
     assert link["live_mean_ms"] > 0 and link["timer_late_mean_ms"] >= 0
+    assert link["emulator_mean_ms"] == pytest.approx(
+        link["timer_late_mean_ms"] + link["send_mean_ms"] + link["resume_mean_ms"], abs=1e-5
+    )
     # the hand check: robot 0 is 1 km from ap-1 and its twin on edge-1, so each of its
     # reports waited 0.5 ms of backbone + its bytes over the radio at 1 km (linear in
     # the bytes: the mean delay is that of the mean size)
@@ -128,12 +151,17 @@ def test_compare_puts_the_prediction_next_to_the_measurement(tmp_path):
     # both twins on their own site's edge, in both faces
     assert back["predicted"] == pytest.approx(0.5, abs=1e-4)
     assert back["measured"] == pytest.approx(0.5, abs=1e-6) and back["ratio"] == 1.0
-    proc = rows["processing (model: service + migration downtime; live: the rest), ms"]
+    proc = rows["processing (model: commit + service + migration downtime; live: the rest), ms"]
     assert proc["predicted"] == pytest.approx(SERVICE_MS, abs=1e-4)
     assert proc["measured"] == link["live_mean_ms"]
     assert "durable commit" in proc["note"]
-    late = rows["of which the emulator's timers waking late, ms"]
-    assert late["measured"] == link["timer_late_mean_ms"] and late["comparable"] is False
+    own = rows["the emulator's own time, left out of the measurement, ms"]
+    assert own["measured"] == link["emulator_mean_ms"] and own["comparable"] is False
+    assert c["model"] == {
+        "commit_ms": {"edge-1": 0.0, "edge-2": 0.0},
+        "cpu_ghz": {"edge-1": 10.0, "edge-2": 10.0},
+        "work_gcycles_mean": 0.001,
+    }
     # static robots: nobody migrates, in either face
     assert rows["migrations per twin per minute"]["predicted"] == 0.0
     assert rows["migrations per twin per minute"]["measured"] == 0.0

@@ -53,6 +53,11 @@ def test_devices_doc_commands(tmp_path):
     summary = json.loads((cwd / "devices.json").read_text())
     assert summary["stopped"] == "duration" and summary["total"]["unacked"] == 0
     assert summary["total"]["acked"] == summary["total"]["sent"] > 0
+    # the calibration: for the scenario's 10 GHz hosts, measured values
+    cal = json.loads((cwd / "calibration.json").read_text())
+    assert cal["cpu_ghz"] == 10.0 and cal["reports"] == 50
+    assert cal["commit_ms"] > 0 and cal["work_gcycles"] >= 0
+    assert re.search(r"^commit_ms: [0-9.]+  work_gcycles: [0-9.e-]+$", p.stdout, re.M)
     # the truck: "at virtual time t_s it is at (t_s, t_s / 2), moving at (1, 0.5) m/s"
     # (curl prints no newline: the position objects are picked out of the output)
     truck = json.loads(re.findall(r'\{"x_m"[^}]*\}', p.stdout)[-1])

@@ -39,8 +39,17 @@ integer ``epoch`` >= 0 is logged and ignored (``redirects_malformed``).
 the device is connected to a twin host waits, before it is published, the modelled
 one-way delay of its path (the reports of a device leave in order), and its PUBACK the
 way back (a connection lost meanwhile loses that PUBACK: the report is re-sent, as over
-a real link). Each such report's one-way latency counts from its first send to a twin
-host (so the wait of a report caught by a migration is in it) to its PUBACK.
+a real link). Each such report's one-way latency is the modelled delay of its path plus
+the time from its first PUBLISH written to a twin host's socket (so the wait of a
+report caught by a migration is in it) to its PUBACK read from the socket: the
+emulator's own time (its timers waking late, building and sending the packet, waking
+the task that waits for the PUBACK) is measured apart and left out.
+
+**Timestamps.** Both ends of a report's live time are taken at the socket: the device
+hands the PUBLISH to the MQTT client's socket at once (not one turn of the event loop
+later, when the loop would find the socket writable) and reads the clock right after;
+the PUBACK's time is read in the client's callback for it, as the packet is decoded,
+before any task is woken. ``clock`` and ``sleep`` can be injected (tests).
 
 **Failures.** A lost connection is re-established to the same broker with exponential
 back-off (0.25 s up to 8 s). When the broker a redirect named cannot be reached
@@ -59,7 +68,7 @@ import math
 import ssl
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -186,6 +195,10 @@ class DeviceStats:
     link_network_ms: array = field(default_factory=lambda: array("d"))
     link_backbone_ms: array = field(default_factory=lambda: array("d"))  # of link_network_ms
     link_late_ms: array = field(default_factory=lambda: array("d"))
+    # the emulator's own time per such report, left out of link_one_way_ms: the PUBLISH
+    # built and written after the delay, and the task woken after the PUBACK was read
+    link_send_ms: array = field(default_factory=lambda: array("d"))
+    link_resume_ms: array = field(default_factory=lambda: array("d"))
     link_bytes: int = 0  # the payload bytes of the reports in link_one_way_ms
     link_unemulated: int = 0  # acknowledged without a delay: not by a host of the network
 
@@ -217,19 +230,24 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     host over an emulated path (``reports``) and the means of their one-way latency
     (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``, of
     which ``backbone_mean_ms`` from the access point to the twin's host), of
-    the rest, the live system's own time (``live_mean_ms``, which includes
-    ``timer_late_mean_ms``: the emulator's timers waking after the delay), the mean
-    payload size (``bytes_mean``) and the reports acknowledged without a delay
-    (``unemulated``: by the core's broker).
+    the rest, the live system's own time from the PUBLISH written to the PUBACK read
+    (``live_mean_ms``), the emulator's own time left out of them
+    (``emulator_mean_ms``: its timers waking after the delay, ``timer_late_mean_ms``;
+    building and writing the PUBLISH, ``send_mean_ms``; waking the waiting task after
+    the PUBACK was read, ``resume_mean_ms``), the mean payload size (``bytes_mean``)
+    and the reports acknowledged without a delay (``unemulated``: by the core's broker).
 
     Examples:
         >>> s = DeviceStats()
         >>> s.link_one_way_ms.extend([4.0, 6.0]); s.link_network_ms.extend([0.5, 0.5])
         >>> s.link_backbone_ms.extend([0.25, 0.25])
         >>> s.link_late_ms.extend([0.25, 0.75])
+        >>> s.link_send_ms.extend([0.125, 0.125]); s.link_resume_ms.extend([0.0, 0.5])
         >>> s.link_bytes = 240
-        >>> link_summary([s])
-        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'backbone_mean_ms': 0.25, 'live_mean_ms': 4.5, 'timer_late_mean_ms': 0.5, 'bytes_mean': 120.0, 'unemulated': 0}
+        >>> link_summary([s])  # doctest: +NORMALIZE_WHITESPACE
+        {'reports': 2, 'mean_ms': 5.0, 'network_mean_ms': 0.5, 'backbone_mean_ms': 0.25,
+         'live_mean_ms': 4.5, 'emulator_mean_ms': 0.875, 'timer_late_mean_ms': 0.5,
+         'send_mean_ms': 0.125, 'resume_mean_ms': 0.25, 'bytes_mean': 120.0, 'unemulated': 0}
     """
 
     def joined(field_name: str) -> np.ndarray:
@@ -238,6 +256,7 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
 
     one, net, late = joined("link_one_way_ms"), joined("link_network_ms"), joined("link_late_ms")
     back = joined("link_backbone_ms")
+    send, resume = joined("link_send_ms"), joined("link_resume_ms")
     unemulated = sum(x.link_unemulated for x in stats)
     if not one.size:
         return {
@@ -246,7 +265,10 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
             "network_mean_ms": None,
             "backbone_mean_ms": None,
             "live_mean_ms": None,
+            "emulator_mean_ms": None,
             "timer_late_mean_ms": None,
+            "send_mean_ms": None,
+            "resume_mean_ms": None,
             "bytes_mean": None,
             "unemulated": unemulated,
         }
@@ -256,7 +278,10 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
         "network_mean_ms": round(float(net.mean()), 6),
         "backbone_mean_ms": round(float(back.mean()), 6),
         "live_mean_ms": round(float(one.mean() - net.mean()), 6),
+        "emulator_mean_ms": round(float(late.mean() + send.mean() + resume.mean()), 6),
         "timer_late_mean_ms": round(float(late.mean()), 6),
+        "send_mean_ms": round(float(send.mean()), 6),
+        "resume_mean_ms": round(float(resume.mean()), 6),
         "bytes_mean": round(sum(x.link_bytes for x in stats) / one.size, 6),
         "unemulated": unemulated,
     }
@@ -298,6 +323,8 @@ class Device:
             position, the host the device is connected to (``None``: the core's broker)
             and the payload's size, returns the delays the report and its PUBACK wait
             (``None``: no delay). ``None`` (the default): no emulation.
+        clock: the latency clock, seconds (default :func:`time.perf_counter`).
+        sleep: waits out an emulated delay, seconds (default :func:`asyncio.sleep`).
 
     Raises:
         ValueError: ``period_s`` is not positive.
@@ -328,6 +355,8 @@ class Device:
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
         link: Callable[[float, float, str | None, int], LinkDelay | None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ):
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s!r}")
@@ -349,7 +378,10 @@ class Device:
         self._inflight: set[asyncio.Task] = set()
         self.link = link
         self._xy: dict[int, tuple[float, float]] = {}  # seq -> position (link emulation)
-        self._first_at_host: dict[int, float] = {}  # seq -> first sent to a twin host
+        # seq -> (written, modelled up delay ms, of which backbone) of its first send to a host
+        self._first_at_host: dict[int, tuple[float, float, float]] = {}
+        self._clock, self._sleep = clock, sleep
+        self._acks: dict[int, asyncio.Future[float]] = {}  # MQTT packet id -> PUBACK read at
         self._link_free_s = 0.0  # the emulated uplink delivers in order: not before this
         self._drained = asyncio.Event()
         self._drained.set()
@@ -495,6 +527,7 @@ class Device:
         if self._moving is not None:  # arrived: from now on this is the last one followed
             self.epoch, self.host, self._moving = self._moving.epoch, self._moving.host, None
         self._broken.clear()
+        self._hook_acks(client)
         tasks: list[asyncio.Task] = []
         try:
             await self._subscribe(client)
@@ -519,6 +552,9 @@ class Device:
                 t.cancel()
             await asyncio.gather(*tasks, *self._inflight, return_exceptions=True)
             self._inflight.clear()
+            for fut in self._acks.values():
+                fut.cancel()
+            self._acks.clear()
             _retrieve_disconnect(client)
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.timeout_s)
@@ -627,13 +663,50 @@ class Device:
             self._start_publish(client, self.seq, payload)
         await self._drained.wait()
 
+    def _hook_acks(self, client: aiomqtt.Client) -> None:
+        """Read the clock when a PUBACK of one of this device's reports is decoded (in
+        the MQTT client's callback, before any task wakes) and hand it to the report's
+        future; other PUBACKs go to the client's own callback."""
+        paho = client._client  # the paho client inside: its callbacks, its socket
+        theirs = paho.on_publish
+        acks, clock = self._acks, self._clock
+
+        def on_publish(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
+            fut = acks.pop(mid, None)
+            if fut is None:
+                if theirs is not None:
+                    theirs(c, userdata, mid, *rest)
+            elif not fut.done():
+                fut.set_result(clock())
+
+        paho.on_publish = on_publish
+
+    def _send(self, client: aiomqtt.Client, payload: bytes) -> tuple[float, asyncio.Future[float]]:
+        """Publish ``payload`` at QoS 1 and write it to the socket now; return when it
+        was written and the future of when its PUBACK is read.
+
+        Raises:
+            aiomqtt.MqttError: the client refused the publish (not connected).
+        """
+        paho = client._client
+        info = paho.publish(self.topic(REPORTED), payload, qos=1)
+        if info.rc != 0:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = fut
+        # write now: the client would only ask the event loop to tell it when the socket
+        # is writable and write one turn later (what it cannot write now, it still does)
+        paho.loop_write()
+        return self._clock(), fut
+
     def _start_publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
         task = asyncio.create_task(self._publish(client, seq, payload))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
     async def _publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
-        t0 = time.perf_counter()
+        clock = self._clock
+        t0 = clock()
         delay = None
         if self.link is not None:
             x_m, y_m = self._xy.get(seq, (0.0, 0.0))
@@ -641,36 +714,45 @@ class Device:
         if delay is not None:
             # the radio and the backbone: in order (a later report never overtakes),
             # worked out before the first await so that tasks keep their order
-            first = self._first_at_host.setdefault(seq, t0)
             release = max(t0 + delay.up_ms / 1000.0, self._link_free_s)
             self._link_free_s = release
-            await asyncio.sleep(release - time.perf_counter())
-            t_wake = time.perf_counter()
+            await self._sleep(max(release - clock(), 0.0))
+            t_wake = clock()
         try:
-            await client.publish(self.topic(REPORTED), payload, qos=1, timeout=math.inf)
+            t_sent, ack = self._send(client, payload)
+            if delay is not None:
+                self._first_at_host.setdefault(seq, (t_sent, delay.up_ms, delay.backbone_ms))
+            t_ack = await ack
         except aiomqtt.MqttError:
             self._broken.set()  # the session ends; the report stays unacknowledged
             return
-        t_ack = time.perf_counter()
+        t_resumed = clock()
         if delay is not None and delay.return_ms > 0:
             # the PUBACK's way back; a connection lost meanwhile loses it, as a real
             # one would (the report is re-sent)
-            await asyncio.sleep(delay.return_ms / 1000.0)
+            await self._sleep(delay.return_ms / 1000.0)
         if self.unacked.pop(seq, None) is not None:
             s = self.stats
             s.acked += 1
-            s.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-            s.published_at_s.append(t0)
+            # publish -> PUBACK at the socket, plus the modelled delays both ways
+            round_trip_ms = (t_ack - t_sent) * 1000.0
             if delay is not None:
-                s.link_one_way_ms.append((t_ack - first) * 1000.0)
-                s.link_network_ms.append(delay.up_ms)
-                s.link_backbone_ms.append(delay.backbone_ms)
-                s.link_late_ms.append(max(0.0, (t_wake - t0) * 1000.0 - delay.up_ms))
+                round_trip_ms += delay.up_ms + delay.return_ms
+            s.latencies_ms.append(round_trip_ms)
+            s.published_at_s.append(t0)
+            first = self._first_at_host.pop(seq, None)
+            if delay is not None and first is not None:
+                first_sent, up_ms, backbone_ms = first
+                s.link_one_way_ms.append(up_ms + (t_ack - first_sent) * 1000.0)
+                s.link_network_ms.append(up_ms)
+                s.link_backbone_ms.append(backbone_ms)
+                s.link_late_ms.append(max(0.0, (t_wake - release) * 1000.0))
+                s.link_send_ms.append((t_sent - t_wake) * 1000.0)
+                s.link_resume_ms.append((t_resumed - t_ack) * 1000.0)
                 s.link_bytes += len(payload)
             elif self.link is not None:
                 s.link_unemulated += 1
             self._xy.pop(seq, None)
-            self._first_at_host.pop(seq, None)
             if not self.unacked:
                 self._drained.set()
 

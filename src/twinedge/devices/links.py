@@ -11,11 +11,12 @@ adds to every twin's latency, with the report's own size in bytes. The PUBACK wa
 same way on its way back (the backbone, and the radio with the PUBACK's 4 bytes: the
 model has no downlink of its own, so the radio is taken as symmetric).
 
-So a report's publish -> PUBACK is the modelled network plus everything the live
-system really does (MQTT, the host's durable commit, its queueing, a migration's wait).
-The time a report spends on the emulated uplink is what the simulation calls its
-network latency; the rest, up to the PUBACK, is the live system's own time (plus the
-emulator's timers waking late, measured and reported as ``timer_late_ms``).
+So a report's one-way latency is the modelled network (what the simulation calls its
+network latency) plus everything the live system really does from the PUBLISH written
+to the PUBACK read (MQTT, the host's durable commit, its queueing, a migration's wait).
+The emulator's own time (its timers waking after the delay, building and writing the
+packet, waking the report's task) is measured apart and left out
+(:mod:`twinedge.devices.client`).
 
 A report made while the device is connected to the core's broker (its twin not on a
 host yet: the core redirects it) is published at once, without delay: its path is not

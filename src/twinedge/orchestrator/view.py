@@ -205,8 +205,9 @@ class NetworkView:
         """``(H,)`` the CPU load each host can carry before a twin on it that meets its
         latency requirement now would miss it; the host's capacity where no twin limits it.
 
-        A twin on host j meets its requirement while ``up + back + svc * 1 / (1 - rho) <=
-        req``, that is while ``rho <= 1 - svc / (req - up - back)``; the host's limit is
+        A twin on host j meets its requirement while ``up + back + commit + svc / (1 - rho)
+        <= req``, that is while ``rho <= 1 - svc / (req - up - back - commit)``; the host's
+        limit is
         the least of these over its twins on time (no limit once the queueing factor is
         held at :data:`~twinedge.world.models.RHO_CAP`). Migration policies use it so
         twins moving in do not push twins already there past their deadline.
@@ -216,7 +217,7 @@ class NetworkView:
         if w.n_entities == 0:
             return cap.astype(float).copy()
         limit_rho = models.utilisation_limit(
-            w.latency_req_ms - s.uplink_ms - w.ap_host_ms[s.ap, s.host],
+            w.latency_req_ms - s.uplink_ms - w.ap_host_ms[s.ap, s.host] - w.host_commit_ms[s.host],
             models.service_ms(w.work_gcycles, cap[s.host]),
         )
         on_time = s.latency_ms <= w.latency_req_ms
@@ -226,7 +227,7 @@ class NetworkView:
 
     def placement_problem(self) -> PlacementProblem:
         """The seed-000 placement problem for every twin at its current access point:
-        ``T_ij = uplink_i + backbone(ap_i, j) + service_ij`` with the idle service time
+        ``T_ij = uplink_i + backbone(ap_i, j) + commit_j + service_ij`` with the idle service time
         (load is held in check by the capacity constraints); ``inf`` where i may not use j.
 
         For a re-placement (``amortise_steps`` set), moving twin i away from its current
@@ -255,6 +256,8 @@ class NetworkView:
         cand = apc[s.ap]
         lat = w.ap_host_ms[np.arange(apc.shape[0])[:, None], apc][s.ap]
         lat += s.uplink_ms[:, None]
+        if w.commits:  # the host's durable commit: not stretched by its load
+            lat += w.host_commit_ms[cand]
         # models.service_ms, in place: 1000 * work / max(cpu, 1e-12)
         svc = np.maximum(w.host_cpu_ghz, 1e-12)[cand]
         np.divide((1000.0 * np.asarray(w.work_gcycles, dtype=float))[:, None], svc, out=svc)
@@ -308,6 +311,8 @@ def _pair_costs(world: World, state: NetworkState, amortise_steps: int | None):
 
     def rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lat = w.ap_host_ms[ap[t]] + up[t][:, None]
+        if w.commits:
+            lat += w.host_commit_ms[None, :]
         svc = models.service_ms(w.work_gcycles[t][:, None], w.host_cpu_ghz[None, :])
         lat = lat + svc
         if frm is not None and amortise_steps:
@@ -330,6 +335,8 @@ def _pair_costs(world: World, state: NetworkState, amortise_steps: int | None):
         ):
             return rows(twins[:, 0])
         lat = w.ap_host_ms[ap[twins], hosts] + up[twins]
+        if w.commits:
+            lat = lat + w.host_commit_ms[hosts]
         svc = models.service_ms(w.work_gcycles[twins], w.host_cpu_ghz[hosts])
         lat = lat + svc
         if frm is not None and amortise_steps:
@@ -412,9 +419,10 @@ def latency_ms(
     ap: np.ndarray | None = None,
     uplink_ms: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Latency of each twin if served by ``hosts``: uplink + backbone + service time
-    stretched by the host's queueing factor at the load it would see (the twin's own
-    demand added where it is not already there). The one latency formula of both faces.
+    """Latency of each twin if served by ``hosts``: uplink + backbone + the host's
+    durable commit (``commit_ms``, a fixed time per report) + service time stretched by
+    the host's queueing factor at the load it would see (the twin's own demand added
+    where it is not already there). The one latency formula of both faces.
     """
     w, s = world, state
     hosts = np.asarray(hosts)
@@ -428,4 +436,7 @@ def latency_ms(
     rho = (s.used_cpu_ghz[hosts] + own) / w.host_cpu_ghz[hosts]
     svc = models.service_ms(per_twin(w.work_gcycles[twins]), w.host_cpu_ghz[hosts])
     back = w.ap_host_ms[per_twin(ap), hosts]
-    return per_twin(up) + back + svc * models.queue_factor(rho)
+    net = per_twin(up) + back
+    if w.commits:
+        net = net + w.host_commit_ms[hosts]
+    return net + svc * models.queue_factor(rho)

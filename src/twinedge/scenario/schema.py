@@ -48,6 +48,12 @@ Distance = Annotated[float, Field(ge=0, le=MAX_COORD_M)]
 Speed = Annotated[float, Field(ge=0, le=MAX_SPEED_MPS)]
 Range = float | tuple[NonNeg, NonNeg]
 """A fixed value or ``[min, max]`` drawn uniformly per entity."""
+MAX_COMMIT_MS = 10_000.0
+"""Longest durable commit a host may be given, in ms (10 s: beyond it a report's
+acknowledgement has timed out on every MQTT client)."""
+CommitMs = Annotated[float, Field(ge=0, le=MAX_COMMIT_MS)]
+"""A host's fixed time per report for its durable commit, ms (``twinedge calibrate``
+measures it on a machine; 0: the model leaves it out)."""
 
 
 class NodeSpec(_Model):
@@ -65,6 +71,7 @@ class NodeSpec(_Model):
     max_w: NonNeg = 0.0
     coverage_m: Length | None = None
     domain: str = "operator"
+    commit_ms: CommitMs = 0.0
 
     @model_validator(mode="after")
     def _position(self) -> NodeSpec:
@@ -129,6 +136,7 @@ class CityGenerator(_Model):
     cloud_idle_w: NonNeg = 20_000.0
     cloud_max_w: NonNeg = 60_000.0
     domains: list[str] = Field(default_factory=lambda: ["metro-op", "city-net"], min_length=1)
+    commit_ms: CommitMs = 0.0
 
     _check = field_validator("edge_cpu_ghz", "edge_mem_gb", "region_cpu_ghz", "region_mem_gb")(
         _check_range
@@ -157,6 +165,7 @@ class EuaSites(_Model):
     cloud_idle_w: NonNeg = 20_000.0
     cloud_max_w: NonNeg = 60_000.0
     domains: list[str] = Field(default_factory=lambda: ["optus"], min_length=1)
+    commit_ms: CommitMs = 0.0
 
 
 class IfogsimHierarchy(_Model):
@@ -187,6 +196,7 @@ class IfogsimHierarchy(_Model):
     cloud_idle_w: NonNeg = 1332.0
     cloud_max_w: NonNeg = 1648.0
     domain: str = "operator"
+    commit_ms: CommitMs = 0.0
 
     _check = field_validator("edge_cpu_ghz", "edge_mem_gb", "region_cpu_ghz", "region_mem_gb")(
         _check_range

@@ -77,7 +77,8 @@ class _Nodes:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.rows: list[tuple] = []  # tier, x, y, cpu, mem, idle, max, coverage, domain
+        # tier, x, y, cpu, mem, idle, max, coverage, domain, commit_ms
+        self.rows: list[tuple] = []
 
     def add(
         self,
@@ -90,10 +91,22 @@ class _Nodes:
         mx=0.0,
         cov=np.nan,
         domain="operator",
+        commit_ms=0.0,
     ):
         self.ids.append(id_)
         self.rows.append(
-            (TIER_CODE[tier], float(xy[0]), float(xy[1]), cpu, mem, idle, mx, cov, domain)
+            (
+                TIER_CODE[tier],
+                float(xy[0]),
+                float(xy[1]),
+                cpu,
+                mem,
+                idle,
+                mx,
+                cov,
+                domain,
+                float(commit_ms),
+            )
         )
 
 
@@ -240,7 +253,9 @@ def _ifogsim(
                 if lv == 2
                 else (spec.region_idle_w, spec.region_max_w)
             )
-        nodes.add(name[rid], tier, xy[i], c, m, idle, mx, domain=spec.domain)
+        nodes.add(
+            name[rid], tier, xy[i], c, m, idle, mx, domain=spec.domain, commit_ms=spec.commit_ms
+        )
         if lv == 2:
             nodes.add(f"ap-{rid}", "access", xy[i], cov=spec.coverage_m, domain=spec.domain)
             links.append((f"ap-{rid}", name[rid], spec.access_gateway_ms))
@@ -279,6 +294,7 @@ def _add_sites(
             spec.region_idle_w,
             spec.region_max_w,
             domain=doms[r % len(doms)],
+            commit_ms=spec.commit_ms,
         )
     for k in range(n):
         d = doms[region_of[k] % len(doms)]
@@ -292,6 +308,7 @@ def _add_sites(
             spec.edge_idle_w,
             spec.edge_max_w,
             domain=d,
+            commit_ms=spec.commit_ms,
         )
     if spec.cloud:
         nodes.add(
@@ -303,6 +320,7 @@ def _add_sites(
             spec.cloud_idle_w,
             spec.cloud_max_w,
             domain=doms[0],
+            commit_ms=spec.commit_ms,
         )
 
 
@@ -374,6 +392,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
             n.max_w,
             n.coverage_m or np.nan,
             n.domain,
+            commit_ms=n.commit_ms,
         )
     dup = (
         {i for i in nodes.ids if nodes.ids.count(i) > 1}
@@ -390,6 +409,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
     tier = np.array([r[0] for r in rows], dtype=np.int8)
     xy = np.array([(r[1], r[2]) for r in rows], dtype=float)
     cpu, mem, idle, mx, cov = (np.array([r[k] for r in rows], dtype=float) for k in range(3, 8))
+    commit = np.array([r[9] for r in rows], dtype=float)
     domains = sorted({r[8] for r in rows})
     dom = np.array([domains.index(r[8]) for r in rows], dtype=np.int32)
     index = {nid: i for i, nid in enumerate(nodes.ids)}
@@ -469,6 +489,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
         node_max_w=mx,
         node_coverage_m=cov,
         node_domain=dom,
+        node_commit_ms=commit,
         domains=domains,
         links=links,
         access=access,

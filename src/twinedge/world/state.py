@@ -58,6 +58,8 @@ class World:
     tx_power_w: np.ndarray
     radio: Radio
     mobility: list = field(default_factory=list)  # (slice, model) per entity group
+    # (N,) a node's fixed time per report for its durable commit, ms (None: 0 everywhere)
+    node_commit_ms: np.ndarray | None = None
 
     @property
     def n_entities(self) -> int:
@@ -70,6 +72,19 @@ class World:
     @property
     def host_cpu_ghz(self) -> np.ndarray:
         return self.node_cpu_ghz[self.hosts]
+
+    @cached_property
+    def host_commit_ms(self) -> np.ndarray:
+        """``(H,)`` every host's fixed time per report for its durable commit, ms: the
+        part of a twin's latency that neither the CPU nor its load explains (docs/models.md)."""
+        if self.node_commit_ms is None:
+            return np.zeros(self.n_hosts)
+        return np.asarray(self.node_commit_ms, dtype=float)[self.hosts]
+
+    @cached_property
+    def commits(self) -> bool:
+        """Whether any host has a commit time (else the latency terms skip it)."""
+        return bool(self.host_commit_ms.any())
 
     @property
     def host_mem_gb(self) -> np.ndarray:

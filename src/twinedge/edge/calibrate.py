@@ -1,0 +1,389 @@
+"""Calibration: what one report costs an edge host on this machine, as scenario values.
+
+The simulator's processing model has two host terms (docs/models.md): a fixed time per
+report for the host's durable commit (``commit_ms`` of a host node) and the twin's work
+(``work_gcycles``) divided by the host's ``cpu_ghz`` and stretched by its queueing
+factor. Their defaults know nothing of a machine. :func:`calibrate` measures them here,
+in a step of its own (never from the run being predicted), the way iFogSim users set a
+host's MIPS from a benchmark of the machine:
+
+* **commit**: one report's record appended to a real :class:`~twinedge.edge.log.EdgeLog`
+  (SQLite WAL, ``synchronous=FULL``: a durable commit), called directly, ``reports``
+  times spaced by ``interval_ms`` (a commit right after another finds the disk and
+  caches warm and is several times quicker than one at a device's pace). ``commit_ms``
+  is their mean: the write itself, nothing of the host around it.
+* **host**: the same reports applied to a twin of a real
+  :class:`~twinedge.edge.host.EdgeHost` (behaviour hook, JSON merge, batch, the commit
+  from its writer, the hops between its event loop and that thread), spaced the same way.
+* **mqtt**: the same reports published at QoS 1 by a raw MQTT connection (a few lines
+  of asyncio, no client library) to the host's own device endpoint (the embedded MQTT
+  server ``twinedge host`` runs, in this process), publish -> PUBACK at the socket: what
+  a device sees of a host, but the network.
+
+The three are interleaved report by report (a commit, an apply, a publish, each after
+``interval_ms``), so that a busy moment of the machine weighs on all three alike. What a
+report takes beyond the commit, ``host_ms = mqtt - commit`` (means, at least 0),
+is the host's own time per report (MQTT, behaviour, merge, batch, thread hops);
+``work_gcycles = host_ms / 1000 * cpu_ghz`` makes the model's idle service time on a
+host of ``cpu_ghz`` equal it. Not in it: the network (the model has its own), a device's
+client, and other processes on the same cores (the model's queueing stands for load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinedge.edge.errors import EdgeError
+from twinedge.edge.host import EdgeHost
+from twinedge.edge.log import EdgeLog, LogRecord
+
+#: most reports a calibration makes (a few minutes at the default spacing)
+MAX_REPORTS = 100_000
+#: longest spacing of two reports, ms
+MAX_INTERVAL_MS = 10_000.0
+
+
+class CalibrationError(EdgeError):
+    """A calibration cannot run: a bad option or a directory it cannot use."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` measured, ms, and the scenario values it gives.
+
+    Attributes:
+        reports: reports per phase.
+        interval_ms: the spacing of two reports.
+        cpu_ghz: the host ``cpu_ghz`` that ``work_gcycles`` is for.
+        commit_p50_ms, commit_mean_ms: one durable commit (``EdgeLog.append``).
+        apply_p50_ms, apply_mean_ms: one report applied by a host, durable.
+        apply_cpu_ms: the process's CPU time per applied report (all its threads).
+        mqtt_p50_ms, mqtt_mean_ms: one report published to the host's MQTT endpoint,
+            to its PUBACK.
+        host_ms: ``mqtt_mean_ms - commit_mean_ms``, at least 0.
+        commit_ms: the scenario value of a host node (``commit_mean_ms``).
+        work_gcycles: the scenario value of a twin (``host_ms / 1000 * cpu_ghz``).
+    """
+
+    reports: int
+    interval_ms: float
+    cpu_ghz: float
+    commit_p50_ms: float
+    commit_mean_ms: float
+    apply_p50_ms: float
+    apply_mean_ms: float
+    apply_cpu_ms: float
+    mqtt_p50_ms: float
+    mqtt_mean_ms: float
+    host_ms: float
+    commit_ms: float
+    work_gcycles: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The result as text: what was measured, then the scenario values."""
+        return [
+            f"durable commit (EdgeLog.append, synchronous=FULL), {self.reports} "
+            f"reports, phases interleaved {self.interval_ms:g} ms apart: p50 {self.commit_p50_ms:.3f} ms, "
+            f"mean {self.commit_mean_ms:.3f} ms",
+            f"report applied by an EdgeHost (behaviour, merge, commit, thread hops): p50 "
+            f"{self.apply_p50_ms:.3f} ms, mean {self.apply_mean_ms:.3f} ms, CPU "
+            f"{self.apply_cpu_ms:.3f} ms",
+            f"report published to the host's MQTT endpoint -> PUBACK: p50 {self.mqtt_p50_ms:.3f} "
+            f"ms, mean {self.mqtt_mean_ms:.3f} ms; beyond the commit {self.host_ms:.3f} ms",
+            "scenario values for this machine (the network is the model's own):",
+            f"  every host node:  commit_ms: {self.commit_ms:.4g}",
+            f"  every twin:       work_gcycles: {self.work_gcycles:.4g}   "
+            f"(for hosts of cpu_ghz {self.cpu_ghz:g}: work / cpu = {self.host_ms:.3f} ms)",
+        ]
+
+
+def check_options(reports: int, interval_ms: float, cpu_ghz: float) -> None:
+    """Refuse options a calibration cannot use, one line naming the option.
+
+    Raises:
+        CalibrationError: the first bad option.
+
+    Examples:
+        >>> check_options(0, 20.0, 10.0)
+        Traceback (most recent call last):
+        ...
+        twinedge.edge.calibrate.CalibrationError: --reports: got 0; expected 2..100000 reports per phase
+    """
+    if isinstance(reports, bool) or not isinstance(reports, int) or not 2 <= reports <= MAX_REPORTS:
+        raise CalibrationError(
+            f"--reports: got {reports!r}; expected 2..{MAX_REPORTS} reports per phase"
+        )
+    if not (
+        isinstance(interval_ms, int | float)
+        and math.isfinite(interval_ms)
+        and 0 <= interval_ms <= MAX_INTERVAL_MS
+    ):
+        raise CalibrationError(
+            f"--interval-ms: got {interval_ms!r}; expected the spacing of two reports, "
+            f"0 <= ms <= {MAX_INTERVAL_MS:g}"
+        )
+    if not (isinstance(cpu_ghz, int | float) and math.isfinite(cpu_ghz) and cpu_ghz > 0):
+        raise CalibrationError(
+            f"--cpu-ghz: got {cpu_ghz!r}; expected the cpu_ghz of the scenario's hosts, > 0"
+        )
+
+
+def _report(i: int) -> dict[str, Any]:
+    """A report as ``twinedge devices`` makes them (about 130 bytes of JSON)."""
+    return {
+        "position": {
+            "x_m": 812.4 + i % 100,
+            "y_m": 90.125,
+            "vx_mps": 3.25,
+            "vy_mps": -1.0,
+            "t_s": round(i * 0.1, 6),
+            "seq": i + 1,
+        }
+    }
+
+
+async def _pause(interval_ms: float) -> None:
+    if interval_ms > 0:
+        await asyncio.sleep(interval_ms / 1000.0)
+
+
+PASSWORD = "calibrate"
+THING = "calibrate:twin"
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    """An MQTT 3.1.1 packet: fixed header ``kind``, remaining length, ``body``."""
+    n, length = len(body), bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes([kind]) + bytes(length) + body
+
+
+def _utf8(text: str) -> bytes:
+    b = text.encode()
+    return len(b).to_bytes(2, "big") + b
+
+
+class _Endpoint:
+    """A host's device endpoint (the embedded MQTT server over an :class:`EdgeHost`, as
+    ``twinedge host`` runs it) with one raw MQTT 3.1.1 connection to it."""
+
+    def __init__(self, host: EdgeHost):
+        self.host = host
+        self.broker: Any = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.topic = _utf8(f"twinedge/{THING}/reported")
+
+    async def start(self) -> None:
+        import socket
+
+        from twinedge.edge.server import DeviceSide
+        from twinedge.runtime.mqtt import start_mqtt
+
+        host = self.host
+
+        class Server:  # what the device endpoint asks of a host process
+            def __init__(self) -> None:
+                self.host = host
+
+            def redirect(self, thing_id: str) -> None:  # pragma: no cover - never moved
+                pass
+
+        class Side(DeviceSide):
+            async def authenticate_device(self, thing_id: str, password: str | None) -> bool:
+                return password == PASSWORD
+
+        with socket.socket() as probe:  # a free port on the loopback
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.broker = await start_mqtt(Side(Server()), None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        flags = 0xC2  # user name, password, clean session
+        connect = (
+            _utf8("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big")
+            + _utf8(THING) + _utf8(THING) + _utf8(PASSWORD)
+        )  # fmt: skip
+        self.writer.write(_packet(0x10, connect))
+        connack = await asyncio.wait_for(self.reader.readexactly(4), 10)
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise CalibrationError(f"the host's MQTT endpoint refused the connection: {connack!r}")
+
+    async def publish(self, i: int, payload: bytes) -> float:
+        """One report at QoS 1: publish -> PUBACK at the socket, ms."""
+        assert self.reader is not None and self.writer is not None
+        pid = (i % 65535) + 1
+        packet = _packet(0x32, self.topic + pid.to_bytes(2, "big") + payload)
+        t0 = time.perf_counter()
+        self.writer.write(packet)
+        ack = await asyncio.wait_for(self.reader.readexactly(4), 30)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if ack[0] != 0x40 or int.from_bytes(ack[2:4], "big") != pid:
+            raise CalibrationError(f"the host's MQTT endpoint answered {ack!r}, not a PUBACK")
+        return ms
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.broker is not None:
+            await self.broker.stop()
+
+
+async def _measure(
+    folder: Path, reports: int, interval_ms: float
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The three phases interleaved, report by report, so that each sees the machine as
+    the others do (a busy moment hits all three, not one): ``(commit_ms, apply_ms,
+    apply_cpu_ms per report, mqtt_ms)``."""
+    import json
+
+    log = EdgeLog.open(folder / "commit.sqlite", "calibrate")
+    applier: EdgeHost | None = None
+    served: EdgeHost | None = None
+    endpoint: _Endpoint | None = None
+    try:
+        applier = EdgeHost.open(folder / "host.sqlite", "calibrate")
+        await applier.place(THING, {"features": {}})
+        served = EdgeHost.open(folder / "mqtt.sqlite", "calibrate")
+        await served.place(THING, {"features": {}})
+        endpoint = _Endpoint(served)
+        await endpoint.start()
+        commit, apply, mqtt = np.empty(reports), np.empty(reports), np.empty(reports)
+        cpu_s = 0.0
+        for i in range(reports):
+            report = _report(i)
+            data = json.dumps(report, separators=(",", ":")).encode()
+            rec = LogRecord(0, THING, 1, i + 1, "change", data, time.time())
+            t0 = time.perf_counter()
+            log.append([rec])
+            commit[i] = (time.perf_counter() - t0) * 1000.0
+            await _pause(interval_ms)
+            c0, t0 = time.process_time(), time.perf_counter()
+            await applier.apply(THING, report)
+            apply[i] = (time.perf_counter() - t0) * 1000.0
+            cpu_s += time.process_time() - c0
+            await _pause(interval_ms)
+            mqtt[i] = await endpoint.publish(i, data)
+            await _pause(interval_ms)
+        return commit, apply, cpu_s * 1000.0 / reports, mqtt
+    finally:
+        if endpoint is not None:
+            await endpoint.stop()
+        for h in (applier, served):
+            if h is not None:
+                await h.close()
+        log.close()
+
+
+async def calibrate(
+    directory: str | Path | None = None,
+    *,
+    reports: int = 200,
+    interval_ms: float = 20.0,
+    cpu_ghz: float = 1.0,
+) -> Calibration:
+    """Measure this machine's durable commit and a host's time per report (see the
+    module docstring).
+
+    Parameters:
+        directory: where the logs are made (on the disk the hosts will use; default a
+            temporary directory). Two files are created and removed.
+        reports: reports per phase (2..:data:`MAX_REPORTS`).
+        interval_ms: spacing of two reports (0: back to back).
+        cpu_ghz: the ``cpu_ghz`` of the scenario's hosts, for ``work_gcycles``.
+
+    Raises:
+        CalibrationError: a bad option, or ``directory`` is not a writable directory.
+        EdgeLogError: SQLite cannot commit there.
+
+    Examples:
+        >>> c = asyncio.run(calibrate(reports=3, interval_ms=0, cpu_ghz=10))
+        >>> c.commit_ms > 0 and c.apply_mean_ms > 0, c.commit_ms == c.commit_mean_ms
+        (True, True)
+    """
+    check_options(reports, interval_ms, cpu_ghz)
+    if directory is not None and not Path(directory).is_dir():
+        raise CalibrationError(f"--dir: {directory} is not a directory")
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="twinedge-calibrate-", dir=directory)
+    except OSError as exc:
+        raise CalibrationError(f"--dir: cannot create files in {directory}: {exc}") from None
+    with tmp as d:
+        commit, apply, cpu_ms, mqtt = await _measure(Path(d), reports, interval_ms)
+    commit_mean, apply_mean = float(commit.mean()), float(apply.mean())
+    host_ms = max(float(mqtt.mean()) - commit_mean, 0.0)
+    return Calibration(
+        reports=reports,
+        interval_ms=float(interval_ms),
+        cpu_ghz=float(cpu_ghz),
+        commit_p50_ms=round(float(np.median(commit)), 4),
+        commit_mean_ms=round(commit_mean, 4),
+        apply_p50_ms=round(float(np.median(apply)), 4),
+        apply_mean_ms=round(apply_mean, 4),
+        apply_cpu_ms=round(cpu_ms, 4),
+        mqtt_p50_ms=round(float(np.median(mqtt)), 4),
+        mqtt_mean_ms=round(float(mqtt.mean()), 4),
+        host_ms=round(host_ms, 4),
+        commit_ms=round(commit_mean, 4),
+        work_gcycles=float(f"{host_ms / 1000.0 * cpu_ghz:.4g}"),
+    )
+
+
+def scenario_cpu_ghz(source: str) -> float:
+    """The ``cpu_ghz`` of the hosts of scenario ``source`` (a file or built-in name).
+
+    Raises:
+        CalibrationError: its hosts differ in ``cpu_ghz`` (give ``--cpu-ghz``).
+        ScenarioError: the scenario cannot be loaded or built.
+    """
+    from twinedge.scenario import load_scenario
+    from twinedge.world import build_world
+
+    w = build_world(load_scenario(source), np.random.default_rng(0), network_only=True)
+    cpus = sorted({float(c) for c in w.host_cpu_ghz})
+    if len(cpus) != 1:
+        raise CalibrationError(
+            f"--scenario: the hosts of {source} have {len(cpus)} different cpu_ghz "
+            f"({', '.join(f'{c:g}' for c in cpus[:5])}{', ...' if len(cpus) > 5 else ''}); "
+            "give the one to calibrate for with --cpu-ghz"
+        )
+    return cpus[0]
+
+
+def command(
+    reports: int = 200,
+    interval_ms: float = 20.0,
+    cpu_ghz: float | None = None,
+    scenario: str | None = None,
+    directory: str | None = None,
+    json_out: bool = False,
+) -> None:
+    """``twinedge calibrate`` (mounted by :mod:`twinedge.cli`): measure, print.
+
+    Raises:
+        CalibrationError: a bad option.
+    """
+    import json
+
+    if cpu_ghz is None:
+        cpu_ghz = 1.0 if scenario is None else scenario_cpu_ghz(scenario)
+    check_options(reports, interval_ms, cpu_ghz)
+    c = asyncio.run(calibrate(directory, reports=reports, interval_ms=interval_ms, cpu_ghz=cpu_ghz))
+    if json_out:
+        print(json.dumps(c.to_json(), indent=1))
+    else:
+        print("\n".join(c.lines()))
