@@ -37,6 +37,7 @@ __all__ = [
     "desired_patch",
     "encode",
     "new_document",
+    "patch_changes",
     "report_patch",
 ]
 
@@ -183,6 +184,34 @@ def check_patch(patch: Any, what: str = "patch") -> Patch:
     if things.too_deep(patch, things.MAX_DEPTH):
         raise InvalidReportError(f"{what} nests deeper than {things.MAX_DEPTH} levels")
     return patch
+
+
+def patch_changes(target: Any, patch: Patch) -> bool:
+    """Whether the merge patch ``patch`` (an object) changes ``target``: exactly
+    ``not json_equal(merge_patch(target, patch), target)``, found by walking the patch
+    alone (nothing is copied, the rest of the document is never looked at).
+
+    Examples:
+        >>> doc = {"features": {"battery": {"properties": {"level": 71}}}}
+        >>> patch_changes(doc, {"features": {"battery": {"properties": {"level": 71}}}})
+        False
+        >>> patch_changes(doc, {"features": {"battery": {"properties": {"level": 71.0}}}})
+        True
+        >>> patch_changes(doc, {"features": {"gps": None}}), patch_changes(doc, {"attributes": {}})
+        (False, True)
+    """
+    if not isinstance(target, dict):
+        return True  # the merge makes an object of it
+    for k, v in patch.items():
+        if v is None:
+            if k in target:
+                return True
+        elif isinstance(v, dict):
+            if k not in target or patch_changes(target[k], v):
+                return True
+        elif k not in target or not things.json_equal(target[k], v):
+            return True
+    return False
 
 
 def new_document(twin_id: str, document: Mapping[str, Any] | None = None) -> dict[str, Any]:

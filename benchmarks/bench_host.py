@@ -1,0 +1,215 @@
+"""One edge host's cost per device report, in process: an :class:`~twinedge.edge.EdgeHost`
+(its log on disk, ``synchronous=FULL``) applying reports as its MQTT endpoint hands them
+over (the payload's bytes parsed the way the gateway parses them, then ``host.apply``),
+plus the replicator's share (the request body of every committed record built as the
+host process builds it; nothing is sent).
+
+Per offered rate (reports/s over ``--twins`` twins, each report due at a fixed instant,
+devices out of phase) and as fast as ``--window`` reports in flight per twin allow
+(``max``): reports/s, latency from the instant a report was due to its durable
+acknowledgement (p50/p99: queueing included), and CPU ms per report (the whole process,
+commit thread included, over the measured part; the driver's own task per report is in
+it too, the same for every version measured).
+
+    python benchmarks/bench_host.py                                  # 50/s, 1000/s, max
+    python benchmarks/bench_host.py --rates 1000 --commit thread,inline --duration-s 5
+
+Run it against another checkout's code with ``PYTHONPATH=/path/to/src`` (the output names
+the twinedge source it ran). ``--commit`` chooses how the host commits (``thread``:
+``commit_in_thread=True``; ``inline``: in the event loop; ``inline<=N``: in the event loop
+when the batch has at most N records, else in the thread; ``default``: the host's own
+choice); a value the version measured does not know is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import twinedge
+from twinedge.edge import EdgeHost, wire
+from twinedge.runtime.mqtt import core as mqtt_core
+
+
+def replication_body(host_id: str, records: list[Any]) -> bytes:
+    """The body the host's replicator posts, built the way this version builds it."""
+    build = getattr(wire, "replication_body", None)
+    if build is not None:
+        return bytes(build(host_id, records))
+    body = {"host": host_id, "records": [wire.record_to(r) for r in records]}
+    return json.dumps(body).encode()
+
+
+def payload(i: int, seq: int) -> bytes:
+    pos = {"x_m": 100.0 + i, "y_m": 50.5, "vx_mps": 0.0, "vy_mps": 0.0}
+    pos.update(t_s=round(time.time(), 6), seq=seq)
+    return json.dumps({"position": pos}, separators=(",", ":")).encode()
+
+
+def open_host(path: Path, commit: str) -> EdgeHost | None:
+    params = inspect.signature(EdgeHost.open).parameters
+    if commit == "default":
+        return EdgeHost.open(path, "bench-host")
+    if commit in ("thread", "inline"):
+        return EdgeHost.open(path, "bench-host", commit_in_thread=commit == "thread")
+    if commit.startswith("inline<=") and "inline_max_records" in params:
+        return EdgeHost.open(path, "bench-host", inline_max_records=int(commit[8:]))
+    return None
+
+
+async def run_one(
+    tmp: Path, twins: int, rate: str, duration_s: float, warmup_s: float, window: int, commit: str
+) -> dict[str, Any]:
+    path = Path(tempfile.mkdtemp(dir=tmp)) / "edge.sqlite"
+    host = open_host(path, commit)
+    if host is None:
+        return {"offered_reports_per_s": rate, "commit": commit, "skipped": "unknown here"}
+    ids = [f"bench:twin-{i}" for i in range(twins)]
+    for tid in ids:
+        await host.place(tid)
+    loop = asyncio.get_running_loop()
+    seqs = [0] * twins
+    done: list[tuple[float, float]] = []  # (due at, latency s)
+    replicated = [0]
+    body_bytes = [0]
+
+    async def report(i: int, due: float) -> None:
+        seqs[i] += 1
+        doc = mqtt_core.loads(payload(i, seqs[i]))  # as the gateway reads a payload
+        await host.apply(ids[i], doc)
+        now = time.perf_counter()
+        done.append((due, now - due))
+
+    async def replicator() -> None:  # builds what the host process would post
+        while True:
+            if not await host.wait_pending(1.0):
+                continue
+            records = host.pending(limit=1000)
+            if not records:
+                await asyncio.sleep(0.005)
+                continue
+            body_bytes[0] += len(replication_body(host.host_id, records))
+            replicated[0] += host.ack_replicated(records[-1].seq)
+
+    rep = asyncio.create_task(replicator())
+    total_s = warmup_s + duration_s
+    t0 = time.perf_counter()
+    marks: dict[str, float] = {}
+    commits0 = {"commits": host.commits, "records": host.records_committed}
+
+    def mark() -> None:
+        marks["cpu0"], marks["wall0"] = time.process_time(), time.perf_counter()
+        commits0.update(commits=host.commits, records=host.records_committed)
+
+    loop.call_later(warmup_s, mark)
+    tasks: set[asyncio.Task[None]] = set()
+    if rate == "max":
+
+        async def device(i: int) -> None:
+            while time.perf_counter() - t0 < total_s:
+                await report(i, time.perf_counter())
+
+        await asyncio.gather(*(device(i % twins) for i in range(twins * window)))
+    else:
+        per_s = float(rate)
+        period = twins / per_s  # each twin reports every `period` s, from a phase of its own
+        phase = np.random.default_rng(0).random(twins)
+        k = np.arange(int(total_s / period) + 1)
+        due_at = (t0 + (k[:, None] + phase[None, :]) * period).ravel()
+        order = np.argsort(due_at, kind="stable")
+        schedule = [(float(due_at[j]), int(j % twins)) for j in order if due_at[j] < t0 + total_s]
+        pos = 0
+        while pos < len(schedule):
+            now = time.perf_counter()
+            while pos < len(schedule) and schedule[pos][0] <= now:
+                due, i = schedule[pos]
+                pos += 1
+                task = loop.create_task(report(i, due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if pos < len(schedule):
+                await asyncio.sleep(max(0.0, schedule[pos][0] - time.perf_counter()))
+        if tasks:
+            await asyncio.gather(*tasks)
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    rep.cancel()
+    try:
+        await rep
+    except asyncio.CancelledError:
+        pass
+    commits = host.commits - commits0["commits"]
+    records = host.records_committed - commits0["records"]
+    await host.close()
+    measured = [lat for due, lat in done if due >= t0 + warmup_s]
+    wall = wall1 - marks["wall0"]
+    n = len(measured)
+    lat = np.array(measured) * 1000
+    return {
+        "offered_reports_per_s": rate if rate == "max" else float(rate),
+        "commit": commit,
+        "reports_per_s": round(n / wall, 1),
+        "latency_ms": None
+        if not n
+        else {
+            "p50": round(float(np.percentile(lat, 50)), 3),
+            "p99": round(float(np.percentile(lat, 99)), 3),
+            "mean": round(float(lat.mean()), 3),
+        },
+        "cpu_ms_per_report": round((cpu1 - marks["cpu0"]) * 1000 / n, 4) if n else None,
+        "cpu_percent": round((cpu1 - marks["cpu0"]) * 100 / wall, 1),
+        "records_per_commit": round(records / commits, 2) if commits else None,
+        "replicated_records": replicated[0],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--twins", type=int, default=100)
+    ap.add_argument("--rates", default="50,1000,max", help="reports/s of the host, or max")
+    ap.add_argument("--duration-s", type=float, default=10.0, help="measured, after the warm-up")
+    ap.add_argument("--warmup-s", type=float, default=2.0)
+    ap.add_argument("--window", type=int, default=4, help="max: reports in flight per twin")
+    ap.add_argument("--commit", default="default", help="default, thread, inline (comma-separated)")
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in args.rates.split(","):
+            for commit in args.commit.split(","):
+                results.append(
+                    asyncio.run(
+                        run_one(
+                            Path(tmp), args.twins, rate, args.duration_s, args.warmup_s,
+                            args.window, commit,
+                        )
+                    )
+                )  # fmt: skip
+    print(json.dumps({
+        "benchmark": "host",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "twinedge_source": str(Path(twinedge.__file__).resolve().parent),
+        "platform": platform.platform(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "command": "python " + " ".join(sys.argv),
+        "results": results,
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
