@@ -11,7 +11,14 @@ acknowledgement (p50/p99: queueing included), and CPU ms per report (the whole p
 commit thread included, over the measured part; the driver's own task per report is in
 it too, the same for every version measured).
 
+With ``--mode mqtt`` the reports arrive over MQTT instead: the host's embedded broker and
+device side (as in ``twinedge host``; devices admitted without asking a core) in this
+process, and a light load generator in a child process (raw MQTT 3.1.1, one connection
+per twin, QoS 1, as in ``bench_edge_ingest.py``): latency is publish -> PUBACK at the
+device, CPU is this process's alone.
+
     python benchmarks/bench_host.py                                  # 50/s, 1000/s, max
+    python benchmarks/bench_host.py --mode mqtt --rates 1000,max
     python benchmarks/bench_host.py --rates 1000 --commit thread,inline --duration-s 5
 
 Run it against another checkout's code with ``PYTHONPATH=/path/to/src`` (the output names
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -40,7 +48,12 @@ import numpy as np
 
 import twinedge
 from twinedge.edge import EdgeHost, wire
+from twinedge.edge.server import DeviceSide
+from twinedge.runtime.mqtt import EmbeddedBroker
 from twinedge.runtime.mqtt import core as mqtt_core
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_edge_ingest import Device
 
 
 def replication_body(host_id: str, records: list[Any]) -> bytes:
@@ -174,6 +187,133 @@ async def run_one(
     }
 
 
+class _Server:
+    """What :class:`DeviceSide` asks of a host process, for the benchmark: its host,
+    redirects (none) and the core (every device admitted)."""
+
+    def __init__(self, host: EdgeHost):
+        self.host = host
+
+    def redirect(self, twin_id: str) -> bool:
+        return False
+
+    async def core_post(self, path: str, body: Any) -> Any:
+        return {"ok": True}
+
+
+async def run_mqtt(
+    tmp: Path, twins: int, rate: str, duration_s: float, warmup_s: float, window: int, commit: str
+) -> dict[str, Any]:
+    host = open_host(Path(tempfile.mkdtemp(dir=tmp)) / "edge.sqlite", commit)
+    if host is None:
+        return {"offered_reports_per_s": rate, "commit": commit, "skipped": "unknown here"}
+    ids = [f"bench:twin-{i}" for i in range(twins)]
+    for tid in ids:
+        await host.place(tid)
+    broker = EmbeddedBroker(DeviceSide(_Server(host)), "127.0.0.1", 0)  # type: ignore[arg-type]
+    await broker.start()
+    replicated = [0]
+
+    async def replicator() -> None:
+        while True:
+            if not await host.wait_pending(1.0):
+                continue
+            records = host.pending(limit=1000)
+            if not records:
+                await asyncio.sleep(0.005)
+                continue
+            replication_body(host.host_id, records)
+            replicated[0] += host.ack_replicated(records[-1].seq)
+
+    rep = asyncio.create_task(replicator())
+    config = {"port": broker.port, "ids": ids, "rate": rate, "seconds": warmup_s + duration_s}
+    config.update(warmup_s=warmup_s, window=window)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--load-generator", json.dumps(config),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    if (await proc.stdout.readline()).strip() != b"GO":
+        raise SystemExit("the load generator did not start")
+    c0 = host.commits, host.records_committed
+    await asyncio.sleep(warmup_s)
+    cpu0, wall0, c0 = (
+        time.process_time(),
+        time.perf_counter(),
+        (host.commits, host.records_committed),
+    )
+    await asyncio.sleep(duration_s)
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    commits, records = host.commits - c0[0], host.records_committed - c0[1]
+    out = json.loads(await proc.stdout.read())
+    await proc.wait()
+    rep.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await rep
+    await broker.stop()
+    await host.close()
+    lat = np.array(out["latencies_s"]) * 1000
+    n = lat.size
+    return {
+        "offered_reports_per_s": rate if rate == "max" else float(rate),
+        "commit": commit,
+        "reports_per_s": round(n / duration_s, 1),
+        "latency_ms": None
+        if not n
+        else {
+            "p50": round(float(np.percentile(lat, 50)), 3),
+            "p99": round(float(np.percentile(lat, 99)), 3),
+            "mean": round(float(lat.mean()), 3),
+        },
+        "cpu_ms_per_report": round((cpu1 - cpu0) * 1000 / n, 4) if n else None,
+        "cpu_percent": round((cpu1 - cpu0) * 100 / (wall1 - wall0), 1),
+        "records_per_commit": round(records / commits, 2) if commits else None,
+        "unacked_at_end": out["unacked"],
+        "replicated_records": replicated[0],
+    }
+
+
+async def load_generator(config: dict[str, Any]) -> None:
+    """The child process: one raw MQTT connection per twin; prints ``GO`` when reporting
+    begins, then the publish -> PUBACK latencies after the warm-up as JSON."""
+    loop = asyncio.get_running_loop()
+    ids, port = config["ids"], config["port"]
+    pos = {"x_m": 100.0, "y_m": 50.5, "vx_mps": 0.0, "vy_mps": 0.0}
+
+    async def open_one(tid: str) -> Device:
+        _, dev = await loop.create_connection(
+            lambda: Device(tid, pos, config["window"]), "127.0.0.1", port
+        )
+        await asyncio.wait_for(dev.connected, 60)
+        return dev
+
+    devices = list(await asyncio.gather(*(open_one(t) for t in ids)))
+    per_device = None if config["rate"] == "max" else float(config["rate"]) / len(ids)
+    phase = np.random.default_rng(0).random(len(devices))
+    print("GO", flush=True)
+    t0 = time.perf_counter()
+    while (now := time.perf_counter()) - t0 < config["seconds"]:
+        for d, ph in zip(devices, phase, strict=True):
+            if per_device is None:
+                while d.publish():
+                    pass
+            else:
+                for _ in range(max(0, int((now - t0) * per_device + ph) - d.seq)):
+                    if not d.publish():
+                        break
+        await asyncio.sleep(0.001 if per_device is None else 0.002)
+    deadline = time.perf_counter() + 30
+    while any(d.inflight and not d.lost for d in devices) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    start, end = t0 + config["warmup_s"], t0 + config["seconds"]
+    lat = [x for d in devices for sent, x in d.acked if start <= sent < end]
+    for d in devices:
+        if d.transport is not None:
+            d.transport.write(b"\xe0\x00")  # DISCONNECT
+            d.transport.close()
+    print(json.dumps({"latencies_s": lat, "unacked": sum(len(d.inflight) for d in devices)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,19 +324,25 @@ def main() -> None:
     ap.add_argument("--warmup-s", type=float, default=2.0)
     ap.add_argument("--window", type=int, default=4, help="max: reports in flight per twin")
     ap.add_argument("--commit", default="default", help="default, thread, inline (comma-separated)")
+    ap.add_argument("--mode", default="apply", help="apply, mqtt (comma-separated)")
+    ap.add_argument("--load-generator", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.load_generator:
+        asyncio.run(load_generator(json.loads(args.load_generator)))
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in args.rates.split(","):
-            for commit in args.commit.split(","):
-                results.append(
-                    asyncio.run(
-                        run_one(
+        for mode in args.mode.split(","):
+            for rate in args.rates.split(","):
+                for commit in args.commit.split(","):
+                    run = run_mqtt if mode == "mqtt" else run_one
+                    result = asyncio.run(
+                        run(
                             Path(tmp), args.twins, rate, args.duration_s, args.warmup_s,
                             args.window, commit,
                         )
-                    )
-                )  # fmt: skip
+                    )  # fmt: skip
+                    results.append({"mode": mode, **result})
     print(json.dumps({
         "benchmark": "host",
         "cores": os.cpu_count(),
