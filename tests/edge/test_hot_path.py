@@ -189,3 +189,38 @@ def test_small_batches_commit_in_the_loop_large_ones_in_the_thread(
             )
 
     asyncio.run(body())
+
+
+@settings(max_examples=400, deadline=None)
+@given(report=REPORTS | JSON)
+def test_a_report_read_by_the_strict_reader_is_checked_the_same_without_walking_values(
+    report: Any,
+) -> None:
+    try:
+        text = json.dumps(report)
+        parsed = textinput.loads(text, JSON_LIMITS)  # what the MQTT gateway does
+    except (ValueError, textinput.TextInputError):
+        return  # refused before the host sees it
+    outcomes = []
+    for values_checked in (False, True):
+        try:
+            outcomes.append(check_report(parsed, values_checked=values_checked))
+        except InvalidReportError as e:
+            outcomes.append((str(e), e.pointer))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    ("report", "values_checked", "message"),
+    [
+        ({"a/b": {"x": 1}}, True, "feature id 'a/b' is not valid"),
+        ({"": {"x": 1}}, True, "feature id '' is not valid"),
+        ({"f": 1}, True, "the properties patch must be a JSON object"),
+        ({"f": {"x": float("nan")}}, False, "expected a finite number"),
+    ],
+)
+def test_values_checked_keeps_the_shape_checks(
+    report: Any, values_checked: bool, message: str
+) -> None:
+    with pytest.raises(InvalidReportError, match=message):
+        check_report(report, values_checked=values_checked)

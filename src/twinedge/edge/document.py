@@ -71,13 +71,19 @@ def _problem(e: ServiceError) -> InvalidReportError:
     return InvalidReportError(e.detail, e.pointer or "")
 
 
-def check_report(report: Any, what: str = "report") -> dict[str, dict[str, Any]]:
+def check_report(
+    report: Any, what: str = "report", *, values_checked: bool = False
+) -> dict[str, dict[str, Any]]:
     """Check a device report (or desired state): ``{feature_id: merge patch of its
     properties}``, as ``docs/mqtt.md`` describes reports; returns it unchanged.
 
     Parameters:
         report: the decoded JSON value.
         what: how to name it in messages (``"report"``, ``"desired state"``).
+        values_checked: ``report`` was read by :func:`twinedge.textinput.loads` under
+            :data:`twinedge.runtime.things.JSON_LIMITS` (as the MQTT gateway reads a
+            payload), which refused every value the core would not store: its values are
+            not walked again (its shape, feature ids and depth still are).
 
     Raises:
         InvalidReportError: not a non-empty object, a feature id that is not valid, a
@@ -104,8 +110,10 @@ def check_report(report: Any, what: str = "report") -> dict[str, dict[str, Any]]
             )
     try:
         for fid, props in report.items():
-            things.validate_feature(fid, {"properties": props})
-        things.check_json(report)
+            if type(fid) is not str or not things.FEATURE_ID_RE.fullmatch(fid):
+                things.validate_feature(fid, {"properties": props})  # raises, saying why
+        if not values_checked:
+            things.check_json(report)
     except ServiceError as e:
         raise _problem(e) from None
     if things.too_deep(report, things.MAX_DEPTH - 3):

@@ -673,7 +673,9 @@ class EdgeHost:
         b.record(mine, "change", data)
         return mine.revision
 
-    async def apply(self, twin_id: str, report: Any, *, epoch: int | None = None) -> int:
+    async def apply(
+        self, twin_id: str, report: Any, *, epoch: int | None = None, values_checked: bool = False
+    ) -> int:
         """Apply a device report ``{feature_id: merge patch of its properties}`` through
         the twin's behaviour (``on_report``); return the twin's revision once durable.
 
@@ -681,6 +683,8 @@ class EdgeHost:
             twin_id: the twin.
             report: the decoded report.
             epoch: the epoch the sender believes current (checked when given).
+            values_checked: the report was read by :func:`twinedge.textinput.loads`
+                under the runtime's limits (see :func:`~twinedge.edge.document.check_report`).
 
         Returns:
             The new revision (the current one when the report changed nothing).
@@ -699,7 +703,7 @@ class EdgeHost:
             See :class:`EdgeHost`.
         """
         self._check_open()
-        check_report(report)
+        check_report(report, values_checked=values_checked)
         self._serving(self._twins.get(twin_id), twin_id, epoch)  # fail fast
 
         def prepare(b: _Batch) -> int:

@@ -134,8 +134,8 @@ class DeviceSide:
         return _Documents(self.server.host)
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
-        try:
-            return await self.server.host.apply(thing_id, payload)
+        try:  # the gateway read the payload with textinput.loads under JSON_LIMITS
+            return await self.server.host.apply(thing_id, payload, values_checked=True)
         except NotOwnerError as e:
             self.server.redirect(thing_id)
             raise Unavailable(str(e)) from None  # not acknowledged: resent after the redirect
