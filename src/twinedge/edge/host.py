@@ -641,7 +641,7 @@ class EdgeHost:
             # the default hooks rebuild a report (desired state) that check_report passed as
             # a patch, which check_patch then passes too: feature ids by the same pattern,
             # values already checked, 2 levels added to at most MAX_DEPTH - 3
-            return patch  # type: ignore[no-any-return]
+            return patch
         try:
             return check_patch(patch, f"the patch {name} returned")
         except InvalidReportError as e:
