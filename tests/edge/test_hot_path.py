@@ -224,3 +224,46 @@ def test_values_checked_keeps_the_shape_checks(
 ) -> None:
     with pytest.raises(InvalidReportError, match=message):
         check_report(report, values_checked=values_checked)
+
+
+@pytest.mark.parametrize("kept", [3, 20_000])
+def test_the_outbox_from_memory_is_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """Whatever the replicator asks (any start, any limit, before and after acks, after a
+    restart), pending() answers what the log holds."""
+    import twinedge.edge.host as host_module
+
+    monkeypatch.setattr(host_module, "MAX_OUTBOX_RECORDS", kept)
+
+    def same(h: EdgeHost) -> None:
+        for after in range(-1, h.last_seq + 2):
+            for limit in (0, 1, 2, 5, 1000):
+                got = h.pending(after, limit)
+                assert got == h.log.read(after, limit, h.last_seq), (after, limit)
+        assert h.pending() == h.log.read(h.replicated_seq, 1000, h.last_seq)
+
+    async def body() -> None:
+        path = tmp_path / "h.sqlite"
+        async with EdgeHost.open(path, "edge-1") as h:
+            await asyncio.gather(h.place("fleet:a"), h.place("fleet:b"))
+            for k in range(4):
+                await asyncio.gather(
+                    h.apply("fleet:a", {"f": {"k": k}}), h.apply("fleet:b", {"f": {"k": -k}})
+                )
+            assert h.last_seq == 10
+            same(h)
+            h.ack_replicated(4)
+            same(h)
+            assert [r.seq for r in h.pending()] == [5, 6, 7, 8, 9, 10]
+            h.ack_replicated(10)
+            same(h)
+            assert h.pending() == []
+            await h.apply("fleet:a", {"f": {"k": 99}})
+            same(h)
+        async with EdgeHost.open(path) as h:  # nothing in memory after a restart
+            assert [r.seq for r in h.pending()] == [11]
+            await h.apply("fleet:b", {"f": {"k": 99}})
+            same(h)
+
+    asyncio.run(body())

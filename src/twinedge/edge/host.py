@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections import deque
@@ -93,6 +94,9 @@ Clock = Callable[[], float]
 #: coordinator vanished stops costing memory beyond this (its next catch-up asks for a
 #: new snapshot).
 MAX_TAP_CHANGES = 10_000
+
+#: Committed records kept in memory for the replicator (older ones are read from the log).
+MAX_OUTBOX_RECORDS = 20_000
 
 #: Batches of at most this many records are committed in the event loop (see
 #: ``EdgeHost(inline_max_records=...)``).
@@ -350,6 +354,9 @@ class EdgeHost:
         self._replicated = rec.replicated_seq
         self._installed = rec.last_seq  # records up to here are committed and answered for
         self._unacked: deque[tuple[int, float]] = deque(rec.unreplicated)
+        # the outbox's newest records, as committed (consecutive seqs up to _installed), so
+        # the replicator reads them from memory rather than back from the log
+        self._outbox: deque[LogRecord] = deque()
         self._lag_n, self._lag_sum, self._lag_max, self._lag_last = 0, 0.0, 0.0, 0.0
         self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
         self._inflight: list[asyncio.Future[Any]] = []
@@ -522,6 +529,10 @@ class EdgeHost:
             if committed:
                 self._installed = committed[-1].seq
                 self._committed.set()
+                outbox = self._outbox
+                outbox.extend(committed)
+                while len(outbox) > MAX_OUTBOX_RECORDS:
+                    outbox.popleft()
             for r in committed:
                 b.twins[r.twin_id].last_seq = r.seq
                 self._unacked.append((r.seq, r.time_s))
@@ -1197,13 +1208,18 @@ class EdgeHost:
     def pending(self, after_seq: int | None = None, limit: int = 1000) -> list[LogRecord]:
         """Committed records not yet replicated, in seq order: those after ``after_seq``
         (default: the watermark), at most ``limit``. Only records whose commit the host
-        has finished are listed (not one a worker thread is committing right now).
+        has finished are listed (not one a worker thread is committing right now). The
+        newest ones come from memory (the records as committed), older ones from the log.
 
         Raises:
             EdgeLogError: the log cannot be read. HostClosedError: the host is closed.
         """
         self._check_open()
         after = self._replicated if after_seq is None else after_seq
+        outbox = self._outbox
+        if outbox and outbox[0].seq <= after + 1:  # all of them in memory
+            start = after + 1 - outbox[0].seq
+            return list(itertools.islice(outbox, start, start + max(0, limit)))
         return self._log.read(after, limit, self._installed)
 
     async def wait_pending(self, timeout_s: float) -> bool:
@@ -1249,6 +1265,9 @@ class EdgeHost:
             self._lag_last = lag
             n += 1
         self._replicated = seq
+        outbox = self._outbox
+        while outbox and outbox[0].seq <= seq:
+            outbox.popleft()
         return n
 
     def replication_lag(self) -> ReplicationLag:

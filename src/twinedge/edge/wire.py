@@ -6,7 +6,9 @@ stored text into the request as it is, instead of decoding it to encode it again
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,13 +150,23 @@ def replication_body(host_id: str, records: Sequence[LogRecord]) -> bytes:
         >>> json.loads(replication_body("edge-1", [r]))["records"] == [record_to(r)]
         True
     """
-    dumps = json.dumps
-    parts = [b'{"host":', dumps(host_id).encode(), b',"records":[']
+    parts = [b'{"host":', _quoted(host_id), b',"records":[']
     for i, r in enumerate(records):
+        t = float(r.time_s)
         head = (
-            f'{"," if i else ""}{{"seq":{int(r.seq)},"twin":{dumps(r.twin_id)},'
-            f'"epoch":{int(r.epoch)},"revision":{int(r.revision)},"kind":{dumps(r.kind)},"data":'
+            f'{"," if i else ""}{{"seq":{int(r.seq)},"twin":'.encode()
+            + _quoted(r.twin_id)
+            + f',"epoch":{int(r.epoch)},"revision":{int(r.revision)},"kind":'.encode()
+            + _quoted(r.kind)
+            + b',"data":'
         )
-        parts += (head.encode(), bytes(r.data), f',"time_s":{dumps(float(r.time_s))}}}'.encode())
+        time_s = repr(t) if math.isfinite(t) else json.dumps(t)  # what json.dumps writes
+        parts += (head, bytes(r.data), f',"time_s":{time_s}}}'.encode())
     parts.append(b"]}")
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=65536)
+def _quoted(s: str) -> bytes:
+    """A string as a JSON string (twin ids repeat: each is quoted once)."""
+    return json.dumps(s).encode()
