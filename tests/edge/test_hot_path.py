@@ -267,3 +267,13 @@ def test_the_outbox_from_memory_is_the_log(
             same(h)
 
     asyncio.run(body())
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=JSON, limit=st.integers(-1, 6))
+def test_the_depth_check_of_reports_is_the_cores(value: Any, limit: int) -> None:
+    from twinedge.edge.document import _too_deep
+    from twinedge.runtime.things import too_deep
+
+    assert _too_deep(value, limit) == too_deep(value, limit)
+    assert _too_deep(nest(limit + 1, value), limit) == too_deep(nest(limit + 1, value), limit)

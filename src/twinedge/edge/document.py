@@ -116,9 +116,30 @@ def check_report(
             things.check_json(report)
     except ServiceError as e:
         raise _problem(e) from None
-    if things.too_deep(report, things.MAX_DEPTH - 3):
+    if _too_deep(report, things.MAX_DEPTH - 3):
         raise InvalidReportError(f"the {what} nests deeper than {things.MAX_DEPTH - 3} levels")
     return report
+
+
+def _too_deep(v: Any, limit: int) -> bool:
+    """:func:`twinedge.runtime.things.too_deep` for decoded JSON (plain dicts and lists),
+    without a generator per level."""
+    if limit < 0:
+        return True
+    t = type(v)
+    if t is dict:
+        children = v.values()
+    elif t is list:
+        children = v
+    else:
+        return False
+    if limit == 0:
+        return True
+    for x in children:
+        tx = type(x)
+        if (tx is dict or tx is list) and _too_deep(x, limit - 1):
+            return True
+    return False
 
 
 def report_patch(report: Mapping[str, Any]) -> Patch:

@@ -371,8 +371,10 @@ class _DeviceHandler(BrokerProtocolHandler):
         is cut out of the bytes :class:`_Framed` already framed and handed to
         :meth:`_publish` (one task each, as amqtt does, so a slow commit never stops the
         reading), without amqtt's byte-at-a-time parse, packet objects, plugin event
-        (the embedded broker runs no plugins) or a ``wait_for`` per packet (the
-        keep-alive timer runs only while no whole packet is buffered). Every other packet
+        (the embedded broker runs no plugins) or a ``wait_for`` per packet (amqtt's
+        broker handler does nothing when a keep-alive period passes in silence, so no
+        timer runs; a handler that does something runs one while no whole packet is
+        buffered). Every other packet
         is parsed and dispatched by amqtt's own code, in arrival order. How the loop ends
         is amqtt's: the tasks of this connection are cancelled and the connection closed.
         """
@@ -384,6 +386,8 @@ class _DeviceHandler(BrokerProtocolHandler):
         keepalive: int | None = session.keep_alive
         if keepalive is not None and keepalive <= 0:
             keepalive = None
+        if type(self).handle_read_timeout is BrokerProtocolHandler.handle_read_timeout:
+            keepalive = None  # amqtt's broker does nothing when it expires: no timer needed
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -392,6 +396,9 @@ class _DeviceHandler(BrokerProtocolHandler):
                     running.popleft()
                 packet = reader.next_packet()
                 if packet is None:
+                    if keepalive is None:
+                        await reader.fill()
+                        continue
                     try:
                         await asyncio.wait_for(reader.fill(), timeout=keepalive)
                     except TimeoutError:
