@@ -399,7 +399,7 @@ def test_the_outbox_lists_only_commits_the_host_finished(tmp_path: Path) -> None
     bookkeeping sees the records only once the host has answered for them."""
 
     async def body() -> None:
-        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1", inline_max_records=0) as h:
             await h.place(T)
             seen: list[list[int]] = []
             append = h.log.append

@@ -37,6 +37,7 @@ __all__ = [
     "desired_patch",
     "encode",
     "new_document",
+    "patch_changes",
     "report_patch",
 ]
 
@@ -70,13 +71,19 @@ def _problem(e: ServiceError) -> InvalidReportError:
     return InvalidReportError(e.detail, e.pointer or "")
 
 
-def check_report(report: Any, what: str = "report") -> dict[str, dict[str, Any]]:
+def check_report(
+    report: Any, what: str = "report", *, values_checked: bool = False
+) -> dict[str, dict[str, Any]]:
     """Check a device report (or desired state): ``{feature_id: merge patch of its
     properties}``, as ``docs/mqtt.md`` describes reports; returns it unchanged.
 
     Parameters:
         report: the decoded JSON value.
         what: how to name it in messages (``"report"``, ``"desired state"``).
+        values_checked: ``report`` was read by :func:`twinedge.textinput.loads` under
+            :data:`twinedge.runtime.things.JSON_LIMITS` (as the MQTT gateway reads a
+            payload), which refused every value the core would not store: its values are
+            not walked again (its shape, feature ids and depth still are).
 
     Raises:
         InvalidReportError: not a non-empty object, a feature id that is not valid, a
@@ -103,13 +110,36 @@ def check_report(report: Any, what: str = "report") -> dict[str, dict[str, Any]]
             )
     try:
         for fid, props in report.items():
-            things.validate_feature(fid, {"properties": props})
-        things.check_json(report)
+            if type(fid) is not str or not things.FEATURE_ID_RE.fullmatch(fid):
+                things.validate_feature(fid, {"properties": props})  # raises, saying why
+        if not values_checked:
+            things.check_json(report)
     except ServiceError as e:
         raise _problem(e) from None
-    if things.too_deep(report, things.MAX_DEPTH - 3):
+    if _too_deep(report, things.MAX_DEPTH - 3):
         raise InvalidReportError(f"the {what} nests deeper than {things.MAX_DEPTH - 3} levels")
     return report
+
+
+def _too_deep(v: Any, limit: int) -> bool:
+    """:func:`twinedge.runtime.things.too_deep` for decoded JSON (plain dicts and lists),
+    without a generator per level."""
+    if limit < 0:
+        return True
+    t = type(v)
+    if t is dict:
+        children = v.values()
+    elif t is list:
+        children = v
+    else:
+        return False
+    if limit == 0:
+        return True
+    for x in children:
+        tx = type(x)
+        if (tx is dict or tx is list) and _too_deep(x, limit - 1):
+            return True
+    return False
 
 
 def report_patch(report: Mapping[str, Any]) -> Patch:
@@ -183,6 +213,34 @@ def check_patch(patch: Any, what: str = "patch") -> Patch:
     if things.too_deep(patch, things.MAX_DEPTH):
         raise InvalidReportError(f"{what} nests deeper than {things.MAX_DEPTH} levels")
     return patch
+
+
+def patch_changes(target: Any, patch: Patch) -> bool:
+    """Whether the merge patch ``patch`` (an object) changes ``target``: exactly
+    ``not json_equal(merge_patch(target, patch), target)``, found by walking the patch
+    alone (nothing is copied, the rest of the document is never looked at).
+
+    Examples:
+        >>> doc = {"features": {"battery": {"properties": {"level": 71}}}}
+        >>> patch_changes(doc, {"features": {"battery": {"properties": {"level": 71}}}})
+        False
+        >>> patch_changes(doc, {"features": {"battery": {"properties": {"level": 71.0}}}})
+        True
+        >>> patch_changes(doc, {"features": {"gps": None}}), patch_changes(doc, {"attributes": {}})
+        (False, True)
+    """
+    if not isinstance(target, dict):
+        return True  # the merge makes an object of it
+    for k, v in patch.items():
+        if v is None:
+            if k in target:
+                return True
+        elif isinstance(v, dict):
+            if k not in target or patch_changes(target[k], v):
+                return True
+        elif k not in target or not things.json_equal(target[k], v):
+            return True
+    return False
 
 
 def new_document(twin_id: str, document: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections import deque
@@ -52,6 +53,7 @@ from twinedge.edge.document import (
     decode,
     encode,
     new_document,
+    patch_changes,
 )
 from twinedge.edge.errors import (
     BehaviourError,
@@ -75,7 +77,6 @@ from twinedge.edge.log import (
     TwinStatus,
 )
 from twinedge.jsonmerge import merge_patch
-from twinedge.runtime.things import json_equal
 
 __all__ = [
     "ChangeSet",
@@ -93,6 +94,19 @@ Clock = Callable[[], float]
 #: coordinator vanished stops costing memory beyond this (its next catch-up asks for a
 #: new snapshot).
 MAX_TAP_CHANGES = 10_000
+
+#: Committed records kept in memory for the replicator (older ones are read from the log).
+MAX_OUTBOX_RECORDS = 20_000
+
+#: Batches of at most this many records are committed in the event loop (see
+#: ``EdgeHost(inline_max_records=...)``).
+INLINE_MAX_RECORDS = 8
+
+#: The hooks whose patches need no :func:`check_patch` (see ``EdgeHost._hook``).
+_BUILT_IN_HOOKS: dict[str, Any] = {
+    "on_report": TwinBehaviour.on_report,
+    "on_desired": TwinBehaviour.on_desired,
+}
 
 
 # ---------------------------------------------------------------------------- messages
@@ -290,6 +304,10 @@ class EdgeHost:
         max_batch: most operations per commit.
         commit_in_thread: commit in a worker thread (default) or inline in the event
             loop (deterministic interleavings, for tests).
+        inline_max_records: with ``commit_in_thread``, a batch of at most this many
+            records is still committed inline: handing a small commit to a thread and
+            back costs more CPU and latency than the event loop waiting for it (0: every
+            commit in the thread).
 
     Raises:
         EdgeLogError: the log does not add up (see :meth:`EdgeLog.recover`).
@@ -312,6 +330,7 @@ class EdgeHost:
         clock: Clock = time.time,
         max_batch: int = 4096,
         commit_in_thread: bool = True,
+        inline_max_records: int = INLINE_MAX_RECORDS,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -321,6 +340,7 @@ class EdgeHost:
         self._clock = clock
         self._max_batch = max_batch
         self._in_thread = commit_in_thread
+        self._inline_max = inline_max_records
         self._twins: dict[str, _Twin] = {
             tid: _Twin(r.ownership, r.document, r.revision, r.last_seq)
             for tid, r in rec.twins.items()
@@ -334,6 +354,9 @@ class EdgeHost:
         self._replicated = rec.replicated_seq
         self._installed = rec.last_seq  # records up to here are committed and answered for
         self._unacked: deque[tuple[int, float]] = deque(rec.unreplicated)
+        # the outbox's newest records, as committed (consecutive seqs up to _installed), so
+        # the replicator reads them from memory rather than back from the log
+        self._outbox: deque[LogRecord] = deque()
         self._lag_n, self._lag_sum, self._lag_max, self._lag_last = 0, 0.0, 0.0, 0.0
         self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
         self._inflight: list[asyncio.Future[Any]] = []
@@ -354,6 +377,7 @@ class EdgeHost:
         clock: Clock = time.time,
         max_batch: int = 4096,
         commit_in_thread: bool = True,
+        inline_max_records: int = INLINE_MAX_RECORDS,
         check: bool = True,
         synchronous: Synchronous = "FULL",
     ) -> EdgeHost:
@@ -367,7 +391,13 @@ class EdgeHost:
         """
         log = EdgeLog.open(path, host_id, check=check, synchronous=synchronous)
         try:
-            return cls(log, clock=clock, max_batch=max_batch, commit_in_thread=commit_in_thread)
+            return cls(
+                log,
+                clock=clock,
+                max_batch=max_batch,
+                commit_in_thread=commit_in_thread,
+                inline_max_records=inline_max_records,
+            )
         except BaseException:
             log.close()
             raise
@@ -479,7 +509,7 @@ class EdgeHost:
                 results.append((fut, e, False))
         if b.records or b.ownership or b.flush:
             try:
-                if self._in_thread:
+                if self._in_thread and len(b.records) > self._inline_max:
                     committed = await asyncio.to_thread(
                         self._log.append,
                         b.records,
@@ -499,6 +529,10 @@ class EdgeHost:
             if committed:
                 self._installed = committed[-1].seq
                 self._committed.set()
+                outbox = self._outbox
+                outbox.extend(committed)
+                while len(outbox) > MAX_OUTBOX_RECORDS:
+                    outbox.popleft()
             for r in committed:
                 b.twins[r.twin_id].last_seq = r.seq
                 self._unacked.append((r.seq, r.time_s))
@@ -602,8 +636,9 @@ class EdgeHost:
         beh = self._behaviour(t)
         assert t.document is not None
         view = TwinView(t.own.twin_id, t.own.epoch, t.revision, t.document)
+        hook = getattr(beh, name)
         try:
-            patch = getattr(beh, name)(view, *args)
+            patch = hook(view, *args)
         except EdgeError:
             raise  # a behaviour may refuse on purpose (InvalidReportError, ...)
         except Exception as e:
@@ -613,6 +648,11 @@ class EdgeHost:
             ) from e
         if patch is None:
             return None
+        if getattr(hook, "__func__", None) is _BUILT_IN_HOOKS.get(name):
+            # the default hooks rebuild a report (desired state) that check_report passed as
+            # a patch, which check_patch then passes too: feature ids by the same pattern,
+            # values already checked, 2 levels added to at most MAX_DEPTH - 3
+            return patch
         try:
             return check_patch(patch, f"the patch {name} returned")
         except InvalidReportError as e:
@@ -625,9 +665,9 @@ class EdgeHost:
         if patch is None:
             return t.revision
         assert t.document is not None
-        new = merge_patch(t.document, patch)
-        if json_equal(new, t.document):
+        if not patch_changes(t.document, patch):
             return t.revision
+        new = merge_patch(t.document, patch)
         data = encode(patch)
         # a merge patch adds at most its own text to the document: measure only near the limit
         size = t.size_bytes + len(data) + 16 if t.size_bytes >= 0 else MAX_TWIN_BYTES + 1
@@ -644,7 +684,9 @@ class EdgeHost:
         b.record(mine, "change", data)
         return mine.revision
 
-    async def apply(self, twin_id: str, report: Any, *, epoch: int | None = None) -> int:
+    async def apply(
+        self, twin_id: str, report: Any, *, epoch: int | None = None, values_checked: bool = False
+    ) -> int:
         """Apply a device report ``{feature_id: merge patch of its properties}`` through
         the twin's behaviour (``on_report``); return the twin's revision once durable.
 
@@ -652,6 +694,8 @@ class EdgeHost:
             twin_id: the twin.
             report: the decoded report.
             epoch: the epoch the sender believes current (checked when given).
+            values_checked: the report was read by :func:`twinedge.textinput.loads`
+                under the runtime's limits (see :func:`~twinedge.edge.document.check_report`).
 
         Returns:
             The new revision (the current one when the report changed nothing).
@@ -670,7 +714,7 @@ class EdgeHost:
             See :class:`EdgeHost`.
         """
         self._check_open()
-        check_report(report)
+        check_report(report, values_checked=values_checked)
         self._serving(self._twins.get(twin_id), twin_id, epoch)  # fail fast
 
         def prepare(b: _Batch) -> int:
@@ -1164,13 +1208,18 @@ class EdgeHost:
     def pending(self, after_seq: int | None = None, limit: int = 1000) -> list[LogRecord]:
         """Committed records not yet replicated, in seq order: those after ``after_seq``
         (default: the watermark), at most ``limit``. Only records whose commit the host
-        has finished are listed (not one a worker thread is committing right now).
+        has finished are listed (not one a worker thread is committing right now). The
+        newest ones come from memory (the records as committed), older ones from the log.
 
         Raises:
             EdgeLogError: the log cannot be read. HostClosedError: the host is closed.
         """
         self._check_open()
         after = self._replicated if after_seq is None else after_seq
+        outbox = self._outbox
+        if outbox and outbox[0].seq <= after + 1:  # all of them in memory
+            start = after + 1 - outbox[0].seq
+            return list(itertools.islice(outbox, start, start + max(0, limit)))
         return self._log.read(after, limit, self._installed)
 
     async def wait_pending(self, timeout_s: float) -> bool:
@@ -1216,6 +1265,9 @@ class EdgeHost:
             self._lag_last = lag
             n += 1
         self._replicated = seq
+        outbox = self._outbox
+        while outbox and outbox[0].seq <= seq:
+            outbox.popleft()
         return n
 
     def replication_lag(self) -> ReplicationLag:

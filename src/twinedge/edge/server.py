@@ -134,8 +134,8 @@ class DeviceSide:
         return _Documents(self.server.host)
 
     async def device_report(self, thing_id: str, payload: Any, *, device: str | None = None) -> int:
-        try:
-            return await self.server.host.apply(thing_id, payload)
+        try:  # the gateway read the payload with textinput.loads under JSON_LIMITS
+            return await self.server.host.apply(thing_id, payload, values_checked=True)
         except NotOwnerError as e:
             self.server.redirect(thing_id)
             raise Unavailable(str(e)) from None  # not acknowledged: resent after the redirect
@@ -296,9 +296,16 @@ class HostServer:
             await old.aclose()
 
     async def core_post(self, path: str, body: Any) -> Any:
+        """POST ``body`` (a JSON value, or ``bytes`` already encoded as JSON) to the core;
+        its JSON answer, or ``None`` (logged) when the core cannot be reached or refused."""
         assert self.client is not None
         try:
-            r = await self.client.post(path, json=body)
+            if isinstance(body, bytes):
+                r = await self.client.post(
+                    path, content=body, headers={"Content-Type": "application/json"}
+                )
+            else:
+                r = await self.client.post(path, json=body)
         except httpx.HTTPError as exc:
             self._warn(f"core {self.core_url} unreachable: {exc}")
             return None
@@ -323,7 +330,7 @@ class HostServer:
             if not records:  # not readable yet: look again shortly
                 await asyncio.sleep(0.005)
                 continue
-            body = {"host": self.host_id, "records": [wire.record_to(r) for r in records]}
+            body = wire.replication_body(self.host_id, records)  # the stored JSON as it is
             answer = await self.core_post("/internal/replicate", body)
             if not isinstance(answer, dict) or not isinstance(answer.get("acked_seq"), int):
                 self.replication_error = "the core did not take the last batch; retrying"

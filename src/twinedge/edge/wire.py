@@ -1,9 +1,15 @@
 """The edge tier's messages as JSON: what an edge host's control API and its remote
 peers (:class:`twinedge.edge.remote.RemoteHost`) send each other. Documents and patches
-travel as the JSON text the log stores, so a copy is byte-for-byte the source's."""
+travel as the JSON text the log stores, so a copy is byte-for-byte the source's; so do the
+records a host replicates to the core (:func:`replication_body` writes each record's
+stored text into the request as it is, instead of decoding it to encode it again)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from twinedge.edge.errors import EdgeError
@@ -128,3 +134,39 @@ def record_to(r: LogRecord) -> dict[str, Any]:
         "data": r.value(),
         "time_s": r.time_s,
     }
+
+
+def replication_body(host_id: str, records: Sequence[LogRecord]) -> bytes:
+    """The body of ``POST /internal/replicate``: ``{"host", "records": [record_to(r)
+    ...]}`` as UTF-8 JSON, each record's ``data`` being its stored JSON text written in
+    place (the log holds only the compact strict JSON the host encoded, checked again
+    when the log is opened), so the core parses the same values :func:`record_to` would
+    have sent.
+
+    Examples:
+        >>> r = LogRecord(7, "fleet:car-7", 1, 3, "change", b'{"attributes":{"a":1}}', 5.25)
+        >>> replication_body("edge-1", [r])
+        b'{"host":"edge-1","records":[{"seq":7,"twin":"fleet:car-7","epoch":1,"revision":3,"kind":"change","data":{"attributes":{"a":1}},"time_s":5.25}]}'
+        >>> json.loads(replication_body("edge-1", [r]))["records"] == [record_to(r)]
+        True
+    """
+    parts = [b'{"host":', _quoted(host_id), b',"records":[']
+    for i, r in enumerate(records):
+        t = float(r.time_s)
+        head = (
+            f'{"," if i else ""}{{"seq":{int(r.seq)},"twin":'.encode()
+            + _quoted(r.twin_id)
+            + f',"epoch":{int(r.epoch)},"revision":{int(r.revision)},"kind":'.encode()
+            + _quoted(r.kind)
+            + b',"data":'
+        )
+        time_s = repr(t) if math.isfinite(t) else json.dumps(t)  # what json.dumps writes
+        parts += (head, bytes(r.data), f',"time_s":{time_s}}}'.encode())
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=65536)
+def _quoted(s: str) -> bytes:
+    """A string as a JSON string (twin ids repeat: each is quoted once)."""
+    return json.dumps(s).encode()

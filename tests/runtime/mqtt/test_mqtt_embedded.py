@@ -407,3 +407,48 @@ def test_a_deleted_things_device_is_disconnected_and_cannot_write_its_next_life(
             assert broker.metrics["mqtt_disconnected_total:thing-deleted"] == 1
 
     asyncio.run(main())
+
+
+def test_packets_of_every_kind_in_one_write_are_handled_in_order(tmp_path):
+    """Many packets arriving in one TCP segment (the broker cuts them apart itself):
+    QoS 1 reports acknowledged in order and applied in order, QoS 0 applied, a topic
+    amqtt cannot parse refused and acknowledged, SUBSCRIBE and PINGREQ answered by
+    amqtt's own handlers in between."""
+    from .conftest import RawDevice, _packet, _utf8
+
+    async def body() -> None:
+        async with embedded(tmp_path) as (svc, broker):
+            dev = await RawDevice.connect(broker.port, CAR)
+            assert await dev.subscribe(f"twinedge/{CAR}/errors") == [1]
+            topic = f"twinedge/{CAR}/reported"
+
+            def report(level: int, pid: int | None, t: str = topic) -> bytes:
+                head = _utf8(t) + (pid.to_bytes(2, "big") if pid else b"")
+                payload = json.dumps({"battery": {"level": level}}).encode()
+                return _packet(0x32 if pid else 0x30, head + payload)
+
+            subscribe = _packet(
+                0x82, (900).to_bytes(2, "big") + _utf8(f"twinedge/{VAN}/errors") + b"\x01"
+            )
+            burst = (
+                subscribe
+                + report(1, 11)
+                + b"\xc0\x00"  # PINGREQ
+                + report(2, None)
+                + report(3, 12, f"twinedge/{CAR}/+")
+                + b"".join(report(10 + k, 13 + k) for k in range(20))
+            )
+            dev.writer.write(burst)
+            await dev.until(lambda ev: sum(e[0] == "puback" for e in ev) == 22)
+            assert [e[1] for e in dev.events if e[0] == "puback"] == list(range(11, 33))
+            assert ("suback", [0x80]) in dev.events  # another device's topic: refused
+            await dev.until(lambda ev: len(dev.errors()) == 2)
+            assert sorted(e["reason"] for e in dev.errors()) == [
+                "forbidden-subscription",
+                "malformed-topic",
+            ]
+            assert svc.things[CAR]["features"]["battery"]["properties"]["level"] == 29
+            assert svc.things[CAR]["_revision"] == 1 + 2 + 20  # created, levels 1, 2, 10..29
+            await dev.close()
+
+    asyncio.run(body())

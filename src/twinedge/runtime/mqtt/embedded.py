@@ -33,6 +33,11 @@ Why we reach into amqtt (0.12.x only; :func:`check_amqtt` refuses other versions
   UTF-8, throws amqtt's reader out of step with the stream. Each connection is read
   through :class:`_Framed`, which hands such a PUBLISH to amqtt with a placeholder topic,
   so it is acknowledged and refused (malformed-topic) like any other bad message.
+* **The reader loop.** ``_DeviceHandler._reader_loop`` replaces amqtt's for the packets
+  devices send most: a QoS 0/1 PUBLISH goes from the bytes :class:`_Framed` has already
+  cut into packets straight to the gateway (amqtt would read it a byte at a time through
+  a dozen awaits, build four objects, fire a plugin event and arm a keep-alive timer per
+  packet); every other packet is still parsed and dispatched by amqtt.
 * **MQTT 3.1.1 only.** An MQTT 5 CONNECT is refused at once (CONNACK 0x01).
 
 A device's last will (if any) is handled like a message the device published when it
@@ -42,6 +47,7 @@ disconnects uncleanly: same ACL, same errors.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.metadata
 import logging
@@ -51,6 +57,8 @@ from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import MQTTError
+from amqtt.events import MQTTEvents
+from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import (
     BAD_USERNAME_PASSWORD,
     IDENTIFIER_REJECTED,
@@ -58,7 +66,26 @@ from amqtt.mqtt.connack import (
     ConnackPacket,
 )
 from amqtt.mqtt.connect import ConnectPacket
-from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.mqtt.packet import (
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    RESERVED_0,
+    RESERVED_15,
+    SUBACK,
+    SUBSCRIBE,
+    UNSUBACK,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import Session
@@ -100,6 +127,8 @@ _HOOKS = {
         "_delete_session",
     ),
     BrokerProtocolHandler: (
+        "_reader_loop",
+        "handle_read_timeout",
         "handle_publish",
         "_send_packet",
         "handle_connection_closed",
@@ -129,6 +158,23 @@ def check_amqtt() -> str:
 
 
 _MQTT_311 = 4  # the protocol level of MQTT 3.1.1
+
+#: packet type -> the handler method amqtt's reader loop runs for it (in a task)
+_DISPATCH = {
+    CONNACK: "handle_connack",
+    SUBSCRIBE: "handle_subscribe",
+    UNSUBSCRIBE: "handle_unsubscribe",
+    SUBACK: "handle_suback",
+    UNSUBACK: "handle_unsuback",
+    PUBACK: "handle_puback",
+    PUBREC: "handle_pubrec",
+    PUBREL: "handle_pubrel",
+    PUBCOMP: "handle_pubcomp",
+    PINGREQ: "handle_pingreq",
+    PINGRESP: "handle_pingresp",
+    PUBLISH: "handle_publish",
+    DISCONNECT: "handle_disconnect",
+}
 
 
 async def _protocol_level(reader: ReaderAdapter) -> int:
@@ -179,6 +225,23 @@ class _Replay(ReaderAdapter):
         self.inner.feed_eof()
 
 
+class _OnePacket(ReaderAdapter):
+    """One whole packet's bytes, for amqtt's packet parsers."""
+
+    def __init__(self, packet: bytes):
+        self.data, self.pos = packet, 0
+
+    async def read(self, n: int = -1) -> bytes:
+        end = len(self.data) if n < 0 else self.pos + n
+        if end > len(self.data):
+            raise asyncio.IncompleteReadError(self.data[self.pos :], n)
+        out, self.pos = self.data[self.pos : end], end
+        return out
+
+    def feed_eof(self) -> None:
+        pass
+
+
 class _Framed(ReaderAdapter):
     """Reads whole MQTT packets from ``inner`` and serves their bytes to amqtt, with one
     repair: a PUBLISH whose topic amqtt 0.12 cannot parse is given a placeholder topic.
@@ -216,6 +279,31 @@ class _Framed(ReaderAdapter):
 
     def feed_eof(self) -> None:
         self.inner.feed_eof()
+
+    def next_packet(self) -> bytes | None:
+        """The next whole packet already read (its fixed header included), or ``None``."""
+        out = self._out
+        if not out:
+            return None
+        i, size, shift = 1, 0, 0
+        while True:  # complete packets only are kept, so the length is all there
+            b = out[i]
+            size |= (b & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not b & 0x80:
+                break
+        packet = bytes(out[: i + size])
+        del out[: i + size]
+        return packet
+
+    async def fill(self) -> None:
+        """Wait for more bytes from the connection and cut them into packets.
+
+        Raises:
+            asyncio.IncompleteReadError: the connection ended.
+        """
+        await self._read_available()
 
     async def _read_available(self) -> None:
         chunk = await self._stream.read(65536)
@@ -285,26 +373,149 @@ class _DeviceHandler(BrokerProtocolHandler):
         self._acks = bytearray()  # PUBACKs due, written once per event-loop iteration
         self._acks_scheduled = False
 
+    async def _reader_loop(self) -> None:
+        """amqtt's reader loop, shortened for what devices send most: a QoS 0/1 PUBLISH
+        is cut out of the bytes :class:`_Framed` already framed and handed to
+        :meth:`_publish` (one task each, as amqtt does, so a slow commit never stops the
+        reading), without amqtt's byte-at-a-time parse, packet objects, plugin event
+        (the embedded broker runs no plugins) or a ``wait_for`` per packet (amqtt's
+        broker handler does nothing when a keep-alive period passes in silence, so no
+        timer runs; a handler that does something runs one while no whole packet is
+        buffered). Every other packet is parsed and dispatched by amqtt's own code, in
+        arrival order. How the loop ends is amqtt's: the tasks of this connection are
+        cancelled and the connection closed.
+        """
+        reader, session = self.reader, self.session
+        if not isinstance(reader, _Framed) or session is None or not self._reader_ready:
+            await super()._reader_loop()
+            return
+        running: collections.deque[asyncio.Task[None]] = collections.deque()
+        keepalive: int | None = session.keep_alive
+        if keepalive is not None and keepalive <= 0:
+            keepalive = None
+        if type(self).handle_read_timeout is BrokerProtocolHandler.handle_read_timeout:
+            keepalive = None  # amqtt's broker does nothing when it expires: no timer needed
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._reader_ready.set()
+                while running and running[0].done():
+                    running.popleft()
+                packet = reader.next_packet()
+                if packet is None:
+                    if keepalive is None:
+                        await reader.fill()
+                        continue
+                    try:
+                        await asyncio.wait_for(reader.fill(), timeout=keepalive)
+                    except TimeoutError:
+                        self.handle_read_timeout()
+                    continue
+                first = packet[0]
+                qos = (first >> 1) & 0x03
+                task: asyncio.Task[None] | None
+                if first >> 4 == PUBLISH and qos < QOS_2:
+                    task = loop.create_task(self._publish(packet, qos))
+                else:
+                    task = await self._amqtt_packet(packet)
+                if task is not None:
+                    running.append(task)
+            except MQTTError:
+                log.debug("MQTT packet discarded")
+            except asyncio.CancelledError:
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the connection ended
+            except Exception as e:
+                log.warning("MQTT reader of %s stopped: %r", session.client_id, e)
+                break
+        while running:
+            running.popleft().cancel()
+        await self.handle_connection_closed()
+        self._reader_stopped.set()
+        await self.stop()
+
+    async def _amqtt_packet(self, packet: bytes) -> asyncio.Task[None] | None:
+        """Parse and dispatch one packet the way amqtt's reader loop does."""
+        one = _OnePacket(packet)
+        fixed = await MQTTFixedHeader.from_stream(one)
+        if fixed is None:
+            raise MQTTError("empty packet")
+        kind = fixed.packet_type
+        if kind in (RESERVED_0, RESERVED_15):
+            log.warning("reserved MQTT packet type %d received: closing the connection", kind)
+            await self.handle_connection_closed()
+            return None
+        parsed = await packet_class(fixed).from_stream(one, fixed_header=fixed)
+        await self.plugins_manager.fire_event(
+            MQTTEvents.PACKET_RECEIVED, packet=parsed, session=self.session
+        )
+        if kind == CONNECT:  # amqtt awaits it too
+            await self.handle_connect(parsed)
+            return None
+        handler = _DISPATCH.get(kind)
+        if handler is None:
+            log.warning("unhandled MQTT packet type %d", kind)
+            return None
+        return asyncio.get_running_loop().create_task(getattr(self, handler)(parsed))
+
+    async def _publish(self, packet: bytes, qos: int) -> None:
+        """A QoS 0 or 1 PUBLISH (fixed header included) from the device."""
+        i = 1
+        while packet[i] & 0x80:  # the remaining length
+            i += 1
+        i += 1
+        n = int.from_bytes(packet[i : i + 2], "big")
+        topic_name = packet[i + 2 : i + 2 + n].decode("utf-8")  # _Framed repaired bad ones
+        i += 2 + n
+        packet_id = None
+        if qos:
+            packet_id = int.from_bytes(packet[i : i + 2], "big")
+            i += 2
+        await self._device_publish(topic_name, packet[i:], qos, packet_id)
+
     async def handle_publish(self, publish_packet: PublishPacket) -> None:
         topic_name, data = publish_packet.topic_name, publish_packet.data
+        if topic_name is None or data is None:
+            return
+        qos = publish_packet.qos
+        if qos in (QOS_0, QOS_1):
+            packet_id = publish_packet.variable_header.packet_id if qos else None
+            await self._device_publish(topic_name, data, qos, packet_id)
+        else:
+            await self._device_publish_qos2(publish_packet)
+
+    async def _device_publish(
+        self, topic_name: str, data: bytes, qos: int, packet_id: int | None
+    ) -> None:
         session = self.session
-        if topic_name is None or data is None or session is None:
+        if session is None:
             return
         sender = session.attributes.get(_THING)
         problem = None
         malformed = getattr(self.reader, "malformed", None)
         if malformed and topic_name in malformed:  # see _Framed
             topic_name, problem = malformed.pop(topic_name)
-        qos = publish_packet.qos
         if qos == QOS_1:
             seq = self._seq_in
             self._seq_in += 1
             ok = await self._gateway.handle(sender, topic_name, data, problem)
-            self._ready[seq] = publish_packet.variable_header.packet_id if ok else None
+            self._ready[seq] = packet_id if ok else None
             self._flush_acks()
-        elif qos == QOS_0:
+        else:
             await self._gateway.handle(sender, topic_name, data, problem)
-        elif await self._gateway.handle(sender, topic_name, data, problem):
+
+    async def _device_publish_qos2(self, publish_packet: PublishPacket) -> None:
+        session = self.session
+        topic_name, data = publish_packet.topic_name, publish_packet.data
+        if session is None or topic_name is None or data is None:
+            return
+        sender = session.attributes.get(_THING)
+        problem = None
+        malformed = getattr(self.reader, "malformed", None)
+        if malformed and topic_name in malformed:  # see _Framed
+            topic_name, problem = malformed.pop(topic_name)
+        if await self._gateway.handle(sender, topic_name, data, problem):
             # QoS 2: applied durably first, then amqtt's PUBREC/PUBREL/PUBCOMP exchange; the
             # message it then queues for delivery is refused by _topic_filtering(PUBLISH).
             await super().handle_publish(publish_packet)
