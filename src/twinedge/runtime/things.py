@@ -236,13 +236,16 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
             if k not in new:
                 ops.append({"op": "remove", "path": f"{path}/{escape_token(k)}"})
         for k, v in new.items():
-            if k in old and old[k] is v:
-                continue  # shared, unchanged
-            p = f"{path}/{escape_token(k)}"
             if k not in old:
-                ops.append({"op": "add", "path": p, "value": v})
-            elif not json_equal(old[k], v):
-                ops.extend(json_patch(old[k], v, p))
+                ops.append({"op": "add", "path": f"{path}/{escape_token(k)}", "value": v})
+                continue
+            o = old[k]
+            if o is v:
+                continue  # shared, unchanged
+            if isinstance(o, dict) and isinstance(v, dict):  # compared key by key below
+                ops.extend(json_patch(o, v, f"{path}/{escape_token(k)}"))
+            elif not json_equal(o, v):
+                ops.append({"op": "replace", "path": f"{path}/{escape_token(k)}", "value": v})
         return ops
     if json_equal(old, new):
         return []
