@@ -317,10 +317,11 @@ def too_deep(v: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def validate_thing(doc: Any, thing_id: str) -> dict:
+def validate_thing(doc: Any, thing_id: str, *, values_checked: bool = False) -> dict:
     """Check a thing body (as sent by a client) and return it without service fields.
 
-    ``thingId`` in the body, when present, must match the URL.
+    ``thingId`` in the body, when present, must match the URL. ``values_checked``: every
+    value of ``doc`` passed :func:`check_json` already (it is not walked again).
     """
     if not isinstance(doc, dict):
         raise InvalidInput(f"a thing must be a JSON object, got {type(doc).__name__}", "")
@@ -346,7 +347,8 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         validate_feature(fid, f)
     if too_deep(doc):
         raise InvalidInput(f"the document nests deeper than {MAX_DEPTH} levels", "")
-    check_json(doc)
+    if not values_checked:
+        check_json(doc)
     out: dict[str, Any] = {"thingId": thing_id}
     if "policyId" in doc:
         out["policyId"] = check_policy_id(doc["policyId"])
@@ -357,7 +359,9 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
     return out
 
 
-def validate_patched(doc: dict, patch: dict, thing_id: str) -> dict:
+def validate_patched(
+    doc: dict, patch: dict, thing_id: str, *, values_checked: bool = False
+) -> dict:
     """:func:`validate_thing` of ``doc = merge_patch(old, patch)`` where ``old`` is a
     valid thing (its content as :func:`validate_thing` returned it): only what ``patch``
     touches is checked (its top-level members; of ``features``, the features it names), so
@@ -373,6 +377,8 @@ def validate_patched(doc: dict, patch: dict, thing_id: str) -> dict:
         doc: the patched content (no service fields).
         patch: the JSON merge patch (an object) that made it.
         thing_id: the thing's id.
+        values_checked: every value of ``patch`` passed :func:`check_json` already (so
+            every value the check would walk did).
 
     Raises:
         InvalidInput: as :func:`validate_thing`.
@@ -394,7 +400,7 @@ def validate_patched(doc: dict, patch: dict, thing_id: str) -> dict:
             if k == "features" and isinstance(v, dict) and isinstance(sub, dict):
                 v = {fid: f for fid, f in v.items() if fid in sub}
             touched[k] = v
-    validate_thing(touched, thing_id)
+    validate_thing(touched, thing_id, values_checked=values_checked)
     out: dict[str, Any] = {"thingId": thing_id}
     if "policyId" in doc:
         out["policyId"] = doc["policyId"]

@@ -505,12 +505,13 @@ def _apply(rec: _Record, cur: dict, sizes: dict[str, tuple[dict, int]]) -> dict:
         if rec.kind == "change":
             content = {k: v for k, v in cur.items() if k not in things.META_FIELDS}
             body = things.merge_patch(content, rec.data)
-            new = things.validate_patched(body, rec.data, rec.twin)
+            # the record's data passed check_json when it was read (_parse_record)
+            new = things.validate_patched(body, rec.data, rec.twin, values_checked=True)
             known = sizes.get(rec.twin)
             if known is not None and known[0] is cur:
                 bound = known[1] + len(json.dumps(rec.data, separators=(",", ":")))
         else:
-            new = things.validate_thing(rec.data, rec.twin)
+            new = things.validate_thing(rec.data, rec.twin, values_checked=True)
     except InvalidInput as e:
         raise InvalidInput(
             f"record seq {rec.seq} makes no valid thing: {e.detail}", f"{at}{e.pointer or ''}"
