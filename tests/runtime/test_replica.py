@@ -668,9 +668,7 @@ def test_http_replicate_refuses_what_it_would_not_read_before_the_token(hapi):
     )
     assert doc["error"] == "header.notsupported" and "'if-match'" in doc["detail"]
     doc = problem_of(
-        c.post(
-            "/internal/replicate", json=ok, headers={**bearer(TOKEN), "If-Modified-Since": "x"}
-        ),
+        c.post("/internal/replicate", json=ok, headers={**bearer(TOKEN), "If-Modified-Since": "x"}),
         400,
     )
     assert "'if-modified-since' is not supported" in doc["detail"]
@@ -681,9 +679,10 @@ def test_http_replicate_refuses_what_it_would_not_read_before_the_token(hapi):
         c.post("/internal/replicate", content=big, headers={**bearer("wrong"), **json_type}), 401
     )
     assert doc["detail"] == "the hosts token is wrong (see DATA_DIR/hosts.token of the core)"
-    assert c.post("/internal/replicate", json=ok, headers=bearer("wrong")).headers[
-        "www-authenticate"
-    ] == 'Bearer realm="twinedge"'
+    assert (
+        c.post("/internal/replicate", json=ok, headers=bearer("wrong")).headers["www-authenticate"]
+        == 'Bearer realm="twinedge"'
+    )
 
 
 def test_http_replicate_body_errors(hapi):

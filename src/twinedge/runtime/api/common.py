@@ -291,13 +291,13 @@ def refuse_unread(
     Raises:
         ProblemError: 400, naming the first parameter or header the route would not read.
     """
-    unknown = sorted({k for k in conn.query_params if k not in allowed})
+    query = conn.scope.get("query_string")
+    unknown = sorted({k for k in conn.query_params if k not in allowed}) if query else []
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
         raise problem(
             400,
-            f"unknown query parameter {shorten(unknown[0])!r} on {path}; "
-            f"this route takes: {known}",
+            f"unknown query parameter {shorten(unknown[0])!r} on {path}; this route takes: {known}",
             error="twinedge:query.parameter.unknown",
             **invalid_params(
                 *(
