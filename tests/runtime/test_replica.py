@@ -651,6 +651,160 @@ def test_http_malformed_json_is_400(hapi):
     problem_of(r, 400)
 
 
+def test_http_replicate_refuses_what_it_would_not_read_before_the_token(hapi):
+    """The replication route checks in the order every route does: parameters and
+    headers it would not read, then the hosts token, then the body."""
+    c, ok = hapi.client, {"host": "edge-1", "records": []}
+    doc = problem_of(c.post("/internal/replicate?x=1", json=ok, headers=bearer("wrong")), 400)
+    assert doc["detail"] == (
+        "unknown query parameter 'x' on /internal/replicate; this route takes: none"
+    )
+    assert doc["error"] == "twinedge:query.parameter.unknown"
+    assert doc["invalid-params"] == [
+        {"name": "x", "in": "query", "reason": "not a parameter of this route"}
+    ]
+    doc = problem_of(
+        c.post("/internal/replicate", json=ok, headers={**bearer(TOKEN), "If-Match": "*"}), 400
+    )
+    assert doc["error"] == "header.notsupported" and "'if-match'" in doc["detail"]
+    doc = problem_of(
+        c.post("/internal/replicate", json=ok, headers={**bearer(TOKEN), "If-Modified-Since": "x"}),
+        400,
+    )
+    assert "'if-modified-since' is not supported" in doc["detail"]
+    # a wrong token is refused before the body is read, however bad the body
+    big = b"x" * 2_000_000
+    json_type = {"Content-Type": "application/json"}
+    doc = problem_of(
+        c.post("/internal/replicate", content=big, headers={**bearer("wrong"), **json_type}), 401
+    )
+    assert doc["detail"] == "the hosts token is wrong (see DATA_DIR/hosts.token of the core)"
+    assert (
+        c.post("/internal/replicate", json=ok, headers=bearer("wrong")).headers["www-authenticate"]
+        == 'Bearer realm="twinedge"'
+    )
+
+
+def test_http_replicate_body_errors(hapi):
+    c, h = hapi.client, {**bearer(TOKEN), "Content-Type": "application/json"}
+    doc = problem_of(c.post("/internal/replicate", content=b"x" * 2_000_000, headers=h), 413)
+    assert doc["detail"] == "the body has 2000000 bytes; the limit is 1000000 bytes"
+    assert doc["error"] == "twinedge:request.toolarge"
+    doc = problem_of(
+        c.post(
+            "/internal/replicate",
+            content=b"{}",
+            headers={**bearer(TOKEN), "Content-Type": "text/plain"},
+        ),
+        415,
+    )
+    assert doc["detail"] == "send the body as application/json, not text/plain"
+    doc = problem_of(c.post("/internal/replicate", content=b" ", headers=h), 400)
+    assert doc["detail"] == "this request needs a JSON body (application/json)"
+    assert doc["pointer"] == ""
+    doc = problem_of(c.post("/internal/replicate", content=b'{"host": "e", [}', headers=h), 400)
+    assert doc["detail"] == "line 1 column 15: got invalid JSON (Expecting property name " \
+        "enclosed in double quotes)"  # fmt: skip
+    assert (doc["line"], doc["column"]) == (1, 15)
+    # a value no store can hold, anywhere in the body: refused with its pointer
+    body = b'{"host": "edge-1", "records": [{"data": {"a": "\\ud800"}}]}'
+    doc = problem_of(c.post("/internal/replicate", content=body, headers=h), 400)
+    assert doc["pointer"] == "/records/0/data/a"
+    # a record's bad field: the service's problem, the instance the route
+    doc = problem_of(
+        c.post(
+            "/internal/replicate",
+            json={"host": "edge-1", "records": [rec(1, 3, {}, kind="delete")]},
+            headers=h,
+        ),
+        400,
+    )
+    assert doc["instance"] == "/internal/replicate"
+    assert doc["pointer"] == "/records/0/kind", doc
+    assert doc["detail"] == "kind must be change or snapshot, got 'delete'"
+    doc = problem_of(c.get("/internal/replicate", headers=bearer(TOKEN)), 405)
+    assert doc["detail"] == "GET is not allowed on /internal/replicate; use POST"
+
+
+def test_http_replicate_is_counted_under_its_route(hapi):
+    c = hapi.client
+    c.post("/internal/replicate", json={"host": "edge-1", "records": []}, headers=bearer(TOKEN))
+    text = c.get("/metrics").text
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("twinedge_http_requests_total") and "/internal/replicate" in x
+    )
+    assert 'method="POST"' in line and 'status="200"' in line and line.endswith(" 1.0")
+
+
+def test_http_replicate_applies_a_record_that_touches_one_feature(hapi):
+    """A change validated on what it touches: the rest of the twin is kept as it was."""
+    c, h = hapi.client, bearer(TOKEN)
+    hapi.put_thing(
+        CAR,
+        {
+            "attributes": {"kind": "car"},
+            "features": {"a": {"properties": {"x": 1}}, "b": {"properties": {"y": 2}}},
+        },
+    )
+    doc = hapi.call(hapi.service.set_host, CAR, "edge-1")
+    hapi.call(hapi.service.set_edge_position, CAR, 1, doc["_revision"])
+    rev = int(doc["_revision"])
+    patch = {"features": {"b": {"properties": {"y": 3, "z": [1]}}, "c": {"properties": {}}}}
+    r = c.post(
+        "/internal/replicate",
+        json={"host": "edge-1", "records": [rec(1, rev + 1, patch)]},
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["applied"] == 1, r.text
+    got = c.get(f"/internal/things/{CAR}", headers=h).json()
+    assert got["features"] == {
+        "a": {"properties": {"x": 1}},
+        "b": {"properties": {"y": 3, "z": [1]}},
+        "c": {"properties": {}},
+    }
+    assert got["attributes"] == {"kind": "car"} and got["_revision"] == rev + 1
+    # a feature made invalid is refused with the pointer into the record
+    bad = {"features": {"a": {"properties": 7}}}
+    doc = problem_of(
+        c.post(
+            "/internal/replicate",
+            json={"host": "edge-1", "records": [rec(2, rev + 2, bad)]},
+            headers=h,
+        ),
+        400,
+    )
+    assert doc["pointer"] == "/records/0/data/features/a/properties"
+    assert doc["detail"].startswith("record seq 2 makes no valid thing: ")
+
+
+def test_edge_records_near_the_size_limit_are_measured(tmp_path):
+    """The size bound never lets a twin past the limit: records that grow a twin are
+    applied until the next one would cross it, which is refused (413)."""
+    from twinedge.errors import TooLarge
+    from twinedge.runtime.core.writer import MAX_THING_BYTES
+
+    async def body(svc: TwinService) -> None:
+        rev = await place(svc)
+        chunk = "x" * 20_000
+        seq = 0
+        with pytest.raises(TooLarge) as e:
+            for i in range(MAX_THING_BYTES // 20_000 + 2):
+                seq += 1
+                await svc.apply_edge_records(
+                    "edge-1", [rec(seq, rev + 1, {"attributes": {f"k{i}": chunk}})]
+                )
+                rev += 1
+        assert e.value.pointer == "/records/0/data"
+        doc = svc.things[CAR]
+        size = len(json.dumps(doc, separators=(",", ":")))
+        assert size <= MAX_THING_BYTES < size + 20_000 + 10
+        assert doc["_revision"] == rev
+
+    run(f"sqlite:///{tmp_path / 't.db'}", body)
+
+
 # ---------------------------------------------------------------------- serve
 
 

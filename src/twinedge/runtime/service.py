@@ -492,10 +492,14 @@ class TwinService:
         return await self._writes.set_host(thing_id, host)
 
     # ------------------------------------------------------------------ edge replication
-    async def apply_edge_records(self, host_id: str, records: Sequence[Any]) -> dict[str, Any]:
+    async def apply_edge_records(
+        self, host_id: str, records: Sequence[Any], *, values_checked: bool = False
+    ) -> dict[str, Any]:
         """Apply the records an edge host committed, once each and in order; returns
         ``{"applied", "duplicates", "dropped", "acked_seq", "lag_s": {"max", "last"}}``
-        (see :meth:`.Replica.apply_edge_records`).
+        (see :meth:`.Replica.apply_edge_records`; ``values_checked``: the records were
+        read by :func:`twinedge.textinput.loads` under
+        :data:`~twinedge.runtime.things.JSON_LIMITS`, their values are not checked again).
 
         Raises:
             InvalidInput: a bad host id or record.
@@ -504,7 +508,9 @@ class TwinService:
             TooLarge: a record would make its thing too large.
             Unavailable: shutting down, overloaded, or the store failed; send again.
         """
-        return await self._replica.apply_edge_records(host_id, records)
+        return await self._replica.apply_edge_records(
+            host_id, records, values_checked=values_checked
+        )
 
     async def set_edge_position(self, thing_id: str, epoch: int, revision: int) -> None:
         """The orchestrator placed the twin on an edge host: the host's records continue

@@ -236,13 +236,16 @@ def json_patch(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
             if k not in new:
                 ops.append({"op": "remove", "path": f"{path}/{escape_token(k)}"})
         for k, v in new.items():
-            if k in old and old[k] is v:
-                continue  # shared, unchanged
-            p = f"{path}/{escape_token(k)}"
             if k not in old:
-                ops.append({"op": "add", "path": p, "value": v})
-            elif not json_equal(old[k], v):
-                ops.extend(json_patch(old[k], v, p))
+                ops.append({"op": "add", "path": f"{path}/{escape_token(k)}", "value": v})
+                continue
+            o = old[k]
+            if o is v:
+                continue  # shared, unchanged
+            if isinstance(o, dict) and isinstance(v, dict):  # compared key by key below
+                ops.extend(json_patch(o, v, f"{path}/{escape_token(k)}"))
+            elif not json_equal(o, v):
+                ops.append({"op": "replace", "path": f"{path}/{escape_token(k)}", "value": v})
         return ops
     if json_equal(old, new):
         return []
@@ -314,10 +317,11 @@ def too_deep(v: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def validate_thing(doc: Any, thing_id: str) -> dict:
+def validate_thing(doc: Any, thing_id: str, *, values_checked: bool = False) -> dict:
     """Check a thing body (as sent by a client) and return it without service fields.
 
-    ``thingId`` in the body, when present, must match the URL.
+    ``thingId`` in the body, when present, must match the URL. ``values_checked``: every
+    value of ``doc`` passed :func:`check_json` already (it is not walked again).
     """
     if not isinstance(doc, dict):
         raise InvalidInput(f"a thing must be a JSON object, got {type(doc).__name__}", "")
@@ -343,7 +347,8 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         validate_feature(fid, f)
     if too_deep(doc):
         raise InvalidInput(f"the document nests deeper than {MAX_DEPTH} levels", "")
-    check_json(doc)
+    if not values_checked:
+        check_json(doc)
     out: dict[str, Any] = {"thingId": thing_id}
     if "policyId" in doc:
         out["policyId"] = check_policy_id(doc["policyId"])
@@ -351,6 +356,58 @@ def validate_thing(doc: Any, thing_id: str) -> dict:
         out["definition"] = check_definition(doc["definition"])
     out["attributes"] = attrs
     out["features"] = feats
+    return out
+
+
+def validate_patched(
+    doc: dict, patch: dict, thing_id: str, *, values_checked: bool = False
+) -> dict:
+    """:func:`validate_thing` of ``doc = merge_patch(old, patch)`` where ``old`` is a
+    valid thing (its content as :func:`validate_thing` returned it): only what ``patch``
+    touches is checked (its top-level members; of ``features``, the features it names), so
+    a small patch of a large twin costs what the patch costs.
+
+    The result, and the first error and its pointer, are those of
+    ``validate_thing(doc, thing_id)``: every rule is local to the member or feature it is
+    about (types, ids, definitions, values, the depth of a subtree at its own depth), the
+    members and features the patch does not touch are those of ``old``, which passed,
+    and the parts checked keep their order in ``doc``.
+
+    Parameters:
+        doc: the patched content (no service fields).
+        patch: the JSON merge patch (an object) that made it.
+        thing_id: the thing's id.
+        values_checked: every value of ``patch`` passed :func:`check_json` already (so
+            every value the check would walk did).
+
+    Raises:
+        InvalidInput: as :func:`validate_thing`.
+
+    Examples:
+        >>> old = {"thingId": "a:b", "attributes": {"n": 1}, "features": {}}
+        >>> p = {"features": {"f": {"properties": {"on": True}}}}
+        >>> validate_patched(merge_patch(old, p), p, "a:b")["features"]
+        {'f': {'properties': {'on': True}}}
+        >>> validate_patched(merge_patch(old, {"features": {"f": 1}}), {"features": {"f": 1}}, "a:b")
+        Traceback (most recent call last):
+        ...
+        twinedge.errors.InvalidInput: feature 'f' must be a JSON object
+    """
+    touched: dict[str, Any] = {}
+    for k, v in doc.items():
+        if k in patch:
+            sub = patch[k]
+            if k == "features" and isinstance(v, dict) and isinstance(sub, dict):
+                v = {fid: f for fid, f in v.items() if fid in sub}
+            touched[k] = v
+    validate_thing(touched, thing_id, values_checked=values_checked)
+    out: dict[str, Any] = {"thingId": thing_id}
+    if "policyId" in doc:
+        out["policyId"] = doc["policyId"]
+    if "definition" in doc:
+        out["definition"] = doc["definition"]
+    out["attributes"] = doc.get("attributes", {})
+    out["features"] = doc.get("features", {})
     return out
 
 

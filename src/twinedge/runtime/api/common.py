@@ -279,14 +279,25 @@ async def check_request(conn: HTTPConnection) -> None:
     route = conn.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    allowed = allowed_query(route)
-    unknown = sorted({k for k in conn.query_params if k not in allowed})
+    refuse_unread(conn, route.path, allowed_query(route), route.operation_id)
+
+
+def refuse_unread(
+    conn: HTTPConnection, path: str, allowed: frozenset[str], operation_id: str | None = None
+) -> None:
+    """What :func:`check_request` checks, for a route at ``path`` that reads the query
+    parameters ``allowed`` (also for routes mounted outside FastAPI's dependencies).
+
+    Raises:
+        ProblemError: 400, naming the first parameter or header the route would not read.
+    """
+    query = conn.scope.get("query_string")
+    unknown = sorted({k for k in conn.query_params if k not in allowed}) if query else []
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
         raise problem(
             400,
-            f"unknown query parameter {shorten(unknown[0])!r} on {route.path}; "
-            f"this route takes: {known}",
+            f"unknown query parameter {shorten(unknown[0])!r} on {path}; this route takes: {known}",
             error="twinedge:query.parameter.unknown",
             **invalid_params(
                 *(
@@ -295,8 +306,9 @@ async def check_request(conn: HTTPConnection) -> None:
                 )
             ),
         )
+    headers = conn.headers
     for h in UNSUPPORTED_CONDITIONAL_HEADERS:
-        if h in conn.headers:
+        if h in headers:
             raise problem(
                 400,
                 f"header {h!r} is not supported; use If-Match / If-None-Match with the ETag "
@@ -304,12 +316,12 @@ async def check_request(conn: HTTPConnection) -> None:
                 error="header.notsupported",
                 **invalid_params({"name": h, "in": "header", "reason": "not supported"}),
             )
-    if route.operation_id not in CONDITIONAL_OPERATIONS:
+    if operation_id not in CONDITIONAL_OPERATIONS:
         for h in CONDITIONAL_HEADERS:
-            if h in conn.headers:
+            if h in headers:
                 raise problem(
                     400,
-                    f"header {h!r} is not evaluated on {route.path}; only the levels of a "
+                    f"header {h!r} is not evaluated on {path}; only the levels of a "
                     "thing (/api/2/things/{thingId}/...) take conditions",
                     error="header.notsupported",
                     **invalid_params({"name": h, "in": "header", "reason": "not evaluated here"}),

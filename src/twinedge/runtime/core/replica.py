@@ -160,6 +160,9 @@ class Replica:
         self.store = store
         self.clock = clock
         self.hosts: dict[str, HostReplication] = {}
+        # thing id -> (its document, an upper bound of that document's JSON size): lets a
+        # change skip encoding the whole twin to check its size (see _apply)
+        self._sizes: dict[str, tuple[dict, int]] = {}
 
     async def load(self) -> None:
         """Read the stored edge positions (at the service's start)."""
@@ -207,13 +210,16 @@ class Replica:
             await self.queue.on_writer(self.store.set_edge_position, thing_id, position)
             if position is None:
                 self.writer.edge_positions.pop(thing_id, None)
+                self._sizes.pop(thing_id, None)
             else:
                 self.writer.edge_positions[thing_id] = position
 
         await self.queue.exclusive(SYSTEM, thing_id, run)
 
     # ------------------------------------------------------------------ records
-    async def apply_edge_records(self, host_id: str, records: Sequence[Any]) -> dict[str, Any]:
+    async def apply_edge_records(
+        self, host_id: str, records: Sequence[Any], *, values_checked: bool = False
+    ) -> dict[str, Any]:
         """Apply an edge host's records, in seq order (see the module docstring).
 
         Parameters:
@@ -221,6 +227,11 @@ class Replica:
             records: ``{"seq": int, "twin": str, "epoch": int, "revision": int, "kind":
                 "change"|"snapshot", "data": object, "time_s": number}`` each, seqs
                 increasing; at most :data:`MAX_RECORDS`.
+            values_checked: every value of ``records`` was read by
+                :func:`twinedge.textinput.loads` under
+                :data:`~twinedge.runtime.things.JSON_LIMITS` (the HTTP route reads the
+                body so): the check of the records' data against those limits is not
+                repeated. Every other check is made.
 
         Returns:
             ``{"applied", "duplicates", "dropped", "acked_seq", "lag_s": {"max",
@@ -250,7 +261,7 @@ class Replica:
             raise InvalidInput(
                 f"{len(records)} records in one batch; send at most {MAX_RECORDS}", "/records"
             )
-        recs = [_parse_record(r, i) for i, r in enumerate(records)]
+        recs = [_parse_record(r, i, values_checked) for i, r in enumerate(records)]
         for a, b in itertools.pairwise(recs):
             if b.seq <= a.seq:
                 raise InvalidInput(
@@ -262,7 +273,7 @@ class Replica:
         ops = [
             Op(
                 r.twin,
-                _mutator(r, halt),
+                _mutator(r, halt, self._sizes),
                 actor,
                 EDGE_SOURCE,
                 validate=False,  # the mutator checks the new content itself
@@ -338,7 +349,7 @@ def _show(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _parse_record(r: Any, i: int) -> _Record:
+def _parse_record(r: Any, i: int, values_checked: bool = False) -> _Record:
     """A record checked field by field (``InvalidInput`` with a pointer into it)."""
     at = f"/records/{i}"
     if not isinstance(r, dict):
@@ -383,7 +394,8 @@ def _parse_record(r: Any, i: int) -> _Record:
                 f"{at}/data/{things.escape_token(k)}",
             )
     try:
-        things.check_json(data)
+        if not values_checked:
+            things.check_json(data)
         if kind == "snapshot":
             things.validate_thing(data, twin)
     except InvalidInput as e:
@@ -459,14 +471,21 @@ def _fenced(rec: _Record, pos: EdgePosition, what: str) -> Conflict:
     )
 
 
-def _mutator(rec: _Record, halt: _Halt) -> Callable[[dict | None], dict]:
+#: Bytes a stored document may grow by beyond its content (the service fields the writer
+#: sets after the size check: a revision with one more digit); kept generous.
+_META_SLACK = 64
+
+
+def _mutator(
+    rec: _Record, halt: _Halt, sizes: dict[str, tuple[dict, int]]
+) -> Callable[[dict | None], dict]:
     """The record's mutator: the thing with its content patched or replaced (service
     fields kept), checked as any thing."""
 
     def mutate(cur: dict | None) -> dict:
         assert cur is not None  # the decider drops records of a missing thing
         try:
-            return _apply(rec, cur)
+            return _apply(rec, cur, sizes)
         except ServiceError:
             halt.refused(rec)
             raise
@@ -474,15 +493,25 @@ def _mutator(rec: _Record, halt: _Halt) -> Callable[[dict | None], dict]:
     return mutate
 
 
-def _apply(rec: _Record, cur: dict) -> dict:
+def _apply(rec: _Record, cur: dict, sizes: dict[str, tuple[dict, int]]) -> dict:
+    """The thing after ``rec``: the same checks and result as validating the whole new
+    document, made on what the record touched (:func:`~.things.validate_patched`; the
+    current document is valid, as every stored one is), and its size checked against
+    :data:`MAX_THING_BYTES` without encoding the whole twin while an upper bound of it
+    is far enough below the limit (a merge patch adds at most its own JSON text)."""
     at = f"/records/{rec.index}/data"
-    if rec.kind == "change":
-        content = {k: v for k, v in cur.items() if k not in things.META_FIELDS}
-        body = things.merge_patch(content, rec.data)
-    else:
-        body = rec.data
+    bound: int | None = None
     try:
-        new = things.validate_thing(body, rec.twin)
+        if rec.kind == "change":
+            content = {k: v for k, v in cur.items() if k not in things.META_FIELDS}
+            body = things.merge_patch(content, rec.data)
+            # the record's data passed check_json when it was read (_parse_record)
+            new = things.validate_patched(body, rec.data, rec.twin, values_checked=True)
+            known = sizes.get(rec.twin)
+            if known is not None and known[0] is cur:
+                bound = known[1] + len(json.dumps(rec.data, separators=(",", ":")))
+        else:
+            new = things.validate_thing(rec.data, rec.twin, values_checked=True)
     except InvalidInput as e:
         raise InvalidInput(
             f"record seq {rec.seq} makes no valid thing: {e.detail}", f"{at}{e.pointer or ''}"
@@ -490,10 +519,13 @@ def _apply(rec: _Record, cur: dict) -> dict:
     for k in things.META_FIELDS:
         if k in cur:
             new[k] = cur[k]
-    if len(json.dumps(new, separators=(",", ":"))) > MAX_THING_BYTES:
-        raise TooLarge(
-            f"record seq {rec.seq} would make thing {rec.twin} larger than "
-            f"{MAX_THING_BYTES // 1000} kB",
-            at,
-        )
+    if bound is None or bound > MAX_THING_BYTES:
+        bound = len(json.dumps(new, separators=(",", ":")))
+        if bound > MAX_THING_BYTES:
+            raise TooLarge(
+                f"record seq {rec.seq} would make thing {rec.twin} larger than "
+                f"{MAX_THING_BYTES // 1000} kB",
+                at,
+            )
+    sizes[rec.twin] = (new, bound + _META_SLACK)
     return new

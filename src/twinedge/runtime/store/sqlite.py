@@ -31,6 +31,9 @@ BUSY_TIMEOUT_MS = 10_000
 MMAP_BYTES = 1 << 30
 SAFETY_CHECKPOINT_PAGES = 100_000  # ~400 MB of WAL
 RESTART_CHECKPOINT_PAGES = 50_000
+#: Least time between two checkpoints: the commits of that time share one (a checkpoint
+#: syncs the database file; one per commit costs a commit's CPU again at low rates).
+CHECKPOINT_INTERVAL_S = 0.1
 _memory_ids = itertools.count()
 
 DDL = [
@@ -126,12 +129,14 @@ class _Checkpointer:
     for batches of random updates (thousands of pages each) is most commits and doubles
     their latency. A PASSIVE checkpoint from another connection runs concurrently with
     the writer and readers (https://sqlite.org/wal.html#ckpt); durability is unaffected,
-    since a commit is durable once its WAL frames are synced.
+    since a commit is durable once its WAL frames are synced. The commits of
+    :data:`CHECKPOINT_INTERVAL_S` after a checkpoint share the next one.
     """
 
     def __init__(self, store: SQLiteStore):
         self._store = store
         self._event = threading.Event()
+        self._halt = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
             target=self._run, name="twinedge-sqlite-checkpoint", daemon=True
@@ -143,6 +148,7 @@ class _Checkpointer:
 
     def stop(self) -> None:
         self._stopping = True
+        self._halt.set()
         self._event.set()
         self._thread.join(timeout=30)
 
@@ -158,6 +164,7 @@ class _Checkpointer:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames > RESTART_CHECKPOINT_PAGES:  # let the WAL start over
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                self._halt.wait(CHECKPOINT_INTERVAL_S)  # commits meanwhile: one checkpoint
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
