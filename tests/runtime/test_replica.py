@@ -19,6 +19,7 @@ from twinedge.edge.log import LogRecord
 from twinedge.edge.replica import ReplicaApplier
 from twinedge.errors import Conflict, InvalidInput, NotFound
 from twinedge.runtime.auth import Principal
+from twinedge.runtime.core.replica import HOLD_S
 from twinedge.runtime.service import TwinService
 from twinedge.runtime.store import open_store
 from twinedge.runtime.store.base import Change
@@ -161,15 +162,37 @@ def test_snapshots_replace_the_content_and_move_the_epoch(store_url):
         await place(svc)
         snap = {"thingId": CAR, "attributes": {"moved": True}, "features": {}}
         # a migrated twin's new host: its snapshot at revision 6 (epoch 2) arrives before
-        # the old host's revisions 4..6
+        # the old host's revisions 4..6: held (a gap) until they have come
+        with pytest.raises(Conflict) as e:
+            await svc.apply_edge_records("edge-2", [rec(1, 6, snap, kind="snapshot", epoch=2)])
+        assert e.value.extra["expected_revision"] == 4 and e.value.extra["acked_seq"] == 0
+        assert e.value.pointer == "/records/0/revision"
+        assert svc.edge_positions[CAR] == (1, 3)
+        out = await svc.apply_edge_records(
+            "edge-1",
+            [
+                rec(4, 4, {"attributes": {"x": 1}}),
+                rec(5, 5, {"attributes": {"y": 1}}),
+                rec(6, 6, {"attributes": {"moved": True, "kind": None, "n": None, "x": None, "y": None}}),
+            ],
+        )  # fmt: skip
+        assert out["applied"] == 3
         out = await svc.apply_edge_records("edge-2", [rec(1, 6, snap, kind="snapshot", epoch=2)])
         assert out["applied"] == 1
         doc = svc.things[CAR]
         assert content(doc) == snap and doc["_host"] == "edge-1" and doc["_domain"] == "fleet"
         assert svc.edge_positions[CAR] == (2, 6)
-        # the old host's records up to 6 are duplicates now
+        # every revision of the old host is in the history, then the snapshot's
+        items, _ = await svc.history(A, CAR)
+        assert [(h["revision"], h["actor"]) for h in items[-4:]] == [
+            (4, "edge-1"), (5, "edge-1"), (6, "edge-1"), (7, "edge-2")
+        ]  # fmt: skip
+        assert items[-4]["ops"] == [{"op": "add", "path": "/attributes/x", "value": 1}]
+        assert items[-3]["ops"] == [{"op": "add", "path": "/attributes/y", "value": 1}]
+        assert items[-1]["ops"] == []  # the snapshot holds what revision 6 left
+        # the old host's records up to 6 again: duplicates
         out = await svc.apply_edge_records(
-            "edge-1", [rec(5, 4, {"attributes": {"x": 1}}), rec(6, 6, {"attributes": {"y": 1}})]
+            "edge-1", [rec(5, 5, {"attributes": {"y": 1}}), rec(6, 6, {"attributes": {"y": 2}})]
         )
         assert (out["applied"], out["duplicates"]) == (0, 2)
         # ... and one continuing them is from a fenced epoch
@@ -197,6 +220,36 @@ def test_snapshots_replace_the_content_and_move_the_epoch(store_url):
         assert e.value.extra["fenced"] is True
 
     run(store_url, body)
+
+
+def test_a_held_snapshot_is_applied_once_the_old_host_is_given_up(store_url):
+    """The old host never sends its last records (it is gone): the new host's snapshot
+    is held for HOLD_S seconds of the core's clock, then applied; the content is whole."""
+    now = [1000.0]
+
+    async def body(svc: TwinService) -> None:
+        await place(svc)
+        snap = {"thingId": CAR, "attributes": {"moved": True}, "features": {}}
+        batch = [
+            rec(1, 6, snap, kind="snapshot", epoch=2),
+            rec(2, 7, {"attributes": {"z": 1}}, epoch=2),
+        ]
+        for dt in (0.0, HOLD_S / 2, HOLD_S - 0.001):
+            now[0] = 1000.0 + dt
+            with pytest.raises(Conflict) as e:
+                await svc.apply_edge_records("edge-2", batch)
+            assert e.value.extra["expected_revision"] == 4 and e.value.extra["acked_seq"] == 0
+        assert svc.edge_positions[CAR] == (1, 3)
+        now[0] = 1000.0 + HOLD_S
+        out = await svc.apply_edge_records("edge-2", batch)
+        assert (out["applied"], out["acked_seq"]) == (2, 2)
+        assert svc.edge_positions[CAR] == (2, 7)
+        assert svc.things[CAR]["attributes"] == {"moved": True, "z": 1}
+        # the old host's records, were they to come now: duplicates
+        out = await svc.apply_edge_records("edge-1", [rec(4, 4, {"attributes": {"x": 1}})])
+        assert (out["applied"], out["duplicates"]) == (0, 1)
+
+    run(store_url, body, clock=lambda: now[0])
 
 
 def test_records_of_a_deleted_thing_are_dropped_and_a_recreated_thing_starts_clean(store_url):
@@ -423,7 +476,9 @@ def streams(draw: st.DrawFn) -> tuple[int, list[dict[str, Any]], list[tuple[int,
         t = draw(st.integers(0, twins - 1))
         revs[t] += 1
         if draw(st.integers(0, 5)) == 0:
-            epochs[t] += draw(st.integers(0, 1))
+            moved = draw(st.integers(0, 1))
+            epochs[t] += moved
+            revs[t] -= moved  # an adoption starts at the revision the old host reached
             attrs = draw(st.dictionaries(st.sampled_from(_KEYS), st.integers(0, 9), max_size=3))
             docs[t] = {**docs[t], "attributes": attrs}
             data, kind = json.loads(json.dumps(docs[t])), "snapshot"

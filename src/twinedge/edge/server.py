@@ -298,6 +298,12 @@ class HostServer:
     async def core_post(self, path: str, body: Any) -> Any:
         """POST ``body`` (a JSON value, or ``bytes`` already encoded as JSON) to the core;
         its JSON answer, or ``None`` (logged) when the core cannot be reached or refused."""
+        status, answer = await self._core_call(path, body)
+        return answer if status == 200 else None
+
+    async def _core_call(self, path: str, body: Any) -> tuple[int | None, Any]:
+        """``(status, JSON answer)`` of a POST to the core; ``(None, None)`` when it
+        cannot be reached. Anything but 200 is logged (at most every 10 s)."""
         assert self.client is not None
         try:
             if isinstance(body, bytes):
@@ -308,11 +314,18 @@ class HostServer:
                 r = await self.client.post(path, json=body)
         except httpx.HTTPError as exc:
             self._warn(f"core {self.core_url} unreachable: {exc}")
-            return None
+            return None, None
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = None
         if r.status_code != 200:
-            self._warn(f"core answered {r.status_code} to {path}: {r.text[:300]}")
-            return None
-        return r.json()
+            gap = (
+                r.status_code == 409 and isinstance(answer, dict) and "expected_revision" in answer
+            )
+            if not gap:  # a gap is the normal wait for another host's records
+                self._warn(f"core answered {r.status_code} to {path}: {r.text[:300]}")
+        return r.status_code, answer
 
     def _warn(self, message: str) -> None:
         """Log at most one warning every 10 s (a core that is down is retried often)."""
@@ -331,15 +344,25 @@ class HostServer:
                 await asyncio.sleep(0.005)
                 continue
             body = wire.replication_body(self.host_id, records)  # the stored JSON as it is
-            answer = await self.core_post("/internal/replicate", body)
-            if not isinstance(answer, dict) or not isinstance(answer.get("acked_seq"), int):
-                self.replication_error = "the core did not take the last batch; retrying"
-                await asyncio.sleep(0.2)
+            status, answer = await self._core_call("/internal/replicate", body)
+            acked_seq = answer.get("acked_seq") if isinstance(answer, dict) else None
+            if isinstance(acked_seq, int) and not isinstance(acked_seq, bool):
+                acked = min(acked_seq, records[-1].seq)  # a refusal says how far it got
+                if acked >= records[0].seq:
+                    self.replicated_records += self.host.ack_replicated(acked)
+            if status == 200 and isinstance(acked_seq, int):
+                self.replication_error = None
                 continue
-            self.replication_error = None
-            acked = min(int(answer["acked_seq"]), records[-1].seq)
-            if acked >= records[0].seq:
-                self.replicated_records += self.host.ack_replicated(acked)
+            if status == 409 and isinstance(answer, dict) and "expected_revision" in answer:
+                # a gap: another host's records of the twin come first (a migration's old
+                # host); they are on their way, so ask again soon
+                self.replication_error = (
+                    f"waiting for another host's records: {answer.get('detail')}"
+                )
+                await asyncio.sleep(0.02)
+                continue
+            self.replication_error = "the core did not take the last batch; retrying"
+            await asyncio.sleep(0.2)
 
     async def _tick(self) -> None:
         """Every ``tick_s`` seconds, run the ``on_tick`` hook of every twin served here

@@ -24,9 +24,14 @@ against the position as the batch left it; ``(E, R)`` the twin's position):
 * ``change`` at ``R + 1`` -> applied (merge patch of the content); at ``R`` or below with
   an epoch ``<= E`` -> *duplicate*; above ``R + 1`` -> a gap
   (:class:`~twinedge.errors.Conflict` with ``expected_revision``);
-* ``snapshot`` above ``R`` -> applied (the content replaced: what lets a migrated twin's
-  new host through before the old host's last records); at ``R`` with a newer epoch ->
-  applied (the epoch moves on); otherwise a *duplicate*;
+* ``snapshot`` above ``R`` -> applied (the content replaced); at ``R`` with a newer epoch
+  -> applied (the epoch moves on); otherwise a *duplicate*. A snapshot of a newer epoch
+  above ``R`` (a migrated twin's new host, before the old host's last records arrived) is
+  first *held*: refused with a gap (:class:`~twinedge.errors.Conflict` with
+  ``expected_revision``, so its host sends it again) until the old host's records reach
+  its revision, so the history keeps every revision; after :data:`HOLD_S` seconds (the old
+  host is gone for good) it is applied anyway and the revisions in between are missing
+  from the history (the content is complete: the snapshot holds them);
 * a record contradicting the epochs (a change from an epoch below ``E`` continuing the
   revisions, a newer epoch starting below ``R``) -> :class:`~twinedge.errors.Conflict`
   (``fenced``): a fenced host wrote after its fence; never applied.
@@ -60,13 +65,15 @@ from twinedge.runtime.auth import SYSTEM, Principal
 from twinedge.runtime.core.writer import MAX_THING_BYTES, Op, Result, WriteQueue, Writer
 from twinedge.runtime.store.base import EdgePosition, Store
 
-__all__ = ["EDGE_SOURCE", "HOST_ID_RE", "MAX_RECORDS", "HostReplication", "Replica"]
+__all__ = ["EDGE_SOURCE", "HOLD_S", "HOST_ID_RE", "MAX_RECORDS", "HostReplication", "Replica"]
 
 EDGE_SOURCE = "edge"
 #: The ids edge hosts go by (as :data:`twinedge.edge.log.HOST_ID_RE`).
 HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 #: Most records in one call of :meth:`Replica.apply_edge_records`.
 MAX_RECORDS = 5000
+#: Seconds a newer epoch's snapshot waits for the previous epoch's last records.
+HOLD_S = 10.0
 MAX_INT = 2**53  # seqs, epochs and revisions: exact in every JSON reader
 _RECORD_FIELDS = ("seq", "twin", "epoch", "revision", "kind", "data", "time_s")
 
@@ -153,9 +160,18 @@ class Replica:
     """
 
     def __init__(
-        self, queue: WriteQueue, writer: Writer, store: Store, *, clock: Callable[[], float]
+        self,
+        queue: WriteQueue,
+        writer: Writer,
+        store: Store,
+        *,
+        clock: Callable[[], float],
+        hold_s: float = HOLD_S,
     ):
         self.queue = queue
+        self.hold_s = hold_s
+        # (thing id, epoch) -> when its snapshot was first held (see the rules)
+        self._held: dict[tuple[str, int], float] = {}
         self.writer = writer
         self.store = store
         self.clock = clock
@@ -215,6 +231,34 @@ class Replica:
                 self.writer.edge_positions[thing_id] = position
 
         await self.queue.exclusive(SYSTEM, thing_id, run)
+
+    def _hold(self, rec: _Record, pos: EdgePosition) -> None:
+        """Refuse (with a gap) a newer epoch's snapshot above the core's revision while the
+        previous epoch's records in between may still come, for :attr:`hold_s` at most
+        (see the rules); forget it once it is applied."""
+        key = (rec.twin, rec.epoch)
+        epoch, rev = pos
+        if rec.epoch <= epoch or rec.revision <= rev:
+            self._held.pop(key, None)
+            return
+        now = self.clock()
+        first = self._held.setdefault(key, now)
+        if now - first >= self.hold_s:
+            self._held.pop(key, None)
+            return
+        if len(self._held) > 100_000:  # twins deleted while held: drop the oldest
+            for k in list(self._held)[:50_000]:
+                del self._held[k]
+        raise Conflict(
+            f"record seq {rec.seq} of {rec.twin}: the snapshot of epoch {rec.epoch} starts "
+            f"at revision {rec.revision}, but the core has revision {rev} of epoch {epoch}: "
+            f"the previous host's records up to it have not arrived; send it again (it is "
+            f"applied once they have, or {self.hold_s:g} s after it first came)",
+            f"/records/{rec.index}/revision",
+            expected_revision=rev + 1,
+            twin=rec.twin,
+            seq=rec.seq,
+        )
 
     # ------------------------------------------------------------------ records
     async def apply_edge_records(
@@ -277,7 +321,7 @@ class Replica:
                 actor,
                 EDGE_SOURCE,
                 validate=False,  # the mutator checks the new content itself
-                edge=_decider(r, halt),
+                edge=_decider(r, halt, self._hold),
             )
             for r in recs
         ]
@@ -404,7 +448,7 @@ def _parse_record(r: Any, i: int, values_checked: bool = False) -> _Record:
 
 
 def _decider(
-    rec: _Record, halt: _Halt
+    rec: _Record, halt: _Halt, hold: Callable[[_Record, EdgePosition], None]
 ) -> Callable[[dict | None, EdgePosition | None], EdgePosition | None]:
     """The record's :data:`~.writer.EdgeStep`: the position after it, or None (dropped or
     a duplicate)."""
@@ -416,6 +460,8 @@ def _decider(
             return None
         try:
             out = _decide(rec, pos)
+            if out is not None and rec.kind == "snapshot":
+                hold(rec, pos)
         except ServiceError:
             halt.refused(rec)
             raise
