@@ -62,7 +62,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from twinedge.edge import failpoints
+from twinedge.edge import failpoints, phases
 from twinedge.edge.errors import EpochError, MigrationError, NotOwnerError, UnknownTwinError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
@@ -245,14 +245,17 @@ async def pre_copy(
     epoch = max(own.latest_epoch, snap.epoch) + 1
     # the downtime: two calls, the last changes travelling with the fence's answer and
     # with the adoption (one round trip each between processes)
+    phases.mark("driver.fence-call", twin_id, epoch=epoch, rounds=rounds)
     t0 = clock()
     fence, cs = await source.fence_and_export(twin_id, epoch, target.host_id, rev)
     t_fenced = clock()
+    phases.mark("driver.fence-answer", twin_id, epoch=epoch, changes=len(cs))
     failpoints.hit("driver.after-fence")
     copied += cs.nbytes
     changes += len(cs)
     await target.adopt_changes(cs, epoch, fence.revision)
     t1 = clock()
+    phases.mark("driver.adopt-answer", twin_id, epoch=epoch)
     failpoints.hit("driver.after-adopt")
     await source.release(twin_id)
     return MigrationReport(

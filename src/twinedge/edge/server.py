@@ -46,7 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from twinedge.edge import errors as edge_errors
-from twinedge.edge import failpoints, wire
+from twinedge.edge import failpoints, phases, wire
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
@@ -556,20 +556,24 @@ def control_app(server: HostServer) -> Any:
 
     @app.post("/twins/{twin_id}/fence-export")
     async def fence_export(twin_id: str, request: Request) -> Any:
+        phases.mark("source.fence-received", twin_id)
         d = await body(request)
         fence, changes = await h().fence_and_export(
             twin_id, int(d["epoch"]), str(d["owner"]), int(d["after"])
         )
+        phases.mark("source.fence-durable", twin_id)
         failpoints.hit("source.after-fence", server.host_id)
         return {"fence": wire.fence_to(fence), "changes": wire.changes_to(changes)}
 
     @app.post("/twins/{twin_id}/adopt-changes")
     async def adopt_changes(twin_id: str, request: Request) -> Any:
+        phases.mark("target.adopt-received", twin_id)
         d = await body(request)
         changes = wire.changes_from(d["changes"])
         if changes.twin_id != twin_id:
             raise EdgeError(f"changes of twin {changes.twin_id!r} sent for {twin_id!r}")
         rev = await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))
+        phases.mark("target.adopt-durable", twin_id)
         failpoints.hit("target.after-adopt", server.host_id)
         return {"revision": rev}
 
