@@ -143,17 +143,33 @@ def scenario(devices: int, speed_mps: float = 0.0) -> str:
     return sc
 
 
-PHASES = (  # (name, from mark, to mark): the steps of one cut-over, in order
-    ("to_source", "driver.fence-call", "source.fence-received"),
-    ("source_queue", "source.fence-received", "source.fence-batch"),
-    ("source_commit", "source.fence-batch", "source.fence-durable"),
-    ("from_source", "source.fence-durable", "driver.fence-answer"),
-    ("to_target", "driver.fence-answer", "target.adopt-received"),
-    ("target_queue", "target.adopt-received", "target.adopt-batch"),
-    ("target_commit", "target.adopt-batch", "target.adopt-durable"),
-    ("from_target", "target.adopt-durable", "driver.adopt-answer"),
-    ("downtime", "driver.fence-call", "driver.adopt-answer"),
-)
+# the steps of one cut-over, in order: (name, from mark, to mark); the core fences and
+# adopts itself (two calls), or the target does both on its own (one call: cut-over)
+PHASES = {
+    "driver.fence-call": (
+        ("to_source", "driver.fence-call", "source.fence-received"),
+        ("source_queue", "source.fence-received", "source.fence-batch"),
+        ("source_commit", "source.fence-batch", "source.fence-durable"),
+        ("from_source", "source.fence-durable", "driver.fence-answer"),
+        ("to_target", "driver.fence-answer", "target.adopt-received"),
+        ("target_queue", "target.adopt-received", "target.adopt-batch"),
+        ("target_commit", "target.adopt-batch", "target.adopt-durable"),
+        ("from_target", "target.adopt-durable", "driver.adopt-answer"),
+        ("downtime", "driver.fence-call", "driver.adopt-answer"),
+    ),
+    "driver.cutover-call": (
+        ("core_to_target", "driver.cutover-call", "target.cutover-received"),
+        ("to_source", "target.fence-call", "source.fence-received"),
+        ("source_queue", "source.fence-received", "source.fence-batch"),
+        ("source_commit", "source.fence-batch", "source.fence-durable"),
+        ("from_source", "source.fence-durable", "target.fence-answer"),
+        ("target_queue", "target.fence-answer", "target.adopt-batch"),
+        ("target_commit", "target.adopt-batch", "target.adopt-durable"),
+        ("target_to_core", "target.adopt-durable", "driver.cutover-answer"),
+        ("downtime", "target.fence-call", "target.adopt-durable"),
+        ("core_call", "driver.cutover-call", "driver.cutover-answer"),
+    ),
+}
 
 
 def phase_breakdown(trace_dir: Path) -> dict | None:
@@ -166,28 +182,28 @@ def phase_breakdown(trace_dir: Path) -> dict | None:
             with contextlib.suppress(ValueError, KeyError):
                 m = json.loads(line)
                 marks.setdefault(m["twin"], []).append((float(m["t"]), m["event"]))
-    steps: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
+    steps: dict[str, list[float]] = {}
     for events in marks.values():
         events.sort()
-        calls = [i for i, (_, e) in enumerate(events) if e == "driver.fence-call"]
+        calls = [i for i, (_, e) in enumerate(events) if e in PHASES]
         for k, i in enumerate(calls):
             end = calls[k + 1] if k + 1 < len(calls) else len(events)
             first: dict[str, float] = {}
             for t, e in events[i:end]:
                 first.setdefault(e, t)
-            if all(a in first and b in first for _, a, b in PHASES):
-                for name, a, b in PHASES:
-                    steps[name].append((first[b] - first[a]) * 1000.0)
-    n = len(steps["downtime"])
-    if n == 0:
+            path = PHASES[events[i][1]]
+            if all(a in first and b in first for _, a, b in path):
+                for name, a, b in path:
+                    steps.setdefault(name, []).append((first[b] - first[a]) * 1000.0)
+    if not steps:
         return None
-    out: dict = {"migrations": n}
+    out: dict = {"migrations": len(steps["downtime"])}
     for name, v in steps.items():
-        a = np.asarray(v)
+        x = np.asarray(v)
         out[name] = {
-            "p50": round(float(np.percentile(a, 50)), 2),
-            "p99": round(float(np.percentile(a, 99)), 2),
-            "mean": round(float(a.mean()), 2),
+            "p50": round(float(np.percentile(x, 50)), 2),
+            "p99": round(float(np.percentile(x, 99)), 2),
+            "mean": round(float(x.mean()), 2),
         }
     return out
 

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 
 from twinedge.edge import wire
-from twinedge.edge.errors import HostClosedError
+from twinedge.edge.errors import HostClosedError, MigrationError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
+from twinedge.edge.migrate import CutOver
 from twinedge.edge.server import error_from
 
 
@@ -175,6 +176,31 @@ class RemoteHost:
             {"changes": wire.changes_to(changes), "epoch": epoch, "revision": revision},
         )
         return int(doc["revision"])
+
+    async def cut_over(self, source: Any, twin_id: str, epoch: int, after_revision: int) -> CutOver:
+        """This host (the target) fences ``twin_id`` on ``source`` (another
+        :class:`RemoteHost`: the target calls its control API itself) and adopts it with
+        the changes after ``after_revision`` (see :class:`~twinedge.edge.migrate.CutOverPeer`).
+
+        Raises:
+            MigrationError: ``source`` has no control URL.
+            EdgeError: as the fence and the adoption.
+        """
+        url = getattr(source, "control_url", None)
+        if not url:
+            raise MigrationError(f"host {source.host_id!r} has no control URL to cut over from")
+        doc = await self._call(
+            "POST",
+            f"/twins/{twin_id}/cut-over",
+            {"source": source.host_id, "source_url": url, "epoch": epoch, "after": after_revision},
+        )
+        return CutOver(
+            revision=int(doc["revision"]),
+            changes_copied=int(doc["changes"]),
+            bytes_copied=int(doc["bytes"]),
+            fence_s=float(doc["fence_s"]),
+            adopt_s=float(doc["adopt_s"]),
+        )
 
     async def release(self, twin_id: str) -> None:
         await self._call("POST", f"/twins/{twin_id}/release")

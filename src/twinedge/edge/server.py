@@ -15,6 +15,8 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
+    POST /twins/{id}/cut-over             {source, source_url, epoch, after}: this host (the
+                                          target) fences the source and adopts the twin
     POST /twins/{id}/command              {subject, payload, timeout_s} -> {payload}: the device's answer
 
 Commands to a twin served here go to its device through this host's broker (the device
@@ -52,6 +54,7 @@ from twinedge.edge.errors import (
     EdgeError,
     HostClosedError,
     InvalidReportError,
+    MigrationError,
     NotOwnerError,
     TwinNotReadyError,
     UnknownTwinError,
@@ -62,6 +65,8 @@ from twinedge.errors import InvalidInput, TwinedgeError, Unavailable
 from twinedge.runtime.commands import PendingCommands
 
 log = logging.getLogger("twinedge.host")
+
+PEER_TIMEOUT_S = 5.0  # a call to another host (a cut-over's fence): less than the core's 10 s
 
 STATUS_OF = {
     UnknownTwinError: 404,
@@ -212,6 +217,7 @@ class HostServer:
         self.replication_error: str | None = None
         self.replicated_records = 0
         self._quiet_until = 0.0
+        self._peers_control: dict[tuple[str, str], Any] = {}  # (host, control URL) -> client
 
     @property
     def mqtt_url(self) -> str:
@@ -280,6 +286,9 @@ class HostServer:
             await self.host.close()
         if self.client is not None:
             await self.client.aclose()
+        for remote in self._peers_control.values():
+            with contextlib.suppress(Exception):
+                await remote.aclose()
 
     # --- the core ------------------------------------------------------------------------------
     async def set_core(self, url: str) -> None:
@@ -426,6 +435,62 @@ class HostServer:
             return await self.devices.pending.send(twin_id, publish, timeout_s=timeout_s)
         except TimeoutError:
             raise CommandTimeoutError(twin_id, self.host_id, subject, timeout_s) from None
+
+    # --- migrations ------------------------------------------------------------------------------
+    def peer(self, host_id: str, control_url: str) -> Any:
+        """The control API of another host process (a client kept per host and URL)."""
+        from twinedge.edge.remote import RemoteHost  # it reads this module's errors
+
+        key = (host_id, control_url)
+        remote = self._peers_control.get(key)
+        if remote is None:
+            if not control_url.startswith(("http://", "https://")):
+                raise EdgeError(f"control URL must be http(s)://host:port, got {control_url!r}")
+            remote = RemoteHost(host_id, control_url, "", self.token, PEER_TIMEOUT_S)
+            self._peers_control[key] = remote
+        return remote
+
+    async def cut_over(
+        self, twin_id: str, source: str, source_url: str, epoch: int, after_revision: int
+    ) -> dict[str, Any]:
+        """The end of a pre-copy, run by its target: fence the twin on ``source`` (its
+        control API at ``source_url``) with ``epoch``, which answers with the changes after
+        ``after_revision``, and adopt the staged copy with them. The caller (the core) is
+        not on this path; the downtime is measured here, from the fence call sent to the
+        adoption durable. Answers ``{revision, changes, bytes, fence_s, adopt_s}``.
+
+        Raises:
+            EdgeError: what the source or this host raised (:class:`HostClosedError`: the
+                source did not answer; from the fence on, the migration is finished with
+                :func:`~twinedge.edge.migrate.resume`, as for any migration).
+        """
+        if source == self.host_id:
+            raise EdgeError(f"twin {twin_id!r}: host {source!r} cannot cut over to itself")
+        here = self.host.status(twin_id)
+        if here.status is not TwinStatus.STAGED or here.owner != source:
+            # checked before the fence: nothing to adopt here would leave the twin fenced
+            raise MigrationError(
+                f"twin {twin_id!r} is {here.status} on host {self.host_id!r}, not staged "
+                f"from {source!r}; stage a snapshot before cutting over"
+            )
+        remote = self.peer(source, source_url)
+        phases.mark("target.fence-call", twin_id)
+        t0 = time.perf_counter()
+        fence, changes = await remote.fence_and_export(twin_id, epoch, self.host_id, after_revision)
+        t_fenced = time.perf_counter()
+        phases.mark("target.fence-answer", twin_id)
+        failpoints.hit("target.after-fence", self.host_id)
+        rev = await self.host.adopt_changes(changes, epoch, fence.revision)
+        t1 = time.perf_counter()
+        phases.mark("target.adopt-durable", twin_id)
+        failpoints.hit("target.after-adopt", self.host_id)
+        return {
+            "revision": rev,
+            "changes": len(changes),
+            "bytes": changes.nbytes,
+            "fence_s": t_fenced - t0,
+            "adopt_s": t1 - t_fenced,
+        }
 
     def status(self) -> dict[str, Any]:
         lag = self.host.replication_lag()
@@ -576,6 +641,14 @@ def control_app(server: HostServer) -> Any:
         phases.mark("target.adopt-durable", twin_id)
         failpoints.hit("target.after-adopt", server.host_id)
         return {"revision": rev}
+
+    @app.post("/twins/{twin_id}/cut-over")
+    async def cut_over(twin_id: str, request: Request) -> Any:
+        phases.mark("target.cutover-received", twin_id)
+        d = await body(request)
+        return await server.cut_over(
+            twin_id, str(d["source"]), str(d["source_url"]), int(d["epoch"]), int(d["after"])
+        )
 
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:
