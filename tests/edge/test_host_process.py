@@ -99,7 +99,7 @@ def test_the_target_cuts_a_twin_over_calling_the_source_itself(tmp_path):
             await ra.place(twin, {}, epoch=1, revision=0)
             await a.host.apply(twin, {"position": {"x_m": 1.0}})  # revision 1
             # nothing staged on the target: refused there, the source not fenced
-            with pytest.raises(MigrationError, match="not staged from 'edge-1'"):
+            with pytest.raises(MigrationError, match="'fleet:r1' is not staged on host 'edge-2'"):
                 await rb.cut_over(ra, twin, 2, 1)
             assert (await ra.ownership(twin)).status is TwinStatus.OWNED
             snap = await ra.export_snapshot(twin)
@@ -124,6 +124,13 @@ def test_the_target_cuts_a_twin_over_calling_the_source_itself(tmp_path):
             assert b.host.twin(twin).document["features"]["position"]["properties"] == {"x_m": 3.0}
             assert await b.host.apply(twin, {"position": {"x_m": 4.0}}) == 4
             await ra.release(twin)
+            # and back to the host it left (which keeps the twin as moved, for redirects)
+            report = await pre_copy(rb, ra, twin)
+            assert (report.epoch, report.final_revision) == (3, 4)
+            assert report.downtime_s == report.fence_s + report.adopt_s
+            assert await a.host.apply(twin, {"position": {"x_m": 5.0}}) == 5
+            with pytest.raises(NotOwnerError):
+                await b.host.apply(twin, {"position": {"x_m": 9.0}})
         finally:
             for r in (ra, rb):
                 await r.aclose()

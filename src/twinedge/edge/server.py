@@ -54,12 +54,11 @@ from twinedge.edge.errors import (
     EdgeError,
     HostClosedError,
     InvalidReportError,
-    MigrationError,
     NotOwnerError,
     TwinNotReadyError,
     UnknownTwinError,
 )
-from twinedge.edge.host import EdgeHost
+from twinedge.edge.host import ChangeSet, EdgeHost
 from twinedge.edge.log import TwinStatus
 from twinedge.errors import InvalidInput, TwinedgeError, Unavailable
 from twinedge.runtime.commands import PendingCommands
@@ -466,13 +465,9 @@ class HostServer:
         """
         if source == self.host_id:
             raise EdgeError(f"twin {twin_id!r}: host {source!r} cannot cut over to itself")
-        here = self.host.status(twin_id)
-        if here.status is not TwinStatus.STAGED or here.owner != source:
-            # checked before the fence: nothing to adopt here would leave the twin fenced
-            raise MigrationError(
-                f"twin {twin_id!r} is {here.status} on host {self.host_id!r}, not staged "
-                f"from {source!r}; stage a snapshot before cutting over"
-            )
+        # a staged copy to adopt, checked before the fence (MigrationError without one:
+        # fencing would leave the twin served nowhere until resumed)
+        await self.host.stage_changes(ChangeSet(twin_id, after_revision))
         remote = self.peer(source, source_url)
         phases.mark("target.fence-call", twin_id)
         t0 = time.perf_counter()
