@@ -176,6 +176,45 @@ def test_a_cut_over_from_a_source_that_does_not_answer_fails_naming_it(tmp_path)
     asyncio.run(main())
 
 
+def test_the_lean_client_reconnects_to_a_host_that_restarted(tmp_path):
+    """A host's client of another host (LeanHTTP, kept-alive connections) finds its idle
+    connection closed by a restart: the next call goes on a new one; a host that is down
+    is a HostClosedError naming it; the host's own errors come back as its classes."""
+
+    async def main():
+        (a,) = await servers(tmp_path, 1)
+        port = a.control_port
+        ra = RemoteHost("edge-1", f"http://127.0.0.1:{port}", a.mqtt_url, TOKEN, lean=True)
+        try:
+            assert await ra.place("fleet:r1", {}, epoch=3, revision=7) == 7
+            assert (await ra.ownership("fleet:r1")).epoch == 3
+            assert ra.lean is not None and len(ra.lean._idle) == 1  # kept for the next call
+            with pytest.raises(UnknownTwinError):
+                await ra.export_snapshot("fleet:nobody")
+            await a.stop()
+            with pytest.raises(HostClosedError, match=r"host edge-1 at http://127\.0\.0\.1:"):
+                await ra.ownership("fleet:r1")
+            again = HostServer(
+                "edge-1", tmp_path / "h0", core_url="http://127.0.0.1:9", token=TOKEN,
+                mqtt_port=free_port(), control_port=port,
+            )  # fmt: skip
+            await again.start()
+            try:
+                own = await ra.ownership("fleet:r1")  # from its log
+                assert (own.status, own.epoch) == (TwinStatus.OWNED, 3)
+                assert await ra.twin_ids() == ["fleet:r1"]
+                wrong = RemoteHost("edge-1", f"http://127.0.0.1:{port}", "", "nope", lean=True)
+                with pytest.raises(EdgeError, match="hosts token required"):
+                    await wrong.ownership("fleet:r1")
+                await wrong.aclose()
+            finally:
+                await again.stop()
+        finally:
+            await ra.aclose()
+
+    asyncio.run(main())
+
+
 def test_commands_are_refused_where_the_host_does_not_serve_the_twin(tmp_path):
     """A command goes only to the device of a twin the host owns; elsewhere it is refused
     (not sent) with the class that says where to go; a bad subject or timeout is bad

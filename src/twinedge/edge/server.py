@@ -445,7 +445,8 @@ class HostServer:
         if remote is None:
             if not control_url.startswith(("http://", "https://")):
                 raise EdgeError(f"control URL must be http(s)://host:port, got {control_url!r}")
-            remote = RemoteHost(host_id, control_url, "", self.token, PEER_TIMEOUT_S)
+            lean = control_url.startswith("http://")  # (TLS goes through httpx)
+            remote = RemoteHost(host_id, control_url, "", self.token, PEER_TIMEOUT_S, lean=lean)
             self._peers_control[key] = remote
         return remote
 
