@@ -154,6 +154,71 @@ def scenario(devices: int, speed_mps: float = 0.0) -> str:
     return sc
 
 
+# the steps of one cut-over, in order: (name, from mark, to mark); the core fences and
+# adopts itself (two calls), or the target does both on its own (one call: cut-over)
+PHASES = {
+    "driver.fence-call": (
+        ("to_source", "driver.fence-call", "source.fence-received"),
+        ("source_queue", "source.fence-received", "source.fence-batch"),
+        ("source_commit", "source.fence-batch", "source.fence-durable"),
+        ("from_source", "source.fence-durable", "driver.fence-answer"),
+        ("to_target", "driver.fence-answer", "target.adopt-received"),
+        ("target_queue", "target.adopt-received", "target.adopt-batch"),
+        ("target_commit", "target.adopt-batch", "target.adopt-durable"),
+        ("from_target", "target.adopt-durable", "driver.adopt-answer"),
+        ("downtime", "driver.fence-call", "driver.adopt-answer"),
+    ),
+    "driver.cutover-call": (
+        ("core_to_target", "driver.cutover-call", "target.cutover-received"),
+        ("to_source", "target.fence-call", "source.fence-received"),
+        ("source_queue", "source.fence-received", "source.fence-batch"),
+        ("source_commit", "source.fence-batch", "source.fence-durable"),
+        ("from_source", "source.fence-durable", "target.fence-answer"),
+        ("target_queue", "target.fence-answer", "target.adopt-batch"),
+        ("target_commit", "target.adopt-batch", "target.adopt-durable"),
+        ("target_to_core", "target.adopt-durable", "driver.cutover-answer"),
+        ("downtime", "target.fence-call", "target.adopt-durable"),
+        ("core_call", "driver.cutover-call", "driver.cutover-answer"),
+    ),
+}
+
+
+def phase_breakdown(trace_dir: Path) -> dict | None:
+    """Where the downtime of the live migrations went, from the phase marks every
+    process wrote (see ``twinedge.edge.phases``): per step, p50 / p99 / mean in ms over
+    the migrations whose every mark was found."""
+    marks: dict[str, list[tuple[float, str]]] = {}
+    for f in trace_dir.glob("phases-*.jsonl"):
+        for line in f.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                m = json.loads(line)
+                marks.setdefault(m["twin"], []).append((float(m["t"]), m["event"]))
+    steps: dict[str, list[float]] = {}
+    for events in marks.values():
+        events.sort()
+        calls = [i for i, (_, e) in enumerate(events) if e in PHASES]
+        for k, i in enumerate(calls):
+            end = calls[k + 1] if k + 1 < len(calls) else len(events)
+            first: dict[str, float] = {}
+            for t, e in events[i:end]:
+                first.setdefault(e, t)
+            path = PHASES[events[i][1]]
+            if all(a in first and b in first for _, a, b in path):
+                for name, a, b in path:
+                    steps.setdefault(name, []).append((first[b] - first[a]) * 1000.0)
+    if not steps:
+        return None
+    out: dict = {"migrations": len(steps["downtime"])}
+    for name, v in steps.items():
+        x = np.asarray(v)
+        out[name] = {
+            "p50": round(float(np.percentile(x, 50)), 2),
+            "p99": round(float(np.percentile(x, 99)), 2),
+            "mean": round(float(x.mean()), 2),
+        }
+    return out
+
+
 def run(
     devices: int,
     rate_hz: float,
@@ -161,8 +226,12 @@ def run(
     tmp: Path,
     speed_mps: float = 0.0,
     warmup_s: float = 0.0,
+    phases: bool = False,
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices, speed_mps))
+    trace_dir = tmp / f"phases-{rate_hz}"
+    if phases:  # the core and its host processes inherit it
+        os.environ["TWINEDGE_MIGRATION_TRACE"] = str(trace_dir)
     with core(tmp, f"data-{rate_hz}") as c:
         serve, base, mqtt, token = c.proc, c.base, c.mqtt_port, c.token
         env = {**os.environ, "TWINEDGE_API_KEY": token}
@@ -246,6 +315,7 @@ def run(
         "live_migrations": edge.get("live_migrations"),
         "migrations_failed": edge.get("migrations_failed"),
         "migration_downtime_ms": edge.get("downtime_ms"),
+        "migration_phases_ms": phase_breakdown(trace_dir) if phases else None,
         "host_processes": edge.get("host_processes"),
         "twins_per_host": {h["id"]: h["twins"] for h in status.get("hosts", [])},
     }
@@ -268,10 +338,24 @@ def main() -> None:
     ap.add_argument(
         "--speed-mps", type=float, default=0.0, help="devices move between the sites (0: static)"
     )
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="break each live migration's downtime into its steps (the processes write "
+        "phase marks, see twinedge.edge.phases): migration_phases_ms in the output",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = [
-            run(args.devices, float(r), args.duration_s, Path(tmp), args.speed_mps, args.warmup_s)
+            run(
+                args.devices,
+                float(r),
+                args.duration_s,
+                Path(tmp),
+                args.speed_mps,
+                args.warmup_s,
+                args.phases,
+            )
             for r in args.rates.split(",")
         ]
     print(json.dumps({

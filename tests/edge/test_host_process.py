@@ -11,6 +11,7 @@ from tests.runtime.test_reliability import free_port
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
+    EpochError,
     HostClosedError,
     InvalidReportError,
     MigrationError,
@@ -80,6 +81,136 @@ def test_a_twin_migrates_between_host_processes_over_their_control_apis(tmp_path
                 await r.aclose()
             for s in (a, b):
                 await s.stop()
+
+    asyncio.run(main())
+
+
+def test_the_target_cuts_a_twin_over_calling_the_source_itself(tmp_path):
+    """The end of a pre-copy between processes is one call to the target: it fences the
+    source over the source's control API (the fence's answer brings the changes made
+    since the snapshot) and adopts; what it refuses, it refuses before fencing, and what
+    the source refuses comes back as the source's own error, the source still serving."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        twin = "fleet:r1"
+        try:
+            await ra.place(twin, {}, epoch=1, revision=0)
+            await a.host.apply(twin, {"position": {"x_m": 1.0}})  # revision 1
+            # nothing staged on the target: refused there, the source not fenced
+            with pytest.raises(MigrationError, match="'fleet:r1' is not staged on host 'edge-2'"):
+                await rb.cut_over(ra, twin, 2, 1)
+            assert (await ra.ownership(twin)).status is TwinStatus.OWNED
+            snap = await ra.export_snapshot(twin)
+            await rb.stage(snap)
+            with pytest.raises(EdgeError, match="cannot cut over to itself"):
+                await ra.cut_over(ra, twin, 2, 1)
+            # a stale epoch: the source's refusal, carried back by the target
+            with pytest.raises(EpochError) as e:
+                await rb.cut_over(ra, twin, 1, snap.revision)
+            assert (e.value.epoch, e.value.current) == (1, 1)
+            assert await a.host.apply(twin, {"position": {"x_m": 2.0}}) == 2  # still served
+            assert await a.host.apply(twin, {"position": {"x_m": 3.0}}) == 3
+            done = await rb.cut_over(ra, twin, 2, snap.revision)
+            assert (done.revision, done.changes_copied) == (3, 2)
+            assert done.bytes_copied == (await a.host.export_changes(twin, 1)).nbytes
+            assert done.fence_s > 0 and done.adopt_s > 0
+            own = await ra.ownership(twin)
+            assert (own.status, own.owner, own.owner_epoch) == (TwinStatus.FENCED, "edge-2", 2)
+            with pytest.raises(NotOwnerError):
+                await a.host.apply(twin, {"position": {"x_m": 9.0}})
+            assert b.host.twin(twin).revision == 3 and b.host.twin(twin).epoch == 2
+            assert b.host.twin(twin).document["features"]["position"]["properties"] == {"x_m": 3.0}
+            assert await b.host.apply(twin, {"position": {"x_m": 4.0}}) == 4
+            await ra.release(twin)
+            # and back to the host it left (which keeps the twin as moved, for redirects)
+            report = await pre_copy(rb, ra, twin)
+            assert (report.epoch, report.final_revision) == (3, 4)
+            assert report.downtime_s == report.fence_s + report.adopt_s
+            assert await a.host.apply(twin, {"position": {"x_m": 5.0}}) == 5
+            with pytest.raises(NotOwnerError):
+                await b.host.apply(twin, {"position": {"x_m": 9.0}})
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_a_cut_over_from_a_source_that_does_not_answer_fails_naming_it(tmp_path):
+    """The target cannot reach the source: a HostClosedError naming the source (nothing
+    fenced: the twin is still served where it was; the staged copy stays until
+    discarded)."""
+
+    async def main():
+        a, b = await servers(tmp_path)
+        ra, rb = remote(a), remote(b)
+        twin = "fleet:r1"
+        try:
+            await ra.place(twin, {}, epoch=1, revision=0)
+            await rb.stage(await ra.export_snapshot(twin))
+            nowhere = RemoteHost("edge-1", f"http://127.0.0.1:{free_port()}", "", TOKEN)
+            with pytest.raises(
+                HostClosedError, match=r"host edge-1 at http://127\.0\.0\.1:\d+ does not answer"
+            ):
+                await rb.cut_over(nowhere, twin, 2, 0)
+            await nowhere.aclose()
+            assert (await ra.ownership(twin)).status is TwinStatus.OWNED
+            assert (await rb.ownership(twin)).status is TwinStatus.STAGED
+            # a source URL that is not http(s) is bad input, refused before any call
+            r = await rb.client.post(
+                f"/twins/{twin}/cut-over",
+                json={"source": "edge-1", "source_url": "ftp://x", "epoch": 2, "after": 0},
+            )
+            assert (r.status_code, r.json()["error"]) == (409, "EdgeError")
+            assert "control URL must be http(s)://host:port, got 'ftp://x'" in r.json()["message"]
+        finally:
+            for r in (ra, rb):
+                await r.aclose()
+            for s in (a, b):
+                await s.stop()
+
+    asyncio.run(main())
+
+
+def test_the_lean_client_reconnects_to_a_host_that_restarted(tmp_path):
+    """A host's client of another host (LeanHTTP, kept-alive connections) finds its idle
+    connection closed by a restart: the next call goes on a new one; a host that is down
+    is a HostClosedError naming it; the host's own errors come back as its classes."""
+
+    async def main():
+        (a,) = await servers(tmp_path, 1)
+        port = a.control_port
+        ra = RemoteHost("edge-1", f"http://127.0.0.1:{port}", a.mqtt_url, TOKEN, lean=True)
+        try:
+            assert await ra.place("fleet:r1", {}, epoch=3, revision=7) == 7
+            assert (await ra.ownership("fleet:r1")).epoch == 3
+            assert ra.lean is not None and len(ra.lean._idle) == 1  # kept for the next call
+            with pytest.raises(UnknownTwinError):
+                await ra.export_snapshot("fleet:nobody")
+            await a.stop()
+            with pytest.raises(HostClosedError, match=r"host edge-1 at http://127\.0\.0\.1:"):
+                await ra.ownership("fleet:r1")
+            again = HostServer(
+                "edge-1", tmp_path / "h0", core_url="http://127.0.0.1:9", token=TOKEN,
+                mqtt_port=free_port(), control_port=port,
+            )  # fmt: skip
+            await again.start()
+            try:
+                own = await ra.ownership("fleet:r1")  # from its log
+                assert (own.status, own.epoch) == (TwinStatus.OWNED, 3)
+                assert await ra.twin_ids() == ["fleet:r1"]
+                wrong = RemoteHost("edge-1", f"http://127.0.0.1:{port}", "", "nope", lean=True)
+                with pytest.raises(EdgeError, match="hosts token required"):
+                    await wrong.ownership("fleet:r1")
+                await wrong.aclose()
+            finally:
+                await again.stop()
+        finally:
+            await ra.aclose()
 
     asyncio.run(main())
 

@@ -56,8 +56,9 @@ CASES = [
     ("source", "source.after-snapshot@edge-1", "edge-2"),  # before the fence: recovered
     ("source", "source.after-fence@edge-1", "edge-2"),  # fenced: resumed from its log
     ("target", "target.after-stage@edge-2", "edge-1"),  # staged only: the source serves on
+    # the target fenced the source (its cut-over), never adopted: the source reclaims it
+    ("target", "target.after-fence@edge-2", "edge-1"),
     ("target", "target.after-adopt@edge-2", "edge-1"),  # adopted: evacuated from its log
-    ("core", "driver.after-fence", "edge-2"),  # fenced, not adopted: finished on restart
     ("core", "driver.after-adopt", "edge-2"),  # adopted, source not released
     ("core", "driver.after-release", "edge-2"),  # done on the hosts, not in the core
 ]

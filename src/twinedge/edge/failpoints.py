@@ -23,8 +23,11 @@ The points (see :data:`POINTS`)::
     source.after-snapshot   host: the snapshot is exported, not yet sent
     source.after-fence      host: the fence is durable (and the last changes read), not answered
     target.after-stage      host: the snapshot is staged (in memory), not answered
+    target.after-fence      host: a cut-over's fence (the target called the source) is
+                            answered; the target has not adopted yet
     target.after-adopt      host: the adoption is durable, not answered
     driver.after-fence      core: the source answered the fence; adopt not called yet
+                            (a migration the core cuts over itself: in-process hosts)
     driver.after-adopt      core: the target answered adopt; the source not released yet
     driver.after-release    core: the migration is done on both hosts; the core has not
                             recorded the new host nor redirected the device yet
@@ -59,6 +62,7 @@ POINTS = frozenset(
         "source.after-snapshot",
         "source.after-fence",
         "target.after-stage",
+        "target.after-fence",
         "target.after-adopt",
         "driver.after-fence",
         "driver.after-adopt",

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from twinedge.edge import phases
 from twinedge.edge.behaviour import TwinBehaviour, TwinView, resolve_behaviour
 from twinedge.edge.document import (
     MAX_TWIN_BYTES,
@@ -954,6 +955,7 @@ class EdgeHost:
             assert t is not None
             if epoch <= t.own.latest_epoch:
                 raise EpochError(twin_id, epoch, t.own.latest_epoch, "a fence must raise the epoch")
+            phases.mark("source.fence-batch", twin_id, queued=len(self._queue))
             mine = b.edit(t)
             b.own(mine, replace(t.own, status=TwinStatus.FENCED, owner=owner, owner_epoch=epoch))
             return FenceResult(twin_id, self.host_id, epoch, owner, mine.revision)
@@ -1186,6 +1188,7 @@ class EdgeHost:
                 raise MigrationError(
                     f"the staged copy of twin {twin_id!r} was replaced or discarded"
                 )
+            phases.mark("target.adopt-batch", twin_id, queued=len(self._queue))
             rev = self._install(
                 b, twin_id, st.document, epoch, st.revision, snap.behaviour, snap.behaviour_params
             )

@@ -31,8 +31,14 @@ States of the twin on each host (durable ones in capitals)::
     B:  absent/MOVED ──expect/stage──▶ staged (memory) ──adopt(e+1)──▶ OWNED(e+1)
                               └──discard_staged──▶ absent/MOVED
 
+**Cut-over by the target.** A target that has ``cut_over`` (:class:`CutOverPeer`; the
+host processes' :class:`~twinedge.edge.remote.RemoteHost`) runs step 3 itself: it calls
+the source's ``fence_and_export`` and adopts, in one call of the coordinator, so the
+coordinator's own round trips (and its event loop) are not inside the downtime; the
+target measures the downtime and reports it.
+
 Downtime is the time from the call to fence until adopt returned (the target serves),
-measured with the injected ``clock``; A refuses updates in this window with
+measured with the injected ``clock`` (by the target, on a cut-over); A refuses updates in this window with
 :class:`~twinedge.edge.errors.NotOwnerError` naming B, and B answers
 :class:`~twinedge.edge.errors.TwinNotReadyError` until it adopted.
 
@@ -62,12 +68,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from twinedge.edge import failpoints
+from twinedge.edge import failpoints, phases
 from twinedge.edge.errors import EpochError, MigrationError, NotOwnerError, UnknownTwinError
 from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
 
 __all__ = [
+    "CutOver",
+    "CutOverPeer",
     "MigrationMethod",
     "MigrationPeer",
     "MigrationReport",
@@ -159,6 +167,36 @@ class MigrationReport:
     total_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class CutOver:
+    """What a target that cuts a twin over on its own did (:meth:`CutOverPeer.cut_over`).
+
+    Attributes:
+        revision: the twin's revision when the target adopted it (the source's final).
+        changes_copied, bytes_copied: the last changes the fence's answer brought.
+        fence_s: the target's fence call sent -> the source's answer (fence durable).
+        adopt_s: then -> the adoption durable on the target (it serves).
+    """
+
+    revision: int
+    changes_copied: int
+    bytes_copied: int
+    fence_s: float
+    adopt_s: float
+
+
+class CutOverPeer(Protocol):
+    """A target that runs the cut-over of a pre-copy itself: it fences the twin on the
+    source (``fence_and_export``, straight to the source, not through the caller) and
+    adopts it with the last changes, all in one call of the caller. Between processes
+    this takes the caller's event loop and two of the four network legs out of the
+    downtime. The source must be reachable from the target (a ``control_url``)."""
+
+    async def cut_over(
+        self, source: MigrationPeer, twin_id: str, epoch: int, after_revision: int
+    ) -> CutOver: ...
+
+
 async def _quietly(aw: Awaitable[object]) -> None:
     with contextlib.suppress(Exception):
         await aw
@@ -243,16 +281,45 @@ async def pre_copy(
         await _quietly(target.discard_staged(twin_id))
         raise
     epoch = max(own.latest_epoch, snap.epoch) + 1
+    cut_over = getattr(target, "cut_over", None)
+    if cut_over is not None and getattr(source, "control_url", None):
+        # the target fences the source and adopts on its own: one call between the two
+        # hosts inside the downtime, measured by the target (the caller's own round trip
+        # to the target is outside it)
+        phases.mark("driver.cutover-call", twin_id, epoch=epoch, rounds=rounds)
+        done: CutOver = await cut_over(source, twin_id, epoch, rev)
+        phases.mark("driver.cutover-answer", twin_id, epoch=epoch)
+        failpoints.hit("driver.after-adopt")
+        await source.release(twin_id)
+        return MigrationReport(
+            twin_id=twin_id,
+            source=source.host_id,
+            target=target.host_id,
+            method="pre-copy",
+            epoch=epoch,
+            final_revision=done.revision,
+            rounds=rounds,
+            bytes_copied=copied + done.bytes_copied,
+            changes_copied=changes + done.changes_copied,
+            downtime_s=done.fence_s + done.adopt_s,
+            fence_s=done.fence_s,
+            copy_s=0.0,
+            adopt_s=done.adopt_s,
+            total_s=clock() - start,
+        )
     # the downtime: two calls, the last changes travelling with the fence's answer and
     # with the adoption (one round trip each between processes)
+    phases.mark("driver.fence-call", twin_id, epoch=epoch, rounds=rounds)
     t0 = clock()
     fence, cs = await source.fence_and_export(twin_id, epoch, target.host_id, rev)
     t_fenced = clock()
+    phases.mark("driver.fence-answer", twin_id, epoch=epoch, changes=len(cs))
     failpoints.hit("driver.after-fence")
     copied += cs.nbytes
     changes += len(cs)
     await target.adopt_changes(cs, epoch, fence.revision)
     t1 = clock()
+    phases.mark("driver.adopt-answer", twin_id, epoch=epoch)
     failpoints.hit("driver.after-adopt")
     await source.release(twin_id)
     return MigrationReport(

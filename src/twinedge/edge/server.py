@@ -15,6 +15,8 @@ token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
     GET  /twins/{id}/ownership | /snapshot | /changes?after=N
     POST /twins/{id}/abort-export | /fence | /fence-export | /release | /expect | /stage | /stage-changes
          /discard-staged | /adopt | /adopt-changes | /reclaim | /redirect | /desired | /write | /retire
+    POST /twins/{id}/cut-over             {source, source_url, epoch, after}: this host (the
+                                          target) fences the source and adopts the twin
     POST /twins/{id}/command              {subject, payload, timeout_s} -> {payload}: the device's answer
 
 Commands to a twin served here go to its device through this host's broker (the device
@@ -46,7 +48,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from twinedge.edge import errors as edge_errors
-from twinedge.edge import failpoints, wire
+from twinedge.edge import failpoints, phases, wire
 from twinedge.edge.errors import (
     CommandTimeoutError,
     EdgeError,
@@ -56,12 +58,14 @@ from twinedge.edge.errors import (
     TwinNotReadyError,
     UnknownTwinError,
 )
-from twinedge.edge.host import EdgeHost
+from twinedge.edge.host import ChangeSet, EdgeHost
 from twinedge.edge.log import TwinStatus
 from twinedge.errors import InvalidInput, TwinedgeError, Unavailable
 from twinedge.runtime.commands import PendingCommands
 
 log = logging.getLogger("twinedge.host")
+
+PEER_TIMEOUT_S = 5.0  # a call to another host (a cut-over's fence): less than the core's 10 s
 
 STATUS_OF = {
     UnknownTwinError: 404,
@@ -212,6 +216,7 @@ class HostServer:
         self.replication_error: str | None = None
         self.replicated_records = 0
         self._quiet_until = 0.0
+        self._peers_control: dict[tuple[str, str], Any] = {}  # (host, control URL) -> client
 
     @property
     def mqtt_url(self) -> str:
@@ -280,6 +285,9 @@ class HostServer:
             await self.host.close()
         if self.client is not None:
             await self.client.aclose()
+        for remote in self._peers_control.values():
+            with contextlib.suppress(Exception):
+                await remote.aclose()
 
     # --- the core ------------------------------------------------------------------------------
     async def set_core(self, url: str) -> None:
@@ -457,6 +465,59 @@ class HostServer:
         except TimeoutError:
             raise CommandTimeoutError(twin_id, self.host_id, subject, timeout_s) from None
 
+    # --- migrations ------------------------------------------------------------------------------
+    def peer(self, host_id: str, control_url: str) -> Any:
+        """The control API of another host process (a client kept per host and URL)."""
+        from twinedge.edge.remote import RemoteHost  # it reads this module's errors
+
+        key = (host_id, control_url)
+        remote = self._peers_control.get(key)
+        if remote is None:
+            if not control_url.startswith(("http://", "https://")):
+                raise EdgeError(f"control URL must be http(s)://host:port, got {control_url!r}")
+            lean = control_url.startswith("http://")  # (TLS goes through httpx)
+            remote = RemoteHost(host_id, control_url, "", self.token, PEER_TIMEOUT_S, lean=lean)
+            self._peers_control[key] = remote
+        return remote
+
+    async def cut_over(
+        self, twin_id: str, source: str, source_url: str, epoch: int, after_revision: int
+    ) -> dict[str, Any]:
+        """The end of a pre-copy, run by its target: fence the twin on ``source`` (its
+        control API at ``source_url``) with ``epoch``, which answers with the changes after
+        ``after_revision``, and adopt the staged copy with them. The caller (the core) is
+        not on this path; the downtime is measured here, from the fence call sent to the
+        adoption durable. Answers ``{revision, changes, bytes, fence_s, adopt_s}``.
+
+        Raises:
+            EdgeError: what the source or this host raised (:class:`HostClosedError`: the
+                source did not answer; from the fence on, the migration is finished with
+                :func:`~twinedge.edge.migrate.resume`, as for any migration).
+        """
+        if source == self.host_id:
+            raise EdgeError(f"twin {twin_id!r}: host {source!r} cannot cut over to itself")
+        # a staged copy to adopt, checked before the fence (MigrationError without one:
+        # fencing would leave the twin served nowhere until resumed)
+        await self.host.stage_changes(ChangeSet(twin_id, after_revision))
+        remote = self.peer(source, source_url)
+        phases.mark("target.fence-call", twin_id)
+        t0 = time.perf_counter()
+        fence, changes = await remote.fence_and_export(twin_id, epoch, self.host_id, after_revision)
+        t_fenced = time.perf_counter()
+        phases.mark("target.fence-answer", twin_id)
+        failpoints.hit("target.after-fence", self.host_id)
+        rev = await self.host.adopt_changes(changes, epoch, fence.revision)
+        t1 = time.perf_counter()
+        phases.mark("target.adopt-durable", twin_id)
+        failpoints.hit("target.after-adopt", self.host_id)
+        return {
+            "revision": rev,
+            "changes": len(changes),
+            "bytes": changes.nbytes,
+            "fence_s": t_fenced - t0,
+            "adopt_s": t1 - t_fenced,
+        }
+
     def status(self) -> dict[str, Any]:
         lag = self.host.replication_lag()
         return {
@@ -586,22 +647,34 @@ def control_app(server: HostServer) -> Any:
 
     @app.post("/twins/{twin_id}/fence-export")
     async def fence_export(twin_id: str, request: Request) -> Any:
+        phases.mark("source.fence-received", twin_id)
         d = await body(request)
         fence, changes = await h().fence_and_export(
             twin_id, int(d["epoch"]), str(d["owner"]), int(d["after"])
         )
+        phases.mark("source.fence-durable", twin_id)
         failpoints.hit("source.after-fence", server.host_id)
         return {"fence": wire.fence_to(fence), "changes": wire.changes_to(changes)}
 
     @app.post("/twins/{twin_id}/adopt-changes")
     async def adopt_changes(twin_id: str, request: Request) -> Any:
+        phases.mark("target.adopt-received", twin_id)
         d = await body(request)
         changes = wire.changes_from(d["changes"])
         if changes.twin_id != twin_id:
             raise EdgeError(f"changes of twin {changes.twin_id!r} sent for {twin_id!r}")
         rev = await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))
+        phases.mark("target.adopt-durable", twin_id)
         failpoints.hit("target.after-adopt", server.host_id)
         return {"revision": rev}
+
+    @app.post("/twins/{twin_id}/cut-over")
+    async def cut_over(twin_id: str, request: Request) -> Any:
+        phases.mark("target.cutover-received", twin_id)
+        d = await body(request)
+        return await server.cut_over(
+            twin_id, str(d["source"]), str(d["source_url"]), int(d["epoch"]), int(d["after"])
+        )
 
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:
