@@ -30,6 +30,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -221,11 +222,22 @@ def run(
         pids["load generator"] = os.getpid()
         cpu = CpuSampler(pids)
         cpu.start()
+        core_records: list[int] = []  # records the core took, at the window's start and end
+
+        def sample_core() -> None:
+            for wait_s in (warmup_s, duration_s):
+                time.sleep(wait_s)
+                h = httpx.get(base + "/healthz", timeout=5).json().get("replication") or {}
+                core_records.append(sum(int(r.get("records", 0)) for r in h.values()))
+
+        sampler = threading.Thread(target=sample_core, daemon=True)
+        sampler.start()
         rate_hz = None if rate == "max" else float(rate)
         try:
             devs, t0, lost = asyncio.run(load(targets, rate_hz, warmup_s + duration_s, window))
         finally:
             cpu.stop()
+            sampler.join(30)
         health = httpx.get(base + "/healthz", timeout=5).json()
     from_t = t0 + warmup_s
     lat = np.array([lat_s for d in devs for sent, lat_s in d.acked if sent >= from_t]) * 1000
@@ -248,6 +260,10 @@ def run(
             "mean": round(float(lat.mean()), 3),
         },
         "unacked_at_end": sum(len(d.inflight) for d in devs),
+        # what the core replicated in the same window: below acked_per_s, its lag grows
+        "core_replicated_per_s": round((core_records[1] - core_records[0]) / duration_s, 1)
+        if len(core_records) == 2
+        else None,
         "connections_lost": lost,
         "cpu_percent": pct,
         "cpu_ms_per_acked_report": {
