@@ -1,6 +1,6 @@
 """The emulator's measured latency leaves its own scheduling out: with an injected clock
 and an emulated delay whose timer wakes 10 s late, a report's one-way latency is the
-modelled delay plus the time from its PUBLISH written to its PUBACK read (no clock
+modelled delay plus the time from its PUBLISH queued to its PUBACK read (no clock
 reading moves in between: 0 here), and the 10 s are counted apart as the timer's
 lateness. A real broker (Mosquitto) acknowledges the reports."""
 

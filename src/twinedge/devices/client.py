@@ -40,16 +40,17 @@ the device is connected to a twin host waits, before it is published, the modell
 one-way delay of its path (the reports of a device leave in order), and its PUBACK the
 way back (a connection lost meanwhile loses that PUBACK: the report is re-sent, as over
 a real link). Each such report's one-way latency is the modelled delay of its path plus
-the time from its first PUBLISH written to a twin host's socket (so the wait of a
+the time from its first PUBLISH queued to a twin host's connection (so the wait of a
 report caught by a migration is in it) to its PUBACK read from the socket: the
 emulator's own time (its timers waking late, building and sending the packet, waking
 the task that waits for the PUBACK) is measured apart and left out.
 
-**Timestamps.** Both ends of a report's live time are taken at the socket: the device
-hands the PUBLISH to the MQTT client's socket at once (not one turn of the event loop
-later, when the loop would find the socket writable) and reads the clock right after;
-the PUBACK's time is read in the client's callback for it, as the packet is decoded,
-before any task is woken. ``clock`` and ``sleep`` can be injected (tests).
+**Timestamps.** The live time starts when the PUBLISH is queued to the MQTT client
+(which writes it at the next turn of the event loop, when the loop finds the socket
+writable: writing it from outside that turn races the client's own socket callbacks
+when the connection closes, as at a redirect) and ends when the PUBACK is decoded, in
+the client's callback for it, before any task is woken. ``clock`` and ``sleep`` can be
+injected (tests).
 
 **Failures.** A lost connection is re-established to the same broker with exponential
 back-off (0.25 s up to 8 s). When the broker a redirect named cannot be reached
@@ -230,7 +231,7 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     host over an emulated path (``reports``) and the means of their one-way latency
     (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``, of
     which ``backbone_mean_ms`` from the access point to the twin's host), of
-    the rest, the live system's own time from the PUBLISH written to the PUBACK read
+    the rest, the live system's own time from the PUBLISH queued to the PUBACK read
     (``live_mean_ms``), the emulator's own time left out of them
     (``emulator_mean_ms``: its timers waking after the delay, ``timer_late_mean_ms``;
     building and writing the PUBLISH, ``send_mean_ms``; waking the waiting task after
@@ -694,9 +695,6 @@ class Device:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._acks[info.mid] = fut
-        # write now: the client would only ask the event loop to tell it when the socket
-        # is writable and write one turn later (what it cannot write now, it still does)
-        paho.loop_write()
         return self._clock(), fut
 
     def _start_publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
