@@ -492,10 +492,7 @@ class _DeviceHandler(BrokerProtocolHandler):
         if session is None:
             return
         sender = session.attributes.get(_THING)
-        problem = None
-        malformed = getattr(self.reader, "malformed", None)
-        if malformed and topic_name in malformed:  # see _Framed
-            topic_name, problem = malformed.pop(topic_name)
+        topic_name, problem = self._real_topic(topic_name)
         if qos == QOS_1:
             seq = self._seq_in
             self._seq_in += 1
@@ -505,16 +502,21 @@ class _DeviceHandler(BrokerProtocolHandler):
         else:
             await self._gateway.handle(sender, topic_name, data, problem)
 
+    def _real_topic(self, topic_name: str) -> tuple[str, str | None]:
+        """The topic a PUBLISH really named and what is wrong with it (``None``: nothing),
+        for a placeholder :class:`_Framed` put in its stead."""
+        malformed = getattr(self.reader, "malformed", None)
+        if malformed and topic_name in malformed:
+            return malformed.pop(topic_name)
+        return topic_name, None
+
     async def _device_publish_qos2(self, publish_packet: PublishPacket) -> None:
         session = self.session
         topic_name, data = publish_packet.topic_name, publish_packet.data
         if session is None or topic_name is None or data is None:
             return
         sender = session.attributes.get(_THING)
-        problem = None
-        malformed = getattr(self.reader, "malformed", None)
-        if malformed and topic_name in malformed:  # see _Framed
-            topic_name, problem = malformed.pop(topic_name)
+        topic_name, problem = self._real_topic(topic_name)
         if await self._gateway.handle(sender, topic_name, data, problem):
             # QoS 2: applied durably first, then amqtt's PUBREC/PUBREL/PUBCOMP exchange; the
             # message it then queues for delivery is refused by _topic_filtering(PUBLISH).
