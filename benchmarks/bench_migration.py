@@ -54,6 +54,7 @@ from twinedge.edge import (
     TwinView,
     migrate,
 )
+from twinedge.edge.host import INLINE_MAX_RECORDS
 
 
 class Counter(TwinBehaviour):
@@ -235,7 +236,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "migrations_per_method": args.migrations,
             "gap_between_migrations_ms": args.gap_ms,
             "seed": args.seed,
-            "log": f"SQLite WAL, synchronous={args.synchronous}, one file per host, commits in a worker thread",
+            "log": f"SQLite WAL, synchronous={args.synchronous}, one file per host, batches of up to {INLINE_MAX_RECORDS} records committed in the event loop, larger ones in a worker thread",
         },
         "load": {
             "duration_s": round(duration_s, 2),
