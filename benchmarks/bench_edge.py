@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -183,6 +184,18 @@ PHASES = {
 }
 
 
+def quantiles(values: Any, digits: int = 3) -> dict | None:
+    """``{"p50", "p99", "mean"}`` of ``values`` rounded to ``digits``; None when empty."""
+    x = np.asarray(values, dtype=float)
+    if not x.size:
+        return None
+    return {
+        "p50": round(float(np.percentile(x, 50)), digits),
+        "p99": round(float(np.percentile(x, 99)), digits),
+        "mean": round(float(x.mean()), digits),
+    }
+
+
 def phase_breakdown(trace_dir: Path) -> dict | None:
     """Where the downtime of the live migrations went, from the phase marks every
     process wrote (see ``twinedge.edge.phases``): per step, p50 / p99 / mean in ms over
@@ -210,12 +223,7 @@ def phase_breakdown(trace_dir: Path) -> dict | None:
         return None
     out: dict = {"migrations": len(steps["downtime"])}
     for name, v in steps.items():
-        x = np.asarray(v)
-        out[name] = {
-            "p50": round(float(np.percentile(x, 50)), 2),
-            "p99": round(float(np.percentile(x, 99)), 2),
-            "mean": round(float(x.mean()), 2),
-        }
+        out[name] = quantiles(v, 2)
     return out
 
 

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge import CpuSampler, core, scenario
+from bench_edge import CpuSampler, core, quantiles, scenario
 
 PASSWORD = "bench-password"
 
@@ -252,13 +252,7 @@ def run(
         "warmup_s": warmup_s,
         "duration_s": duration_s,
         "acked_per_s": round(acked / duration_s, 1),
-        "latency_ms": None
-        if acked == 0
-        else {
-            "p50": round(float(np.percentile(lat, 50)), 3),
-            "p99": round(float(np.percentile(lat, 99)), 3),
-            "mean": round(float(lat.mean()), 3),
-        },
+        "latency_ms": quantiles(lat),
         "unacked_at_end": sum(len(d.inflight) for d in devs),
         # what the core replicated in the same window: below acked_per_s, its lag grows
         "core_replicated_per_s": round((core_records[1] - core_records[0]) / duration_s, 1)

@@ -53,6 +53,7 @@ from twinedge.runtime.mqtt import EmbeddedBroker
 from twinedge.runtime.mqtt import core as mqtt_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_edge import quantiles
 from bench_edge_ingest import Device
 
 
@@ -173,13 +174,7 @@ async def run_one(
         "offered_reports_per_s": rate if rate == "max" else float(rate),
         "commit": commit,
         "reports_per_s": round(n / wall, 1),
-        "latency_ms": None
-        if not n
-        else {
-            "p50": round(float(np.percentile(lat, 50)), 3),
-            "p99": round(float(np.percentile(lat, 99)), 3),
-            "mean": round(float(lat.mean()), 3),
-        },
+        "latency_ms": quantiles(lat),
         "cpu_ms_per_report": round((cpu1 - marks["cpu0"]) * 1000 / n, 4) if n else None,
         "cpu_percent": round((cpu1 - marks["cpu0"]) * 100 / wall, 1),
         "records_per_commit": round(records / commits, 2) if commits else None,
@@ -258,13 +253,7 @@ async def run_mqtt(
         "offered_reports_per_s": rate if rate == "max" else float(rate),
         "commit": commit,
         "reports_per_s": round(n / duration_s, 1),
-        "latency_ms": None
-        if not n
-        else {
-            "p50": round(float(np.percentile(lat, 50)), 3),
-            "p99": round(float(np.percentile(lat, 99)), 3),
-            "mean": round(float(lat.mean()), 3),
-        },
+        "latency_ms": quantiles(lat),
         "cpu_ms_per_report": round((cpu1 - cpu0) * 1000 / n, 4) if n else None,
         "cpu_percent": round((cpu1 - cpu0) * 100 / (wall1 - wall0), 1),
         "records_per_commit": round(records / commits, 2) if commits else None,
