@@ -548,7 +548,8 @@ def run(
             sampler.join(30)
         check = check_twins(base, auth, devs)
         health = httpx.get(base + "/healthz", timeout=5).json()
-        edge = httpx.get(base + "/api/2/orchestrator", headers=auth).json().get("edge") or {}
+        orch = httpx.get(base + "/api/2/orchestrator", headers=auth).json()
+        edge = orch.get("edge") or {}
     from_t = t0 + warmup_s
     lat = np.array([s for d in devs for sent, s in d.acked if from_t <= sent < from_t + duration_s])
     acked = int(lat.size)
@@ -592,6 +593,7 @@ def run(
         "live_migrations_per_s": round(window_migrations / duration_s, 2)
         if window_migrations is not None
         else None,
+        "migrations_decided": orch.get("migrations_total"),  # by the orchestrator, whole run
         "live_migrations": edge.get("live_migrations"),
         "migrations_failed": edge.get("migrations_failed"),
         "migration_downtime_ms": edge.get("downtime_ms"),
