@@ -377,10 +377,11 @@ async def load(
     speed_mps: float,
     window: int,
     drain_s: float,
+    started: threading.Event,
 ) -> tuple[list[Device], float]:
-    """Connect every device to its twin's host, report and move for ``seconds``, then
-    wait (up to 60 s) for every report to be acknowledged. Returns the devices and the
-    perf_counter when reporting began."""
+    """Connect every device to its twin's host, report and move for ``seconds`` (set
+    ``started`` when reporting begins), then wait (up to 60 s) for every report to be
+    acknowledged. Returns the devices and the perf_counter when reporting began."""
     rng = np.random.default_rng(0)
     phases_m = rng.random(len(targets)) * 2 * SPAN_M
     devices = [
@@ -392,6 +393,7 @@ async def load(
     # each device's reports at its rate, from a phase of its own (not in step)
     tick = rng.random(len(devices))
     made = [0] * len(devices)
+    started.set()
     t0 = time.perf_counter()
     while (now := time.perf_counter()) - t0 < seconds:
         t_rel = now - t0
@@ -528,8 +530,11 @@ def run(
         cpu = CpuSampler(pids)
         cpu.start()
         marks: list[tuple[float, int, dict]] = []  # at the window's start and end
+        started = threading.Event()
 
         def sample_core() -> None:
+            if not started.wait(600):
+                return
             for wait_s in (warmup_s, duration_s):
                 time.sleep(wait_s)
                 h = httpx.get(base + "/healthz", timeout=5).json().get("replication") or {}
@@ -541,7 +546,7 @@ def run(
         sampler.start()
         try:
             devs, t0 = asyncio.run(
-                load(targets, rate_hz, warmup_s + duration_s, speed_mps, window, drain_s)
+                load(targets, rate_hz, warmup_s + duration_s, speed_mps, window, drain_s, started)
             )
         finally:
             cpu.stop()
@@ -593,7 +598,9 @@ def run(
         "live_migrations_per_s": round(window_migrations / duration_s, 2)
         if window_migrations is not None
         else None,
-        "migrations_decided": orch.get("migrations_total"),  # by the orchestrator, whole run
+        # the moves the migration policy decided (whole run); live_migrations also counts
+        # the re-placements of the placement policy
+        "migrations_decided": orch.get("migrations_total"),
         "live_migrations": edge.get("live_migrations"),
         "migrations_failed": edge.get("migrations_failed"),
         "migration_downtime_ms": edge.get("downtime_ms"),
