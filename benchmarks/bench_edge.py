@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +104,16 @@ def log_tail(tmp: Path) -> str:
 
 
 @contextlib.contextmanager
-def core(tmp: Path, tag: str) -> Iterator[Core]:
+def core(tmp: Path, tag: str, extra_args: Sequence[str] = ()) -> Iterator[Core]:
     """`twinedge serve --network tmp/bench.yaml --hosts local` on free ports (its data in
-    ``tmp/tag``), once it answers /healthz; stopped with SIGTERM afterwards."""
+    ``tmp/tag``; ``extra_args`` appended to its command line), once it answers /healthz;
+    stopped with SIGTERM afterwards."""
     http, mqtt = free_port(), free_port()
     data = tmp / tag
     serve = subprocess.Popen(
         [sys.executable, "-m", "twinedge", "serve", "--network", str(tmp / "bench.yaml"), "--hosts", "local",
          "--cycle-s", "1", "--forecast-horizon-s", "0", "--data-dir", str(data),
-         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none"],
+         "--port", str(http), "--mqtt-port", str(mqtt), "--ledger", "none", *extra_args],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "w"), stdin=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{http}"
@@ -196,10 +197,11 @@ def quantiles(values: Any, digits: int = 3) -> dict | None:
     }
 
 
-def phase_breakdown(trace_dir: Path) -> dict | None:
+def phase_breakdown(trace_dir: Path, between: tuple[float, float] | None = None) -> dict | None:
     """Where the downtime of the live migrations went, from the phase marks every
     process wrote (see ``twinedge.edge.phases``): per step, p50 / p99 / mean in ms over
-    the migrations whose every mark was found."""
+    the migrations whose every mark was found (and, with ``between``, whose first mark
+    lies within those two ``time.monotonic()`` instants)."""
     marks: dict[str, list[tuple[float, str]]] = {}
     for f in trace_dir.glob("phases-*.jsonl"):
         for line in f.read_text().splitlines():
@@ -216,6 +218,8 @@ def phase_breakdown(trace_dir: Path) -> dict | None:
             for t, e in events[i:end]:
                 first.setdefault(e, t)
             path = PHASES[events[i][1]]
+            if between is not None and not between[0] <= events[i][0] <= between[1]:
+                continue
             if all(a in first and b in first for _, a, b in path):
                 for name, a, b in path:
                     steps.setdefault(name, []).append((first[b] - first[a]) * 1000.0)

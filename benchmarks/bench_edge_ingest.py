@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge import CpuSampler, core, quantiles, scenario
+from bench_edge import Core, CpuSampler, core, quantiles, scenario
 
 PASSWORD = "bench-password"
 
@@ -188,31 +188,47 @@ async def load(
     return devices, t0, lost
 
 
+def place_devices(c: Core, tmp: Path, devices: int) -> tuple[dict, dict[str, dict]]:
+    """Provision ``devices`` robots of ``tmp/bench.yaml`` with `twinedge devices --reports 1`
+    (password :data:`PASSWORD`) and wait until the orchestrator has placed each one's twin
+    on a host process. Returns the core's ``/api/2/orchestrator`` status and each twin's
+    document (its ``_host`` one of the host processes), by thing id."""
+    auth = {"Authorization": f"Bearer {c.token}"}
+    env = {**os.environ, "TWINEDGE_API_KEY": c.token, "TWINEDGE_DEVICE_PASSWORD": PASSWORD}
+    placed = subprocess.run(
+        [sys.executable, "-m", "twinedge", "devices", str(tmp / "bench.yaml"), "--count", str(devices),
+         "--reports", "1", "--json", "--quiet", "--url", c.base, "--mqtt", f"mqtt://127.0.0.1:{c.mqtt_port}"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    try:
+        ids = [d["thingId"] for d in json.loads(placed.stdout)["devices"]]
+    except ValueError:
+        raise SystemExit(f"twinedge devices --reports 1 failed: {placed.stderr[-2000:]}") from None
+    status = httpx.get(c.base + "/api/2/orchestrator", headers=auth).json()
+    urls = status["edge"]["mqtt"]
+    docs = {}
+    for tid in ids:
+        for _ in range(600):  # placed at the orchestrator's next cycle
+            doc = httpx.get(f"{c.base}/api/2/things/{tid}", headers=auth).json()
+            if doc.get("_host") in urls:
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"{tid} was not placed on a host process within 60 s")
+        docs[tid] = doc
+    return status, docs
+
+
 def run(
     devices: int, rate: str, duration_s: float, warmup_s: float, window: int, tmp: Path
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices))
     with core(tmp, f"data-{rate}") as c:
-        serve, base, mqtt, token = c.proc, c.base, c.mqtt_port, c.token
-        auth = {"Authorization": f"Bearer {token}"}
-        env = {**os.environ, "TWINEDGE_API_KEY": token, "TWINEDGE_DEVICE_PASSWORD": PASSWORD}
-        placed = subprocess.run(
-            [sys.executable, "-m", "twinedge", "devices", str(tmp / "bench.yaml"), "--count", str(devices),
-             "--reports", "1", "--json", "--quiet", "--url", base, "--mqtt", f"mqtt://127.0.0.1:{mqtt}"],
-            capture_output=True, text=True, env=env, timeout=600,
-        )  # fmt: skip
-        ids = [d["thingId"] for d in json.loads(placed.stdout)["devices"]]
-        status = httpx.get(base + "/api/2/orchestrator", headers=auth).json()
+        serve, base = c.proc, c.base
+        status, docs = place_devices(c, tmp, devices)
         urls = status["edge"]["mqtt"]
         targets = []
-        for tid in ids:
-            for _ in range(600):  # placed at the orchestrator's next cycle
-                doc = httpx.get(f"{base}/api/2/things/{tid}", headers=auth).json()
-                if doc.get("_host") in urls:
-                    break
-                time.sleep(0.1)
-            else:
-                raise SystemExit(f"{tid} was not placed on a host process within 60 s")
+        for tid, doc in docs.items():
             pos = doc["features"]["position"]["properties"]
             targets.append((
                 tid, urls[doc["_host"]],

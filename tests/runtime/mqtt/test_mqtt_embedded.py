@@ -409,6 +409,41 @@ def test_a_deleted_things_device_is_disconnected_and_cannot_write_its_next_life(
     asyncio.run(main())
 
 
+def test_reports_applied_before_a_refused_one_are_acknowledged(tmp_path, monkeypatch):
+    """A report refused with 503 closes the connection so that the device sends it again;
+    a report before it that was applied meanwhile still gets its PUBACK first (else the
+    device would send that one again too, and it would be applied twice)."""
+    from .conftest import RawDevice, _packet, _utf8
+
+    async def body() -> None:
+        async with embedded(tmp_path) as (svc, broker):
+            original, release = svc.device_report, asyncio.Event()
+
+            async def device_report(thing_id, payload, **kw):
+                if payload["battery"]["level"] == 2:
+                    raise Unavailable("the twin is not here yet")
+                await release.wait()  # level 1 commits after level 2 was refused
+                return await original(thing_id, payload, **kw)
+
+            monkeypatch.setattr(svc, "device_report", device_report)
+            dev = await RawDevice.connect(broker.port, CAR)
+            topic = _utf8(f"twinedge/{CAR}/reported")
+            dev.writer.write(
+                _packet(0x32, topic + (11).to_bytes(2, "big") + b'{"battery": {"level": 1}}')
+                + _packet(0x32, topic + (12).to_bytes(2, "big") + b'{"battery": {"level": 2}}')
+            )
+            for _ in range(500):
+                if svc.metrics["mqtt_rejected_total:service-unavailable"] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            release.set()
+            await dev.until(lambda ev: ("closed",) in ev)
+            assert [e for e in dev.events if e[0] == "puback"] == [("puback", 11)]
+            assert svc.things[CAR]["features"]["battery"]["properties"]["level"] == 1
+
+    asyncio.run(body())
+
+
 def test_packets_of_every_kind_in_one_write_are_handled_in_order(tmp_path):
     """Many packets arriving in one TCP segment (the broker cuts them apart itself):
     QoS 1 reports acknowledged in order and applied in order, QoS 0 applied, a topic

@@ -533,6 +533,9 @@ class _DeviceHandler(BrokerProtocolHandler):
             packet_id = ready.pop(self._seq_out)
             self._seq_out += 1
             if packet_id is None:  # not durable (503): no PUBACK; drop so the device resends
+                # the reports before it are durable: acknowledged first, or the device would
+                # send them again and they would be applied twice
+                self._write_acks()
                 self._dropped = True
                 ready.clear()
                 self._gateway.spawn(self.handle_connection_closed())
