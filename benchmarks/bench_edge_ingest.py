@@ -14,10 +14,13 @@ robots of examples/two-sites.yaml, one password for all); then the load generato
 each twin's host and that host's MQTT URL from the core, connects there and reports the
 twin's own position (so nothing migrates) at ``--rates`` reports/s per device (``max``:
 as fast as ``--window`` reports in flight per device allow). The first ``--warmup-s``
-seconds are not measured.
+seconds are not measured. ``--replicate-linger-ms`` sets the hosts' replication linger
+(``twinedge host --replicate-linger-ms``, through its environment variable); several
+values, comma-separated, run one after the other at every rate.
 
     python benchmarks/bench_edge_ingest.py                          # 2,000/s offered, then max
     python benchmarks/bench_edge_ingest.py --devices 100 --rates 10 --duration-s 5 --warmup-s 2
+    python benchmarks/bench_edge_ingest.py --rates 10 --replicate-linger-ms 0,20
 """
 
 from __future__ import annotations
@@ -189,10 +192,20 @@ async def load(
 
 
 def run(
-    devices: int, rate: str, duration_s: float, warmup_s: float, window: int, tmp: Path
+    devices: int,
+    rate: str,
+    duration_s: float,
+    warmup_s: float,
+    window: int,
+    tmp: Path,
+    linger_ms: float | None = None,
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices))
-    with core(tmp, f"data-{rate}") as c:
+    if linger_ms is None:
+        os.environ.pop("TWINEDGE_REPLICATE_LINGER_MS", None)
+    else:  # the host processes the core starts inherit it
+        os.environ["TWINEDGE_REPLICATE_LINGER_MS"] = str(linger_ms)
+    with core(tmp, f"data-{rate}-{linger_ms}") as c:
         serve, base, mqtt, token = c.proc, c.base, c.mqtt_port, c.token
         auth = {"Authorization": f"Bearer {token}"}
         env = {**os.environ, "TWINEDGE_API_KEY": token, "TWINEDGE_DEVICE_PASSWORD": PASSWORD}
@@ -248,6 +261,8 @@ def run(
     return {
         "devices": devices,
         "offered_reports_per_s": "max" if rate_hz is None else devices * rate_hz,
+        "replicate_linger_ms": linger_ms,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "window_per_device": window,
         "warmup_s": warmup_s,
         "duration_s": duration_s,
@@ -285,11 +300,22 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=20.0, help="measured, after the warm-up")
     ap.add_argument("--warmup-s", type=float, default=5.0)
     ap.add_argument("--window", type=int, default=16, help="reports in flight per device at most")
+    ap.add_argument(
+        "--replicate-linger-ms",
+        default=None,
+        help="the hosts' replication linger, comma-separated values (default: the hosts' own)",
+    )
     args = ap.parse_args()
+    lingers: list[float | None] = (
+        [float(v) for v in args.replicate_linger_ms.split(",")]
+        if args.replicate_linger_ms
+        else [None]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         results = [
-            run(args.devices, r, args.duration_s, args.warmup_s, args.window, Path(tmp))
+            run(args.devices, r, args.duration_s, args.warmup_s, args.window, Path(tmp), ms)
             for r in args.rates.split(",")
+            for ms in lingers
         ]
     print(json.dumps({
         "benchmark": "edge_ingest",
