@@ -236,12 +236,23 @@ def run(
         cpu = CpuSampler(pids)
         cpu.start()
         core_records: list[int] = []  # records the core took, at the window's start and end
+        core_requests: list[int] = []  # replication requests it answered, the same
+        core_commits: list[float] = []  # its writer's transactions, the same
 
         def sample_core() -> None:
             for wait_s in (warmup_s, duration_s):
                 time.sleep(wait_s)
                 h = httpx.get(base + "/healthz", timeout=5).json().get("replication") or {}
                 core_records.append(sum(int(r.get("records", 0)) for r in h.values()))
+                core_requests.append(sum(int(r.get("batches", 0)) for r in h.values()))
+                text = httpx.get(base + "/metrics", headers=auth, timeout=5).text
+                core_commits.append(
+                    next(
+                        (float(x.split()[1]) for x in text.splitlines()
+                         if x.startswith("twinedge_commits_total ")),
+                        float("nan"),
+                    )
+                )  # fmt: skip
 
         sampler = threading.Thread(target=sample_core, daemon=True)
         sampler.start()
@@ -272,6 +283,18 @@ def run(
         # what the core replicated in the same window: below acked_per_s, its lag grows
         "core_replicated_per_s": round((core_records[1] - core_records[0]) / duration_s, 1)
         if len(core_records) == 2
+        else None,
+        # in the window: records per replication request, and per transaction of the
+        # core's writer (one transaction takes the records of every request queued)
+        "core_records_per_request": round(
+            (core_records[1] - core_records[0]) / (core_requests[1] - core_requests[0]), 1
+        )
+        if len(core_requests) == 2 and core_requests[1] > core_requests[0]
+        else None,
+        "core_records_per_commit": round(
+            (core_records[1] - core_records[0]) / (core_commits[1] - core_commits[0]), 1
+        )
+        if len(core_commits) == 2 and core_commits[1] > core_commits[0]
         else None,
         "connections_lost": lost,
         "cpu_percent": pct,

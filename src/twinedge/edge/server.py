@@ -2,7 +2,9 @@
 it: their state in memory and in its durable log (:class:`~twinedge.edge.host.EdgeHost`),
 a device endpoint (the embedded MQTT broker; a device's PUBACK comes after the host's
 commit), a control API for the core (placement, the migration steps, redirects), and a
-replicator that pushes every committed record to the core in ``seq`` order.
+replicator that pushes every committed record to the core in ``seq`` order (lingering up
+to ``replicate_linger_s`` for more records per request, unless a caller waits for the
+core: see :meth:`HostServer.flush`).
 
 Control API (HTTP on ``control_host:control_port``, ``Authorization: Bearer <hosts
 token>``; bodies and answers are :mod:`twinedge.edge.wire` JSON)::
@@ -587,6 +589,7 @@ class HostServer:
                 "last_s": lag.last_s,
                 "oldest_pending_s": lag.oldest_pending_s,
                 "error": self.replication_error,
+                "linger_s": self.replicate_linger_s,
             },
         }
 
