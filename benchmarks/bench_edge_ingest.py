@@ -14,10 +14,13 @@ robots of examples/two-sites.yaml, one password for all); then the load generato
 each twin's host and that host's MQTT URL from the core, connects there and reports the
 twin's own position (so nothing migrates) at ``--rates`` reports/s per device (``max``:
 as fast as ``--window`` reports in flight per device allow). The first ``--warmup-s``
-seconds are not measured.
+seconds are not measured. ``--replicate-linger-ms`` sets the hosts' replication linger
+(``twinedge host --replicate-linger-ms``, through its environment variable); several
+values, comma-separated, run one after the other at every rate.
 
     python benchmarks/bench_edge_ingest.py                          # 2,000/s offered, then max
     python benchmarks/bench_edge_ingest.py --devices 100 --rates 10 --duration-s 5 --warmup-s 2
+    python benchmarks/bench_edge_ingest.py --rates 10 --replicate-linger-ms 0,20
 """
 
 from __future__ import annotations
@@ -220,11 +223,22 @@ def place_devices(c: Core, tmp: Path, devices: int) -> tuple[dict, dict[str, dic
 
 
 def run(
-    devices: int, rate: str, duration_s: float, warmup_s: float, window: int, tmp: Path
+    devices: int,
+    rate: str,
+    duration_s: float,
+    warmup_s: float,
+    window: int,
+    tmp: Path,
+    linger_ms: float | None = None,
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices))
-    with core(tmp, f"data-{rate}") as c:
+    if linger_ms is None:
+        os.environ.pop("TWINEDGE_REPLICATE_LINGER_MS", None)
+    else:  # the host processes the core starts inherit it
+        os.environ["TWINEDGE_REPLICATE_LINGER_MS"] = str(linger_ms)
+    with core(tmp, f"data-{rate}-{linger_ms}") as c:
         serve, base = c.proc, c.base
+        auth = {"Authorization": f"Bearer {c.token}"}
         status, docs = place_devices(c, tmp, devices)
         urls = status["edge"]["mqtt"]
         targets = []
@@ -239,12 +253,23 @@ def run(
         cpu = CpuSampler(pids)
         cpu.start()
         core_records: list[int] = []  # records the core took, at the window's start and end
+        core_requests: list[int] = []  # replication requests it answered, the same
+        core_commits: list[float] = []  # its writer's transactions, the same
 
         def sample_core() -> None:
             for wait_s in (warmup_s, duration_s):
                 time.sleep(wait_s)
                 h = httpx.get(base + "/healthz", timeout=5).json().get("replication") or {}
                 core_records.append(sum(int(r.get("records", 0)) for r in h.values()))
+                core_requests.append(sum(int(r.get("batches", 0)) for r in h.values()))
+                text = httpx.get(base + "/metrics", headers=auth, timeout=5).text
+                core_commits.append(
+                    next(
+                        (float(x.split()[1]) for x in text.splitlines()
+                         if x.startswith("twinedge_commits_total ")),
+                        float("nan"),
+                    )
+                )  # fmt: skip
 
         sampler = threading.Thread(target=sample_core, daemon=True)
         sampler.start()
@@ -264,6 +289,8 @@ def run(
     return {
         "devices": devices,
         "offered_reports_per_s": "max" if rate_hz is None else devices * rate_hz,
+        "replicate_linger_ms": linger_ms,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "window_per_device": window,
         "warmup_s": warmup_s,
         "duration_s": duration_s,
@@ -273,6 +300,18 @@ def run(
         # what the core replicated in the same window: below acked_per_s, its lag grows
         "core_replicated_per_s": round((core_records[1] - core_records[0]) / duration_s, 1)
         if len(core_records) == 2
+        else None,
+        # in the window: records per replication request, and per transaction of the
+        # core's writer (one transaction takes the records of every request queued)
+        "core_records_per_request": round(
+            (core_records[1] - core_records[0]) / (core_requests[1] - core_requests[0]), 1
+        )
+        if len(core_requests) == 2 and core_requests[1] > core_requests[0]
+        else None,
+        "core_records_per_commit": round(
+            (core_records[1] - core_records[0]) / (core_commits[1] - core_commits[0]), 1
+        )
+        if len(core_commits) == 2 and core_commits[1] > core_commits[0]
         else None,
         "connections_lost": lost,
         "cpu_percent": pct,
@@ -301,11 +340,22 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=20.0, help="measured, after the warm-up")
     ap.add_argument("--warmup-s", type=float, default=5.0)
     ap.add_argument("--window", type=int, default=16, help="reports in flight per device at most")
+    ap.add_argument(
+        "--replicate-linger-ms",
+        default=None,
+        help="the hosts' replication linger, comma-separated values (default: the hosts' own)",
+    )
     args = ap.parse_args()
+    lingers: list[float | None] = (
+        [float(v) for v in args.replicate_linger_ms.split(",")]
+        if args.replicate_linger_ms
+        else [None]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         results = [
-            run(args.devices, r, args.duration_s, args.warmup_s, args.window, Path(tmp))
+            run(args.devices, r, args.duration_s, args.warmup_s, args.window, Path(tmp), ms)
             for r in args.rates.split(",")
+            for ms in lingers
         ]
     print(json.dumps({
         "benchmark": "edge_ingest",

@@ -65,3 +65,55 @@ def test_the_migration_benchmark_moves_twins_and_loses_no_acknowledged_report():
     cpu = r["cpu_ms_per_acked_report"]
     assert set(cpu) >= {"core", "edge-1", "edge-2", "load generator", "all"}
     assert set(r["replication_lag_s"]) == {"edge-1", "edge-2"}
+
+
+def test_the_host_benchmark_replicates_every_record_it_commits():
+    """4 twins at 20 reports/s for 1 s of warm-up and 1 s measured: twin i's reports are
+    due at (k + phase_i) * 0.2 s for k = 0..9 (10 each, 40 in all), those from 1 s on
+    (k = 5..9) measured; the records are the 4 placements and the 40 reports."""
+    out = bench(
+        "bench_host.py", "--twins", "4", "--rates", "20", "--duration-s", "1",
+        "--warmup-s", "1", "--mode", "apply",
+    )  # fmt: skip
+    assert out["benchmark"] == "host"
+    (r,) = out["results"]
+    assert (r["mode"], r["offered_reports_per_s"], r["commit"]) == ("apply", 20.0, "default")
+    assert r["reports_measured"] == 20
+    assert r["records_committed"] == r["replicated_records"] == 44
+    assert r["records_per_commit"] >= 1
+    assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+    assert r["cpu_ms_per_report"] > 0
+
+
+def test_the_host_benchmark_over_mqtt_acknowledges_and_replicates_every_report():
+    out = bench(
+        "bench_host.py", "--twins", "4", "--rates", "20", "--duration-s", "1",
+        "--warmup-s", "1", "--mode", "mqtt",
+    )  # fmt: skip
+    (r,) = out["results"]
+    assert r["mode"] == "mqtt" and r["unacked_at_end"] == 0
+    # 4 devices at 5/s for 2 s send at most 40 reports, about 20 of them measured
+    assert 0 < r["reports_measured"] <= 40
+    # every record committed (4 placements, then every report, measured or not) replicated
+    assert 4 + r["reports_measured"] <= r["records_committed"] <= 44
+    assert r["replicated_records"] == r["records_committed"]
+    assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+
+
+def test_the_replica_benchmark_applies_every_record_it_sends():
+    """20 records measured per size after the warm-up (2 records, at least one request):
+    1 per request is 20 requests; 7 per request sends 27 records as 7+7+7+6, the first
+    request the warm-up, so 3 requests (7+7+6) are measured."""
+    out = bench(
+        "bench_replica.py", "--sizes", "1,7", "--records", "20", "--twins", "5",
+        "--features", "1",
+    )  # fmt: skip
+    assert out["benchmark"] == "replica" and out["store"].startswith("sqlite")
+    one, seven = out["results"]
+    assert (one["records_per_request"], one["requests"], one["records"]) == (1, 20, 20)
+    assert (seven["records_per_request"], seven["requests"], seven["records"]) == (7, 3, 20)
+    for r in (one, seven):
+        assert r["records_per_s"] > 0 and r["cpu_ms_per_record"] > 0
+        assert r["cpu_ms_per_request"] == pytest.approx(
+            r["cpu_ms_per_record"] * r["records"] / r["requests"], rel=0.01, abs=0.002
+        )

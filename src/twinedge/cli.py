@@ -914,6 +914,14 @@ def host(
             min=0, max=3600, help="Seconds between ticks of the twins' behaviours (0: none)."
         ),
     ] = 1.0,
+    replicate_linger_ms: Annotated[
+        float,
+        typer.Option(
+            envvar="TWINEDGE_REPLICATE_LINGER_MS",
+            help="After a record is ready for the core, wait up to this long for more to "
+            "send in the same request (0: at once; never while a caller waits for the core).",
+        ),
+    ] = 20.0,
 ) -> None:
     """Run an edge host: it serves the twins the core places on it (their state in memory
     and in its own durable log), takes their devices' reports over MQTT, and replicates
@@ -923,6 +931,10 @@ def host(
 
     from twinedge.edge.server import HostServer, run_host
 
+    if not 0 <= replicate_linger_ms <= 3_600_000:  # (NaN fails both)
+        raise TwinedgeError(
+            f"--replicate-linger-ms must be within 0..3600000, got {replicate_linger_ms}"
+        )
     token = os.environ.get("TWINEDGE_HOSTS_TOKEN")
     if token_file is not None:
         try:
@@ -949,6 +961,7 @@ def host(
         mqtt_port=mqtt_port,
         control_host=control_host,
         control_port=control_port,
+        replicate_linger_s=replicate_linger_ms / 1000,
         tick_s=tick_s,
     )
     asyncio.run(run_host(server))

@@ -1241,6 +1241,23 @@ class EdgeHost:
             await asyncio.wait_for(self._committed.wait(), timeout_s)
         return self._installed > self._replicated
 
+    async def wait_commit(self, timeout_s: float) -> None:
+        """Wait for the next commit that adds records, or for :meth:`wake_replicator`, at
+        most ``timeout_s`` (a replicator lingering for more records to send at once).
+
+        Raises:
+            HostClosedError: the host is closed.
+        """
+        self._check_open()
+        self._committed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), timeout_s)
+
+    def wake_replicator(self) -> None:
+        """Wake a replicator waiting in :meth:`wait_pending` or :meth:`wait_commit` (a
+        caller wants the pending records sent now)."""
+        self._committed.set()
+
     def ack_replicated(self, seq: int) -> int:
         """The core has applied every record up to ``seq``. Cumulative and idempotent:
         acknowledging ``seq`` again, or a lower one, does nothing.
