@@ -242,11 +242,21 @@ def served_by(c: Cluster, host: str) -> bool:
     return c.ownership(host)["status"] == str(TwinStatus.OWNED)
 
 
-def ride_out(c: Cluster, device: Device, who: str, final: str, *restart: str) -> None:
+def ride_out(
+    c: Cluster,
+    device: Device,
+    who: str,
+    final: str,
+    *restart: str,
+    kill_first: str | None = None,
+    then_core: bool = False,
+) -> None:
     """Run ``device`` while the failpoint kills ``who`` (``source``: edge-1, ``target``:
     edge-2, or ``core``, started again with the options ``restart``) until the twin is
     served by ``final`` alone and the device had :data:`AFTER_RECOVERY` more reports
-    acknowledged."""
+    acknowledged. ``kill_first``: a host the test SIGKILLs itself once the device had 5
+    reports acknowledged there (mid-load), before the failpoint's kill; ``then_core``: once
+    ``who`` (a host) died, SIGKILL the core and start it again (with its hosts)."""
     recovered = threading.Event()
     since: list[int] = []  # acknowledged reports when the recovery was seen
 
@@ -258,12 +268,20 @@ def ride_out(c: Cluster, device: Device, who: str, final: str, *restart: str) ->
     def watch() -> None:
         """Wait for the failpoint's kill, restart a dead core, wait for the recovery."""
         assert c.proc is not None
+        if kill_first is not None:
+            wait_for(lambda: len(device.acked) >= 5, "5 reports acknowledged", 1200)
+            os.kill(c.host_info(kill_first)["pid"], signal.SIGKILL)
         if who == "core":
             wait_for(lambda: c.proc.poll() is not None, "the core killed at its failpoint", 1200)
+            assert c.proc.returncode == -signal.SIGKILL  # by its failpoint, not a crash
             c.start(*restart)
         else:
             dead = "edge-1" if who == "source" else "edge-2"
             wait_for(lambda: not c.host_alive(dead), f"{dead} killed at its failpoint", 1200)
+            if then_core:
+                c.proc.kill()
+                c.proc.wait(timeout=60)
+                c.start(*restart)
         wait_for(lambda: served_by(c, final), f"the twin served by {final} alone", 1200)
         recovered.set()
 
@@ -280,16 +298,19 @@ def ride_out(c: Cluster, device: Device, who: str, final: str, *restart: str) ->
     asyncio.run(main())
 
 
-def check_outcome(c: Cluster, device: Device, final: str) -> dict[str, dict]:
+def check_outcome(
+    c: Cluster, device: Device, final: str, first: tuple[str, int] | None = None
+) -> dict[str, dict]:
     """Every acknowledged report is in the core, in order, each once; the twin is served
     by ``final`` alone, the one the core names; the device was acknowledged there at the
-    end; a host that held the twin before and lives on refuses to write it. Returns what
-    each host says of the twin."""
+    end (and first at ``first``, by default edge-1's device endpoint); a host that held
+    the twin before and lives on refuses to write it. Returns what each host says of the
+    twin."""
     client = c.client
     assert client is not None
     n = device.acked[-1]
     assert device.acked == list(range(1, n + 1))
-    assert device.acked_at[0] == ("127.0.0.1", c.host_info("edge-1")["mqtt_port"])
+    assert device.acked_at[0] == (first or ("127.0.0.1", c.host_info("edge-1")["mqtt_port"]))
     final_mqtt = mqtt_of(c.control(final, "GET", "/status").json()["mqtt"])
     assert device.acked_at[-AFTER_RECOVERY:] == [final_mqtt] * AFTER_RECOVERY
     # (n=1 added the feature: a change of /features/counter, not of its property)
@@ -361,3 +382,48 @@ def test_a_placement_survives_a_kill_of_the_core(cluster, monkeypatch, point):
     ride_out(c, device, "core", "edge-1")
     owners = check_outcome(c, device, "edge-1")
     assert owners["edge-2"]["status"] == str(TwinStatus.ABSENT)
+
+
+# A host killed mid-load is recovered by the core: it reopens the host's log and moves its
+# twins by stop-and-copy (expect, fence the log, copy, adopt, release) to the other host.
+# (the process that dies during that recovery, its failpoint)
+RECOVERY_CASES = [
+    ("core", "driver.after-fence"),  # the dead host's log fenced to edge-2, nothing copied
+    ("core", "driver.after-adopt"),  # edge-2 adopted it; the dead host's log not released
+    ("target", "target.after-stage@edge-2"),  # the recovering host dies with the copy staged
+    ("target", "target.after-adopt@edge-2"),  # ... with the copy adopted (durable)
+]
+
+
+@pytest.mark.parametrize(
+    "who, point", RECOVERY_CASES, ids=[p.partition("@")[0] for _, p in RECOVERY_CASES]
+)
+def test_a_recovery_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point):
+    """edge-1 is SIGKILLed under load (the device stays at its site); while the core moves
+    its twin to edge-2 from its log, the failpoint kills the core or edge-2. Then the core
+    is started again (after edge-2's death too: no host was left), restarts the dead hosts
+    on their logs and finishes the recovery: every report acknowledged by edge-1 and after
+    is in the core once, in order, and edge-2 alone serves the twin."""
+    c = cluster
+    monkeypatch.setenv(ENV, f"{point}=kill")
+    c.start()
+    monkeypatch.delenv(ENV)
+    assert c.client is not None
+    robot_on_edge_1(c.client)
+    first = ("127.0.0.1", c.host_info("edge-1")["mqtt_port"])
+    device = Device(c.mqtt, here={"position": {"x_m": 10.0}})  # at edge-1's site
+    killed = "edge-1" if who == "core" else "edge-2"  # a host the failpoint leaves dead
+    ride_out(
+        c, device, who, "edge-2", "--migration", "never",
+        kill_first="edge-1", then_core=who == "target",
+    )  # fmt: skip
+    assert (c.data / "hosts" / killed / "host.log").exists()
+    check_outcome(c, device, "edge-2", first)
+    assert first in device.acked_at[:5]  # acknowledged by edge-1 before it was killed
+    # the failpoint fired during the recovery of edge-1 (the first core's log says so)
+    serve_log = min(c.data.parent.glob("serve-*.log")).read_text()
+    recovering = serve_log.index("host process edge-1 died; recovering its twins from its log")
+    if who == "core":
+        assert serve_log.index(f"failpoint {point}@-: kill") > recovering
+    else:
+        assert f"failpoint {point}: kill" in (c.data / "hosts" / "edge-2" / "host.log").read_text()
