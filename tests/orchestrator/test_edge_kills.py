@@ -31,11 +31,12 @@ import httpx
 import pytest
 
 from tests.orchestrator.serving import two_sites_file, wait_for
-from tests.orchestrator.test_edge_hosts import (
+from tests.orchestrator.test_edge_hosts import (  # noqa: F401 (ray_sites: a fixture)
     PASSWORD,
     TWIN,
     counter_history,
     mqtt_of,
+    ray_sites,
     robot_on_edge_1,
 )
 from tests.orchestrator.test_live import robot
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.slow
 
 # a broker killed while the device connects: it gives up after 3 s (not aiomqtt's 10)
 KW = {"identifier": TWIN, "username": TWIN, "password": PASSWORD, "timeout": 3.0}
-OPTIONS = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+OPTIONS = ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
 AFTER_RECOVERY = 20  # reports the device must get acknowledged after the recovery
 
 # (the process that dies, its failpoint, the host that serves the twin in the end)
@@ -153,7 +154,8 @@ class Device:
 # --- the processes ---------------------------------------------------------------------------
 @dataclass
 class Cluster:
-    """``twinedge serve`` and its host processes, on loopback."""
+    """``twinedge serve`` and its host processes, on loopback (``ray``: the hosts are
+    actors of the Ray cluster at that address, on this machine)."""
 
     data: Path
     network: Path
@@ -161,10 +163,13 @@ class Cluster:
     token: str
     proc: Popen | None = None
     client: httpx.Client | None = None
+    ray: str | None = None
+    actors: dict[str, dict] = field(default_factory=dict)  # Ray: the first core's hosts
 
     def start(self, *extra: str) -> None:
         http = free_port()  # a restarted core listens elsewhere: the hosts are told
-        opts = ["--network", str(self.network), *OPTIONS, *extra]
+        hosts = ["--ray", self.ray] if self.ray else ["--hosts", "local"]
+        opts = ["--network", str(self.network), *hosts, *OPTIONS, *extra]
         self.proc = start_server(self.data, http, self.mqtt, extra=opts)
         self.token = self.token or (self.data / "admin.token").read_text().strip()
         if self.client is not None:
@@ -172,9 +177,24 @@ class Cluster:
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {self.token}"}
         )
+        if self.ray and not self.actors:  # where the core says each host actor is
+            edge = self.client.get("/api/2/orchestrator").json()["edge"]
+            for h, pid in edge["pids"].items():
+                address, mqtt = mqtt_of(edge["mqtt"][h])
+                control = int(edge["control"][h].rpartition(":")[2])
+                self.actors[h] = {"pid": pid, "mqtt_port": mqtt, "control_port": control}
+                self.actors[h]["address"] = address
 
     def host_info(self, h: str) -> dict:
-        return json.loads((self.data / "hosts" / h / "process.json").read_text())
+        """A host's ``pid``, ``mqtt_port``, ``control_port`` and ``address``."""
+        if self.ray:
+            return self.actors[h]
+        info = json.loads((self.data / "hosts" / h / "process.json").read_text())
+        return {"address": "127.0.0.1", **info}
+
+    def endpoint(self, h: str) -> tuple[str, int]:
+        """Host ``h``'s device endpoint."""
+        return self.host_info(h)["address"], self.host_info(h)["mqtt_port"]
 
     def host_alive(self, h: str) -> bool:
         try:
@@ -189,7 +209,7 @@ class Cluster:
     def control(self, h: str, method: str, path: str, body: Any = None) -> httpx.Response:
         """A call to host ``h``'s control API (as the core makes them)."""
         token = (self.data / "hosts.token").read_text().strip()
-        url = f"http://127.0.0.1:{self.host_info(h)['control_port']}{path}"
+        url = f"http://{self.host_info(h)['address']}:{self.host_info(h)['control_port']}{path}"
         return httpx.request(
             method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
@@ -310,7 +330,7 @@ def check_outcome(
     assert client is not None
     n = device.acked[-1]
     assert device.acked == list(range(1, n + 1))
-    assert device.acked_at[0] == (first or ("127.0.0.1", c.host_info("edge-1")["mqtt_port"]))
+    assert device.acked_at[0] == (first or c.endpoint("edge-1"))
     final_mqtt = mqtt_of(c.control(final, "GET", "/status").json()["mqtt"])
     assert device.acked_at[-AFTER_RECOVERY:] == [final_mqtt] * AFTER_RECOVERY
     # (n=1 added the feature: a change of /features/counter, not of its property)
@@ -335,9 +355,11 @@ def check_outcome(
     return owners
 
 
-@pytest.mark.parametrize("who, point, final", CASES, ids=[p.partition("@")[0] for _, p, _ in CASES])
-def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point, final):
-    c = cluster
+def migrate_through_a_kill(c: Cluster, monkeypatch: Any, who: str, point: str, final: str) -> None:
+    """Start ``c`` with the failpoint ``point``, place the robot on edge-1, drive its
+    device to edge-2's site and ride out the migration and the kill of ``who``; check
+    the outcome, and that the killed host stays dead, lets go of the twin in its log and
+    was recovered (a killed core: that the hosts lived on)."""
     monkeypatch.setenv(ENV, f"{point}=kill")  # serve and (inherited) its host processes
     c.start()
     monkeypatch.delenv(ENV)  # a restarted core runs without it
@@ -355,6 +377,11 @@ def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, po
         assert not c.host_alive(killed) and pids[killed] == c.host_info(killed)["pid"]
         assert owners[killed]["status"] != str(TwinStatus.OWNED)  # its log let it go
         assert [r["host"] for r in edge["recovered"]] == [killed]
+
+
+@pytest.mark.parametrize("who, point, final", CASES, ids=[p.partition("@")[0] for _, p, _ in CASES])
+def test_a_migration_survives_a_kill_at_each_phase(cluster, monkeypatch, who, point, final):
+    migrate_through_a_kill(cluster, monkeypatch, who, point, final)
 
 
 @pytest.mark.parametrize("point", ["driver.after-place", "driver.after-redirect"])
@@ -410,7 +437,7 @@ def test_a_recovery_survives_a_kill_at_each_phase(cluster, monkeypatch, who, poi
     monkeypatch.delenv(ENV)
     assert c.client is not None
     robot_on_edge_1(c.client)
-    first = ("127.0.0.1", c.host_info("edge-1")["mqtt_port"])
+    first = c.endpoint("edge-1")
     device = Device(c.mqtt, here={"position": {"x_m": 10.0}})  # at edge-1's site
     killed = "edge-1" if who == "core" else "edge-2"  # a host the failpoint leaves dead
     ride_out(
@@ -427,3 +454,26 @@ def test_a_recovery_survives_a_kill_at_each_phase(cluster, monkeypatch, who, poi
         assert serve_log.index(f"failpoint {point}@-: kill") > recovering
     else:
         assert f"failpoint {point}: kill" in (c.data / "hosts" / "edge-2" / "host.log").read_text()
+
+
+# Host actors of a Ray cluster: the failpoint (passed on to the actors by the core, as
+# local host processes inherit it) kills the actor's worker process; the core sees the
+# actor die and recovers its twins from its log, as for a ``twinedge host`` process.
+RAY_CASES = [
+    ("source", "source.after-fence@edge-1", "edge-2"),  # fenced: resumed from its log
+    ("target", "target.after-adopt@edge-2", "edge-1"),  # adopted: evacuated from its log
+]
+
+
+@pytest.mark.parametrize("who, point, final", RAY_CASES, ids=[p for _, p, _ in RAY_CASES])
+def test_a_migration_between_ray_actor_hosts_survives_a_kill(
+    ray_sites, tmp_path, monkeypatch, who, point, final
+):
+    c = Cluster(tmp_path / "data", two_sites_file(tmp_path), free_port(), "", ray=ray_sites.address)
+    try:
+        migrate_through_a_kill(c, monkeypatch, who, point, final)
+        # a Ray worker process died, not a `twinedge host` process
+        with open(f"/proc/{c.host_info(final)['pid']}/cmdline", "rb") as f:
+            assert b"host" not in f.read().split(b"\0")
+    finally:
+        c.stop()

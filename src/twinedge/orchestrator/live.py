@@ -935,6 +935,11 @@ class LiveNetwork:
             "host_processes": len(self.hosts),
             "pids": self.host_processes.pids() if self.host_processes is not None else {},
             "mqtt": {h: r.mqtt_url for h, r in sorted(self.hosts.items())},
+            "control": {
+                h: r.control_url
+                for h, r in sorted(self.hosts.items())
+                if getattr(r, "control_url", None)
+            },
             "recovered": self.recovered,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,
