@@ -29,6 +29,7 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
+import yaml
 
 from tests.orchestrator.serving import two_sites_file, wait_for
 from tests.orchestrator.test_edge_hosts import (  # noqa: F401 (ray_sites: a fixture)
@@ -39,7 +40,7 @@ from tests.orchestrator.test_edge_hosts import (  # noqa: F401 (ray_sites: a fix
     ray_sites,
     robot_on_edge_1,
 )
-from tests.orchestrator.test_live import robot
+from tests.orchestrator.test_live import robot, two_sites
 from tests.runtime.test_reliability import free_port, start_server
 from twinedge.edge.failpoints import ENV
 from twinedge.edge.host import EdgeHost
@@ -192,6 +193,12 @@ class Cluster:
         info = json.loads((self.data / "hosts" / h / "process.json").read_text())
         return {"address": "127.0.0.1", **info}
 
+    def host_ids(self) -> list[str]:
+        """The network's hosts (those the first core started)."""
+        if self.ray:
+            return sorted(self.actors)
+        return sorted(p.parent.name for p in (self.data / "hosts").glob("*/process.json"))
+
     def endpoint(self, h: str) -> tuple[str, int]:
         """Host ``h``'s device endpoint."""
         return self.host_info(h)["address"], self.host_info(h)["mqtt_port"]
@@ -234,7 +241,7 @@ class Cluster:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=60)
-        for h in ("edge-1", "edge-2"):  # a core killed and not restarted leaves its hosts
+        for h in self.host_ids():  # a core killed and not restarted leaves its hosts
             with contextlib.suppress(OSError, KeyError, ValueError):
                 if self.host_alive(h):
                     os.kill(self.host_info(h)["pid"], signal.SIGKILL)
@@ -344,7 +351,7 @@ def check_outcome(
     )
     assert counter_history(client) == list(range(2, n + 1))
     assert client.get(f"/api/2/things/{TWIN}").json()["_host"] == final
-    owners = {h: c.ownership(h) for h in ("edge-1", "edge-2")}
+    owners = {h: c.ownership(h) for h in c.host_ids()}
     assert [h for h, o in owners.items() if o["status"] == str(TwinStatus.OWNED)] == [final]
     for h, o in owners.items():
         if h != final and c.host_alive(h) and o["status"] != str(TwinStatus.ABSENT):
@@ -465,15 +472,63 @@ RAY_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def ray_address(request) -> str:
+    """The address of a real Ray cluster on this machine, a node per edge site."""
+    return request.getfixturevalue("ray_sites").address
+
+
 @pytest.mark.parametrize("who, point, final", RAY_CASES, ids=[p for _, p, _ in RAY_CASES])
 def test_a_migration_between_ray_actor_hosts_survives_a_kill(
-    ray_sites, tmp_path, monkeypatch, who, point, final
+    ray_address, tmp_path, monkeypatch, who, point, final
 ):
-    c = Cluster(tmp_path / "data", two_sites_file(tmp_path), free_port(), "", ray=ray_sites.address)
+    c = Cluster(tmp_path / "data", two_sites_file(tmp_path), free_port(), "", ray=ray_address)
     try:
         migrate_through_a_kill(c, monkeypatch, who, point, final)
         # a Ray worker process died, not a `twinedge host` process
         with open(f"/proc/{c.host_info(final)['pid']}/cmdline", "rb") as f:
             assert b"host" not in f.read().split(b"\0")
+    finally:
+        c.stop()
+
+
+def three_sites_file(tmp_path: Path) -> Path:
+    """The two sites with a third edge server, edge-3, next to edge-2 with half its CPU
+    (so a dead edge-1's twins are recovered to edge-2 first)."""
+    sc = two_sites()
+    nodes = sc["infrastructure"]["nodes"]
+    edge_2 = next(n for n in nodes if n["id"] == "edge-2")
+    nodes.append({**edge_2, "id": "edge-3", "cpu_ghz": 5})
+    sc["infrastructure"]["links"] += [
+        {"a": "edge-2", "b": "edge-3", "latency_ms": 1.0, "bandwidth_mbps": 1000},
+        {"a": "edge-1", "b": "edge-3", "latency_ms": 5.0, "bandwidth_mbps": 1000},
+    ]
+    network = tmp_path / "three-sites.yaml"
+    network.write_text(yaml.safe_dump(sc))
+    return network
+
+
+def test_a_recovery_cut_short_by_its_target_goes_on_to_another_host(tmp_path, monkeypatch):
+    """edge-1 is SIGKILLed under load; edge-2, where the core recovers its twin, dies with
+    the copy staged (the twin fenced to it in edge-1's log). The core lives on and has a
+    third host: it recovers the twin there, from edge-1's log, without a restart."""
+    c = Cluster(tmp_path / "data", three_sites_file(tmp_path), free_port(), "")
+    try:
+        monkeypatch.setenv(ENV, "target.after-stage@edge-2=kill")
+        c.start()
+        monkeypatch.delenv(ENV)
+        assert c.client is not None and c.host_ids() == ["edge-1", "edge-2", "edge-3"]
+        robot_on_edge_1(c.client)
+        first = c.endpoint("edge-1")
+        device = Device(c.mqtt, here={"position": {"x_m": 10.0}})  # at edge-1's site
+        ride_out(c, device, "target", "edge-3", kill_first="edge-1")
+        owners = check_outcome(c, device, "edge-3", first)
+        assert owners["edge-1"]["status"] == str(TwinStatus.MOVED)
+        edge = c.client.get("/api/2/orchestrator").json()["edge"]
+        # edge-1's recovery failed; edge-2's (nothing adopted) then edge-1's again
+        assert [(r["host"], r["to"]) for r in edge["recovered"]] == [
+            ("edge-2", []),
+            ("edge-1", ["edge-3"]),
+        ]
     finally:
         c.stop()
