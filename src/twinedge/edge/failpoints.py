@@ -4,8 +4,9 @@ A testing aid in the manner of FreeBSD's ``fail(9)`` and etcd's gofail: the code
 :func:`hit` at the phase boundaries of a live migration; nothing happens unless the
 environment variable :data:`ENV` named that point when the process started. Tests of
 crash recovery set it before starting ``twinedge serve`` (its host processes inherit the
-environment) to kill a chosen process at a chosen phase, instead of killing at a random
-instant and hoping to land in the window that matters.
+environment; with ``--ray``, the core passes it on to its host actors) to kill a chosen
+process at a chosen phase, instead of killing at a random instant and hoping to land in
+the window that matters.
 
 Syntax: ``TWINEDGE_FAILPOINTS="POINT[@HOST]=ACTION;..."``. ``@HOST`` restricts a point of
 a host process (``source.*``, ``target.*``) to the host of that id (every host process
@@ -27,8 +28,11 @@ The points (see :data:`POINTS`)::
                             answered; the target has not adopted yet
     target.after-adopt      host: the adoption is durable, not answered
     driver.after-fence      core: the source answered the fence; adopt not called yet
-                            (a migration the core cuts over itself: in-process hosts)
+                            (a pre-copy the core cuts over itself: in-process hosts; and
+                            every stop-and-copy, as the recovery of a dead host runs:
+                            its log fenced, nothing copied yet)
     driver.after-adopt      core: the target answered adopt; the source not released yet
+                            (pre-copy, stop-and-copy and resume)
     driver.after-release    core: the migration is done on both hosts; the core has not
                             recorded the new host nor redirected the device yet
     driver.after-place      core: a twin's first host placed it; the core has not set its

@@ -358,6 +358,7 @@ async def _copy_fenced(
     t_copied = clock()
     await target.adopt(twin_id, epoch, snap.revision)
     t1 = clock()
+    failpoints.hit("driver.after-adopt")
     await source.release(twin_id)
     return MigrationReport(
         twin_id=twin_id,
@@ -399,6 +400,7 @@ async def stop_and_copy(
     except (MigrationError, EpochError, NotOwnerError, UnknownTwinError):
         await _quietly(target.discard_staged(twin_id))  # refused: the source still owns it
         raise
+    failpoints.hit("driver.after-fence")
     return await _copy_fenced(source, target, twin_id, epoch, "stop-and-copy", t0, start, clock)
 
 

@@ -226,6 +226,7 @@ class LiveNetwork:
         self.epochs: dict[str, int] = {}  # twin -> its epoch on its host process
         self.host_processes: Any = None  # HostProcesses on this machine, when serve started them
         self.recovered: list[dict[str, Any]] = []  # hosts that died and where their twins went
+        self.unrecovered: set[str] = set()  # dead hosts whose recovery failed: tried again
         # twin -> (source, target) of a live migration that has not finished (it failed
         # half-way: finished with ``resume`` when a host dies or the next cycle begins)
         self.moving: dict[str, tuple[str, str]] = {}
@@ -395,7 +396,7 @@ class LiveNetwork:
         their hosts."""
         async with self._lock:
             if self.host_processes is not None:
-                for host in await self.host_processes.dead():
+                for host in [*await self.host_processes.dead(), *sorted(self.unrecovered)]:
                     await self._recover(host)
             if self.hosts and not self.reconciled:
                 await self._reconcile()
@@ -528,10 +529,13 @@ class LiveNetwork:
         """A host process died: reopen its log here, send the core what it had not
         replicated, and move every twin it owned (or was handing over) to the live host
         process with the most free CPU. Nothing it acknowledged is lost: acknowledged
-        means committed to that log."""
+        means committed to that log. A recovery that fails (the host it moves a twin to
+        dies too) is tried again next cycle; a twin fenced to a host that died too is
+        moved on from there (if that host adopted it, by that host's own recovery)."""
 
         procs = self.host_processes
         log.warning("host process %s died; recovering its twins from its log", dead)
+        self.unrecovered.add(dead)
         procs.forget(dead)
         self.hosts.pop(dead, None)
         j = self._host_index[dead]
@@ -552,6 +556,7 @@ class LiveNetwork:
             }
             target = max(free, key=lambda h: free[h])
             targets = {}
+            fenced_to_dead: dict[str, str] = {}  # twin -> the dead host it was fenced to
             for t in twins:
                 own = source.status(t)
                 targets[t] = (
@@ -559,6 +564,8 @@ class LiveNetwork:
                     if own.status == TwinStatus.FENCED
                     else self.hosts[target]
                 )
+                if own.status == TwinStatus.FENCED and own.owner not in self.hosts:
+                    fenced_to_dead[t] = str(own.owner)
             # migrations to the dead host first: if it adopted the twin, the source lets go
             # (the twin is evacuated from the dead host's log below); if not, the source
             # serves it again under a new epoch
@@ -571,7 +578,17 @@ class LiveNetwork:
                     if own.status is TwinStatus.OWNED:
                         self.epochs[twin] = own.epoch
                         reclaimed.append((twin, old))
-            reports = await evacuate(source, targets)
+            reports = await evacuate(
+                source, {t: h for t, h in targets.items() if t not in fenced_to_dead}
+            )
+            for t, owner in fenced_to_dead.items():
+                previous = EdgeHost.open(procs.log_path(owner))
+                try:
+                    rep = await resume(source, targets[t], t, previous_target=previous)
+                finally:
+                    await previous.close()
+                if rep is not None:
+                    reports.append(rep)
             for rep in reports:
                 self.epochs[rep.twin_id] = rep.epoch
                 self.moving.pop(rep.twin_id, None)
@@ -582,6 +599,7 @@ class LiveNetwork:
             self.recovered.append(
                 {"host": dead, "twins": len(reports), "to": sorted({r.target for r in reports})}
             )
+            self.unrecovered.discard(dead)
         finally:
             await source.close()
 
@@ -935,6 +953,11 @@ class LiveNetwork:
             "host_processes": len(self.hosts),
             "pids": self.host_processes.pids() if self.host_processes is not None else {},
             "mqtt": {h: r.mqtt_url for h, r in sorted(self.hosts.items())},
+            "control": {
+                h: r.control_url
+                for h, r in sorted(self.hosts.items())
+                if getattr(r, "control_url", None)
+            },
             "recovered": self.recovered,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from twinedge.edge import failpoints
 from twinedge.edge.remote import RemoteHost
 from twinedge.errors import TwinedgeError
 
@@ -102,9 +104,14 @@ class RayHosts:
             )
         token = self.token_file.read_text().strip()
         actor_cls = ray.remote(num_cpus=0)(HostActor)
+        options: dict[str, Any] = {}
+        if os.environ.get(failpoints.ENV):  # as local host processes inherit it (tests)
+            options["runtime_env"] = {"env_vars": {failpoints.ENV: os.environ[failpoints.ENV]}}
         refs = {}
         for h in self.host_ids:
-            self.actors[h] = actor_cls.options(resources={h: 1}, name=f"twinedge-host-{h}").remote()
+            self.actors[h] = actor_cls.options(
+                resources={h: 1}, name=f"twinedge-host-{h}", **options
+            ).remote()
             refs[h] = self.actors[h].start.remote(h, str(self.data_dir / h), self.core_url, token)
         for h, ref in refs.items():
             info = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
