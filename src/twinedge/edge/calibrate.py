@@ -33,7 +33,9 @@ what a report costs depends on how far apart reports come. One that finds the pr
 idle pays their wake-up (a commit 20 ms after the previous one costs some machines twice a
 back-to-back one); at a few ms apart they stay awake and commit in groups. So the commit
 and the MQTT phases are measured at each spacing ``g`` (reports started ``g`` ms apart,
-start to start; at ``g = 0`` back to back), each phase on its own, in rounds of
+start to start; at ``g = 0`` back to back), each phase on its own (the MQTT phase
+against a host, its endpoint and its writer thread in a process of their own, as a live
+host is: each report wakes that process and, with its PUBACK, this one), in rounds of
 :data:`CHUNK` reports per spacing (the first of each chunk, which follows another
 spacing, left out) so a busy moment of the machine weighs on every spacing alike. The
 host's own time is taken where the processes are awake, at the shortest spacing:
@@ -317,7 +319,7 @@ class _Endpoint:
     """A host's device endpoint (the embedded MQTT server over an :class:`EdgeHost`, as
     ``twinedge host`` runs it) with one raw MQTT 3.1.1 connection to it."""
 
-    def __init__(self, host: EdgeHost):
+    def __init__(self, host: EdgeHost | None):
         self.host = host
         self.broker: Any = None
         self.reader: asyncio.StreamReader | None = None
@@ -325,6 +327,11 @@ class _Endpoint:
         self.topic = _utf8(f"twinedge/{THING}/reported")
 
     async def start(self) -> None:
+        """The endpoint in this process and a connection to it."""
+        await self.connect(await self.serve())
+
+    async def serve(self) -> int:
+        """Start the endpoint over ``self.host`` on a free loopback port; the port."""
         import socket
 
         from twinedge.edge.server import DeviceSide
@@ -347,6 +354,10 @@ class _Endpoint:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.broker = await start_mqtt(Side(Server()), None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
+        return int(port)
+
+    async def connect(self, port: int) -> None:
+        """The raw MQTT connection to the endpoint on ``port``."""
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         flags = 0xC2  # user name, password, clean session
         connect = (
@@ -493,6 +504,62 @@ async def _paced(n: int, spacing_ms: float, op: Any) -> np.ndarray:
     return out
 
 
+def _endpoint_process(folder: str, conn: Any) -> None:  # pragma: no cover - a child process
+    """The body of the curve's host process: an :class:`EdgeHost` with its MQTT endpoint
+    on a free port (sent on ``conn``), served until ``conn`` says stop."""
+
+    async def main() -> None:
+        host = EdgeHost.open(Path(folder) / "mqtt.sqlite", "calibrate")
+        endpoint = _Endpoint(host)
+        try:
+            await host.place(THING, {"features": {}})
+            conn.send(await endpoint.serve())
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        finally:
+            if endpoint.broker is not None:
+                await endpoint.broker.stop()
+            await host.close()
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
+
+
+class _HostProcess:
+    """:func:`_endpoint_process` in a process of its own (as a live host is), and a raw
+    MQTT connection to its endpoint from this one."""
+
+    def __init__(self, folder: Path):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_endpoint_process, args=(str(folder), child), daemon=True)
+        self.client = _Endpoint(None)
+
+    async def start(self) -> None:
+        self.proc.start()
+        loop = asyncio.get_running_loop()
+        ready = await loop.run_in_executor(None, self.conn.poll, 120)
+        answer = self.conn.recv() if ready else "no answer in 120 s"
+        if not isinstance(answer, int):
+            raise CalibrationError(f"the calibration's host process did not start: {answer}")
+        await self.client.connect(answer)
+
+    async def publish(self, i: int, payload: bytes) -> float:
+        return await self.client.publish(i, payload)
+
+    async def stop(self) -> None:
+        await self.client.stop()
+        if self.proc.is_alive():
+            self.conn.send("stop")
+            await asyncio.get_running_loop().run_in_executor(None, self.proc.join, 30)
+        if self.proc.is_alive():  # pragma: no cover - a host that does not stop
+            self.proc.kill()
+            self.proc.join()
+
+
 async def _measure_curve(
     folder: Path, reports: int, spacings: list[float]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -501,15 +568,12 @@ async def _measure_curve(
     import json
 
     log = EdgeLog.open(folder / "commit.sqlite", "calibrate")
-    served: EdgeHost | None = None
-    endpoint: _Endpoint | None = None
+    endpoint: _HostProcess | None = None
     commit: list[list[np.ndarray]] = [[] for _ in spacings]
     mqtt: list[list[np.ndarray]] = [[] for _ in spacings]
     seq = 0
     try:
-        served = EdgeHost.open(folder / "mqtt.sqlite", "calibrate")
-        await served.place(THING, {"features": {}})
-        endpoint = _Endpoint(served)
+        endpoint = _HostProcess(folder)
         await endpoint.start()
         ep = endpoint
 
@@ -538,8 +602,6 @@ async def _measure_curve(
     finally:
         if endpoint is not None:
             await endpoint.stop()
-        if served is not None:
-            await served.close()
         log.close()
 
 
