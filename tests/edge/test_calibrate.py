@@ -115,7 +115,11 @@ def test_curve_values_by_the_modules_formulas():
     mqtt = [np.array([5.0, 5.0]), np.array([9.0, 11.0]), np.array([1.0, 1.0])]  # 5, 10, 1
     # the host's own time where the processes are awake, the shortest spacing: 5 - 2 = 3;
     # the curve: each spacing's mqtt - 3, at least 0
-    assert curve_values([0.0, 20.0, 50.0], commit, mqtt, cpu_ghz=10.0) == (3.0, 0.03, [2.0, 7.0, 0.0])
+    assert curve_values([0.0, 20.0, 50.0], commit, mqtt, cpu_ghz=10.0) == (
+        3.0,
+        0.03,
+        [2.0, 7.0, 0.0],
+    )
 
 
 def test_a_curve_run_prints_values_the_scenario_loader_takes(tmp_path):
@@ -152,22 +156,29 @@ def test_a_curve_run_prints_values_the_scenario_loader_takes(tmp_path):
             node["commit_curve_ms"] = curve
     sc["entities"][0]["twin"]["work_gcycles"] = work
     nodes = parse_scenario(sc, "calibrated.yaml").infrastructure.nodes
-    assert [n.commit_curve_ms for n in nodes if n.tier == "edge"] == [
-        [tuple(p) for p in curve]
-    ] * 2
+    assert [n.commit_curve_ms for n in nodes if n.tier == "edge"] == [[tuple(p) for p in curve]] * 2
 
 
 @pytest.mark.parametrize(
     ("spacings", "message"),
     [
-        ("5,2", "error: --spacings-ms: 2 after 5; expected spacings in increasing order, each once"),
+        (
+            "5,2",
+            "error: --spacings-ms: 2 after 5; expected spacings in increasing order, each once",
+        ),
         ("0,0", "error: --spacings-ms: 0 after 0; expected spacings in increasing order"),
-        ("0,-1", "error: --spacings-ms: got -1.0; expected spacings of two reports, 0 <= ms <= 10000"),
+        (
+            "0,-1",
+            "error: --spacings-ms: got -1.0; expected spacings of two reports, 0 <= ms <= 10000",
+        ),
         ("0,nan", "error: --spacings-ms: got nan; expected spacings of two reports"),
         ("0,inf", "error: --spacings-ms: got inf; expected"),
         ("a,b", "error: --spacings-ms: got 'a,b'; expected comma-separated milliseconds"),
         ("", "error: --spacings-ms: got ''; expected comma-separated milliseconds"),
-        (",".join(str(i) for i in range(17)), "error: --spacings-ms: got 17 spacings; expected 1..16"),
+        (
+            ",".join(str(i) for i in range(17)),
+            "error: --spacings-ms: got 17 spacings; expected 1..16",
+        ),
     ],
 )
 def test_bad_spacings_are_one_line(spacings, message):

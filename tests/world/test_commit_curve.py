@@ -52,9 +52,14 @@ def test_the_interpolation_by_hand():
     # 5 ms: halfway from 1 to 2; 25 ms: halfway from 2 to 4; beyond the ends: the ends
     assert at.tolist() == [1.0, 1.5, 2.0, 3.0, 4.0, 4.0, 4.0]
     # a curve that starts above 0 holds its first value below it
-    assert models.curve_ms(np.array([0.0, 3.0]), np.array([5.0, 15.0]), np.array([2.0, 1.0])).tolist() == [2.0, 2.0]
+    assert models.curve_ms(
+        np.array([0.0, 3.0]), np.array([5.0, 15.0]), np.array([2.0, 1.0])
+    ).tolist() == [2.0, 2.0]
     # one point: a fixed commit whatever the spacing
-    assert models.curve_ms(np.array([0.0, 1e9]), np.array([7.0]), np.array([0.3])).tolist() == [0.3, 0.3]
+    assert models.curve_ms(np.array([0.0, 1e9]), np.array([7.0]), np.array([0.3])).tolist() == [
+        0.3,
+        0.3,
+    ]
     # rates to spacings: 25 reports/s are 40 ms apart, none are infinitely far apart
     assert models.report_gap_ms(np.array([25.0, 250.0, 0.0])).tolist() == [40.0, 4.0, math.inf]
 
@@ -163,7 +168,9 @@ def test_no_curve_changes_no_number():
     # a curve of one point is a fixed commit: the same numbers as commit_ms
     fixed = robots(*XY)
     curve = robots(*XY)
-    for a, b in zip(fixed["infrastructure"]["nodes"], curve["infrastructure"]["nodes"], strict=True):
+    for a, b in zip(
+        fixed["infrastructure"]["nodes"], curve["infrastructure"]["nodes"], strict=True
+    ):
         if a["id"] in CURVES:
             a["commit_ms"] = 1.25
             b["commit_curve_ms"] = [[40.0, 1.25]]
@@ -178,11 +185,20 @@ def test_no_curve_changes_no_number():
     [
         ("[[5, 1.0], [2, 2.0]]", "with gap_ms increasing, each once (gap 2 ms after 5 ms)"),
         ("[[5, 1.0], [5, 2.0]]", "(gap 5 ms after 5 ms)"),
-        ("[[0, -1.0]]", "commit_curve_ms[0][1]: got -1.0; expected Input should be greater than or equal to 0"),
-        ("[[-3, 1.0]]", "commit_curve_ms[0][0]: got -3; expected Input should be greater than or equal to 0"),
+        (
+            "[[0, -1.0]]",
+            "commit_curve_ms[0][1]: got -1.0; expected Input should be greater than or equal to 0",
+        ),
+        (
+            "[[-3, 1.0]]",
+            "commit_curve_ms[0][0]: got -3; expected Input should be greater than or equal to 0",
+        ),
         ("[[0, .nan]]", "commit_curve_ms[0][1]: got nan; expected"),
         ("[]", "commit_curve_ms: got []; expected List should have at least 1 item"),
-        ("[[0, 1, 2]]", "commit_curve_ms[0]: got [0, 1, 2]; expected Tuple should have at most 2 items"),
+        (
+            "[[0, 1, 2]]",
+            "commit_curve_ms[0]: got [0, 1, 2]; expected Tuple should have at most 2 items",
+        ),
     ],
 )
 def test_a_bad_curve_is_one_clear_line_from_the_loader_and_the_command(tmp_path, curve, expected):
@@ -205,5 +221,7 @@ def test_commit_ms_and_a_curve_on_one_node_are_refused():
     doc = fleet(1.0)
     doc["infrastructure"]["nodes"][2]["commit_ms"] = 1.0
     name = doc["infrastructure"]["nodes"][2]["id"]
-    with pytest.raises(ScenarioError, match=f"node {name}: give commit_ms \\(1\\) or commit_curve_ms, not both"):
+    with pytest.raises(
+        ScenarioError, match=f"node {name}: give commit_ms \\(1\\) or commit_curve_ms, not both"
+    ):
         parse_scenario(doc, "s.yaml")

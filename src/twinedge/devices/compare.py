@@ -170,7 +170,9 @@ def model_values(world: World, n: int, report_hz: np.ndarray | None = None) -> d
             hz = np.asarray(report_hz, dtype=float)
             spacing = models.report_gap_ms(hz)
             at = world.commit_ms_at(np.arange(world.n_hosts), hz)
-            out["report_hz"] = {h: round(float(v), 4) for h, v in zip(world.host_ids, hz, strict=True)}
+            out["report_hz"] = {
+                h: round(float(v), 4) for h, v in zip(world.host_ids, hz, strict=True)
+            }
             out["report_gap_ms"] = {
                 h: round(float(v), 4) for h, v in zip(world.host_ids, spacing, strict=True)
             }

@@ -50,6 +50,7 @@ simulation, ``1000 / (sum of the update_hz of its twins)`` ms, linear between po
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import tempfile
 import time
@@ -231,14 +232,12 @@ def check_spacings(spacings: list[float]) -> None:
             f"--spacings-ms: got {len(spacings)} spacings; expected 1..{MAX_SPACINGS}"
         )
     for v in spacings:
-        if not (
-            isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= MAX_INTERVAL_MS
-        ):
+        if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= MAX_INTERVAL_MS):
             raise CalibrationError(
                 f"--spacings-ms: got {v!r}; expected spacings of two reports, "
                 f"0 <= ms <= {MAX_INTERVAL_MS:g}"
             )
-    for a, b in zip(spacings, spacings[1:], strict=False):
+    for a, b in itertools.pairwise(spacings):
         if not b > a:
             raise CalibrationError(
                 f"--spacings-ms: {b:g} after {a:g}; expected spacings in increasing order, each once"

@@ -465,4 +465,3 @@ def latency_ms(
     elif w.commits:
         net = net + w.host_commit_ms[hosts]
     return net + svc * models.queue_factor(rho)
-

@@ -7,6 +7,7 @@ the default policies. Files are YAML; see ``docs/scenario.md`` for the reference
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -87,11 +88,9 @@ class NodeSpec(_Model):
 
     @field_validator("commit_curve_ms")
     @classmethod
-    def _curve(
-        cls, v: list[tuple[float, float]] | None
-    ) -> list[tuple[float, float]] | None:
+    def _curve(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
         if v is not None:
-            for (g0, _), (g1, _) in zip(v, v[1:], strict=False):
+            for (g0, _), (g1, _) in itertools.pairwise(v):
                 if not g1 > g0:
                     raise ValueError(
                         f"[[gap_ms, commit_ms], ...] with gap_ms increasing, each once "

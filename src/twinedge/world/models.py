@@ -121,7 +121,7 @@ def curve_ms(gap_ms: np.ndarray, curve_gap_ms: np.ndarray, curve_ms: np.ndarray)
     q = np.asarray(gap_ms, dtype=float)
     xp = np.asarray(curve_gap_ms, dtype=float)
     fp = np.asarray(curve_ms, dtype=float)
-    shape = np.broadcast_shapes(q.shape + (1,), xp.shape, fp.shape)
+    shape = np.broadcast_shapes((*q.shape, 1), xp.shape, fp.shape)
     xp, fp = np.broadcast_to(xp, shape), np.broadcast_to(fp, shape)
     k = shape[-1]
     above = (xp <= q[..., None]).sum(axis=-1)  # points at or below each spacing
