@@ -1117,7 +1117,8 @@ def calibrate_cmd(
         str | None,
         typer.Option(
             help="Measure a curve at these spacings, ms, comma-separated and increasing "
-            "(e.g. 0,2,5,10,20,50): prints commit_curve_ms instead of commit_ms.",
+            "(e.g. 0,2,5,10,20,50), --reports at each, instead of one --interval-ms: "
+            "prints commit_curve_ms instead of commit_ms.",
         ),
     ] = None,
 ) -> None:
