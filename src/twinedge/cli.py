@@ -1126,12 +1126,21 @@ def calibrate_cmd(
         ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    spacings_ms: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure a curve at these spacings, ms, comma-separated and increasing "
+            "(e.g. 0,2,5,10,20,50), --reports at each, instead of one --interval-ms: "
+            "prints commit_curve_ms instead of commit_ms.",
+        ),
+    ] = None,
 ) -> None:
     """Measure this machine's durable commit and an edge host's time per report, and
-    print the scenario values (commit_ms, work_gcycles) that calibrate the simulator."""
+    print the scenario values (commit_ms or commit_curve_ms, work_gcycles) that calibrate
+    the simulator."""
     from twinedge.edge.calibrate import command
 
-    command(reports, interval_ms, cpu_ghz, scenario, directory, json_out)
+    command(reports, interval_ms, cpu_ghz, scenario, directory, json_out, spacings_ms)
 
 
 def _mount_trace() -> None:

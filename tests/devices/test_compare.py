@@ -192,3 +192,50 @@ def test_compare_without_an_orchestrator_says_what_to_start(serve, tmp_path):
     )  # fmt: skip
     assert p.returncode == 2
     assert "the service runs no orchestrator; start it with twinedge serve --network" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "commit"),
+    [
+        # one robot per edge at 5 reports/s: 200 ms apart; edge-1's curve past its last
+        # point (4.0), edge-2's halfway between 100 and 300 ms (1 + 2 * 0.5 = 2.0)
+        (5.0, {"edge-1": 4.0, "edge-2": 2.0}),
+        # at 20 reports/s: 50 ms apart; edge-1 2 + 2 * 10 / 30, edge-2 its first point
+        (20.0, {"edge-1": 2.0 + 2.0 * 10.0 / 30.0, "edge-2": 1.0}),
+    ],
+)
+def test_the_prediction_reads_each_hosts_curve_at_the_devices_rate_by_hand(
+    tmp_path, rate_hz, commit
+):
+    from twinedge.devices.compare import model_line
+
+    sc_doc = robots(*XY)
+    curves = {"edge-1": [[10, 1.0], [40, 2.0], [70, 4.0]], "edge-2": [[100, 1.0], [300, 3.0]]}
+    for node in sc_doc["infrastructure"]["nodes"]:
+        if node["id"] in curves:
+            node["commit_curve_ms"] = curves[node["id"]]
+    path = tmp_path / "curves.yaml"
+    path.write_text(yaml.safe_dump(sc_doc))
+    sc = load_scenario(str(path))
+    kw = {"seed": 0, "steps": 4, "placement": "greedy", "migration": "threshold", "count": 2}
+    parts, _, _ = predict(sc, rates_hz=rate_hz, **kw)
+    # robot 0 on edge-1, robot 1 on edge-2 every step: the mean of the two commits
+    assert parts["commit_mean_ms"] == pytest.approx(
+        (commit["edge-1"] + commit["edge-2"]) / 2, rel=1e-12
+    )
+    assert parts["service_mean_ms"] == pytest.approx(SERVICE_MS, rel=1e-9)
+    model = parts["model"]
+    assert model["commit_curve_ms"] == {
+        h: [[float(g), float(c)] for g, c in v] for h, v in curves.items()
+    }
+    assert model["report_hz"] == {"edge-1": rate_hz, "edge-2": rate_hz}
+    assert model["report_gap_ms"] == {"edge-1": 1000.0 / rate_hz, "edge-2": 1000.0 / rate_hz}
+    assert model["commit_at_rate_ms"] == pytest.approx(commit, rel=1e-3)
+    line = model_line(model)
+    assert line.startswith(
+        "commit_curve_ms edge-1 [[10, 1], [40, 2], [70, 4]], edge-2 [[100, 1], [300, 3]]; "
+        f"at each host's report rate edge-1 {rate_hz:g}/s ({1000.0 / rate_hz:g} ms apart): "
+    )
+    # without the devices' rate, the scenario's update_hz (10) decides: 100 ms apart
+    parts10, _, _ = predict(sc, **kw)
+    assert parts10["model"]["commit_at_rate_ms"] == {"edge-1": 4.0, "edge-2": 1.0}

@@ -104,3 +104,82 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path):
     assert line.startswith("error: --scenario: the hosts of city-small have 14 different cpu_ghz")
     assert line.endswith("give the one to calibrate for with --cpu-ghz")
     assert "no-such.yaml" in one_error(run_calibrate("--scenario", str(tmp_path / "no-such.yaml")))
+
+
+def test_curve_values_by_the_modules_formulas():
+    import numpy as np
+
+    from twinedge.edge.calibrate import curve_values
+
+    commit = [np.array([1.0, 3.0]), np.array([4.0, 4.0]), np.array([2.0, 2.0])]  # 2, 4, 2
+    mqtt = [np.array([5.0, 5.0]), np.array([9.0, 11.0]), np.array([1.0, 1.0])]  # 5, 10, 1
+    # the host's own time where the processes are awake, the shortest spacing: 5 - 2 = 3;
+    # the curve: each spacing's mqtt - 3, at least 0
+    assert curve_values([0.0, 20.0, 50.0], commit, mqtt, cpu_ghz=10.0) == (
+        3.0,
+        0.03,
+        [2.0, 7.0, 0.0],
+    )
+
+
+def test_a_curve_run_prints_values_the_scenario_loader_takes(tmp_path):
+    import yaml
+
+    from twinedge.scenario import parse_scenario
+
+    p = run_calibrate(
+        "--scenario", "examples/two-sites-fleet.yaml", "--reports", "2", "--spacings-ms", "0,1.5",
+        "--dir", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["cpu_ghz"] == 10.0 and doc["reports"] == 2
+    assert [pt["spacing_ms"] for pt in doc["points"]] == [0.0, 1.5]
+    assert [g for g, _ in doc["commit_curve_ms"]] == [0.0, 1.5]
+    host = doc["points"][0]["mqtt_mean_ms"] - doc["points"][0]["commit_mean_ms"]
+    assert doc["host_ms"] == pytest.approx(max(host, 0.0), abs=2e-4)
+    for pt, (_, v) in zip(doc["points"], doc["commit_curve_ms"], strict=True):
+        assert v >= 0 and math.isfinite(v)
+        assert v == pytest.approx(max(pt["mqtt_mean_ms"] - doc["host_ms"], 0.0), rel=1e-3, abs=2e-4)
+    assert doc["work_gcycles"] == pytest.approx(doc["host_ms"] / 1000.0 * 10.0, rel=1e-3, abs=1e-9)
+    assert list(tmp_path.iterdir()) == []
+    # the text names the two values as scenario lines; pasted into the scenario, they load
+    t = run_calibrate("--reports", "2", "--spacings-ms", "0,3", "--dir", str(tmp_path))
+    assert t.returncode == 0, t.stderr
+    (curve_line,) = [ln for ln in t.stdout.splitlines() if "commit_curve_ms:" in ln]
+    (work_line,) = [ln for ln in t.stdout.splitlines() if "work_gcycles:" in ln]
+    curve = yaml.safe_load(curve_line.split("commit_curve_ms:", 1)[1])
+    work = float(work_line.split("work_gcycles:", 1)[1].split()[0])
+    sc = yaml.safe_load(open("examples/two-sites-fleet.yaml"))
+    for node in sc["infrastructure"]["nodes"]:
+        if node["tier"] == "edge":
+            node["commit_curve_ms"] = curve
+    sc["entities"][0]["twin"]["work_gcycles"] = work
+    nodes = parse_scenario(sc, "calibrated.yaml").infrastructure.nodes
+    assert [n.commit_curve_ms for n in nodes if n.tier == "edge"] == [[tuple(p) for p in curve]] * 2
+
+
+@pytest.mark.parametrize(
+    ("spacings", "message"),
+    [
+        (
+            "5,2",
+            "error: --spacings-ms: 2 after 5; expected spacings in increasing order, each once",
+        ),
+        ("0,0", "error: --spacings-ms: 0 after 0; expected spacings in increasing order"),
+        (
+            "0,-1",
+            "error: --spacings-ms: got -1.0; expected spacings of two reports, 0 <= ms <= 10000",
+        ),
+        ("0,nan", "error: --spacings-ms: got nan; expected spacings of two reports"),
+        ("0,inf", "error: --spacings-ms: got inf; expected"),
+        ("a,b", "error: --spacings-ms: got 'a,b'; expected comma-separated milliseconds"),
+        ("", "error: --spacings-ms: got ''; expected comma-separated milliseconds"),
+        (
+            ",".join(str(i) for i in range(17)),
+            "error: --spacings-ms: got 17 spacings; expected 1..16",
+        ),
+    ],
+)
+def test_bad_spacings_are_one_line(spacings, message):
+    assert one_error(run_calibrate("--spacings-ms", spacings)).startswith(message)

@@ -24,7 +24,7 @@ import numpy as np
 from twinedge.devices.errors import DevicesError
 from twinedge.engine.simulation import build_simulation
 from twinedge.scenario.schema import Scenario
-from twinedge.world import World
+from twinedge.world import World, models
 
 
 def live_status(url: str, api_key: str) -> dict[str, Any]:
@@ -54,7 +54,14 @@ def live_status(url: str, api_key: str) -> dict[str, Any]:
 
 
 def predict(
-    sc: Scenario, *, seed: int, steps: int, placement: Any, migration: Any, count: int
+    sc: Scenario,
+    *,
+    seed: int,
+    steps: int,
+    placement: Any,
+    migration: Any,
+    count: int,
+    rates_hz: float | np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Simulate ``sc`` and measure the latency of its first ``count`` twins, in parts.
 
@@ -62,8 +69,13 @@ def predict(
     stepped here so that every step's latency of each twin is split into the terms the
     model adds: the radio uplink and the backbone (:meth:`twinedge.world.World.network_ms`,
     the function the device emulator delays reports by), the host's durable commit
-    (``commit_ms`` of the host each twin is on), the service time with queueing (the
-    rest of the twin's latency) and the migration downtime still to sit out.
+    (``commit_ms`` of the host each twin is on, or its ``commit_curve_ms`` at the host's
+    report rate), the service time with queueing (the rest of the twin's latency) and
+    the migration downtime still to sit out.
+
+    ``rates_hz``: the report rates of the first ``count`` twins' devices, in place of
+    their ``update_hz`` (a host's report rate is what its commit curve is read at; it
+    changes no other latency term).
 
     Returns:
         ``(parts, summary, n_entities)``: the means over the first ``count`` twins and
@@ -81,16 +93,21 @@ def predict(
     sim = build_simulation(sc, seed=seed, steps=steps, placement=placement, migration=migration)
     w, s = sim.world, sim.state
     n = min(int(count), w.n_entities)
+    if rates_hz is not None:  # the devices' rates (the world's arrays are its own)
+        w.update_hz = np.asarray(w.update_hz, dtype=float).copy()
+        r = np.asarray(rates_hz, dtype=float)
+        w.update_hz[:n] = r if r.ndim == 0 else r[:n]
     idx = np.arange(n)
     total = np.zeros(6)  # experienced, uplink, backbone, commit, service, downtime
-    commit_ms = w.host_commit_ms
+    report_hz = np.zeros(w.n_hosts)
     sim.reset()
     while not sim.done:
         sim.observe()
         experienced = sim.experienced_ms[:n]
         latency = s.latency_ms[:n]
         _, up, back = w.network_ms(s.xy_m[:n], s.host[:n], idx)
-        commit = commit_ms[s.host[:n]]
+        commit = s.commit_ms(w)[s.host[:n]]
+        report_hz += s.report_hz
         total += (
             experienced.sum(),
             up.sum(),
@@ -102,7 +119,7 @@ def predict(
         sim.decide()
     res = sim.result()
     twin_steps = n * steps
-    model = model_values(w, n)
+    model = model_values(w, n, report_hz / max(steps, 1))
     mean = total / max(twin_steps, 1)
     parts = {
         "mean_ms": float(mean[0]),
@@ -117,10 +134,13 @@ def predict(
     return parts, res.summary, w.n_entities
 
 
-def model_values(world: World, n: int) -> dict[str, Any]:
+def model_values(world: World, n: int, report_hz: np.ndarray | None = None) -> dict[str, Any]:
     """The scenario values the prediction's processing part comes from: every host's
     ``commit_ms`` and ``cpu_ghz``, and the first ``n`` twins' mean ``work_gcycles``
-    (``twinedge calibrate`` measures the first and the last on a machine).
+    (``twinedge calibrate`` measures the first and the last on a machine). With commit
+    curves, also every host's ``commit_curve_ms``, its mean report rate over the run
+    (``report_hz``, ``(H,)``), the spacing of its reports and the commit the curve gives
+    there (``commit_at_rate_ms``).
 
     Examples:
         >>> from twinedge.scenario import load_scenario
@@ -130,11 +150,36 @@ def model_values(world: World, n: int) -> dict[str, Any]:
         {'commit_ms': {'edge-1': 0.0, 'edge-2': 0.0}, 'cpu_ghz': {'edge-1': 10.0, 'edge-2': 10.0}, 'work_gcycles_mean': 0.001}
     """
     n = min(n, world.n_entities)
-    return {
+    out: dict[str, Any] = {
         "commit_ms": dict(zip(world.host_ids, world.host_commit_ms.tolist(), strict=True)),
         "cpu_ghz": dict(zip(world.host_ids, world.host_cpu_ghz.tolist(), strict=True)),
         "work_gcycles_mean": round(float(world.work_gcycles[:n].mean()), 9) if n else None,
     }
+    curve = world.host_commit_curve
+    if curve is not None:
+        gap, ms = curve
+        out["commit_curve_ms"] = {
+            h: [[float(g), float(c)] for g, c in zip(gap[j], ms[j], strict=True)]
+            for j, h in enumerate(world.host_ids)
+        }
+        out["commit_curve_ms"] = {  # without the padding
+            h: [p for k, p in enumerate(pts) if k == 0 or p != pts[k - 1]]
+            for h, pts in out["commit_curve_ms"].items()
+        }
+        if report_hz is not None:
+            hz = np.asarray(report_hz, dtype=float)
+            spacing = models.report_gap_ms(hz)
+            at = world.commit_ms_at(np.arange(world.n_hosts), hz)
+            out["report_hz"] = {
+                h: round(float(v), 4) for h, v in zip(world.host_ids, hz, strict=True)
+            }
+            out["report_gap_ms"] = {
+                h: round(float(v), 4) for h, v in zip(world.host_ids, spacing, strict=True)
+            }
+            out["commit_at_rate_ms"] = {
+                h: round(float(v), 4) for h, v in zip(world.host_ids, at, strict=True)
+            }
+    return out
 
 
 def model_line(model: dict[str, Any]) -> str:
@@ -146,8 +191,23 @@ def model_line(model: dict[str, Any]) -> str:
             return f"{next(iter(values)):g} (every host)"
         return ", ".join(f"{h} {v:g}" for h, v in d.items())
 
+    def curves(d: dict[str, list[list[float]]]) -> str:
+        text = {h: "[" + ", ".join(f"[{g:g}, {c:g}]" for g, c in pts) + "]" for h, pts in d.items()}
+        if len(set(text.values())) == 1:
+            return f"{next(iter(text.values()))} (every host)"
+        return ", ".join(f"{h} {t}" for h, t in text.items())
+
+    commit = f"commit_ms {per_host(model['commit_ms'])}"
+    if "commit_curve_ms" in model:
+        commit = f"commit_curve_ms {curves(model['commit_curve_ms'])}"
+        if "report_hz" in model:
+            commit += "; at each host's report rate " + ", ".join(
+                f"{h} {hz:g}/s ({model['report_gap_ms'][h]:g} ms apart): "
+                f"{model['commit_at_rate_ms'][h]:g} ms"
+                for h, hz in model["report_hz"].items()
+            )
     return (
-        f"commit_ms {per_host(model['commit_ms'])}; cpu_ghz {per_host(model['cpu_ghz'])}; "
+        f"{commit}; cpu_ghz {per_host(model['cpu_ghz'])}; "
         f"work_gcycles {model['work_gcycles_mean']} (mean of the twins compared); "
         "calibrate them with twinedge calibrate"
     )
@@ -171,6 +231,7 @@ def compare(sc: Scenario, summary: dict[str, Any], status: dict[str, Any]) -> di
     steps = max(1, math.ceil(t_s / sc.run.step_s - 1e-9))
     placement, migration = status["placement"], status["migration"]
     n_live = int(summary["count"])
+    rates = summary.get("rate_hz") or {}
     parts, p, n_sim = predict(
         sc,
         seed=int(summary["seed"]),
@@ -178,6 +239,8 @@ def compare(sc: Scenario, summary: dict[str, Any], status: dict[str, Any]) -> di
         placement=placement,
         migration=migration,
         count=n_live,
+        # the devices' rate when they shared one (else their scenario update_hz)
+        rates_hz=float(rates["min"]) if rates and rates["min"] == rates["max"] else None,
     )
     minutes = max(t_s, 1e-9) / 60.0
     link = summary["total"].get("link")

@@ -316,7 +316,7 @@ def placement_observation(view: NetworkView, placed: bool) -> PlacementObservati
     idle = (
         s.uplink_ms[:, None]
         + w.ap_host_ms[s.ap[:, None], cand]
-        + w.host_commit_ms[cand]
+        + w.idle_commit_ms(np.arange(n)[:, None], cand)
         + models.service_ms(w.work_gcycles[:, None], w.host_cpu_ghz[cand])
     )
     idle = np.where(allowed, idle, np.inf)
@@ -407,7 +407,7 @@ def placement_from_actions(
         lat = (
             s.uplink_ms[refused, None]
             + w.ap_host_ms[s.ap[refused]]
-            + w.host_commit_ms[None, :]
+            + w.idle_commit_ms(refused[:, None], np.arange(w.n_hosts)[None, :])
             + models.service_ms(w.work_gcycles[refused, None], w.host_cpu_ghz[None, :])
         )
         lat[~w.allowed(refused)] = np.inf

@@ -313,8 +313,8 @@ def latency_on_hosts(world: World, state: NetworkState) -> np.ndarray:
     else:
         out = back[s.ap, host]
     out = np.add(s.uplink_ms, out, out=out)  # uplink + backbone, as latency_ms adds them
-    if w.commits:  # the host's durable commit, a fixed time per report
-        out += w.host_commit_ms.take(host)
+    if w.commits:  # the host's durable commit per report (at its report rate, on a curve)
+        out += s.commit_ms(w).take(host)
     svc = 1000.0 * np.asarray(w.work_gcycles, dtype=float)  # models.service_ms, in place
     svc /= svc_div.take(host)
     svc *= factor.take(host)

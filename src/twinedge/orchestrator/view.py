@@ -36,6 +36,8 @@ class NetworkState:
         forecast_peak_utilisation: ``(H,)`` the CPU utilisation every host is forecast
             to reach within the forecast's horizon (the network's own twin, live), or
             ``None`` without a forecast (a simulation).
+        report_hz: ``(H,)`` reports per second arriving at every host (the
+            ``update_hz`` of its twins): the rate a host's commit curve is read at.
     """
 
     t_s: float
@@ -50,6 +52,7 @@ class NetworkState:
     used_mem_gb: np.ndarray
     latency_ms: np.ndarray
     forecast_peak_utilisation: np.ndarray | None = None
+    report_hz: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def at(cls, world: World, xy_m: np.ndarray, host: np.ndarray | None = None) -> NetworkState:
@@ -79,6 +82,23 @@ class NetworkState:
         self.host = np.asarray(host, dtype=np.int64)
         self.used_cpu_ghz = np.bincount(self.host, weights=world.cpu_ghz, minlength=world.n_hosts)
         self.used_mem_gb = np.bincount(self.host, weights=world.mem_gb, minlength=world.n_hosts)
+        self.report_hz = np.bincount(self.host, weights=world.update_hz, minlength=world.n_hosts)
+
+    def commit_ms(self, world: World) -> np.ndarray:
+        """``(H,)`` every host's durable commit per report at its report rate now
+        (:meth:`World.commit_ms_at <twinedge.world.World.commit_ms_at>`)."""
+        return world.commit_ms_at(np.arange(world.n_hosts), self.report_hz)
+
+    def commit_ms_on(self, world: World, twins: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+        """The durable commit per report of twins ``twins`` on ``hosts`` (lined up by
+        broadcasting) at the report rate each host would see: its rate now, plus the
+        twin's own ``update_hz`` where the twin is not on it yet (as its CPU is added to
+        the host's load)."""
+        twins, hosts = np.asarray(twins), np.asarray(hosts)
+        if world.host_commit_curve is None:
+            return world.host_commit_ms[hosts]
+        own = (hosts != self.host[twins]) * np.asarray(world.update_hz, dtype=float)[twins]
+        return world.commit_ms_at(hosts, self.report_hz[hosts] + own)
 
     def copy(self) -> NetworkState:
         """An independent copy (arrays copied)."""
@@ -217,7 +237,7 @@ class NetworkView:
         if w.n_entities == 0:
             return cap.astype(float).copy()
         limit_rho = models.utilisation_limit(
-            w.latency_req_ms - s.uplink_ms - w.ap_host_ms[s.ap, s.host] - w.host_commit_ms[s.host],
+            w.latency_req_ms - s.uplink_ms - w.ap_host_ms[s.ap, s.host] - s.commit_ms(w)[s.host],
             models.service_ms(w.work_gcycles, cap[s.host]),
         )
         on_time = s.latency_ms <= w.latency_req_ms
@@ -228,7 +248,9 @@ class NetworkView:
     def placement_problem(self) -> PlacementProblem:
         """The seed-000 placement problem for every twin at its current access point:
         ``T_ij = uplink_i + backbone(ap_i, j) + commit_j + service_ij`` with the idle service time
-        (load is held in check by the capacity constraints); ``inf`` where i may not use j.
+        (load is held in check by the capacity constraints) and the commit of host j
+        receiving twin i's reports alone (``World.idle_commit_ms``); ``inf`` where i may not
+        use j.
 
         For a re-placement (``amortise_steps`` set), moving twin i away from its current
         host also costs its migration downtime, spread over the steps until the next
@@ -257,7 +279,7 @@ class NetworkView:
         lat = w.ap_host_ms[np.arange(apc.shape[0])[:, None], apc][s.ap]
         lat += s.uplink_ms[:, None]
         if w.commits:  # the host's durable commit: not stretched by its load
-            lat += w.host_commit_ms[cand]
+            lat += w.idle_commit_ms(np.arange(n)[:, None], cand)
         # models.service_ms, in place: 1000 * work / max(cpu, 1e-12)
         svc = np.maximum(w.host_cpu_ghz, 1e-12)[cand]
         np.divide((1000.0 * np.asarray(w.work_gcycles, dtype=float))[:, None], svc, out=svc)
@@ -312,7 +334,7 @@ def _pair_costs(world: World, state: NetworkState, amortise_steps: int | None):
     def rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lat = w.ap_host_ms[ap[t]] + up[t][:, None]
         if w.commits:
-            lat += w.host_commit_ms[None, :]
+            lat += w.idle_commit_ms(t[:, None], every[None, :])
         svc = models.service_ms(w.work_gcycles[t][:, None], w.host_cpu_ghz[None, :])
         lat = lat + svc
         if frm is not None and amortise_steps:
@@ -336,7 +358,7 @@ def _pair_costs(world: World, state: NetworkState, amortise_steps: int | None):
             return rows(twins[:, 0])
         lat = w.ap_host_ms[ap[twins], hosts] + up[twins]
         if w.commits:
-            lat = lat + w.host_commit_ms[hosts]
+            lat = lat + w.idle_commit_ms(twins, hosts)
         svc = models.service_ms(w.work_gcycles[twins], w.host_cpu_ghz[hosts])
         lat = lat + svc
         if frm is not None and amortise_steps:
@@ -420,9 +442,10 @@ def latency_ms(
     uplink_ms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Latency of each twin if served by ``hosts``: uplink + backbone + the host's
-    durable commit (``commit_ms``, a fixed time per report) + service time stretched by
-    the host's queueing factor at the load it would see (the twin's own demand added
-    where it is not already there). The one latency formula of both faces.
+    durable commit (``commit_ms``, a fixed time per report, or its ``commit_curve_ms`` at
+    the host's report rate) + service time stretched by the host's queueing factor at the
+    load it would see (the twin's own demand, CPU and reports, added where it is not
+    already there). The one latency formula of both faces.
     """
     w, s = world, state
     hosts = np.asarray(hosts)
@@ -437,6 +460,8 @@ def latency_ms(
     svc = models.service_ms(per_twin(w.work_gcycles[twins]), w.host_cpu_ghz[hosts])
     back = w.ap_host_ms[per_twin(ap), hosts]
     net = per_twin(up) + back
-    if w.commits:
+    if w.host_commit_curve is not None:  # at the report rate the host would see
+        net = net + s.commit_ms_on(w, per_twin(np.arange(s.host.size)[twins]), hosts)
+    elif w.commits:
         net = net + w.host_commit_ms[hosts]
     return net + svc * models.queue_factor(rho)

@@ -7,6 +7,7 @@ the default policies. Files are YAML; see ``docs/scenario.md`` for the reference
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -54,6 +55,10 @@ acknowledgement has timed out on every MQTT client)."""
 CommitMs = Annotated[float, Field(ge=0, le=MAX_COMMIT_MS)]
 """A host's fixed time per report for its durable commit, ms (``twinedge calibrate``
 measures it on a machine; 0: the model leaves it out)."""
+MAX_CURVE_POINTS = 64
+"""Most points of a host's ``commit_curve_ms``."""
+GapMs = Annotated[float, Field(ge=0, le=3_600_000.0)]
+"""The mean spacing of two reports arriving at a host, ms (at most an hour)."""
 
 
 class NodeSpec(_Model):
@@ -72,9 +77,33 @@ class NodeSpec(_Model):
     coverage_m: Length | None = None
     domain: str = "operator"
     commit_ms: CommitMs = 0.0
+    commit_curve_ms: (
+        Annotated[list[tuple[GapMs, CommitMs]], Field(min_length=1, max_length=MAX_CURVE_POINTS)]
+        | None
+    ) = None
+    """The host's time per report for its durable commit as a function of how far apart
+    its reports arrive: ``[[gap_ms, commit_ms], ...]``, gaps increasing (``twinedge
+    calibrate --spacings-ms`` measures it); the model interpolates it at the host's report
+    rate (docs/models.md). Instead of ``commit_ms``."""
+
+    @field_validator("commit_curve_ms")
+    @classmethod
+    def _curve(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is not None:
+            for (g0, _), (g1, _) in itertools.pairwise(v):
+                if not g1 > g0:
+                    raise ValueError(
+                        f"[[gap_ms, commit_ms], ...] with gap_ms increasing, each once "
+                        f"(gap {g1:g} ms after {g0:g} ms)"
+                    )
+        return v
 
     @model_validator(mode="after")
     def _position(self) -> NodeSpec:
+        if self.commit_curve_ms is not None and self.commit_ms:
+            raise ValueError(
+                f"node {self.id}: give commit_ms ({self.commit_ms:g}) or commit_curve_ms, not both"
+            )
         has_xy = self.x_m is not None and self.y_m is not None
         has_ll = self.lat is not None and self.lon is not None
         if has_xy == has_ll:

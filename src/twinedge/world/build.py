@@ -79,6 +79,8 @@ class _Nodes:
         self.ids: list[str] = []
         # tier, x, y, cpu, mem, idle, max, coverage, domain, commit_ms
         self.rows: list[tuple] = []
+        # node index -> its commit curve, (K, 2) [gap_ms, commit_ms] (explicit nodes only)
+        self.curves: dict[int, np.ndarray] = {}
 
     def add(
         self,
@@ -394,6 +396,8 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
             n.domain,
             commit_ms=n.commit_ms,
         )
+        if n.commit_curve_ms is not None:
+            nodes.curves[len(nodes.ids) - 1] = np.asarray(n.commit_curve_ms, dtype=float)
     dup = (
         {i for i in nodes.ids if nodes.ids.count(i) > 1}
         if len(set(nodes.ids)) != len(nodes.ids)
@@ -490,6 +494,7 @@ def build_world(sc: Scenario, rng: np.random.Generator, *, network_only: bool = 
         node_coverage_m=cov,
         node_domain=dom,
         node_commit_ms=commit,
+        node_commit_curve=nodes.curves or None,
         domains=domains,
         links=links,
         access=access,

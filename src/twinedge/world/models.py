@@ -89,6 +89,52 @@ def utilisation_limit(room_ms: np.ndarray, service_ms: np.ndarray) -> np.ndarray
     return np.where(room < svc, -np.inf, rho)
 
 
+def report_gap_ms(report_hz: np.ndarray) -> np.ndarray:
+    """Mean time between two reports arriving at a host that receives ``report_hz``
+    reports per second: ``1000 / report_hz`` ms, ``inf`` at no reports.
+
+    Examples:
+        >>> report_gap_ms(np.array([25.0, 250.0, 0.0])).tolist()
+        [40.0, 4.0, inf]
+    """
+    hz = np.asarray(report_hz, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.where(hz > 0, 1000.0 / np.where(hz > 0, hz, 1.0), np.inf)
+
+
+def curve_ms(gap_ms: np.ndarray, curve_gap_ms: np.ndarray, curve_ms: np.ndarray) -> np.ndarray:
+    """A host's commit time per report at a report spacing ``gap_ms``, from its calibrated
+    curve: linear between the two points around ``gap_ms``, the end point's value beyond
+    either end (as :func:`numpy.interp`), row by row.
+
+    Parameters:
+        gap_ms: the spacings, any shape ``S``.
+        curve_gap_ms, curve_ms: the curves' points, ``S + (K,)`` (or broadcastable to
+            it), spacings increasing along the last axis (a shorter curve padded with
+            copies of its last point).
+
+    Examples:
+        >>> g, c = np.array([0.0, 10.0, 40.0]), np.array([1.0, 2.0, 4.0])
+        >>> curve_ms(np.array([0.0, 5.0, 25.0, 100.0, np.inf]), g, c).tolist()
+        [1.0, 1.5, 3.0, 4.0, 4.0]
+    """
+    q = np.asarray(gap_ms, dtype=float)
+    xp = np.asarray(curve_gap_ms, dtype=float)
+    fp = np.asarray(curve_ms, dtype=float)
+    shape = np.broadcast_shapes((*q.shape, 1), xp.shape, fp.shape)
+    xp, fp = np.broadcast_to(xp, shape), np.broadcast_to(fp, shape)
+    k = shape[-1]
+    above = (xp <= q[..., None]).sum(axis=-1)  # points at or below each spacing
+    lo = np.clip(above - 1, 0, k - 1)[..., None]
+    hi = np.clip(above, 0, k - 1)[..., None]
+    x0, x1 = np.take_along_axis(xp, lo, -1)[..., 0], np.take_along_axis(xp, hi, -1)[..., 0]
+    y0, y1 = np.take_along_axis(fp, lo, -1)[..., 0], np.take_along_axis(fp, hi, -1)[..., 0]
+    span = x1 - x0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(span > 0, (q - x0) / np.where(span > 0, span, 1.0), 0.0)
+    return y0 + np.clip(t, 0.0, 1.0) * (y1 - y0)
+
+
 def device_energy_j(tx_power_w: np.ndarray, tx_time_s: np.ndarray) -> np.ndarray:
     """Seed 000's device energy ``E = p * t`` (transmit power times transmit time), in J."""
     return np.asarray(tx_power_w, dtype=float) * np.asarray(tx_time_s, dtype=float)

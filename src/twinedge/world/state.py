@@ -60,6 +60,9 @@ class World:
     mobility: list = field(default_factory=list)  # (slice, model) per entity group
     # (N,) a node's fixed time per report for its durable commit, ms (None: 0 everywhere)
     node_commit_ms: np.ndarray | None = None
+    # node index -> (K, 2) [gap_ms, commit_ms]: the commit time at the report spacing
+    # (None: every host's commit is the fixed node_commit_ms)
+    node_commit_curve: dict[int, np.ndarray] | None = None
 
     @property
     def n_entities(self) -> int:
@@ -84,7 +87,61 @@ class World:
     @cached_property
     def commits(self) -> bool:
         """Whether any host has a commit time (else the latency terms skip it)."""
-        return bool(self.host_commit_ms.any())
+        return bool(self.host_commit_ms.any()) or self.host_commit_curve is not None
+
+    @cached_property
+    def host_commit_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every host's commit curve as ``(gap_ms, commit_ms)``, two ``(H, K)`` arrays
+        (spacings increasing; a shorter curve padded with its last point, a host with a
+        fixed ``commit_ms`` the one point ``(0, commit_ms)``); ``None`` when no host has
+        a curve (then the commit is :attr:`host_commit_ms` whatever the rate)."""
+        curves = self.node_commit_curve
+        if not curves:
+            return None
+        rows = [curves.get(int(node)) for node in self.hosts]
+        if all(r is None for r in rows):
+            return None
+        k = max(len(r) for r in rows if r is not None)
+        gap, ms = np.zeros((self.n_hosts, k)), np.zeros((self.n_hosts, k))
+        for j, r in enumerate(rows):
+            if r is None:
+                ms[j] = self.host_commit_ms[j]
+            else:
+                gap[j, : len(r)], ms[j, : len(r)] = r[:, 0], r[:, 1]
+                gap[j, len(r) :], ms[j, len(r) :] = r[-1, 0], r[-1, 1]
+        return gap, ms
+
+    def commit_ms_at(self, hosts: np.ndarray, report_hz: np.ndarray) -> np.ndarray:
+        """The durable commit per report of each of ``hosts`` when it receives
+        ``report_hz`` reports per second (broadcast together): its curve at the spacing
+        ``1000 / report_hz`` (:func:`~twinedge.world.models.curve_ms`), or its fixed
+        ``commit_ms`` without a curve. The one commit term of the simulator, the
+        orchestrator's view, the policies and the gym features.
+
+        Examples:
+            >>> from twinedge.scenario import load_scenario
+            >>> from twinedge.world import build_world
+            >>> w = build_world(load_scenario("examples/two-sites-fleet.yaml"), np.random.default_rng(0))
+            >>> w.commit_ms_at(np.array([0, 1]), np.array([25.0, 250.0])).tolist()
+            [0.0, 0.0]
+        """
+        hosts = np.asarray(hosts)
+        curve = self.host_commit_curve
+        if curve is None:
+            fixed = self.host_commit_ms[hosts]
+            return np.broadcast_to(fixed, np.broadcast_shapes(fixed.shape, np.shape(report_hz)))
+        gap, ms = curve
+        return models.curve_ms(models.report_gap_ms(report_hz), gap[hosts], ms[hosts])
+
+    def idle_commit_ms(self, twins: np.ndarray | slice, hosts: np.ndarray) -> np.ndarray:
+        """The durable commit of twins ``twins`` on ``hosts`` (indices lined up by
+        broadcasting, as ``update_hz[twins]`` and ``hosts``) priced as the idle service
+        time is: the host receiving this twin's reports alone (its ``update_hz``).
+        Without commit curves, the hosts' fixed ``commit_ms``."""
+        hosts = np.asarray(hosts)
+        if self.host_commit_curve is None:
+            return self.host_commit_ms[hosts]
+        return self.commit_ms_at(hosts, np.asarray(self.update_hz, dtype=float)[twins])
 
     @property
     def host_mem_gb(self) -> np.ndarray:

@@ -124,7 +124,10 @@ def assign_under_capacity(
         if bound_ms is not None:
             bound = np.asarray(bound_ms, dtype=float)[live_o]
             rho = models.utilisation_limit(
-                bound - s.uplink_ms[t_o] - w.ap_host_ms[s.ap[t_o], host] - w.host_commit_ms[host],
+                bound
+                - s.uplink_ms[t_o]
+                - w.ap_host_ms[s.ap[t_o], host]
+                - s.commit_ms_on(w, t_o, host),
                 models.service_ms(w.work_gcycles[t_o], cap[host]),
             )
             mover_limit = rho * cap[host]
