@@ -285,9 +285,9 @@ def test_a_device_redirected_during_the_downtime_is_told_to_retry(
 async def fenced_then(
     tmp_path: Path, kill: str, *, adopt: bool = False
 ) -> tuple[dict[str, EdgeHost], list[int]]:
-    """Place T on a, acknowledge 5 updates, stage on b, fence a to b (3 more updates
-    queued before the fence are acknowledged with it), adopt if asked, then kill
-    ``kill`` and reopen it."""
+    """Place T on a, acknowledge 5 updates, stage on b, fence a to b (3 more updates in
+    the batch the writer commits when the fence comes are acknowledged before it), adopt
+    if asked, then kill ``kill`` and reopen it."""
     hs = hosts(tmp_path, "a", "b")
     a, b = hs["a"], hs["b"]
     await a.place(T, behaviour=APPEND)
@@ -296,8 +296,8 @@ async def fenced_then(
     snap = await a.export_snapshot(T)
     await b.stage(snap)
     more = [asyncio.ensure_future(a.apply(T, {"u": {"id": i}})) for i in range(5, 8)]
-    await asyncio.sleep(0)  # the three are queued before the fence
-    fence = await a.fence(T, 2, "b")
+    await asyncio.sleep(0)  # the three are queued; the writer takes them in its next pass,
+    fence = await asyncio.ensure_future(a.fence(T, 2, "b"))  # before this task asks
     assert await asyncio.gather(*more) == [6, 7, 8] and fence.revision == 8
     acked = list(range(8))
     if adopt:
