@@ -77,11 +77,13 @@ class CommitGate:
     notes every commit from then on as ``(records, twins whose ownership it writes)``. The
     host must commit that batch in a thread (``inline_max_records=0``), so that its event
     loop runs on while the commit waits: what the loop queues meanwhile is what a busy host
-    queues during a slow commit."""
+    queues during a slow commit. ``hold=False``: only note the commits."""
 
-    def __init__(self, host: EdgeHost):
+    def __init__(self, host: EdgeHost, *, hold: bool = True):
         self.commits: list[tuple[int, list[str]]] = []
         self._entered, self._go = threading.Event(), threading.Event()
+        if not hold:  # only note the commits
+            self._entered.set()
         append = host.log.append
 
         def gated(records: Any, ownership: Any = (), **kw: Any) -> Any:

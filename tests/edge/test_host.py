@@ -240,6 +240,33 @@ def test_a_control_operation_commits_in_the_next_batch_ahead_of_queued_reports(
     run(body())
 
 
+def test_a_fence_at_an_idle_writer_commits_at_once_ahead_of_queued_reports(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            others = [f"fleet:o{i}" for i in range(5)]
+            for t in (T, *others):
+                await h.place(t)
+            notes = CommitGate(h, hold=False)
+            mine = asyncio.ensure_future(h.apply(T, {"f": {"k": 1}}))
+            reports = [asyncio.ensure_future(h.apply(t, {"f": {"k": 1}})) for t in others]
+            await asyncio.sleep(0)  # all queued; the writer is woken but has not run
+            controls, batches = h.control_batches, h.batches
+            f = await h.fence(T, 2, "edge-2")
+            # the fence was the writer's next batch, run in this task: nothing else yet
+            assert (h.control_batches, h.batches) == (controls + 1, batches + 1)
+            assert notes.commits == [(0, [T])] and f.revision == 0
+            assert not mine.done() and not any(r.done() for r in reports)
+            with pytest.raises(NotOwnerError):  # queued before the fence, never acknowledged
+                await mine
+            assert await asyncio.gather(*reports) == [1] * 5
+            assert notes.commits == [(0, [T]), (5, [])]
+            assert h.twin(T).revision == 0
+
+    run(body())
+
+
 def test_a_staged_twin_is_not_ready(tmp_path: Path) -> None:
     async def body() -> None:
         async with (

@@ -487,6 +487,14 @@ class EdgeHost:
     async def _submit(self, op: _Op) -> Any:
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if op.control and not self._inflight and not self._control:
+            # The writer is between batches (waiting, or woken and not run yet): the
+            # control operation is its next batch, run here at once rather than after two
+            # passes of the event loop (one to wake the writer, one to wake this task).
+            # `_run_now` does not await: no other batch can start or be in flight.
+            self.control_batches += 1
+            self._run_now(op, fut)
+            return fut.result()
         (self._control if op.control else self._queue).append((op, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -550,15 +558,8 @@ class EdgeHost:
     async def _run_batch(
         self, batch: list[tuple[_Op, asyncio.Future[Any]]], *, control: bool = False
     ) -> None:
-        self.batches += 1
-        b = _Batch(self, self._clock())
-        results: list[tuple[asyncio.Future[Any], Any, bool]] = []
-        for op, fut in batch:
-            assert op.prepare is not None
-            try:
-                results.append((fut, op.prepare(b), True))
-            except Exception as e:  # the op's own failure; the others go on
-                results.append((fut, e, False))
+        b, results = self._prepare(batch)
+        committed: list[LogRecord] = []
         if b.records or b.ownership or b.flush:
             n = len(b.records)
             inline = n <= (CONTROL_INLINE_MAX_RECORDS if control else self._inline_max)
@@ -578,6 +579,47 @@ class EdgeHost:
                 for fut, _value, _ok in results:
                     _resolve(fut, e, False)
                 return
+        self._install_batch(b, committed, results)
+
+    def _run_now(self, op: _Op, fut: asyncio.Future[Any]) -> None:
+        """Run one control operation as a batch of its own, committed here and now, in
+        the caller's task (see :meth:`_submit`). Nothing in it awaits, so no other task
+        runs until it is installed and answered: it is the writer's next batch."""
+        b, results = self._prepare([(op, fut)])
+        committed: list[LogRecord] = []
+        if b.records or b.ownership or b.flush:
+            try:
+                committed = self._log.append(
+                    b.records, b.ownership.values(), replicated_seq=self._replicated
+                )
+            except EdgeLogError as e:
+                _resolve(fut, e, False)
+                return
+        self._install_batch(b, committed, results)
+
+    def _prepare(
+        self, batch: list[tuple[_Op, asyncio.Future[Any]]]
+    ) -> tuple[_Batch, list[tuple[asyncio.Future[Any], Any, bool]]]:
+        self.batches += 1
+        b = _Batch(self, self._clock())
+        results: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        for op, fut in batch:
+            assert op.prepare is not None
+            try:
+                results.append((fut, op.prepare(b), True))
+            except Exception as e:  # the op's own failure; the others go on
+                results.append((fut, e, False))
+        return b, results
+
+    def _install_batch(
+        self,
+        b: _Batch,
+        committed: list[LogRecord],
+        results: list[tuple[asyncio.Future[Any], Any, bool]],
+    ) -> None:
+        """After the batch's commit (``committed``: its records with their seqs; nothing
+        to commit counts as committed): install the new states and answer the callers."""
+        if b.records or b.ownership or b.flush:
             self.commits += 1
             self.records_committed += len(committed)
             if committed:
