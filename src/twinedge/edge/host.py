@@ -518,6 +518,9 @@ class EdgeHost:
         #   writer's prepare order on the committed state, one batch at a time; reports
         #   keep their order among themselves, and control operations theirs.
         # - an exclusive operation (compaction) in progress is waited for, as a batch is.
+        # `_submit` runs a control operation that finds the writer between batches as the
+        # next batch at once, in the caller's task (`_run_now`): the same order as here.
+        batch: list[tuple[_Op, asyncio.Future[Any]]]
         try:
             while True:
                 if self._control:
@@ -543,7 +546,7 @@ class EdgeHost:
                         _resolve(fut, e, False)
                     self._inflight = []
                     continue
-                batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+                batch = []
                 while (
                     self._queue and self._queue[0][0].run is None and len(batch) < self._max_batch
                 ):
