@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,3 +70,35 @@ def replicate(hosts: list[EdgeHost], replica: ReplicaApplier, rounds: int = 10) 
         if not left:
             return
     raise AssertionError(f"replication did not converge in {rounds} rounds")
+
+
+class CommitGate:
+    """Holds the next commit of ``host`` in its worker thread until :meth:`release`, and
+    notes every commit from then on as ``(records, twins whose ownership it writes)``. The
+    host must commit that batch in a thread (``inline_max_records=0``), so that its event
+    loop runs on while the commit waits: what the loop queues meanwhile is what a busy host
+    queues during a slow commit. ``hold=False``: only note the commits."""
+
+    def __init__(self, host: EdgeHost, *, hold: bool = True):
+        self.commits: list[tuple[int, list[str]]] = []
+        self._entered, self._go = threading.Event(), threading.Event()
+        if not hold:  # only note the commits
+            self._entered.set()
+        append = host.log.append
+
+        def gated(records: Any, ownership: Any = (), **kw: Any) -> Any:
+            own = list(ownership)
+            self.commits.append((len(records), sorted(o.twin_id for o in own)))
+            if not self._entered.is_set():
+                self._entered.set()
+                self._go.wait(30)
+            return append(records, own, **kw)
+
+        host.log.append = gated  # type: ignore[method-assign]
+
+    async def entered(self) -> None:
+        """Return once the held commit is waiting in its thread."""
+        assert await asyncio.to_thread(self._entered.wait, 30), "no commit started"
+
+    def release(self) -> None:
+        self._go.set()

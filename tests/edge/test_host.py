@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.helpers import FakeClock, replicate
+from tests.edge.helpers import CommitGate, FakeClock, replicate
 from twinedge.edge import (
     BehaviourError,
     EdgeError,
@@ -154,23 +154,34 @@ def test_unknown_twin_wrong_epoch_and_placement_errors(tmp_path: Path) -> None:
 
 def test_a_fence_is_durable_and_names_the_new_owner(tmp_path: Path) -> None:
     async def body() -> None:
-        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1", inline_max_records=0) as h:
             await h.place(T)
-            # updates queued before the fence are committed with it; later ones refused
-            before = [asyncio.ensure_future(h.apply(T, {"f": {"i": i}})) for i in range(3)]
+            gate = CommitGate(h)
+            # updates in the batch being committed when the fence comes commit before it
+            committing = [asyncio.ensure_future(h.apply(T, {"f": {"i": i}})) for i in range(3)]
+            await gate.entered()
+            # updates queued, in no batch yet, are never acknowledged: the fence goes
+            # ahead of them and they are refused (the device sends them to the new owner)
+            queued = [asyncio.ensure_future(h.apply(T, {"f": {"i": i}})) for i in (3, 4)]
             fence = asyncio.ensure_future(h.fence(T, 2, "edge-2"))
-            after = asyncio.ensure_future(h.apply(T, {"f": {"i": 99}}))
-            assert await asyncio.gather(*before) == [1, 2, 3]
+            await asyncio.sleep(0)  # all three queued
+            gate.release()
+            assert await asyncio.gather(*committing) == [1, 2, 3]
             f = await fence
             assert (f.epoch, f.owner, f.revision, f.source) == (2, "edge-2", 3, "edge-1")
-            with pytest.raises(NotOwnerError) as e:
-                await after
-            assert (e.value.owner, e.value.epoch, e.value.host_id) == ("edge-2", 2, "edge-1")
+            for q in queued:
+                with pytest.raises(NotOwnerError) as e:
+                    await q
+                assert (e.value.owner, e.value.epoch, e.value.host_id) == ("edge-2", 2, "edge-1")
+            assert h.twin(T).properties("f") == {"i": 2}
+            with pytest.raises(NotOwnerError):  # and every later one
+                await h.apply(T, {"f": {"i": 99}})
             with pytest.raises(EpochError, match="a fence must raise the epoch"):
                 await h.fence(T, 2, "edge-3")
             assert h.twin(T).revision == 3  # still readable: the final copy comes from here
         async with EdgeHost.open(tmp_path / "h.sqlite") as h:  # after a restart, too
             assert h.status(T).status is TwinStatus.FENCED
+            assert h.twin(T).revision == 3
             with pytest.raises(NotOwnerError, match="moved to host 'edge-2' at epoch 2"):
                 await h.apply(T, {"f": {"i": 100}})
             await h.release(T)
@@ -178,6 +189,80 @@ def test_a_fence_is_durable_and_names_the_new_owner(tmp_path: Path) -> None:
             with pytest.raises(NotOwnerError):
                 h.twin(T)
             assert h.twin_ids(TwinStatus.MOVED) == [T]
+
+    run(body())
+
+
+@pytest.mark.parametrize("control", ["fence", "adopt"])
+def test_a_control_operation_commits_in_the_next_batch_ahead_of_queued_reports(
+    tmp_path: Path, control: str
+) -> None:
+    n = 20
+
+    async def body() -> None:
+        async with (
+            EdgeHost.open(tmp_path / "h.sqlite", "edge-1", inline_max_records=0) as h,
+            EdgeHost.open(tmp_path / "src.sqlite", "src") as src,
+        ):
+            others = [f"fleet:o{i}" for i in range(n)]
+            for t in others:
+                await h.place(t)
+            if control == "fence":
+                await h.place(T)
+                call = lambda: h.fence(T, 2, "edge-2")  # noqa: E731
+            else:
+                await src.place(T)
+                await h.stage(await src.export_snapshot(T))
+                call = lambda: h.adopt(T, 2, 0)  # noqa: E731
+            gate = CommitGate(h)
+            first = asyncio.ensure_future(h.apply(others[0], {"f": {"k": 0}}))
+            await gate.entered()  # a commit in progress ...
+            reports = [asyncio.ensure_future(h.apply(t, {"f": {"k": 1}})) for t in others]
+            op = asyncio.ensure_future(call())  # ... n reports queued, then the control op
+            await asyncio.sleep(0)
+            commits, records, controls = h.commits, h.records_committed, h.control_batches
+            gate.release()
+            await op
+            # the commit in progress, then the control operation's own batch
+            assert h.commits == commits + 2 and h.control_batches == controls + 1
+            assert h.records_committed == records + 1 + (control == "adopt")
+            assert not any(r.done() for r in reports)
+            assert gate.commits[1] == (int(control == "adopt"), [T])
+            assert await first == 1
+            assert await asyncio.gather(*reports) == [2] + [1] * (n - 1)
+            assert h.commits == commits + 3
+            assert h.records_committed == records + 1 + (control == "adopt") + n
+            assert gate.commits[2] == (n, [])
+            assert h.status(T).status is (
+                TwinStatus.FENCED if control == "fence" else TwinStatus.OWNED
+            )
+
+    run(body())
+
+
+def test_a_fence_at_an_idle_writer_commits_at_once_ahead_of_queued_reports(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with EdgeHost.open(tmp_path / "h.sqlite", "edge-1") as h:
+            others = [f"fleet:o{i}" for i in range(5)]
+            for t in (T, *others):
+                await h.place(t)
+            notes = CommitGate(h, hold=False)
+            mine = asyncio.ensure_future(h.apply(T, {"f": {"k": 1}}))
+            reports = [asyncio.ensure_future(h.apply(t, {"f": {"k": 1}})) for t in others]
+            await asyncio.sleep(0)  # all queued; the writer is woken but has not run
+            controls, batches = h.control_batches, h.batches
+            f = await h.fence(T, 2, "edge-2")
+            # the fence was the writer's next batch, run in this task: nothing else yet
+            assert (h.control_batches, h.batches) == (controls + 1, batches + 1)
+            assert notes.commits == [(0, [T])] and f.revision == 0
+            assert not mine.done() and not any(r.done() for r in reports)
+            with pytest.raises(NotOwnerError):  # queued before the fence, never acknowledged
+                await mine
+            assert await asyncio.gather(*reports) == [1] * 5
+            assert notes.commits == [(0, [T]), (5, [])]
+            assert h.twin(T).revision == 0
 
     run(body())
 

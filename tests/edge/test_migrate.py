@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from tests.edge.helpers import FakeClock, replicate
+from tests.edge.helpers import CommitGate, FakeClock, replicate
 from twinedge.edge import (
     BehaviourError,
     ChangeSet,
     EdgeHost,
     EpochError,
+    HostClosedError,
     MigrationError,
     NotOwnerError,
     ReplicaApplier,
@@ -285,9 +286,9 @@ def test_a_device_redirected_during_the_downtime_is_told_to_retry(
 async def fenced_then(
     tmp_path: Path, kill: str, *, adopt: bool = False
 ) -> tuple[dict[str, EdgeHost], list[int]]:
-    """Place T on a, acknowledge 5 updates, stage on b, fence a to b (3 more updates
-    queued before the fence are acknowledged with it), adopt if asked, then kill
-    ``kill`` and reopen it."""
+    """Place T on a, acknowledge 5 updates, stage on b, fence a to b (3 more updates in
+    the batch the writer commits when the fence comes are acknowledged before it), adopt
+    if asked, then kill ``kill`` and reopen it."""
     hs = hosts(tmp_path, "a", "b")
     a, b = hs["a"], hs["b"]
     await a.place(T, behaviour=APPEND)
@@ -296,8 +297,8 @@ async def fenced_then(
     snap = await a.export_snapshot(T)
     await b.stage(snap)
     more = [asyncio.ensure_future(a.apply(T, {"u": {"id": i}})) for i in range(5, 8)]
-    await asyncio.sleep(0)  # the three are queued before the fence
-    fence = await a.fence(T, 2, "b")
+    await asyncio.sleep(0)  # the three are queued; the writer takes them in its next pass,
+    fence = await asyncio.ensure_future(a.fence(T, 2, "b"))  # before this task asks
     assert await asyncio.gather(*more) == [6, 7, 8] and fence.revision == 8
     acked = list(range(8))
     if adopt:
@@ -408,20 +409,28 @@ def test_a_target_that_adopted_is_not_reclaimed_from(tmp_path: Path) -> None:
 
 def test_a_fence_that_never_became_durable_means_no_migration(tmp_path: Path) -> None:
     async def body() -> None:
-        hs = hosts(tmp_path, "a", "b", commit_in_thread=False)
+        hs = hosts(tmp_path, "a", "b", inline_max_records=0)
         a, b = hs["a"], hs["b"]
         await a.place(T)
         await b.stage(await a.export_snapshot(T))
+        gate = CommitGate(a)
+        report = asyncio.ensure_future(a.apply(T, {"f": {"x": 1}}))
+        await gate.entered()  # a commit in progress: the fence waits for it
         fence = asyncio.ensure_future(a.fence(T, 2, "b"))
         await asyncio.sleep(0)  # queued, not committed
-        a.kill()
-        with pytest.raises(Exception, match="closed before acknowledging"):
-            await fence
+        gate.release()
+        a.kill()  # the fence never runs
+        for call in (report, fence):
+            with pytest.raises(HostClosedError, match="closed before acknowledging"):
+                await call
+        assert gate.commits == [(1, [])]  # the fence's commit was never asked
         hs["a"] = a = EdgeHost.open(tmp_path / "a.sqlite")
         assert await resume(a, b, T) is None
         assert a.status(T).status is TwinStatus.OWNED
         assert b.status(T).status is TwinStatus.ABSENT
-        assert await a.apply(T, {"f": {"x": 1}}) == 1
+        rev = a.twin(T).revision  # the report's commit raced the kill (unacknowledged)
+        assert rev in (0, 1)
+        assert await a.apply(T, {"f": {"x": 2}}) == rev + 1
         await close_all(hs)
 
     asyncio.run(body())

@@ -14,12 +14,22 @@ and only then installs the new states and answers the callers: ``await host.appl
 returns the new revision once it is durable, which is what a device's PUBACK may promise.
 A commit that fails fails its whole batch and changes nothing in memory.
 
+**Control operations first.** A migration's fence and adoption are on its downtime, a
+device report is not: the writer takes every queued control operation (``fence``,
+``adopt``) into its next batch, ahead of the reports queued before them, and commits
+that batch alone, in the event loop (see :data:`CONTROL_INLINE_MAX_RECORDS`). A fence so
+waits for the commit in progress at most, never for the reports queued behind it. This
+keeps every promise (see ``_write_loop``): a report queued before the fence and not yet
+in a batch was never acknowledged, and is refused after the fence (the device is
+redirected and sends it again, to the new owner); a report in the batch being committed
+commits before the fence; each twin's commits stay in revision order.
+
 **Ownership and fencing.** Each twin has an epoch. The host serves only the twins it
 ``owned``; a migration *fences* a twin (a durable record "given to host B at epoch e+1",
-in the writer's order, so every update queued before the fence is committed with it and
-every later one is refused) and the target *adopts* it at e+1. A refused update raises
-:class:`~twinedge.edge.errors.NotOwnerError` naming the new owner, so the device edge can
-redirect the device; a twin being copied here raises
+in the writer's order: every update committed before the fence is in the state it
+exports, every update not committed yet is refused) and the target *adopts* it at e+1. A
+refused update raises :class:`~twinedge.edge.errors.NotOwnerError` naming the new owner,
+so the device edge can redirect the device; a twin being copied here raises
 :class:`~twinedge.edge.errors.TwinNotReadyError` until it is adopted.
 
 **Replication outbox.** Committed records, in ``seq`` order, are the outbox:
@@ -102,6 +112,12 @@ MAX_OUTBOX_RECORDS = 20_000
 #: Batches of at most this many records are committed in the event loop (see
 #: ``EdgeHost(inline_max_records=...)``).
 INLINE_MAX_RECORDS = 8
+
+#: A batch of control operations (fences, adoptions: see "Control operations first" in
+#: :class:`EdgeHost`) of at most this many records is committed in the event loop
+#: whatever ``inline_max_records`` says: the migration waiting for it is the one caller
+#: that matters then, and a hand-off to a thread and back would only add to its downtime.
+CONTROL_INLINE_MAX_RECORDS = 64
 
 #: The hooks whose patches need no :func:`check_patch` (see ``EdgeHost._hook``).
 _BUILT_IN_HOOKS: dict[str, Any] = {
@@ -284,6 +300,7 @@ class _Batch:
 class _Op:
     prepare: Callable[[_Batch], Any] | None = None
     run: Callable[[], Coroutine[Any, Any, Any]] | None = None  # exclusive: runs alone
+    control: bool = False  # a fence or an adoption: ahead of the queued reports
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any, ok: bool) -> None:
@@ -360,6 +377,7 @@ class EdgeHost:
         self._outbox: deque[LogRecord] = deque()
         self._lag_n, self._lag_sum, self._lag_max, self._lag_last = 0, 0.0, 0.0, 0.0
         self._queue: deque[tuple[_Op, asyncio.Future[Any]]] = deque()
+        self._control: deque[tuple[_Op, asyncio.Future[Any]]] = deque()  # fences, adoptions
         self._inflight: list[asyncio.Future[Any]] = []
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()  # set by every commit that adds records
@@ -368,6 +386,10 @@ class EdgeHost:
         self.commits = 0
         """Transactions committed since open (group-commit effectiveness: records / commits)."""
         self.records_committed = 0
+        self.batches = 0
+        """Batches the writer ran since open (a batch that changed nothing commits nothing)."""
+        self.control_batches = 0
+        """Of them, the batches of control operations taken ahead of the queued reports."""
 
     @classmethod
     def open(
@@ -457,22 +479,59 @@ class EdgeHost:
         err = HostClosedError(f"host {self.host_id!r} closed before acknowledging; resend")
         for fut in self._inflight:
             _resolve(fut, err, False)
-        while self._queue:
-            _resolve(self._queue.popleft()[1], err, False)
+        for queue in (self._control, self._queue):
+            while queue:
+                _resolve(queue.popleft()[1], err, False)
 
     # ------------------------------------------------------------------ the writer
     async def _submit(self, op: _Op) -> Any:
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, fut))
+        if op.control and not self._inflight and not self._control:
+            # The writer is between batches (waiting, or woken and not run yet): the
+            # control operation is its next batch, run here at once rather than after two
+            # passes of the event loop (one to wake the writer, one to wake this task).
+            # `_run_now` does not await: no other batch can start or be in flight.
+            self.control_batches += 1
+            self._run_now(op, fut)
+            return fut.result()
+        (self._control if op.control else self._queue).append((op, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self._wake.set()
         return await fut
 
     async def _write_loop(self) -> None:
+        # Control operations (fences, adoptions) are taken ahead of the queued reports, in
+        # a batch of their own. Why that keeps every promise:
+        # - only operations nobody has been answered for are reordered (queued, in no
+        #   batch yet), so no acknowledged report moves; and operations in flight together
+        #   may take effect in either order (a caller learns the order only from answers).
+        # - a report for the fenced twin queued before the fence is prepared after it and
+        #   refused (NotOwnerError naming the new owner): it was never acknowledged, the
+        #   device edge redirects the device, which sends it again to the new owner.
+        # - a report already in the batch being committed (or in its worker thread) is
+        #   never overtaken: the writer runs one batch at a time, so the fence's batch
+        #   starts after that commit finished, and the report is in the state the fence
+        #   exports, or, if that commit failed, it was refused (not acknowledged).
+        # - per twin, commits stay in revision order: revisions are numbered in the
+        #   writer's prepare order on the committed state, one batch at a time; reports
+        #   keep their order among themselves, and control operations theirs.
+        # - an exclusive operation (compaction) in progress is waited for, as a batch is.
+        # `_submit` runs a control operation that finds the writer between batches as the
+        # next batch at once, in the caller's task (`_run_now`): the same order as here.
+        batch: list[tuple[_Op, asyncio.Future[Any]]]
         try:
             while True:
+                if self._control:
+                    batch = []
+                    while self._control and len(batch) < self._max_batch:
+                        batch.append(self._control.popleft())
+                    self._inflight = [f for _, f in batch]
+                    self.control_batches += 1
+                    await self._run_batch(batch, control=True)
+                    self._inflight = []
+                    continue
                 if not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
@@ -487,7 +546,7 @@ class EdgeHost:
                         _resolve(fut, e, False)
                     self._inflight = []
                     continue
-                batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+                batch = []
                 while (
                     self._queue and self._queue[0][0].run is None and len(batch) < self._max_batch
                 ):
@@ -499,18 +558,16 @@ class EdgeHost:
             self._fail_all()
             raise
 
-    async def _run_batch(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
-        b = _Batch(self, self._clock())
-        results: list[tuple[asyncio.Future[Any], Any, bool]] = []
-        for op, fut in batch:
-            assert op.prepare is not None
-            try:
-                results.append((fut, op.prepare(b), True))
-            except Exception as e:  # the op's own failure; the others go on
-                results.append((fut, e, False))
+    async def _run_batch(
+        self, batch: list[tuple[_Op, asyncio.Future[Any]]], *, control: bool = False
+    ) -> None:
+        b, results = self._prepare(batch)
+        committed: list[LogRecord] = []
         if b.records or b.ownership or b.flush:
+            n = len(b.records)
+            inline = n <= (CONTROL_INLINE_MAX_RECORDS if control else self._inline_max)
             try:
-                if self._in_thread and len(b.records) > self._inline_max:
+                if self._in_thread and not inline:
                     committed = await asyncio.to_thread(
                         self._log.append,
                         b.records,
@@ -525,6 +582,47 @@ class EdgeHost:
                 for fut, _value, _ok in results:
                     _resolve(fut, e, False)
                 return
+        self._install_batch(b, committed, results)
+
+    def _run_now(self, op: _Op, fut: asyncio.Future[Any]) -> None:
+        """Run one control operation as a batch of its own, committed here and now, in
+        the caller's task (see :meth:`_submit`). Nothing in it awaits, so no other task
+        runs until it is installed and answered: it is the writer's next batch."""
+        b, results = self._prepare([(op, fut)])
+        committed: list[LogRecord] = []
+        if b.records or b.ownership or b.flush:
+            try:
+                committed = self._log.append(
+                    b.records, b.ownership.values(), replicated_seq=self._replicated
+                )
+            except EdgeLogError as e:
+                _resolve(fut, e, False)
+                return
+        self._install_batch(b, committed, results)
+
+    def _prepare(
+        self, batch: list[tuple[_Op, asyncio.Future[Any]]]
+    ) -> tuple[_Batch, list[tuple[asyncio.Future[Any], Any, bool]]]:
+        self.batches += 1
+        b = _Batch(self, self._clock())
+        results: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        for op, fut in batch:
+            assert op.prepare is not None
+            try:
+                results.append((fut, op.prepare(b), True))
+            except Exception as e:  # the op's own failure; the others go on
+                results.append((fut, e, False))
+        return b, results
+
+    def _install_batch(
+        self,
+        b: _Batch,
+        committed: list[LogRecord],
+        results: list[tuple[asyncio.Future[Any], Any, bool]],
+    ) -> None:
+        """After the batch's commit (``committed``: its records with their seqs; nothing
+        to commit counts as committed): install the new states and answer the callers."""
+        if b.records or b.ownership or b.flush:
             self.commits += 1
             self.records_committed += len(committed)
             if committed:
@@ -938,10 +1036,12 @@ class EdgeHost:
         self._taps.pop(twin_id, None)
 
     async def fence(self, twin_id: str, epoch: int, owner: str) -> FenceResult:
-        """Fence the twin: durably give it to ``owner`` at ``epoch``. Every update queued
-        before is committed first (in the same transaction); every later one is refused
-        with :class:`NotOwnerError`. Re-fencing a fenced twin with a higher epoch (to
-        another owner) is allowed.
+        """Fence the twin: durably give it to ``owner`` at ``epoch``. Every update
+        committed before (or in the commit in progress) is in the state the fence leaves;
+        every update not committed yet, even one queued before the fence (it goes ahead
+        of them, see "Control operations first" in :class:`EdgeHost`), is refused with
+        :class:`NotOwnerError`: none of them was acknowledged. Re-fencing a fenced twin
+        with a higher epoch (to another owner) is allowed.
 
         Raises:
             EpochError: ``epoch`` is not above every epoch this host knows for the twin.
@@ -960,7 +1060,7 @@ class EdgeHost:
             b.own(mine, replace(t.own, status=TwinStatus.FENCED, owner=owner, owner_epoch=epoch))
             return FenceResult(twin_id, self.host_id, epoch, owner, mine.revision)
 
-        result: FenceResult = await self._submit(_Op(prepare))
+        result: FenceResult = await self._submit(_Op(prepare, control=True))
         return result
 
     async def fence_and_export(
@@ -1195,7 +1295,7 @@ class EdgeHost:
             b.after.append(lambda: self._forget(twin_id, st))
             return rev
 
-        return int(await self._submit(_Op(prepare)))
+        return int(await self._submit(_Op(prepare, control=True)))
 
     # ------------------------------------------------------------------ replication
     @property
