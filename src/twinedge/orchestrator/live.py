@@ -230,6 +230,8 @@ class LiveNetwork:
         # twin -> (source, target) of a live migration that has not finished (it failed
         # half-way: finished with ``resume`` when a host dies or the next cycle begins)
         self.moving: dict[str, tuple[str, str]] = {}
+        # twins being placed on a host for the first time: the core refuses their writes
+        self._placing: set[str] = set()
         self.reconciled = False  # where the twins are was read from the hosts (first cycle)
         self.forecast: dict[str, Any] | None = None
         self._forecast_due_s = 0.0
@@ -442,9 +444,12 @@ class LiveNetwork:
         async def one(i: int) -> None:
             twin, new = snap.thing_ids[i], ids[int(host[i])]
             old = ids[int(snap.host[i])] if snap.host[i] >= 0 else None
-            if self.hosts:
-                await self._move_state(twin, old, new)
-            await self.service.set_host(twin, new)
+            try:
+                if self.hosts:
+                    await self._move_state(twin, old, new)
+                await self.service.set_host(twin, new)
+            finally:
+                await self._end_placing(twin)
 
         results = await asyncio.gather(*(one(int(i)) for i in changed), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -459,13 +464,25 @@ class LiveNetwork:
 
         target = self.hosts[new]
         if old is None or old not in self.hosts or old == new:
-            doc = self.service.things[twin]
-            content = {k: v for k, v in doc.items() if not k.startswith("_")}
-            revision = int(doc["_revision"])
-            await target.place(
-                twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
-            )
-            failpoints.hit("driver.after-place")
+            # the core stops writing the twin itself first: every write it acknowledged
+            # is in the copy, every later one is refused unacknowledged (the device sends
+            # it again to its host) until the twin's host is recorded (see _write)
+            begin = getattr(self.service, "begin_edge_move", None)
+            revision = int(await begin(twin)) if begin is not None else -1
+            if begin is not None:
+                self._placing.add(twin)
+            try:
+                doc = self.service.things[twin]
+                content = {k: v for k, v in doc.items() if not k.startswith("_")}
+                if revision < 0:
+                    revision = int(doc["_revision"])
+                await target.place(
+                    twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
+                )
+                failpoints.hit("driver.after-place")
+            except BaseException:
+                await self._end_placing(twin)
+                raise
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
@@ -491,6 +508,12 @@ class LiveNetwork:
         self.epochs[twin] = report.epoch
         await self.hosts[old].redirect(twin)
         await self._record_handover(report)
+
+    async def _end_placing(self, twin: str) -> None:
+        """The core takes writes of ``twin`` again (its first placement ended)."""
+        if twin in self._placing:
+            self._placing.discard(twin)
+            await self.service.end_edge_move(twin)
 
     async def _record_handover(self, report: Any) -> None:
         """Write what a live migration measured to the ledger (a ``handover`` entry;

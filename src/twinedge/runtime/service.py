@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from twinedge.errors import InvalidInput, PreconditionFailed, TimedOut, Unavailable
+from twinedge.errors import InvalidInput, NotFound, PreconditionFailed, TimedOut, Unavailable
 from twinedge.runtime import things
-from twinedge.runtime.auth import Principal, Role
+from twinedge.runtime.auth import SYSTEM, Principal, Role
 from twinedge.runtime.core.access import Access
 from twinedge.runtime.core.devices import Devices, Outbound
 from twinedge.runtime.core.edge_writes import (
@@ -521,6 +521,38 @@ class TwinService:
             NotFound: the thing does not exist.
         """
         await self._replica.set_edge_position(thing_id, epoch, revision)
+
+    async def begin_edge_move(self, thing_id: str) -> int:
+        """Stop the core writing ``thing_id`` itself before it is first placed on an edge
+        host; returns the revision every write acknowledged before is in. Runs on the
+        writer as an exclusive step: each write queued before it is committed first, and
+        each later one (device report, HTTP write) is refused with
+        :class:`~twinedge.errors.Unavailable`, unacknowledged, until
+        :meth:`end_edge_move`.
+
+        Raises:
+            InvalidInput: a bad thing id.
+            NotFound: the thing does not exist.
+        """
+        things.check_thing_id(thing_id)
+
+        async def run() -> int:
+            doc = self.things.get(thing_id)
+            if doc is None:
+                raise NotFound(f"thing {thing_id} does not exist")
+            self._writer.leaving.add(thing_id)
+            return int(doc["_revision"])
+
+        return int(await self._queue.exclusive(SYSTEM, thing_id, run))
+
+    async def end_edge_move(self, thing_id: str) -> None:
+        """The move begun by :meth:`begin_edge_move` ended (the host serves the twin, or
+        placing it failed and the core serves it again): writes are taken again."""
+
+        async def run() -> None:
+            self._writer.leaving.discard(thing_id)
+
+        await self._queue.exclusive(SYSTEM, thing_id, run)
 
     async def clear_edge_position(self, thing_id: str) -> None:
         """The twin came back to the core: edge records of it are dropped from now on.

@@ -245,6 +245,10 @@ class Writer:
         # thing id -> edge replica position; the writer alone changes it, after a commit
         # (or in an exclusive step)
         self.edge_positions: dict[str, EdgePosition] = {}
+        # twins being placed on an edge host for the first time: the core's copy is being
+        # handed over, so local writes are refused (unacknowledged) until the move ends;
+        # changed only in exclusive steps
+        self.leaving: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -452,6 +456,7 @@ class Writer:
             NotFound: the thing is missing or not visible to the op's principal.
             Forbidden, Conflict: a creation in a namespace of another domain.
             PreconditionFailed: the op's revision condition does not hold.
+            Unavailable: the twin is moving to an edge host (see :attr:`leaving`).
             InvalidInput: the new document is not a valid thing.
             TooLarge: the new document would exceed :data:`MAX_THING_BYTES`.
         """
@@ -465,6 +470,11 @@ class Writer:
                 raise access.foreign_namespace(op.principal, ns, owner)
             raise NotFound(
                 f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
+            )
+        if op.thing_id in self.leaving and op.edge is None and op.source != "orchestrator":
+            raise Unavailable(
+                f"twin {op.thing_id} is moving to an edge host; send the write again (a "
+                "device is redirected to its host)"
             )
         if op.if_none_match and cur is not None:
             raise PreconditionFailed(f"thing {op.thing_id} already exists (If-None-Match: *)")
