@@ -47,6 +47,29 @@ from bench_edge import Core, CpuSampler, core, quantiles, scenario
 PASSWORD = "bench-password"
 
 
+def packets(buf: bytearray) -> tuple[list[tuple[int, int, int]], int]:
+    """The whole MQTT packets at the start of ``buf``, as ``(first byte, body start, body
+    end)``, and how many bytes they take (the caller deletes them once read; a packet not
+    yet whole stays for the next read)."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while len(buf) - i >= 2:
+        n, shift, j = 0, 0, i + 1  # the remaining length (1-4 bytes)
+        while j < len(buf):
+            n |= (buf[j] & 0x7F) << shift
+            shift += 7
+            j += 1
+            if not buf[j - 1] & 0x80:
+                break
+        else:
+            break
+        if len(buf) - j < n:
+            break
+        out.append((buf[i], j, j + n))
+        i = j + n
+    return out, i
+
+
 def _remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -102,20 +125,9 @@ class Device(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         buf, now = self.buf, time.perf_counter()
-        i = 0
-        while len(buf) - i >= 2:
-            kind = buf[i] >> 4
-            n, shift, j = 0, 0, i + 1  # the remaining length (1-4 bytes)
-            while j < len(buf):
-                n |= (buf[j] & 0x7F) << shift
-                shift += 7
-                j += 1
-                if not buf[j - 1] & 0x80:
-                    break
-            else:
-                break
-            if len(buf) - j < n:
-                break
+        found, used = packets(buf)
+        for first, j, _end in found:
+            kind = first >> 4
             if kind == 4:  # PUBACK
                 pid = int.from_bytes(buf[j : j + 2], "big")
                 t0 = self.inflight.pop(pid, None)
@@ -128,8 +140,7 @@ class Device(asyncio.Protocol):
                     self.connected.set_exception(
                         ConnectionError(f"{self.thing_id}: CONNACK return code {buf[j + 1]}")
                     )
-            i = j + n
-        del buf[:i]
+        del buf[:used]
 
     def publish(self) -> bool:
         """Send the next report unless ``window`` are in flight."""

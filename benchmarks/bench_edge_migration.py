@@ -76,6 +76,7 @@ from bench_edge_ingest import (
     _remaining_length,
     _utf8,
     connect_packet,
+    packets,
     place_devices,
 )
 
@@ -156,20 +157,8 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         buf, now, dev = self.buf, time.perf_counter(), self.dev
-        i = 0
-        while len(buf) - i >= 2:
-            first = buf[i]
-            n, shift, j = 0, 0, i + 1  # the remaining length (1-4 bytes)
-            while j < len(buf):
-                n |= (buf[j] & 0x7F) << shift
-                shift += 7
-                j += 1
-                if not buf[j - 1] & 0x80:
-                    break
-            else:
-                break
-            if len(buf) - j < n:
-                break
+        found, used = packets(buf)
+        for first, j, end in found:
             kind = first >> 4
             if kind == 4:  # PUBACK
                 dev.puback(int.from_bytes(buf[j : j + 2], "big"), now)
@@ -181,7 +170,7 @@ class Link(asyncio.Protocol):
                     assert self.transport is not None
                     self.transport.write(b"\x40\x02" + bytes(buf[k : k + 2]))
                     k += 2
-                dev.message(topic, bytes(buf[k : j + n]), now)
+                dev.message(topic, bytes(buf[k:end]), now)
             elif kind == 2 and self.transport is not None:  # CONNACK
                 if buf[j + 1] == 0:
                     self.transport.write(subscribe_packet(f"twinedge/{dev.thing_id}/+"))
@@ -189,8 +178,7 @@ class Link(asyncio.Protocol):
                     self.ready.set_exception(ConnectionError(f"CONNACK return code {buf[j + 1]}"))
             elif kind == 9 and not self.ready.done():  # SUBACK
                 self.ready.set_result(None)
-            i = j + n
-        del buf[:i]
+        del buf[:used]
         dev.settle()
 
 

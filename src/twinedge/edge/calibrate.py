@@ -434,6 +434,20 @@ async def _measure(
         log.close()
 
 
+def _scratch(directory: str | Path | None) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for the calibration's logs, in ``directory`` if given.
+
+    Raises:
+        CalibrationError: ``directory`` is not a directory, or no files can be made in it.
+    """
+    if directory is not None and not Path(directory).is_dir():
+        raise CalibrationError(f"--dir: {directory} is not a directory")
+    try:
+        return tempfile.TemporaryDirectory(prefix="twinedge-calibrate-", dir=directory)
+    except OSError as exc:
+        raise CalibrationError(f"--dir: cannot create files in {directory}: {exc}") from None
+
+
 async def calibrate(
     directory: str | Path | None = None,
     *,
@@ -461,13 +475,7 @@ async def calibrate(
         (True, True)
     """
     check_options(reports, interval_ms, cpu_ghz)
-    if directory is not None and not Path(directory).is_dir():
-        raise CalibrationError(f"--dir: {directory} is not a directory")
-    try:
-        tmp = tempfile.TemporaryDirectory(prefix="twinedge-calibrate-", dir=directory)
-    except OSError as exc:
-        raise CalibrationError(f"--dir: cannot create files in {directory}: {exc}") from None
-    with tmp as d:
+    with _scratch(directory) as d:
         commit, apply, cpu_ms, mqtt = await _measure(Path(d), reports, interval_ms)
     commit_mean, apply_mean = float(commit.mean()), float(apply.mean())
     host_ms = max(float(mqtt.mean()) - commit_mean, 0.0)
@@ -650,13 +658,7 @@ async def calibrate_curve(
     spacings = [float(g) for g in (DEFAULT_SPACINGS_MS if spacings_ms is None else spacings_ms)]
     check_options(reports, 0.0, cpu_ghz)
     check_spacings(spacings)
-    if directory is not None and not Path(directory).is_dir():
-        raise CalibrationError(f"--dir: {directory} is not a directory")
-    try:
-        tmp = tempfile.TemporaryDirectory(prefix="twinedge-calibrate-", dir=directory)
-    except OSError as exc:
-        raise CalibrationError(f"--dir: cannot create files in {directory}: {exc}") from None
-    with tmp as d:
+    with _scratch(directory) as d:
         measured = await _measure_curve(Path(d), reports, spacings)
     commit = [c for c, _ in measured]
     mqtt = [m for _, m in measured]
