@@ -562,33 +562,28 @@ class EdgeHost:
         self, batch: list[tuple[_Op, asyncio.Future[Any]]], *, control: bool = False
     ) -> None:
         b, results = self._prepare(batch)
-        committed: list[LogRecord] = []
-        if b.records or b.ownership or b.flush:
-            n = len(b.records)
-            inline = n <= (CONTROL_INLINE_MAX_RECORDS if control else self._inline_max)
-            try:
-                if self._in_thread and not inline:
-                    committed = await asyncio.to_thread(
-                        self._log.append,
-                        b.records,
-                        b.ownership.values(),
-                        replicated_seq=self._replicated,
-                    )
-                else:
-                    committed = self._log.append(
-                        b.records, b.ownership.values(), replicated_seq=self._replicated
-                    )
-            except EdgeLogError as e:
-                for fut, _value, _ok in results:
-                    _resolve(fut, e, False)
-                return
+        inline_max = CONTROL_INLINE_MAX_RECORDS if control else self._inline_max
+        if not (self._in_thread and len(b.records) > inline_max):
+            self._commit_here(b, results)
+            return
+        try:
+            committed = await asyncio.to_thread(
+                self._log.append, b.records, b.ownership.values(), replicated_seq=self._replicated
+            )
+        except EdgeLogError as e:
+            for fut, _value, _ok in results:
+                _resolve(fut, e, False)
+            return
         self._install_batch(b, committed, results)
 
     def _run_now(self, op: _Op, fut: asyncio.Future[Any]) -> None:
         """Run one control operation as a batch of its own, committed here and now, in
         the caller's task (see :meth:`_submit`). Nothing in it awaits, so no other task
         runs until it is installed and answered: it is the writer's next batch."""
-        b, results = self._prepare([(op, fut)])
+        self._commit_here(*self._prepare([(op, fut)]))
+
+    def _commit_here(self, b: _Batch, results: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
+        """Commit the prepared batch in this thread (the event loop's), then install it."""
         committed: list[LogRecord] = []
         if b.records or b.ownership or b.flush:
             try:
@@ -596,7 +591,8 @@ class EdgeHost:
                     b.records, b.ownership.values(), replicated_seq=self._replicated
                 )
             except EdgeLogError as e:
-                _resolve(fut, e, False)
+                for fut, _value, _ok in results:
+                    _resolve(fut, e, False)
                 return
         self._install_batch(b, committed, results)
 
