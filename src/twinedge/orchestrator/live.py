@@ -467,22 +467,18 @@ class LiveNetwork:
             # the core stops writing the twin itself first: every write it acknowledged
             # is in the copy, every later one is refused unacknowledged (the device sends
             # it again to its host) until the twin's host is recorded (see _write)
+            # (taken again in _write, when this placement ends either way)
             begin = getattr(self.service, "begin_edge_move", None)
-            revision = int(await begin(twin)) if begin is not None else -1
             if begin is not None:
+                await begin(twin)
                 self._placing.add(twin)
-            try:
-                doc = self.service.things[twin]
-                content = {k: v for k, v in doc.items() if not k.startswith("_")}
-                if revision < 0:
-                    revision = int(doc["_revision"])
-                await target.place(
-                    twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
-                )
-                failpoints.hit("driver.after-place")
-            except BaseException:
-                await self._end_placing(twin)
-                raise
+            doc = self.service.things[twin]  # what the mark left: nothing writes it now
+            content = {k: v for k, v in doc.items() if not k.startswith("_")}
+            revision = int(doc["_revision"])
+            await target.place(
+                twin, content, epoch=1, revision=revision, behaviour=self.behaviour_of(doc)
+            )
+            failpoints.hit("driver.after-place")
             self.epochs[twin] = 1
             mark = getattr(self.service, "set_edge_position", None)
             if mark is not None:
