@@ -185,6 +185,14 @@ PHASES = {
 }
 
 
+def cpu_ms_per_report(percent: dict[str, float], reports_per_s: float) -> dict | None:
+    """Each process's CPU per report in ms from its CPU in percent of a core (1 % is 10 ms
+    of CPU per second); None when no report was acknowledged."""
+    if not reports_per_s:
+        return None
+    return {k: round(v * 10 / reports_per_s, 3) for k, v in percent.items()}
+
+
 def quantiles(values: Any, digits: int = 3) -> dict | None:
     """``{"p50", "p99", "mean"}`` of ``values`` rounded to ``digits``; None when empty."""
     x = np.asarray(values, dtype=float)
@@ -312,8 +320,8 @@ def run(
         "emulator_exit": devices_proc.returncode,
         "cpu_percent_after_warmup": cpu.percent(*steady_s) if steady_s else None,
         "cpu_ms_per_acked_report": (
-            {k: round(v * 10 / steady["acked_per_s"], 3) for k, v in cpu.percent(*steady_s).items()}
-            if steady_s and steady.get("acked_per_s")
+            cpu_ms_per_report(cpu.percent(*steady_s), steady.get("acked_per_s") or 0)
+            if steady_s
             else None
         ),
         "redirects_followed": total.get("redirects_followed"),

@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge import Core, CpuSampler, core, quantiles, scenario
+from bench_edge import Core, CpuSampler, core, cpu_ms_per_report, quantiles, scenario
 
 PASSWORD = "bench-password"
 
@@ -326,11 +326,7 @@ def run(
         else None,
         "connections_lost": lost,
         "cpu_percent": pct,
-        "cpu_ms_per_acked_report": {
-            k: round(v * 10 / (acked / duration_s), 3) for k, v in pct.items()
-        }
-        if acked
-        else None,
+        "cpu_ms_per_acked_report": cpu_ms_per_report(pct, acked / duration_s),
         "replication_lag_s": {h: r.get("lag") for h, r in replication.items()},
         "replication_records_per_batch": {
             h: round(r["records"] / r["batches"], 1)

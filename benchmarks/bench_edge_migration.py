@@ -70,7 +70,7 @@ from twinedge.edge.behaviour import TwinBehaviour, TwinView
 from twinedge.edge.document import Patch, report_patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge import CpuSampler, core, phase_breakdown, quantiles, scenario
+from bench_edge import CpuSampler, core, cpu_ms_per_report, phase_breakdown, quantiles, scenario
 from bench_edge_ingest import (
     PASSWORD,
     _remaining_length,
@@ -576,11 +576,7 @@ def run(
         if len(marks) == 2
         else None,
         "cpu_percent": pct,
-        "cpu_ms_per_acked_report": {
-            k: round(v * 10 / (acked / duration_s), 3) for k, v in pct.items()
-        }
-        if acked
-        else None,
+        "cpu_ms_per_acked_report": cpu_ms_per_report(pct, acked / duration_s),
         "replication_lag_s": {h: r.get("lag") for h, r in replication.items()},
         "live_migrations_in_window": window_migrations,
         "live_migrations_per_s": round(window_migrations / duration_s, 2)
