@@ -902,12 +902,19 @@ def host(
     ),
     mqtt_host: Annotated[str, typer.Option(help="Address of the device endpoint.")] = "127.0.0.1",
     mqtt_port: Annotated[
-        int, typer.Option(min=1, max=65535, help="Port of the device endpoint.")
+        int, typer.Option(min=0, max=65535, help="Port of the device endpoint (0: any free one).")
     ] = 1884,
     control_host: Annotated[str, typer.Option(help="Address of the control API.")] = "127.0.0.1",
     control_port: Annotated[
-        int, typer.Option(min=1, max=65535, help="Port of the control API.")
+        int, typer.Option(min=0, max=65535, help="Port of the control API (0: any free one).")
     ] = 8181,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Once listening, write the host's pid, mqtt_port and control_port there "
+            "as JSON (how a starter learns the ports chosen for 0)."
+        ),
+    ] = None,
     tick_s: Annotated[
         float,
         typer.Option(
@@ -964,7 +971,7 @@ def host(
         replicate_linger_s=replicate_linger_ms / 1000,
         tick_s=tick_s,
     )
-    asyncio.run(run_host(server))
+    asyncio.run(run_host(server, ready_file))
 
 
 def _first_line(obj: Any) -> str:

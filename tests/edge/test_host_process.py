@@ -4,7 +4,13 @@ through their control APIs (RemoteHost), errors crossing the wire as the same cl
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 
 from tests.runtime.test_reliability import free_port
@@ -32,7 +38,7 @@ async def servers(tmp_path, n=2):
     for i in range(n):
         s = HostServer(
             f"edge-{i + 1}", tmp_path / f"h{i}", core_url="http://127.0.0.1:9", token=TOKEN,
-            mqtt_port=free_port(), control_port=free_port(),
+            mqtt_port=0, control_port=0,
         )  # fmt: skip
         await s.start()
         out.append(s)
@@ -196,7 +202,7 @@ def test_the_lean_client_reconnects_to_a_host_that_restarted(tmp_path):
                 await ra.ownership("fleet:r1")
             again = HostServer(
                 "edge-1", tmp_path / "h0", core_url="http://127.0.0.1:9", token=TOKEN,
-                mqtt_port=free_port(), control_port=port,
+                mqtt_port=0, control_port=port,
             )  # fmt: skip
             await again.start()
             try:
@@ -345,3 +351,39 @@ def test_a_host_lists_its_twins_by_state_for_a_core_that_restarted(tmp_path):
                 await s.stop()
 
     asyncio.run(main())
+
+
+def test_a_host_process_on_ports_0_writes_the_ports_it_listens_on(tmp_path):
+    """``twinedge host --mqtt-port 0 --control-port 0 --ready-file F``: the process picks
+    its ports and writes them, with its pid, to F once it listens; both answer (the
+    control API with the host's status, the device endpoint with an MQTT CONNACK)."""
+    token = tmp_path / "hosts.token"
+    token.write_text(TOKEN)
+    ready = tmp_path / "ready.json"
+    args = [
+        sys.executable, "-m", "twinedge", "host", "--id", "edge-1", "--token-file", str(token),
+        "--data-dir", str(tmp_path / "h"), "--core", "http://127.0.0.1:9",
+        "--mqtt-port", "0", "--control-port", "0", "--ready-file", str(ready),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):  # at most 60 s
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        info = json.loads(ready.read_text())
+        assert sorted(info) == ["control_port", "mqtt_port", "pid"] and info["pid"] == proc.pid
+        assert 0 < info["mqtt_port"] != info["control_port"] > 0
+        r = httpx.get(
+            f"http://127.0.0.1:{info['control_port']}/status",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 200 and r.json()["host"] == "edge-1", r.text
+        with socket.create_connection(("127.0.0.1", info["mqtt_port"]), timeout=10) as c:
+            c.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 0]))
+            assert c.recv(2) == bytes([0x20, 2])  # a CONNACK: an MQTT endpoint listens
+        assert not list(tmp_path.glob("ready.json.*"))  # written whole, then renamed
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0

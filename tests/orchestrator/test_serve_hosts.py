@@ -53,6 +53,10 @@ def test_serve_network_starts_a_host_process_per_host_that_stops_with_it(tmp_pat
             assert alive(pid)
             args = cmdline(pid)
             assert args[args.index("host") :][:3] == ["host", "--id", host]
+            # ports of its own choosing, written once it listens: none raced for
+            assert (
+                args[args.index("--mqtt-port") + 1] == args[args.index("--control-port") + 1] == "0"
+            )
             info = json.loads((s.data / "hosts" / host / "process.json").read_text())
             assert info["pid"] == pid
         health = s.client.get("/healthz").json()

@@ -39,11 +39,8 @@ def start_server(
     if db:
         args += ["--db", db]
     args += list(extra)
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=open(data.parent / f"serve-{time.time_ns()}.log", "w"),
-    )
+    log = data.parent / f"serve-{time.time_ns()}.log"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.time() + 120  # generous: a loaded 2-core machine starts slowly
     while time.time() < deadline:
         try:
@@ -52,7 +49,8 @@ def start_server(
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise AssertionError(f"twinedge serve exited with {proc.returncode}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"twinedge serve exited with {proc.returncode}:\n{tail}")
         time.sleep(0.1)
     proc.kill()
     raise AssertionError("twinedge serve did not become healthy within 120 s")

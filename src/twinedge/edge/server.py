@@ -176,8 +176,9 @@ class HostServer:
         data_dir: where its log lives (``edge.sqlite``).
         core_url: the core's HTTP base URL.
         token: the hosts token (the core writes it to ``DATA_DIR/hosts.token``).
-        mqtt_host, mqtt_port: the device endpoint.
-        control_host, control_port: the control API.
+        mqtt_host, mqtt_port: the device endpoint (port 0: any free port; once started,
+            :attr:`mqtt_port` is the port listened on).
+        control_host, control_port: the control API (port 0: likewise).
         replicate_batch: records per replication request at most (1 or more).
         replicate_linger_s: how long the replicator waits, after the first record is
             pending, for more before it sends a request (until ``replicate_batch`` are
@@ -254,6 +255,7 @@ class HostServer:
 
         # both ports first: a port in use is one line, before the log is opened
         sock = listen_tcp(self.control_host, self.control_port, "the control API", "--control-port")
+        self.control_port = int(sock.getsockname()[1])  # the port chosen, for port 0
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = EdgeHost.open(self.data_dir / "edge.sqlite", self.host_id)
         self.client = httpx.AsyncClient(
@@ -274,6 +276,7 @@ class HostServer:
             ) from None
         finally:
             quiet.setLevel(level)
+        self.mqtt_port = int(self.broker.port)
         config = uvicorn.Config(
             control_app(self), host=self.control_host, port=self.control_port,
             log_level="warning", lifespan="off",
@@ -833,8 +836,15 @@ def control_app(server: HostServer) -> Any:
     return app
 
 
-async def run_host(server: HostServer) -> None:
-    """Run ``server`` until SIGINT/SIGTERM, then stop it."""
+async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
+    """Run ``server`` until SIGINT/SIGTERM, then stop it.
+
+    Parameters:
+        server: the host to run.
+        ready_file: once the host listens, its ``pid``, ``mqtt_port`` and
+            ``control_port`` are written there as JSON, atomically (whoever started it
+            with ports 0 learns them there, with no race for a port chosen beforehand).
+    """
     import signal
 
     stop = asyncio.Event()
@@ -850,6 +860,11 @@ async def run_host(server: HostServer) -> None:
         "twinedge host %s: devices at %s, control at http://%s:%d",
         server.host_id, server.mqtt_url, server.control_host, server.control_port,
     )  # fmt: skip
+    if ready_file is not None:
+        ports = {"mqtt_port": server.mqtt_port, "control_port": server.control_port}
+        scratch = ready_file.with_name(ready_file.name + ".tmp")
+        scratch.write_text(json.dumps({"pid": os.getpid(), **ports}))
+        os.replace(scratch, ready_file)
     try:
         await stop.wait()
     finally:

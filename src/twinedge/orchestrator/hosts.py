@@ -9,11 +9,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from twinedge.edge.errors import EdgeError
 from twinedge.edge.remote import RemoteHost
@@ -63,12 +63,6 @@ class RunningProcess:
         return 0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class HostProcesses:
     """Start, reach and stop the host processes of ``host_ids``.
 
@@ -111,11 +105,22 @@ class HostProcesses:
             TwinedgeError: a host process did not come up within ``timeout_s``.
         """
         token = self.token_file.read_text().strip()
-        for h in self.host_ids:
-            if not await self._adopt(h, token):
-                self._spawn(h, token)
+        spawned = [h for h in self.host_ids if not await self._adopt(h, token)]
+        for h in spawned:
+            self._spawn(h)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        for h in spawned:  # each writes its pid and the ports it chose once it listens
+            while (info := self._ready(h)) is None:
+                if self.procs[h].poll() is not None or loop.time() > deadline:
+                    await self._failed(h)
+                await asyncio.sleep(0.05)
+            self.remotes[h] = RemoteHost(
+                h,
+                f"http://{self.address}:{info['control_port']}",
+                f"mqtt://{self.address}:{info['mqtt_port']}",
+                token,
+            )
         for h, remote in self.remotes.items():
             while True:
                 try:
@@ -123,35 +128,44 @@ class HostProcesses:
                     break
                 except EdgeError:
                     if self.procs[h].poll() is not None or loop.time() > deadline:
-                        await self.stop()
-                        raise TwinedgeError(
-                            f"host process {h} did not come up; see {self.data_dir / h / 'host.log'}"
-                        ) from None
+                        await self._failed(h)
                     await asyncio.sleep(0.1)
         peers = {h: r.mqtt_url for h, r in self.remotes.items()}
         await asyncio.gather(*(r.set_peers(peers) for r in self.remotes.values()))
 
-    def _spawn(self, h: str, token: str) -> None:
-        mqtt, control = free_port(self.address), free_port(self.address)
+    async def _failed(self, h: str) -> NoReturn:
+        await self.stop()
+        raise TwinedgeError(
+            f"host process {h} did not come up; see {self.data_dir / h / 'host.log'}"
+        ) from None
+
+    def _spawn(self, h: str) -> None:
+        """Start host ``h``'s process on ports of its choosing: it writes them, with its
+        pid, to its :data:`PROCESS_FILE` once it listens."""
         d = self.data_dir / h
         d.mkdir(parents=True, exist_ok=True)
+        (d / PROCESS_FILE).unlink(missing_ok=True)  # an earlier, dead process's
         args = [
             sys.executable, "-m", "twinedge", "host", "--id", h, "--core", self.core_url,
             "--token-file", str(self.token_file), "--data-dir", str(d),
-            "--mqtt-host", self.address, "--mqtt-port", str(mqtt),
-            "--control-host", self.address, "--control-port", str(control),
+            "--mqtt-host", self.address, "--mqtt-port", "0",
+            "--control-host", self.address, "--control-port", "0",
+            "--ready-file", str(d / PROCESS_FILE),
         ]  # fmt: skip
         with open(d / "host.log", "ab") as log:  # the process keeps its own handle
             proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         self.procs[h] = proc
-        self.remotes[h] = RemoteHost(
-            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token
-        )
-        (d / PROCESS_FILE).write_text(
-            json.dumps({"pid": proc.pid, "mqtt_port": mqtt, "control_port": control})
-        )
+
+    def _ready(self, h: str) -> dict[str, int] | None:
+        """What host ``h``'s process wrote once it listened, or ``None`` (not yet)."""
+        try:
+            info = json.loads((self.data_dir / h / PROCESS_FILE).read_text())
+            ready = {k: int(info[k]) for k in ("pid", "mqtt_port", "control_port")}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return ready if ready["pid"] == self.procs[h].pid else None
 
     async def _adopt(self, h: str, token: str) -> bool:
         """Take over host ``h``'s process if one still runs (its ``process.json`` names a

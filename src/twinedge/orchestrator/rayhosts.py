@@ -30,7 +30,6 @@ class HostActor:
         import ray
 
         from twinedge.edge.server import HostServer
-        from twinedge.orchestrator.hosts import free_port
 
         address = ray.util.get_node_ip_address()
         self.server = HostServer(
@@ -39,9 +38,9 @@ class HostActor:
             core_url=core_url,
             token=token,
             mqtt_host=address,
-            mqtt_port=free_port(address),
+            mqtt_port=0,  # any free port: the chosen ones are returned
             control_host=address,
-            control_port=free_port(address),
+            control_port=0,
         )
         await self.server.start()
         return {
