@@ -42,6 +42,7 @@ new host) and the exactly-once check.
 
     python benchmarks/bench_edge_migration.py                    # 200 devices x 10/s at 150 m/s
     python benchmarks/bench_edge_migration.py --devices 50 --speed-mps 600 --phases
+    python benchmarks/bench_edge_migration.py --devices 50 --speed-mps 600 --migration-method stop-and-copy
     python benchmarks/bench_edge_migration.py --devices 4 --rate-hz 5 --speed-mps 1500 --duration-s 3 --warmup-s 2
 """
 
@@ -487,6 +488,7 @@ def run(
     drain_s: float,
     phases: bool,
     tmp: Path,
+    method: str = "pre-copy",
 ) -> dict:
     (tmp / "bench.yaml").write_text(scenario(devices))
     trace_dir = tmp / "phases"
@@ -497,6 +499,7 @@ def run(
         p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p
     )
     behaviour = ["--behaviour", f"{Path(__file__).stem}:CountReports"]
+    behaviour += ["--migration-method", method]
     load_before = os.getloadavg()[0]
     with core(tmp, "data", behaviour) as c:
         base, auth = c.base, {"Authorization": f"Bearer {c.token}"}
@@ -559,6 +562,7 @@ def run(
     )
     return {
         "devices": devices,
+        "migration_method": method,
         "offered_reports_per_s": devices * rate_hz,
         "speed_mps": speed_mps,
         "state_bytes": state_bytes,
@@ -639,6 +643,13 @@ def main() -> None:
         action="store_true",
         help="break each live migration's downtime into its steps (TWINEDGE_MIGRATION_TRACE)",
     )
+    ap.add_argument(
+        "--migration-method",
+        choices=("pre-copy", "stop-and-copy"),
+        default="pre-copy",
+        help="how the core moves the twins (serve --migration-method): stop-and-copy is "
+        "the baseline",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(
@@ -652,6 +663,7 @@ def main() -> None:
             args.redirect_drain_s,
             args.phases,
             Path(tmp),
+            args.migration_method,
         )
     print(json.dumps({
         "benchmark": "edge_migration",

@@ -40,15 +40,21 @@ def test_the_edge_benchmarks_measure_every_acknowledged_report(script):
     assert cpu["all"] == pytest.approx(sum(v for k, v in cpu.items() if k != "all"), abs=0.01)
 
 
-def test_the_migration_benchmark_moves_twins_and_loses_no_acknowledged_report():
+@pytest.mark.parametrize("method", ["pre-copy", "stop-and-copy"])
+def test_the_migration_benchmark_moves_twins_and_loses_no_acknowledged_report(method):
     # 4 devices shuttling 3 km at 1,500 m/s: each crosses the midpoint every 2 s
     out = bench(
         "bench_edge_migration.py", "--devices", "4", "--rate-hz", "5", "--speed-mps", "1500",
         "--duration-s", "3", "--warmup-s", "2", "--state-bytes", "2000", "--phases",
+        "--migration-method", method,
     )  # fmt: skip
     assert out["benchmark"] == "edge_migration"
     (r,) = out["results"]
     assert r["devices"] == 4 and r["offered_reports_per_s"] == 20.0 and r["speed_mps"] == 1500.0
+    assert r["migration_method"] == method
+    # the steps of each cut-over are traced for pre-copy (stop-and-copy has its parts in
+    # the ledger's handover entries)
+    assert (r["migration_phases_ms"] is not None) == (method == "pre-copy")
     assert r["unacked_at_end"] == 0
     # 4 devices x 5/s framed over the 3 measured seconds: 60 reports, each acknowledged
     assert 55 <= r["acked_per_s"] * r["duration_s"] <= 65, r

@@ -849,6 +849,14 @@ def serve(
             "(dead-reckoning, or package.module:Class) or per kind (robot=dead-reckoning,...)."
         ),
     ] = None,
+    migration_method: Annotated[
+        str | None,
+        typer.Option(
+            help="With --network: how a twin moves between hosts: pre-copy (the default: "
+            "copied while its source serves, fenced only for the last changes) or "
+            "stop-and-copy (fenced, then copied whole: the baseline)."
+        ),
+    ] = None,
 ) -> None:
     """Run the live twin service: HTTP API + dashboard, MQTT, durable store, and with
     --network the orchestrator that places and migrates the live twins."""
@@ -879,6 +887,7 @@ def serve(
         hosts=hosts,
         ray=ray,
         behaviour=behaviour,
+        migration_method=migration_method,
     )
     run_server(cfg)  # prints where it listens once it does
 

@@ -15,7 +15,7 @@ import sys
 import aiomqtt
 import pytest
 
-from tests.orchestrator.serving import serve_two_sites, wait_for
+from tests.orchestrator.serving import serve_two_sites, two_sites_file, wait_for
 from tests.orchestrator.test_live import robot
 from twinedge.ledger import LedgerDir
 
@@ -669,3 +669,76 @@ def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
         # the core's copy is the device's, in order, each report once
         counters = counter_history(client)
         assert counters == list(range(2, 61))
+
+
+def test_stop_and_copy_moves_a_live_twin_with_every_acknowledged_report(tmp_path):
+    """``--migration-method stop-and-copy``: the twin moves between host processes by the
+    baseline (fenced, then copied whole), the device follows the redirect, every report
+    acknowledged at either host is in the core once and in order, and the ledger's
+    ``handover`` says which method ran and that nothing was copied before the fence."""
+    options = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options, "--migration-method", "stop-and-copy") as s:
+        client = s.client
+        robot_on_edge_1(client)
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+
+        async def device() -> dict:
+            async with aiomqtt.Client(*await host_of_twin(s.mqtt_port, kw), **kw) as c:
+                await c.subscribe(f"twinedge/{TWIN}/redirect", qos=1)
+                for n in range(6):  # 0 adds the feature; the history has the others' values
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+                await c.publish(
+                    f"twinedge/{TWIN}/reported", json.dumps({"position": {"x_m": 2990.0}}), qos=1
+                )
+                redirect = await next_redirect(c, 30)
+            async with aiomqtt.Client(*mqtt_of(redirect["url"]), **kw) as c:
+                for n in range(6, 9):
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+            return redirect
+
+        redirect = asyncio.run(device())
+        assert (redirect["host"], redirect["epoch"]) == ("edge-2", 2)
+        wait_for(
+            lambda: (
+                client.get(f"/api/2/things/{TWIN}").json()["features"]["counter"]["properties"]["n"]
+                == 8
+            ),
+            "the last report replicated",
+        )
+        assert counter_history(client) == list(range(1, 9))  # each once, in order
+        edge = client.get("/api/2/orchestrator").json()["edge"]
+        assert edge["migration_method"] == "stop-and-copy"
+        assert (edge["live_migrations"], edge["migrations_failed"]) == (1, 0)
+        data = s.data
+    ld = LedgerDir.open(data / "ledger")
+    try:
+        (h,) = [e["body"] for _, e in ld.log("op-b").find_type("handover")]
+    finally:
+        ld.close()
+    assert (h["from_host"], h["to_host"], h["method"], h["epoch"], h["rounds"]) == (
+        "edge-1",
+        "edge-2",
+        "stop-and-copy",
+        2,
+        0,
+    )
+    assert h["copy_s"] > 0 and h["downtime_s"] == pytest.approx(
+        h["fence_s"] + h["copy_s"] + h["adopt_s"], abs=1e-3
+    )
+
+
+def test_serve_refuses_an_unknown_migration_method(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(tmp_path / "d"),
+         "--network", str(two_sites_file(tmp_path)), "--migration-method", "teleport"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert (
+        "--migration-method: migration_method: got 'teleport'; expected pre-copy or "
+        "stop-and-copy" in r.stderr
+    ), r.stderr

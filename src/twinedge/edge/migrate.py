@@ -74,6 +74,7 @@ from twinedge.edge.host import ChangeSet, FenceResult, TwinSnapshot
 from twinedge.edge.log import Ownership, TwinStatus
 
 __all__ = [
+    "MIGRATION_METHODS",
     "CutOver",
     "CutOverPeer",
     "MigrationMethod",
@@ -87,6 +88,7 @@ __all__ = [
 ]
 
 MigrationMethod = Literal["pre-copy", "stop-and-copy"]
+MIGRATION_METHODS: tuple[MigrationMethod, ...] = ("pre-copy", "stop-and-copy")
 Clock = Callable[[], float]
 
 

@@ -48,7 +48,7 @@ from twinedge.edge.errors import (
 )
 from twinedge.edge.host import EdgeHost
 from twinedge.edge.log import TwinStatus
-from twinedge.edge.migrate import evacuate, pre_copy, resume
+from twinedge.edge.migrate import MIGRATION_METHODS, MigrationMethod, evacuate, migrate, resume
 from twinedge.errors import (
     InvalidInput,
     PreconditionFailed,
@@ -175,9 +175,13 @@ class LiveNetwork:
         hosts: the host processes that serve the twins, by host id
             (:class:`twinedge.edge.remote.RemoteHost`); without them a twin's host is
             only recorded (its state stays in the core).
+        behaviours: what the twins run on their host, by kind (``"*"``: any kind).
+        migration_method: how a twin moves between hosts: ``"pre-copy"`` (copy while the
+            source serves, fence for the last changes) or ``"stop-and-copy"`` (fence, then
+            copy it all: the baseline; see :mod:`twinedge.edge.migrate`).
 
     Raises:
-        TwinedgeError: the network has no host.
+        TwinedgeError: the network has no host; an unknown migration method.
 
     Examples:
         See ``docs/live.md``; in tests, ``await live.cycle()`` runs one cycle.
@@ -194,9 +198,16 @@ class LiveNetwork:
         forecast_horizon_s: float = 10.0,
         hosts: dict[str, Any] | None = None,
         behaviours: dict[str, str] | None = None,
+        migration_method: MigrationMethod = "pre-copy",
     ):
         if world.n_hosts == 0:
             raise TwinedgeError(f"network {scenario.name!r} has no host with CPU and memory")
+        if migration_method not in MIGRATION_METHODS:
+            raise TwinedgeError(
+                f"unknown migration method {migration_method!r}; use "
+                + " or ".join(MIGRATION_METHODS)
+            )
+        self.migration_method: MigrationMethod = migration_method
         self.behaviours = dict(behaviours or {})  # kind ("*": any kind) -> behaviour spec
         for spec in self.behaviours.values():
             resolve_behaviour(spec)  # an unknown name or import path fails here, at start
@@ -493,7 +504,7 @@ class LiveNetwork:
             # a few at a time: each one's downtime is its fence, copy and adoption, which
             # queue behind every other migration's on the same hosts
             async with self._migration_slots:
-                report = await pre_copy(self.hosts[old], target, twin)
+                report = await migrate(self.hosts[old], target, twin, self.migration_method)
         except Exception:
             self.migrations_failed += 1
             raise
@@ -978,6 +989,7 @@ class LiveNetwork:
                 if getattr(r, "control_url", None)
             },
             "recovered": self.recovered,
+            "migration_method": self.migration_method,
             "live_migrations": self.live_migrations,
             "migrations_failed": self.migrations_failed,
             "downtime_ms": None

@@ -39,7 +39,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
@@ -162,6 +162,14 @@ def _behaviour(v: Any) -> str | None:
     return None
 
 
+def _migration_method(v: Any) -> str | None:
+    from twinedge.edge.migrate import MIGRATION_METHODS
+
+    if v in MIGRATION_METHODS:
+        return None
+    return "expected " + " or ".join(MIGRATION_METHODS)
+
+
 def _data_dir(v: Any) -> str | None:
     if (why := _text(v)) is not None:
         return why
@@ -203,6 +211,7 @@ _CHECKS = {
     "hosts": _hosts,
     "ray": _ray,
     "behaviour": _behaviour,
+    "migration_method": _migration_method,
     "otel": _flag,
 }
 # how a setting is read from an environment variable (text otherwise); "null" (or
@@ -296,6 +305,8 @@ class ServeConfig:
     hosts: str | None = None
     ray: str | None = None  # a Ray head's host:port: the same as hosts "ray:ADDRESS"
     behaviour: str = "default"  # what twins run on their host: SPEC, or KIND=SPEC,...
+    # how a live twin moves between hosts: pre-copy, or the stop-and-copy baseline
+    migration_method: str = "pre-copy"
     otel: bool = False  # OpenTelemetry traces (needs twinedge[otel])
     # where each setting that is not a default came from: a file, variable or --option
     sources: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -771,6 +782,7 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
     """
     import numpy as np
 
+    from twinedge.edge.migrate import MigrationMethod
     from twinedge.engine.record import LedgerRecorder
     from twinedge.orchestrator import Orchestrator
     from twinedge.orchestrator.live import LiveNetwork, parse_behaviours
@@ -801,6 +813,7 @@ def live_network(service: TwinService | None, cfg: ServeConfig) -> Any:
         orch,
         forecast_horizon_s=cfg.forecast_horizon_s,
         behaviours=parse_behaviours(cfg.behaviour),
+        migration_method=cast(MigrationMethod, cfg.migration_method),
     )
 
 
