@@ -87,6 +87,43 @@ def test_records_without_a_waiter_go_in_one_request_once_a_batch_is_pending(core
     asyncio.run(main())
 
 
+def test_every_control_call_that_commits_sends_the_records_at_once(core, tmp_path):
+    """Lingering an hour, a host still sends what a control call committed as soon as
+    the call answers (the core placing a twin, or writing it; the new owner adopting it);
+    a read (GET) sends nothing; the hosts token is checked first (an unauthenticated call
+    sends nothing either)."""
+
+    async def main() -> None:
+        s = host_server(core, tmp_path, replicate_linger_s=HOUR_S)
+        await s.start()
+        base = f"http://127.0.0.1:{s.control_port}"
+        auth = {"Authorization": f"Bearer {s.token}"}
+        try:
+            async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as c:
+                await s.host.place("fleet:r3", {"attributes": {"kind": "robot"}}, epoch=1)
+                await s.host.apply("fleet:r3", {"n": {"v": 1}})
+                assert (s.host.last_seq, s.replication_requests) == (2, 0)
+                r = await c.get("/twins/fleet:r3/ownership")  # a read: no hurry
+                assert r.status_code == 200, r.text
+                async with httpx.AsyncClient(base_url=base) as stranger:
+                    r = await stranger.post("/twins/fleet:r4", json={"epoch": 1})
+                assert r.status_code == 401  # refused before any route: nothing sent
+                assert s.replication_requests == 0
+                r = await c.post("/twins/fleet:r4", json={"epoch": 1, "revision": 0})
+                assert r.status_code == 200, r.text
+                await until(lambda: s.replicated_records == 3, "the placement's records sent")
+                r = await c.post(
+                    "/twins/fleet:r4/write", json={"patch": {"attributes": {"colour": "red"}}}
+                )
+                assert r.status_code == 200, r.text
+                await until(lambda: s.replicated_records == 4, "the write's record sent")
+                assert s.replication_requests == 2
+        finally:
+            await s.stop()
+
+    asyncio.run(main())
+
+
 def test_linger_zero_sends_each_record_as_soon_as_it_is_committed(core, tmp_path):
     async def main() -> None:
         s = host_server(core, tmp_path, replicate_linger_s=0)

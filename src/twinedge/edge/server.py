@@ -617,6 +617,29 @@ class _HostsTokenGuard:
         await self.app(scope, receive, send)
 
 
+class _FlushOnAnswer:
+    """ASGI wrapper: once a control call that may have committed (any method but GET)
+    answers, the replicator sends the committed records without lingering. Whoever made
+    the call (the core placing or moving a twin, an application's write with ``ack=core``,
+    the new owner of a twin, whose records wait at the core for the old owner's) may
+    wait for the core to have them next."""
+
+    def __init__(self, app: Any, server: HostServer):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] == "GET":
+            await self.app(scope, receive, send)
+            return
+
+        async def answer(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.server.flush()
+            await send(message)
+
+        await self.app(scope, receive, answer)
+
+
 def control_app(server: HostServer) -> Any:
     """The host's control API (see the module docstring)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -634,6 +657,7 @@ def control_app(server: HostServer) -> Any:
     app.add_exception_handler(EdgeError, edge_error)
     for kind in (TwinedgeError, ValueError, KeyError, TypeError):
         app.add_exception_handler(kind, bad_request)
+    app.add_middleware(_FlushOnAnswer, server=server)
     app.add_middleware(_HostsTokenGuard, token=server.token)
 
     async def body(request: Request) -> Any:
@@ -672,7 +696,6 @@ def control_app(server: HostServer) -> Any:
             revision=int(d.get("revision", 0)),
             behaviour=str(d.get("behaviour", "default")),
         )
-        server.flush()
         return {"revision": rev}
 
     @app.get("/twins")
@@ -702,7 +725,6 @@ def control_app(server: HostServer) -> Any:
     async def fence(twin_id: str, request: Request) -> Any:
         d = await body(request)
         fenced = await h().fence(twin_id, int(d["epoch"]), str(d["owner"]))
-        server.flush()  # the new owner's records of the twin wait for these at the core
         failpoints.hit("source.after-fence", server.host_id)
         return wire.fence_to(fenced)
 
@@ -714,7 +736,6 @@ def control_app(server: HostServer) -> Any:
             twin_id, int(d["epoch"]), str(d["owner"]), int(d["after"])
         )
         phases.mark("source.fence-durable", twin_id)
-        server.flush()  # the new owner's records of the twin wait for these at the core
         failpoints.hit("source.after-fence", server.host_id)
         # a response as it is: FastAPI does not walk plain JSON values again (downtime)
         return JSONResponse({"fence": wire.fence_to(fence), "changes": wire.changes_to(changes)})
@@ -728,7 +749,6 @@ def control_app(server: HostServer) -> Any:
             raise EdgeError(f"changes of twin {changes.twin_id!r} sent for {twin_id!r}")
         rev = await h().adopt_changes(changes, int(d["epoch"]), int(d["revision"]))
         phases.mark("target.adopt-durable", twin_id)
-        server.flush()
         failpoints.hit("target.after-adopt", server.host_id)
         return {"revision": rev}
 
@@ -739,13 +759,11 @@ def control_app(server: HostServer) -> Any:
         out = await server.cut_over(
             twin_id, str(d["source"]), str(d["source_url"]), int(d["epoch"]), int(d["after"])
         )
-        server.flush()
         return out
 
     @app.post("/twins/{twin_id}/release")
     async def release(twin_id: str) -> Any:
         await h().release(twin_id)
-        server.flush()
         return {}
 
     @app.post("/twins/{twin_id}/expect")
@@ -772,7 +790,6 @@ def control_app(server: HostServer) -> Any:
     async def adopt(twin_id: str, request: Request) -> Any:
         d = await body(request)
         rev = await h().adopt(twin_id, int(d["epoch"]), int(d["revision"]))
-        server.flush()
         failpoints.hit("target.after-adopt", server.host_id)
         return {"revision": rev}
 
@@ -787,7 +804,6 @@ def control_app(server: HostServer) -> Any:
         if_revision = None if given is None else int(given)
         patch = d.get("patch")
         revision = await h().write(twin_id, patch, if_revision=if_revision)
-        server.flush()  # the core may wait for it (ack core)
         features = patch.get("features") if isinstance(patch, dict) else None
         if server.broker is not None and isinstance(features, dict):  # desired state changed
             doc = h().twin(twin_id).document
@@ -800,7 +816,6 @@ def control_app(server: HostServer) -> Any:
     @app.post("/twins/{twin_id}/reclaim")
     async def reclaim(twin_id: str, request: Request) -> Any:
         revision = await h().reclaim(twin_id, int((await body(request))["epoch"]))
-        server.flush()
         return {"revision": revision}
 
     @app.post("/twins/{twin_id}/retire")
@@ -827,7 +842,6 @@ def control_app(server: HostServer) -> Any:
     async def desired(twin_id: str, request: Request) -> Any:
         d = await body(request)
         revision = await h().set_desired(twin_id, d)
-        server.flush()  # the core may wait for it (ack core)
         if server.broker is not None and isinstance(d, dict) and d:  # the whole desired state
             fid, props = next(iter(d.items()))
             await server.broker.publish_desired(twin_id, fid, props)
