@@ -504,11 +504,11 @@ class Writer:
             and op.source != "orchestrator"
             and not op.edge_retired
             and self.edge_tier()
-        ):  # the host is the twin's writer: this op was routed here before it got there
+        ):  # the host is the twin's writer (this op was routed here before it got there)
             raise ServedAtEdge(
-                f"twin {op.thing_id} is served by an edge host; the core did not apply this "
-                "write (it was routed to the core before the twin was placed there): send it "
-                "again",
+                f"twin {op.thing_id} is served by an edge host, its writer; the core did not "
+                "apply this write: send it again (the service sends writes to the host, and "
+                "a device is redirected to it)",
                 thing_id=op.thing_id,
             )
         if op.thing_id in self.leaving and op.edge is None and op.source != "orchestrator":
