@@ -23,7 +23,8 @@ FastAPI's exception handlers), the HTTP API to RFC 7807 problem documents
      ├── TooLarge             the result would exceed a size limit
      ├── TimedOut             a device did not answer in time
      ├── Unavailable          the service cannot do it now; retry later
-     │    └── Overloaded      the write queue is full
+     │    ├── Overloaded      the write queue is full
+     │    └── ServedAtEdge    a write reached the core's writer for a twin an edge host serves
      └── OperationFailed      this one operation failed for good; sending it again will not help
 """
 
@@ -247,6 +248,26 @@ class Unavailable(ServiceError):
 
 class Overloaded(Unavailable):
     """The write queue is full: back-pressure; retry after a moment."""
+
+
+class ServedAtEdge(Unavailable):
+    """A write reached the core's own writer for a twin that an edge host process
+    serves (its edge replica position is set): the host holds the authoritative copy, so
+    the core did not apply it. The write was routed to the core before the twin was
+    placed on its host; the service routes it again, to the host, when it can (else the
+    caller is told to send it again). ``extra["thing_id"]`` names the twin.
+
+    Examples:
+        >>> e = ServedAtEdge("twin a:b is served by an edge host", thing_id="a:b")
+        >>> e.thing_id, isinstance(e, Unavailable)
+        ('a:b', True)
+    """
+
+    @property
+    def thing_id(self) -> str | None:
+        """The twin the write was for (``None`` when not given)."""
+        value = self.extra.get("thing_id")
+        return value if isinstance(value, str) else None
 
 
 class OperationFailed(ServiceError):

@@ -19,9 +19,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from twinedge.errors import InvalidInput, NotFound, PreconditionFailed, TimedOut, Unavailable
+from twinedge.errors import (
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    ServedAtEdge,
+    TimedOut,
+    Unavailable,
+)
 from twinedge.runtime import things
 from twinedge.runtime.auth import SYSTEM, Principal, Role
 from twinedge.runtime.core.access import Access
@@ -64,6 +71,8 @@ __all__ = [
     "TwinService",
     "rfc3339",
 ]
+
+T = TypeVar("T")
 
 
 class TwinService:
@@ -124,6 +133,7 @@ class TwinService:
             clock=clock,
             metrics=self.metrics,
             batch_max=batch_max,
+            edge_tier=lambda: self.edge_owner is not None,
         )
         self._reads = Reads(store, self._pools, self._access)
         # differentially private aggregates across domains, with budgets per consumer
@@ -351,9 +361,18 @@ class TwinService:
     ) -> tuple[dict, bool]:
         """Create or replace a thing; returns (thing, created) (see
         :meth:`.Writes.put_thing`; ``ack``: for a twin served by an edge host, see
-        :mod:`.core.edge_writes`)."""
-        return await self._writes_for(thing_id, ack).put_thing(
-            p, thing_id, body, if_match=if_match, if_none_match=if_none_match, domain=domain
+        :mod:`.core.edge_writes`)."
+
+        Raises:
+            ServedAtEdge: routed to the core's writer, the write found the twin placed on
+                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
+                was applied, send it again.
+        """
+        return await self._rerouted(
+            thing_id,
+            lambda: self._writes_for(thing_id, ack).put_thing(
+                p, thing_id, body, if_match=if_match, if_none_match=if_none_match, domain=domain
+            ),
         )
 
     async def patch(
@@ -367,9 +386,18 @@ class TwinService:
         source: str = "http",
         ack: AckLevel = "core",
     ) -> dict:
-        """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`)."""
-        return await self._writes_for(thing_id, ack).patch(
-            p, thing_id, path, patch, if_match=if_match, source=source
+        """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`)."
+
+        Raises:
+            ServedAtEdge: routed to the core's writer, the write found the twin placed on
+                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
+                was applied, send it again.
+        """
+        return await self._rerouted(
+            thing_id,
+            lambda: self._writes_for(thing_id, ack).patch(
+                p, thing_id, path, patch, if_match=if_match, source=source
+            ),
         )
 
     async def put_path(
@@ -382,7 +410,26 @@ class TwinService:
         if_match: int | None = None,
         ack: AckLevel = "core",
     ) -> tuple[dict, bool]:
-        """Create or replace the value at ``path``; returns (thing, created_at_path)."""
+        """Create or replace the value at ``path``; returns (thing, created_at_path)."
+
+        Raises:
+            ServedAtEdge: routed to the core's writer, the write found the twin placed on
+                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
+                was applied, send it again.
+        """
+        return await self._rerouted(
+            thing_id, lambda: self._put_path(p, thing_id, path, value, if_match, ack)
+        )
+
+    async def _put_path(
+        self,
+        p: Principal,
+        thing_id: str,
+        path: str,
+        value: Any,
+        if_match: int | None,
+        ack: AckLevel,
+    ) -> tuple[dict, bool]:
         parts = path.split("/")
         if (
             self.edge_owner is not None
@@ -419,13 +466,21 @@ class TwinService:
 
         Raises:
             Unavailable: the host did not retire it (nothing was deleted).
+            ServedAtEdge: as for :meth:`patch`.
         """
+        return await self._rerouted(
+            thing_id, lambda: self._delete(p, thing_id, path, if_match, ack)
+        )
+
+    async def _delete(
+        self, p: Principal, thing_id: str, path: str, if_match: int | None, ack: AckLevel
+    ) -> dict | None:
         if self.edge_retire is not None and self._edge_served(thing_id) and not path.strip("/"):
             await self._edge_precheck(p, thing_id, if_match)
             await self.edge_retire(thing_id)
             # the condition held when the host stopped writing: later replicated records
             # of the retired twin do not make it fail
-            return await self._writes.delete(p, thing_id, path)
+            return await self._writes.delete(p, thing_id, path, edge_retired=True)
         return await self._writes_for(thing_id, ack).delete(p, thing_id, path, if_match=if_match)
 
     async def set_desired(
@@ -438,7 +493,26 @@ class TwinService:
         if_match: int | None = None,
         ack: AckLevel = "core",
     ) -> dict:
-        """Merge-patch a feature's desired properties; the device gets them over MQTT."""
+        """Merge-patch a feature's desired properties; the device gets them over MQTT."
+
+        Raises:
+            ServedAtEdge: routed to the core's writer, the write found the twin placed on
+                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
+                was applied, send it again.
+        """
+        return await self._rerouted(
+            thing_id, lambda: self._set_desired(p, thing_id, feature_id, patch, if_match, ack)
+        )
+
+    async def _set_desired(
+        self,
+        p: Principal,
+        thing_id: str,
+        feature_id: str,
+        patch: dict,
+        if_match: int | None,
+        ack: AckLevel,
+    ) -> dict:
         if self.edge_desired is not None and self._edge_served(thing_id):
             await self._edge_precheck(p, thing_id, if_match)
             return await self.edge_desired(thing_id, {feature_id: patch}, ack)
@@ -453,13 +527,35 @@ class TwinService:
                 f"thing {thing_id} is at revision {doc['_revision']}, not {if_match} (If-Match)"
             )
 
+    async def _rerouted(self, thing_id: str, write: Callable[[], Awaitable[T]]) -> T:
+        """Run ``write``, a write operation that decides its route when it is called (the
+        core's writer, or the twin's edge host); if the core's writer refused it because
+        an edge host serves the twin now (placed there after the route was decided and
+        before the write reached the writer, see :mod:`.core.writer`), decide and run it
+        once more: now it goes to the host. The refused attempt applied nothing.
+
+        Raises:
+            ServedAtEdge: the core's writer refused it and no edge host serves the twin
+                now (it is being placed, or its host is being recovered): nothing was
+                applied; send it again.
+        """
+        try:
+            return await write()
+        except ServedAtEdge:
+            if not self._edge_served(thing_id):
+                raise
+            self.metrics["edge_rerouted_total"] += 1
+            return await write()
+
     def _edge_served(self, thing_id: str) -> bool:
         """Whether an edge host process serves the twin now."""
         return self.edge_owner is not None and self.edge_owner(thing_id) is not None
 
     def _writes_for(self, thing_id: str, ack: AckLevel) -> Writes:
         """The write operations for this twin: through the core's writer, or decided here
-        and committed by the edge host that serves it (:class:`.EdgeForward`)."""
+        and committed by the edge host that serves it (:class:`.EdgeForward`). Decided
+        now, before the operation's awaits: the writer refuses a write routed to it for a
+        twin placed on a host meanwhile, and :meth:`_rerouted` routes it again."""
         check_ack(ack)
         if self.edge_write is None or not self._edge_served(thing_id):
             return self._writes

@@ -34,6 +34,7 @@ EXPECTED = {
     "OperationFailed": (500, "internal-server-error"),
     "Unavailable": (503, "service-unavailable"),
     "Overloaded": (503, "service-unavailable"),
+    "ServedAtEdge": (503, "service-unavailable"),
 }
 # Ditto's error code of each on a thing's path (a read; a pointer into the body)
 DITTO_ERROR = {
@@ -48,6 +49,7 @@ DITTO_ERROR = {
     "OperationFailed": "internalerror",
     "Unavailable": "things:thing.unavailable",
     "Overloaded": "things:thing.unavailable",
+    "ServedAtEdge": "things:thing.unavailable",
 }
 
 

@@ -21,6 +21,20 @@ cannot take fails alone.
 An op replicating an edge host's record (:attr:`Op.edge`, see :mod:`.replica`) is decided
 here too, against the twin's edge position as the batch left it; when it applies, its
 change carries the new position, which the store commits in the same transaction.
+
+**Twins served at the edge.** While a twin has an edge position, its edge host is its
+single writer and the core's copy a replica; the service sends writes of such a twin to
+the host instead of queueing them here. But the service decides the route before the
+access checks it awaits, and a twin can be placed on a host meanwhile. So, when edge hosts
+serve twins (the service's edge tier is wired, :attr:`Writer.edge_tier`), the writer
+refuses a local op of a twin that has an edge position (as the batch left it) with
+:class:`~twinedge.errors.ServedAtEdge`, unapplied; the service routes it again, to the
+host. Still applied locally on such a twin: the host's replicated records
+(:attr:`Op.edge`), the orchestrator's own writes (source ``"orchestrator"``: the
+``_host`` that records a move) and the deletion of a twin its host has already retired
+(:attr:`Op.edge_retired`). Steps that are not thing mutations (credentials, groups,
+namespaces, edge positions, the placement mark) are exclusive steps and not affected;
+grants are not written through the writer at all.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from twinedge.errors import (
     OperationFailed,
     Overloaded,
     PreconditionFailed,
+    ServedAtEdge,
     ServiceError,
     TooLarge,
     Unavailable,
@@ -95,6 +110,9 @@ class Op:
     # whether the op applies; one that does always makes a revision and stores the new
     # edge position with it, in the same transaction
     edge: EdgeStep | None = None
+    # the twin's edge host has retired it (TwinService.delete): this local write (its
+    # deletion) applies although the twin still has an edge position
+    edge_retired: bool = False
     future: asyncio.Future[Result] = field(init=False)  # set by WriteQueue.submit
 
 
@@ -210,6 +228,10 @@ class Writer:
         clock: unix time source.
         metrics: the service's counters.
         batch_max: most ops committed in one transaction.
+        edge_tier: whether edge host processes serve twins now; only then is a local op
+            of a twin with an edge position refused (see the module docstring). Without
+            an edge tier (no host processes, e.g. ``serve --hosts none`` on the data of
+            a run that had them) the core serves every twin itself.
     """
 
     def __init__(
@@ -224,8 +246,10 @@ class Writer:
         clock: Callable[[], float],
         metrics: Counter[str],
         batch_max: int = 2000,
+        edge_tier: Callable[[], bool] = lambda: False,
     ):
         self.queue = queue
+        self.edge_tier = edge_tier
         self.store = store
         self.things = things
         self.access = access
@@ -450,12 +474,15 @@ class Writer:
         """Apply ``op`` to ``cur`` (the thing as the batch left it so far): the result and
         the change to commit (``None`` when nothing changes). ``membership`` and
         ``claims`` collect the batch's group changes and namespace claims; ``position``
-        is the thing's edge replica position as the batch left it (for :attr:`Op.edge`).
+        is the thing's edge replica position as the batch left it (for :attr:`Op.edge`,
+        and to refuse a local op of a twin served at the edge).
 
         Raises:
             NotFound: the thing is missing or not visible to the op's principal.
             Forbidden, Conflict: a creation in a namespace of another domain.
             PreconditionFailed: the op's revision condition does not hold.
+            ServedAtEdge: a local op of a twin that an edge host serves (see the module
+                docstring); nothing is applied.
             Unavailable: the twin is moving to an edge host (see :attr:`leaving`).
             InvalidInput: the new document is not a valid thing.
             TooLarge: the new document would exceed :data:`MAX_THING_BYTES`.
@@ -470,6 +497,19 @@ class Writer:
                 raise access.foreign_namespace(op.principal, ns, owner)
             raise NotFound(
                 f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
+            )
+        if (
+            position is not None
+            and op.edge is None
+            and op.source != "orchestrator"
+            and not op.edge_retired
+            and self.edge_tier()
+        ):  # the host is the twin's writer (this op was routed here before it got there)
+            raise ServedAtEdge(
+                f"twin {op.thing_id} is served by an edge host, its writer; the core did not "
+                "apply this write: send it again (the service sends writes to the host, and "
+                "a device is redirected to it)",
+                thing_id=op.thing_id,
             )
         if op.thing_id in self.leaving and op.edge is None and op.source != "orchestrator":
             raise Unavailable(

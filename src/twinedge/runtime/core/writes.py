@@ -195,10 +195,18 @@ class Writes:
         return res.document(), created["v"]
 
     async def delete(
-        self, p: Principal, thing_id: str, path: str = "", *, if_match: int | None = None
+        self,
+        p: Principal,
+        thing_id: str,
+        path: str = "",
+        *,
+        if_match: int | None = None,
+        edge_retired: bool = False,
     ) -> dict | None:
         """Delete the thing (``path`` ``""``) or the value at ``path``; returns the thing
-        after (``None`` once deleted).
+        after (``None`` once deleted). ``edge_retired``: the twin's edge host has retired
+        it, so the writer deletes it although it has an edge position (see
+        :attr:`.writer.Op.edge_retired`).
 
         Raises:
             Forbidden: ``p`` cannot write, or ``path`` is a service field.
@@ -225,7 +233,8 @@ class Writes:
                 ) from None
             return _with_meta(content, cur)
 
-        return (await self.queue.submit(Op(thing_id, mutate, p, "http", if_match))).thing
+        op = Op(thing_id, mutate, p, "http", if_match, edge_retired=edge_retired)
+        return (await self.queue.submit(op)).thing
 
     async def set_desired(
         self,
