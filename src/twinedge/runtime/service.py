@@ -361,7 +361,7 @@ class TwinService:
     ) -> tuple[dict, bool]:
         """Create or replace a thing; returns (thing, created) (see
         :meth:`.Writes.put_thing`; ``ack``: for a twin served by an edge host, see
-        :mod:`.core.edge_writes`)."
+        :mod:`.core.edge_writes`).
 
         Raises:
             ServedAtEdge: routed to the core's writer, the write found the twin placed on
@@ -386,7 +386,7 @@ class TwinService:
         source: str = "http",
         ack: AckLevel = "core",
     ) -> dict:
-        """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`)."
+        """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`).
 
         Raises:
             ServedAtEdge: routed to the core's writer, the write found the twin placed on
@@ -410,7 +410,7 @@ class TwinService:
         if_match: int | None = None,
         ack: AckLevel = "core",
     ) -> tuple[dict, bool]:
-        """Create or replace the value at ``path``; returns (thing, created_at_path)."
+        """Create or replace the value at ``path``; returns (thing, created_at_path).
 
         Raises:
             ServedAtEdge: routed to the core's writer, the write found the twin placed on
@@ -493,7 +493,7 @@ class TwinService:
         if_match: int | None = None,
         ack: AckLevel = "core",
     ) -> dict:
-        """Merge-patch a feature's desired properties; the device gets them over MQTT."
+        """Merge-patch a feature's desired properties; the device gets them over MQTT.
 
         Raises:
             ServedAtEdge: routed to the core's writer, the write found the twin placed on
