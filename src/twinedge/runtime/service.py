@@ -389,9 +389,7 @@ class TwinService:
         """JSON Merge Patch (RFC 7396) of the value at ``path`` (see :meth:`.Writes.patch`).
 
         Raises:
-            ServedAtEdge: routed to the core's writer, the write found the twin placed on
-                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
-                was applied, send it again.
+            ServedAtEdge: as for :meth:`put_thing`.
         """
         return await self._rerouted(
             thing_id,
@@ -413,9 +411,7 @@ class TwinService:
         """Create or replace the value at ``path``; returns (thing, created_at_path).
 
         Raises:
-            ServedAtEdge: routed to the core's writer, the write found the twin placed on
-                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
-                was applied, send it again.
+            ServedAtEdge: as for :meth:`put_thing`.
         """
         return await self._rerouted(
             thing_id, lambda: self._put_path(p, thing_id, path, value, if_match, ack)
@@ -466,7 +462,7 @@ class TwinService:
 
         Raises:
             Unavailable: the host did not retire it (nothing was deleted).
-            ServedAtEdge: as for :meth:`patch`.
+            ServedAtEdge: as for :meth:`put_thing`.
         """
         return await self._rerouted(
             thing_id, lambda: self._delete(p, thing_id, path, if_match, ack)
@@ -496,9 +492,7 @@ class TwinService:
         """Merge-patch a feature's desired properties; the device gets them over MQTT.
 
         Raises:
-            ServedAtEdge: routed to the core's writer, the write found the twin placed on
-                an edge host that does not serve it yet (see :meth:`_rerouted`); nothing
-                was applied, send it again.
+            ServedAtEdge: as for :meth:`put_thing`.
         """
         return await self._rerouted(
             thing_id, lambda: self._set_desired(p, thing_id, feature_id, patch, if_match, ack)
