@@ -230,3 +230,48 @@ def test_cycles_run_on_their_own_and_stop(tmp_path):
 
     host, cycles = run(f"sqlite:///{tmp_path / 'twins.db'}", body)
     assert host == "edge-1" and cycles >= 1
+
+
+def test_a_failure_that_repeats_is_logged_with_its_traceback_once(tmp_path, caplog):
+    """Cycles that keep failing the same way log one error with its traceback, then only
+    debug lines; another failure is logged again; the first cycle that succeeds after
+    failures says so once."""
+
+    async def body(svc):
+        live = live_network(svc, two_sites())
+        live.orchestrator.step_s = 0.001
+        outcomes = [OSError("no live host"), OSError("no live host"), OSError("no live host")]
+        outcomes += [ValueError("bad answer"), None, None]
+        done = asyncio.Event()
+
+        async def cycle():
+            outcome = outcomes.pop(0)
+            if not outcomes:
+                done.set()
+            if outcome is not None:
+                raise outcome
+
+        live.cycle = cycle  # type: ignore[method-assign]
+        live.clock = __import__("time").monotonic
+        with caplog.at_level("DEBUG", logger="twinedge.orchestrator"):
+            live.start()
+            await asyncio.wait_for(done.wait(), 30)
+            await live.stop()
+
+    run(f"sqlite:///{tmp_path / 'twins.db'}", body)
+    got = [
+        (r.levelname, r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name == "twinedge.orchestrator" and "orchestrator cycle" in r.getMessage()
+    ]
+    assert got == [
+        ("ERROR", "orchestrator cycle failed", True),
+        ("DEBUG", "orchestrator cycle failed again: OSError: no live host", False),
+        ("DEBUG", "orchestrator cycle failed again: OSError: no live host", False),
+        ("ERROR", "orchestrator cycle failed", True),
+        (
+            "WARNING",
+            "orchestrator cycles succeed again (they failed with ValueError: bad answer)",
+            False,
+        ),
+    ]

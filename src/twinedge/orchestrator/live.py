@@ -564,7 +564,10 @@ class LiveNetwork:
         moved on from there (if that host adopted it, by that host's own recovery)."""
 
         procs = self.host_processes
-        log.warning("host process %s died; recovering its twins from its log", dead)
+        if dead in self.unrecovered:  # a recovery that failed, tried again
+            log.debug("recovering the twins of host process %s again", dead)
+        else:
+            log.warning("host process %s died; recovering its twins from its log", dead)
         self.unrecovered.add(dead)
         procs.forget(dead)
         self.hosts.pop(dead, None)
@@ -888,14 +891,27 @@ class LiveNetwork:
 
     # --- running ---------------------------------------------------------------------------
     async def run(self) -> None:
-        """Cycle every ``step_s`` seconds until cancelled."""
+        """Cycle every ``step_s`` seconds until cancelled. A failed cycle is logged with
+        its traceback once; the same failure again (e.g. a dead host's recovery with no
+        live host to move its twins to) only at debug level, until a cycle succeeds or
+        fails otherwise."""
         period = self.orchestrator.step_s
         next_t = self.clock()
+        failing: str | None = None  # the failure logged last, while cycles keep failing
         while True:
             try:
                 await self.cycle()
-            except Exception:  # never take the service down with the orchestrator
-                log.exception("orchestrator cycle failed")
+            except Exception as exc:  # never take the service down with the orchestrator
+                why = f"{type(exc).__name__}: {exc}"
+                if why == failing:
+                    log.debug("orchestrator cycle failed again: %s", why)
+                else:
+                    log.exception("orchestrator cycle failed")
+                    failing = why
+            else:
+                if failing is not None:
+                    log.warning("orchestrator cycles succeed again (they failed with %s)", failing)
+                    failing = None
             next_t += period
             await asyncio.sleep(max(0.0, next_t - self.clock()))
 
