@@ -17,7 +17,7 @@ from tests.orchestrator.test_live import live_network, robot, two_sites
 from tests.runtime.service_run import run
 from twinedge.edge.remote import RemoteHost
 from twinedge.edge.server import HostServer
-from twinedge.errors import ServedAtEdge, Unavailable
+from twinedge.errors import Overloaded, ServedAtEdge, Unavailable
 from twinedge.orchestrator.live import LiveNetwork
 from twinedge.runtime.api import create_app
 from twinedge.runtime.app import listen_tcp
@@ -274,3 +274,39 @@ def test_the_writer_refuses_a_local_write_to_a_twin_with_an_edge_position(tmp_pa
         assert (doc["_revision"], doc["attributes"]["colour"]) == (4, "red")
 
     run(f"sqlite:///{tmp_path / 'core.db'}", body)
+
+
+def test_a_placement_whose_host_was_not_recorded_is_recorded_at_the_next_cycle(tmp_path):
+    """The twin's state reaches edge-1, then recording its host fails (the core's write
+    queue full): writes are refused meanwhile (the host is the twin's writer, nothing is
+    applied in the core); the next cycle reads from the hosts where the twins are and
+    records edge-1, and writes go to the host again."""
+
+    async def main() -> None:
+        async with edge_tier(tmp_path) as (svc, live, servers):
+            await svc.put_thing(ROOT, TWIN, robot(10.0), domain="dom-a")
+            real = svc.set_host
+            refused: list[str] = []
+
+            async def set_host_once_overloaded(thing_id: str, host: str | None) -> dict:
+                if not refused:
+                    refused.append(thing_id)
+                    raise Overloaded("the write queue is full")
+                return await real(thing_id, host)
+
+            svc.set_host = set_host_once_overloaded  # type: ignore[method-assign]
+            report = await live.cycle()
+            assert refused == [TWIN] and report.writes_failed == 1
+            assert svc.things[TWIN].get("_host") is None  # not recorded ...
+            assert TWIN in servers["edge-1"].host.twin_ids()  # ... but served there
+            with pytest.raises(ServedAtEdge):
+                await svc.patch(APP, TWIN, "attributes", {"colour": "blue"})
+            assert "colour" not in servers["edge-1"].host.twin(TWIN).document["attributes"]
+            await live.cycle()
+            assert svc.things[TWIN]["_host"] == "edge-1"
+            doc = await svc.patch(APP, TWIN, "attributes", {"colour": "red"})
+            assert doc["attributes"] == {"kind": "robot", "colour": "red"}
+            view = servers["edge-1"].host.twin(TWIN)
+            assert view.document["attributes"] == {"kind": "robot", "colour": "red"}
+
+    asyncio.run(main())

@@ -466,6 +466,11 @@ class LiveNetwork:
         failed = [r for r in results if isinstance(r, BaseException)]
         for r in failed[:3]:
             log.info("orchestrator: a host change was not written: %s", r)
+        if failed and self.hosts:
+            # a twin may now be on a host the core did not record (its state moved, then
+            # recording its host failed): until recorded, the core refuses its writes;
+            # the next cycle reads where the twins are from the hosts, as after a restart
+            self.reconciled = False
         return len(failed)
 
     async def _move_state(self, twin: str, old: str | None, new: str) -> None:
