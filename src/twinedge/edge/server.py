@@ -858,6 +858,10 @@ async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
         ready_file: once the host listens, its ``pid``, ``mqtt_port`` and
             ``control_port`` are written there as JSON, atomically (whoever started it
             with ports 0 learns them there, with no race for a port chosen beforehand).
+
+    Raises:
+        TwinedgeError: ``ready_file`` cannot be written (the host stops first).
+        StartupError: a port is in use, or the address is not this machine's.
     """
     import signal
 
@@ -874,12 +878,17 @@ async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
         "twinedge host %s: devices at %s, control at http://%s:%d",
         server.host_id, server.mqtt_url, server.control_host, server.control_port,
     )  # fmt: skip
-    if ready_file is not None:
-        ports = {"mqtt_port": server.mqtt_port, "control_port": server.control_port}
-        scratch = ready_file.with_name(ready_file.name + ".tmp")
-        scratch.write_text(json.dumps({"pid": os.getpid(), **ports}))
-        os.replace(scratch, ready_file)
     try:
+        if ready_file is not None:
+            ports = {"mqtt_port": server.mqtt_port, "control_port": server.control_port}
+            scratch = ready_file.with_name(ready_file.name + ".tmp")
+            try:
+                scratch.write_text(json.dumps({"pid": os.getpid(), **ports}))
+                os.replace(scratch, ready_file)
+            except OSError as exc:
+                raise TwinedgeError(
+                    f"--ready-file {ready_file}: cannot write it: {exc.strerror or exc}"
+                ) from None
         await stop.wait()
     finally:
         await server.stop()
