@@ -89,9 +89,9 @@ def test_records_without_a_waiter_go_in_one_request_once_a_batch_is_pending(core
 
 def test_every_control_call_that_commits_sends_the_records_at_once(core, tmp_path):
     """Lingering an hour, a host still sends what a control call committed as soon as
-    the call answers (the core placing a twin, or writing it; the new owner adopting it);
-    a read (GET) sends nothing; the hosts token is checked first (an unauthenticated call
-    sends nothing either)."""
+    the call answers (the core placing a twin, writing it, fencing it); a read (GET) or a
+    call that commits nothing (a redirect) sends nothing; the hosts token is checked
+    first (an unauthenticated call sends nothing either)."""
 
     async def main() -> None:
         s = host_server(core, tmp_path, replicate_linger_s=HOUR_S)
@@ -118,6 +118,17 @@ def test_every_control_call_that_commits_sends_the_records_at_once(core, tmp_pat
                 assert r.status_code == 200, r.text
                 await until(lambda: s.replicated_records == 4, "the write's record sent")
                 assert s.replication_requests == 2
+                # a call that commits nothing (a redirect) leaves a pending record to the
+                # linger (nobody waits for it); the fence, which commits, has it sent
+                await s.host.apply("fleet:r4", {"n": {"v": 2}})
+                r = await c.post("/twins/fleet:r4/redirect")
+                assert r.status_code == 200, r.text
+                assert (s.host.last_seq, s._flush_seq) == (5, 4)
+                r = await c.post("/twins/fleet:r4/fence", json={"epoch": 2, "owner": "edge-2"})
+                assert r.status_code == 200, r.text
+                assert s._flush_seq == 5
+                await until(lambda: s.replicated_records == 5, "the pending record sent")
+                assert s.replication_requests == 3
         finally:
             await s.stop()
 

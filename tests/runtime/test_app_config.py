@@ -246,6 +246,26 @@ def test_where_the_hosts_run_from_each_channel(tmp_path, settings, edge_hosts):
             "FILE: behaviour: got 'dead-reckoning'; behaviours run on host processes, and "
             "with hosts none (TWINEDGE_HOSTS) the twins stay in the core",
         ),
+        (
+            {},
+            {},
+            {"migration_method": "stop-and-copy"},
+            "--migration-method: migration_method: got 'stop-and-copy'; twins migrate "
+            "between the host processes of a network: give --network (and not --hosts none)",
+        ),
+        (
+            {"network": "n.yaml", "hosts": "none"},
+            {"TWINEDGE_MIGRATION_METHOD": "stop-and-copy"},
+            {},
+            "TWINEDGE_MIGRATION_METHOD: migration_method: got 'stop-and-copy'; twins migrate "
+            "between the host processes of a network: give --network (and not --hosts none)",
+        ),
+        (
+            {"migration_method": "teleport"},
+            {},
+            {},
+            "FILE: migration_method: got 'teleport'; expected pre-copy or stop-and-copy",
+        ),
     ],
 )
 def test_host_settings_that_do_not_fit_together_are_one_line_each(

@@ -107,6 +107,7 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "hosts": "ray:head:6379",
         "ray": "head:6379",
         "behaviour": "robot=dead-reckoning",
+        "migration_method": "stop-and-copy",
         "otel": "yes",
     }
     assert set(texts) == set(ServeConfig().to_dict())
@@ -132,6 +133,7 @@ def test_every_setting_has_a_variable_and_the_layers_stack(tmp_path):
         "hosts": "ray:head:6379",
         "ray": "head:6379",
         "behaviour": "robot=dead-reckoning",
+        "migration_method": "stop-and-copy",
         "otel": True,
     }
     assert cfg.edge_hosts == "ray:head:6379"

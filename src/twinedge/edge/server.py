@@ -617,18 +617,32 @@ class _HostsTokenGuard:
         await self.app(scope, receive, send)
 
 
+# the control calls that commit (``POST /twins/{id}`` places; ``POST /twins/{id}/ACTION``
+# for these actions); retire waits for the core itself
+COMMITTING = frozenset(
+    {"fence", "fence-export", "adopt-changes", "cut-over", "release", "adopt", "write"}
+    | {"reclaim", "desired"}
+)
+
+
 class _FlushOnAnswer:
-    """ASGI wrapper: once a control call that may have committed (any method but GET)
-    answers, the replicator sends the committed records without lingering. Whoever made
-    the call (the core placing or moving a twin, an application's write with ``ack=core``,
-    the new owner of a twin, whose records wait at the core for the old owner's) may
-    wait for the core to have them next."""
+    """ASGI wrapper: once a control call that commits answers (a placement, a migration
+    step, an application's write; :data:`COMMITTING`), the replicator sends the committed
+    records without lingering. Whoever made the call (the core placing or moving a twin,
+    an application's write with ``ack=core``, the new owner of a twin, whose records wait
+    at the core for the old owner's) may wait for the core to have them next. Other calls
+    (reads, staging a copy, a redirect, a command) leave the linger alone."""
 
     def __init__(self, app: Any, server: HostServer):
         self.app, self.server = app, server
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] == "GET":
+        parts = scope["path"].strip("/").split("/") if scope["type"] == "http" else []
+        if not (
+            scope.get("method") == "POST"
+            and parts[0] == "twins"
+            and (len(parts) == 2 or (len(parts) == 3 and parts[2] in COMMITTING))
+        ):
             await self.app(scope, receive, send)
             return
 

@@ -373,15 +373,15 @@ class ServeConfig:
             f"{_show(getattr(self, name))}; {why}"
             for name, why in bad.items()
         ]
-        if not bad.keys() & {"network", "hosts", "ray", "behaviour"}:
+        if not bad.keys() & {"network", "hosts", "ray", "behaviour", "migration_method"}:
             problems += self._host_problems(where)
         if problems:
             raise ConfigError("\n".join(problems))
         self.log_level = self.log_level.lower()
 
     def _host_problems(self, where: dict[str, str]) -> list[str]:
-        """What does not fit together among ``network``, ``hosts``, ``ray`` and
-        ``behaviour`` (each of them valid on its own)."""
+        """What does not fit together among ``network``, ``hosts``, ``ray``,
+        ``behaviour`` and ``migration_method`` (each of them valid on its own)."""
         out = []
 
         def at(name: str) -> str:
@@ -396,6 +396,11 @@ class ServeConfig:
             out.append(
                 f"{at('ray')}, but {at('hosts')}; give one of them (--ray ADDRESS is "
                 "--hosts ray:ADDRESS)"
+            )
+        if self.migration_method != "pre-copy" and (self.network is None or self.hosts == "none"):
+            out.append(
+                f"{at('migration_method')}; twins migrate between the host processes of a "
+                "network: give --network (and not --hosts none)"
             )
         if self.behaviour != "default" and self.network is None:
             out.append(
