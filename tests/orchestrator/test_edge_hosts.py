@@ -742,3 +742,53 @@ def test_serve_refuses_an_unknown_migration_method(tmp_path):
         "--migration-method: migration_method: got 'teleport'; expected pre-copy or "
         "stop-and-copy" in r.stderr
     ), r.stderr
+
+
+def test_with_no_live_host_left_the_core_serves_the_twins_again(tmp_path):
+    """Both host processes killed with SIGKILL, one after the other: the twin is first
+    recovered onto edge-2, then, with no host left, served by the core again: every
+    report acknowledged at either host is in its copy, in order, and its writes and its
+    device's reports are taken by the core."""
+    import os
+
+    options = ["--hosts", "local", "--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    with serve_two_sites(tmp_path, *options) as s:
+        client = s.client
+        robot_on_edge_1(client)
+        doc = lambda: client.get(f"/api/2/things/{TWIN}").json()  # noqa: E731
+        pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
+        kw = {"identifier": TWIN, "username": TWIN, "password": PASSWORD}
+
+        async def report(where: tuple[str, int], values: range) -> None:
+            async with aiomqtt.Client(*where, **kw) as c:
+                for n in values:  # each awaited: PUBACK after the host's commit
+                    await c.publish(
+                        f"twinedge/{TWIN}/reported", json.dumps({"counter": {"n": n}}), qos=1
+                    )
+
+        asyncio.run(report(asyncio.run(host_of_twin(s.mqtt_port, kw)), range(6)))
+        os.kill(pids["edge-1"], 9)
+        wait_for(lambda: doc().get("_host") == "edge-2", "recovery on edge-2", 1200)
+        asyncio.run(report(asyncio.run(host_of_twin(s.mqtt_port, kw)), range(6, 11)))
+        os.kill(pids["edge-2"], 9)
+        back = wait_for(
+            lambda: (d := doc()).get("_host") is None and d, "the core serving it", 1200
+        )
+        assert back["features"]["counter"]["properties"] == {"n": 10}
+        status = client.get("/api/2/orchestrator").json()["edge"]
+        assert status["recovered"] == [
+            {"host": "edge-1", "twins": 1, "to": ["edge-2"]},
+            {"host": "edge-2", "twins": 1, "to": ["core"]},
+        ]
+        # the core takes the device's reports (no redirect) and the API's writes
+        asyncio.run(report(("127.0.0.1", s.mqtt_port), range(11, 13)))
+        r = client.patch(
+            f"/api/2/things/{TWIN}/attributes",
+            json={"colour": "red"},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code in (200, 204), r.text
+        after = doc()
+        assert after["features"]["counter"]["properties"] == {"n": 12}
+        assert after["attributes"]["colour"] == "red"
+        assert counter_history(client) == list(range(1, 13))  # each once, in order

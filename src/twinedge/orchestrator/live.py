@@ -586,7 +586,14 @@ class LiveNetwork:
                 source.ack_replicated(min(int(answer["acked_seq"]), records[-1].seq))
             twins = source.twin_ids() + source.twin_ids(TwinStatus.FENCED)
             if not self.hosts:
-                raise TwinedgeError(f"host {dead} died and no other host process is left")
+                given = await self._back_to_core(source, twins)
+                log.warning(
+                    "host process %s died and no other host process is left: the core "
+                    "serves its %d twin(s) again", dead, given,
+                )  # fmt: skip
+                self.recovered.append({"host": dead, "twins": given, "to": ["core"]})
+                self.unrecovered.discard(dead)
+                return
             cpu, _, _ = self._load
             free = {
                 h: float(self.network.host_cpu_ghz[self._host_index[h]] - cpu[self._host_index[h]])
@@ -640,6 +647,40 @@ class LiveNetwork:
             self.unrecovered.discard(dead)
         finally:
             await source.close()
+
+    async def _back_to_core(self, source: EdgeHost, twins: list[str]) -> int:
+        """With no live host left, the core serves the twins of the dead host ``source``
+        again: everything the host acknowledged is in the core already (its log was sent
+        first), so the core's copy is whole; the twin's host is cleared and its edge
+        position dropped, and the core takes its writes and its device's reports. A twin
+        the dead host had fenced to another dead host that adopted it is left to that
+        host's own recovery (its log has the later records). Returns how many twins the
+        core serves again.
+
+        Raises:
+            ServiceError: the core could not record it (tried again next cycle).
+        """
+        procs = self.host_processes
+        given = 0
+        for t in twins:
+            own = source.status(t)
+            if own.status == TwinStatus.FENCED and own.owner and procs is not None:
+                path = procs.log_path(own.owner)
+                if path.exists():
+                    other = EdgeHost.open(path)
+                    try:
+                        adopted = t in other.twin_ids()
+                    finally:
+                        await other.close()
+                    if adopted:
+                        continue
+            if t in self.service.things:
+                await self.service.clear_edge_position(t)
+                await self.service.set_host(t, None)
+            self.epochs.pop(t, None)
+            self.moving.pop(t, None)
+            given += 1
+        return given
 
     async def _reconcile(self) -> None:
         """Read where the twins are from the host processes (at the first cycle: after a
@@ -996,8 +1037,9 @@ class LiveNetwork:
         }
 
     def _edge_status(self) -> dict[str, Any] | None:
-        """The host processes: how many, live migrations, their measured downtime."""
-        if not self.hosts:
+        """The host processes: how many, live migrations, their measured downtime
+        (``None``: twins stay in the core; kept once every host process died)."""
+        if not self.hosts and not self.recovered:
             return None
         d = np.asarray(self.downtime_s) * 1000.0
         return {
