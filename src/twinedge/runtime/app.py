@@ -602,6 +602,12 @@ class Server:
             await self.service.start()
         except Exception as exc:
             raise self._db_error(exc) from None
+        if self.live is not None:
+            self.live.service = self.service
+        if self.live is not None and cfg.edge_hosts is not None:
+            # before MQTT: until the hosts answer, a device report (or any local write) of
+            # a twin a host serves is refused by the core's writer, never applied here
+            self._wire_edge()
         if cfg.mqtt not in (None, "none"):
             self.mqtt = await self._start_mqtt()
         token = await self.service.ensure_admin_key()
@@ -610,8 +616,6 @@ class Server:
                 self.admin_token_file.unlink()
             _write_secret(self.admin_token_file, token)
             log.warning("created the service admin key; its token is in %s", self.admin_token_file)
-        if self.live is not None:
-            self.live.service = self.service
         if cfg.network is not None:  # edge hosts present it to /internal
             hosts_file = Path(cfg.data_dir) / "hosts.token"
             kept = hosts_file.read_text().strip() if hosts_file.is_file() else ""
@@ -706,7 +710,11 @@ class Server:
         await self.host_processes.start()
         self.live.hosts = self.host_processes.remotes
         self.live.host_processes = self.host_processes
-        assert self.service is not None
+
+    def _wire_edge(self) -> None:
+        """The service sends the writes, desired state, commands and deletions of twins
+        that host processes serve through the live network (which knows the hosts)."""
+        assert self.service is not None and self.live is not None
         self.service.edge_owner = self.live.edge_owner
         self.service.edge_desired = self.live.forward_desired
         self.service.edge_write = self.live.edge_write
