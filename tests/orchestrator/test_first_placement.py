@@ -310,3 +310,37 @@ def test_a_placement_whose_host_was_not_recorded_is_recorded_at_the_next_cycle(t
             assert view.document["attributes"] == {"kind": "robot", "colour": "red"}
 
     asyncio.run(main())
+
+
+def test_a_twin_on_a_host_the_core_cannot_read_is_not_placed_again_elsewhere(tmp_path):
+    """The twin's state is on edge-1 but its host was not recorded; its robot drives to
+    edge-2's site (edge-1's record of it replicated); then edge-1 stops answering, so the
+    next cycle cannot read where the twins are. The core does not place a copy of its
+    document on edge-2 (two hosts would own the twin at epoch 1): it waits for the hosts."""
+
+    async def main() -> None:
+        async with edge_tier(tmp_path) as (svc, live, servers):
+            await svc.put_thing(ROOT, TWIN, robot(10.0), domain="dom-a")
+            real = svc.set_host
+            refused: list[str] = []
+
+            async def set_host_once_overloaded(thing_id: str, host: str | None) -> dict:
+                if not refused:
+                    refused.append(thing_id)
+                    raise Overloaded("the write queue is full")
+                return await real(thing_id, host)
+
+            svc.set_host = set_host_once_overloaded  # type: ignore[method-assign]
+            await live.cycle()
+            assert refused == [TWIN] and svc.things[TWIN].get("_host") is None
+            edge_1 = servers["edge-1"]
+            await edge_1.host.apply(TWIN, {"position": {"x_m": 2990.0, "y_m": 0.0}})
+            await asyncio.wait_for(edge_1.replicated(edge_1.host.last_seq, timeout_s=30), 60)
+            assert svc.things[TWIN]["features"]["position"]["properties"]["x_m"] == 2990.0
+            await edge_1.stop()  # its control API no longer answers
+            report = await live.cycle()
+            assert report.writes_failed == 1
+            assert TWIN not in servers["edge-2"].host.twin_ids()
+            assert svc.things[TWIN].get("_host") is None
+
+    asyncio.run(main())

@@ -480,6 +480,16 @@ class LiveNetwork:
 
         target = self.hosts[new]
         if old is None or old not in self.hosts or old == new:
+            if twin in getattr(self.service, "edge_positions", {}) and (
+                not self.reconciled or (old is not None and old not in self.hosts)
+            ):
+                # a host has (or had) the twin: only the hosts' own answer (a reconcile)
+                # or the dead host's recovery may say where it goes, never a copy of the
+                # core's document, which may lack what that host acknowledged
+                raise TwinedgeError(
+                    f"twin {twin} is on a host the core cannot read now; it is placed once "
+                    "the hosts say where it is"
+                )
             # the core stops writing the twin itself first: every write it acknowledged
             # is in the copy, every later one is refused unacknowledged (the device sends
             # it again to its host) until the twin's host is recorded (see _write)
