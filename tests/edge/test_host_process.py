@@ -387,6 +387,7 @@ def test_a_host_process_on_ports_0_writes_the_ports_it_listens_on(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
+    assert not ready.exists()  # it names no running process any more
 
 
 def test_a_ready_file_that_cannot_be_written_is_one_line_and_the_host_stops(tmp_path):
@@ -404,3 +405,20 @@ def test_a_ready_file_that_cannot_be_written_is_one_line_and_the_host_stops(tmp_
         f"error: --ready-file {ready}: cannot write it: No such file or directory"
     ), r.stderr
     assert "Traceback" not in r.stderr
+    assert not ready.parent.exists()  # nothing was left behind
+
+
+def test_a_ready_file_that_is_a_directory_leaves_no_scratch_file(tmp_path):
+    token = tmp_path / "hosts.token"
+    token.write_text(TOKEN)
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    args = [
+        sys.executable, "-m", "twinedge", "host", "--id", "edge-1", "--token-file", str(token),
+        "--data-dir", str(tmp_path / "h"), "--core", "http://127.0.0.1:9",
+        "--mqtt-port", "0", "--control-port", "0", "--ready-file", str(ready),
+    ]  # fmt: skip
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: --ready-file {ready}: "), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "hosts.token", "ready"]

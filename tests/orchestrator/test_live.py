@@ -243,8 +243,10 @@ def test_a_failure_that_repeats_is_logged_with_its_traceback_once(tmp_path, capl
         outcomes = [OSError("no live host"), OSError("no live host"), OSError("no live host")]
         outcomes += [ValueError("bad answer"), None, None]
         done = asyncio.Event()
+        health: list[str | None] = []
 
         async def cycle():
+            health.append(live.health()["error"])
             # more cycles may run before the test stops the loop: they succeed
             outcome = outcomes.pop(0) if outcomes else None
             if not outcomes:
@@ -258,6 +260,15 @@ def test_a_failure_that_repeats_is_logged_with_its_traceback_once(tmp_path, capl
             live.start()
             await asyncio.wait_for(done.wait(), 30)
             await live.stop()
+        # /healthz, as each cycle began: the failure before it, however often it repeated
+        assert health[:6] == [
+            None,
+            "OSError: no live host",
+            "OSError: no live host",
+            "OSError: no live host",
+            "ValueError: bad answer",
+            None,
+        ]
 
     run(f"sqlite:///{tmp_path / 'twins.db'}", body)
     got = [

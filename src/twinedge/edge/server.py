@@ -871,7 +871,8 @@ async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
         server: the host to run.
         ready_file: once the host listens, its ``pid``, ``mqtt_port`` and
             ``control_port`` are written there as JSON, atomically (whoever started it
-            with ports 0 learns them there, with no race for a port chosen beforehand).
+            with ports 0 learns them there, with no race for a port chosen beforehand);
+            removed when the host stops.
 
     Raises:
         TwinedgeError: ``ready_file`` cannot be written (the host stops first).
@@ -900,9 +901,14 @@ async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
                 scratch.write_text(json.dumps({"pid": os.getpid(), **ports}))
                 os.replace(scratch, ready_file)
             except OSError as exc:
+                scratch.unlink(missing_ok=True)
                 raise TwinedgeError(
                     f"--ready-file {ready_file}: cannot write it: {exc.strerror or exc}"
                 ) from None
         await stop.wait()
     finally:
         await server.stop()
+        if ready_file is not None:  # it names this process no more (unless another's)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                if json.loads(ready_file.read_text())["pid"] == os.getpid():
+                    ready_file.unlink()

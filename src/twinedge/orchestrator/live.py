@@ -244,6 +244,7 @@ class LiveNetwork:
         # twins being placed on a host for the first time: the core refuses their writes
         self._placing: set[str] = set()
         self.reconciled = False  # where the twins are was read from the hosts (first cycle)
+        self.cycle_failure: str | None = None  # why the last cycle raised, if it did
         self.forecast: dict[str, Any] | None = None
         self._forecast_due_s = 0.0
         self._state: tuple[World, NetworkState] | None = None
@@ -954,6 +955,7 @@ class LiveNetwork:
         period = self.orchestrator.step_s
         next_t = self.clock()
         failing: str | None = None  # the failure logged last, while cycles keep failing
+        self.cycle_failure = None
         while True:
             try:
                 await self.cycle()
@@ -964,7 +966,9 @@ class LiveNetwork:
                 else:
                     log.exception("orchestrator cycle failed")
                     failing = why
+                self.cycle_failure = why  # /healthz says it, however often it repeats
             else:
+                self.cycle_failure = None
                 if failing is not None:
                     log.warning("orchestrator cycles succeed again (they failed with %s)", failing)
                     failing = None
@@ -1004,7 +1008,8 @@ class LiveNetwork:
             "last_cycle_age_s": None
             if last is None
             else max(0.0, self.clock() - self.t0 - last.t_s),
-            "error": None if last is None else last.error,
+            # a cycle that raised (none of its report is kept) or one that reported one
+            "error": self.cycle_failure or (None if last is None else last.error),
         }
         if self.hosts or self.recovered:
             doc["hosts"] = {
