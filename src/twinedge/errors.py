@@ -253,9 +253,11 @@ class Overloaded(Unavailable):
 class ServedAtEdge(Unavailable):
     """A write reached the core's own writer for a twin that an edge host process
     serves (its edge replica position is set): the host holds the authoritative copy, so
-    the core did not apply it. The write was routed to the core before the twin was
-    placed on its host; the service routes it again, to the host, when it can (else the
-    caller is told to send it again). ``extra["thing_id"]`` names the twin.
+    the core did not apply it. Most often the write was routed to the core before the
+    twin was placed on its host, and the service routes it again, to the host. When no
+    host can take it now (the twin's host is not recorded yet, is being recovered, or
+    the core is still reaching its hosts after a start), the caller is told to send it
+    again. ``extra["thing_id"]`` names the twin.
 
     Examples:
         >>> e = ServedAtEdge("twin a:b is served by an edge host", thing_id="a:b")
