@@ -186,10 +186,13 @@ class HostProcesses:
         except EdgeError:
             await remote.aclose()
             return False
+        await remote.aclose()  # asked with a short timeout; driven with the usual one
         if status.get("host") != h or status.get("pid") != pid:
-            await remote.aclose()
             return False
-        self.procs[h], self.remotes[h] = proc, remote
+        self.procs[h] = proc
+        self.remotes[h] = RemoteHost(
+            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token
+        )
         return True
 
     async def stop(self) -> None:
