@@ -353,18 +353,24 @@ def test_a_host_lists_its_twins_by_state_for_a_core_that_restarted(tmp_path):
     asyncio.run(main())
 
 
-def test_a_host_process_on_ports_0_writes_the_ports_it_listens_on(tmp_path):
-    """``twinedge host --mqtt-port 0 --control-port 0 --ready-file F``: the process picks
-    its ports and writes them, with its pid, to F once it listens; both answer (the
-    control API with the host's status, the device endpoint with an MQTT CONNACK)."""
+def host_command(tmp_path, ready) -> list[str]:
+    """``twinedge host`` for edge-1 on ports 0 with ``--ready-file ready`` (its hosts
+    token and log in ``tmp_path``; a core that does not answer)."""
     token = tmp_path / "hosts.token"
     token.write_text(TOKEN)
-    ready = tmp_path / "ready.json"
-    args = [
+    return [
         sys.executable, "-m", "twinedge", "host", "--id", "edge-1", "--token-file", str(token),
         "--data-dir", str(tmp_path / "h"), "--core", "http://127.0.0.1:9",
         "--mqtt-port", "0", "--control-port", "0", "--ready-file", str(ready),
     ]  # fmt: skip
+
+
+def test_a_host_process_on_ports_0_writes_the_ports_it_listens_on(tmp_path):
+    """``twinedge host --mqtt-port 0 --control-port 0 --ready-file F``: the process picks
+    its ports and writes them, with its pid, to F once it listens; both answer (the
+    control API with the host's status, the device endpoint with an MQTT CONNACK)."""
+    ready = tmp_path / "ready.json"
+    args = host_command(tmp_path, ready)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(600):  # at most 60 s
@@ -391,14 +397,8 @@ def test_a_host_process_on_ports_0_writes_the_ports_it_listens_on(tmp_path):
 
 
 def test_a_ready_file_that_cannot_be_written_is_one_line_and_the_host_stops(tmp_path):
-    token = tmp_path / "hosts.token"
-    token.write_text(TOKEN)
     ready = tmp_path / "no-such-dir" / "ready.json"
-    args = [
-        sys.executable, "-m", "twinedge", "host", "--id", "edge-1", "--token-file", str(token),
-        "--data-dir", str(tmp_path / "h"), "--core", "http://127.0.0.1:9",
-        "--mqtt-port", "0", "--control-port", "0", "--ready-file", str(ready),
-    ]  # fmt: skip
+    args = host_command(tmp_path, ready)
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
@@ -409,15 +409,9 @@ def test_a_ready_file_that_cannot_be_written_is_one_line_and_the_host_stops(tmp_
 
 
 def test_a_ready_file_that_is_a_directory_leaves_no_scratch_file(tmp_path):
-    token = tmp_path / "hosts.token"
-    token.write_text(TOKEN)
     ready = tmp_path / "ready"
     ready.mkdir()
-    args = [
-        sys.executable, "-m", "twinedge", "host", "--id", "edge-1", "--token-file", str(token),
-        "--data-dir", str(tmp_path / "h"), "--core", "http://127.0.0.1:9",
-        "--mqtt-port", "0", "--control-port", "0", "--ready-file", str(ready),
-    ]  # fmt: skip
+    args = host_command(tmp_path, ready)
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: --ready-file {ready}: "), r.stderr

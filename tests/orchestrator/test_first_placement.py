@@ -276,6 +276,22 @@ def test_the_writer_refuses_a_local_write_to_a_twin_with_an_edge_position(tmp_pa
     run(f"sqlite:///{tmp_path / 'core.db'}", body)
 
 
+def set_host_overloaded_once(svc: TwinService) -> list[str]:
+    """The service's next ``set_host`` is refused as if its write queue were full; the
+    list returned gets the thing id it was refused for."""
+    real = svc.set_host
+    refused: list[str] = []
+
+    async def set_host(thing_id: str, host: str | None) -> dict:
+        if not refused:
+            refused.append(thing_id)
+            raise Overloaded("the write queue is full")
+        return await real(thing_id, host)
+
+    svc.set_host = set_host  # type: ignore[method-assign]
+    return refused
+
+
 def test_a_placement_whose_host_was_not_recorded_is_recorded_at_the_next_cycle(tmp_path):
     """The twin's state reaches edge-1, then recording its host fails (the core's write
     queue full): writes are refused meanwhile (the host is the twin's writer, nothing is
@@ -285,16 +301,7 @@ def test_a_placement_whose_host_was_not_recorded_is_recorded_at_the_next_cycle(t
     async def main() -> None:
         async with edge_tier(tmp_path) as (svc, live, servers):
             await svc.put_thing(ROOT, TWIN, robot(10.0), domain="dom-a")
-            real = svc.set_host
-            refused: list[str] = []
-
-            async def set_host_once_overloaded(thing_id: str, host: str | None) -> dict:
-                if not refused:
-                    refused.append(thing_id)
-                    raise Overloaded("the write queue is full")
-                return await real(thing_id, host)
-
-            svc.set_host = set_host_once_overloaded  # type: ignore[method-assign]
+            refused = set_host_overloaded_once(svc)
             report = await live.cycle()
             assert refused == [TWIN] and report.writes_failed == 1
             assert svc.things[TWIN].get("_host") is None  # not recorded ...
@@ -321,16 +328,7 @@ def test_a_twin_on_a_host_the_core_cannot_read_is_not_placed_again_elsewhere(tmp
     async def main() -> None:
         async with edge_tier(tmp_path) as (svc, live, servers):
             await svc.put_thing(ROOT, TWIN, robot(10.0), domain="dom-a")
-            real = svc.set_host
-            refused: list[str] = []
-
-            async def set_host_once_overloaded(thing_id: str, host: str | None) -> dict:
-                if not refused:
-                    refused.append(thing_id)
-                    raise Overloaded("the write queue is full")
-                return await real(thing_id, host)
-
-            svc.set_host = set_host_once_overloaded  # type: ignore[method-assign]
+            refused = set_host_overloaded_once(svc)
             await live.cycle()
             assert refused == [TWIN] and svc.things[TWIN].get("_host") is None
             edge_1 = servers["edge-1"]
