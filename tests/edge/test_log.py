@@ -4,6 +4,7 @@ file can be wrong (each a clear EdgeLogError, never a silent loss). Real SQLite 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_another_hosts_log_is_refused(tmp_path: Path) -> None:
 
 def test_one_writer_per_log(tmp_path: Path) -> None:
     log = EdgeLog.open(tmp_path / "e.sqlite", "h")
-    with pytest.raises(EdgeLogError, match="open elsewhere"):
+    with pytest.raises(EdgeLogError, match=f"open elsewhere \\(process {os.getpid()} holds"):
         EdgeLog.open(tmp_path / "e.sqlite")
     log.close()
     EdgeLog.open(tmp_path / "e.sqlite").close()  # the lock goes with the log

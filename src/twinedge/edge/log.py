@@ -352,11 +352,18 @@ class EdgeLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another host process"
             raise EdgeLogError(
-                f"edge log {path} is open elsewhere (another host process holds {path}.lock); "
+                f"edge log {path} is open elsewhere ({who} holds {path}.lock); "
                 "one log has one writer"
             ) from None
+        try:  # the holder's pid, for the message of whoever finds the log taken
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass
         return fd
 
     @staticmethod
