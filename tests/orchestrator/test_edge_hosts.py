@@ -792,3 +792,65 @@ def test_with_no_live_host_left_the_core_serves_the_twins_again(tmp_path):
         assert after["features"]["counter"]["properties"] == {"n": 12}
         assert after["attributes"]["colour"] == "red"
         assert counter_history(client) == list(range(1, 13))  # each once, in order
+
+
+def test_a_restart_that_fails_leaves_the_hosts_it_took_over_serving(tmp_path):
+    """The core and edge-2 are SIGKILLed; a ``serve`` started again takes edge-1 over, but
+    edge-2 cannot start (its log is held elsewhere): ``serve`` exits 2 naming edge-2 and
+    the holder, and edge-1, which it took over, keeps running; once the log is free, the
+    next ``serve`` takes edge-1 over again and starts edge-2."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.orchestrator.serving import free_port, start_server
+    from tests.orchestrator.test_serve_hosts import alive
+    from twinedge.edge.log import EdgeLog
+
+    data, mqtt = tmp_path / "data", free_port()
+    opts = ["--network", str(two_sites_file(tmp_path)), "--hosts", "local"]
+    opts += ["--cycle-s", "0.2", "--forecast-horizon-s", "0"]
+    proc = start_server(data, free_port(), mqtt, extra=opts)
+    http = free_port()
+    pids: dict[str, int] = {}
+    try:
+        token = (data / "admin.token").read_text().strip()
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{proc.args[proc.args.index('--port') + 1]}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as client:
+            pids = client.get("/api/2/orchestrator").json()["edge"]["pids"]
+        proc.kill()
+        proc.wait(timeout=60)
+        os.kill(pids["edge-2"], signal.SIGKILL)
+        wait_for(lambda: not alive(pids["edge-2"]), "edge-2 gone")
+        held = EdgeLog.open(data / "hosts" / "edge-2" / "edge.sqlite")
+        try:
+            args = [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data)]
+            args += ["--port", str(http), "--mqtt-port", str(mqtt), *opts]
+            r = subprocess.run(
+                args, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+            )
+            assert r.returncode == 2, r.stderr
+            assert "error: host process edge-2 did not come up" in r.stderr, r.stderr
+            host_log = (data / "hosts" / "edge-2" / "host.log").read_text()
+            assert f"process {os.getpid()} holds" in host_log, host_log[-2000:]
+            assert alive(pids["edge-1"])  # taken over, then left serving
+        finally:
+            held.close()
+        proc = start_server(data, http, mqtt, extra=opts)
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            now = client.get("/api/2/orchestrator").json()["edge"]["pids"]
+        assert now["edge-1"] == pids["edge-1"] and now["edge-2"] != pids["edge-2"]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        for pid in pids.values():  # a host left behind by a failure above
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

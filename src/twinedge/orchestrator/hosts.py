@@ -134,6 +134,12 @@ class HostProcesses:
         await asyncio.gather(*(r.set_peers(peers) for r in self.remotes.values()))
 
     async def _failed(self, h: str) -> NoReturn:
+        """Host ``h`` did not come up: stop the processes this ``serve`` started; those
+        it took over from an earlier one keep serving their devices (the next ``serve``
+        takes them over again)."""
+        for hid, p in list(self.procs.items()):
+            if isinstance(p, RunningProcess):
+                del self.procs[hid]
         await self.stop()
         raise TwinedgeError(
             f"host process {h} did not come up; see {self.data_dir / h / 'host.log'}"
