@@ -808,6 +808,7 @@ def test_a_restart_that_fails_leaves_the_hosts_it_took_over_serving(tmp_path):
 
     from tests.orchestrator.serving import free_port, start_server
     from tests.orchestrator.test_serve_hosts import alive
+    from twinedge.edge.errors import EdgeLogError
     from twinedge.edge.log import EdgeLog
 
     data, mqtt = tmp_path / "data", free_port()
@@ -827,7 +828,15 @@ def test_a_restart_that_fails_leaves_the_hosts_it_took_over_serving(tmp_path):
         proc.wait(timeout=60)
         os.kill(pids["edge-2"], signal.SIGKILL)
         wait_for(lambda: not alive(pids["edge-2"]), "edge-2 gone")
-        held = EdgeLog.open(data / "hosts" / "edge-2" / "edge.sqlite")
+
+        def take_log() -> EdgeLog | None:
+            """edge-2's log, once its killed process has let go of its lock."""
+            try:
+                return EdgeLog.open(data / "hosts" / "edge-2" / "edge.sqlite")
+            except EdgeLogError:
+                return None
+
+        held = wait_for(take_log, "edge-2's log released by its killed process")
         try:
             args = [sys.executable, "-m", "twinedge", "serve", "--data-dir", str(data)]
             args += ["--port", str(http), "--mqtt-port", str(mqtt), *opts]
