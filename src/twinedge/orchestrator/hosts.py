@@ -111,16 +111,11 @@ class HostProcesses:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for h in spawned:  # each writes its pid and the ports it chose once it listens
-            while (info := self._ready(h)) is None:
+            while (info := self._process_file(h)) is None or info["pid"] != self.procs[h].pid:
                 if self.procs[h].poll() is not None or loop.time() > deadline:
                     await self._failed(h)
                 await asyncio.sleep(0.05)
-            self.remotes[h] = RemoteHost(
-                h,
-                f"http://{self.address}:{info['control_port']}",
-                f"mqtt://{self.address}:{info['mqtt_port']}",
-                token,
-            )
+            self.remotes[h] = self._remote(h, info, token)
         for h, remote in self.remotes.items():
             while True:
                 try:
@@ -164,41 +159,44 @@ class HostProcesses:
             )
         self.procs[h] = proc
 
-    def _ready(self, h: str) -> dict[str, int] | None:
-        """What host ``h``'s process wrote once it listened, or ``None`` (not yet)."""
+    def _process_file(self, h: str) -> dict[str, int] | None:
+        """The ``pid``, ``mqtt_port`` and ``control_port`` host ``h``'s process wrote once
+        it listened, or ``None`` (none yet, or unreadable)."""
         try:
             info = json.loads((self.data_dir / h / PROCESS_FILE).read_text())
-            ready = {k: int(info[k]) for k in ("pid", "mqtt_port", "control_port")}
+            return {k: int(info[k]) for k in ("pid", "mqtt_port", "control_port")}
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return ready if ready["pid"] == self.procs[h].pid else None
+
+    def _remote(
+        self, h: str, info: dict[str, int], token: str, timeout_s: float = 10.0
+    ) -> RemoteHost:
+        """The client of host ``h`` at the ports of its process file."""
+        control = f"http://{self.address}:{info['control_port']}"
+        return RemoteHost(
+            h, control, f"mqtt://{self.address}:{info['mqtt_port']}", token, timeout_s
+        )
 
     async def _adopt(self, h: str, token: str) -> bool:
         """Take over host ``h``'s process if one still runs (its ``process.json`` names a
         live process that answers as ``h``)."""
-        try:
-            info = json.loads((self.data_dir / h / PROCESS_FILE).read_text())
-            pid, mqtt, control = int(info["pid"]), int(info["mqtt_port"]), int(info["control_port"])
-        except (OSError, ValueError, KeyError, TypeError):
+        info = self._process_file(h)
+        if info is None:
             return False
-        proc = RunningProcess(pid)
+        proc = RunningProcess(info["pid"])
         if proc.poll() is not None:
             return False
-        remote = RemoteHost(
-            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token, 2.0
-        )
+        remote = self._remote(h, info, token, 2.0)
         try:
             status = await remote.status()
         except EdgeError:
             await remote.aclose()
             return False
         await remote.aclose()  # asked with a short timeout; driven with the usual one
-        if status.get("host") != h or status.get("pid") != pid:
+        if status.get("host") != h or status.get("pid") != info["pid"]:
             return False
         self.procs[h] = proc
-        self.remotes[h] = RemoteHost(
-            h, f"http://{self.address}:{control}", f"mqtt://{self.address}:{mqtt}", token
-        )
+        self.remotes[h] = self._remote(h, info, token)
         return True
 
     async def stop(self) -> None:
