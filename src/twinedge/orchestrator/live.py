@@ -954,24 +954,22 @@ class LiveNetwork:
         fails otherwise."""
         period = self.orchestrator.step_s
         next_t = self.clock()
-        failing: str | None = None  # the failure logged last, while cycles keep failing
         self.cycle_failure = None
         while True:
+            before: str | None = self.cycle_failure  # the cycle before's failure, if any
             try:
                 await self.cycle()
             except Exception as exc:  # never take the service down with the orchestrator
                 why = f"{type(exc).__name__}: {exc}"
-                if why == failing:
+                if why == before:
                     log.debug("orchestrator cycle failed again: %s", why)
                 else:
                     log.exception("orchestrator cycle failed")
-                    failing = why
                 self.cycle_failure = why  # /healthz says it, however often it repeats
             else:
                 self.cycle_failure = None
-                if failing is not None:
-                    log.warning("orchestrator cycles succeed again (they failed with %s)", failing)
-                    failing = None
+                if before is not None:
+                    log.warning("orchestrator cycles succeed again (they failed with %s)", before)
             next_t += period
             await asyncio.sleep(max(0.0, next_t - self.clock()))
 
