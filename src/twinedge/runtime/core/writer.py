@@ -498,24 +498,20 @@ class Writer:
             raise NotFound(
                 f"thing {op.thing_id} does not exist or is not visible to key {op.principal.id!r}"
             )
-        if (
-            position is not None
-            and op.edge is None
-            and op.source != "orchestrator"
-            and not op.edge_retired
-            and self.edge_tier()
-        ):  # the host is the twin's writer (this op was routed here before it got there)
-            raise ServedAtEdge(
-                f"twin {op.thing_id} is served by an edge host, its writer; the core did not "
-                "apply this write: send it again (the service sends writes to the host, and "
-                "a device is redirected to it)",
-                thing_id=op.thing_id,
-            )
-        if op.thing_id in self.leaving and op.edge is None and op.source != "orchestrator":
-            raise Unavailable(
-                f"twin {op.thing_id} is moving to an edge host; send the write again (a "
-                "device is redirected to its host)"
-            )
+        if op.edge is None and op.source != "orchestrator":  # a local write
+            if position is not None and not op.edge_retired and self.edge_tier():
+                # the host is the twin's writer (this op was routed here before it got there)
+                raise ServedAtEdge(
+                    f"twin {op.thing_id} is served by an edge host, its writer; the core did "
+                    "not apply this write: send it again (the service sends writes to the "
+                    "host, and a device is redirected to it)",
+                    thing_id=op.thing_id,
+                )
+            if op.thing_id in self.leaving:
+                raise Unavailable(
+                    f"twin {op.thing_id} is moving to an edge host; send the write again (a "
+                    "device is redirected to its host)"
+                )
         if op.if_none_match and cur is not None:
             raise PreconditionFailed(f"thing {op.thing_id} already exists (If-None-Match: *)")
         if op.if_match is not None:
