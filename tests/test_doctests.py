@@ -19,7 +19,7 @@ MODULES = sorted(
 
 #: modules whose docstrings must carry examples (so a lost example is noticed), and how
 #: many at least where more than one
-AT_LEAST = {"twinedge.textinput": 6}
+AT_LEAST = {"twinedge.textinput": 6, "twinedge.jsontext": 3}
 WITH_EXAMPLES = {
     *(f"twinedge.carbon.{m}" for m in ("series", "scheduler")),
     *(f"twinedge.devices.{m}" for m in ("motion", "provision", "client", "runner")),
@@ -31,6 +31,7 @@ WITH_EXAMPLES = {
     *(f"twinedge.xr.{m}" for m in ("frames", "score", "sessions")),
     "twinedge.engine.simulation",
     "twinedge.policies.capacity",
+    "twinedge.jsontext",
     "twinedge.textinput",
 }
 

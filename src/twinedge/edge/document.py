@@ -19,10 +19,10 @@ so that a change the edge acknowledged is never refused by the core later.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from twinedge import jsontext
 from twinedge.edge.errors import InvalidReportError
 from twinedge.errors import ServiceError
 from twinedge.runtime import things
@@ -52,7 +52,7 @@ _FEATURE_KEYS = frozenset({"properties", "desiredProperties"})
 
 def encode(value: Any) -> bytes:
     """Compact UTF-8 JSON of ``value`` (what the log stores and migrations copy)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return jsontext.dumps_bytes(value)
 
 
 def decode(data: bytes | str) -> Any:

@@ -12,11 +12,11 @@ are described in :mod:`twinedge.runtime.store.sql_store`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twinedge import jsontext
 from twinedge.runtime import rql
 from twinedge.runtime.store.base import Change, StoreError
 from twinedge.runtime.things import escape_token, split_path
@@ -304,4 +304,4 @@ def _plan_paths(
 
 
 _GONE = object()
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE = jsontext.dumps  # every committed document passes here: orjson, ~10x faster
