@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_edge import Core, CpuSampler, core, cpu_ms_per_report, quantiles, scenario
+from twinedge import gcpauses
 
 PASSWORD = "bench-password"
 
@@ -285,6 +286,7 @@ def run(
         sampler = threading.Thread(target=sample_core, daemon=True)
         sampler.start()
         rate_hz = None if rate == "max" else float(rate)
+        gcpauses.settle()  # the load generator's own collector pauses are not the hosts'
         try:
             devs, t0, lost = asyncio.run(load(targets, rate_hz, warmup_s + duration_s, window))
         finally:

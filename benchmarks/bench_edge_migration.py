@@ -67,6 +67,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import numpy as np
 
+from twinedge import gcpauses
 from twinedge.edge.behaviour import TwinBehaviour, TwinView
 from twinedge.edge.document import Patch, report_patch
 
@@ -535,6 +536,7 @@ def run(
 
         sampler = threading.Thread(target=sample_core, daemon=True)
         sampler.start()
+        gcpauses.settle()  # the load generator's own collector pauses are not the hosts'
         try:
             devs, t0 = asyncio.run(
                 load(targets, rate_hz, warmup_s + duration_s, speed_mps, window, drain_s, started)

@@ -31,6 +31,7 @@ WITH_EXAMPLES = {
     *(f"twinedge.xr.{m}" for m in ("frames", "score", "sessions")),
     "twinedge.engine.simulation",
     "twinedge.policies.capacity",
+    "twinedge.gcpauses",
     "twinedge.jsontext",
     "twinedge.textinput",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -460,6 +461,11 @@ def test_health_and_metrics_report_the_last_commit_error(tmp_path):
         assert "simulated disk failure" in doc["commits"]["lastError"]["message"]
         metrics = httpx.get(f"{base}/metrics").text
         assert "twinedge_store_up 1.0" in metrics
+        # serve froze its heap once started, and times the collector's pauses
+        frozen = re.search(r"^twinedge_gc_frozen_objects ([0-9.e+]+)$", metrics, re.M)
+        assert frozen is not None and float(frozen.group(1)) > 10_000, metrics
+        for gen in "012":
+            assert f'twinedge_gc_pause_seconds_total{{generation="{gen}"}} ' in metrics
         assert "twinedge_last_commit_error_timestamp_seconds " in metrics
         assert "twinedge_commit_failures_total 0.0" not in metrics
         db.execute("DROP TRIGGER fail_commit")

@@ -147,7 +147,12 @@ def devices(
 
     summary = asyncio.run(
         run_fleet(
-            sc, options, source=scenario, progress=None if quiet else progress, handle_signals=True
+            sc,
+            options,
+            source=scenario,
+            progress=None if quiet else progress,
+            handle_signals=True,
+            settle_heap=True,
         )
     )
     t = summary["total"]

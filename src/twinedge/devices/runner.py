@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from twinedge import gcpauses
 from twinedge.devices.client import Device, link_summary, parse_broker_url, percentiles_ms
 from twinedge.devices.errors import DevicesError
 from twinedge.devices.links import LinkDelay, LinkModel, check_delay_scale
@@ -378,6 +379,7 @@ async def run_fleet(
     source: str | None = None,
     progress: Callable[[str], None] | None = None,
     handle_signals: bool = False,
+    settle_heap: bool = False,
 ) -> dict[str, Any]:
     """Provision and run a fleet of devices; return the summary.
 
@@ -389,6 +391,9 @@ async def run_fleet(
             one line per phase.
         handle_signals: the first SIGINT/SIGTERM stops the run gracefully, the second
             at once (on the main thread only).
+        settle_heap: before the devices start, freeze what this process holds so the
+            cycle collector's pauses stay short (:func:`twinedge.gcpauses.settle`; for
+            a process of its own, as ``twinedge devices`` is).
 
     Raises:
         DevicesError: a bad option, an unreachable service or broker, a refused key.
@@ -439,6 +444,8 @@ async def run_fleet(
         + (f", for {duration_s:g} s" if duration_s is not None else "")
         + (f", {options.reports} reports each" if options.reports is not None else "")
     )
+    if settle_heap:  # the emulator's own pauses would be measured as the platform's
+        gcpauses.settle()
     with _signals(fleet, handle_signals):
         await fleet.run(duration_s, progress)
     return fleet.summary(name, seed, time.monotonic() - started)

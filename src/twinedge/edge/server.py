@@ -49,6 +49,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from twinedge import gcpauses
 from twinedge.edge import errors as edge_errors
 from twinedge.edge import failpoints, phases, wire
 from twinedge.edge.errors import (
@@ -582,6 +583,7 @@ class HostServer:
             "twins": len(self.host.twin_ids()),
             "pid": os.getpid(),
             "core": self.core_url,
+            "gc": gcpauses.PAUSES.status(),
             "replicated_records": self.replicated_records,
             "replication_requests": self.replication_requests,
             "replication": {
@@ -893,6 +895,7 @@ async def run_host(server: HostServer, ready_file: Path | None = None) -> None:
         "twinedge host %s: devices at %s, control at http://%s:%d",
         server.host_id, server.mqtt_url, server.control_host, server.control_port,
     )  # fmt: skip
+    gcpauses.settle()  # its twins loaded: the collector never walks them or the libraries again
     try:
         if ready_file is not None:
             ports = {"mqtt_port": server.mqtt_port, "control_port": server.control_port}

@@ -44,6 +44,7 @@ from typing import Any, cast
 import uvicorn
 
 from twinedge.errors import InputError, TwinedgeError
+from twinedge.gcpauses import settle
 from twinedge.runtime.service import TwinService
 from twinedge.scenario.inputs import load_yaml, read_text
 
@@ -855,6 +856,7 @@ def serve(config: ServeConfig) -> None:
     async def main() -> None:
         server = Server(config)
         await server.start()
+        settle()  # the libraries and the twins loaded: never walked by the collector again
         print(banner(server), file=sys.stderr, flush=True)
         await server.run()
 

@@ -10,6 +10,7 @@ for alerting.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,6 +24,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import Scope
 
+from twinedge.gcpauses import PAUSES
 from twinedge.runtime.api.models import Health, problem_responses
 from twinedge.runtime.api.problems import PROBLEM_JSON
 from twinedge.runtime.api.redact import redact
@@ -58,6 +60,7 @@ class ServiceCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._dependencies()
         yield from self._counters()
+        yield from _gc_pauses()
 
     def _dependencies(self) -> Iterator[Metric]:
         h = self.health
@@ -154,6 +157,32 @@ class ServiceCollector:
             "Number of commits in the twinedge_commit_latency_seconds window",
             value=len(window),
         )
+
+
+def _gc_pauses() -> Iterator[Metric]:
+    """The cycle collector's pauses (:mod:`twinedge.gcpauses`): timed once ``serve``
+    settled its heap."""
+    if not PAUSES.installed:
+        return
+    count = CounterMetricFamily(
+        "twinedge_gc_pauses", "Cycle collections (the process stands still)", labels=["generation"]
+    )
+    seconds = CounterMetricFamily(
+        "twinedge_gc_pause_seconds", "Time in cycle collections", labels=["generation"]
+    )
+    longest = GaugeMetricFamily(
+        "twinedge_gc_pause_max_seconds", "The longest cycle collection", labels=["generation"]
+    )
+    for gen, g in PAUSES.snapshot().items():
+        count.add_metric([gen], g["count"])
+        seconds.add_metric([gen], g["seconds_total"])
+        longest.add_metric([gen], g["max_s"])
+    yield from (count, seconds, longest)
+    yield GaugeMetricFamily(
+        "twinedge_gc_frozen_objects",
+        "Objects frozen at start (never walked by the cycle collector)",
+        value=gc.get_freeze_count(),
+    )
 
 
 class ApiMetrics:
