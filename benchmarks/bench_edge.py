@@ -94,8 +94,40 @@ class CpuSampler:
 class Core:
     """A running core: its process, HTTP base URL, MQTT port and admin token."""
 
-    def __init__(self, proc: subprocess.Popen, base: str, mqtt_port: int, token: str):
+    def __init__(self, proc: subprocess.Popen, base: str, mqtt_port: int, token: str, data: Path):
         self.proc, self.base, self.mqtt_port, self.token = proc, base, mqtt_port, token
+        self.data = data
+
+    def gc_pauses(self) -> dict[str, Any]:
+        """The cycle collections of the core and of each host process since each
+        settled its heap (``twinedge.gcpauses``): per process and generation, how many
+        and the longest, in ms."""
+        out: dict[str, Any] = {}
+        text = httpx.get(self.base + "/metrics", timeout=5).text
+        core_gc: dict[str, dict[str, float]] = {}
+        for line in text.splitlines():
+            for name, key in (("twinedge_gc_pauses_total", "count"),
+                              ("twinedge_gc_pause_max_seconds", "max_ms")):  # fmt: skip
+                if line.startswith(name + '{generation="'):
+                    gen = line.split('"')[1]
+                    value = float(line.rsplit(" ", 1)[1])
+                    core_gc.setdefault(gen, {})[key] = (
+                        round(value * 1000, 2) if key == "max_ms" else int(value)
+                    )
+        out["core"] = core_gc
+        token = (self.data / "hosts.token").read_text().strip()
+        for ready in sorted((self.data / "hosts").glob("*/process.json")):
+            port = json.loads(ready.read_text())["control_port"]
+            status = httpx.get(
+                f"http://127.0.0.1:{port}/status",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            ).json()
+            out[ready.parent.name] = {
+                g: {"count": v["count"], "max_ms": round(v["max_s"] * 1000, 2)}
+                for g, v in status["gc"]["generations"].items()
+            }
+        return out
 
 
 def log_tail(tmp: Path) -> str:
@@ -131,7 +163,7 @@ def core(tmp: Path, tag: str, extra_args: Sequence[str] = ()) -> Iterator[Core]:
             raise SystemExit(f"the core did not answer /healthz within 60 s:\n{log_tail(tmp)}")
         if serve.returncode is not None:
             raise SystemExit(f"the core exited with {serve.returncode}:\n{log_tail(tmp)}")
-        yield Core(serve, base, mqtt, (data / "admin.token").read_text().strip())
+        yield Core(serve, base, mqtt, (data / "admin.token").read_text().strip(), data)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)

@@ -293,6 +293,7 @@ def run(
             cpu.stop()
             sampler.join(30)
         health = httpx.get(base + "/healthz", timeout=5).json()
+        gc_pauses = c.gc_pauses()
     from_t = t0 + warmup_s
     lat = np.array([lat_s for d in devs for sent, lat_s in d.acked if sent >= from_t]) * 1000
     acked = int(lat.size)
@@ -327,6 +328,8 @@ def run(
         if len(core_commits) == 2 and core_commits[1] > core_commits[0]
         else None,
         "connections_lost": lost,
+        # since each process started (warm-up included): how many, and the longest
+        "gc_pauses": gc_pauses,
         "cpu_percent": pct,
         "cpu_ms_per_acked_report": cpu_ms_per_report(pct, acked / duration_s),
         "replication_lag_s": {h: r.get("lag") for h, r in replication.items()},

@@ -548,6 +548,7 @@ def run(
         health = httpx.get(base + "/healthz", timeout=5).json()
         orch = httpx.get(base + "/api/2/orchestrator", headers=auth).json()
         edge = orch.get("edge") or {}
+        gc_pauses = c.gc_pauses()
     from_t = t0 + warmup_s
     lat = np.array([s for d in devs for sent, s in d.acked if from_t <= sent < from_t + duration_s])
     acked = int(lat.size)
@@ -610,6 +611,8 @@ def run(
             "redirect_to_first_puback_ms": quantiles([x for d in devs for x in d.interruptions_ms]),
         },
         "exactly_once": check,
+        # since each process started (warm-up included): how many, and the longest
+        "gc_pauses": gc_pauses,
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
 
