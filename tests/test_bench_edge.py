@@ -38,6 +38,17 @@ def test_the_edge_benchmarks_measure_every_acknowledged_report(script):
     cpu = r["cpu_ms_per_acked_report"]
     assert set(cpu) >= {"core", "edge-1", "edge-2", "all"}
     assert cpu["all"] == pytest.approx(sum(v for k, v in cpu.items() if k != "all"), abs=0.01)
+    if script == "bench_edge_ingest.py":  # the core's /metrics and each host's /status
+        assert_gc_pauses(r["gc_pauses"])
+
+
+def assert_gc_pauses(pauses):
+    assert sorted(pauses) == ["core", "edge-1", "edge-2"]
+    for gens in pauses.values():
+        assert sorted(gens) == ["0", "1", "2"]
+        assert all(g["count"] >= 0 and g["max_ms"] >= 0 for g in gens.values())
+    # every process collects its youngest generation within seconds of running
+    assert all(gens["0"]["count"] > 0 for gens in pauses.values()), pauses
 
 
 @pytest.mark.parametrize("method", ["pre-copy", "stop-and-copy"])
@@ -68,6 +79,7 @@ def test_the_migration_benchmark_moves_twins_and_loses_no_acknowledged_report(me
     assert check["twins_checked"] == 4 and check["reports_checked"] == r["reports_made"]
     assert check["acknowledged_lost"] == 0 and check["applied_twice"] == 0
     assert check["twins_seq_sum_mismatch"] == 0
+    assert_gc_pauses(r["gc_pauses"])
     cpu = r["cpu_ms_per_acked_report"]
     assert set(cpu) >= {"core", "edge-1", "edge-2", "load generator", "all"}
     assert set(r["replication_lag_s"]) == {"edge-1", "edge-2"}
