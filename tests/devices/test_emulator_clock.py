@@ -63,3 +63,50 @@ def test_the_timers_lateness_is_measured_apart_not_in_the_latency(mosquitto):
     assert summary["mean_ms"] == up_ms and summary["live_mean_ms"] == 0.0
     assert summary["emulator_mean_ms"] == summary["timer_late_mean_ms"]
     assert summary["timer_late_mean_ms"] == pytest.approx(LATE_S * 1000.0, abs=1e-5)
+
+
+WRITE_WAIT_S = 3.0
+
+
+def test_the_clients_wait_to_write_a_publish_is_measured_apart(mosquitto, monkeypatch):
+    """The MQTT client writes a PUBLISH only when its event loop comes round to the
+    socket (aiomqtt registers a writer callback). Here the clock moves by 3 s before each
+    of the client's writes: the 3 s are the emulator's ``send`` time, not in the
+    report's latency."""
+    import aiomqtt.client
+
+    clock = Clock()
+
+    def register_write(self, client, userdata, sock):  # aiomqtt's, with the clock moved
+        def callback():
+            if made and made[0]._unwritten:  # a report handed to the client, not written
+                clock.t += WRITE_WAIT_S  # the loop came round to the socket this much later
+            try:
+                client.loop_write()
+            except Exception as exc:
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(self._loop.add_writer, sock.fileno(), callback)
+
+    monkeypatch.setattr(aiomqtt.client.Client, "_on_socket_register_write", register_write)
+    made: list[Device] = []
+
+    async def main() -> Device:
+        d = Device(
+            "fleet:written", "password", parse_broker_url(mosquitto.url),
+            lambda: {"x_m": 1.0, "y_m": 2.0}, period_s=0.02, max_reports=3, max_inflight=1,
+            link=lambda x_m, y_m, host, nbytes: DELAY, clock=clock, sleep=clock.sleep,
+        )  # fmt: skip
+        made.append(d)
+        await asyncio.wait_for(d.run(), 60)
+        return d
+
+    s = asyncio.run(main()).stats
+    assert (s.sent, s.acked) == (3, 3)
+    up_ms = 0.25 + 0.5
+    assert list(s.link_one_way_ms) == [up_ms] * 3  # written -> PUBACK read: 0 on this clock
+    assert list(s.link_send_ms) == pytest.approx([WRITE_WAIT_S * 1000.0] * 3, abs=1e-6)
+    summary = link_summary([s])
+    assert summary["live_mean_ms"] == 0.0
+    assert summary["send_mean_ms"] == pytest.approx(WRITE_WAIT_S * 1000.0, abs=1e-5)

@@ -191,7 +191,7 @@ def devices(
             print(
                 f"emulated links: {k['reports']:,} reports acknowledged by a twin host, one-way "
                 f"mean {k['mean_ms']} ms = network {k['network_mean_ms']} ms (the model) + "
-                f"live {k['live_mean_ms']} ms (PUBLISH queued -> PUBACK read); the emulator's "
+                f"live {k['live_mean_ms']} ms (PUBLISH written -> PUBACK read); the emulator's "
                 f"own time left out: {k['emulator_mean_ms']} ms; "
                 f"{k['unemulated']:,} acknowledged elsewhere (no delay)"
             )

@@ -40,7 +40,7 @@ the device is connected to a twin host waits, before it is published, the modell
 one-way delay of its path (the reports of a device leave in order), and its PUBACK the
 way back (a connection lost meanwhile loses that PUBACK: the report is re-sent, as over
 a real link). Each such report's one-way latency is the modelled delay of its path plus
-the time from its first PUBLISH queued to a twin host's connection (so the wait of a
+the time from its first PUBLISH written to a twin host's connection (so the wait of a
 report caught by a migration is in it) to its PUBACK read from the socket: the
 emulator's own time (its timers waking late, building and sending the packet, waking
 the task that waits for the PUBACK) is measured apart and left out.
@@ -197,7 +197,8 @@ class DeviceStats:
     link_backbone_ms: array = field(default_factory=lambda: array("d"))  # of link_network_ms
     link_late_ms: array = field(default_factory=lambda: array("d"))
     # the emulator's own time per such report, left out of link_one_way_ms: the PUBLISH
-    # built and written after the delay, and the task woken after the PUBACK was read
+    # built after the delay and waiting for the client to write it, and the task woken
+    # after the PUBACK was read
     link_send_ms: array = field(default_factory=lambda: array("d"))
     link_resume_ms: array = field(default_factory=lambda: array("d"))
     link_bytes: int = 0  # the payload bytes of the reports in link_one_way_ms
@@ -231,10 +232,10 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     host over an emulated path (``reports``) and the means of their one-way latency
     (``mean_ms``), of the modelled network delay they waited (``network_mean_ms``, of
     which ``backbone_mean_ms`` from the access point to the twin's host), of
-    the rest, the live system's own time from the PUBLISH queued to the PUBACK read
+    the rest, the live system's own time from the PUBLISH written to the PUBACK read
     (``live_mean_ms``), the emulator's own time left out of them
     (``emulator_mean_ms``: its timers waking after the delay, ``timer_late_mean_ms``;
-    building and writing the PUBLISH, ``send_mean_ms``; waking the waiting task after
+    building the PUBLISH and the client's wait to write it, ``send_mean_ms``; waking the waiting task after
     the PUBACK was read, ``resume_mean_ms``), the mean payload size (``bytes_mean``)
     and the reports acknowledged without a delay (``unemulated``: by the core's broker).
 
@@ -380,9 +381,12 @@ class Device:
         self.link = link
         self._xy: dict[int, tuple[float, float]] = {}  # seq -> position (link emulation)
         # seq -> (written, modelled up delay ms, of which backbone) of its first send to a host
-        self._first_at_host: dict[int, tuple[float, float, float]] = {}
+        self._first_at_host: dict[int, tuple[list[float], float, float]] = {}
         self._clock, self._sleep = clock, sleep
         self._acks: dict[int, asyncio.Future[float]] = {}  # MQTT packet id -> PUBACK read at
+        # when each report published since the client last wrote to its socket was
+        # handed to it; the write sets each to the time of the write (see _hook_acks)
+        self._unwritten: list[list[float]] = []
         self._link_free_s = 0.0  # the emulated uplink delivers in order: not before this
         self._drained = asyncio.Event()
         self._drained.set()
@@ -556,6 +560,7 @@ class Device:
             for fut in self._acks.values():
                 fut.cancel()
             self._acks.clear()
+            self._unwritten.clear()
             _retrieve_disconnect(client)
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.timeout_s)
@@ -667,10 +672,25 @@ class Device:
     def _hook_acks(self, client: aiomqtt.Client) -> None:
         """Read the clock when a PUBACK of one of this device's reports is decoded (in
         the MQTT client's callback, before any task wakes) and hand it to the report's
-        future; other PUBACKs go to the client's own callback."""
+        future; other PUBACKs go to the client's own callback. Read it also when the
+        client writes to its socket: a PUBLISH is handed to the client at once, but the
+        client writes it only once its event loop has come round to the socket twice
+        (aiomqtt registers a writer callback), and that wait is the emulator's, not the
+        platform's."""
         paho = client._client  # the paho client inside: its callbacks, its socket
         theirs = paho.on_publish
-        acks, clock = self._acks, self._clock
+        acks, clock, unwritten = self._acks, self._clock, self._unwritten
+        write = paho.loop_write
+
+        def loop_write(*args: Any, **kwargs: Any) -> Any:
+            if unwritten:
+                t = clock()
+                for sent in unwritten:
+                    sent[0] = t
+                unwritten.clear()
+            return write(*args, **kwargs)
+
+        paho.loop_write = loop_write
 
         def on_publish(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
             fut = acks.pop(mid, None)
@@ -682,9 +702,12 @@ class Device:
 
         paho.on_publish = on_publish
 
-    def _send(self, client: aiomqtt.Client, payload: bytes) -> tuple[float, asyncio.Future[float]]:
-        """Publish ``payload`` at QoS 1 and write it to the socket now; return when it
-        was written and the future of when its PUBACK is read.
+    def _send(
+        self, client: aiomqtt.Client, payload: bytes
+    ) -> tuple[list[float], asyncio.Future[float]]:
+        """Publish ``payload`` at QoS 1; return when it was written to the socket (a
+        one-item list: the time it was handed to the client until the client writes
+        it, then the time of that write) and the future of when its PUBACK is read.
 
         Raises:
             aiomqtt.MqttError: the client refused the publish (not connected).
@@ -695,7 +718,9 @@ class Device:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._acks[info.mid] = fut
-        return self._clock(), fut
+        sent = [self._clock()]
+        self._unwritten.append(sent)
+        return sent, fut
 
     def _start_publish(self, client: aiomqtt.Client, seq: int, payload: bytes) -> None:
         task = asyncio.create_task(self._publish(client, seq, payload))
@@ -717,10 +742,11 @@ class Device:
             await self._sleep(max(release - clock(), 0.0))
             t_wake = clock()
         try:
-            t_sent, ack = self._send(client, payload)
+            sent, ack = self._send(client, payload)
             if delay is not None:
-                self._first_at_host.setdefault(seq, (t_sent, delay.up_ms, delay.backbone_ms))
+                self._first_at_host.setdefault(seq, (sent, delay.up_ms, delay.backbone_ms))
             t_ack = await ack
+            t_sent = sent[0]  # written to the socket (set by then: the PUBACK follows it)
         except aiomqtt.MqttError:
             self._broken.set()  # the session ends; the report stays unacknowledged
             return
@@ -741,7 +767,7 @@ class Device:
             first = self._first_at_host.pop(seq, None)
             if delay is not None and first is not None:
                 first_sent, up_ms, backbone_ms = first
-                s.link_one_way_ms.append(up_ms + (t_ack - first_sent) * 1000.0)
+                s.link_one_way_ms.append(up_ms + (t_ack - first_sent[0]) * 1000.0)
                 s.link_network_ms.append(up_ms)
                 s.link_backbone_ms.append(backbone_ms)
                 s.link_late_ms.append(max(0.0, (t_wake - release) * 1000.0))

@@ -301,7 +301,7 @@ def compare(sc: Scenario, summary: dict[str, Any], status: dict[str, Any]) -> di
                 "predicted: the model's latency of the first "
                 f"{min(n_live, n_sim)} twins (uplink + backbone + service with queueing + "
                 "migration downtime), every step; measured: the modelled delay of a report's "
-                "path + its first PUBLISH queued to a twin host's connection -> its PUBACK read "
+                "path + its first PUBLISH written to a twin host's connection -> its PUBACK read "
                 "(the emulator's own time left out)"
                 + ("" if scale == 1.0 else f" (delays scaled by {scale:g}: not the model's)"),
             ),

@@ -12,7 +12,7 @@ same way on its way back (the backbone, and the radio with the PUBACK's 4 bytes:
 model has no downlink of its own, so the radio is taken as symmetric).
 
 So a report's one-way latency is the modelled network (what the simulation calls its
-network latency) plus everything the live system really does from the PUBLISH queued
+network latency) plus everything the live system really does from the PUBLISH written
 to the PUBACK read (MQTT, the host's durable commit, its queueing, a migration's wait).
 The emulator's own time (its timers waking after the delay, building and writing the
 packet, waking the report's task) is measured apart and left out
