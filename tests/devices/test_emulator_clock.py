@@ -110,3 +110,26 @@ def test_the_clients_wait_to_write_a_publish_is_measured_apart(mosquitto, monkey
     summary = link_summary([s])
     assert summary["live_mean_ms"] == 0.0
     assert summary["send_mean_ms"] == pytest.approx(WRITE_WAIT_S * 1000.0, abs=1e-5)
+
+
+def test_a_disconnection_error_that_comes_after_the_close_began_is_taken(caplog):
+    """The broker may close a connection while the client is closing it: the error is
+    set on the client's future after the device looked at it. It is still taken, so
+    asyncio logs no 'Future exception was never retrieved'."""
+    import gc
+    import types
+
+    import aiomqtt
+
+    from twinedge.devices.client import _retrieve_disconnect
+
+    async def main() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        _retrieve_disconnect(types.SimpleNamespace(_disconnected=fut))  # not done yet
+        fut.set_exception(aiomqtt.MqttCodeError(128, "Unexpected disconnection"))
+        await asyncio.sleep(0)  # the done callbacks run
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

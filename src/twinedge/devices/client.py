@@ -811,9 +811,16 @@ class Device:
 def _retrieve_disconnect(client: aiomqtt.Client) -> None:
     """Take the error of a connection the broker closed (a redirect, a lost connection)
     so that asyncio does not log it as never retrieved: the client's ``__aexit__``
-    returns early once it is disconnected, without looking at it."""
+    returns early once it is disconnected, without looking at it. The error may also
+    come later, while the client closes (the broker closing first): a done callback
+    takes it then."""
     fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+    if isinstance(fut, asyncio.Future):
+        fut.add_done_callback(_take_error)
+
+
+def _take_error(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
         fut.exception()
 
 
