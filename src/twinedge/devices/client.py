@@ -690,7 +690,7 @@ class Device:
                 unwritten.clear()
             return write(*args, **kwargs)
 
-        paho.loop_write = loop_write
+        paho.loop_write = loop_write  # type: ignore[method-assign]  # on this instance only
 
         def on_publish(c: Any, userdata: Any, mid: int, *rest: Any) -> None:
             fut = acks.pop(mid, None)
