@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import aiomqtt
+import httpx
 import pytest
 
 from tests.orchestrator.serving import serve_two_sites, two_sites_file, wait_for
@@ -112,6 +113,13 @@ def served(request, tmp_path, monkeypatch):
                 args = f.read().split(b"\0")
             is_twinedge_host = b"twinedge" in args and b"host" in args
             assert is_twinedge_host == (request.param == "local"), args
+        # every host, process or actor, froze its heap once it started
+        hosts_token = (s.data / "hosts.token").read_text().strip()
+        control = s.client.get("/api/2/orchestrator").json()["edge"]["control"]
+        assert sorted(control) == ["edge-1", "edge-2"]
+        for url in control.values():
+            status = httpx.get(f"{url}/status", headers={"Authorization": f"Bearer {hosts_token}"})
+            assert status.json()["gc"]["frozen"] > 10_000, status.text
         yield s.client, s.proc, s.mqtt_port
 
 

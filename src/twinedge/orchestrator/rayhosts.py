@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from twinedge import gcpauses
 from twinedge.edge import failpoints
 from twinedge.edge.remote import RemoteHost
 from twinedge.errors import TwinedgeError
@@ -43,6 +44,7 @@ class HostActor:
             control_port=0,
         )
         await self.server.start()
+        gcpauses.settle()  # a worker process of its own, as a `twinedge host` process is
         return {
             "control": f"http://{address}:{self.server.control_port}",
             "mqtt": self.server.mqtt_url,
