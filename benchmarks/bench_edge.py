@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -103,17 +104,15 @@ class Core:
         settled its heap (``twinedge.gcpauses``): per process and generation, how many
         and the longest, in ms."""
         out: dict[str, Any] = {}
-        text = httpx.get(self.base + "/metrics", timeout=5).text
         core_gc: dict[str, dict[str, float]] = {}
-        for line in text.splitlines():
-            for name, key in (("twinedge_gc_pauses_total", "count"),
-                              ("twinedge_gc_pause_max_seconds", "max_ms")):  # fmt: skip
-                if line.startswith(name + '{generation="'):
-                    gen = line.split('"')[1]
-                    value = float(line.rsplit(" ", 1)[1])
-                    core_gc.setdefault(gen, {})[key] = (
-                        round(value * 1000, 2) if key == "max_ms" else int(value)
-                    )
+        text = httpx.get(self.base + "/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                gen = sample.labels.get("generation")
+                if sample.name == "twinedge_gc_pauses_total":
+                    core_gc.setdefault(gen, {})["count"] = int(sample.value)
+                elif sample.name == "twinedge_gc_pause_max_seconds":
+                    core_gc.setdefault(gen, {})["max_ms"] = round(sample.value * 1000, 2)
         out["core"] = core_gc
         token = (self.data / "hosts.token").read_text().strip()
         for ready in sorted((self.data / "hosts").glob("*/process.json")):

@@ -10,7 +10,6 @@ for alerting.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -173,7 +172,8 @@ def _gc_pauses() -> Iterator[Metric]:
     longest = GaugeMetricFamily(
         "twinedge_gc_pause_max_seconds", "The longest cycle collection", labels=["generation"]
     )
-    for gen, g in PAUSES.snapshot().items():
+    status = PAUSES.status()
+    for gen, g in status["generations"].items():
         count.add_metric([gen], g["count"])
         seconds.add_metric([gen], g["seconds_total"])
         longest.add_metric([gen], g["max_s"])
@@ -181,7 +181,7 @@ def _gc_pauses() -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "twinedge_gc_frozen_objects",
         "Objects frozen at start (never walked by the cycle collector)",
-        value=gc.get_freeze_count(),
+        value=status["frozen"],
     )
 
 
