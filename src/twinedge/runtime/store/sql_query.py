@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twinedge import textinput
+from twinedge import jsontext, textinput
 from twinedge.errors import InvalidInput
 from twinedge.runtime import rql
 from twinedge.runtime.store.base import Scope, SearchPage, SearchQuery
@@ -43,7 +43,6 @@ GROUPABLE_COLUMNS = ("_domain", "_host")
 AGGREGATES = ("count", "min", "max", "avg")
 
 _COLUMN_KEYS = frozenset(rql.COLUMN_FIELDS)
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 # --- filter and scope ---------------------------------------------------------------------
@@ -82,7 +81,7 @@ def where_clauses(
 
 def encode_cursor(payload: Any) -> str:
     """An opaque cursor holding the JSON value ``payload`` (URL-safe base64, unpadded)."""
-    raw = _ENCODE(payload).encode()
+    raw = jsontext.dumps_bytes(payload)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -268,7 +267,7 @@ def plan_search(query: SearchQuery, dialect: rql.SqlDialect) -> SearchPlan:
         rql.parse_path(p, "/fields")
     srt = _sort_sql(query.sort)
     where, wparams = where_clauses(query.filter, query.scope, dialect)
-    check = hashlib.sha1(_ENCODE([query.filter, query.sort]).encode()).hexdigest()[:8]
+    check = hashlib.sha1(jsontext.dumps_bytes([query.filter, query.sort])).hexdigest()[:8]
     kparams: list[Any] = []
     if query.cursor:
         key = _cursor_key(decode_cursor(query.cursor), check, srt.types)

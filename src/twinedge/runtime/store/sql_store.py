@@ -48,6 +48,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from twinedge import jsontext
 from twinedge.errors import InvalidInput
 from twinedge.runtime import rql
 from twinedge.runtime.store.base import (
@@ -74,7 +75,7 @@ from twinedge.runtime.things import apply_json_patch
 
 SCHEMA_VERSION = 1
 _CHUNK = 500
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE = jsontext.dumps
 
 
 class SqlStore:
