@@ -14,27 +14,24 @@ from twinedge.jsontext import dumps, dumps_bytes
 
 STDLIB = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)  # beyond orjson's 64 bits too
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)))  # no lone surrogates
+# hypothesis' text has no lone surrogates: they have no UTF-8 (test_what_json_cannot_hold...)
+no_floats_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.text()  # beyond 64 bits too
 )
-values = st.recursive(
-    scalars,
-    lambda kids: (
-        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
-    ),
-    max_leaves=30,
-)
-no_floats = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.text(),
-    lambda kids: (
-        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
-    ),
-    max_leaves=30,
-)
+
+
+def json_values(scalars):
+    return st.recursive(
+        scalars,
+        lambda kids: (
+            st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+        ),
+        max_leaves=30,
+    )
+
+
+values = json_values(no_floats_scalars | st.floats(allow_nan=False, allow_infinity=False))
+no_floats = json_values(no_floats_scalars)
 
 
 @given(values)
@@ -42,10 +39,9 @@ def test_reads_back_as_the_standard_librarys_text_does(v):
     text = dumps(v)
     assert json.loads(text) == json.loads(STDLIB(v))
     assert dumps_bytes(v) == text.encode()
-    assert json.loads(text.encode().decode("utf-8")) == json.loads(STDLIB(v))
 
 
-@given(no_floats.filter(lambda v: "\ud800" not in str(v)))
+@given(no_floats)
 def test_without_floats_the_text_is_the_standard_librarys(v):
     # strings, integers (big ones through the fallback), nesting and key order: byte for byte
     assert dumps(v) == STDLIB(v)

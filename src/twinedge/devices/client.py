@@ -235,9 +235,10 @@ def link_summary(stats: list[DeviceStats]) -> dict[str, Any]:
     the rest, the live system's own time from the PUBLISH written to the PUBACK read
     (``live_mean_ms``), the emulator's own time left out of them
     (``emulator_mean_ms``: its timers waking after the delay, ``timer_late_mean_ms``;
-    building the PUBLISH and the client's wait to write it, ``send_mean_ms``; waking the waiting task after
-    the PUBACK was read, ``resume_mean_ms``), the mean payload size (``bytes_mean``)
-    and the reports acknowledged without a delay (``unemulated``: by the core's broker).
+    building the PUBLISH and the client's wait to write it, ``send_mean_ms``; waking
+    the waiting task after the PUBACK was read, ``resume_mean_ms``), the mean payload
+    size (``bytes_mean``) and the reports acknowledged without a delay (``unemulated``:
+    by the core's broker).
 
     Examples:
         >>> s = DeviceStats()
