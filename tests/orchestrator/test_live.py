@@ -5,6 +5,8 @@ the same way a simulation does."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +289,60 @@ def test_a_failure_that_repeats_is_logged_with_its_traceback_once(tmp_path, capl
             False,
         ),
     ]
+
+
+class FreshThreads(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that runs every call on a new thread, kept alive until
+    :meth:`shutdown` so that no two calls share a thread identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+            self.done.wait()
+
+        self.threads.append(threading.Thread(target=call))
+        self.threads[-1].start()
+        return future
+
+    def shutdown(self, wait: bool = True, **kwargs: Any) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join()
+        super().shutdown(wait, **kwargs)
+
+
+def test_every_ledger_write_is_made_on_one_thread_whatever_the_default_executor(tmp_path):
+    """The ledger's SQLite connections belong to the thread that opened them: decisions,
+    live migration records and the end of the run are all written on the decider thread.
+    (Handed to the default executor they failed at random with 'SQLite objects created in
+    a thread can only be used in that same thread', and ``serve`` exited 1 on SIGTERM.)"""
+
+    async def body(svc):
+        asyncio.get_running_loop().set_default_executor(FreshThreads())
+        live = live_network(svc, two_sites(), ledger=tmp_path / "ledger")
+        await svc.put_thing(ADMIN, "fleet:r1", robot(10.0))
+        assert (await live.cycle()).placed == 1
+        await svc.device_report("fleet:r1", {"position": {"x_m": 2990.0}})
+        live.clock.t += 1.0
+        assert (await live.cycle()).migrations == 1
+        await live.stop()  # writes the run's end entry: raised before
+
+    run(f"sqlite:///{tmp_path / 'twins.db'}", body)
+    ld = LedgerDir.open(tmp_path / "ledger")
+    try:
+        assert all(r.ok for r in ld.verify())
+        entries = [e for d in ld.domains for e in ld.log(d).entries()]
+    finally:
+        ld.close()
+    assert {"placement", "migration", "usage"} <= {e["type"] for e in entries}
+    assert {"event": "end"} in [e["body"] for e in entries if e["type"] == "policy"]

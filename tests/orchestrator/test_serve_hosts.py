@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from tests.orchestrator.serving import serve_two_sites, wait_for
 from tests.orchestrator.test_live import robot
-from tests.runtime.test_reliability import free_port, start_server
+from tests.runtime.test_reliability import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +78,7 @@ def test_serve_network_starts_a_host_process_per_host_that_stops_with_it(tmp_pat
         sent = asyncio.run(asyncio.wait_for(redirect(), 30))
         assert (sent["host"], sent["url"]) == ("edge-1", f"mqtt://127.0.0.1:{edge_1['mqtt_port']}")
 
-        s.proc.send_signal(signal.SIGTERM)
-        assert s.proc.wait(timeout=60) == 0
+        stop_server(s.proc)
         for pid in pids.values():
             wait_for(lambda pid=pid: not alive(pid), f"host process {pid} stopped", tries=200)
 
@@ -165,5 +163,4 @@ def test_the_big_network_runs_with_its_twins_in_the_core(tmp_path):
         ).json()
         assert len(status["hosts"]) == 67 and status["edge"] is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        stop_server(proc)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.orchestrator.serving import serve_two_sites, wait_for
 from tests.orchestrator.test_live import robot
-from tests.runtime.test_reliability import free_port, start_server
+from tests.runtime.test_reliability import free_port, start_server, stop_server
 
 
 @pytest.fixture
@@ -65,8 +65,7 @@ def test_serve_places_and_migrates_live_twins(served):
     assert 'twinedge_host_twins{host="edge-2"} 1.0' in metrics
     assert "twinedge_orchestrator_migrations_total 1.0" in metrics
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    stop_server(proc)
     out = subprocess.run(
         [sys.executable, "-m", "twinedge", "ledger", "verify", str(data / "ledger"), "--json"],
         capture_output=True,

@@ -41,6 +41,7 @@ def start_server(
     args += list(extra)
     log = data.parent / f"serve-{time.time_ns()}.log"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    proc.log = log  # type: ignore[attr-defined]  # for stop_server's message
     deadline = time.time() + 120  # generous: a loaded 2-core machine starts slowly
     while time.time() < deadline:
         try:
@@ -54,6 +55,16 @@ def start_server(
         time.sleep(0.1)
     proc.kill()
     raise AssertionError("twinedge serve did not become healthy within 120 s")
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """SIGTERM a server of :func:`start_server`: it must exit 0, else the assertion
+    carries the end of its log."""
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=timeout_s)
+    if rc != 0:
+        tail = proc.log.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
+        raise AssertionError(f"twinedge serve exited with {rc} on SIGTERM:\n{tail}")
 
 
 async def device(thing_id: str, password: str, port: int, acked: dict, stop: asyncio.Event) -> None:
@@ -166,6 +177,5 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
             ]
             assert values[:last] == list(range(1, last + 1))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_server(proc)
     assert os.stat(data / "admin.token").st_mode & 0o777 == 0o600

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -65,6 +67,7 @@ from twinedge.world import models
 from twinedge.world.state import World
 
 log = logging.getLogger("twinedge.orchestrator")
+_T = TypeVar("_T")
 
 POSITION = "position"
 MIGRATIONS_AT_ONCE = 2  # live migrations between host processes running at the same time
@@ -250,9 +253,10 @@ class LiveNetwork:
         self._state: tuple[World, NetworkState] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        # held by a decision in its worker thread, which a cancelled cycle does not stop:
-        # the recorder is closed only once no decision is writing to it
-        self._deciding = threading.Lock()
+        # the one thread that decides and writes to the recorder: the ledger's SQLite
+        # connections belong to the thread that opened them, and a decision that a
+        # cancelled cycle leaves running finishes before the recorder is closed (FIFO)
+        self._decider: ThreadPoolExecutor | None = None
         self._migration_slots = asyncio.Semaphore(MIGRATIONS_AT_ONCE)
 
     # --- reading the live twins --------------------------------------------------------
@@ -342,10 +346,16 @@ class LiveNetwork:
         self, snap: LiveSnapshot, t_s: float, k: int
     ) -> tuple[np.ndarray, CycleOutcome, int, float]:
         """Place new twins, then one orchestrator cycle, then the forecast when one is
-        due (runs in a worker thread). Returns the hosts, the cycle's outcome, how many
+        due (runs on the decider thread). Returns the hosts, the cycle's outcome, how many
         twins were placed and the forecast's time in seconds."""
-        with self._deciding:
-            return self._decide_now(snap, t_s, k)
+        return self._decide_now(snap, t_s, k)
+
+    async def _on_decider(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the decider thread, after what was handed to it before."""
+        if self._decider is None:
+            self._decider = ThreadPoolExecutor(1, thread_name_prefix="twinedge-decider")
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._decider, call)
 
     def _decide_now(
         self, snap: LiveSnapshot, t_s: float, k: int
@@ -425,7 +435,7 @@ class LiveNetwork:
             if snap.thing_ids:
                 t_d = time.perf_counter()
                 try:
-                    host, out, new, forecast_s = await asyncio.to_thread(self._decide, snap, t_s, k)
+                    host, out, new, forecast_s = await self._on_decider(self._decide, snap, t_s, k)
                 except TwinedgeError as exc:
                     report.error = str(exc)
                     report.unplaced = int((snap.host < 0).sum())
@@ -540,8 +550,7 @@ class LiveNetwork:
 
     async def _record_handover(self, report: Any) -> None:
         """Write what a live migration measured to the ledger (a ``handover`` entry;
-        the recorder's other entries are written by decisions in the worker thread, so
-        this waits for the one running)."""
+        written on the decider thread, after the decision running there, if any)."""
         handover = getattr(self.orchestrator.recorder, "handover", None)
         if handover is None:
             return
@@ -562,12 +571,8 @@ class LiveNetwork:
         }
         t_s = self.clock() - self.t0
 
-        def record() -> None:
-            with self._deciding:
-                handover(t_s, self.network, body)
-
         try:
-            await asyncio.to_thread(record)
+            await self._on_decider(handover, t_s, self.network, body)
         except Exception:  # the migration happened; a ledger that fails is logged
             log.exception("could not record the live migration of %s", report.twin_id)
 
@@ -984,13 +989,11 @@ class LiveNetwork:
             self._task = None
         rec: Recorder | None = self.orchestrator.recorder
         if rec is not None:
-            t_s = self.clock() - self.t0
-
-            def end() -> None:
-                with self._deciding:  # after a decision still running in its thread
-                    rec.end(t_s, self.network, self.server_energy_j)
-
-            await asyncio.to_thread(end)
+            t_s = self.clock() - self.t0  # after a decision still running, if any
+            await self._on_decider(rec.end, t_s, self.network, self.server_energy_j)
+        if self._decider is not None:
+            self._decider.shutdown(wait=False)  # idle: nothing is left to run on it
+            self._decider = None
 
     # --- what is seen ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
