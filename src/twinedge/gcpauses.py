@@ -16,6 +16,15 @@ never walked again. Frozen objects are still freed by reference counting once no
 refers to them; only a reference cycle among them would stay. After it, the same load
 gave full collections of 2-8 ms in ``serve`` and none in the hosts within the run.
 
+What a process creates after :func:`settle` (twins created live, their updated states)
+would be walked again by every full collection: 10,000 twins of 40 features created after
+the freeze made full collections of about 150-210 ms. So :data:`REFREEZE`, a
+:class:`Refreezer`, freezes again what survives each full collection: the next one walks
+only what was promoted since. A reference cycle among refrozen objects that later becomes
+garbage would stay, so once every ``deep_interval_s`` (10 minutes) the refreezer
+unfreezes instead, and the next full collection walks the whole heap and frees such
+cycles: one long pause in that interval, in place of one every few seconds under load.
+
 :func:`settle` also starts :data:`PAUSES`, a :class:`PauseMeter` that times every
 collection (:data:`gc.callbacks`); ``/metrics`` of ``serve`` and a host's ``/status``
 report it.
@@ -38,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PAUSES", "PauseMeter", "settle"]
+__all__ = ["PAUSES", "REFREEZE", "PauseMeter", "Refreezer", "settle"]
 
 
 class PauseMeter:
@@ -89,18 +98,101 @@ class PauseMeter:
         }
 
     def status(self) -> dict[str, Any]:
-        """:meth:`snapshot` with the objects frozen by :func:`settle` (``frozen``)."""
-        return {"frozen": gc.get_freeze_count(), "generations": self.snapshot()}
+        """:meth:`snapshot` with the objects frozen (``frozen``) and what the process's
+        :data:`REFREEZE` did (``refreezes``, ``deep_collections``)."""
+        return {
+            "frozen": gc.get_freeze_count(),
+            "refreezes": REFREEZE.refreezes,
+            "deep_collections": REFREEZE.deep_collections,
+            "generations": self.snapshot(),
+        }
+
+
+class Refreezer:
+    """Freeze what survives each full collection; every ``deep_interval_s`` let one full
+    collection walk the whole heap instead (see the module docstring).
+
+    Parameters:
+        deep_interval_s: seconds between deep collections (> 0).
+        clock: seconds, monotonic (injected in tests).
+        freeze, unfreeze: :func:`gc.freeze` and :func:`gc.unfreeze` (injected in tests).
+
+    Raises:
+        ValueError: ``deep_interval_s`` is not a positive number.
+
+    Examples:
+        >>> calls = []
+        >>> r = Refreezer(deep_interval_s=600.0, clock=iter([0.0, 30.0, 700.0, 710.0]).__next__,
+        ...               freeze=lambda: calls.append("freeze"),
+        ...               unfreeze=lambda: calls.append("unfreeze"))
+        >>> for _ in range(3):
+        ...     r.on_gc("stop", {"generation": 2})
+        >>> calls  # 30 s after the start: freeze; 700 s: unfreeze, so the next walks all
+        ['freeze', 'unfreeze', 'freeze']
+        >>> (r.refreezes, r.deep_collections)
+        (1, 1)
+    """
+
+    def __init__(
+        self,
+        deep_interval_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        freeze: Callable[[], None] = gc.freeze,
+        unfreeze: Callable[[], None] = gc.unfreeze,
+    ) -> None:
+        if not deep_interval_s > 0:  # (NaN fails too)
+            raise ValueError(f"deep_interval_s must be > 0, got {deep_interval_s}")
+        self.deep_interval_s = deep_interval_s
+        self.clock = clock
+        self._freeze, self._unfreeze = freeze, unfreeze
+        self._last_deep_s = clock()
+        self._deep_next = False  # unfrozen: the next full collection walks the whole heap
+        self.refreezes = 0
+        self.deep_collections = 0
+        self.installed = False
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """The :data:`gc.callbacks` hook: acts when a full collection has finished."""
+        if phase != "stop" or info.get("generation") != 2:
+            return
+        if self._deep_next:  # this one walked everything: its survivors are frozen again
+            self._deep_next = False
+            self.deep_collections += 1
+            self._last_deep_s = self.clock()
+            self._freeze()
+        elif self.clock() - self._last_deep_s >= self.deep_interval_s:
+            self._deep_next = True
+            self._unfreeze()
+        else:
+            self.refreezes += 1
+            self._freeze()
+
+    def install(self) -> None:
+        """Start refreezing after full collections (once per process)."""
+        if not self.installed:
+            self._last_deep_s = self.clock()
+            gc.callbacks.append(self.on_gc)
+            self.installed = True
+
+    def uninstall(self) -> None:
+        """Stop refreezing (what is frozen stays frozen)."""
+        if self.installed:
+            gc.callbacks.remove(self.on_gc)
+            self.installed = False
 
 
 #: The process's meter (started by :func:`settle`).
 PAUSES = PauseMeter()
+#: The process's refreezer (started by :func:`settle`).
+REFREEZE = Refreezer()
 
 
 def settle() -> None:
-    """Collect once, freeze what is alive and start timing collections (see the module
-    docstring). Call it once a long-running process has started and loaded its state;
-    calling it again freezes what was created since."""
+    """Collect once, freeze what is alive, start timing collections and refreezing what
+    survives each full collection (see the module docstring). Call it once a
+    long-running process has started and loaded its state; calling it again freezes
+    what was created since."""
     gc.collect()
     gc.freeze()
     PAUSES.install()
+    REFREEZE.install()

@@ -466,6 +466,9 @@ def test_health_and_metrics_report_the_last_commit_error(tmp_path):
         assert frozen is not None and float(frozen.group(1)) > 10_000, metrics
         for gen in "012":
             assert f'twinedge_gc_pause_seconds_total{{generation="{gen}"}} ' in metrics
+        # and refreezes what survives full collections (a deep one at most every 10 min)
+        for counter in ("refreezes", "deep_collections"):
+            assert re.search(rf"^twinedge_gc_{counter}_total [0-9.e+]+$", metrics, re.M), metrics
         assert "twinedge_last_commit_error_timestamp_seconds " in metrics
         assert "twinedge_commit_failures_total 0.0" not in metrics
         db.execute("DROP TRIGGER fail_commit")

@@ -180,8 +180,18 @@ def _gc_pauses() -> Iterator[Metric]:
     yield from (count, seconds, longest)
     yield GaugeMetricFamily(
         "twinedge_gc_frozen_objects",
-        "Objects frozen at start (never walked by the cycle collector)",
+        "Objects frozen (not walked by the cycle collector until the next deep collection)",
         value=status["frozen"],
+    )
+    yield CounterMetricFamily(
+        "twinedge_gc_refreezes",
+        "Full collections whose survivors were frozen again",
+        value=status["refreezes"],
+    )
+    yield CounterMetricFamily(
+        "twinedge_gc_deep_collections",
+        "Full collections that walked the whole heap (one per interval, frees frozen cycles)",
+        value=status["deep_collections"],
     )
 
 
