@@ -342,14 +342,6 @@ class LiveNetwork:
         )
 
     # --- one cycle -----------------------------------------------------------------------
-    def _decide(
-        self, snap: LiveSnapshot, t_s: float, k: int
-    ) -> tuple[np.ndarray, CycleOutcome, int, float]:
-        """Place new twins, then one orchestrator cycle, then the forecast when one is
-        due (runs on the decider thread). Returns the hosts, the cycle's outcome, how many
-        twins were placed and the forecast's time in seconds."""
-        return self._decide_now(snap, t_s, k)
-
     async def _on_decider(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` on the decider thread, after what was handed to it before."""
         if self._decider is None:
@@ -357,9 +349,12 @@ class LiveNetwork:
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._decider, call)
 
-    def _decide_now(
+    def _decide(
         self, snap: LiveSnapshot, t_s: float, k: int
     ) -> tuple[np.ndarray, CycleOutcome, int, float]:
+        """Place new twins, then one orchestrator cycle, then the forecast when one is
+        due (runs on the decider thread). Returns the hosts, the cycle's outcome, how many
+        twins were placed and the forecast's time in seconds."""
         orch, world = self.orchestrator, snap.world
         new = int((snap.host < 0).sum())
         host = orch.place_new(world, snap.xy_m, snap.host, t_s) if new else snap.host
