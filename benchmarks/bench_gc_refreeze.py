@@ -2,8 +2,8 @@
 after start: the heap frozen once at start, against frozen again after every full
 collection (``twinedge.gcpauses.Refreezer``).
 
-Each mode runs in a fresh process of its own: it imports what ``serve`` imports,
-freezes its heap as ``serve`` does once started, then creates ``--twins`` twin documents
+Each mode runs in a fresh process of its own: it imports FastAPI, pydantic and NumPy
+(a part of what ``serve`` imports), freezes its heap as ``serve`` does once started, then creates ``--twins`` twin documents
 of ``--features`` features and applies ``--updates`` device reports to them (RFC 7396
 merge patches, as the service applies them). The collector's pauses are timed by
 ``twinedge.gcpauses.PauseMeter``. Prints one JSON document: machine, parameters, per

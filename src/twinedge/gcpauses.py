@@ -18,12 +18,20 @@ gave full collections of 2-8 ms in ``serve`` and none in the hosts within the ru
 
 What a process creates after :func:`settle` (twins created live, their updated states)
 would be walked again by every full collection: 10,000 twins of 40 features created after
-the freeze made full collections of about 150-210 ms. So :data:`REFREEZE`, a
+the freeze made full collections of up to 180-195 ms. So :data:`REFREEZE`, a
 :class:`Refreezer`, freezes again what survives each full collection: the next one walks
-only what was promoted since. A reference cycle among refrozen objects that later becomes
-garbage would stay, so once every ``deep_interval_s`` (10 minutes) the refreezer
-unfreezes instead, and the next full collection walks the whole heap and frees such
-cycles: one long pause in that interval, in place of one every few seconds under load.
+only what was promoted since. What it costs:
+
+* CPython holds a full collection back until the objects promoted since the last one are
+  a quarter of those it kept; after a refreeze that count is small, so full collections
+  come more often (13 against 9 in ``benchmarks/bench_gc_refreeze.py``), each short.
+* A refreeze freezes whatever is alive at that moment, in-flight objects included. One
+  that later becomes part of unreachable reference cycles (a closed connection, an
+  exception with its traceback) is not freed until the next deep collection: once
+  every ``deep_interval_s`` (10 minutes) the refreezer unfreezes instead, and the next
+  full collection walks the whole heap and frees such cycles. That one pause is as long
+  as a full collection without the refreezer.
+* It acts on collections of generation 2, CPython's full collections up to 3.13.
 
 :func:`settle` also starts :data:`PAUSES`, a :class:`PauseMeter` that times every
 collection (:data:`gc.callbacks`); ``/metrics`` of ``serve`` and a host's ``/status``

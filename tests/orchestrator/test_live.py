@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from tests.runtime.service_run import run
+from twinedge.edge.migrate import MigrationReport
 from twinedge.engine import simulate
 from twinedge.engine.record import LedgerRecorder
 from twinedge.ledger import LedgerDir
@@ -321,28 +322,71 @@ class FreshThreads(concurrent.futures.ThreadPoolExecutor):
         super().shutdown(wait, **kwargs)
 
 
+class ThreadsSeen(LedgerRecorder):
+    """The ledger recorder, noting the thread of every call that writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, actor="twinedge-serve")
+        self.threads: dict[str, set[int]] = {}
+
+    def _seen(self, what: str) -> None:
+        self.threads.setdefault(what, set()).add(threading.get_ident())
+
+    def placement(self, *args: Any) -> None:
+        self._seen("placement")
+        super().placement(*args)
+
+    def migration(self, *args: Any) -> None:
+        self._seen("migration")
+        super().migration(*args)
+
+    def handover(self, *args: Any) -> None:
+        self._seen("handover")
+        super().handover(*args)
+
+    def end(self, *args: Any) -> None:
+        self._seen("end")
+        super().end(*args)
+
+
 def test_every_ledger_write_is_made_on_one_thread_whatever_the_default_executor(tmp_path):
     """The ledger's SQLite connections belong to the thread that opened them: decisions,
-    live migration records and the end of the run are all written on the decider thread.
-    (Handed to the default executor they failed at random with 'SQLite objects created in
-    a thread can only be used in that same thread', and ``serve`` exited 1 on SIGTERM.)"""
+    live migration records and the end of the run are all written on the decider thread,
+    never the event loop's. (Handed to the default executor they failed at random with
+    'SQLite objects created in a thread can only be used in that same thread', and
+    ``serve`` exited 1 on SIGTERM.) A second stop writes no second end."""
 
     async def body(svc):
         asyncio.get_running_loop().set_default_executor(FreshThreads())
-        live = live_network(svc, two_sites(), ledger=tmp_path / "ledger")
+        live = live_network(svc, two_sites())
+        rec = ThreadsSeen(tmp_path / "ledger")
+        live.orchestrator.recorder = rec
         await svc.put_thing(ADMIN, "fleet:r1", robot(10.0))
         assert (await live.cycle()).placed == 1
         await svc.device_report("fleet:r1", {"position": {"x_m": 2990.0}})
         live.clock.t += 1.0
         assert (await live.cycle()).migrations == 1
+        # what a live migration between host processes records once it is done
+        moved = MigrationReport(
+            twin_id="fleet:r1", source="edge-1", target="edge-2", method="pre-copy",
+            epoch=2, final_revision=3, rounds=1, bytes_copied=10_000, changes_copied=0,
+            downtime_s=0.004, fence_s=0.002, copy_s=0.0, adopt_s=0.002, total_s=0.02,
+        )  # fmt: skip
+        await live._record_handover(moved)
         await live.stop()  # writes the run's end entry: raised before
+        await live.stop()
+        return rec.threads, threading.get_ident()
 
-    run(f"sqlite:///{tmp_path / 'twins.db'}", body)
+    threads, loop_thread = run(f"sqlite:///{tmp_path / 'twins.db'}", body)
+    assert sorted(threads) == ["end", "handover", "migration", "placement"]
+    (decider,) = set().union(*threads.values())  # one thread for all of them
+    assert decider != loop_thread
     ld = LedgerDir.open(tmp_path / "ledger")
     try:
         assert all(r.ok for r in ld.verify())
         entries = [e for d in ld.domains for e in ld.log(d).entries()]
     finally:
         ld.close()
-    assert {"placement", "migration", "usage"} <= {e["type"] for e in entries}
-    assert {"event": "end"} in [e["body"] for e in entries if e["type"] == "policy"]
+    assert {"placement", "migration", "handover", "usage"} <= {e["type"] for e in entries}
+    ends = [e for e in entries if e["type"] == "policy" and e["body"] == {"event": "end"}]
+    assert len(ends) == len(ld.domains)  # one per domain, once

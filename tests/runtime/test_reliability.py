@@ -61,7 +61,12 @@ def stop_server(proc: subprocess.Popen, timeout_s: float = 60) -> None:
     """SIGTERM a server of :func:`start_server`: it must exit 0, else the assertion
     carries the end of its log."""
     proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=timeout_s)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never left running
+        proc.wait(timeout=30)
+        raise
     if rc != 0:
         tail = proc.log.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
         raise AssertionError(f"twinedge serve exited with {rc} on SIGTERM:\n{tail}")

@@ -257,6 +257,7 @@ class LiveNetwork:
         # connections belong to the thread that opened them, and a decision that a
         # cancelled cycle leaves running finishes before the recorder is closed (FIFO)
         self._decider: ThreadPoolExecutor | None = None
+        self._ended = False  # the recorder has the end of the run (cleared by a cycle)
         self._migration_slots = asyncio.Semaphore(MIGRATIONS_AT_ONCE)
 
     # --- reading the live twins --------------------------------------------------------
@@ -414,6 +415,7 @@ class LiveNetwork:
         answer or an infeasible network: the report carries the error and the twins keep
         their hosts."""
         async with self._lock:
+            self._ended = False
             if self.host_processes is not None:
                 for host in [*await self.host_processes.dead(), *sorted(self.unrecovered)]:
                     await self._recover(host)
@@ -977,18 +979,24 @@ class LiveNetwork:
         self._task = asyncio.create_task(self.run(), name="twinedge-orchestrator")
 
     async def stop(self) -> None:
+        """Stop the cycles and write the end of the run to the recorder, once for the
+        cycles since the last stop (a second stop writes nothing)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         rec: Recorder | None = self.orchestrator.recorder
-        if rec is not None:
-            t_s = self.clock() - self.t0  # after a decision still running, if any
-            await self._on_decider(rec.end, t_s, self.network, self.server_energy_j)
-        if self._decider is not None:
-            self._decider.shutdown(wait=False)  # idle: nothing is left to run on it
-            self._decider = None
+        try:
+            if rec is not None and not self._ended:
+                self._ended = True
+                t_s = self.clock() - self.t0
+                # after a decision still running there, whose energy it then includes
+                await self._on_decider(lambda: rec.end(t_s, self.network, self.server_energy_j))
+        finally:
+            if self._decider is not None:  # a decision still running there ends on its own
+                self._decider.shutdown(wait=False)
+                self._decider = None
 
     # --- what is seen ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
