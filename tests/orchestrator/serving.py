@@ -16,7 +16,7 @@ import httpx
 import yaml
 
 from tests.orchestrator.test_live import two_sites
-from tests.runtime.test_reliability import free_port, start_server
+from tests.runtime.test_reliability import free_port, start_server, stop_server
 
 
 def wait_for(fn: Any, what: str, tries: int = 400) -> Any:
@@ -47,7 +47,8 @@ def two_sites_file(tmp_path: Path) -> Path:
 @contextmanager
 def serve_two_sites(tmp_path: Path, *options: str) -> Iterator[Served]:
     """``twinedge serve --network examples/two-sites.yaml OPTIONS``, stopped (SIGTERM)
-    at the end if still running."""
+    at the end if still running: it must then exit 0 (:func:`stop_server`), unless the
+    body raised."""
     network = two_sites_file(tmp_path)
     data, http, mqtt = tmp_path / "data", free_port(), free_port()
     proc = start_server(data, http, mqtt, extra=["--network", str(network), *options])
@@ -57,6 +58,9 @@ def serve_two_sites(tmp_path: Path, *options: str) -> Iterator[Served]:
     )
     try:
         yield Served(client, proc, data, mqtt)
+        if proc.poll() is None:  # not stopped by the test: a clean stop exits 0
+            client.close()
+            stop_server(proc)
     finally:
         client.close()
         if proc.poll() is None:

@@ -519,7 +519,11 @@ def test_a_host_killed_with_sigkill_loses_nothing_it_acknowledged(served, tmp_pa
         lambda: (d := doc()).get("_host") == "edge-2" and d, "recovery on edge-2", 1200
     )
     assert final["features"]["counter"]["properties"] == {"n": acked[-1]} == {"n": 50}
-    status = client.get("/api/2/orchestrator").json()
+    # the recovery is listed once its handover is in the ledger, a moment after the twin moved
+    status = wait_for(
+        lambda: (st := client.get("/api/2/orchestrator").json())["edge"]["recovered"] and st,
+        "the recovery listed",
+    )
     assert status["edge"]["recovered"] == [{"host": "edge-1", "twins": 1, "to": ["edge-2"]}]
     assert status["edge"]["host_processes"] == 1
     health = client.get("/healthz").json()
@@ -669,8 +673,11 @@ def test_a_target_host_that_never_answers_then_dies_loses_nothing(tmp_path):
             1200,
         )
         assert final["_host"] == "edge-1"
+        # the dead host leaves the count before its recovery ends and is listed
         edge = wait_for(
-            lambda: (e := status())["host_processes"] == 1 and e, "edge-2 recovered", 1200
+            lambda: (e := status())["host_processes"] == 1 and e["recovered"] and e,
+            "edge-2 recovered",
+            1200,
         )
         assert edge["live_migrations"] == 0 and edge["migrations_failed"] >= 1
         assert edge["recovered"] == [{"host": "edge-2", "twins": 0, "to": []}]
