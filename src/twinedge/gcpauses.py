@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PAUSES", "REFREEZE", "PauseMeter", "Refreezer", "settle"]
+__all__ = ["PAUSES", "REFREEZE", "PauseMeter", "Refreezer", "settle", "status"]
 
 
 class PauseMeter:
@@ -103,16 +103,6 @@ class PauseMeter:
                 "max_s": round(self.max_s[g], 6),
             }
             for g in range(3)
-        }
-
-    def status(self) -> dict[str, Any]:
-        """:meth:`snapshot` with the objects frozen (``frozen``) and what the process's
-        :data:`REFREEZE` did (``refreezes``, ``deep_collections``)."""
-        return {
-            "frozen": gc.get_freeze_count(),
-            "refreezes": REFREEZE.refreezes,
-            "deep_collections": REFREEZE.deep_collections,
-            "generations": self.snapshot(),
         }
 
 
@@ -193,6 +183,18 @@ class Refreezer:
 PAUSES = PauseMeter()
 #: The process's refreezer (started by :func:`settle`).
 REFREEZE = Refreezer()
+
+
+def status() -> dict[str, Any]:
+    """The process's collector, as ``/metrics`` and a host's ``/status`` report it: the
+    objects frozen (``frozen``), what :data:`REFREEZE` did (``refreezes``,
+    ``deep_collections``) and :data:`PAUSES` per generation (``generations``)."""
+    return {
+        "frozen": gc.get_freeze_count(),
+        "refreezes": REFREEZE.refreezes,
+        "deep_collections": REFREEZE.deep_collections,
+        "generations": PAUSES.snapshot(),
+    }
 
 
 def settle() -> None:

@@ -59,7 +59,6 @@ def serve_two_sites(tmp_path: Path, *options: str) -> Iterator[Served]:
     try:
         yield Served(client, proc, data, mqtt)
         if proc.poll() is None:  # not stopped by the test: a clean stop exits 0
-            client.close()
             stop_server(proc)
     finally:
         client.close()

@@ -583,7 +583,7 @@ class HostServer:
             "twins": len(self.host.twin_ids()),
             "pid": os.getpid(),
             "core": self.core_url,
-            "gc": gcpauses.PAUSES.status(),
+            "gc": gcpauses.status(),
             "replicated_records": self.replicated_records,
             "replication_requests": self.replication_requests,
             "replication": {

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import Scope
 
 from twinedge.gcpauses import PAUSES
+from twinedge.gcpauses import status as gc_status
 from twinedge.runtime.api.models import Health, problem_responses
 from twinedge.runtime.api.problems import PROBLEM_JSON
 from twinedge.runtime.api.redact import redact
@@ -172,7 +173,7 @@ def _gc_pauses() -> Iterator[Metric]:
     longest = GaugeMetricFamily(
         "twinedge_gc_pause_max_seconds", "The longest cycle collection", labels=["generation"]
     )
-    status = PAUSES.status()
+    status = gc_status()
     for gen, g in status["generations"].items():
         count.add_metric([gen], g["count"])
         seconds.add_metric([gen], g["seconds_total"])
