@@ -3,9 +3,10 @@ after start: the heap frozen once at start, against frozen again after every ful
 collection (``twinedge.gcpauses.Refreezer``).
 
 Each mode runs in a fresh process of its own: it imports FastAPI, pydantic and NumPy
-(a part of what ``serve`` imports), freezes its heap as ``serve`` does once started, then creates ``--twins`` twin documents
-of ``--features`` features and applies ``--updates`` device reports to them (RFC 7396
-merge patches, as the service applies them). The collector's pauses are timed by
+(a part of what ``serve`` imports), freezes its heap as ``serve`` does once started,
+then creates ``--twins`` twin documents of ``--features`` features and applies
+``--updates`` device reports to them (RFC 7396 merge patches, as the service applies
+them). The collector's pauses are timed by
 ``twinedge.gcpauses.PauseMeter``. Prints one JSON document: machine, parameters, per
 mode the full collections (count, longest, total) and the young ones, and the ratios.
 
@@ -28,7 +29,7 @@ MODES = ("frozen-once", "refreeze")
 
 WORKLOAD = """
 import gc, json, random, sys, time
-import fastapi, numpy, pydantic  # what serve holds: walked by every full collection unless frozen
+import fastapi, numpy, pydantic  # held by serve: walked by each full collection unless frozen
 from twinedge import gcpauses
 from twinedge.jsonmerge import merge_patch
 
